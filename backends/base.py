@@ -1,0 +1,597 @@
+"""The Backend interface: every primitive deepgpu's math is built from.
+
+Each primitive is documented once here and implemented generically against
+``self.xp`` (NumPy or CuPy share almost all of their API). A concrete backend
+sets ``xp`` and overrides what it does better another way. Arrays passed in
+and returned are the backend's own arrays (``numpy.ndarray`` or
+``cupy.ndarray``); dtypes are NumPy dtype objects. Shapes are tuples of ints.
+
+Conventions
+-----------
+* Images are NHWC. A conv2d kernel is ``[kh, kw, in, out]``.
+* ``padding`` is ``"valid"`` or ``"same"`` (TensorFlow's arithmetic: the
+  output has ``ceil(in / stride)`` rows, the extra padding row goes after).
+* ``strides``, ``dilation`` and pool sizes are ``(rows, cols)`` tuples.
+* Float math is float32 unless the caller passes float64 arrays.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+FLOAT_DTYPES = ("float32", "float64", "float16")
+DTYPES = FLOAT_DTYPES + ("int32", "int64", "int8", "uint8", "bool")
+
+
+def normalize_dtype(dtype) -> np.dtype:
+    """Return the NumPy dtype for a name or dtype; ValueError if unsupported."""
+    if dtype is None:
+        return np.dtype("float32")
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}") from None
+    if d.name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    return d
+
+
+def conv_output_size(size: int, k: int, stride: int, dilation: int, padding: str):
+    """Output length and (pad_before, pad_after) along one spatial axis."""
+    eff = (k - 1) * dilation + 1
+    if padding == "valid":
+        out = (size - eff) // stride + 1
+        if out <= 0:
+            raise ValueError(
+                f"input of size {size} is smaller than the window {eff} "
+                f"(kernel {k}, dilation {dilation}) with padding 'valid'")
+        return out, (0, 0)
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + eff - size, 0)
+        return out, (total // 2, total - total // 2)
+    raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+
+
+def _pair(v, what):
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(i) for i in v)
+    if len(t) != 2:
+        raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
+    return t
+
+
+class Backend:
+    """Base class of backends; subclasses set ``name`` and ``xp``."""
+
+    name = "base"
+    xp = np
+
+    # ------------------------------------------------------------------ info
+    def __repr__(self):
+        return f"<deepgpu backend {self.name!r}>"
+
+    def is_array(self, a) -> bool:
+        """True when ``a`` is this backend's array type."""
+        return isinstance(a, self.xp.ndarray)
+
+    def sync(self) -> None:
+        """Wait until all queued work on this backend has finished."""
+
+    def memory_info(self) -> dict:
+        """Backend-specific memory figures (e.g. a device pool's bytes)."""
+        return {}
+
+    # -------------------------------------------------------------- creation
+    def asarray(self, data, dtype=None):
+        """Array of ``data`` (nested lists, NumPy array, scalar) as ``dtype``.
+
+        float64 input with no dtype is cast to float32 (no silent float64).
+        Raises TypeError for non-numeric data.
+        """
+        if isinstance(data, np.ndarray) or self.is_array(data):
+            arr = data
+        else:
+            try:
+                arr = np.asarray(data)
+            except (ValueError, TypeError) as e:
+                raise TypeError(f"cannot make a tensor from {type(data).__name__}: {e}") from None
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"tensor data must be numeric or bool, got dtype {arr.dtype} "
+                f"from {type(data).__name__}")
+        if dtype is None:
+            if arr.dtype.kind == "f":
+                dtype = "float32"
+            elif arr.dtype.kind in "iu":
+                dtype = "int32"
+            else:
+                dtype = "bool"
+        dtype = normalize_dtype(dtype)
+        return self.xp.asarray(arr, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        """A host NumPy copy of ``a``."""
+        return np.array(a, copy=True)
+
+    def zeros(self, shape, dtype="float32"):
+        return self.xp.zeros(shape, dtype=normalize_dtype(dtype))
+
+    def ones(self, shape, dtype="float32"):
+        return self.xp.ones(shape, dtype=normalize_dtype(dtype))
+
+    def full(self, shape, value, dtype="float32"):
+        return self.xp.full(shape, value, dtype=normalize_dtype(dtype))
+
+    def arange(self, start, stop=None, step=1, dtype="int32"):
+        return self.xp.arange(start, stop, step, dtype=normalize_dtype(dtype))
+
+    def copy(self, a):
+        return a.copy()
+
+    # ---------------------------------------------------------------- random
+    # Initial values are drawn on the host from one seeded NumPy generator
+    # and moved to the device, so the same seed gives the same weights on
+    # every backend.
+    _rng = np.random.default_rng()
+
+    def seed(self, n: int) -> None:
+        """Seed this backend's random generators."""
+        Backend._rng = np.random.default_rng(n)
+
+    def random_normal(self, shape, mean=0.0, stddev=1.0, dtype="float32"):
+        return self.asarray(Backend._rng.normal(mean, stddev, size=shape), dtype)
+
+    def random_uniform(self, shape, minval=0.0, maxval=1.0, dtype="float32"):
+        d = normalize_dtype(dtype)
+        if d.kind in "iu":
+            return self.asarray(Backend._rng.integers(minval, maxval, size=shape), d)
+        return self.asarray(Backend._rng.uniform(minval, maxval, size=shape), d)
+
+    def truncated_normal(self, shape, mean=0.0, stddev=1.0, dtype="float32"):
+        """Normal values redrawn until within two standard deviations."""
+        n = int(np.prod(shape, dtype=np.int64))
+        out = Backend._rng.normal(0.0, 1.0, size=n)
+        bad = np.abs(out) > 2.0
+        while bad.any():
+            out[bad] = Backend._rng.normal(0.0, 1.0, size=int(bad.sum()))
+            bad = np.abs(out) > 2.0
+        return self.asarray((out * stddev + mean).reshape(shape), dtype)
+
+    def permutation(self, n: int):
+        """A random permutation of range(n) as a host int64 NumPy array."""
+        return Backend._rng.permutation(n)
+
+    def dropout_mask(self, shape, rate: float, dtype="float32"):
+        """Array of 0 or 1/(1-rate), each element kept with probability 1-rate."""
+        keep = Backend._rng.random(size=shape) >= rate
+        return self.asarray(keep * (1.0 / (1.0 - rate)), dtype)
+
+    # ------------------------------------------------------------ elementwise
+    # Binary primitives broadcast NumPy-style; the caller checks shapes.
+    def add(self, a, b):
+        return self.xp.add(a, b)
+
+    def subtract(self, a, b):
+        return self.xp.subtract(a, b)
+
+    def multiply(self, a, b):
+        return self.xp.multiply(a, b)
+
+    def divide(self, a, b):
+        return self.xp.true_divide(a, b)
+
+    def floor_divide(self, a, b):
+        return self.xp.floor_divide(a, b)
+
+    def mod(self, a, b):
+        return self.xp.mod(a, b)
+
+    def power(self, a, b):
+        return self.xp.power(a, b)
+
+    def negative(self, a):
+        return self.xp.negative(a)
+
+    def exp(self, a):
+        return self.xp.exp(a)
+
+    def log(self, a):
+        return self.xp.log(a)
+
+    def log1p(self, a):
+        return self.xp.log1p(a)
+
+    def sqrt(self, a):
+        return self.xp.sqrt(a)
+
+    def abs(self, a):
+        return self.xp.abs(a)
+
+    def sign(self, a):
+        return self.xp.sign(a)
+
+    def square(self, a):
+        return self.xp.square(a)
+
+    def floor(self, a):
+        return self.xp.floor(a)
+
+    def round(self, a):
+        return self.xp.round(a)
+
+    def maximum(self, a, b):
+        return self.xp.maximum(a, b)
+
+    def minimum(self, a, b):
+        return self.xp.minimum(a, b)
+
+    def clip(self, a, lo, hi):
+        return self.xp.clip(a, lo, hi)
+
+    def where(self, cond, a, b):
+        return self.xp.where(cond, a, b)
+
+    def cast(self, a, dtype):
+        d = normalize_dtype(dtype)
+        return a if a.dtype == d else a.astype(d)
+
+    def compare(self, op: str, a, b):
+        """Elementwise comparison; ``op`` is one of == != < <= > >=. Returns bool."""
+        fn = {"==": self.xp.equal, "!=": self.xp.not_equal, "<": self.xp.less,
+              "<=": self.xp.less_equal, ">": self.xp.greater, ">=": self.xp.greater_equal}
+        return fn[op](a, b)
+
+    def logical(self, op: str, a, b=None):
+        """``op`` is and / or / xor / not on bool arrays."""
+        xp = self.xp
+        if op == "not":
+            return xp.logical_not(a)
+        return {"and": xp.logical_and, "or": xp.logical_or, "xor": xp.logical_xor}[op](a, b)
+
+    def isnan(self, a):
+        return self.xp.isnan(a)
+
+    def isfinite(self, a):
+        return self.xp.isfinite(a)
+
+    # ------------------------------------------------------------ activations
+    def relu(self, x):
+        return self.xp.maximum(x, 0)
+
+    def relu_grad(self, dy, x):
+        """dy where x > 0, else 0."""
+        return dy * (x > 0)
+
+    def sigmoid(self, x):
+        xp = self.xp
+        # Split by sign so that exp never overflows.
+        e = xp.exp(-xp.abs(x))
+        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+    def tanh(self, x):
+        return self.xp.tanh(x)
+
+    def elu(self, x, alpha=1.0):
+        xp = self.xp
+        return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))).astype(x.dtype, copy=False)
+
+    def leaky_relu(self, x, alpha=0.2):
+        return self.xp.where(x > 0, x, x * x.dtype.type(alpha))
+
+    def softplus(self, x):
+        xp = self.xp
+        return (xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))).astype(x.dtype, copy=False)
+
+    def softmax(self, x, axis=-1):
+        xp = self.xp
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
+        return e
+
+    def log_softmax(self, x, axis=-1):
+        xp = self.xp
+        s = x - x.max(axis=axis, keepdims=True)
+        return s - xp.log(xp.exp(s).sum(axis=axis, keepdims=True))
+
+    def softmax_cross_entropy(self, logits, labels, axis=-1):
+        """Per-row cross-entropy of softmax(logits) against probability ``labels``.
+
+        logits, labels: same shape. Returns the shape without ``axis``, and
+        the softmax (kept for the backward pass: ``(softmax - labels) * dy``).
+        """
+        logp = self.log_softmax(logits, axis)
+        loss = -(labels * logp).sum(axis=axis)
+        return loss, self.xp.exp(logp)
+
+    # ------------------------------------------------------------- reductions
+    def sum(self, a, axis=None, keepdims=False):
+        return a.sum(axis=axis, keepdims=keepdims)
+
+    def mean(self, a, axis=None, keepdims=False):
+        return a.mean(axis=axis, keepdims=keepdims)
+
+    def max(self, a, axis=None, keepdims=False):
+        return a.max(axis=axis, keepdims=keepdims)
+
+    def min(self, a, axis=None, keepdims=False):
+        return a.min(axis=axis, keepdims=keepdims)
+
+    def prod(self, a, axis=None, keepdims=False):
+        return a.prod(axis=axis, keepdims=keepdims)
+
+    def argmax(self, a, axis=None):
+        return a.argmax(axis=axis).astype(np.int32)
+
+    def argmin(self, a, axis=None):
+        return a.argmin(axis=axis).astype(np.int32)
+
+    def any(self, a, axis=None, keepdims=False):
+        return a.any(axis=axis, keepdims=keepdims)
+
+    def all(self, a, axis=None, keepdims=False):
+        return a.all(axis=axis, keepdims=keepdims)
+
+    def sum_to_shape(self, g, shape):
+        """Sum ``g`` over the axes that broadcasting expanded from ``shape``."""
+        shape = tuple(shape)
+        if g.shape == shape:
+            return g
+        lead = g.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(
+            i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+        if axes:
+            g = g.sum(axis=axes, keepdims=True)
+        return g.reshape(shape)
+
+    # ------------------------------------------------------------------ shape
+    def reshape(self, a, shape):
+        return a.reshape(shape)
+
+    def transpose(self, a, perm=None):
+        return a.transpose(perm)
+
+    def broadcast_to(self, a, shape):
+        return self.xp.broadcast_to(a, shape)
+
+    def concat(self, arrays, axis=0):
+        return self.xp.concatenate(arrays, axis=axis)
+
+    def stack(self, arrays, axis=0):
+        return self.xp.stack(arrays, axis=axis)
+
+    def getitem(self, a, key):
+        return a[key]
+
+    def getitem_grad(self, dy, shape, key):
+        """Gradient of ``a[key]``: zeros of ``shape`` with ``dy`` added at ``key``.
+
+        Repeated indices (advanced indexing) accumulate.
+        """
+        out = self.xp.zeros(shape, dtype=dy.dtype)
+        self._add_at(out, key, dy)
+        return out
+
+    def _add_at(self, out, key, values):
+        self.xp.add.at(out, key, values)
+
+    def pad(self, a, pad_width, value=0.0):
+        """Pad with a constant; ``pad_width`` is ((before, after), ...) per axis."""
+        return self.xp.pad(a, pad_width, mode="constant", constant_values=value)
+
+    def one_hot(self, indices, depth, dtype="float32"):
+        """[..., depth] array with 1 at each index; out-of-range indices give zeros."""
+        idx = indices.astype(np.int64)
+        return (idx[..., None] == self.xp.arange(depth)).astype(normalize_dtype(dtype))
+
+    def gather(self, a, indices, axis=0):
+        """``take`` along ``axis``; raises IndexError for out-of-range indices."""
+        n = a.shape[axis]
+        if indices.size and (int(indices.min()) < -n or int(indices.max()) >= n):
+            raise IndexError(f"gather: an index is out of range for axis {axis} of size {n}")
+        return self.xp.take(a, indices, axis=axis)
+
+    def gather_grad(self, dy, shape, indices, axis=0):
+        """Gradient of gather: ``dy`` scattered and summed into zeros of ``shape``."""
+        out = self.xp.zeros(shape, dtype=dy.dtype)
+        moved = self.xp.moveaxis(out, axis, 0)
+        ind = indices.reshape(-1) % shape[axis]
+        upd = self.xp.moveaxis(dy, tuple(range(axis, axis + indices.ndim)),
+                               tuple(range(indices.ndim)))
+        self._add_at(moved, ind, upd.reshape((ind.size,) + moved.shape[1:]))
+        return out
+
+    def repeat(self, a, repeats, axis):
+        return self.xp.repeat(a, repeats, axis=axis)
+
+    # ----------------------------------------------------------------- matmul
+    def matmul(self, a, b, transpose_a=False, transpose_b=False):
+        """``a @ b`` with optional transposes of the last two axes.
+
+        a: [..., m, k], b: [..., k, n] (after the transposes); leading axes
+        broadcast. Returns [..., m, n].
+        """
+        if transpose_a:
+            a = self.xp.swapaxes(a, -1, -2)
+        if transpose_b:
+            b = self.xp.swapaxes(b, -1, -2)
+        return self.xp.matmul(a, b)
+
+    def dense(self, x, w, b=None, activation=None):
+        """Fused ``activation(x @ w + b)``; x [m, k], w [k, n], b [n].
+
+        activation: None, "relu" or another name this backend's
+        ``apply_activation`` knows. Backends may fuse it into one kernel.
+        """
+        y = self.matmul(x, w)
+        if b is not None:
+            y += b
+        return self.apply_activation(y, activation)
+
+    def apply_activation(self, y, activation):
+        if activation in (None, "linear"):
+            return y
+        return getattr(self, activation)(y)
+
+    # ------------------------------------------------------------ convolution
+    def _windows(self, xp_pad, kh, kw, sh, sw, dh, dw, ho, wo):
+        """A strided view [N, ho, wo, kh, kw, C] of the padded input (no copy)."""
+        n, _, _, c = xp_pad.shape
+        s0, s1, s2, s3 = xp_pad.strides
+        return self.xp.lib.stride_tricks.as_strided(
+            xp_pad, shape=(n, ho, wo, kh, kw, c),
+            strides=(s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3))
+
+    def conv_geometry(self, x_shape, k_shape, strides, padding, dilation):
+        """(ho, wo, (pt, pb), (pl, pr)) for an NHWC input and [kh, kw, in, out] kernel."""
+        if len(x_shape) != 4:
+            raise ValueError(f"conv2d expects a 4-D NHWC input, got shape {tuple(x_shape)}")
+        if len(k_shape) != 4:
+            raise ValueError(f"conv2d expects a 4-D [kh, kw, in, out] kernel, got shape {tuple(k_shape)}")
+        if x_shape[3] != k_shape[2]:
+            raise ValueError(
+                f"conv2d: input has {x_shape[3]} channels but the kernel expects "
+                f"{k_shape[2]} (input shape {tuple(x_shape)}, kernel shape {tuple(k_shape)})")
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        ho, ph = conv_output_size(x_shape[1], k_shape[0], sh, dh, padding)
+        wo, pw = conv_output_size(x_shape[2], k_shape[1], sw, dw, padding)
+        return ho, wo, ph, pw
+
+    def _im2col(self, x, kh, kw, strides, padding, dilation):
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        ho, ph = conv_output_size(x.shape[1], kh, sh, dh, padding)
+        wo, pw = conv_output_size(x.shape[2], kw, sw, dw, padding)
+        if ph != (0, 0) or pw != (0, 0):
+            x = self.xp.pad(x, ((0, 0), ph, pw, (0, 0)))
+        win = self._windows(x, kh, kw, sh, sw, dh, dw, ho, wo)
+        n, c = x.shape[0], x.shape[3]
+        return win.reshape(n * ho * wo, kh * kw * c), ho, wo
+
+    def conv2d(self, x, k, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        """2-D convolution (cross-correlation, as in TF).
+
+        x: [N, H, W, C], k: [kh, kw, C, O] -> [N, Ho, Wo, O]. Raises
+        ValueError when the channels differ or the window exceeds the input.
+        """
+        self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
+        kh, kw, c, o = k.shape
+        cols, ho, wo = self._im2col(x, kh, kw, strides, padding, dilation)
+        y = self.xp.matmul(cols, k.reshape(kh * kw * c, o))
+        return y.reshape(x.shape[0], ho, wo, o)
+
+    def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        """Gradient of conv2d with respect to the kernel: [kh, kw, C, O]."""
+        kh, kw, c, o = k_shape
+        cols, ho, wo = self._im2col(x, kh, kw, strides, padding, dilation)
+        dk = self.xp.matmul(cols.T, dy.reshape(-1, o))
+        return dk.reshape(k_shape)
+
+    def conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        """Gradient of conv2d with respect to its input: an array of ``x_shape``.
+
+        One matmul gives each output pixel's contribution to its window;
+        the windows are then summed back with one strided add per kernel tap
+        (kh*kw adds, no loop over pixels).
+        """
+        n, h, w, c = x_shape
+        kh, kw, _, o = k.shape
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        ho, wo, ph, pw = self.conv_geometry(x_shape, k.shape, strides, padding, dilation)
+        dcols = self.xp.matmul(dy.reshape(-1, o), k.reshape(kh * kw * c, o).T)
+        dcols = dcols.reshape(n, ho, wo, kh, kw, c)
+        hp, wp = h + ph[0] + ph[1], w + pw[0] + pw[1]
+        # Room for the last window's reach so every strided slice has ho/wo rows.
+        dxp = self.xp.zeros((n, max(hp, (ho - 1) * sh + (kh - 1) * dh + 1),
+                             max(wp, (wo - 1) * sw + (kw - 1) * dw + 1), c), dtype=dy.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                r0, c0 = i * dh, j * dw
+                dxp[:, r0:r0 + sh * (ho - 1) + 1:sh, c0:c0 + sw * (wo - 1) + 1:sw, :] += dcols[:, :, :, i, j, :]
+        return dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
+
+    # ---------------------------------------------------------------- pooling
+    def _pool_setup(self, x, pool_size, strides, padding, fill):
+        ph_, pw_ = _pair(pool_size, "pool_size")
+        sh, sw = _pair(strides if strides is not None else pool_size, "strides")
+        if x.ndim != 4:
+            raise ValueError(f"pooling expects a 4-D NHWC input, got shape {tuple(x.shape)}")
+        ho, ph = conv_output_size(x.shape[1], ph_, sh, 1, padding)
+        wo, pw = conv_output_size(x.shape[2], pw_, sw, 1, padding)
+        if ph != (0, 0) or pw != (0, 0):
+            x = self.xp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=fill)
+        return x, (ph_, pw_), (sh, sw), ho, wo, ph, pw
+
+    def max_pool2d(self, x, pool_size=(2, 2), strides=None, padding="valid"):
+        """Max pooling, NHWC -> [N, Ho, Wo, C]; padding never wins the max."""
+        fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        xp_, (kh, kw), (sh, sw), ho, wo, _, _ = self._pool_setup(x, pool_size, strides, padding, fill)
+        if (kh, kw) == (sh, sw) and not (xp_.shape[1] % kh or xp_.shape[2] % kw):
+            # Non-overlapping windows: a reshape instead of a strided view reads memory in order.
+            n, hp, wp, c = xp_.shape
+            return xp_.reshape(n, ho, kh, wo, kw, c).max(axis=(2, 4))
+        win = self._windows(xp_, kh, kw, sh, sw, 1, 1, ho, wo)
+        return win.max(axis=(3, 4))
+
+    def max_pool2d_grad(self, dy, x, y, pool_size=(2, 2), strides=None, padding="valid"):
+        """Gradient of max pooling: dy routed to the first maximum of each window."""
+        fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        xp_, (kh, kw), (sh, sw), ho, wo, ph, pw = self._pool_setup(x, pool_size, strides, padding, fill)
+        win = self._windows(xp_, kh, kw, sh, sw, 1, 1, ho, wo)
+        n, _, _, c = x.shape
+        arg = win.reshape(n, ho, wo, kh * kw, c).argmax(axis=3)
+        dxp = self.xp.zeros(xp_.shape, dtype=dy.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                hit = arg == (i * kw + j)
+                dxp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] += dy * hit
+        return dxp[:, ph[0]:ph[0] + x.shape[1], pw[0]:pw[0] + x.shape[2], :]
+
+    def avg_pool2d(self, x, pool_size=(2, 2), strides=None, padding="valid"):
+        """Average pooling, NHWC; with 'same' padding the padded cells are not counted."""
+        xp_, (kh, kw), (sh, sw), ho, wo, ph, pw = self._pool_setup(x, pool_size, strides, padding, 0)
+        win = self._windows(xp_, kh, kw, sh, sw, 1, 1, ho, wo)
+        total = win.sum(axis=(3, 4))
+        return (total / self._pool_counts(x.shape, (kh, kw), (sh, sw), ho, wo, ph, pw, x.dtype)).astype(x.dtype, copy=False)
+
+    def _pool_counts(self, x_shape, k, s, ho, wo, ph, pw, dtype):
+        """[1, Ho, Wo, 1] number of real (unpadded) cells in each window."""
+        if ph == (0, 0) and pw == (0, 0):
+            return dtype.type(k[0] * k[1])
+        ones = self.xp.pad(self.xp.ones((1, x_shape[1], x_shape[2], 1), dtype=dtype), ((0, 0), ph, pw, (0, 0)))
+        return self._windows(ones, k[0], k[1], s[0], s[1], 1, 1, ho, wo).sum(axis=(3, 4))
+
+    def avg_pool2d_grad(self, dy, x_shape, pool_size=(2, 2), strides=None, padding="valid"):
+        """Gradient of average pooling: an array of ``x_shape``."""
+        kh, kw = _pair(pool_size, "pool_size")
+        sh, sw = _pair(strides if strides is not None else pool_size, "strides")
+        ho, ph = conv_output_size(x_shape[1], kh, sh, 1, padding)
+        wo, pw = conv_output_size(x_shape[2], kw, sw, 1, padding)
+        g = dy / self._pool_counts(x_shape, (kh, kw), (sh, sw), ho, wo, ph, pw, dy.dtype)
+        n, h, w, c = x_shape
+        dxp = self.xp.zeros((n, h + ph[0] + ph[1], w + pw[0] + pw[1], c), dtype=dy.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dxp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] += g
+        return dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
+
+    # -------------------------------------------------------------- optimizer
+    def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+        """In-place Adam(W) step on parameter ``p`` with moments ``m`` and ``v``.
+
+        ``lr`` is the learning rate of this step; ``step`` counts from 1.
+        Decoupled weight decay (AdamW) when ``weight_decay`` > 0.
+        """
+        xp = self.xp
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * xp.square(g)
+        a = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+        if weight_decay:
+            p -= (lr * weight_decay) * p
+        p -= a * m / (xp.sqrt(v) + eps)

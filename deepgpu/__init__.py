@@ -1,0 +1,36 @@
+"""deepgpu: Keras / TensorFlow.js-style deep learning on NumPy or CUDA.
+
+    import deepgpu as dg
+    dg.set_backend("cpu")            # or "cuda", or "auto" (the default)
+    x = dg.tensor([[1, 2], [3, 4]])
+    (x @ x).data_sync()              # the one way values reach the host
+"""
+__version__ = "0.1.0"
+
+from .backends import (  # noqa: F401
+    BackendUnavailableError, available_backends, cuda_status, get_backend, set_backend, use_backend,
+)
+from .tensor import (  # noqa: F401
+    Tensor, Variable, arange, fill, memory, ones, ones_like, random_normal, random_uniform,
+    scalar, set_seed, tensor, truncated_normal, zeros, zeros_like,
+)
+from .autograd import (  # noqa: F401
+    enable_grad, grad, grads, is_grad_enabled, no_grad, value_and_grad, value_and_grads,
+    variable_grads,
+)
+from .ops import (  # noqa: F401
+    abs, add, all, any, argmax, argmin, avg_pool, avg_pool2d, broadcast_to, cast, clip,
+    clip_by_value, concat, concatenate, conv2d, conv2d_transpose, dense, divide, dropout, elu,
+    equal, exp, expand_dims, floor, floor_divide, gather, getitem, greater, greater_equal,
+    leaky_relu, less, less_equal, log, log1p, log_softmax, logical_and, logical_not, logical_or,
+    logsumexp, mat_mul, matmul, max, max_pool, max_pool2d, maximum, mean, min, minimum, mod,
+    multiply, negative, not_equal, one_hot, pad, pow, prod, reciprocal, relu, repeat, reshape,
+    round, rsqrt, sigmoid, sign, slice, softmax, softmax_cross_entropy, softplus, split, sqrt,
+    square, squeeze, stack, std, subtract, sum, tanh, tile, transpose, unstack, variance, where,
+)
+
+# TF.js short names.
+sub = subtract
+mul = multiply
+div = divide
+neg = negative

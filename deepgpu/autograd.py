@@ -1,0 +1,221 @@
+"""Reverse-mode automatic differentiation, written once above the backends.
+
+Each op that has an input needing a gradient links its output to a
+``Node`` (op name, inputs, saved arrays, attributes). Gradient rules are
+registered by op name with ``register_gradient`` and written with backend
+primitives on raw arrays, so they hold on every backend. The graph lives
+only as long as the tensors that reference it; there is no global tape.
+
+Public: ``grad``, ``grads``, ``value_and_grad``, ``value_and_grads``,
+``variable_grads``, ``no_grad``, ``enable_grad``, ``is_grad_enabled``.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from .tensor import Tensor, Variable
+
+GRADIENTS: dict = {}
+_state = threading.local()
+
+
+def register_gradient(op: str):
+    """Decorator: ``fn(node, dy) -> tuple`` of input gradients (raw arrays or None)."""
+    def deco(fn):
+        GRADIENTS[op] = fn
+        return fn
+    return deco
+
+
+class Node:
+    """How a tensor was made: enough to send its gradient to its inputs."""
+
+    __slots__ = ("op", "inputs", "saved", "attrs", "B")
+
+    def __init__(self, op, inputs, saved, attrs, B):
+        self.op = op
+        self.inputs = inputs
+        self.saved = saved
+        self.attrs = attrs
+        self.B = B
+
+    def __repr__(self):
+        return f"<Node {self.op} of {len(self.inputs)} input(s)>"
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside the block no op records a gradient link (inference, updates)."""
+    prev = is_grad_enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = prev
+
+
+@contextlib.contextmanager
+def enable_grad():
+    prev = is_grad_enabled()
+    _state.enabled = True
+    try:
+        yield
+    finally:
+        _state.enabled = prev
+
+
+def _topo(root: Tensor) -> list:
+    """Tensors that need a gradient, in an order where each comes after its inputs."""
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        node = t._node
+        if node is not None:
+            for i in node.inputs:
+                if i.requires_grad and id(i) not in seen:
+                    stack.append((i, False))
+    return order
+
+
+def backward(out: Tensor, sources, dy=None) -> list:
+    """Gradients of ``out`` with respect to each of ``sources`` (raw arrays or None).
+
+    ``dy`` (raw array or Tensor) seeds the output's gradient; default ones.
+    Saved arrays of the graph are released as the pass goes.
+    """
+    B = out._backend
+    if dy is None:
+        g0 = B.ones(out.shape, out.dtype)
+    else:
+        g0 = dy.data if isinstance(dy, Tensor) else B.asarray(dy, out.dtype)
+        if tuple(g0.shape) != out.shape:
+            raise ValueError(f"dy has shape {tuple(g0.shape)} but the output has shape {out.shape}")
+    want = {id(s): k for k, s in enumerate(sources)}
+    result = [None] * len(sources)
+    if not out.requires_grad:
+        return result
+    grads = {id(out): g0}
+    for t in reversed(_topo(out)):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        k = want.get(id(t))
+        if k is not None:
+            result[k] = g
+        node = t._node
+        if node is None:
+            continue
+        rule = GRADIENTS.get(node.op)
+        if rule is None:
+            raise NotImplementedError(f"no gradient is registered for op {node.op!r}")
+        in_grads = rule(node, g)
+        for inp, ig in zip(node.inputs, in_grads):
+            if ig is None or not inp.requires_grad:
+                continue
+            if tuple(ig.shape) != inp.shape:
+                ig = B.sum_to_shape(ig, inp.shape)
+            prev = grads.get(id(inp))
+            grads[id(inp)] = ig if prev is None else prev + ig
+    return result
+
+
+def _as_sources(xs):
+    out = []
+    for x in xs:
+        if isinstance(x, Variable):
+            out.append(x)
+        elif isinstance(x, Tensor):
+            out.append(Tensor(x.data, x._backend, requires_grad=True))
+        else:
+            from .tensor import tensor
+            t = tensor(x)
+            t.requires_grad = True
+            out.append(t)
+    return out
+
+
+def _check_scalar_or_dy(y, dy, fname):
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{fname}: f must return a Tensor, got {type(y).__name__}")
+    if dy is None and y.size != 1:
+        raise ValueError(
+            f"{fname}: f returned shape {y.shape}; pass dy of that shape or return a scalar")
+
+
+def _wrap(g, like: Tensor):
+    if g is None:
+        g = like._backend.zeros(like.shape, like.dtype)
+    return Tensor(g, like._backend)
+
+
+def value_and_grads(f):
+    """``f(*xs) -> y``; returns ``g(xs, dy=None) -> (y, [dy/dx for x in xs])``.
+
+    As TF.js ``tf.valueAndGrads``. ``xs`` is a list of tensors or arrays.
+    """
+    def g(xs, dy=None):
+        if not isinstance(xs, (list, tuple)):
+            raise TypeError("value_and_grads: pass the inputs as a list")
+        srcs = _as_sources(xs)
+        with enable_grad():
+            y = f(*srcs)
+        _check_scalar_or_dy(y, dy, "value_and_grads")
+        gs = backward(y, srcs, dy)
+        return Tensor(y.data, y._backend), [_wrap(gi, s) for gi, s in zip(gs, srcs)]
+    return g
+
+
+def grads(f):
+    """``f(*xs) -> y``; returns ``g(xs, dy=None) -> [dy/dx for x in xs]`` (TF.js ``tf.grads``)."""
+    vg = value_and_grads(f)
+    return lambda xs, dy=None: vg(xs, dy)[1]
+
+
+def value_and_grad(f):
+    """``f(x) -> y``; returns ``g(x, dy=None) -> (y, dy/dx)``."""
+    vg = value_and_grads(f)
+
+    def g(x, dy=None):
+        y, gs = vg([x], dy)
+        return y, gs[0]
+    return g
+
+
+def grad(f):
+    """``f(x) -> y``; returns ``g(x, dy=None) -> dy/dx`` (TF.js ``tf.grad``)."""
+    vg = value_and_grad(f)
+    return lambda x, dy=None: vg(x, dy)[1]
+
+
+def variable_grads(f, var_list=None):
+    """Run ``f()`` and differentiate it with respect to trainable Variables.
+
+    Returns ``(value, {variable: gradient Tensor})`` for the variables in
+    ``var_list``, or for every trainable Variable ``f`` used.
+    """
+    with enable_grad():
+        y = f()
+    _check_scalar_or_dy(y, None, "variable_grads")
+    if var_list is None:
+        var_list = [t for t in _topo(y) if isinstance(t, Variable) and t.trainable]
+    gs = backward(y, var_list)
+    return Tensor(y.data, y._backend), {v: _wrap(g, v) for v, g in zip(var_list, gs)}
+
+
+def _backward_all_variables(y, dy=None):
+    var_list = [t for t in _topo(y) if isinstance(t, Variable) and t.trainable]
+    gs = backward(y, var_list, dy)
+    return {v: _wrap(g, v) for v, g in zip(var_list, gs)}
