@@ -231,7 +231,7 @@ class Variable(Tensor):
     (same shape and dtype, else ValueError).
     """
 
-    __slots__ = ("trainable", "name", "constraint")
+    __slots__ = ("trainable", "name", "constraint", "_user_trainable")
     _uid = [0]
 
     def __init__(self, value, trainable=True, name=None, dtype=None, constraint=None):
@@ -246,6 +246,7 @@ class Variable(Tensor):
             name = f"Variable_{Variable._uid[0]}"
         self.name = name
         self.constraint = constraint
+        self._user_trainable = bool(trainable)
 
     def __repr__(self):
         return (f"Variable(name={self.name!r}, shape={self.shape}, dtype={self.dtype}, "

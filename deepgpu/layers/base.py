@@ -1,0 +1,443 @@
+"""Layer base class, symbolic tensors and the functional-graph bookkeeping.
+
+A Layer builds its weights from the first input shape it sees, is callable
+on a concrete Tensor (runs ``call``) or on a symbolic tensor from ``Input``
+(records a graph node and returns symbolic outputs, as Keras's functional
+API does). Shapes given to ``build`` / ``compute_output_shape`` include the
+batch axis as ``None``.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+
+from ..autograd import no_grad
+from ..tensor import Tensor, Variable, tensor
+
+_names = threading.local()
+
+
+def _snake(name: str) -> str:
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
+
+
+def unique_name(base: str) -> str:
+    """``base``, then ``base_1``, ``base_2``... as Keras names layers."""
+    counts = getattr(_names, "counts", None)
+    if counts is None:
+        counts = _names.counts = {}
+    n = counts.get(base, 0)
+    counts[base] = n + 1
+    return base if n == 0 else f"{base}_{n}"
+
+
+def reset_names() -> None:
+    """Start layer names from ``dense``, ``conv2d``... again (as ``clear_session``)."""
+    _names.counts = {}
+
+
+def _shape_tuple(shape):
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def fmt_shape(shape) -> str:
+    if isinstance(shape, list):
+        return "[" + ", ".join(fmt_shape(s) for s in shape) + "]"
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class SymbolicTensor:
+    """A placeholder for a value in a functional graph: shape (batch None) and dtype.
+
+    ``node`` is the graph Node that produced it, ``index`` its position
+    among that node's outputs.
+    """
+
+    def __init__(self, shape, dtype="float32", node=None, index=0, name=None):
+        self.shape = _shape_tuple(shape)
+        self.dtype = dtype
+        self.node = node
+        self.index = index
+        self.name = name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        who = f" from {self.node.layer.name!r}" if self.node is not None else ""
+        return f"<SymbolicTensor shape={fmt_shape(self.shape)} dtype={self.dtype}{who}>"
+
+
+class Node:
+    """One call of a layer inside a functional graph."""
+
+    def __init__(self, layer, inputs, input_structure_is_list, kwargs):
+        self.layer = layer
+        self.inputs = list(inputs)
+        self.is_list = input_structure_is_list
+        self.kwargs = kwargs
+        self.outputs: list = []
+
+    @property
+    def inbound_layers(self):
+        return [t.node.layer for t in self.inputs if t.node is not None]
+
+
+class InputSpec:
+    """What a layer accepts: rank (``ndim`` or ``min_ndim``) and fixed ``axes`` sizes."""
+
+    def __init__(self, ndim=None, min_ndim=None, axes=None):
+        self.ndim = ndim
+        self.min_ndim = min_ndim
+        self.axes = dict(axes or {})
+
+
+def _flatten(x):
+    if isinstance(x, (list, tuple)):
+        out = []
+        for i in x:
+            out.extend(_flatten(i))
+        return out
+    if isinstance(x, dict):
+        return _flatten(list(x.values()))
+    return [x]
+
+
+class Layer:
+    """Base class of all layers.
+
+    Subclasses implement ``build(input_shape)`` (create weights with
+    ``add_weight``), ``call(inputs, training=None)`` and
+    ``compute_output_shape(input_shape)``, and extend ``get_config()``.
+    Common arguments: ``name``, ``trainable``, ``dtype``, ``input_shape``
+    (without the batch axis), ``batch_input_shape``, ``batch_size``,
+    ``input_dim``.
+    """
+
+    def __init__(self, trainable=True, name=None, dtype=None, input_shape=None,
+                 batch_input_shape=None, batch_size=None, input_dim=None, **kwargs):
+        # TF.js spellings of the shape arguments.
+        if "inputShape" in kwargs:
+            input_shape = kwargs.pop("inputShape")
+        if "batchInputShape" in kwargs:
+            batch_input_shape = kwargs.pop("batchInputShape")
+        if "inputDim" in kwargs:
+            input_dim = kwargs.pop("inputDim")
+        if kwargs:
+            raise TypeError(
+                f"{type(self).__name__}: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
+        self.name = name or unique_name(_snake(type(self).__name__))
+        self._trainable = bool(trainable)
+        self.dtype = dtype or "float32"
+        self.built = False
+        self._weights: list = []
+        self._regularizers: list = []
+        self._inbound_nodes: list = []
+        self.input_spec = None
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        if batch_input_shape is not None:
+            self._batch_input_shape = _shape_tuple(batch_input_shape)
+        elif input_shape is not None:
+            if isinstance(input_shape, int):
+                input_shape = (input_shape,)
+            self._batch_input_shape = (batch_size,) + _shape_tuple(input_shape)
+        else:
+            self._batch_input_shape = None
+        self._build_input_shape = None
+        self._call_accepts_training = "training" in inspect.signature(self.call).parameters
+
+    # ------------------------------------------------------------- weights
+    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None,
+                   trainable=True, constraint=None, dtype=None) -> Variable:
+        """Create, track and return a Variable named ``<layer>/<name>``."""
+        from .. import initializers, regularizers
+
+        init = initializers.get(initializer)
+        value = init(tuple(int(s) for s in shape), dtype or self.dtype)
+        v = Variable(value, trainable=trainable and self._trainable, name=f"{self.name}/{name}")
+        v._user_trainable = trainable
+        v.constraint = constraint
+        self._weights.append(v)
+        if regularizer is not None:
+            self._regularizers.append((regularizers.get(regularizer), v))
+        return v
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, flag):
+        self._trainable = bool(flag)
+        for v in self._weights:
+            v.set_trainable(bool(flag) and getattr(v, "_user_trainable", True))
+        for layer in self._sublayers():
+            layer.trainable = flag
+
+    def _sublayers(self) -> list:
+        """Layers owned by this one (for wrappers and models)."""
+        return []
+
+    @property
+    def weights(self) -> list:
+        out = list(self._weights)
+        for layer in self._sublayers():
+            out.extend(w for w in layer.weights if all(w is not o for o in out))
+        return out
+
+    @property
+    def trainable_weights(self) -> list:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [w for w in self.weights if not w.trainable]
+
+    variables = weights
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
+
+    def count_params(self) -> int:
+        if not self.built:
+            raise ValueError(
+                f"layer {self.name!r} is not built yet, so it has no weights to count; "
+                f"call it on an input or give it an input_shape")
+        return sum(w.size for w in self.weights)
+
+    def get_weights(self) -> list:
+        """The weights as NumPy arrays (host copies), in ``weights`` order."""
+        return [w.data_sync() for w in self.weights]
+
+    def set_weights(self, weights) -> None:
+        """Set every weight from NumPy arrays in ``weights`` order.
+
+        Raises ValueError naming the layer when the count or a shape differs;
+        nothing is changed then.
+        """
+        ws = self.weights
+        weights = list(weights)
+        if len(weights) != len(ws):
+            raise ValueError(
+                f"layer {self.name!r} expects {len(ws)} weight arrays "
+                f"({[w.shape for w in ws]}), got {len(weights)}")
+        for w, value in zip(ws, weights):
+            shape = tuple(getattr(value, "shape", ()))
+            if shape != w.shape:
+                raise ValueError(
+                    f"layer {self.name!r}: weight {w.name!r} has shape {w.shape}, "
+                    f"the value given has shape {shape}")
+        for w, value in zip(ws, weights):
+            w.assign(value)
+
+    @property
+    def losses(self) -> list:
+        """Regularization penalties of this layer's (and sublayers') weights, as Tensors."""
+        out = [reg(v) for reg, v in self._regularizers if v.trainable]
+        for layer in self._sublayers():
+            out.extend(layer.losses)
+        return out
+
+    # ---------------------------------------------------------- building
+    def build(self, input_shape) -> None:
+        self.built = True
+
+    def _maybe_build(self, input_shape) -> None:
+        if not self.built:
+            self._check_spec(input_shape)
+            self.build(input_shape)
+            self.built = True
+            self._build_input_shape = input_shape
+
+    def compute_output_shape(self, input_shape):
+        """Output shape (batch None) for ``input_shape``; default: run on zeros."""
+        shapes = input_shape if isinstance(input_shape, list) else [input_shape]
+        if any(d is None for s in shapes for d in s[1:]):
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot infer its output shape for {input_shape}")
+        with no_grad():
+            zs = [tensor(_zeros((1,) + tuple(s[1:])), self.dtype) for s in shapes]
+            y = self.call(zs if isinstance(input_shape, list) else zs[0], **self._training_kw(False))
+        if isinstance(y, (list, tuple)):
+            return [(None,) + t.shape[1:] for t in y]
+        return (None,) + y.shape[1:]
+
+    def _training_kw(self, training):
+        return {"training": training} if self._call_accepts_training else {}
+
+    def _check_spec(self, input_shape) -> None:
+        spec = self.input_spec
+        if spec is None or isinstance(input_shape, list):
+            return
+        nd = len(input_shape)
+        if spec.ndim is not None and nd != spec.ndim:
+            raise ValueError(
+                f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible: "
+                f"expected ndim={spec.ndim}, found ndim={nd}; full shape received: {fmt_shape(input_shape)}")
+        if spec.min_ndim is not None and nd < spec.min_ndim:
+            raise ValueError(
+                f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible: "
+                f"expected min_ndim={spec.min_ndim}, found ndim={nd}; full shape received: {fmt_shape(input_shape)}")
+        for ax, size in spec.axes.items():
+            got = input_shape[ax] if -nd <= ax < nd else None
+            if got is not None and got != size:
+                raise ValueError(
+                    f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible: "
+                    f"expected axis {ax} of the input to have size {size}, "
+                    f"but received input with shape {fmt_shape(input_shape)}")
+
+    # ------------------------------------------------------------- calling
+    def call(self, inputs, training=None):
+        raise NotImplementedError(f"{type(self).__name__} does not implement call()")
+
+    def __call__(self, inputs, training=None, **kwargs):
+        flat = _flatten(inputs)
+        if any(isinstance(t, SymbolicTensor) for t in flat):
+            return self._call_symbolic(inputs, kwargs)
+        if isinstance(inputs, (list, tuple)):
+            inputs = [i if isinstance(i, Tensor) else tensor(i) for i in inputs]
+            shapes = [(None,) + i.shape[1:] for i in inputs]
+        else:
+            inputs = inputs if isinstance(inputs, Tensor) else tensor(inputs)
+            shapes = (None,) + inputs.shape[1:]
+        self._maybe_build(shapes)
+        self._check_spec(shapes)
+        return self.call(inputs, **self._training_kw(training), **kwargs)
+
+    def _call_symbolic(self, inputs, kwargs):
+        is_list = isinstance(inputs, (list, tuple))
+        syms = list(inputs) if is_list else [inputs]
+        for s in syms:
+            if not isinstance(s, SymbolicTensor):
+                raise TypeError(
+                    f"layer {self.name!r}: cannot mix symbolic inputs (from Input) with "
+                    f"concrete values ({type(s).__name__}) in one call")
+        shapes = [s.shape for s in syms] if is_list else syms[0].shape
+        self._maybe_build(shapes)
+        self._check_spec(shapes)
+        out_shape = self.compute_output_shape(shapes)
+        node = Node(self, syms, is_list, kwargs)
+        multi = isinstance(out_shape, list)
+        outs = [SymbolicTensor(s, self.dtype, node, i, name=f"{self.name}/out{i}")
+                for i, s in enumerate(out_shape if multi else [out_shape])]
+        node.outputs = outs
+        self._inbound_nodes.append(node)
+        return outs if multi else outs[0]
+
+    # ---------------------------------------------------- graph properties
+    def _first_node(self, what):
+        if not self._inbound_nodes:
+            raise AttributeError(
+                f"layer {self.name!r} has not been called on a symbolic input, so it has no {what}")
+        return self._inbound_nodes[0]
+
+    @property
+    def input(self):
+        n = self._first_node("input")
+        return n.inputs if n.is_list else n.inputs[0]
+
+    @property
+    def output(self):
+        n = self._first_node("output")
+        return n.outputs if len(n.outputs) > 1 else n.outputs[0]
+
+    @property
+    def input_shape(self):
+        if self._inbound_nodes:
+            i = self.input
+            return [t.shape for t in i] if isinstance(i, list) else i.shape
+        if self._build_input_shape is not None:
+            return self._build_input_shape
+        if self._batch_input_shape is not None:
+            return self._batch_input_shape
+        raise AttributeError(f"layer {self.name!r} has no input shape yet")
+
+    @property
+    def output_shape(self):
+        if self._inbound_nodes:
+            o = self.output
+            return [t.shape for t in o] if isinstance(o, list) else o.shape
+        return self.compute_output_shape(self.input_shape)
+
+    @property
+    def inbound_layer_names(self) -> list:
+        if not self._inbound_nodes:
+            return []
+        return [layer.name for layer in self._inbound_nodes[0].inbound_layers]
+
+    # -------------------------------------------------------------- config
+    def get_config(self) -> dict:
+        """Constructor arguments as plain JSON-able values (Keras's keys)."""
+        cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self._batch_input_shape is not None:
+            cfg["batch_input_shape"] = list(self._batch_input_shape)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
+
+
+def _zeros(shape):
+    from .. import backends
+    return backends.current().zeros(shape)
+
+
+class InputLayer(Layer):
+    """The entry point of a functional graph; ``Input()`` creates one."""
+
+    def __init__(self, input_shape=None, batch_size=None, dtype=None, name=None,
+                 batch_input_shape=None, batch_shape=None, **kwargs):
+        if batch_shape is not None and batch_input_shape is None:
+            batch_input_shape = batch_shape  # Keras 3 spelling
+        if input_shape is None and batch_input_shape is None:
+            raise ValueError("InputLayer needs input_shape (without the batch axis) or batch_input_shape")
+        super().__init__(name=name or unique_name("input_layer"), dtype=dtype,
+                         input_shape=input_shape, batch_input_shape=batch_input_shape,
+                         batch_size=batch_size, **kwargs)
+        self.built = True
+        node = Node(self, [], False, {})
+        out = SymbolicTensor(self._batch_input_shape, self.dtype, node, 0, name=self.name)
+        node.outputs = [out]
+        self._inbound_nodes.append(node)
+
+    def call(self, inputs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    @property
+    def input_shape(self):
+        return self._batch_input_shape
+
+    @property
+    def output_shape(self):
+        return self._batch_input_shape
+
+    def get_config(self):
+        return {"batch_input_shape": list(self._batch_input_shape), "dtype": self.dtype,
+                "name": self.name}
+
+
+def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None, tensor=None):
+    """A symbolic input for the functional API; ``shape`` excludes the batch axis."""
+    if tensor is not None:
+        raise ValueError("Input(tensor=...) is not supported; pass shape=")
+    if shape is None and batch_shape is None:
+        raise ValueError("Input needs shape= (without the batch axis) or batch_shape=")
+    if shape is not None:
+        if isinstance(shape, int):
+            shape = (shape,)
+        shape = tuple(shape)
+    layer = InputLayer(input_shape=shape, batch_size=batch_size, name=name, dtype=dtype,
+                       batch_input_shape=batch_shape)
+    return layer.output
