@@ -34,3 +34,24 @@ sub = subtract
 mul = multiply
 div = divide
 neg = negative
+
+from .layers.base import Input  # noqa: F401,E402
+from .models import Model, Sequential, load_model, register_serializable  # noqa: F401,E402
+
+# Submodules load on first use (deepgpu.layers, deepgpu.losses, ...), so that
+# `import deepgpu` stays quick.
+_SUBMODULES = {
+    "layers", "models", "losses", "metrics", "optimizers", "callbacks", "activations",
+    "initializers", "regularizers", "datasets", "preprocessing", "io", "testing", "kernels",
+    "backends", "tuning", "plotting", "data", "ops", "autograd", "cli",
+}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in ("plot_history", "plot_model"):
+        from . import plotting
+        return getattr(plotting, name)
+    raise AttributeError(f"module 'deepgpu' has no attribute {name!r}")

@@ -156,15 +156,18 @@ class Layer:
     def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None,
                    trainable=True, constraint=None, dtype=None) -> Variable:
         """Create, track and return a Variable named ``<layer>/<name>``."""
-        from .. import initializers, regularizers
-
-        init = initializers.get(initializer)
+        if callable(initializer) and not isinstance(initializer, type):
+            init = initializer
+        else:
+            from .. import initializers
+            init = initializers.get(initializer)
         value = init(tuple(int(s) for s in shape), dtype or self.dtype)
         v = Variable(value, trainable=trainable and self._trainable, name=f"{self.name}/{name}")
         v._user_trainable = trainable
         v.constraint = constraint
         self._weights.append(v)
         if regularizer is not None:
+            from .. import regularizers
             self._regularizers.append((regularizers.get(regularizer), v))
         return v
 

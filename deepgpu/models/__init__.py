@@ -1,0 +1,12 @@
+"""Models: Sequential, the functional Model, training, summary and (de)serialization."""
+from .model import Model  # noqa: F401
+from .sequential import Sequential  # noqa: F401
+from .serialization import model_from_config, register_serializable  # noqa: F401
+
+Functional = Model
+
+
+def load_model(filepath, custom_objects=None, compile=True):
+    """Load a model written by ``model.save`` (architecture, weights, optimizer state)."""
+    from ..io import native
+    return native.load_model(filepath, custom_objects=custom_objects, compile=compile)

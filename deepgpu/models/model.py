@@ -1,0 +1,219 @@
+"""Model: a functional graph of layers (or a subclass with its own ``call``).
+
+``Model(inputs, outputs)`` walks back from ``outputs`` to ``inputs`` through
+the nodes that layers recorded when called on symbolic tensors, and runs
+those nodes in order. A Model is itself a Layer, so it can be called on new
+inputs and nested in another model.
+"""
+from __future__ import annotations
+
+from ..layers.base import InputLayer, Layer, SymbolicTensor, _flatten
+from ..tensor import Tensor, tensor
+from .summary import print_summary
+from .training import Trainer
+
+
+class Model(Trainer, Layer):
+    """A model of layers: ``Model(inputs, outputs, name=None)``.
+
+    inputs / outputs: a SymbolicTensor from ``Input`` (or a layer's output),
+    or a list / dict of them. Without them, subclass Model and define
+    ``call(inputs, training=None)``; layers set as attributes are tracked.
+    """
+
+    def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
+        self._tracked_layers = []
+        Layer.__init__(self, name=name, trainable=trainable, **kwargs)
+        Trainer.__init__(self)
+        self._functional = inputs is not None
+        if (inputs is None) != (outputs is None):
+            raise ValueError("Model needs both inputs and outputs (or neither, when subclassing)")
+        if self._functional:
+            self._init_graph(inputs, outputs)
+
+    # ------------------------------------------------------------ the graph
+    def _init_graph(self, inputs, outputs):
+        self._input_is_dict = isinstance(inputs, dict)
+        self._output_is_dict = isinstance(outputs, dict)
+        self._output_names_dict = list(outputs) if self._output_is_dict else None
+        self._input_names_dict = list(inputs) if self._input_is_dict else None
+        self._single_input = isinstance(inputs, SymbolicTensor)
+        self._single_output = isinstance(outputs, SymbolicTensor)
+        ins = _flatten(inputs)
+        outs = _flatten(outputs)
+        for t in ins + outs:
+            if not isinstance(t, SymbolicTensor):
+                raise TypeError(
+                    f"Model inputs and outputs must be symbolic tensors (from Input or a layer "
+                    f"called on one), got {type(t).__name__}")
+        self._inputs, self._outputs = ins, outs
+        in_ids = {id(t) for t in ins}
+        order, seen = [], set()
+
+        def visit(t, path):
+            if id(t) in in_ids:
+                return
+            node = t.node
+            if node is None or isinstance(node.layer, InputLayer):
+                raise ValueError(
+                    f"Graph disconnected: cannot reach {t!r} from the model's inputs "
+                    f"{[i.name for i in ins]}; every path must start at one of them")
+            if id(node) in seen:
+                return
+            if id(node) in path:
+                raise ValueError("the layer graph has a cycle")
+            path.add(id(node))
+            for i in node.inputs:
+                visit(i, path)
+            path.discard(id(node))
+            seen.add(id(node))
+            order.append(node)
+
+        for o in outs:
+            visit(o, set())
+        self._nodes = order
+        layers = []
+        for t in ins:
+            if t.node is not None and t.node.layer not in layers:
+                layers.append(t.node.layer)
+        for n in order:
+            if n.layer not in layers:
+                layers.append(n.layer)
+        self._graph_layers = layers
+        names = [layer.name for layer in layers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"layer names must be unique within a model; repeated: {sorted(dup)}")
+        self.built = True
+
+    def _sublayers(self):
+        if self._functional:
+            return [layer for layer in self._graph_layers if not isinstance(layer, InputLayer)]
+        return list(self._tracked_layers)
+
+    def __setattr__(self, key, value):
+        if isinstance(value, Layer) and key != "_last_layer" and hasattr(self, "_tracked_layers"):
+            if all(value is not t for t in self._tracked_layers):
+                self._tracked_layers.append(value)
+        object.__setattr__(self, key, value)
+
+    @property
+    def layers(self) -> list:
+        """The model's layers in graph order (InputLayers included, as Keras does)."""
+        if self._functional:
+            return list(self._graph_layers)
+        return list(self._tracked_layers)
+
+    @property
+    def inputs(self) -> list:
+        return list(self._inputs) if self._functional else []
+
+    @property
+    def outputs(self) -> list:
+        return list(self._outputs) if self._functional else []
+
+    @property
+    def input_names(self) -> list:
+        return [t.node.layer.name for t in self._inputs]
+
+    @property
+    def output_names(self) -> list:
+        if self._functional and self._output_is_dict:
+            return list(self._output_names_dict)
+        return [t.node.layer.name for t in self._outputs]
+
+    def get_layer(self, name=None, index=None) -> Layer:
+        """The layer called ``name`` (or at ``index``); ValueError naming the valid ones."""
+        if index is not None:
+            if not 0 <= index < len(self.layers):
+                raise ValueError(f"index {index} is out of range: the model has {len(self.layers)} layers")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no layer named {name!r}; the layers are {[l.name for l in self.layers]}")
+
+    # ---------------------------------------------------------------- calls
+    def _structure_inputs(self, inputs):
+        """Flat list of Tensors in model-input order from a tensor, list or dict."""
+        if isinstance(inputs, dict):
+            if not self._input_is_dict:
+                names = self.input_names
+                return [inputs[n] for n in names] if all(n in inputs for n in names) else list(inputs.values())
+            missing = [k for k in self._input_names_dict if k not in inputs]
+            if missing:
+                raise ValueError(f"model {self.name!r}: inputs are missing the key(s) {missing}")
+            return [inputs[k] for k in self._input_names_dict]
+        if isinstance(inputs, (list, tuple)):
+            return list(inputs)
+        return [inputs]
+
+    def call(self, inputs, training=None):
+        if not self._functional:
+            raise NotImplementedError(
+                f"model {self.name!r} was built without inputs/outputs; subclasses must define call()")
+        flat = self._structure_inputs(inputs)
+        if len(flat) != len(self._inputs):
+            raise ValueError(
+                f"model {self.name!r} expects {len(self._inputs)} input(s), got {len(flat)}")
+        values = {}
+        for sym, x in zip(self._inputs, flat):
+            x = x if isinstance(x, Tensor) else tensor(x)
+            exp = sym.shape[1:]
+            got = x.shape[1:]
+            if len(exp) != len(got) or any(e is not None and e != g for e, g in zip(exp, got)):
+                raise ValueError(
+                    f"Input {sym.node.layer.name!r} of model {self.name!r} is incompatible: "
+                    f"expected shape {('None',) + tuple(exp)}, got {x.shape}")
+            values[id(sym)] = x
+        for node in self._nodes:
+            args = [values[id(t)] for t in node.inputs]
+            y = node.layer(args if node.is_list else args[0], training=training, **node.kwargs)
+            ys = y if isinstance(y, (list, tuple)) else [y]
+            for sym, v in zip(node.outputs, ys):
+                values[id(sym)] = v
+        outs = [values[id(o)] for o in self._outputs]
+        if self._functional and self._output_is_dict:
+            return dict(zip(self._output_names_dict, outs))
+        return outs[0] if self._single_output else outs
+
+    def __call__(self, inputs, training=None, **kwargs):
+        if not self._functional and not self.built:
+            self.built = True
+        return Layer.__call__(self, inputs, training=training, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        if not self._functional:
+            return Layer.compute_output_shape(self, input_shape)
+        shapes = [o.shape for o in self._outputs]
+        return shapes[0] if self._single_output else shapes
+
+    def _maybe_build(self, input_shape):
+        if self._functional:
+            return
+        Layer._maybe_build(self, input_shape)
+
+    # -------------------------------------------------------------- display
+    def summary(self, line_length=None, positions=None, print_fn=None, return_string=False):
+        """Print the Keras layer table and the parameter totals.
+
+        line_length: total width (default 65, or 98 with the "Connected to"
+        column for functional models); positions: column ends, as fractions
+        or absolute; print_fn: called with each line instead of print.
+        Returns the text when ``return_string`` is true.
+        """
+        return print_summary(self, line_length, positions, print_fn, return_string)
+
+    def get_config(self) -> dict:
+        """The graph as Keras's functional config: layers with inbound nodes, inputs, outputs."""
+        if not self._functional:
+            raise NotImplementedError(
+                f"model {self.name!r} is a subclassed model; its architecture is Python code and "
+                f"has no config (save its weights instead)")
+        from .serialization import functional_config
+        return functional_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from .serialization import functional_from_config
+        return functional_from_config(config, custom_objects)
