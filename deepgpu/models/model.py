@@ -113,6 +113,30 @@ class Model(Trainer, Layer):
         return list(self._outputs) if self._functional else []
 
     @property
+    def input(self):
+        ins = self.inputs
+        if not ins:
+            raise AttributeError(f"model {self.name!r} has no symbolic inputs yet")
+        return ins[0] if len(ins) == 1 else ins
+
+    @property
+    def output(self):
+        outs = self.outputs
+        if not outs:
+            raise AttributeError(f"model {self.name!r} has no symbolic outputs yet")
+        return outs[0] if len(outs) == 1 else outs
+
+    @property
+    def input_shape(self):
+        i = self.input
+        return [t.shape for t in i] if isinstance(i, list) else i.shape
+
+    @property
+    def output_shape(self):
+        o = self.output
+        return [t.shape for t in o] if isinstance(o, list) else o.shape
+
+    @property
     def input_names(self) -> list:
         return [t.node.layer.name for t in self._inputs]
 

@@ -1,0 +1,183 @@
+"""The ``deepgpu`` command: ``train``, ``info`` (and ``bench`` once installed).
+
+User errors (a missing data folder, an unusable backend, a bad number) end
+with one line on stderr and exit status 2, not a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line."""
+
+
+def _positive_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
+def _positive_float(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
+    return v
+
+
+def _fraction(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {v}")
+    return v
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="deepgpu", description="Keras-style deep learning on NumPy or CUDA.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a network on a real dataset (digits by default)")
+    t.add_argument("--model", choices=["dnn", "cnn", "resnet"], default="cnn")
+    t.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist"], default="digits")
+    t.add_argument("--data-dir", default=None, help="folder holding the IDX files (MNIST / Fashion-MNIST)")
+    t.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=None,
+                   help="default: $DEEPGPU_BACKEND, else cpu")
+    t.add_argument("--epochs", type=_positive_int, default=None, help="default: 15 for digits, 3 otherwise")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32 for digits, 128 otherwise")
+    t.add_argument("--optimizer", default="adam")
+    t.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    t.add_argument("--validation-split", type=_fraction, default=0.1)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="deepgpu-out", help="folder for the saved model and the history plot")
+    t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
+
+    sub.add_parser("info", help="versions, backends, and the GPU if any")
+
+    b = sub.add_parser("bench", help="time training steps against PyTorch and Keras (see bench/)")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _load(dataset, data_dir):
+    from . import datasets
+
+    if dataset == "digits":
+        (xtr, ytr), (xte, yte) = datasets.digits.load_data()
+        scale = 16.0
+    else:
+        mod = datasets.fashion_mnist if dataset == "fashion-mnist" else datasets.mnist
+        try:
+            (xtr, ytr), (xte, yte) = mod.load_data(path=data_dir)
+        except FileNotFoundError as e:
+            raise UserError(str(e).splitlines()[0] + " (see `deepgpu train --help`)") from None
+        scale = 255.0
+    xtr = (xtr.astype("float32") / scale).reshape(xtr.shape[0], xtr.shape[1], xtr.shape[2], 1)
+    xte = (xte.astype("float32") / scale).reshape(xte.shape[0], xte.shape[1], xte.shape[2], 1)
+    return (xtr, ytr.astype("int32")), (xte, yte.astype("int32"))
+
+
+def cmd_train(args):
+    import deepgpu as dg
+    from . import optimizers, zoo
+
+    try:
+        backend = dg.set_backend(args.backend or os.environ.get("DEEPGPU_BACKEND", "cpu"))
+    except (dg.BackendUnavailableError, ValueError) as e:
+        raise UserError(str(e)) from None
+    dg.set_seed(args.seed)
+    (xtr, ytr), (xte, yte) = _load(args.dataset, args.data_dir)
+    epochs = args.epochs or (15 if args.dataset == "digits" else 3)
+    batch = args.batch_size or (32 if args.dataset == "digits" else 128)
+    print(f"deepgpu {dg.__version__} on {backend}: {args.model} on {args.dataset} "
+          f"({len(xtr)} training / {len(xte)} test images of {xtr.shape[1]}x{xtr.shape[2]})")
+    model = zoo.MODELS[args.model](input_shape=xtr.shape[1:], num_classes=int(ytr.max()) + 1)
+    model.summary()
+    try:
+        opt = optimizers.get({"class_name": args.optimizer, "config": {"learning_rate": args.learning_rate}})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    t0 = time.perf_counter()
+    history = model.fit(xtr, ytr, batch_size=batch, epochs=epochs, validation_split=args.validation_split,
+                        verbose=args.verbose)
+    train_s = time.perf_counter() - t0
+    loss, acc = model.evaluate(xte, yte, batch_size=256)
+    print(f"Test loss: {loss:.4f} - test accuracy: {acc * 100:.2f}% (training took {train_s:.1f} s)")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{args.dataset}-{args.model}.dgm")
+    try:
+        model.save(path)
+        print(f"Saved the model to {path}")
+    except (ImportError, AttributeError, NotImplementedError) as e:
+        print(f"(model not saved: {e})")
+    try:
+        from .plotting import plot_history
+        png = os.path.join(args.out, f"{args.dataset}-{args.model}-history.png")
+        plot_history(history, png)
+        print(f"Saved the training curves to {png}")
+    except ImportError:
+        print("(no plot: install matplotlib, e.g. pip install 'deepgpu[plot]')")
+    return 0
+
+
+def cmd_info(args):
+    import platform
+
+    import numpy
+
+    import deepgpu as dg
+    from .backends import cuda_status
+
+    print(f"deepgpu {dg.__version__}")
+    print(f"Python {platform.python_version()} on {platform.platform()}")
+    print(f"NumPy {numpy.__version__}")
+    ok, why = cuda_status()
+    print("backends: cpu (NumPy) - available")
+    print(f"backends: cuda (CuPy) - {'available' if ok else 'unavailable'}: {why}")
+    if ok:
+        import cupy
+
+        print(f"CuPy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
+        for i in range(cupy.cuda.runtime.getDeviceCount()):
+            prop = cupy.cuda.runtime.getDeviceProperties(i)
+            print(f"GPU {i}: {prop['name'].decode()}, {prop['totalGlobalMem'] / 2**30:.1f} GiB")
+    env = os.environ.get("DEEPGPU_BACKEND")
+    print(f"default backend: {dg.get_backend()}" + (f" ($DEEPGPU_BACKEND={env})" if env else " (auto)"))
+    return 0
+
+
+def cmd_bench(args):
+    try:
+        from .bench import main as bench_main
+    except ImportError:
+        raise UserError("the benchmark runner is not installed in this version") from None
+    return bench_main(args.rest)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "info": cmd_info, "bench": cmd_bench}[args.command](args)
+    except UserError as e:
+        print(f"deepgpu: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepgpu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Ready-made networks: the seeds' image DNN and convnet, and a small ResNet."""
+from __future__ import annotations
+
+from . import layers as L
+from .layers.base import Input
+from .models import Model, Sequential
+
+
+def dnn(input_shape=(28, 28, 1), num_classes=10, units=512, dropout=0.0, name="dnn"):
+    """Flatten-512-512-10, the seeds' image classifier (669,706 params at 28x28)."""
+    model = Sequential(name=name)
+    model.add(L.Flatten(input_shape=tuple(input_shape)))
+    model.add(L.Dense(units, activation="relu"))
+    if dropout:
+        model.add(L.Dropout(dropout))
+    model.add(L.Dense(units, activation="relu"))
+    if dropout:
+        model.add(L.Dropout(dropout))
+    model.add(L.Dense(num_classes, activation="softmax"))
+    return model
+
+
+def convnet(input_shape=(28, 28, 1), num_classes=10, name="convnet"):
+    """The seed convnet: two 3x3 conv blocks, dropout, Dense 512 (594,922 params at 28x28x1).
+
+    Inputs smaller than 28x28 use "same" padding so the blocks still fit
+    (for the 8x8 digits).
+    """
+    h, w = input_shape[0], input_shape[1]
+    pad = "valid" if min(h, w) >= 28 else "same"
+    return Sequential([
+        L.Conv2D(32, 3, activation="relu", padding=pad, input_shape=tuple(input_shape)),
+        L.Conv2D(32, 3, activation="relu", padding=pad),
+        L.MaxPooling2D(2),
+        L.Conv2D(64, 3, activation="relu", padding=pad),
+        L.Conv2D(64, 3, activation="relu", padding=pad),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dropout(0.25),
+        L.Dense(512, activation="relu"),
+        L.Dropout(0.5),
+        L.Dense(num_classes, activation="softmax"),
+    ], name=name)
+
+
+def _residual_block(x, filters, stride):
+    shortcut = x
+    y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    y = L.BatchNormalization()(y)
+    y = L.ReLU()(y)
+    y = L.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = L.BatchNormalization()(y)
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = L.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
+        shortcut = L.BatchNormalization()(shortcut)
+    return L.ReLU()(L.Add()([y, shortcut]))
+
+
+def resnet(input_shape=(28, 28, 1), num_classes=10, widths=(16, 32, 64), name="resnet"):
+    """A small residual network built with the functional API."""
+    inputs = Input(shape=tuple(input_shape))
+    x = L.Conv2D(widths[0], 3, padding="same", use_bias=False)(inputs)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    for i, f in enumerate(widths):
+        x = _residual_block(x, f, 1 if i == 0 else 2)
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(num_classes, activation="softmax")(x)
+    return Model(inputs, outputs, name=name)
+
+
+MODELS = {"dnn": dnn, "cnn": convnet, "resnet": resnet}
