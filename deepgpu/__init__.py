@@ -11,7 +11,7 @@ from .backends import (  # noqa: F401
     BackendUnavailableError, available_backends, cuda_status, get_backend, set_backend, use_backend,
 )
 from .tensor import (  # noqa: F401
-    Tensor, Variable, arange, fill, memory, ones, ones_like, random_normal, random_uniform,
+    Tensor, Variable, arange, dispose, tensor1d, tensor2d, tidy, fill, memory, ones, ones_like, random_normal, random_uniform,
     scalar, set_seed, tensor, truncated_normal, zeros, zeros_like,
 )
 from .autograd import (  # noqa: F401

@@ -214,6 +214,14 @@ class Tensor:
     def squeeze(self, axis=None): return _ops().squeeze(self, axis)
     def clip(self, lo, hi): return _ops().clip(self, lo, hi)
 
+    def dispose(self):
+        """Release this tensor's memory now; it becomes an empty tensor of shape (0,)."""
+        _count(self._backend.name, -1, -self._nbytes)
+        self._nbytes = 0
+        self._node = None
+        self.data = self._backend.zeros((0,), self.dtype)
+        _count(self._backend.name, 1, 0)
+
     def backward(self, dy=None):
         """Gradients of this tensor with respect to every Variable it depends on.
 
@@ -294,19 +302,52 @@ def _backend(backend=None):
     return _backends.current() if backend is None else _backends.get(backend)
 
 
-def tensor(data, dtype=None, backend=None) -> Tensor:
+def tensor(data, dtype=None, backend=None, shape=None) -> Tensor:
     """A tensor from nested lists, a NumPy array, a scalar or another Tensor.
 
     dtype: "float32" (default for float data), "int32" (default for int
     data), "bool", "float64" (explicit only), ... ValueError for an unknown
-    dtype, TypeError for non-numeric data.
+    dtype, TypeError for non-numeric data. ``shape`` reshapes flat values
+    (as TF.js ``tf.tensor(values, shape)``).
     """
     if isinstance(data, Tensor):
         if dtype is not None and normalize_dtype(dtype).name != data.dtype:
-            return data.astype(dtype)
-        return data if backend is None else data.to(backend)
-    b = _backend(backend)
-    return Tensor(b.asarray(data, dtype), b)
+            data = data.astype(dtype)
+        t = data if backend is None else data.to(backend)
+    else:
+        b = _backend(backend)
+        t = Tensor(b.asarray(data, dtype), b)
+    return t if shape is None else t.reshape(tuple(shape))
+
+
+def tensor1d(values, dtype=None):
+    return tensor(values, dtype).reshape(-1)
+
+
+def tensor2d(values, shape=None, dtype=None):
+    """TF.js ``tf.tensor2d(values, shape)``: a rank-2 tensor."""
+    t = tensor(values, dtype, shape=shape)
+    if t.ndim != 2:
+        raise ValueError(f"tensor2d needs rank-2 values or a 2-D shape, got shape {t.shape}")
+    return t
+
+
+def tidy(fn):
+    """TF.js ``tf.tidy``: run ``fn`` and return its result.
+
+    Python frees a tensor as soon as nothing refers to it, so the
+    intermediates of ``fn`` are already released when it returns; this
+    exists so TF.js code ports line for line.
+    """
+    return fn()
+
+
+def dispose(*tensors):
+    """TF.js ``tf.dispose``: release the given tensors' memory now (each becomes empty)."""
+    for t in tensors:
+        for x in (t if isinstance(t, (list, tuple)) else [t]):
+            if isinstance(x, Tensor):
+                x.dispose()
 
 
 def scalar(value, dtype=None, backend=None) -> Tensor:

@@ -312,6 +312,10 @@ class Layer:
         self._check_spec(shapes)
         return self.call(inputs, **self._training_kw(training), **kwargs)
 
+    def apply(self, inputs, training=None, **kwargs):
+        """TF.js's name for calling a layer (``layer.apply(symbolic_tensor)``)."""
+        return self(inputs, training=training, **kwargs)
+
     def _call_symbolic(self, inputs, kwargs):
         is_list = isinstance(inputs, (list, tuple))
         syms = list(inputs) if is_list else [inputs]

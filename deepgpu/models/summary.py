@@ -33,7 +33,9 @@ def _layer_rows(model):
 
 
 def _fit(text, width):
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def print_summary(model, line_length=None, positions=None, print_fn=None, return_string=False):
@@ -56,8 +58,8 @@ def print_summary(model, line_length=None, positions=None, print_fn=None, return
         for i, f in enumerate(fields):
             start = 0 if i == 0 else positions[i - 1]
             width = positions[i] - start
-            out += " " + _fit(str(f), width - 2).ljust(width - 1)
-        lines.append(out.rstrip())
+            out += " " + _fit(str(f), width - 2).ljust(max(width - 1, 0))
+        lines.append(out[:line_length].rstrip())
 
     lines.append(f'Model: "{model.name}"')
     lines.append("_" * line_length)

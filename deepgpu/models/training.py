@@ -367,6 +367,8 @@ class Trainer:
         steps = math.ceil(n / batch_size)
         if steps_per_epoch is not None:
             steps = min(steps, int(steps_per_epoch))
+        if isinstance(callbacks, dict):  # TF.js style: {"onEpochEnd": fn, ...}
+            callbacks = [cb_mod.LambdaCallback(**callbacks)]
         history = cb_mod.History()
         cbs = _Callbacks(list(callbacks or []) + [history], self,
                          {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
