@@ -1,0 +1,35 @@
+"""Every script in examples/ runs (quick budget) and prints what it promises."""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+
+
+def run_example(name, backend="cpu"):
+    env = dict(os.environ, DEEPGPU_EXAMPLES_QUICK="1", DEEPGPU_BACKEND=backend, MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, name], cwd=EXAMPLES, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def test_every_example_is_listed():
+    assert len(SCRIPTS) >= 9, SCRIPTS
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_example_runs(name):
+    out = run_example(name)
+    if name == "linear_regression.py":
+        pred = float(re.search(r"prediction for 5: ([-\d.]+)", out).group(1))
+        assert abs(pred - 9) < 0.3, out
+    if name == "transfer_learning.py":
+        assert "frozen layers unchanged while training the head: True" in out, out
+    if name == "grid_search.py":
+        assert "best:" in out
