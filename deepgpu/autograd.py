@@ -158,6 +158,9 @@ def _check_scalar_or_dy(y, dy, fname):
 def _wrap(g, like: Tensor):
     if g is None:
         g = like._backend.zeros(like.shape, like.dtype)
+    elif g.size > 1 and 0 in g.strides:
+        # A broadcast view (e.g. the gradient of sum) is read-only or aliased: own the memory.
+        g = like._backend.copy(g)
     return Tensor(g, like._backend)
 
 
