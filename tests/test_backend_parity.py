@@ -1,0 +1,883 @@
+"""Every Backend primitive, on every available backend, against an independent NumPy reference.
+
+References are written here with plain NumPy (and naive loops for the
+convolution and pooling family), in float64, and compared with the backend's
+float32 result: relative error under 1e-4. On a CPU-only machine these check
+the NumPy backend; on a GPU machine the same tests run again on "cuda".
+"""
+import inspect
+import math
+
+import numpy as np
+import pytest
+
+from deepgpu import backends
+from deepgpu.backends.base import Backend
+from deepgpu.backends.cupy_backend import CupyBackend
+from deepgpu.backends.numpy_backend import NumpyBackend
+
+RNG = np.random.default_rng(7)
+F32 = np.float32
+
+# Names of the primitives a test below checks; test_every_primitive_is_covered
+# makes sure a primitive added to Backend gets a parity test too.
+COVERED = set()
+
+
+def covers(*names):
+    def deco(fn):
+        COVERED.update(names)
+        return fn
+    return deco
+
+
+@pytest.fixture
+def B(backend):
+    return backends.current()
+
+
+def r(*shape, lo=-1.0, hi=1.0):
+    return RNG.uniform(lo, hi, size=shape).astype(F32)
+
+
+def host(B, a):
+    out = B.to_numpy(a)
+    assert isinstance(out, np.ndarray)
+    return out
+
+
+def close(B, actual, ref, rtol=1e-4, dtype=F32):
+    """Backend array vs float64 reference: same shape, dtype, max error under rtol * max|ref|."""
+    a = host(B, actual)
+    ref = np.asarray(ref)
+    assert a.shape == ref.shape, f"shape {a.shape} != reference {ref.shape}"
+    if dtype is not None:
+        assert a.dtype == np.dtype(dtype), f"dtype {a.dtype} != {np.dtype(dtype)}"
+    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
+    err = float(np.abs(a.astype(np.float64) - ref).max(initial=0.0))
+    assert err <= rtol * scale, f"max error {err:.3g} exceeds {rtol} * {scale:.3g}"
+
+
+def same(B, actual, ref, dtype=None):
+    a = host(B, actual)
+    assert a.shape == np.shape(ref)
+    if dtype is not None:
+        assert a.dtype == np.dtype(dtype), f"dtype {a.dtype} != {np.dtype(dtype)}"
+    np.testing.assert_array_equal(a, ref)
+
+
+def up(B, *arrays):
+    return [B.asarray(a, a.dtype) for a in arrays]
+
+
+# -------------------------------------------------------------- interface
+
+def _methods(cls):
+    return {n: v for n, v in vars(cls).items() if inspect.isfunction(v)}
+
+
+def test_every_backend_method_is_implemented_with_the_base_signature():
+    base = _methods(Backend)
+    assert len(base) > 80
+    for cls in (NumpyBackend, CupyBackend):
+        for name, fn in base.items():
+            impl = getattr(cls, name, None)
+            assert callable(impl), f"{cls.__name__} lacks {name}"
+            assert inspect.signature(impl) == inspect.signature(fn), (
+                f"{cls.__name__}.{name}{inspect.signature(impl)} differs from "
+                f"Backend.{name}{inspect.signature(fn)}")
+        for name, fn in _methods(cls).items():
+            if name in base:
+                continue
+            assert name.startswith("_"), f"{cls.__name__}.{name} is public but not part of the Backend interface"
+
+
+def test_every_primitive_is_covered():
+    public = {n for n in _methods(Backend) if not n.startswith("_")}
+    missing = sorted(public - COVERED)
+    assert not missing, f"primitives without a parity test in this file: {missing}"
+
+
+def test_backend_names():
+    assert NumpyBackend.name == "cpu" and CupyBackend.name == "cuda"
+
+
+# --------------------------------------------------------- info / creation
+
+@covers("is_array", "sync", "memory_info", "to_numpy", "copy")
+def test_info_and_transfers(B, backend):
+    a = B.asarray(np.arange(6, dtype=F32).reshape(2, 3))
+    assert B.is_array(a)
+    assert not B.is_array([1, 2]) and not B.is_array(3.0)
+    assert B.sync() is None
+    assert isinstance(B.memory_info(), dict)
+    if backend == "cuda":
+        assert not B.is_array(np.zeros(2))
+        assert {"pool_used_bytes", "pool_total_bytes"} <= set(B.memory_info())
+    h = B.to_numpy(a)
+    h[0, 0] = 99
+    same(B, a, np.arange(6, dtype=F32).reshape(2, 3))
+    c = B.copy(a)
+    c[0, 0] = 42
+    assert host(B, a)[0, 0] == 0 and host(B, c)[0, 0] == 42
+    assert repr(B) == f"<deepgpu backend {backend!r}>"
+
+
+@covers("asarray")
+def test_asarray(B):
+    same(B, B.asarray([[1, 2], [3, 4]]), np.array([[1, 2], [3, 4]], np.int32), "int32")
+    same(B, B.asarray(np.arange(3, dtype=np.int64)), np.arange(3), "int32")
+    close(B, B.asarray(np.array([0.1, 0.2], np.float64)), [0.1, 0.2])
+    close(B, B.asarray([0.5, 1.5]), [0.5, 1.5])
+    close(B, B.asarray(np.array([1.0, 2.0]), "float64"), [1.0, 2.0], dtype="float64")
+    same(B, B.asarray([True, False]), [True, False], "bool")
+    same(B, B.asarray(3), np.int32(3), "int32")
+    same(B, B.asarray([1, 2], "float16"), np.array([1, 2], np.float16), "float16")
+    same(B, B.asarray(np.array([1, 200], np.uint8)), [1, 200], "int32")
+    a = B.asarray([1.0, 2.0])
+    same(B, B.asarray(a, "int32"), [1, 2], "int32")
+    with pytest.raises(TypeError):
+        B.asarray(["a", "b"])
+    with pytest.raises(TypeError):
+        B.asarray({"a": 1})
+    with pytest.raises(TypeError):
+        B.asarray([[1, 2], [3]])
+    with pytest.raises(ValueError):
+        B.asarray([1, 2], "complex64")
+
+
+@covers("zeros", "ones", "full", "arange")
+def test_constant_creation(B):
+    same(B, B.zeros((2, 3)), np.zeros((2, 3), F32), "float32")
+    same(B, B.ones((4,), "int32"), np.ones(4, np.int32), "int32")
+    same(B, B.full((2, 2), 2.5), np.full((2, 2), 2.5, F32), "float32")
+    same(B, B.full((3,), 7, "int32"), np.full(3, 7), "int32")
+    same(B, B.arange(5), np.arange(5), "int32")
+    same(B, B.arange(2, 11, 3), np.array([2, 5, 8]), "int32")
+    close(B, B.arange(0, 1, 0.25, "float32"), [0, 0.25, 0.5, 0.75])
+
+
+# ------------------------------------------------------------------ random
+# Initial values are drawn on the host from one seeded generator, so the
+# same seed gives the same numbers on every backend.
+
+@covers("seed", "random_normal")
+def test_random_normal_is_the_seeded_host_generator(B):
+    B.seed(11)
+    a = B.random_normal((3, 4), 0.5, 2.0)
+    close(B, a, np.random.default_rng(11).normal(0.5, 2.0, size=(3, 4)).astype(F32))
+    B.seed(11)
+    same(B, B.random_normal((3, 4), 0.5, 2.0), host(B, a))
+
+
+@covers("random_uniform")
+def test_random_uniform(B):
+    B.seed(5)
+    a = B.random_uniform((500,), -2.0, 3.0)
+    close(B, a, np.random.default_rng(5).uniform(-2.0, 3.0, size=500).astype(F32))
+    h = host(B, a)
+    assert h.min() >= -2.0 and h.max() < 3.0
+    B.seed(5)
+    i = host(B, B.random_uniform((1000,), 0, 4, "int32"))
+    assert i.dtype == np.int32 and set(np.unique(i)) == {0, 1, 2, 3}
+
+
+@covers("truncated_normal")
+def test_truncated_normal(B):
+    B.seed(3)
+    h = host(B, B.truncated_normal((2000,), 1.0, 0.5))
+    assert h.dtype == F32
+    assert h.min() >= 0.0 and h.max() <= 2.0
+    assert abs(h.mean() - 1.0) < 0.05
+    B.seed(3)
+    same(B, B.truncated_normal((2000,), 1.0, 0.5), h)
+
+
+@covers("permutation")
+def test_permutation(B):
+    B.seed(9)
+    p = np.asarray(B.permutation(10))
+    np.testing.assert_array_equal(np.sort(p), np.arange(10))
+    np.testing.assert_array_equal(p, np.random.default_rng(9).permutation(10))
+
+
+@covers("dropout_mask")
+def test_dropout_mask(B):
+    B.seed(1)
+    m = host(B, B.dropout_mask((100, 100), 0.25))
+    assert m.dtype == F32
+    vals = set(np.unique(m).tolist())
+    assert vals == {0.0, np.float32(1 / 0.75)}
+    assert abs((m == 0).mean() - 0.25) < 0.02
+    assert abs(m.mean() - 1.0) < 0.03
+
+
+# ------------------------------------------------------------- elementwise
+
+BINARY = {
+    "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
+    "maximum": np.maximum, "minimum": np.minimum,
+}
+
+
+@covers(*BINARY)
+@pytest.mark.parametrize("name", sorted(BINARY))
+@pytest.mark.parametrize("sa,sb", [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 5))])
+def test_binary(B, name, sa, sb):
+    a, b = r(*sa), r(*sb, lo=0.5, hi=2.0) * np.sign(r(*sb))
+    out = getattr(B, name)(*up(B, a, b))
+    close(B, out, BINARY[name](a.astype(np.float64), b.astype(np.float64)))
+
+
+@covers("floor_divide", "mod")
+def test_floor_divide_mod(B):
+    a = np.array([7.5, -7.5, 3.25, -0.75, 9.0], F32)
+    b = np.array([2.0, 2.0, -1.5, 0.5, 4.0], F32)
+    close(B, B.floor_divide(*up(B, a, b)), [3, -4, -3, -2, 2])
+    close(B, B.mod(*up(B, a, b)), [1.5, 0.5, -1.25, 0.25, 1.0])
+    ai, bi = np.array([7, -7, 9], np.int32), np.array([2, 2, -4], np.int32)
+    same(B, B.floor_divide(*up(B, ai, bi)), [3, -4, -3], "int32")
+    same(B, B.mod(*up(B, ai, bi)), [1, 1, -3], "int32")
+
+
+@covers("power")
+def test_power(B):
+    a, b = r(3, 4, lo=0.5, hi=2.0), r(3, 4, lo=-2, hi=2)
+    close(B, B.power(*up(B, a, b)), np.exp(b.astype(np.float64) * np.log(a.astype(np.float64))))
+    x = r(5)
+    close(B, B.power(B.asarray(x), B.asarray(np.float32(3.0))), x.astype(np.float64) ** 3)
+
+
+UNARY = {
+    "negative": (lambda x: -x, (-2, 2)),
+    "exp": (np.exp, (-3, 3)),
+    "log": (np.log, (0.1, 5)),
+    "log1p": (np.log1p, (-0.5, 5)),
+    "sqrt": (np.sqrt, (0.01, 4)),
+    "abs": (np.abs, (-2, 2)),
+    "sign": (np.sign, (-2, 2)),
+    "square": (lambda x: x * x, (-2, 2)),
+    "floor": (np.floor, (-3, 3)),
+    "round": (np.round, (-3, 3)),
+    "relu": (lambda x: np.where(x > 0, x, 0.0), (-2, 2)),
+    "sigmoid": (lambda x: 1 / (1 + np.exp(-x)), (-30, 30)),
+    "tanh": (np.tanh, (-4, 4)),
+    "softplus": (lambda x: np.log(1 + np.exp(x)), (-20, 20)),
+}
+
+
+@covers(*UNARY)
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary(B, name):
+    ref, (lo, hi) = UNARY[name]
+    x = r(4, 5, lo=lo, hi=hi)
+    if name == "round":
+        x[np.abs(x - np.floor(x) - 0.5) < 0.01] += 0.1
+    close(B, getattr(B, name)(B.asarray(x)), ref(x.astype(np.float64)))
+
+
+def test_unary_float64_stays_float64(B):
+    x = np.linspace(-2, 2, 9)
+    refs = {"exp": np.exp(x), "sigmoid": 1 / (1 + np.exp(-x)), "tanh": np.tanh(x),
+            "softplus": np.log1p(np.exp(x)), "relu": np.maximum(x, 0),
+            "elu": np.where(x > 0, x, np.exp(x) - 1), "leaky_relu": np.where(x > 0, x, 0.2 * x)}
+    for name, ref in refs.items():
+        close(B, getattr(B, name)(B.asarray(x, "float64")), ref, rtol=1e-12, dtype="float64")
+
+
+def test_sigmoid_softplus_extremes(B):
+    x = np.array([-1000.0, -80.0, 0.0, 80.0, 1000.0], F32)
+    s = host(B, B.sigmoid(B.asarray(x)))
+    assert np.isfinite(s).all()
+    np.testing.assert_allclose(s, [0, 0, 0.5, 1, 1], atol=1e-30)
+    sp = host(B, B.softplus(B.asarray(x)))
+    assert np.isfinite(sp).all()
+    np.testing.assert_allclose(sp, [0, 0, math.log(2), 80, 1000], rtol=1e-6, atol=1e-30)
+
+
+@covers("elu", "leaky_relu")
+@pytest.mark.parametrize("alpha", [1.0, 0.3])
+def test_elu_leaky_relu(B, alpha):
+    x = r(4, 5, lo=-3, hi=3)
+    xd = x.astype(np.float64)
+    close(B, B.elu(B.asarray(x), alpha), np.where(xd > 0, xd, alpha * (np.exp(xd) - 1)))
+    close(B, B.leaky_relu(B.asarray(x), alpha), np.where(xd > 0, xd, alpha * xd))
+
+
+@covers("relu_grad")
+def test_relu_grad(B):
+    x, dy = r(4, 5), r(4, 5)
+    close(B, B.relu_grad(*up(B, dy, x)), np.where(x > 0, dy, 0.0))
+
+
+@covers("clip")
+def test_clip(B):
+    x = r(4, 5, lo=-2, hi=2)
+    close(B, B.clip(B.asarray(x), -0.5, 0.75), np.minimum(np.maximum(x, -0.5), 0.75))
+
+
+@covers("where")
+def test_where(B):
+    c = r(3, 4) > 0
+    a, b = r(3, 4), r(4)
+    out = B.where(B.asarray(c), *up(B, a, b))
+    close(B, out, np.array([[a[i, j] if c[i, j] else b[j] for j in range(4)] for i in range(3)]))
+
+
+@covers("cast")
+def test_cast(B):
+    x = np.array([1.7, -2.2, 0.0, 3.5], F32)
+    a = B.asarray(x)
+    assert B.cast(a, "float32") is a
+    same(B, B.cast(a, "int32"), np.array([1, -2, 0, 3]), "int32")
+    same(B, B.cast(a, "bool"), [True, True, False, True], "bool")
+    close(B, B.cast(a, "float64"), x.astype(np.float64), dtype="float64")
+    close(B, B.cast(a, "float16"), x.astype(np.float16), rtol=1e-3, dtype="float16")
+    with pytest.raises(ValueError):
+        B.cast(a, "float128")
+
+
+@covers("compare")
+@pytest.mark.parametrize("op,ref", [("==", np.equal), ("!=", np.not_equal), ("<", np.less),
+                                    ("<=", np.less_equal), (">", np.greater), (">=", np.greater_equal)])
+def test_compare(B, op, ref):
+    a = np.array([[1, 2, 3], [4, 5, 6]], F32)
+    b = np.array([3, 2, 1], F32)
+    same(B, B.compare(op, *up(B, a, b)), ref(a, b), "bool")
+
+
+@covers("logical")
+def test_logical(B):
+    a = np.array([True, True, False, False])
+    b = np.array([True, False, True, False])
+    da, db = up(B, a, b)
+    same(B, B.logical("and", da, db), [True, False, False, False], "bool")
+    same(B, B.logical("or", da, db), [True, True, True, False], "bool")
+    same(B, B.logical("xor", da, db), [False, True, True, False], "bool")
+    same(B, B.logical("not", da), [False, False, True, True], "bool")
+
+
+@covers("isnan", "isfinite")
+def test_isnan_isfinite(B):
+    x = np.array([1.0, np.nan, np.inf, -np.inf, 0.0], F32)
+    same(B, B.isnan(B.asarray(x)), [False, True, False, False, False], "bool")
+    same(B, B.isfinite(B.asarray(x)), [True, False, False, False, True], "bool")
+
+
+# --------------------------------------------------------------- softmax
+
+def _ref_softmax(x, axis):
+    x = x.astype(np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@covers("softmax", "log_softmax")
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_softmax(B, axis):
+    x = r(3, 4, 5, lo=-5, hi=5)
+    close(B, B.softmax(B.asarray(x), axis), _ref_softmax(x, axis))
+    close(B, B.log_softmax(B.asarray(x), axis), np.log(_ref_softmax(x, axis)))
+
+
+def test_softmax_large_logits(B):
+    x = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -1000.0, -1000.0]], F32)
+    close(B, B.softmax(B.asarray(x)), _ref_softmax(x, -1))
+    ls = host(B, B.log_softmax(B.asarray(x)))
+    assert np.isfinite(ls).all()
+
+
+@covers("softmax_cross_entropy")
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_cross_entropy(B, axis):
+    logits = r(4, 6, lo=-4, hi=4)
+    labels = r(4, 6, lo=0, hi=1)
+    labels /= labels.sum(axis=axis, keepdims=True)
+    loss, p = B.softmax_cross_entropy(*up(B, logits, labels), axis)
+    ref_p = _ref_softmax(logits, axis)
+    close(B, loss, -(labels * np.log(ref_p)).sum(axis=axis))
+    close(B, p, ref_p)
+
+
+# ------------------------------------------------------------- reductions
+
+REDUCTIONS = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod}
+
+
+@covers(*REDUCTIONS)
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+@pytest.mark.parametrize("axis,keepdims", [(None, False), (None, True), (0, False), (1, True), ((0, 2), False),
+                                           ((0, 1, 2), True)])
+def test_reductions(B, name, axis, keepdims):
+    x = r(3, 4, 2, lo=0.5, hi=1.5) * np.sign(r(3, 4, 2))
+    close(B, getattr(B, name)(B.asarray(x), axis=axis, keepdims=keepdims),
+          REDUCTIONS[name](x.astype(np.float64), axis=axis, keepdims=keepdims))
+
+
+@covers("argmax", "argmin")
+@pytest.mark.parametrize("axis", [None, 0, 1, -1])
+def test_argmax_argmin(B, axis):
+    x = r(5, 6)
+    same(B, B.argmax(B.asarray(x), axis), np.argmax(x, axis), "int32")
+    same(B, B.argmin(B.asarray(x), axis), np.argmin(x, axis), "int32")
+
+
+@covers("any", "all")
+def test_any_all(B):
+    x = np.array([[True, False, False], [True, True, True]])
+    a = B.asarray(x)
+    same(B, B.any(a), True)
+    same(B, B.all(a), False)
+    same(B, B.any(a, axis=0), [True, True, True])
+    same(B, B.all(a, axis=1), [False, True])
+    same(B, B.all(a, axis=1, keepdims=True), [[False], [True]])
+
+
+@covers("sum_to_shape")
+@pytest.mark.parametrize("gshape,shape", [((2, 3, 4), (4,)), ((2, 3, 4), (3, 1)), ((2, 3, 4), (2, 1, 4)),
+                                          ((2, 3, 4), (1, 1, 1)), ((2, 3), (2, 3)), ((2, 3), ())])
+def test_sum_to_shape(B, gshape, shape):
+    g = r(*gshape)
+    ref = g.astype(np.float64)
+    lead = len(gshape) - len(shape)
+    for _ in range(lead):
+        ref = ref.sum(axis=0)
+    for i, s in enumerate(shape):
+        if s == 1 and ref.shape[i] != 1:
+            ref = ref.sum(axis=i, keepdims=True)
+    close(B, B.sum_to_shape(B.asarray(g), shape), ref)
+
+
+# ------------------------------------------------------------------ shape
+
+@covers("reshape", "transpose", "broadcast_to")
+def test_reshape_transpose_broadcast(B):
+    x = r(2, 3, 4)
+    a = B.asarray(x)
+    same(B, B.reshape(a, (4, 6)), x.reshape(4, 6))
+    same(B, B.reshape(a, (-1, 2)), x.reshape(12, 2))
+    same(B, B.transpose(a), np.einsum("ijk->kji", x))
+    same(B, B.transpose(a, (1, 2, 0)), np.einsum("ijk->jki", x))
+    same(B, B.broadcast_to(B.asarray(x[:, :1, :]), (2, 3, 4)), np.repeat(x[:, :1, :], 3, axis=1))
+    same(B, B.broadcast_to(B.asarray(x[0, 0]), (3, 2, 4)), np.array([[x[0, 0]] * 2] * 3))
+
+
+@covers("concat", "stack")
+def test_concat_stack(B):
+    a, b, c = r(2, 3), r(2, 1), r(2, 2)
+    same(B, B.concat(up(B, a, b, c), axis=1),
+         np.array([list(a[i]) + list(b[i]) + list(c[i]) for i in range(2)], F32))
+    same(B, B.concat(up(B, a, a), axis=0), np.array(list(a) + list(a)))
+    same(B, B.stack(up(B, a, a * 2), axis=0), np.array([a, a * 2]))
+    st = host(B, B.stack(up(B, a, a * 2), axis=2))
+    assert st.shape == (2, 3, 2)
+    np.testing.assert_array_equal(st[..., 0], a)
+    np.testing.assert_array_equal(st[..., 1], a * 2)
+
+
+@covers("getitem")
+def test_getitem(B):
+    x = r(4, 5)
+    a = B.asarray(x)
+    same(B, B.getitem(a, (1, slice(1, 4))), x[1, 1:4])
+    same(B, B.getitem(a, (slice(None, None, -2), Ellipsis)), x[::-2])
+    idx = np.array([3, 0, 3], np.int32)
+    same(B, B.getitem(a, B.asarray(idx)), np.array([x[3], x[0], x[3]]))
+    mask = x > 0
+    same(B, B.getitem(a, B.asarray(mask)), np.array([v for v in x.ravel() if v > 0], F32))
+
+
+@covers("getitem_grad")
+def test_getitem_grad_basic(B):
+    dy = r(2, 3)
+    out = B.getitem_grad(B.asarray(dy), (4, 5), (slice(1, 3), slice(0, 5, 2)))
+    ref = np.zeros((4, 5))
+    for i in range(2):
+        for j in range(3):
+            ref[1 + i, 2 * j] = dy[i, j]
+    close(B, out, ref)
+
+
+def test_getitem_grad_repeated_indices_accumulate(B):
+    idx = np.array([2, 0, 2, 2], np.int32)
+    dy = r(4, 3)
+    out = B.getitem_grad(B.asarray(dy), (3, 3), B.asarray(idx))
+    ref = np.zeros((3, 3))
+    for k, i in enumerate(idx):
+        ref[i] += dy[k]
+    close(B, out, ref)
+    # Two index arrays with a repeated pair.
+    rows, cols = np.array([0, 1, 0], np.int32), np.array([2, 1, 2], np.int32)
+    dy2 = r(3)
+    out2 = B.getitem_grad(B.asarray(dy2), (2, 3), (B.asarray(rows), B.asarray(cols)))
+    ref2 = np.zeros((2, 3))
+    for k in range(3):
+        ref2[rows[k], cols[k]] += dy2[k]
+    close(B, out2, ref2)
+
+
+@covers("pad")
+def test_pad(B):
+    x = r(2, 3)
+    out = B.pad(B.asarray(x), ((1, 0), (2, 1)), 0.5)
+    ref = np.full((3, 6), 0.5)
+    ref[1:, 2:5] = x
+    close(B, out, ref)
+
+
+@covers("one_hot")
+def test_one_hot(B):
+    idx = np.array([[0, 3], [2, 5]], np.int32)
+    out = B.one_hot(B.asarray(idx), 4)
+    ref = np.zeros((2, 2, 4))
+    for i in range(2):
+        for j in range(2):
+            if idx[i, j] < 4:
+                ref[i, j, idx[i, j]] = 1
+    same(B, out, ref, "float32")
+    same(B, B.one_hot(B.asarray(idx), 4, "int32"), ref.astype(np.int32), "int32")
+
+
+@covers("gather")
+def test_gather(B):
+    x = r(4, 3, 2)
+    idx = np.array([[3, 0], [1, 3]], np.int32)
+    out = B.gather(B.asarray(x), B.asarray(idx), 0)
+    ref = np.array([[x[3], x[0]], [x[1], x[3]]])
+    same(B, out, ref)
+    out1 = B.gather(B.asarray(x), B.asarray(np.array([2, -1], np.int32)), 1)
+    same(B, out1, np.stack([x[:, 2], x[:, 2]], axis=1))
+    with pytest.raises(IndexError):
+        B.gather(B.asarray(x), B.asarray(np.array([4], np.int32)), 0)
+
+
+@covers("gather_grad")
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_gather_grad(B, axis):
+    shape = (3, 4, 2)
+    idx = np.array([[1, 0], [1, 1]], np.int32)
+    dyshape = shape[:axis] + idx.shape + shape[axis + 1:]
+    dy = r(*dyshape)
+    out = B.gather_grad(B.asarray(dy), shape, B.asarray(idx), axis)
+    ref = np.zeros(shape)
+    for pos in np.ndindex(*dyshape):
+        before, ij, after = pos[:axis], pos[axis:axis + 2], pos[axis + 2:]
+        ref[before + (idx[ij],) + after] += dy[pos]
+    close(B, out, ref)
+
+
+@covers("repeat")
+def test_repeat(B):
+    x = r(2, 3)
+    same(B, B.repeat(B.asarray(x), 2, 1), np.array([[v for v in row for _ in range(2)] for row in x]))
+    same(B, B.repeat(B.asarray(x), 3, 0), np.array([row for row in x for _ in range(3)]))
+
+
+# ----------------------------------------------------------------- matmul
+
+def _ref_matmul(a, b):
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    if a.ndim == 2 and b.ndim == 2:
+        return np.array([[sum(a[i, k] * b[k, j] for k in range(a.shape[1])) for j in range(b.shape[1])]
+                         for i in range(a.shape[0])])
+    return np.einsum("...ik,...kj->...ij", a, b)
+
+
+@covers("matmul")
+@pytest.mark.parametrize("sa,sb,ta,tb", [
+    ((5, 7), (7, 3), False, False), ((7, 5), (7, 3), True, False), ((5, 7), (3, 7), False, True),
+    ((7, 5), (3, 7), True, True), ((2, 5, 7), (2, 7, 3), False, False), ((2, 5, 7), (7, 3), False, False),
+    ((3, 1, 4, 6), (2, 6, 5), False, False), ((2, 6, 4), (2, 5, 6), True, True),
+])
+def test_matmul(B, sa, sb, ta, tb):
+    a, b = r(*sa), r(*sb)
+    ra = np.swapaxes(a, -1, -2) if ta else a
+    rb = np.swapaxes(b, -1, -2) if tb else b
+    close(B, B.matmul(*up(B, a, b), ta, tb), _ref_matmul(ra, rb))
+
+
+def test_matmul_larger(B):
+    a, b = r(64, 200), r(200, 48)
+    close(B, B.matmul(*up(B, a, b)), a.astype(np.float64) @ b.astype(np.float64))
+
+
+ACTS = {None: lambda y: y, "linear": lambda y: y, "relu": lambda y: np.maximum(y, 0),
+        "sigmoid": lambda y: 1 / (1 + np.exp(-y)), "tanh": np.tanh,
+        "elu": lambda y: np.where(y > 0, y, np.exp(y) - 1)}
+
+
+@covers("dense", "apply_activation")
+@pytest.mark.parametrize("activation", list(ACTS))
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense(B, activation, bias):
+    x, w, b = r(6, 5), r(5, 4), r(4)
+    pre = _ref_matmul(x, w) + (b if bias else 0)
+    out = B.dense(B.asarray(x), B.asarray(w), B.asarray(b) if bias else None, activation)
+    close(B, out, ACTS[activation](pre))
+    close(B, B.apply_activation(B.asarray(pre.astype(F32)), activation), ACTS[activation](pre))
+
+
+# ----------------------------------------------------------- convolution
+
+def _same_pads(n, k, s, d):
+    eff = (k - 1) * d + 1
+    out = -(-n // s)
+    total = max((out - 1) * s + eff - n, 0)
+    return out, total // 2, total - total // 2
+
+
+def _geometry(xshape, kshape, s, p, d):
+    outs, pads = [], []
+    for i in (0, 1):
+        n, k = xshape[1 + i], kshape[i]
+        if p == "valid":
+            outs.append((n - (k - 1) * d[i] - 1) // s[i] + 1)
+            pads.append((0, 0))
+        else:
+            o, before, after = _same_pads(n, k, s[i], d[i])
+            outs.append(o)
+            pads.append((before, after))
+    return outs, pads
+
+
+def _padded(x, pads, value=0.0):
+    n, h, w, c = x.shape
+    (t, b), (le, ri) = pads
+    out = np.full((n, h + t + b, w + le + ri, c), value, dtype=np.float64)
+    out[:, t:t + h, le:le + w, :] = x
+    return out
+
+
+def ref_conv2d(x, k, s, p, d):
+    (ho, wo), pads = _geometry(x.shape, k.shape, s, p, d)
+    xp = _padded(x, pads)
+    kh, kw, c, o = k.shape
+    y = np.zeros((x.shape[0], ho, wo, o))
+    for n in range(x.shape[0]):
+        for i in range(ho):
+            for j in range(wo):
+                for a in range(kh):
+                    for b in range(kw):
+                        y[n, i, j] += xp[n, i * s[0] + a * d[0], j * s[1] + b * d[1]] @ k[a, b]
+    return y
+
+
+def ref_conv2d_grad_input(dy, k, xshape, s, p, d):
+    (ho, wo), pads = _geometry(xshape, k.shape, s, p, d)
+    n_, h, w, c = xshape
+    kh, kw = k.shape[:2]
+    dxp = np.zeros((n_, h + sum(pads[0]) + kh * d[0] + s[0], w + sum(pads[1]) + kw * d[1] + s[1], c))
+    for n in range(n_):
+        for i in range(ho):
+            for j in range(wo):
+                for a in range(kh):
+                    for b in range(kw):
+                        dxp[n, i * s[0] + a * d[0], j * s[1] + b * d[1]] += k[a, b] @ dy[n, i, j]
+    return dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w]
+
+
+def ref_conv2d_grad_filter(x, dy, kshape, s, p, d):
+    (ho, wo), pads = _geometry(x.shape, kshape, s, p, d)
+    xp = _padded(x, pads)
+    kh, kw, c, o = kshape
+    dk = np.zeros(kshape)
+    for n in range(x.shape[0]):
+        for i in range(ho):
+            for j in range(wo):
+                for a in range(kh):
+                    for b in range(kw):
+                        dk[a, b] += np.outer(xp[n, i * s[0] + a * d[0], j * s[1] + b * d[1]], dy[n, i, j])
+    return dk
+
+
+CONV_CASES = [
+    # x shape, kernel shape, strides, padding, dilation
+    ((2, 7, 6, 3), (3, 3, 3, 4), (1, 1), "valid", (1, 1)),
+    ((1, 7, 6, 3), (3, 3, 3, 4), (1, 1), "same", (1, 1)),
+    ((2, 9, 8, 2), (3, 3, 2, 5), (2, 2), "same", (1, 1)),
+    ((2, 9, 8, 2), (3, 2, 2, 3), (2, 2), "valid", (1, 1)),
+    ((1, 8, 9, 2), (2, 2, 2, 3), (1, 2), "same", (1, 1)),
+    ((1, 9, 9, 2), (3, 3, 2, 2), (1, 1), "valid", (2, 2)),
+    ((2, 8, 7, 1), (3, 3, 1, 2), (1, 1), "same", (2, 1)),
+    ((3, 5, 5, 4), (1, 1, 4, 3), (1, 1), "valid", (1, 1)),
+    ((1, 6, 6, 4), (1, 1, 4, 3), (2, 2), "same", (1, 1)),
+    ((1, 9, 8, 2), (5, 5, 2, 3), (1, 1), "same", (1, 1)),
+    ((1, 9, 8, 2), (5, 5, 2, 3), (2, 2), "valid", (1, 1)),
+    ((2, 4, 4, 3), (4, 4, 3, 2), (1, 1), "valid", (1, 1)),
+]
+
+
+@covers("conv2d", "conv_geometry")
+@pytest.mark.parametrize("xs,ks,s,p,d", CONV_CASES)
+def test_conv2d(B, xs, ks, s, p, d):
+    x, k = r(*xs), r(*ks)
+    ref = ref_conv2d(x, k, s, p, d)
+    (ho, wo), pads = _geometry(xs, ks, s, p, d)
+    assert B.conv_geometry(xs, ks, s, p, d) == (ho, wo, pads[0], pads[1])
+    close(B, B.conv2d(*up(B, x, k), s, p, d), ref)
+
+
+@covers("conv2d_grad_input")
+@pytest.mark.parametrize("xs,ks,s,p,d", CONV_CASES)
+def test_conv2d_grad_input(B, xs, ks, s, p, d):
+    k = r(*ks)
+    (ho, wo), _ = _geometry(xs, ks, s, p, d)
+    dy = r(xs[0], ho, wo, ks[3])
+    close(B, B.conv2d_grad_input(*up(B, dy, k), xs, s, p, d), ref_conv2d_grad_input(dy, k, xs, s, p, d))
+
+
+@covers("conv2d_grad_filter")
+@pytest.mark.parametrize("xs,ks,s,p,d", CONV_CASES)
+def test_conv2d_grad_filter(B, xs, ks, s, p, d):
+    x = r(*xs)
+    (ho, wo), _ = _geometry(xs, ks, s, p, d)
+    dy = r(xs[0], ho, wo, ks[3])
+    close(B, B.conv2d_grad_filter(*up(B, x, dy), ks, s, p, d), ref_conv2d_grad_filter(x, dy, ks, s, p, d))
+
+
+def test_conv2d_non_contiguous_input(B):
+    x = r(2, 6, 7, 3)
+    xt = np.ascontiguousarray(np.transpose(x, (0, 2, 1, 3)))  # [2, 7, 6, 3]
+    a = B.transpose(B.asarray(xt), (0, 2, 1, 3))  # a strided view of x's values
+    k = r(3, 3, 3, 2)
+    close(B, B.conv2d(a, B.asarray(k), (1, 1), "same", (1, 1)), ref_conv2d(x, k, (1, 1), "same", (1, 1)))
+
+
+# --------------------------------------------------------------- pooling
+
+def _pool_geometry(xshape, ps, st, p):
+    return _geometry(xshape, ps, st, p, (1, 1))
+
+
+def ref_max_pool(x, ps, st, p):
+    (ho, wo), pads = _pool_geometry(x.shape, ps, st, p)
+    xp = _padded(x, pads, -np.inf)
+    y = np.zeros((x.shape[0], ho, wo, x.shape[3]))
+    for i in range(ho):
+        for j in range(wo):
+            y[:, i, j] = xp[:, i * st[0]:i * st[0] + ps[0], j * st[1]:j * st[1] + ps[1]].max(axis=(1, 2))
+    return y
+
+
+def ref_max_pool_grad(dy, x, ps, st, p):
+    (ho, wo), pads = _pool_geometry(x.shape, ps, st, p)
+    xp = _padded(x, pads, -np.inf)
+    dxp = np.zeros_like(xp)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[3]):
+            for i in range(ho):
+                for j in range(wo):
+                    win = xp[n, i * st[0]:i * st[0] + ps[0], j * st[1]:j * st[1] + ps[1], c]
+                    a, b = np.unravel_index(np.argmax(win), win.shape)
+                    dxp[n, i * st[0] + a, j * st[1] + b, c] += dy[n, i, j, c]
+    return dxp[:, pads[0][0]:pads[0][0] + x.shape[1], pads[1][0]:pads[1][0] + x.shape[2]]
+
+
+def _counts(xshape, ps, st, p):
+    (ho, wo), pads = _pool_geometry(xshape, ps, st, p)
+    ones = _padded(np.ones((1,) + tuple(xshape[1:3]) + (1,)), pads)
+    cnt = np.zeros((ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            cnt[i, j] = ones[0, i * st[0]:i * st[0] + ps[0], j * st[1]:j * st[1] + ps[1], 0].sum()
+    return cnt, pads, ho, wo
+
+
+def ref_avg_pool(x, ps, st, p):
+    cnt, pads, ho, wo = _counts(x.shape, ps, st, p)
+    xp = _padded(x, pads)
+    y = np.zeros((x.shape[0], ho, wo, x.shape[3]))
+    for i in range(ho):
+        for j in range(wo):
+            y[:, i, j] = xp[:, i * st[0]:i * st[0] + ps[0], j * st[1]:j * st[1] + ps[1]].sum(axis=(1, 2)) / cnt[i, j]
+    return y
+
+
+def ref_avg_pool_grad(dy, xshape, ps, st, p):
+    cnt, pads, ho, wo = _counts(xshape, ps, st, p)
+    n, h, w, c = xshape
+    dxp = np.zeros((n, h + sum(pads[0]), w + sum(pads[1]), c))
+    for i in range(ho):
+        for j in range(wo):
+            dxp[:, i * st[0]:i * st[0] + ps[0], j * st[1]:j * st[1] + ps[1]] += \
+                dy[:, i, j][:, None, None, :] / cnt[i, j]
+    return dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w]
+
+
+POOL_CASES = [
+    # x shape, pool size, strides, padding
+    ((2, 8, 8, 3), (2, 2), (2, 2), "valid"),
+    ((2, 7, 7, 2), (2, 2), (2, 2), "valid"),
+    ((1, 7, 6, 2), (3, 3), (1, 1), "valid"),
+    ((2, 7, 8, 2), (3, 3), (2, 2), "same"),
+    ((1, 7, 7, 3), (2, 2), (2, 2), "same"),
+    ((1, 6, 7, 2), (2, 3), (1, 2), "same"),
+    ((1, 5, 5, 1), (3, 3), (1, 1), "same"),
+    ((1, 9, 9, 2), (3, 3), (3, 3), "valid"),
+    ((1, 4, 4, 2), (1, 1), (1, 1), "valid"),
+]
+
+
+def _distinct(*shape):
+    n = int(np.prod(shape))
+    return (RNG.permutation(n).astype(np.float64) / n - 0.5).reshape(shape).astype(F32)
+
+
+@covers("max_pool2d")
+@pytest.mark.parametrize("xs,ps,st,p", POOL_CASES)
+def test_max_pool2d(B, xs, ps, st, p):
+    x = _distinct(*xs)
+    close(B, B.max_pool2d(B.asarray(x), ps, st, p), ref_max_pool(x, ps, st, p))
+
+
+@covers("max_pool2d_grad")
+@pytest.mark.parametrize("xs,ps,st,p", POOL_CASES)
+def test_max_pool2d_grad(B, xs, ps, st, p):
+    x = _distinct(*xs)
+    ax = B.asarray(x)
+    y = B.max_pool2d(ax, ps, st, p)
+    dy = r(*host(B, y).shape)
+    close(B, B.max_pool2d_grad(B.asarray(dy), ax, y, ps, st, p), ref_max_pool_grad(dy, x, ps, st, p))
+
+
+def test_max_pool2d_default_strides(B):
+    x = _distinct(1, 6, 6, 2)
+    close(B, B.max_pool2d(B.asarray(x), (3, 3)), ref_max_pool(x, (3, 3), (3, 3), "valid"))
+
+
+@covers("avg_pool2d")
+@pytest.mark.parametrize("xs,ps,st,p", POOL_CASES)
+def test_avg_pool2d(B, xs, ps, st, p):
+    x = r(*xs)
+    close(B, B.avg_pool2d(B.asarray(x), ps, st, p), ref_avg_pool(x, ps, st, p))
+
+
+@covers("avg_pool2d_grad")
+@pytest.mark.parametrize("xs,ps,st,p", POOL_CASES)
+def test_avg_pool2d_grad(B, xs, ps, st, p):
+    (ho, wo), _ = _pool_geometry(xs, ps, st, p)
+    dy = r(xs[0], ho, wo, xs[3])
+    close(B, B.avg_pool2d_grad(B.asarray(dy), xs, ps, st, p), ref_avg_pool_grad(dy, xs, ps, st, p))
+
+
+# ------------------------------------------------------------- optimizer
+
+@covers("adam_update")
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_update(B, weight_decay):
+    p0, m0, v0 = r(5, 3), r(5, 3) * 0.1, r(5, 3, lo=0, hi=0.01)
+    p, m, v = p0.astype(np.float64), m0.astype(np.float64), v0.astype(np.float64)
+    dp, dm, dv = up(B, p0, m0, v0)
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
+    for step in (1, 2, 3):
+        g = r(5, 3)
+        B.adam_update(dp, B.asarray(g), dm, dv, lr, b1, b2, eps, step, weight_decay)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g.astype(np.float64) ** 2
+        # Keras's form: the bias corrections folded into the step size, eps added to sqrt(v).
+        alpha = lr * math.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+        p = p - lr * weight_decay * p
+        p = p - alpha * m / (np.sqrt(v) + eps)
+    close(B, dm, m)
+    close(B, dv, v)
+    close(B, dp, p, rtol=1e-4)
