@@ -54,6 +54,11 @@ def conv_output_size(size: int, k: int, stride: int, dilation: int, padding: str
     raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
 
 
+def _int_acc(dtype):
+    """Accumulator dtype of sum/prod: int32 for bool and narrow ints (NumPy would pick int64)."""
+    return np.dtype("int32") if dtype.kind in "biu" and dtype != np.int64 else None
+
+
 def _pair(v, what):
     if isinstance(v, int):
         return (v, v)
@@ -308,7 +313,8 @@ class Backend:
 
     # ------------------------------------------------------------- reductions
     def sum(self, a, axis=None, keepdims=False):
-        return a.sum(axis=axis, keepdims=keepdims)
+        """Sum; bool and int inputs sum as int32 (int64 stays int64), never a silent int64."""
+        return a.sum(axis=axis, keepdims=keepdims, dtype=_int_acc(a.dtype))
 
     def mean(self, a, axis=None, keepdims=False):
         return a.mean(axis=axis, keepdims=keepdims)
@@ -320,7 +326,7 @@ class Backend:
         return a.min(axis=axis, keepdims=keepdims)
 
     def prod(self, a, axis=None, keepdims=False):
-        return a.prod(axis=axis, keepdims=keepdims)
+        return a.prod(axis=axis, keepdims=keepdims, dtype=_int_acc(a.dtype))
 
     def argmax(self, a, axis=None):
         return a.argmax(axis=axis).astype(np.int32)
