@@ -135,9 +135,9 @@ def backward(out: Tensor, sources, dy=None) -> list:
 def _as_sources(xs):
     out = []
     for x in xs:
-        if isinstance(x, Variable):
+        if isinstance(x, Variable) and x.requires_grad:
             out.append(x)
-        elif isinstance(x, Tensor):
+        elif isinstance(x, Tensor):  # a frozen Variable too: asked for explicitly, it gets a gradient
             out.append(Tensor(x.data, x._backend, requires_grad=True))
         else:
             from .tensor import tensor
