@@ -462,8 +462,11 @@ class Backend:
                 f"{k_shape[2]} (input shape {tuple(x_shape)}, kernel shape {tuple(k_shape)})")
         sh, sw = _pair(strides, "strides")
         dh, dw = _pair(dilation, "dilation_rate")
-        ho, ph = conv_output_size(x_shape[1], k_shape[0], sh, dh, padding)
-        wo, pw = conv_output_size(x_shape[2], k_shape[1], sw, dw, padding)
+        try:
+            ho, ph = conv_output_size(x_shape[1], k_shape[0], sh, dh, padding)
+            wo, pw = conv_output_size(x_shape[2], k_shape[1], sw, dw, padding)
+        except ValueError as e:
+            raise ValueError(f"conv2d: {e} (input shape {tuple(x_shape)}, kernel shape {tuple(k_shape)})") from None
         return ho, wo, ph, pw
 
     def _im2col(self, x, kh, kw, strides, padding, dilation):

@@ -888,7 +888,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False) -> Tensor:
         raise ValueError(
             f"matmul: inner dimensions differ: {a.shape}{'^T' if transpose_a else ''} @ "
             f"{b.shape}{'^T' if transpose_b else ''} ({ka} vs {kb})")
-    broadcast_shapes(a.shape[:-2], b.shape[:-2], "matmul (batch axes)")
+    broadcast_shapes(a.shape[:-2], b.shape[:-2], f"matmul of {a.shape} and {b.shape} (batch axes)")
     y = B.matmul(a.data, b.data, transpose_a, transpose_b)
     out = _make("matmul", y, (a, b), B, ta=transpose_a, tb=transpose_b)
     if squeeze_a:
@@ -1032,8 +1032,11 @@ def _pool_args(x, pool_size, strides, padding):
     st = ps if strides is None else _pair(strides, "strides")
     if x.ndim != 4:
         raise ValueError(f"pooling expects a 4-D NHWC input, got shape {x.shape}")
-    for i in (0, 1):
-        conv_output_size(x.shape[1 + i], ps[i], st[i], 1, padding)
+    try:
+        for i in (0, 1):
+            conv_output_size(x.shape[1 + i], ps[i], st[i], 1, padding)
+    except ValueError as e:
+        raise ValueError(f"pooling: {e} (input shape {x.shape}, pool_size {ps})") from None
     return ps, st, padding
 
 

@@ -359,7 +359,7 @@ def _shape(shape):
         return (shape,)
     try:
         s = tuple(int(d) for d in shape)
-    except TypeError:
+    except (TypeError, ValueError):
         raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r}") from None
     if any(d < 0 for d in s):
         raise ValueError(f"shape must not have negative sizes, got {s}")
