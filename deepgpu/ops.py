@@ -384,6 +384,8 @@ def clip(x, lo, hi) -> Tensor:
     x = _t(x, B)
     if lo > hi:
         raise ValueError(f"clip: lo ({lo}) must not exceed hi ({hi})")
+    if not _is_float(x.dtype) and not (float(lo).is_integer() and float(hi).is_integer()):
+        x = cast(x, "float32")  # else NumPy would make int data with float bounds float64
     return _make("clip", B.clip(x.data, lo, hi), (x,), B, lo=lo, hi=hi)
 
 
@@ -421,6 +423,8 @@ def softmax(x, axis=-1) -> Tensor:
     B = _backend_of(x)
     x = _t(x, B)
     _axes(axis, x.ndim)
+    if not _is_float(x.dtype):
+        x = cast(x, "float32")
     y = B.softmax(x.data, axis)
     return _make("softmax", y, (x,), B, saved=y, axis=axis)
 
@@ -436,6 +440,8 @@ def log_softmax(x, axis=-1) -> Tensor:
     B = _backend_of(x)
     x = _t(x, B)
     _axes(axis, x.ndim)
+    if not _is_float(x.dtype):
+        x = cast(x, "float32")
     y = B.log_softmax(x.data, axis)
     return _make("log_softmax", y, (x,), B, saved=y, axis=axis)
 
@@ -715,7 +721,10 @@ def concat(xs, axis=-1) -> Tensor:
             raise ValueError(
                 f"concat along axis {axis}: shapes {[x.shape for x in xs]} differ off that axis")
     if builtins.any(x.dtype != xs[0].dtype for x in xs):
-        xs = [cast(x, xs[0].dtype) for x in xs]
+        like = xs[0]
+        for x in xs[1:]:
+            like = _promote(like, x)[0]  # the common dtype: int with float gives the float
+        xs = [cast(x, like.dtype) for x in xs]
     y = B.concat([x.data for x in xs], ax)
     return _make("concat", y, tuple(xs), B, axis=ax)
 
@@ -921,7 +930,7 @@ def dense(x, kernel, bias=None, activation=None) -> Tensor:
     fuse all of it into one kernel.
     """
     B = _backend_of(x, kernel, bias)
-    x, kernel = _t(x, B), _t(kernel, B)
+    x, kernel = _promote(_t(x, B), _t(kernel, B))
     if x.ndim != 2 or kernel.ndim != 2 or x.shape[1] != kernel.shape[0]:
         raise ValueError(f"dense: input {x.shape} does not fit kernel {kernel.shape}")
     if activation not in (None, "linear", "relu", "sigmoid", "tanh"):
@@ -971,7 +980,7 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1) -> Tensor:
     window does not fit the input.
     """
     B = _backend_of(x, kernel)
-    x, kernel = _t(x, B), _t(kernel, B)
+    x, kernel = _promote(_t(x, B), _t(kernel, B))
     if x.ndim == 3:
         return squeeze(conv2d(expand_dims(x, 0), kernel, strides, padding, dilation_rate), 0)
     s, p, d = _conv_args(strides, padding, dilation_rate)
@@ -997,7 +1006,7 @@ def conv2d_transpose(x, kernel, output_shape=None, strides=1, padding="valid", d
     (H-1)*s + (kh-1)*d + 1 for "valid".
     """
     B = _backend_of(x, kernel)
-    x, kernel = _t(x, B), _t(kernel, B)
+    x, kernel = _promote(_t(x, B), _t(kernel, B))
     s, p, d = _conv_args(strides, padding, dilation_rate)
     if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[3] != x.shape[3]:
         raise ValueError(f"conv2d_transpose: input {x.shape} does not fit kernel {kernel.shape} [kh, kw, out, in]")
@@ -1059,6 +1068,8 @@ def avg_pool2d(x, pool_size=2, strides=None, padding="valid") -> Tensor:
     """Average pooling over NHWC windows (padded cells are not counted)."""
     B = _backend_of(x)
     x = _t(x, B)
+    if not _is_float(x.dtype):
+        x = cast(x, "float32")
     ps, st, p = _pool_args(x, pool_size, strides, padding)
     y = B.avg_pool2d(x.data, ps, st, p)
     return _make("avg_pool2d", y, (x,), B, ps=ps, st=st, p=p)

@@ -63,6 +63,41 @@ def test_no_silent_float64_or_int64(backend):
     assert dg.exp(i).dtype == "float32" and dg.sqrt(i).dtype == "float32"
 
 
+INT_OPS = {
+    "clip float bounds": (lambda i: dg.clip(i, 0.5, 2.5), "float32"),
+    "clip int bounds": (lambda i: dg.clip(i, 0, 2), "int32"),
+    "softmax": (lambda i: dg.softmax(i), "float32"),
+    "log_softmax": (lambda i: dg.log_softmax(i), "float32"),
+    "logsumexp": (lambda i: dg.logsumexp(i), "float32"),
+    "concat int, float": (lambda i: dg.concat([i, i * 0.5]), "float32"),
+    "concat float, int": (lambda i: dg.concat([i * 0.5, i]), "float32"),
+    "stack int, float": (lambda i: dg.stack([i, i * 0.5]), "float32"),
+    "matmul int @ float": (lambda i: dg.reshape(i, (1, 3)) @ dg.ones((3, 2)), "float32"),
+    "dense int input": (lambda i: dg.dense(dg.reshape(i, (1, 3)), dg.ones((3, 2))), "float32"),
+    "conv2d int input": (lambda i: dg.conv2d(dg.reshape(i, (1, 1, 3, 1)), dg.ones((1, 2, 1, 1))), "float32"),
+    "conv2d_transpose int input": (lambda i: dg.conv2d_transpose(dg.reshape(i, (1, 1, 3, 1)),
+                                                                 dg.ones((1, 2, 1, 1))), "float32"),
+    "avg_pool2d int input": (lambda i: dg.avg_pool2d(dg.reshape(i, (1, 1, 3, 1)), (1, 2)), "float32"),
+    "where int, float": (lambda i: dg.where(i > 1, i, 0.5), "float32"),
+    "maximum int, float": (lambda i: dg.maximum(i, 2.5), "float32"),
+    "sigmoid": (lambda i: dg.sigmoid(i), "float32"),
+    "mean": (lambda i: dg.mean(i, axis=0), "float32"),
+    "variance": (lambda i: dg.variance(i), "float32"),
+    "floor_divide by float": (lambda i: i // 2.5, "float32"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INT_OPS))
+def test_int_inputs_never_become_float64(backend, name):
+    fn, want = INT_OPS[name]
+    assert fn(dg.tensor([1, 2, 3])).dtype == want
+
+
+def test_mixed_concat_keeps_the_float_values(backend):
+    np.testing.assert_array_equal(host(dg.concat([dg.tensor([1, 2]), dg.tensor([0.5])])), [1.0, 2.0, 0.5])
+    np.testing.assert_allclose(host(dg.avg_pool2d(dg.tensor([[[[1], [2]]]]), (1, 2))).ravel(), [1.5])
+
+
 def test_zeros_ones_fill(backend):
     z = dg.zeros((2, 3))
     assert z.shape == (2, 3) and z.dtype == "float32" and z.backend == backend
