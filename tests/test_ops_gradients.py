@@ -520,3 +520,12 @@ def test_small_network():
         h = dg.reshape(h, (h.shape[0], -1))
         return dg.log_softmax(dg.dense(h, w1, b1, "sigmoid"))
     check_gradients(f, [rnd(2, 4, 4, 1), rnd(8, 3), rnd(3), rnd(3, 3, 1, 2)])
+
+
+def test_assert_close():
+    from deepgpu.testing import assert_close
+    assert_close(dg.tensor([1.0, 2.0]), np.array([1.0, 2.00001]))
+    with pytest.raises(AssertionError, match="shapes differ"):
+        assert_close(dg.tensor([1.0, 2.0]), np.array([[1.0, 2.0]]))
+    with pytest.raises(AssertionError):
+        assert_close(dg.tensor([1.0, 2.0]), np.array([1.0, 2.01]))
