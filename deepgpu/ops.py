@@ -1106,3 +1106,106 @@ def dropout(x, rate: float, noise_shape=None, training=True) -> Tensor:
 @register_gradient("dropout")
 def _dropout_grad(node, dy):
     return (node.B.multiply(dy, node.saved),)
+
+
+# ------------------------------------------------------- erf, batch norm
+
+
+_TWO_OVER_SQRT_PI = 1.1283791670955126  # 2 / sqrt(pi)
+_ONE_OVER_SQRT_PI = 0.5641895835477563  # 1 / sqrt(pi)
+
+
+def _erf_data(B, x):
+    """erf of a raw array, to about 1e-14, computed in float64 from backend primitives.
+
+    Taylor series for |x| <= 2, the continued fraction of erfc beyond.
+    """
+    a = B.abs(B.cast(x, "float64"))
+    s = B.minimum(a, 2.0)
+    z = B.negative(B.square(s))
+    term, acc = s, s
+    for n in range(1, 32):
+        term = B.multiply(term, B.divide(z, float(n)))
+        acc = B.add(acc, B.divide(term, float(2 * n + 1)))
+    small = B.multiply(acc, _TWO_OVER_SQRT_PI)
+    big = B.maximum(a, 2.0)
+    f = big
+    for k in range(40, 0, -1):
+        f = B.add(big, B.divide(k / 2, f))
+    large = B.subtract(1.0, B.divide(B.multiply(B.exp(B.negative(B.square(big))), _ONE_OVER_SQRT_PI), f))
+    y = B.multiply(B.sign(x), B.where(B.compare("<=", a, 2.0), small, large))
+    return B.cast(y, x.dtype)
+
+
+def erf(x) -> Tensor:
+    """The Gauss error function, elementwise (as used by the exact GELU)."""
+    B = _backend_of(x)
+    x = _t(x, B)
+    if not _is_float(x.dtype):
+        x = cast(x, "float32")
+    return _make("erf", _erf_data(B, x.data), (x,), B)
+
+
+@register_gradient("erf")
+def _erf_grad(node, dy):
+    B, x = node.B, node.inputs[0].data
+    return (B.multiply(dy, B.multiply(B.exp(B.negative(B.square(x))), _TWO_OVER_SQRT_PI)),)
+
+
+def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3):
+    """Normalize ``x`` with its own (batch) statistics over every axis but ``axis``.
+
+    ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``; gamma and beta
+    ([C], C = x.shape[axis]) may be None. The variance is the biased one,
+    as Keras uses. Returns ``(y, mean, variance)``; mean and variance have
+    shape [C] and carry no gradient (they feed the moving averages). One
+    fused node: the backward pass goes through the batch statistics.
+    """
+    B = _backend_of(x, gamma, beta)
+    x = _t(x, B)
+    ax = _axes(axis, x.ndim)[0]
+    c = x.shape[ax]
+    red = tuple(i for i in range(x.ndim) if i != ax)
+    kshape = tuple(c if i == ax else 1 for i in range(x.ndim))
+    params = []
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        if p is not None:
+            p = _t(p, B, x.dtype)
+            if p.shape != (c,):
+                raise ValueError(f"batch_norm: {name} has shape {p.shape}, expected ({c},) for input {x.shape}")
+            params.append(p)
+    m = B.mean(x.data, axis=red, keepdims=True)
+    xc = B.subtract(x.data, m)
+    var = B.mean(B.square(xc), axis=red, keepdims=True)
+    inv = B.divide(1.0, B.sqrt(B.add(var, float(epsilon))))
+    xhat = B.multiply(xc, inv)
+    y = xhat
+    if gamma is not None:
+        y = B.multiply(y, B.reshape(params[0].data, kshape))
+    if beta is not None:
+        y = B.add(y, B.reshape(params[-1].data, kshape))
+    out = _make("batch_norm", y, (x, *params), B, saved=(xhat, inv), red=red, kshape=kshape,
+                has_gamma=gamma is not None, has_beta=beta is not None)
+    return out, Tensor(B.reshape(m, (c,)), B), Tensor(B.reshape(var, (c,)), B)
+
+
+@register_gradient("batch_norm")
+def _batch_norm_grad(node, dy):
+    B, (xhat, inv), a = node.B, node.saved, node.attrs
+    red = a["red"]
+    x = node.inputs[0]
+    g = dy
+    out = []
+    if a["has_gamma"]:
+        g = B.multiply(dy, B.reshape(node.inputs[1].data, a["kshape"]))
+    gx = None
+    if x.requires_grad:
+        mg = B.mean(g, axis=red, keepdims=True)
+        mgx = B.mean(B.multiply(g, xhat), axis=red, keepdims=True)
+        gx = B.multiply(inv, B.subtract(B.subtract(g, mg), B.multiply(xhat, mgx)))
+    out.append(gx)
+    if a["has_gamma"]:
+        out.append(B.sum(B.multiply(dy, xhat), axis=red) if node.inputs[1].requires_grad else None)
+    if a["has_beta"]:
+        out.append(B.sum(dy, axis=red) if node.inputs[-1].requires_grad else None)
+    return tuple(out)
