@@ -1,0 +1,89 @@
+"""Helpers shared by the layer modules: argument normalization and config pieces."""
+from __future__ import annotations
+
+from .. import activations, initializers, ops, regularizers
+from .base import Layer, fmt_shape
+
+
+def pair(value, what, layer_cls):
+    """An int or a pair of ints as a tuple of two positive ints; ValueError naming the layer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        t = (value, value)
+    else:
+        try:
+            t = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            t = ()
+    if len(t) != 2 or min(t) < 1:
+        raise ValueError(f"{layer_cls}: {what} must be a positive int or a pair of positive ints, got {value!r}")
+    return t
+
+
+def padding_arg(padding, layer_cls):
+    p = padding.lower() if isinstance(padding, str) else padding
+    if p not in ("valid", "same"):
+        raise ValueError(f"{layer_cls}: padding must be 'valid' or 'same', got {padding!r}")
+    return p
+
+
+def channels_last(data_format, layer_cls):
+    df = (data_format or "channels_last")
+    if df == "channels_first":
+        raise ValueError(
+            f"{layer_cls}: data_format='channels_first' is not supported; deepgpu images are NHWC "
+            f"(channels_last), as TF.js and Keras on the CPU")
+    if df != "channels_last":
+        raise ValueError(f"{layer_cls}: data_format must be 'channels_last', got {data_format!r}")
+    return "channels_last"
+
+
+def constraint_config(c):
+    if c is None:
+        return None
+    if hasattr(c, "get_config"):
+        return {"class_name": type(c).__name__, "config": c.get_config()}
+    return getattr(c, "__name__", type(c).__name__)
+
+
+def constraint_get(c, layer_cls, what):
+    if c is None or callable(c):
+        return c
+    raise ValueError(f"{layer_cls}: {what} must be None or a callable (weight -> weight), got {c!r}")
+
+
+def shape_error(layer, what, input_shape):
+    return ValueError(f"layer {layer.name!r} ({type(layer).__name__}): {what}; "
+                      f"received input shape {fmt_shape(input_shape)}")
+
+
+class WeightedLayer(Layer):
+    """A layer with initializers/regularizers, an optional activity regularizer,
+    and float inputs cast to its dtype."""
+
+    def _setup_activity(self, activity_regularizer):
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self._activity_losses = []
+
+    def _activity(self, y):
+        if self.activity_regularizer is not None:
+            self._activity_losses = [self.activity_regularizer(y)]
+        return y
+
+    @property
+    def losses(self):
+        return Layer.losses.fget(self) + list(getattr(self, "_activity_losses", []))
+
+    def _cast_in(self, x):
+        return x if x.dtype == self.dtype else ops.cast(x, self.dtype)
+
+
+def act_config(fn):
+    return activations.serialize(fn)
+
+
+def init_config(init):
+    return initializers.serialize(init)
+
+
+def reg_config(reg):
+    return regularizers.serialize(reg)

@@ -1,0 +1,131 @@
+"""Spatial reshaping layers (NHWC): ZeroPadding2D, UpSampling2D, Cropping2D."""
+from __future__ import annotations
+
+from .. import ops
+from ..tensor import tensor
+from .base import InputSpec, Layer
+from ._utils import channels_last, pair, shape_error
+
+
+def _two_pairs(value, what, cls):
+    """int, (sym_h, sym_w) or ((top, bottom), (left, right)) -> ((t, b), (l, r)), all >= 0."""
+    try:
+        if isinstance(value, int):
+            out = ((value, value), (value, value))
+        elif len(value) == 2 and all(isinstance(v, int) for v in value):
+            out = ((value[0], value[0]), (value[1], value[1]))
+        elif len(value) == 2:
+            out = tuple((int(v[0]), int(v[1])) for v in value)
+            if any(len(v) != 2 for v in value):
+                raise ValueError
+        else:
+            raise ValueError
+    except (TypeError, ValueError, IndexError):
+        out = None
+    if out is None or any(v < 0 for p in out for v in p):
+        raise ValueError(
+            f"{cls}: {what} must be an int, a pair of ints or a pair of (before, after) pairs, "
+            f"all >= 0, got {value!r}")
+    return out
+
+
+class ZeroPadding2D(Layer):
+    """Adds rows and columns of zeros around each image."""
+
+    def __init__(self, padding=(1, 1), data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = _two_pairs(padding, "padding", "ZeroPadding2D")
+        self.data_format = channels_last(data_format, "ZeroPadding2D")
+        self.input_spec = InputSpec(ndim=4)
+
+    def call(self, inputs):
+        return ops.pad(inputs, ((0, 0),) + self.padding + ((0, 0),))
+
+    def compute_output_shape(self, input_shape):
+        (t, b), (l, r) = self.padding
+        h, w = input_shape[1], input_shape[2]
+        return (input_shape[0], None if h is None else h + t + b, None if w is None else w + l + r,
+                input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": [list(p) for p in self.padding],
+                "data_format": self.data_format}
+
+
+class Cropping2D(Layer):
+    """Removes rows and columns from the edges of each image."""
+
+    def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.cropping = _two_pairs(cropping, "cropping", "Cropping2D")
+        self.data_format = channels_last(data_format, "Cropping2D")
+        self.input_spec = InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        self.compute_output_shape(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        (t, b), (l, r) = self.cropping
+        h, w = inputs.shape[1], inputs.shape[2]
+        return inputs[:, t:h - b, l:w - r, :]
+
+    def compute_output_shape(self, input_shape):
+        (t, b), (l, r) = self.cropping
+        h, w = input_shape[1], input_shape[2]
+        if (h is not None and h - t - b <= 0) or (w is not None and w - l - r <= 0):
+            raise shape_error(self, f"cropping {self.cropping} removes the whole image", input_shape)
+        return (input_shape[0], None if h is None else h - t - b, None if w is None else w - l - r,
+                input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "cropping": [list(p) for p in self.cropping],
+                "data_format": self.data_format}
+
+
+def _bilinear_axis(x, axis, scale):
+    """Resize ``axis`` by ``scale`` with half-pixel centers (as tf.image.resize, bilinear)."""
+    n = x.shape[axis]
+    lo, hi, frac = [], [], []
+    for o in range(n * scale):
+        src = max((o + 0.5) / scale - 0.5, 0.0)
+        i0 = min(int(src), n - 1)
+        lo.append(i0)
+        hi.append(min(i0 + 1, n - 1))
+        frac.append(src - i0)
+    shape = [1] * x.ndim
+    shape[axis] = n * scale
+    w = ops.reshape(tensor(frac, x.dtype, backend=x.backend), tuple(shape))
+    a = ops.gather(x, tensor(lo, "int32", backend=x.backend), axis)
+    b = ops.gather(x, tensor(hi, "int32", backend=x.backend), axis)
+    return a + (b - a) * w
+
+
+class UpSampling2D(Layer):
+    """Repeats rows and columns ``size`` times ("nearest") or interpolates ("bilinear")."""
+
+    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
+        super().__init__(**kwargs)
+        self.size = pair(size, "size", "UpSampling2D")
+        self.data_format = channels_last(data_format, "UpSampling2D")
+        if interpolation not in ("nearest", "bilinear"):
+            raise ValueError(f"UpSampling2D: interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+        self.interpolation = interpolation
+        self.input_spec = InputSpec(ndim=4)
+
+    def call(self, inputs):
+        x = inputs
+        for axis, s in ((1, self.size[0]), (2, self.size[1])):
+            if s == 1:
+                continue
+            x = ops.repeat(x, s, axis) if self.interpolation == "nearest" else _bilinear_axis(x, axis, s)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        return (input_shape[0], None if h is None else h * self.size[0],
+                None if w is None else w * self.size[1], input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "size": list(self.size), "data_format": self.data_format,
+                "interpolation": self.interpolation}
