@@ -97,6 +97,11 @@ def gelu(x, approximate=False):
     return x * 0.5 * (ops.erf(x * (1.0 / math.sqrt(2.0))) + 1.0)
 
 
+def gelu_new(x):
+    """TF.js's name for the tanh approximation of GELU."""
+    return gelu(x, approximate=True)
+
+
 def leaky_relu(x, negative_slope=0.2):
     return ops.leaky_relu(x, negative_slope)
 
@@ -113,15 +118,14 @@ _BY_NAME = {
     "linear": linear, "relu": relu, "relu6": relu6, "sigmoid": sigmoid,
     "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu, "tanh": tanh, "softmax": softmax,
     "log_softmax": log_softmax, "elu": elu, "selu": selu, "softplus": softplus,
-    "softsign": softsign, "swish": swish, "silu": silu, "gelu": gelu,
+    "softsign": softsign, "swish": swish, "silu": silu, "gelu": gelu, "gelu_new": gelu_new,
     "leaky_relu": leaky_relu, "exponential": exponential, "mish": mish,
 }
-# TF.js spellings (and a few other common ones).
-_ALIASES = {
-    "hardSigmoid": "hard_sigmoid", "hardSilu": "hard_silu", "hard_swish": "hard_silu",
-    "hardSwish": "hard_silu", "logSoftmax": "log_softmax", "leakyRelu": "leaky_relu",
-    "leakyReLU": "leaky_relu", "None": "linear", "none": "linear",
-}
+# Other spellings: TF.js camelCase ("hardSigmoid", "leakyRelu") and any case or
+# underscores are matched through this normalized table.
+_ALIASES = {"hard_swish": "hard_silu", "none": "linear"}
+_NORMALIZED = {n.replace("_", "").lower(): n for n in _BY_NAME}
+_NORMALIZED.update({k.replace("_", ""): v for k, v in _ALIASES.items()})
 _NAME_OF = {}
 for _n, _f in _BY_NAME.items():
     _NAME_OF.setdefault(_f, _n)
@@ -134,8 +138,8 @@ def get(identifier):
     if isinstance(identifier, dict):  # {"class_name": "relu", ...} as some configs write it
         identifier = identifier.get("class_name") or identifier.get("config", {}).get("name")
     if isinstance(identifier, str):
-        name = _ALIASES.get(identifier, identifier)
-        fn = _BY_NAME.get(name) or _BY_NAME.get(name.lower())
+        name = _NORMALIZED.get(identifier.replace("_", "").lower())
+        fn = _BY_NAME.get(name) if name else None
         if fn is None:
             from .models.serialization import custom_objects
             fn = custom_objects().get(identifier)
