@@ -1,9 +1,42 @@
-"""The CPU backend: NumPy, with BLAS doing the heavy lifting."""
+"""The CPU backend: NumPy, with BLAS doing the heavy lifting.
+
+CPU-specific overrides (bench/NOTES.md has the measurements behind each):
+
+* Convolutions copy the im2col columns into a reused per-thread work buffer
+  (a fresh 85 MB array per call costs a page fault per 4 KB), split over
+  the cores (NumPy releases the GIL while copying), in batch chunks so the
+  buffer stays under ``WORKSPACE_BYTES``; then one BLAS call per chunk.
+* The input gradient of a stride-1 convolution is a full convolution of the
+  padded output gradient with the flipped kernel: the same im2col + GEMM,
+  instead of a GEMM and kh*kw strided adds.
+* The max-pool gradient of non-overlapping windows compares with the pooled
+  maximum (first hit wins) instead of an argmax over a strided view.
+
+``DEEPGPU_NUM_THREADS`` (default: the CPUs this process may use) sets how
+many threads copy; the BLAS keeps its own setting (threadpoolctl).
+"""
 from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, _pair
+
+WORKSPACE_BYTES = 32 << 20  # im2col columns per chunk
+_PARALLEL_MIN_BYTES = 1 << 20  # smaller copies stay on one thread
+
+
+def _cpu_count() -> int:
+    env = os.environ.get("DEEPGPU_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 class NumpyBackend(Backend):
@@ -12,8 +45,131 @@ class NumpyBackend(Backend):
     name = "cpu"
     xp = np
 
+    def __init__(self):
+        self.threads = _cpu_count()
+        self._pool = None
+        self._local = threading.local()
+
     def is_array(self, a) -> bool:
         return isinstance(a, np.ndarray)
 
     def memory_info(self) -> dict:
-        return {}
+        ws = getattr(self._local, "ws", {})
+        return {"workspace_bytes": sum(b.nbytes for b in ws.values())}
+
+    # ------------------------------------------------------------ helpers
+    def _scratch(self, key, shape, dtype):
+        """A reused work array of ``shape`` (contents undefined); never escapes a primitive."""
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = {}
+        n = 1
+        for s in shape:
+            n *= int(s)
+        buf = ws.get(key)
+        if buf is None or buf.dtype != dtype or buf.size < n:
+            buf = ws[key] = np.empty(n, dtype)
+        return buf[:n].reshape(shape)
+
+    def _copy(self, dst, src):
+        """``dst[...] = src``, split along the first axis over the threads when large."""
+        nt = min(self.threads, dst.shape[0])
+        if nt < 2 or dst.nbytes < _PARALLEL_MIN_BYTES:
+            np.copyto(dst, src)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="deepgpu-cpu")
+        cuts = [dst.shape[0] * i // nt for i in range(nt + 1)]
+        futs = [self._pool.submit(np.copyto, dst[a:b], src[a:b]) for a, b in zip(cuts[1:-1], cuts[2:])]
+        np.copyto(dst[:cuts[1]], src[:cuts[1]])
+        for f in futs:
+            f.result()
+
+    def _conv_setup(self, x, k_shape, strides, padding, dilation):
+        """(strided window view [N, ho, wo, kh, kw, C], ho, wo) of the padded input."""
+        kh, kw = k_shape[0], k_shape[1]
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        ho, wo, ph, pw = self.conv_geometry(x.shape, k_shape, (sh, sw), padding, (dh, dw))
+        if ph != (0, 0) or pw != (0, 0):
+            x = np.pad(x, ((0, 0), ph, pw, (0, 0)))
+        return self._windows(x, kh, kw, sh, sw, dh, dw, ho, wo), ho, wo
+
+    def _chunks(self, n, row_bytes):
+        """Batch ranges whose im2col columns fit the work buffer."""
+        step = max(1, min(n, WORKSPACE_BYTES // max(row_bytes, 1)))
+        return [(s, min(s + step, n)) for s in range(0, n, step)]
+
+    # -------------------------------------------------------- convolution
+    def conv2d(self, x, k, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        kh, kw, c, o = k.shape
+        win, ho, wo = self._conv_setup(x, k.shape, strides, padding, dilation)
+        dtype = np.result_type(x.dtype, k.dtype)
+        n = x.shape[0]
+        kk = k.reshape(kh * kw * c, o)
+        y = np.empty((n, ho, wo, o), dtype)
+        if kh == kw == 1 and win.shape[1:3] == x.shape[1:3] and x.flags.c_contiguous:
+            np.matmul(x.reshape(-1, c), kk, out=y.reshape(-1, o))
+            return y
+        per_image = ho * wo * kh * kw * c * dtype.itemsize
+        for a, b in self._chunks(n, per_image):
+            cols = self._scratch("cols", (b - a, ho, wo, kh, kw, c), dtype)
+            self._copy(cols, win[a:b])
+            np.matmul(cols.reshape(-1, kh * kw * c), kk, out=y[a:b].reshape(-1, o))
+        return y
+
+    def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        kh, kw, c, o = k_shape
+        win, ho, wo = self._conv_setup(x, k_shape, strides, padding, dilation)
+        dtype = np.result_type(x.dtype, dy.dtype)
+        n = x.shape[0]
+        dk = None
+        per_image = ho * wo * kh * kw * c * dtype.itemsize
+        for a, b in self._chunks(n, per_image):
+            cols = self._scratch("cols", (b - a, ho, wo, kh, kw, c), dtype)
+            self._copy(cols, win[a:b])
+            # dy^T @ cols (o x K) runs faster than cols^T @ dy here (bench/NOTES.md).
+            part = np.matmul(dy[a:b].reshape(-1, o).T, cols.reshape(-1, kh * kw * c))
+            dk = part if dk is None else np.add(dk, part, out=dk)
+        return np.ascontiguousarray(dk.T).reshape(k_shape)
+
+    def conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        sh, sw = _pair(strides, "strides")
+        if (sh, sw) != (1, 1):
+            return super().conv2d_grad_input(dy, k, x_shape, strides, padding, dilation)
+        n, h, w, c = x_shape
+        kh, kw, _, o = k.shape
+        dh, dw = _pair(dilation, "dilation_rate")
+        ho, wo, ph, pw = self.conv_geometry(x_shape, k.shape, (1, 1), padding, (dh, dw))
+        eh, ew = (kh - 1) * dh, (kw - 1) * dw
+        # dx_padded = correlate(pad(dy, reach), flipped kernel with in/out swapped); crop the padding.
+        dyp = np.pad(dy, ((0, 0), (eh, eh), (ew, ew), (0, 0)))
+        k2 = np.ascontiguousarray(k[::-1, ::-1].transpose(0, 1, 3, 2))
+        dxp = self.conv2d(dyp, k2, (1, 1), "valid", (dh, dw))
+        dx = dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
+        return dx if dx.shape[1:3] == dxp.shape[1:3] else np.ascontiguousarray(dx)
+
+    # ------------------------------------------------------------ pooling
+    def max_pool2d_grad(self, dy, x, y, pool_size=(2, 2), strides=None, padding="valid"):
+        kh, kw = _pair(pool_size, "pool_size")
+        sh, sw = _pair(strides if strides is not None else pool_size, "strides")
+        n, h, w, c = x.shape
+        if ((kh, kw) != (sh, sw) or h % kh or w % kw or y is None or x.dtype.kind != "f"
+                or not x.flags.c_contiguous or not np.isfinite(y).all()):
+            return super().max_pool2d_grad(dy, x, y, pool_size, strides, padding)
+        # Non-overlapping windows that tile the input: no padding in either mode.
+        ho, wo = h // kh, w // kw
+        xw = x.reshape(n, ho, kh, wo, kw, c)
+        dx = np.empty(x.shape, dy.dtype)
+        dxw = dx.reshape(n, ho, kh, wo, kw, c)
+        taken = None
+        for i in range(kh):
+            for j in range(kw):
+                hit = xw[:, :, i, :, j, :] == y
+                if taken is None:
+                    taken = hit
+                else:
+                    hit &= ~taken
+                    taken |= hit
+                np.multiply(dy, hit, out=dxw[:, :, i, :, j, :])
+        return dx
