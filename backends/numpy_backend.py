@@ -9,6 +9,10 @@ CPU-specific overrides (bench/NOTES.md has the measurements behind each):
 * The input gradient of a stride-1 convolution is a full convolution of the
   padded output gradient with the flipped kernel: the same im2col + GEMM,
   instead of a GEMM and kh*kw strided adds.
+* A gradient summed over its leading axes (a bias's, through broadcasting)
+  is one matrix-vector product with ones: 10x faster than ``sum(axis=...)``.
+* ``dense`` applies relu in place; Adam updates its moments in place with
+  no temporaries of the parameter's size beyond two.
 * The max-pool gradient of non-overlapping windows compares with the pooled
   maximum (first hit wins) instead of an argmax over a strided view.
 
@@ -25,7 +29,7 @@ import numpy as np
 
 from .base import Backend, _pair
 
-WORKSPACE_BYTES = 32 << 20  # im2col columns per chunk
+WORKSPACE_BYTES = 8 << 20  # im2col columns per chunk (2-128 MB measured alike; 8 keeps memory low)
 _PARALLEL_MIN_BYTES = 1 << 20  # smaller copies stay on one thread
 
 
@@ -148,6 +152,52 @@ class NumpyBackend(Backend):
         dxp = self.conv2d(dyp, k2, (1, 1), "valid", (dh, dw))
         dx = dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
         return dx if dx.shape[1:3] == dxp.shape[1:3] else np.ascontiguousarray(dx)
+
+    # ------------------------------------------------------ reductions, dense
+    def sum_to_shape(self, g, shape):
+        shape = tuple(shape)
+        if g.shape == shape:
+            return g
+        lead = g.ndim - len(shape)
+        tail = g.shape[lead:]
+        # Only the leading axes were broadcast (a bias added to [N, H, W, C]): ones @ g.
+        k = 0
+        while k < len(shape) and shape[k] == 1 and tail[k] != 1:
+            k += 1
+        if g.dtype.kind != "f" or tail[k:] != shape[k:] or not g.flags.c_contiguous:
+            return super().sum_to_shape(g, shape)
+        rows = g.size // max(1, int(np.prod(shape, dtype=np.int64)))
+        ones = np.ones(rows, g.dtype)
+        return np.matmul(ones, g.reshape(rows, -1)).reshape(shape)
+
+    def dense(self, x, w, b=None, activation=None):
+        y = np.matmul(x, w)
+        if b is not None:
+            y += b
+        if activation == "relu":
+            return np.maximum(y, 0, out=y)
+        return self.apply_activation(y, activation)
+
+    # ---------------------------------------------------------- optimizer
+    def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+        if p.dtype != g.dtype or p.dtype.kind != "f":
+            return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay)
+        t = p.dtype.type
+        a = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
+        m *= t(beta1)
+        tmp = np.multiply(g, t(1 - beta1))
+        m += tmp
+        v *= t(beta2)
+        np.square(g, out=tmp)
+        tmp *= t(1 - beta2)
+        v += tmp
+        if weight_decay:
+            p -= t(lr * weight_decay) * p
+        np.sqrt(v, out=tmp)
+        tmp += t(eps)
+        np.divide(m, tmp, out=tmp)
+        tmp *= t(a)
+        p -= tmp
 
     # ------------------------------------------------------------ pooling
     def max_pool2d_grad(self, dy, x, y, pool_size=(2, 2), strides=None, padding="valid"):
