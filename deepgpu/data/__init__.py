@@ -1,0 +1,10 @@
+"""Datasets: the IDX reader, Fashion-MNIST, MNIST and scikit-learn's digits.
+
+Users reach them as ``deepgpu.datasets`` (``load_idx``, ``fashion_mnist``,
+``mnist``, ``digits``); each dataset module has ``load_data()`` returning
+``(x_train, y_train), (x_test, y_test)`` as NumPy arrays, as Keras does.
+"""
+from . import digits, fashion_mnist, mnist  # noqa: F401
+from .idx import IDXError, load_idx, save_idx  # noqa: F401
+
+__all__ = ["load_idx", "save_idx", "IDXError", "fashion_mnist", "mnist", "digits"]

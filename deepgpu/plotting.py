@@ -1,0 +1,198 @@
+"""Pictures: training curves and model graphs, drawn with matplotlib.
+
+matplotlib is an optional extra (``pip install "deepgpu[plot]"``), imported
+only when a function here is called. With a ``path`` the figure is drawn
+with the non-interactive Agg canvas (no display needed) and saved there.
+
+``plot_model`` reads a model through a small interface: ``model.layers``
+(a list in topological order), and on each layer ``name``, its class name,
+``output_shape`` (a tuple with None for the batch, or a list of tuples) and
+``inbound_layer_names`` (the names of the layers whose outputs it takes; the
+model side must provide it, [] or absent for input layers).
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["plot_history", "plot_model"]
+
+
+def _pyplot_free():
+    """matplotlib's Figure and Agg canvas, without touching pyplot's global state."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            "deepgpu's plots need matplotlib; install the optional extra with: "
+            "pip install \"deepgpu[plot]\" (or pip install matplotlib)") from None
+    return Figure, FigureCanvasAgg
+
+
+def _new_figure(path, figsize):
+    """A Figure: Agg-backed when saving to ``path``, else a pyplot figure (so it can show)."""
+    Figure, Canvas = _pyplot_free()
+    if path is not None:
+        fig = Figure(figsize=figsize)
+        Canvas(fig)
+        return fig
+    import matplotlib.pyplot as plt
+    return plt.figure(figsize=figsize)
+
+
+def _save(fig, path, dpi=100):
+    if path is None:
+        return
+    path = os.fspath(path)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{os.getpid()}{ext or '.png'}"
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ history
+
+
+def _history_dict(history):
+    h = getattr(history, "history", history)
+    if not isinstance(h, dict):
+        raise TypeError(f"plot_history: expected a History (with .history) or a dict of lists, "
+                        f"got {type(history).__name__}")
+    return {k: [float(v) for v in vals] for k, vals in h.items()}
+
+
+def plot_history(history, path=None, metrics=None):
+    """Plot loss and metrics per epoch, training and validation, one subplot each.
+
+    history: the History that ``fit`` returns (its ``.history`` dict) or a
+    dict ``{"loss": [...], "val_loss": [...], "accuracy": [...], ...}``.
+    metrics: names to plot (default: every key without the ``val_`` prefix,
+    loss first); each subplot shows the training curve and, when present,
+    its ``val_`` curve. path: where to save the image (PNG, SVG, PDF by its
+    extension); None to only return the figure. Returns the matplotlib Figure.
+    """
+    h = _history_dict(history)
+    if metrics is None:
+        names = [k for k in h if not k.startswith("val_")]
+        names += [k[4:] for k in h if k.startswith("val_") and k[4:] not in h]
+        names.sort(key=lambda k: (k != "loss", list(h).index(k) if k in h else len(h)))
+    else:
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        unknown = [m for m in names if m not in h and "val_" + m not in h]
+        if unknown:
+            raise KeyError(f"plot_history: no {unknown} in the history; it has {sorted(h)}")
+    if not names:
+        raise ValueError("plot_history: the history is empty")
+    fig = _new_figure(path, (5 * min(len(names), 3), 3.6 * ((len(names) + 2) // 3)))
+    cols = min(len(names), 3)
+    rows = (len(names) + cols - 1) // cols
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for key, label, style in ((name, "training", "-o"), ("val_" + name, "validation", "-s")):
+            if key in h and h[key]:
+                epochs = range(1, len(h[key]) + 1)
+                ax.plot(epochs, h[key], style, markersize=3, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+# -------------------------------------------------------------------- model
+
+
+def _shape_text(shape):
+    if shape is None:
+        return "?"
+    if isinstance(shape, list):
+        return ", ".join(_shape_text(s) for s in shape)
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _graph(model):
+    """[(name, type, output_shape, [inbound layer names])] for each layer of ``model``."""
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        raise TypeError(f"plot_model: {type(model).__name__} has no .layers")
+    out = []
+    for layer in layers:
+        try:
+            shape = layer.output_shape
+        except Exception:  # a layer not yet built
+            shape = None
+        out.append((layer.name, type(layer).__name__, shape,
+                    list(getattr(layer, "inbound_layer_names", None) or [])))
+    return out
+
+
+def _layout(graph):
+    """{name: (depth, column)}: depth is the longest path from an input, and the
+    layers of one depth sit side by side."""
+    depth = {}
+    for name, _, _, inbound in graph:       # layers come in topological order
+        depth[name] = 1 + max((depth[i] for i in inbound if i in depth), default=-1)
+    rows: dict[int, list] = {}
+    for name, *_ in graph:
+        rows.setdefault(depth[name], []).append(name)
+    return {n: (d, j, len(row)) for d, row in rows.items() for j, n in enumerate(row)}
+
+
+def plot_model(model, path=None, show_shapes=True, dpi=100):
+    """Draw the layer graph of ``model``: a box per layer (name, class, and
+    output shape when ``show_shapes``), an arrow per inbound connection,
+    layers placed top to bottom by depth so that branches sit side by side.
+
+    path: where to save the image (PNG by default; SVG/PDF by extension), or
+    None to only return it. Returns the matplotlib Figure. Layers need
+    ``inbound_layer_names`` (see the module docstring); a Sequential model
+    without it is drawn as a chain.
+    """
+    graph = _graph(model)
+    if not graph:
+        raise ValueError("plot_model: the model has no layers")
+    if all(not g[3] for g in graph[1:]) and len(graph) > 1:
+        # No connection information at all: draw the layers as a chain.
+        graph = [g if k == 0 else (g[0], g[1], g[2], [graph[k - 1][0]]) for k, g in enumerate(graph)]
+    pos = _layout(graph)
+    n_rows = 1 + max(d for d, _, _ in pos.values())
+    n_cols = max(w for _, _, w in pos.values())
+    box_w, box_h, gap_x, gap_y = 3.2, 1.0 if show_shapes else 0.7, 0.5, 0.6
+    width = n_cols * (box_w + gap_x)
+    fig = _new_figure(path, (max(3.0, width * 0.9), max(2.0, n_rows * (box_h + gap_y) * 0.9)))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(0, width)
+    ax.set_ylim(-n_rows * (box_h + gap_y), 0)
+    ax.axis("off")
+
+    centre = {}
+    for name, (d, j, w) in pos.items():
+        x = (width - w * (box_w + gap_x)) / 2 + j * (box_w + gap_x) + gap_x / 2 + box_w / 2
+        y = -(d * (box_h + gap_y) + gap_y / 2 + box_h / 2)
+        centre[name] = (x, y)
+
+    from matplotlib.patches import FancyBboxPatch
+
+    for name, kind, shape, inbound in graph:
+        x, y = centre[name]
+        ax.add_patch(FancyBboxPatch((x - box_w / 2, y - box_h / 2), box_w, box_h,
+                                    boxstyle="round,pad=0.02,rounding_size=0.08",
+                                    facecolor="#dbe9f6", edgecolor="#2c5d8a", linewidth=1.2))
+        text = f"{name}\n{kind}"
+        if show_shapes:
+            text += f"\n{_shape_text(shape)}"
+        ax.text(x, y, text, ha="center", va="center", fontsize=8, family="monospace")
+        for src in inbound:
+            if src not in centre:
+                continue
+            sx, sy = centre[src]
+            ax.annotate("", xy=(x, y + box_h / 2), xytext=(sx, sy - box_h / 2),
+                        arrowprops=dict(arrowstyle="->", color="#333333", linewidth=1.0,
+                                        shrinkA=1, shrinkB=1))
+    _save(fig, path, dpi)
+    return fig
