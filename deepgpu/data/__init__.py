@@ -1,8 +1,10 @@
-"""Datasets: the IDX reader, Fashion-MNIST, MNIST and scikit-learn's digits.
+"""Data: the IDX reader, Fashion-MNIST, MNIST, scikit-learn's digits, and preprocessing.
 
-Users reach them as ``deepgpu.datasets`` (``load_idx``, ``fashion_mnist``,
-``mnist``, ``digits``); each dataset module has ``load_data()`` returning
-``(x_train, y_train), (x_test, y_test)`` as NumPy arrays, as Keras does.
+Users reach the loaders as ``deepgpu.datasets`` (``load_idx``,
+``fashion_mnist``, ``mnist``, ``digits``; each dataset module has
+``load_data()`` returning ``(x_train, y_train), (x_test, y_test)`` as NumPy
+arrays, as Keras does) and the helpers as ``deepgpu.preprocessing``. This
+folder is the host I/O boundary, so it may use NumPy directly.
 """
 from . import digits, fashion_mnist, mnist  # noqa: F401
 from .idx import IDXError, load_idx, save_idx  # noqa: F401

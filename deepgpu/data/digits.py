@@ -38,7 +38,7 @@ def load_data(test_size=0.25, seed=0):
     """``(x_train, y_train), (x_test, y_test)``: uint8 [n, 8, 8] images (0..16) and
     uint8 [n] labels, split stratified by digit with ``seed``. ``test_size``: a
     fraction in (0, 1) or a number of test images."""
-    from ..preprocessing import train_test_split
+    from .preprocessing import train_test_split
 
     x, y = load_all()
     x_train, x_test, y_train, y_test = train_test_split(
