@@ -78,11 +78,12 @@ class Normalizer:
             self.axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
         if isinstance(x, Tensor):
             x = x.data_sync()   # a one-off, explicit transfer of the training data
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
         if x.size == 0:
             raise ValueError("Normalizer.fit: x is empty")
-        mean = x.mean(axis=self.axis, keepdims=True)
-        std = x.std(axis=self.axis, keepdims=True)
+        # Accumulate in float64 without first copying all of x to float64.
+        mean = x.mean(axis=self.axis, dtype=np.float64, keepdims=True)
+        std = x.std(axis=self.axis, dtype=np.float64, keepdims=True)
         std[std == 0] = 1.0
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         return self
