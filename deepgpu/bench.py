@@ -57,6 +57,32 @@ def _data(n, size, seed=0):
     return x, y
 
 
+def load_fashion_mnist(data_dir):
+    """(x [60000, 28, 28, 1] float32 in [0, 1], y [60000] int32) from the IDX files in ``data_dir``."""
+    import gzip
+    import struct
+
+    from .backends import get
+
+    cpu = get("cpu")
+
+    def read(name):
+        for fn in (name, name + ".gz"):
+            path = os.path.join(data_dir, fn)
+            if os.path.exists(path):
+                with (gzip.open if fn.endswith(".gz") else open)(path, "rb") as f:
+                    raw = f.read()
+                ndim = raw[3]
+                dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+                return cpu.reshape(cpu.asarray(memoryview(raw)[4 + 4 * ndim:], "uint8"), dims)
+        raise FileNotFoundError(f"{name}(.gz) is not in {data_dir}")
+
+    x = read("train-images-idx3-ubyte")
+    x = cpu.reshape(cpu.cast(x, "float32"), x.shape + (1,))
+    x *= 1 / 255  # in place, float32: no float64 copy of the 60,000 images
+    return x, cpu.cast(read("train-labels-idx1-ubyte"), "int32")
+
+
 def _median(v):
     s = sorted(v)
     n = len(s)
@@ -161,6 +187,20 @@ class _Runner:
         self.k += 1
         return b
 
+    def epoch(self, data_dir):
+        """One epoch of Fashion-MNIST in batches; returns its wall time in seconds."""
+        x, y = load_fashion_mnist(data_dir)
+        t = time.perf_counter()
+        self.fit_epoch(x, y)
+        return time.perf_counter() - t
+
+    def fit_epoch(self, x, y):
+        bs = self.a.batch_size
+        for i in range(0, x.shape[0], bs):
+            self.batches = [(x[i:i + bs], y[i:i + bs])]
+            self.k = 0
+            self.step()
+
     def train(self, steps):
         times = []
         for _ in range(steps):
@@ -213,6 +253,11 @@ class _DeepgpuRunner(_Runner):
             B.adam_update(v.data, g, m, s, 1e-3, 0.9, 0.999, 1e-7, self._t)
         loss.item()
 
+    def fit_epoch(self, x, y):
+        if self.manual:
+            return super().fit_epoch(x, y)
+        self.model.fit(x, y, batch_size=self.a.batch_size, epochs=1, verbose=0)
+
     def predict(self):
         t = time.perf_counter()
         self.model.predict(self.x_pred, batch_size=self.a.batch_size).data_sync()
@@ -255,6 +300,19 @@ class _TorchRunner(_Runner):
         self.opt.step()
         loss.item()
 
+    def fit_epoch(self, x, y):
+        torch = self.torch
+        xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+        yt = torch.from_numpy(y.astype("int64"))
+        del x, y
+        perm = torch.randperm(xt.shape[0])
+        bs = self.a.batch_size
+        for i in range(0, xt.shape[0], bs):
+            idx = perm[i:i + bs]
+            self.batches = [(xt[idx].to(self.dev), yt[idx].to(self.dev))]
+            self.k = 0
+            self.step()
+
     def predict(self):
         t = time.perf_counter()
         self.model.eval()
@@ -293,6 +351,9 @@ class _KerasRunner(_Runner):
     def step(self):
         x, y = self.next_batch()
         self.model.train_on_batch(x, y)  # returns the loss as a Python float
+
+    def fit_epoch(self, x, y):
+        self.model.fit(x, y, batch_size=self.a.batch_size, epochs=1, verbose=0)
 
     def predict(self):
         t = time.perf_counter()
@@ -339,6 +400,8 @@ def worker(a) -> int:
             ans = {"times": r.train(cmd["steps"])}
         elif cmd["cmd"] == "predict":
             ans = {"time": r.predict()}
+        elif cmd["cmd"] == "epoch":
+            ans = {"time": r.epoch(cmd["data_dir"]), "rss_mb": _peak_rss_mb()}
         elif cmd["cmd"] == "rss":
             ans = {"rss_mb": _peak_rss_mb()}
         else:
@@ -422,6 +485,11 @@ def run_model(a, env, fws, say=print):
                 continue
             workers.append(w)
             res[fw] = {"step_times": [], "predict_times": [], **w.hello}
+        if a.epoch:
+            for w in workers:
+                ans = w.ask(cmd="epoch", data_dir=a.data_dir)
+                res[w.fw].update(epoch_s=ans["time"], epoch_rss_mb=ans["rss_mb"])
+            return res
         for _ in range(a.rounds):
             for w in workers:
                 res[w.fw]["step_times"] += w.ask(cmd="train", steps=a.steps)["times"]
@@ -471,6 +539,10 @@ def build_parser():
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--input-size", type=int, default=28)
     p.add_argument("--global-pool", action="store_true", help="the convnet with global average pooling")
+    p.add_argument("--epoch", action="store_true",
+                   help="instead: one epoch of Fashion-MNIST per framework, its time and peak resident memory")
+    p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist",
+                   help="folder of the Fashion-MNIST IDX files (Debian's dataset-fashion-mnist puts them here)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--keep-env", action="store_true", help=f"keep {' and '.join(SLOW_ENV)} for the workers")
     p.add_argument("--quiet-workers", action="store_true", help="hide the frameworks' own log output")
@@ -513,6 +585,14 @@ def main(argv=None) -> int:
             return 2
         a1 = argparse.Namespace(**{**vars(a), "model": model})
         res = run_model(a1, env, fws)
+        if a.epoch:
+            report["models"][model] = res
+            print(f"\nmodel {model}: one epoch of Fashion-MNIST (60,000 images), batch {a.batch_size}, "
+                  f"{a.threads} thread(s)")
+            print(f"{'framework':<10} {'epoch s':>9} {'peak RSS MB':>12}")
+            for fw, r in res.items():
+                print(f"{fw:<10} {r['epoch_s']:>9.1f} {r['epoch_rss_mb']:>12.0f}")
+            continue
         report["models"][model] = {fw: {k: v for k, v in r.items() if k not in ("step_times",)}
                                    for fw, r in res.items()}
         print()
