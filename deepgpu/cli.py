@@ -168,7 +168,12 @@ def cmd_bench(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # argparse's REMAINDER drops a leading "--option"; hand bench its arguments untouched.
+        args = argparse.Namespace(command="bench", rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "info": cmd_info, "bench": cmd_bench}[args.command](args)
     except UserError as e:
