@@ -604,3 +604,97 @@ class Backend:
         if weight_decay:
             p -= (lr * weight_decay) * p
         p -= a * m / (xp.sqrt(v) + eps)
+
+    # Optimizer updates, Keras 3's formulas. Every array argument is a float
+    # array of the parameter's shape and dtype, updated in place (nothing is
+    # returned); scalars (lr, betas, step, ...) are Python numbers, so no
+    # value leaves the device. A slot passed as None is not used.
+    def weight_decay_update(self, p, lr, weight_decay):
+        """Decoupled weight decay in place: ``p -= p * weight_decay * lr``."""
+        p -= p * (weight_decay * lr)
+
+    def sgd_update(self, p, g, m, lr, momentum=0.0, nesterov=False):
+        """SGD in place. Without momentum (m None): ``p -= lr * g``. With it:
+        ``m = momentum * m - lr * g``; ``p += m`` (nesterov: ``p += momentum * m - lr * g``)."""
+        if m is None or not momentum:
+            p -= lr * g
+            return
+        m *= momentum
+        m -= lr * g
+        if nesterov:
+            p += momentum * m - lr * g
+        else:
+            p += m
+
+    def adam_amsgrad_update(self, p, g, m, v, vhat, lr, beta1, beta2, eps, step):
+        """Adam with AMSGrad in place: as ``adam_update``, but the step divides by
+        ``sqrt(vhat) + eps`` where ``vhat = maximum(vhat, v)`` (kept in ``vhat``)."""
+        xp = self.xp
+        m += (g - m) * (1 - beta1)
+        v += (xp.square(g) - v) * (1 - beta2)
+        xp.maximum(vhat, v, out=vhat)
+        a = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+        p -= a * m / (xp.sqrt(vhat) + eps)
+
+    def rmsprop_update(self, p, g, v, mg, mom, lr, rho, momentum, eps):
+        """RMSprop in place. ``v = rho v + (1-rho) g^2``; centered (mg given):
+        ``mg = rho mg + (1-rho) g`` and the denominator is ``sqrt(v - mg^2 + eps)``,
+        else ``sqrt(v + eps)``; ``inc = lr g / denominator``; with momentum (mom
+        given): ``mom = momentum mom + inc; p -= mom``, else ``p -= inc``."""
+        xp = self.xp
+        v *= rho
+        v += (1 - rho) * xp.square(g)
+        if mg is not None:
+            mg *= rho
+            mg += (1 - rho) * g
+            inc = lr * g / xp.sqrt(v - xp.square(mg) + eps)
+        else:
+            inc = lr * g / xp.sqrt(v + eps)
+        if mom is not None:
+            mom *= momentum
+            mom += inc
+            p -= mom
+        else:
+            p -= inc
+
+    def adagrad_update(self, p, g, acc, lr, eps):
+        """Adagrad in place: ``acc += g^2; p -= lr g / sqrt(acc + eps)``."""
+        acc += self.xp.square(g)
+        p -= lr * g / self.xp.sqrt(acc + eps)
+
+    def adadelta_update(self, p, g, acc_g, acc_d, lr, rho, eps):
+        """Adadelta in place: ``acc_g = rho acc_g + (1-rho) g^2``;
+        ``d = -sqrt(acc_d + eps) g / sqrt(acc_g + eps)``;
+        ``acc_d = rho acc_d + (1-rho) d^2``; ``p += lr d``."""
+        xp = self.xp
+        acc_g *= rho
+        acc_g += (1 - rho) * xp.square(g)
+        d = -xp.sqrt(acc_d + eps) * g / xp.sqrt(acc_g + eps)
+        acc_d *= rho
+        acc_d += (1 - rho) * xp.square(d)
+        p += lr * d
+
+    def adamax_update(self, p, g, m, u, lr, beta1, beta2, eps, step):
+        """Adamax in place: ``m += (g - m)(1-beta1)``; ``u = max(beta2 u, |g|)``;
+        ``p -= lr m / ((1 - beta1^step)(u + eps))``; ``step`` counts from 1."""
+        xp = self.xp
+        m += (g - m) * (1 - beta1)
+        u *= beta2
+        xp.maximum(u, xp.abs(g), out=u)
+        p -= (lr / (1 - beta1 ** step)) * m / (u + eps)
+
+    def nadam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, u_product):
+        """Nadam in place (Dozat's momentum schedule ``u_t = beta1 (1 - 0.5 0.96^t)``).
+
+        ``u_product`` is the product of ``u_1 .. u_step`` (this step's included);
+        ``m``/``v`` are updated as Adam's; the step uses
+        ``m_hat = u_{t+1} m / (1 - u_product u_{t+1}) + (1 - u_t) g / (1 - u_product)``,
+        ``v_hat = v / (1 - beta2^step)``, ``p -= lr m_hat / (sqrt(v_hat) + eps)``.
+        """
+        xp = self.xp
+        u_t = beta1 * (1.0 - 0.5 * 0.96 ** step)
+        u_t1 = beta1 * (1.0 - 0.5 * 0.96 ** (step + 1))
+        m += (g - m) * (1 - beta1)
+        v += (xp.square(g) - v) * (1 - beta2)
+        m_hat = (u_t1 / (1 - u_product * u_t1)) * m + ((1 - u_t) / (1 - u_product)) * g
+        p -= lr * m_hat / (xp.sqrt(v / (1 - beta2 ** step)) + eps)

@@ -881,3 +881,94 @@ def test_adam_update(B, weight_decay):
     close(B, dm, m)
     close(B, dv, v)
     close(B, dp, p, rtol=1e-4)
+
+
+def _ref_opt_step(name, p, g, s, step):
+    """Float64 NumPy references of Keras 3's update rules; ``s`` holds the slots."""
+    lr = 0.01
+    if name == "weight_decay_update":
+        return p - p * 0.004 * lr
+    if name == "sgd_update":
+        s["m"] = 0.9 * s["m"] - lr * g
+        return p + 0.9 * s["m"] - lr * g  # nesterov
+    if name == "adam_amsgrad_update":
+        s["m"] = 0.9 * s["m"] + 0.1 * g
+        s["v"] = 0.999 * s["v"] + 0.001 * g * g
+        s["vh"] = np.maximum(s["vh"], s["v"])
+        return p - lr * math.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step) * s["m"] / (np.sqrt(s["vh"]) + 1e-7)
+    if name == "rmsprop_update":  # centered, with momentum
+        s["v"] = 0.9 * s["v"] + 0.1 * g * g
+        s["mg"] = 0.9 * s["mg"] + 0.1 * g
+        s["mom"] = 0.5 * s["mom"] + lr * g / np.sqrt(s["v"] - s["mg"] ** 2 + 1e-7)
+        return p - s["mom"]
+    if name == "adagrad_update":
+        s["acc"] = s["acc"] + g * g
+        return p - lr * g / np.sqrt(s["acc"] + 1e-7)
+    if name == "adadelta_update":
+        s["ag"] = 0.95 * s["ag"] + 0.05 * g * g
+        d = -np.sqrt(s["ad"] + 1e-7) * g / np.sqrt(s["ag"] + 1e-7)
+        s["ad"] = 0.95 * s["ad"] + 0.05 * d * d
+        return p + lr * d
+    if name == "adamax_update":
+        s["m"] = 0.9 * s["m"] + 0.1 * g
+        s["u"] = np.maximum(0.999 * s["u"], np.abs(g))
+        return p - lr / (1 - 0.9 ** step) * s["m"] / (s["u"] + 1e-7)
+    if name == "nadam_update":
+        ut = 0.9 * (1 - 0.5 * 0.96 ** step)
+        ut1 = 0.9 * (1 - 0.5 * 0.96 ** (step + 1))
+        s["prod"] *= ut
+        s["m"] = 0.9 * s["m"] + 0.1 * g
+        s["v"] = 0.999 * s["v"] + 0.001 * g * g
+        mh = ut1 * s["m"] / (1 - s["prod"] * ut1) + (1 - ut) * g / (1 - s["prod"])
+        return p - lr * mh / (np.sqrt(s["v"] / (1 - 0.999 ** step)) + 1e-7)
+    raise KeyError(name)
+
+
+def _call_opt(B, name, dp, g, ds, step, prod):
+    lr = 0.01
+    if name == "weight_decay_update":
+        B.weight_decay_update(dp, lr, 0.004)
+    elif name == "sgd_update":
+        B.sgd_update(dp, g, ds["m"], lr, 0.9, True)
+    elif name == "adam_amsgrad_update":
+        B.adam_amsgrad_update(dp, g, ds["m"], ds["v"], ds["vh"], lr, 0.9, 0.999, 1e-7, step)
+    elif name == "rmsprop_update":
+        B.rmsprop_update(dp, g, ds["v"], ds["mg"], ds["mom"], lr, 0.9, 0.5, 1e-7)
+    elif name == "adagrad_update":
+        B.adagrad_update(dp, g, ds["acc"], lr, 1e-7)
+    elif name == "adadelta_update":
+        B.adadelta_update(dp, g, ds["ag"], ds["ad"], lr, 0.95, 1e-7)
+    elif name == "adamax_update":
+        B.adamax_update(dp, g, ds["m"], ds["u"], lr, 0.9, 0.999, 1e-7, step)
+    elif name == "nadam_update":
+        B.nadam_update(dp, g, ds["m"], ds["v"], lr, 0.9, 0.999, 1e-7, step, prod)
+
+
+_OPT_SLOTS = {
+    "weight_decay_update": (), "sgd_update": ("m",), "adam_amsgrad_update": ("m", "v", "vh"),
+    "rmsprop_update": ("v", "mg", "mom"), "adagrad_update": ("acc",), "adadelta_update": ("ag", "ad"),
+    "adamax_update": ("m", "u"), "nadam_update": ("m", "v"),
+}
+
+
+@covers(*_OPT_SLOTS)
+@pytest.mark.parametrize("name", sorted(_OPT_SLOTS))
+def test_optimizer_updates(B, name):
+    p0 = r(4, 3)
+    slots0 = {k: r(4, 3, lo=0.0, hi=0.01) for k in _OPT_SLOTS[name]}
+    if "acc" in slots0:
+        slots0["acc"] += F32(0.1)
+    if "mg" in slots0:
+        slots0["mg"][:] = 0  # v - mg^2 stays positive, as it does from zeros
+    p = p0.astype(np.float64)
+    s = {k: v.astype(np.float64) for k, v in slots0.items()}
+    s["prod"] = 1.0
+    dp = B.asarray(p0)
+    ds = {k: B.asarray(v) for k, v in slots0.items()}
+    for step in (1, 2, 3):
+        g = r(4, 3)
+        p = _ref_opt_step(name, p, g.astype(np.float64), s, step)
+        _call_opt(B, name, dp, B.asarray(g), ds, step, s["prod"])
+    close(B, dp, p, rtol=1e-4)
+    for k in ds:
+        close(B, ds[k], s[k], rtol=1e-4)
