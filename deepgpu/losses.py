@@ -1,0 +1,532 @@
+"""Losses with Keras semantics, by Keras or TF.js name.
+
+Loss *functions* take ``(y_true, y_pred)`` Tensors and return the loss of
+each sample (the mean over the last axis where Keras takes it), shape
+``[batch]``. Loss *classes* (``MeanSquaredError()``, ...) are called as
+``loss(y_true, y_pred, sample_weight=None)`` and return a scalar Tensor,
+reduced as Keras's "sum_over_batch_size": ``sum(losses * sample_weight) /
+number of losses``. ``get(identifier)`` resolves a name ("mse",
+"categorical_crossentropy", "meanSquaredError", ...), an instance or a
+callable. Every crossentropy is numerically stable: logits go through
+log-softmax / a stable sigmoid formula, probabilities are clipped to
+``[EPSILON, 1 - EPSILON]`` as Keras does.
+"""
+from __future__ import annotations
+
+import math
+
+from . import ops
+from .tensor import Tensor, tensor
+
+EPSILON = 1e-7  # Keras's backend.epsilon()
+
+# ------------------------------------------------------------------ helpers
+
+
+def _as_tensor(x, like=None):
+    if isinstance(x, Tensor):
+        return x
+    if like is not None:
+        return tensor(x, backend=like.backend)
+    return tensor(x)
+
+
+def _float(y_pred):
+    return y_pred if y_pred.dtype.startswith("float") else ops.cast(y_pred, "float32")
+
+
+def squeeze_or_expand_to_same_rank(x1, x2, expand_rank_1=True):
+    """Make two ranks equal when they differ by a trailing axis of size 1 (as Keras does)."""
+    r1, r2 = x1.ndim, x2.ndim
+    if r1 == r2 + 1 and x1.shape[-1] == 1:
+        if r2 == 1 and expand_rank_1:
+            x2 = ops.expand_dims(x2, -1)
+        else:
+            x1 = ops.squeeze(x1, -1)
+    elif r2 == r1 + 1 and x2.shape[-1] == 1:
+        if r1 == 1 and expand_rank_1:
+            x1 = ops.expand_dims(x1, -1)
+        else:
+            x2 = ops.squeeze(x2, -1)
+    return x1, x2
+
+
+def _prepare(y_true, y_pred, fix_rank=True):
+    """Tensors on one backend, y_true cast to y_pred's float dtype, ranks matched."""
+    y_pred = _float(_as_tensor(y_pred))
+    y_true = _as_tensor(y_true, y_pred)
+    if y_true.dtype != y_pred.dtype:
+        y_true = ops.cast(y_true, y_pred.dtype)
+    if fix_rank:
+        y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
+    return y_true, y_pred
+
+
+def _l2_normalize(x, axis=-1):
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), 1e-12))
+
+
+# ---------------------------------------------------------------- functions
+
+
+def mean_squared_error(y_true, y_pred):
+    """``mean(square(y_true - y_pred), axis=-1)``."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return ops.mean(ops.square(y_pred - y_true), axis=-1)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """``mean(abs(y_true - y_pred), axis=-1)``."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return ops.mean(ops.abs(y_pred - y_true), axis=-1)
+
+
+def mean_absolute_percentage_error(y_true, y_pred):
+    """``100 * mean(abs((y_true - y_pred) / max(abs(y_true), eps)), axis=-1)``."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    diff = ops.abs((y_true - y_pred) / ops.maximum(ops.abs(y_true), EPSILON))
+    return ops.mean(diff, axis=-1) * 100.0
+
+
+def mean_squared_logarithmic_error(y_true, y_pred):
+    """``mean(square(log(max(y_pred, eps) + 1) - log(max(y_true, eps) + 1)), axis=-1)``."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    a = ops.log(ops.maximum(y_pred, EPSILON) + 1.0)
+    b = ops.log(ops.maximum(y_true, EPSILON) + 1.0)
+    return ops.mean(ops.square(a - b), axis=-1)
+
+
+def huber(y_true, y_pred, delta=1.0):
+    """Quadratic for ``|error| <= delta``, linear beyond; mean over the last axis."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    delta = float(delta)
+    err = y_pred - y_true
+    a = ops.abs(err)
+    quad = ops.square(err) * 0.5
+    lin = a * delta - 0.5 * delta * delta
+    return ops.mean(ops.where(a <= delta, quad, lin), axis=-1)
+
+
+def log_cosh(y_true, y_pred):
+    """``mean(log(cosh(y_pred - y_true)), axis=-1)``, computed without overflow."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    x = y_pred - y_true
+    return ops.mean(x + ops.softplus(x * -2.0) - math.log(2.0), axis=-1)
+
+
+def _binary_xent(y_true, y_pred, from_logits):
+    """Elementwise binary crossentropy (no reduction)."""
+    if from_logits:
+        # max(x, 0) - x z + log(1 + exp(-|x|)): never overflows.
+        return ops.relu(y_pred) - y_pred * y_true + ops.softplus(-ops.abs(y_pred))
+    p = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
+    return -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Mean binary crossentropy over ``axis``; labels 0/1 (or probabilities).
+
+    label_smoothing s: labels become ``y * (1 - s) + 0.5 * s``.
+    """
+    y_true, y_pred = _prepare(y_true, y_pred)
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    return ops.mean(_binary_xent(y_true, y_pred, from_logits), axis=axis)
+
+
+def _check_same_last_dim(y_true, y_pred, name):
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"{name}: targets of shape {y_true.shape} do not match the output of shape "
+            f"{y_pred.shape}" + (
+                "; integer class labels need sparse_categorical_crossentropy"
+                if y_true.shape[-1:] == (1,) and y_pred.shape[-1:] != (1,) else ""))
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """``-sum(y_true * log(p), axis)`` for one-hot (or probability) targets.
+
+    from_logits: y_pred are logits (log-softmax, fused and stable); else
+    probabilities, rescaled to sum to 1 and clipped to [eps, 1 - eps].
+    label_smoothing s: targets become ``y * (1 - s) + s / num_classes``.
+    """
+    y_true, y_pred = _prepare(y_true, y_pred, fix_rank=False)
+    _check_same_last_dim(y_true, y_pred, "categorical_crossentropy")
+    if label_smoothing:
+        n = y_pred.shape[axis]
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / n
+    if from_logits:
+        return ops.softmax_cross_entropy(y_true, y_pred, axis=axis)
+    p = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
+    p = ops.clip(p, EPSILON, 1.0 - EPSILON)
+    return -ops.sum(y_true * ops.log(p), axis=axis)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
+    """Categorical crossentropy with integer class labels, shape [batch] or [batch, 1]."""
+    y_pred = _float(_as_tensor(y_pred))
+    y_true = _as_tensor(y_true, y_pred)
+    if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, -1)
+    if y_true.shape != y_pred.shape[:-1]:
+        raise ValueError(
+            f"sparse_categorical_crossentropy: labels of shape {y_true.shape} do not fit the "
+            f"output of shape {y_pred.shape} (expected {y_pred.shape[:-1]} or "
+            f"{y_pred.shape[:-1] + (1,)})")
+    if y_true.dtype.startswith("float"):
+        y_true = ops.cast(y_true, "int32")
+    onehot = ops.one_hot(y_true, y_pred.shape[axis], dtype=y_pred.dtype)
+    if from_logits:
+        return ops.softmax_cross_entropy(onehot, y_pred, axis=axis)
+    p = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
+    p = ops.clip(p, EPSILON, 1.0 - EPSILON)
+    return -ops.sum(onehot * ops.log(p), axis=axis)
+
+
+def kl_divergence(y_true, y_pred):
+    """``sum(y_true * log(y_true / y_pred), axis=-1)``, both clipped to [eps, 1]."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    t = ops.clip(y_true, EPSILON, 1.0)
+    p = ops.clip(y_pred, EPSILON, 1.0)
+    return ops.sum(t * ops.log(t / p), axis=-1)
+
+
+def poisson(y_true, y_pred):
+    """``mean(y_pred - y_true * log(y_pred + eps), axis=-1)``."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return ops.mean(y_pred - y_true * ops.log(y_pred + EPSILON), axis=-1)
+
+
+def _hinge_labels(y_true):
+    # 0/1 labels become -1/1 (decided on the device: no host read).
+    is01 = ops.all(ops.logical_or(ops.equal(y_true, 0.0), ops.equal(y_true, 1.0)))
+    return ops.where(is01, y_true * 2.0 - 1.0, y_true)
+
+
+def hinge(y_true, y_pred):
+    """``mean(maximum(1 - y_true * y_pred, 0), axis=-1)``; 0/1 labels mean -1/1."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return ops.mean(ops.relu(1.0 - _hinge_labels(y_true) * y_pred), axis=-1)
+
+
+def squared_hinge(y_true, y_pred):
+    """``mean(square(maximum(1 - y_true * y_pred, 0)), axis=-1)``."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return ops.mean(ops.square(ops.relu(1.0 - _hinge_labels(y_true) * y_pred)), axis=-1)
+
+
+def categorical_hinge(y_true, y_pred):
+    """``maximum(max((1 - y_true) * y_pred) - sum(y_true * y_pred) + 1, 0)``."""
+    y_true, y_pred = _prepare(y_true, y_pred, fix_rank=False)
+    pos = ops.sum(y_true * y_pred, axis=-1)
+    neg = ops.max((1.0 - y_true) * y_pred, axis=-1)
+    return ops.relu(neg - pos + 1.0)
+
+
+def cosine_similarity(y_true, y_pred, axis=-1):
+    """Negative cosine similarity along ``axis`` (-1 means the same direction)."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return -ops.sum(_l2_normalize(y_true, axis) * _l2_normalize(y_pred, axis), axis=axis)
+
+
+mse = MSE = mean_squared_error
+mae = MAE = mean_absolute_error
+mape = MAPE = mean_absolute_percentage_error
+msle = MSLE = mean_squared_logarithmic_error
+kld = KLD = kullback_leibler_divergence = kl_divergence
+logcosh = log_cosh
+
+# ------------------------------------------------------------------ classes
+
+REDUCTIONS = ("sum_over_batch_size", "sum", "none", None)
+
+
+def _weighted(losses, sample_weight):
+    sw = _as_tensor(sample_weight, losses)
+    if sw.dtype != losses.dtype:
+        sw = ops.cast(sw, losses.dtype)
+    if sw.ndim == losses.ndim + 1 and sw.shape[-1] == 1:
+        sw = ops.squeeze(sw, -1)
+    while sw.ndim < losses.ndim:
+        sw = ops.expand_dims(sw, -1)
+    return losses * sw
+
+
+def reduce_losses(losses, sample_weight=None, reduction="sum_over_batch_size"):
+    """Weight and reduce per-sample losses as Keras does."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if sample_weight is not None:
+        losses = _weighted(losses, sample_weight)
+    if reduction in ("none", None):
+        return losses
+    total = ops.sum(losses)
+    if reduction == "sum":
+        return total
+    return total / float(max(losses.size, 1))
+
+
+class Loss:
+    """Base class: subclasses implement ``call(y_true, y_pred)`` -> per-sample losses."""
+
+    def __init__(self, reduction="sum_over_batch_size", name=None):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+        self.reduction = reduction
+        self.name = name or _snake(type(self).__name__)
+
+    def call(self, y_true, y_pred):
+        raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return reduce_losses(self.call(y_true, y_pred), sample_weight, self.reduction)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.get_config()})"
+
+
+class LossFunctionWrapper(Loss):
+    """A Loss from a function ``fn(y_true, y_pred, **kwargs)``."""
+
+    def __init__(self, fn, reduction="sum_over_batch_size", name=None, **kwargs):
+        super().__init__(reduction, name or getattr(fn, "__name__", "loss"))
+        self.fn = fn
+        self._fn_kwargs = kwargs
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **self._fn_kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), **self._fn_kwargs}
+
+    @classmethod
+    def from_config(cls, config):
+        if cls is LossFunctionWrapper:
+            raise TypeError("LossFunctionWrapper.from_config needs a subclass with a fixed function")
+        return cls(**config)
+
+
+def _wrapper(fn, default_name, params=(), doc=""):
+    """A LossFunctionWrapper subclass with keyword parameters ``params`` ((name, default), ...)."""
+
+    def __init__(self, *args, reduction="sum_over_batch_size", name=default_name, **kwargs):
+        names = [p for p, _ in params]
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__}() takes at most {len(names)} positional arguments")
+        vals = dict(params)
+        vals.update(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in vals:
+                raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {k!r}")
+            vals[k] = v
+        LossFunctionWrapper.__init__(self, fn, reduction=reduction, name=name, **vals)
+        for k, v in vals.items():
+            setattr(self, k, v)
+
+    return {"__init__": __init__, "__doc__": doc or fn.__doc__}
+
+
+MeanSquaredError = type("MeanSquaredError", (LossFunctionWrapper,), _wrapper(mean_squared_error, "mean_squared_error"))
+MeanAbsoluteError = type("MeanAbsoluteError", (LossFunctionWrapper,), _wrapper(mean_absolute_error, "mean_absolute_error"))
+MeanAbsolutePercentageError = type("MeanAbsolutePercentageError", (LossFunctionWrapper,),
+                                   _wrapper(mean_absolute_percentage_error, "mean_absolute_percentage_error"))
+MeanSquaredLogarithmicError = type("MeanSquaredLogarithmicError", (LossFunctionWrapper,),
+                                   _wrapper(mean_squared_logarithmic_error, "mean_squared_logarithmic_error"))
+Huber = type("Huber", (LossFunctionWrapper,), _wrapper(huber, "huber_loss", (("delta", 1.0),)))
+LogCosh = type("LogCosh", (LossFunctionWrapper,), _wrapper(log_cosh, "log_cosh"))
+BinaryCrossentropy = type("BinaryCrossentropy", (LossFunctionWrapper,), _wrapper(
+    binary_crossentropy, "binary_crossentropy",
+    (("from_logits", False), ("label_smoothing", 0.0), ("axis", -1))))
+CategoricalCrossentropy = type("CategoricalCrossentropy", (LossFunctionWrapper,), _wrapper(
+    categorical_crossentropy, "categorical_crossentropy",
+    (("from_logits", False), ("label_smoothing", 0.0), ("axis", -1))))
+SparseCategoricalCrossentropy = type("SparseCategoricalCrossentropy", (LossFunctionWrapper,), _wrapper(
+    sparse_categorical_crossentropy, "sparse_categorical_crossentropy",
+    (("from_logits", False), ("axis", -1))))
+KLDivergence = type("KLDivergence", (LossFunctionWrapper,), _wrapper(kl_divergence, "kl_divergence"))
+Poisson = type("Poisson", (LossFunctionWrapper,), _wrapper(poisson, "poisson"))
+Hinge = type("Hinge", (LossFunctionWrapper,), _wrapper(hinge, "hinge"))
+SquaredHinge = type("SquaredHinge", (LossFunctionWrapper,), _wrapper(squared_hinge, "squared_hinge"))
+CategoricalHinge = type("CategoricalHinge", (LossFunctionWrapper,), _wrapper(categorical_hinge, "categorical_hinge"))
+CosineSimilarity = type("CosineSimilarity", (LossFunctionWrapper,),
+                        _wrapper(cosine_similarity, "cosine_similarity", (("axis", -1),)))
+
+for _cls in (MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
+             Huber, LogCosh, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
+             KLDivergence, Poisson, Hinge, SquaredHinge, CategoricalHinge, CosineSimilarity):
+    _cls.__module__ = __name__
+
+# -------------------------------------------------------------------- get
+
+# canonical name -> (class, kind for check_shapes)
+_CANONICAL = {
+    "mean_squared_error": (MeanSquaredError, "elementwise"),
+    "mean_absolute_error": (MeanAbsoluteError, "elementwise"),
+    "mean_absolute_percentage_error": (MeanAbsolutePercentageError, "elementwise"),
+    "mean_squared_logarithmic_error": (MeanSquaredLogarithmicError, "elementwise"),
+    "huber": (Huber, "elementwise"),
+    "log_cosh": (LogCosh, "elementwise"),
+    "binary_crossentropy": (BinaryCrossentropy, "elementwise"),
+    "categorical_crossentropy": (CategoricalCrossentropy, "categorical"),
+    "sparse_categorical_crossentropy": (SparseCategoricalCrossentropy, "sparse"),
+    "kl_divergence": (KLDivergence, "categorical"),
+    "poisson": (Poisson, "elementwise"),
+    "hinge": (Hinge, "elementwise"),
+    "squared_hinge": (SquaredHinge, "elementwise"),
+    "categorical_hinge": (CategoricalHinge, "categorical"),
+    "cosine_similarity": (CosineSimilarity, "elementwise"),
+}
+_ALIASES = {
+    "mse": "mean_squared_error", "mae": "mean_absolute_error",
+    "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
+    "huber_loss": "huber", "logcosh": "log_cosh", "kld": "kl_divergence",
+    "kullback_leibler_divergence": "kl_divergence", "kl_divergence": "kl_divergence",
+    "cosine_proximity": "cosine_similarity",
+}
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, c in enumerate(name):
+        if c.isupper() and i and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
+            out.append("_")
+        out.append(c.lower())
+    return "".join(out)
+
+
+# Any case / underscore spelling: "mean_squared_error", "meanSquaredError",
+# "MeanSquaredError", "MSE", "KLDivergence" ...
+_LOOKUP = {}
+for _n, (_c, _k) in _CANONICAL.items():
+    _LOOKUP[_key(_n)] = _n
+    _LOOKUP[_key(_c.__name__)] = _n
+for _a, _n in _ALIASES.items():
+    _LOOKUP[_key(_a)] = _n
+
+_FUNCTIONS = {
+    "mean_squared_error": mean_squared_error, "mean_absolute_error": mean_absolute_error,
+    "mean_absolute_percentage_error": mean_absolute_percentage_error,
+    "mean_squared_logarithmic_error": mean_squared_logarithmic_error, "huber": huber,
+    "log_cosh": log_cosh, "binary_crossentropy": binary_crossentropy,
+    "categorical_crossentropy": categorical_crossentropy,
+    "sparse_categorical_crossentropy": sparse_categorical_crossentropy, "kl_divergence": kl_divergence,
+    "poisson": poisson, "hinge": hinge, "squared_hinge": squared_hinge,
+    "categorical_hinge": categorical_hinge, "cosine_similarity": cosine_similarity,
+}
+
+
+def canonical_name(identifier):
+    """The canonical snake-case name of a loss name, Loss or loss function; None if unknown."""
+    if isinstance(identifier, str):
+        return _LOOKUP.get(_key(identifier))
+    if isinstance(identifier, LossFunctionWrapper):
+        for n, f in _FUNCTIONS.items():
+            if identifier.fn is f:
+                return n
+        return None
+    for n, f in _FUNCTIONS.items():
+        if identifier is f:
+            return n
+    return None
+
+
+def valid_names() -> list:
+    return sorted(set(_CANONICAL) | set(_ALIASES))
+
+
+def _unknown(name):
+    return ValueError(
+        f"unknown loss {name!r}; valid names: {', '.join(valid_names())} (the TF.js camelCase "
+        f"spellings, such as 'meanSquaredError', and the class names are accepted too)")
+
+
+def get(identifier):
+    """A Loss from a name (Keras or TF.js spelling), a config dict, a Loss, or a callable.
+
+    Names give a Loss instance (``get("mse")`` -> ``MeanSquaredError()``);
+    a Loss instance or a plain callable ``fn(y_true, y_pred)`` is returned
+    as is. Unknown names raise ValueError listing the valid ones.
+    """
+    if identifier is None:
+        return None
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, dict):
+        name = identifier.get("class_name")
+        cfg = dict(identifier.get("config") or {})
+        canon = _LOOKUP.get(_key(str(name)))
+        if canon is None:
+            raise _unknown(name)
+        return _CANONICAL[canon][0](**cfg)
+    if isinstance(identifier, str):
+        canon = _LOOKUP.get(_key(identifier))
+        if canon is None:
+            raise _unknown(identifier)
+        return _CANONICAL[canon][0]()
+    if callable(identifier):
+        return identifier
+    raise TypeError(f"a loss must be a name, a Loss or a callable, got {type(identifier).__name__}")
+
+
+def serialize(loss) -> dict:
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+
+
+deserialize = get
+
+# ------------------------------------------------------------ shape checks
+
+
+def _dims_fit(a, b):
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def check_shapes(y_true_shape, y_pred_shape, loss_name):
+    """Raise ValueError naming both shapes when targets of ``y_true_shape`` cannot
+    feed ``loss_name`` for an output of ``y_pred_shape`` (None = any size).
+
+    ``loss_name`` may be a name, a Loss or a loss function; unknown (custom)
+    losses are not checked.
+    """
+    canon = canonical_name(loss_name)
+    if canon is None:
+        return
+    kind = _CANONICAL[canon][1]
+    t = tuple(None if d is None else int(d) for d in y_true_shape)
+    p = tuple(None if d is None else int(d) for d in y_pred_shape)
+    hint = ""
+    if kind == "sparse":
+        ok = _dims_fit(t, p[:-1]) or _dims_fit(t, p[:-1] + (1,))
+        if not ok and len(t) == len(p) and t[-1:] == p[-1:] and (p[-1] or 0) > 1:
+            hint = "; one-hot targets need categorical_crossentropy"
+        expected = f"{p[:-1]} or {p[:-1] + (1,)}"
+    elif kind == "categorical":
+        ok = _dims_fit(t, p)
+        if not ok and len(t) == len(p) and t[-1:] == (1,) and (p[-1] or 0) > 1:
+            hint = "; integer class labels need sparse_categorical_crossentropy"
+        elif not ok and len(t) == len(p) - 1:
+            hint = "; integer class labels need sparse_categorical_crossentropy"
+        expected = str(p)
+    else:
+        tt, pp = t, p
+        if len(t) == len(p) + 1 and t[-1] == 1:
+            tt = t[:-1]
+        elif len(p) == len(t) + 1 and p[-1] == 1:
+            pp = p[:-1]
+        ok = _dims_fit(tt, pp)
+        expected = str(p) if len(p) == 0 or p[-1] != 1 else f"{p} or {p[:-1]}"
+    if not ok:
+        raise ValueError(
+            f"loss {canon!r}: targets of shape {t} do not fit the model output of shape {p} "
+            f"(expected targets of shape {expected}){hint}")
