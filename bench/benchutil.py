@@ -19,6 +19,8 @@ def timed(benchmark, B, fn, *, flops=None, nbytes=None, rounds=None):
         out = benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
     else:
         out = benchmark(run)
+    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing to report
+        return out
     med = benchmark.stats.stats.median
     benchmark.extra_info["backend"] = B.name
     benchmark.extra_info["median_ms"] = round(med * 1e3, 4)
