@@ -1,0 +1,554 @@
+"""Optimizers with Keras 3's update rules, applied in place on the device.
+
+    opt = optimizers.get("adam")                       # or Adam(learning_rate=1e-3)
+    opt.apply_gradients([(grad, variable), ...])      # grads: Tensors (None is skipped)
+    state = opt.get_weights()                         # [iterations, slots...] as NumPy
+    opt2.set_weights(state)                           # resumes exactly (built lazily)
+
+Each rule is one Backend primitive (``B.adam_update``, ``B.sgd_update``,
+...) that updates the parameter and its slots in place, so a step allocates
+no new parameter arrays and never reads a value back to the host; the GPU
+backend swaps in fused kernels behind the same names. The learning rate is
+a Python float (or a schedule evaluated on the Python step counter).
+"""
+from __future__ import annotations
+
+from . import backends as _backends
+from . import ops
+from . import schedules
+from .autograd import no_grad
+from .schedules import LearningRateSchedule
+from .tensor import Tensor, Variable, tensor
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam",
+           "get", "serialize", "deserialize", "schedules"]
+
+
+class Optimizer:
+    """Base class.
+
+    Subclasses list their per-variable slots in ``_slots()`` (names, built
+    lazily as zeros of each variable's shape) and implement
+    ``_update(B, p, g, slots, lr, step)`` on raw arrays with one Backend
+    primitive. ``iterations`` counts the applied steps.
+    """
+
+    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, name=None, **kwargs):
+        if "lr" in kwargs:  # the Keras 2 spelling
+            learning_rate = kwargs.pop("lr")
+        for k in ("ema_momentum", "ema_overwrite_frequency", "jit_compile", "loss_scale_factor"):
+            kwargs.pop(k, None)  # accepted for Keras compatibility; no effect here
+        for k in ("use_ema", "gradient_accumulation_steps"):
+            if kwargs.pop(k, None):
+                raise NotImplementedError(f"{type(self).__name__}: {k} is not supported")
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(kwargs)}")
+        if sum(x is not None for x in (clipnorm, clipvalue, global_clipnorm)) > 1:
+            raise ValueError("only one of clipnorm, clipvalue and global_clipnorm can be set; got "
+                             f"clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}")
+        for what, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue), ("global_clipnorm", global_clipnorm)):
+            if v is not None and v <= 0:
+                raise ValueError(f"{what} must be positive, got {v}")
+        self.name = name or type(self).__name__.lower()
+        self.weight_decay = weight_decay
+        self.clipnorm = clipnorm
+        self.clipvalue = clipvalue
+        self.global_clipnorm = global_clipnorm
+        self._learning_rate = self._check_lr(learning_rate)
+        self.iterations = 0
+        self._vars = []       # variables in build order
+        self._slot_vars = {}  # id(variable) -> [slot Variable, ...]
+        self._pending = None  # weights given to set_weights before build
+        self._exclude_ids = set()
+        self._exclude_names = ()
+
+    # ---------------------------------------------------- learning rate
+    @staticmethod
+    def _check_lr(lr):
+        if isinstance(lr, dict):
+            return schedules.deserialize(lr)
+        if isinstance(lr, LearningRateSchedule) or callable(lr):
+            return lr
+        if isinstance(lr, Tensor):
+            lr = lr.item()
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError):
+            raise TypeError(f"learning_rate must be a number or a LearningRateSchedule, got {lr!r}") from None
+        return lr
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate of the next step (a schedule is evaluated at ``iterations``)."""
+        return self._lr_at(self.iterations)
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        value = self._check_lr(value)
+        if isinstance(self._learning_rate, LearningRateSchedule) and not isinstance(value, LearningRateSchedule):
+            raise TypeError(
+                f"{type(self).__name__} was created with a LearningRateSchedule "
+                f"({type(self._learning_rate).__name__}); its learning rate cannot be set to a number. "
+                f"Set a new schedule, or create the optimizer with a float learning rate")
+        self._learning_rate = value
+
+    lr = learning_rate
+
+    def _lr_at(self, step) -> float:
+        lr = self._learning_rate
+        if isinstance(lr, LearningRateSchedule):
+            return float(lr(step))
+        if callable(lr):
+            return float(lr())
+        return lr
+
+    # ------------------------------------------------------------ slots
+    def _slots(self) -> tuple:
+        """Names of the per-variable slots (zeros unless ``_slot_init`` says otherwise)."""
+        return ()
+
+    def _slot_init(self, name) -> float:
+        return 0.0
+
+    def _global_state(self) -> list:
+        """Extra scalar state (Python floats) saved after ``iterations``."""
+        return []
+
+    def _set_global_state(self, values):
+        pass
+
+    def build(self, var_list):
+        """Create the slots of each variable not built yet (in the order given)."""
+        new = []
+        for v in var_list:
+            if id(v) in self._slot_vars:
+                continue
+            if not isinstance(v, Variable):
+                raise TypeError(f"optimizers update Variables, got {type(v).__name__}")
+            self._slot_vars[id(v)] = [
+                Variable(tensor(v._backend.full(v.shape, self._slot_init(s), v.dtype), backend=v.backend),
+                         trainable=False, name=f"{v.name}/{s}")
+                for s in self._slots()]
+            self._vars.append(v)
+            new.append(v)
+        if new and self._pending is not None:
+            pending, self._pending = self._pending, None
+            if len(pending) == self._num_weights():
+                self.set_weights(pending)
+            else:
+                self._pending = pending
+        return new
+
+    @property
+    def built(self) -> bool:
+        return bool(self._vars)
+
+    def _num_weights(self):
+        return 1 + len(self._global_state()) + len(self._slots()) * len(self._vars)
+
+    @property
+    def variables(self) -> list:
+        """The slot Variables, slot by slot (all first slots, then all second slots, ...)."""
+        out = []
+        for k in range(len(self._slots())):
+            out.extend(self._slot_vars[id(v)][k] for v in self._vars)
+        return out
+
+    def get_weights(self) -> list:
+        """The full state as NumPy arrays: ``[iterations, *global state, *slots]``,
+        slots ordered as ``variables`` (a host transfer)."""
+        cpu = _backends.get("cpu")  # NumPy arrays, made by the host backend
+        out = [cpu.asarray(self.iterations, "int64")]
+        out += [cpu.asarray(x, "float64") for x in self._global_state()]
+        out += [v.data_sync() for v in self.variables]
+        return out
+
+    def set_weights(self, weights, var_list=None):
+        """Restore the state from ``get_weights()``'s list.
+
+        With ``var_list`` the slots are built for it first. Before any build
+        the weights are kept and applied when the variables are built (the
+        first ``apply_gradients``), so a loaded model resumes exactly.
+        """
+        weights = list(weights)
+        if var_list is not None:
+            self.build(var_list)
+        if not self._vars:
+            self._pending = weights
+            return
+        n = self._num_weights()
+        if len(weights) != n:
+            raise ValueError(
+                f"{type(self).__name__}.set_weights: expected {n} arrays (iterations, "
+                f"{len(self._global_state())} global, {len(self._slots())} slot(s) x {len(self._vars)} "
+                f"variable(s)), got {len(weights)}")
+        ng = len(self._global_state())
+        slots = self.variables
+        for i, (dst, src) in enumerate(zip(slots, weights[1 + ng:])):
+            if tuple(getattr(src, "shape", ())) != dst.shape:
+                raise ValueError(f"{type(self).__name__}.set_weights: weight {1 + ng + i} has shape "
+                                 f"{tuple(src.shape)}, the optimizer's {dst.name!r} has {dst.shape}")
+        self.iterations = int(weights[0].item() if hasattr(weights[0], "item") else weights[0])
+        self._set_global_state([float(w) for w in weights[1:1 + ng]])
+        for dst, src in zip(slots, weights[1 + ng:]):
+            dst.assign(src)
+
+    # ------------------------------------------------------ weight decay
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Leave these variables (or those whose name contains one of ``var_names``) undecayed."""
+        self._exclude_ids |= {id(v) for v in (var_list or [])}
+        self._exclude_names = tuple(self._exclude_names) + tuple(var_names or ())
+
+    def _decays(self, v):
+        return bool(self.weight_decay) and id(v) not in self._exclude_ids and not any(
+            n in v.name for n in self._exclude_names)
+
+    # ---------------------------------------------------------- clipping
+    def _clip(self, grads):
+        if self.clipvalue is not None:
+            c = float(self.clipvalue)
+            return [ops.clip(g, -c, c) for g in grads]
+        if self.clipnorm is not None:
+            c = float(self.clipnorm)
+            out = []
+            for g in grads:
+                norm = ops.sqrt(ops.sum(ops.square(g)))
+                out.append(g * (c / ops.maximum(norm, c)))
+            return out
+        if self.global_clipnorm is not None:
+            c = float(self.global_clipnorm)
+            total = None
+            for g in grads:
+                s = ops.sum(ops.square(ops.cast(g, "float32") if g.dtype == "float16" else g))
+                total = s if total is None else total + s
+            scale = c / ops.maximum(ops.sqrt(total), c)
+            return [g * ops.cast(scale, g.dtype) for g in grads]
+        return grads
+
+    # ------------------------------------------------------------- apply
+    def apply_gradients(self, grads_and_vars):
+        """One step: ``grads_and_vars`` is a list of ``(gradient, variable)``.
+
+        Gradients are Tensors (or raw backend arrays); None gradients and
+        non-trainable variables are skipped. Clipping, weight decay, then
+        the update rule, in place. Returns the new ``iterations``.
+        """
+        pairs = list(grads_and_vars)
+        self.build([v for _, v in pairs if getattr(v, "trainable", True)])
+        pairs = [(g, v) for g, v in pairs if g is not None and getattr(v, "trainable", True)]
+        if not pairs:
+            return self.iterations
+        with no_grad():
+            grads = []
+            for g, v in pairs:
+                if not isinstance(g, Tensor):
+                    g = Tensor(v._backend.asarray(g, v.dtype), v._backend)
+                if g.shape != v.shape:
+                    raise ValueError(f"gradient of shape {g.shape} for variable {v.name!r} of shape {v.shape}")
+                if g.requires_grad:
+                    g = Tensor(g.data, g._backend)
+                grads.append(g)
+            grads = self._clip(grads)
+            lr = self._lr_at(self.iterations)
+            step = self.iterations + 1
+            self._before_step(step)
+            for g, (_, v) in zip(grads, pairs):
+                B = v._backend
+                gd = g.data if g.dtype == v.dtype else B.cast(g.data, v.dtype)
+                self._update(B, v, gd, self._slot_vars[id(v)], lr, step)
+                if getattr(v, "constraint", None) is not None:
+                    v.assign(v.constraint(v))
+        self.iterations = step
+        return self.iterations
+
+    def _before_step(self, step):
+        """Hook run once per step before the updates (Nadam's momentum product)."""
+
+    def _update(self, B, v, g, slots, lr, step):
+        raise NotImplementedError
+
+    def _maybe_decay(self, B, v, lr):
+        if self._decays(v):
+            B.weight_decay_update(v.data, lr, float(self.weight_decay))
+
+    def minimize(self, loss, var_list=None):
+        """Differentiate ``loss()`` (a zero-arg function) and apply one step; returns the loss.
+
+        ``var_list`` defaults to every trainable Variable the loss used (TF.js's ``minimize``).
+        """
+        from .autograd import variable_grads
+
+        value, gs = variable_grads(loss, var_list)
+        self.apply_gradients([(g, v) for v, g in gs.items()])
+        return value
+
+    # ------------------------------------------------------------ config
+    def get_config(self) -> dict:
+        lr = self._learning_rate
+        if isinstance(lr, LearningRateSchedule):
+            lr = schedules.serialize(lr)
+        elif callable(lr):
+            lr = float(lr())
+        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
+                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
+                "clipvalue": self.clipvalue}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = schedules.deserialize(config["learning_rate"])
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} learning_rate={self.learning_rate:g} iterations={self.iterations}>"
+
+
+class SGD(Optimizer):
+    """Gradient descent, with optional (Nesterov) momentum:
+    ``m = momentum * m - lr * g; p += m`` (Nesterov: ``p += momentum * m - lr * g``)."""
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, name="SGD", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        momentum = float(momentum)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be a float in [0, 1], got {momentum}")
+        self.momentum = momentum
+        self.nesterov = bool(nesterov)
+
+    def _slots(self):
+        return ("momentum",) if self.momentum else ()
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        B.sgd_update(v.data, g, slots[0].data if slots else None, lr, self.momentum, self.nesterov)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) in Keras's form: bias corrections folded into the step size,
+    ``epsilon`` added to ``sqrt(v)``; ``amsgrad`` keeps the running maximum of ``v``."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name="adam", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.amsgrad = bool(amsgrad)
+
+    def _slots(self):
+        return ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
+
+    def _update(self, B, v, g, slots, lr, step):
+        if self.amsgrad:
+            self._maybe_decay(B, v, lr)
+            B.adam_amsgrad_update(v.data, g, slots[0].data, slots[1].data, slots[2].data, lr,
+                                  self.beta_1, self.beta_2, self.epsilon, step)
+        else:
+            wd = float(self.weight_decay) if self._decays(v) else 0.0
+            B.adam_update(v.data, g, slots[0].data, slots[1].data, lr, self.beta_1, self.beta_2,
+                          self.epsilon, step, wd)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon, "amsgrad": self.amsgrad}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``p -= p * weight_decay * lr`` before each step."""
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, clipnorm=None, clipvalue=None, global_clipnorm=None, name="adamw", **kwargs):
+        if weight_decay is None:
+            raise ValueError("AdamW needs a weight_decay (a float); use Adam for none")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, name, **kwargs)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``v = rho v + (1 - rho) g^2; p -= lr g / sqrt(v + eps)``; optional
+    momentum and centering (the running mean of g subtracted)."""
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name="rmsprop",
+                 **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.rho = float(rho)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.centered = bool(centered)
+
+    def _slots(self):
+        s = ["velocity"]
+        if self.momentum > 0:
+            s.append("momentum")
+        if self.centered:
+            s.append("average_gradient")
+        return tuple(s)
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        it = iter(slots[1:])
+        mom = next(it).data if self.momentum > 0 else None
+        mg = next(it).data if self.centered else None
+        B.rmsprop_update(v.data, g, slots[0].data, mg, mom, lr, self.rho, self.momentum, self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon, "centered": self.centered}
+
+
+class Adagrad(Optimizer):
+    """Adagrad: ``acc += g^2; p -= lr g / sqrt(acc + eps)``, acc starting at
+    ``initial_accumulator_value``."""
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="adagrad", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.epsilon = float(epsilon)
+
+    def _slots(self):
+        return ("accumulator",)
+
+    def _slot_init(self, name):
+        return self.initial_accumulator_value
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        B.adagrad_update(v.data, g, slots[0].data, lr, self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler) with a learning rate, as Keras: use 1.0 for the paper's form."""
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, name="adadelta", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.rho = float(rho)
+        self.epsilon = float(epsilon)
+
+    def _slots(self):
+        return ("accumulated_grad", "accumulated_delta_var")
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        B.adadelta_update(v.data, g, slots[0].data, slots[1].data, lr, self.rho, self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "epsilon": self.epsilon}
+
+
+class Adamax(Optimizer):
+    """Adamax: Adam with the infinity norm, ``u = max(beta_2 u, |g|)``."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="adamax", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+
+    def _slots(self):
+        return ("m", "u")
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        B.adamax_update(v.data, g, slots[0].data, slots[1].data, lr, self.beta_1, self.beta_2,
+                        self.epsilon, step)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class Nadam(Optimizer):
+    """Nadam (Dozat): Adam with Nesterov momentum and the momentum schedule
+    ``u_t = beta_1 (1 - 0.5 * 0.96^t)``."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="nadam", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self._u_product = 1.0
+
+    def _slots(self):
+        return ("momentum", "velocity")
+
+    def _global_state(self):
+        return [self._u_product]
+
+    def _set_global_state(self, values):
+        self._u_product = float(values[0])
+
+    def _before_step(self, step):
+        self._u_product *= self.beta_1 * (1.0 - 0.5 * 0.96 ** step)
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        B.nadam_update(v.data, g, slots[0].data, slots[1].data, lr, self.beta_1, self.beta_2,
+                       self.epsilon, step, self._u_product)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+# -------------------------------------------------------------------- get
+
+_CLASSES = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
+            "adadelta": Adadelta, "adamax": Adamax, "nadam": Nadam}
+
+
+def _key(name):
+    return str(name).replace("_", "").lower()
+
+
+def valid_names() -> list:
+    return sorted(_CLASSES)
+
+
+def _unknown(name):
+    return ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(valid_names())} "
+                      f"(any case, e.g. 'Adam', 'RMSprop')")
+
+
+def get(identifier):
+    """An Optimizer from an instance, a name ("adam", "SGD", "rmsprop", ... in any case:
+    Keras and TF.js names), or ``{"class_name": ..., "config": {...}}``.
+
+    A name gives a fresh optimizer with Keras's defaults. Unknown names raise
+    ValueError listing the valid ones.
+    """
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, dict):
+        name = identifier.get("class_name")
+        cls = _CLASSES.get(_key(name))
+        if cls is None:
+            raise _unknown(name)
+        return cls.from_config(dict(identifier.get("config") or {}))
+    if isinstance(identifier, str):
+        cls = _CLASSES.get(_key(identifier))
+        if cls is None:
+            raise _unknown(identifier)
+        return cls()
+    if isinstance(identifier, type) and issubclass(identifier, Optimizer):
+        return identifier()
+    raise TypeError(f"an optimizer must be a name, a config dict or an Optimizer, got {type(identifier).__name__}")
+
+
+def serialize(optimizer) -> dict:
+    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+
+
+deserialize = get
