@@ -2,7 +2,6 @@
 import deepgpu as dg
 from deepgpu.layers import Dense
 
-from _common import budget
 
 dg.set_seed(0)
 model = dg.Sequential()
@@ -11,7 +10,7 @@ model.compile(loss="meanSquaredError", optimizer="sgd")
 
 xs = dg.tensor2d([1, 2, 3, 4], [4, 1])
 ys = dg.tensor2d([1, 3, 5, 7], [4, 1])
-model.fit(xs, ys, epochs=budget(500, 300), verbose=0)
+model.fit(xs, ys, epochs=500, verbose=0)
 
 model.predict(dg.tensor2d([5], [1, 1])).print()
 prediction = model.predict(dg.tensor2d([5], [1, 1])).data_sync()[0, 0]

@@ -244,3 +244,20 @@ def test_class_weight_changes_the_loss():
     m.set_weights(w)
     b = m.fit(x, y, epochs=1, shuffle=False, verbose=0, class_weight={0: 5.0, 1: 1.0, 2: 1.0}).history["loss"][0]
     assert a != pytest.approx(b)
+
+
+def test_fit_sgd_matches_the_gradient_descent_recurrence(backend):
+    """TF.js's first example: fit() with plain SGD is exactly full-batch GD on MSE."""
+    dg.set_seed(0)
+    model = dg.Sequential([dg.layers.Dense(1, input_shape=[1])])
+    model.compile(loss="meanSquaredError", optimizer="sgd")
+    w = float(model.get_weights()[0][0, 0])
+    b = 0.0
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    y = 2 * x - 1
+    model.fit(x.reshape(4, 1).astype("float32"), y.reshape(4, 1).astype("float32"), epochs=50, verbose=0)
+    for _ in range(50):
+        g = 2 * (w * x + b - y) / 4
+        w, b = w - 0.01 * float((g * x).sum()), b - 0.01 * float(g.sum())
+    kernel, bias = model.get_weights()
+    np.testing.assert_allclose([kernel[0, 0], bias[0]], [w, b], rtol=1e-4, atol=1e-5)

@@ -99,8 +99,9 @@ def test_dbd_binary_classifier_learns(backend, style):
         h = Activation("relu")(Dense(10)(h))
         model = Model(inputs, Activation("sigmoid")(Dense(1)(h)))
     model.compile(loss="binary_crossentropy", optimizer="rmsprop", metrics=["accuracy"])
-    hist = model.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    # RMSprop at lr 1e-3 needs ~25 epochs of 16 batches on this separable set.
+    hist = model.fit(x, y, epochs=25, batch_size=32, verbose=0)
+    assert hist.history["loss"][-1] < 0.6 * hist.history["loss"][0]
     assert hist.history["accuracy"][-1] > 0.85
 
 

@@ -228,6 +228,33 @@ class Model(Trainer, Layer):
         """
         return print_summary(self, line_length, positions, print_fn, return_string)
 
+    # --------------------------------------------------------------- saving
+    def save(self, filepath, overwrite=True, include_optimizer=True):
+        """Write the whole model (architecture, weights, compile settings,
+        optimizer state) to one zip file; ``deepgpu.models.load_model`` reads it.
+
+        Atomic: the previous file survives a crash mid-save. Raises
+        FileExistsError when ``overwrite`` is false and the file exists.
+        """
+        import os
+        from ..io import native
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError(f"{filepath!r} exists and overwrite=False")
+        native.save_model(self, filepath, include_optimizer=include_optimizer)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Write only the weights (``weights`` order) to one zip file."""
+        import os
+        from ..io import native
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError(f"{filepath!r} exists and overwrite=False")
+        native.save_weights(self, filepath)
+
+    def load_weights(self, filepath):
+        """Set the weights from ``save_weights`` / ``save`` output; count and shapes checked first."""
+        from ..io import native
+        native.load_weights(self, filepath)
+
     def get_config(self) -> dict:
         """The graph as Keras's functional config: layers with inbound nodes, inputs, outputs."""
         if not self._functional:

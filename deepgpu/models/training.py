@@ -235,7 +235,7 @@ class Trainer:
         return table[labels]
 
     # --------------------------------------------------------------- steps
-    def _trainable(self):
+    def _vars_to_train(self):
         if self._train_vars is None:
             self._train_vars = [w for w in self.trainable_weights]
         return [v for v in self._train_vars if v.trainable]
@@ -281,7 +281,7 @@ class Trainer:
             m.reset_state()
 
     def _train_batch(self, xb, yb, swb):
-        vars_ = self._trainable()
+        vars_ = self._vars_to_train()
         with enable_grad():
             out = self(xb if len(xb) > 1 else xb[0], training=True)
             outs = self._outs_list(out)

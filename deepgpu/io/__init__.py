@@ -1,0 +1,4 @@
+"""Saving and loading models: deepgpu's own zip format (``native``)."""
+from .native import ModelFileError, load_model, load_weights, save_model, save_weights  # noqa: F401
+
+__all__ = ["ModelFileError", "load_model", "load_weights", "save_model", "save_weights"]
