@@ -11,3 +11,14 @@ def _seed_and_cpu_default():
     prev = deepgpu.get_backend()
     yield
     deepgpu.set_backend(prev)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, with the reason, where no usable GPU is found."""
+    ok, why = deepgpu.cuda_status()
+    if ok:
+        return
+    skip = pytest.mark.skip(reason=f"no CUDA backend here: {why}")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
