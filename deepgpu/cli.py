@@ -82,11 +82,22 @@ def _load(dataset, data_dir):
         try:
             (xtr, ytr), (xte, yte) = mod.load_data(path=data_dir)
         except FileNotFoundError as e:
-            raise UserError(str(e).splitlines()[0] + " (see `deepgpu train --help`)") from None
+            # One line: the folders looked in and the how-to, joined.
+            lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+            raise UserError(" ".join(lines)) from None
         scale = 255.0
     xtr = (xtr.astype("float32") / scale).reshape(xtr.shape[0], xtr.shape[1], xtr.shape[2], 1)
     xte = (xte.astype("float32") / scale).reshape(xte.shape[0], xte.shape[1], xte.shape[2], 1)
     return (xtr, ytr.astype("int32")), (xte, yte.astype("int32"))
+
+
+def _check_out(out):
+    """Fail before training, not after, when the output folder cannot be written."""
+    probe = os.path.abspath(out)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise UserError(f"--out {out!r}: {probe!r} is not a writable folder")
 
 
 def cmd_train(args):
@@ -97,6 +108,7 @@ def cmd_train(args):
         backend = dg.set_backend(args.backend or os.environ.get("DEEPGPU_BACKEND", "cpu"))
     except (dg.BackendUnavailableError, ValueError) as e:
         raise UserError(str(e)) from None
+    _check_out(args.out)
     dg.set_seed(args.seed)
     (xtr, ytr), (xte, yte) = _load(args.dataset, args.data_dir)
     epochs = args.epochs or (15 if args.dataset == "digits" else 3)
@@ -116,13 +128,13 @@ def cmd_train(args):
     train_s = time.perf_counter() - t0
     loss, acc = model.evaluate(xte, yte, batch_size=256)
     print(f"Test loss: {loss:.4f} - test accuracy: {acc * 100:.2f}% (training took {train_s:.1f} s)")
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"{args.dataset}-{args.model}.dgm")
     try:
+        os.makedirs(args.out, exist_ok=True)
         model.save(path)
-        print(f"Saved the model to {path}")
-    except (ImportError, AttributeError, NotImplementedError) as e:
-        print(f"(model not saved: {e})")
+    except OSError as e:
+        raise UserError(f"cannot save the model to {path!r}: {e.strerror or e}") from None
+    print(f"Saved the model to {path}")
     try:
         from .plotting import plot_history
         png = os.path.join(args.out, f"{args.dataset}-{args.model}-history.png")

@@ -1,0 +1,104 @@
+"""The `deepgpu` command: train on the built-in data and on IDX files, info, one-line user errors."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deepgpu as dg
+from deepgpu.cli import main
+from deepgpu.data.idx import save_idx
+
+
+def _run(*args, env=None):
+    e = dict(os.environ, MPLBACKEND="Agg", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "deepgpu.cli", *args], capture_output=True, text=True,
+                          env=e, timeout=600)
+
+
+def test_train_digits_dnn_saves_a_loadable_model_and_a_plot(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    rc = main(["train", "--model", "dnn", "--epochs", "3", "--out", str(tmp_path), "--verbose", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "Total params:" in out and "Epoch 3/3" in out
+    acc = float(out.split("test accuracy: ")[1].split("%")[0])
+    assert acc > 85.0, out
+    model_path = tmp_path / "digits-dnn.dgm"
+    m = dg.models.load_model(model_path)
+    (_, _), (xte, yte) = dg.datasets.digits.load_data()
+    x = (xte.astype("float32") / 16.0).reshape(-1, 8, 8, 1)
+    _, acc2 = m.evaluate(x, yte.astype("int32"), verbose=0)
+    assert acc2 * 100 == pytest.approx(acc, abs=0.01)
+    if pytest.importorskip("matplotlib"):
+        assert (tmp_path / "digits-dnn-history.png").stat().st_size > 1000
+
+
+def _fake_idx(folder, n_train=96, n_test=32, seed=0):
+    """Four IDX files of a learnable 28x28 task (class = which quadrant is bright)."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 4, n).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, q = divmod(int(c), 2)
+            x[i, r * 14:(r + 1) * 14, q * 14:(q + 1) * 14] += 150
+        return x, y
+
+    folder.mkdir(parents=True, exist_ok=True)
+    xtr, ytr = make(n_train)
+    xte, yte = make(n_test)
+    save_idx(folder / "train-images-idx3-ubyte.gz", xtr)
+    save_idx(folder / "train-labels-idx1-ubyte.gz", ytr)
+    save_idx(folder / "t10k-images-idx3-ubyte", xte)
+    save_idx(folder / "t10k-labels-idx1-ubyte", yte)
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet"])
+def test_train_fashion_mnist_from_a_data_dir(tmp_path, capsys, model):
+    _fake_idx(tmp_path / "data")
+    rc = main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "data"), "--model", model,
+               "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "out"), "--verbose", "0",
+               "--optimizer", "sgd", "--learning-rate", "0.05", "--validation-split", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "96 training / 32 test images of 28x28" in out
+    if model == "cnn":  # the seed convnet with a 4-class head: 594,922 - 10 * 513 + 4 * 513
+        assert "Total params: 591,844" in out
+    assert (tmp_path / "out" / f"fashion-mnist-{model}.dgm").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["train", "--backend", "cuda"], "cuda"),
+    (["train", "--optimizer", "nosuchopt", "--epochs", "1"], "nosuchopt"),
+    (["train", "--out", "/proc/version/x"], "--out"),
+])
+def test_user_errors_are_one_line(args, message):
+    if "--backend" in args and dg.cuda_status()[0]:
+        pytest.skip("a GPU is usable here, so --backend cuda is not an error")
+    p = _run(*args)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("deepgpu: error:"), p.stderr
+    assert message in lines[0].lower()
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args", [["train", "--epochs", "zero"], ["train", "--validation-split", "1.5"],
+                                  ["train", "--model", "vgg"], ["frobnicate"]])
+def test_bad_arguments_exit_2_without_traceback(args):
+    p = _run(*args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "error:" in p.stderr
+
+
+def test_info_names_backends_and_versions(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"deepgpu {dg.__version__}" in out and "NumPy" in out
+    assert "cpu (NumPy) - available" in out
+    ok, why = dg.cuda_status()
+    assert ("cuda (CuPy) - available" in out) if ok else (why in out)
