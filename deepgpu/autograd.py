@@ -176,6 +176,13 @@ def value_and_grads(f):
         with enable_grad():
             y = f(*srcs)
         _check_scalar_or_dy(y, dy, "value_and_grads")
+        if not y.requires_grad:
+            # As TF.js: a result computed without the inputs has no gradient to
+            # give. Nested grad() lands here too: the inner gradient is a plain
+            # value, so second derivatives would silently come out as zeros.
+            raise ValueError(
+                "cannot compute the gradient: f's result does not depend on its inputs through "
+                "differentiable deepgpu ops (higher-order gradients, grad of grad, are not supported)")
         gs = backward(y, srcs, dy)
         return Tensor(y.data, y._backend), [_wrap(gi, s) for gi, s in zip(gs, srcs)]
     return g

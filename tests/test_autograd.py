@@ -235,3 +235,17 @@ def test_training_loop_decreases_loss(backend):
     assert losses[-1] < 1e-3 * losses[0]
     np.testing.assert_allclose(host(w).ravel(), [1.0, -2.0, 0.5], atol=1e-2)
     np.testing.assert_allclose(host(b), [0.3], atol=1e-2)
+
+
+def test_grad_of_a_result_unrelated_to_the_input_raises():
+    x = dg.tensor([1.0, 2.0])
+    with pytest.raises(ValueError, match="does not depend"):
+        dg.grad(lambda t: dg.tensor(3.0))(x)
+    # grad of grad would otherwise be silently zero
+    inner = dg.grad(lambda t: (t * t * t).sum())
+    with pytest.raises(ValueError, match="higher-order"):
+        dg.grad(lambda t: inner(t).sum())(x)
+    # a partly connected result still differentiates (unused input -> zeros)
+    ga, gb = dg.grads(lambda a, b: (a * 2).sum())([x, x])
+    np.testing.assert_array_equal(ga.data_sync(), [2, 2])
+    np.testing.assert_array_equal(gb.data_sync(), [0, 0])
