@@ -1,0 +1,230 @@
+// Fused float32 elementwise kernels and small reductions, each one launch where
+// CuPy's array operators would take several: optimizer updates (over one
+// parameter or one flat buffer of all of them), softmax + cross-entropy,
+// dropout, bias + activation, relu gradient, column sums.
+//
+// Elementwise kernels use grid-stride loops over n elements, any 1-D grid.
+// Pointers documented "may be null" select a variant at run time.
+#include "gemm_core.cuh"  // dg_activate and the DG_ACT_* codes
+
+#define DG_GRID_STRIDE(i, n)                                                     \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)gridDim.x * blockDim.x)
+
+// ------------------------------------------------------------- optimizers
+// Adam(W), as Backend.adam_update: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= decay p (decay = lr * weight_decay, 0 for plain Adam);
+// p -= step_size m / (sqrt(v) + eps), step_size = lr sqrt(1-b2^t) / (1-b1^t).
+extern "C" __global__ void dg_adam(float* p, const float* g, float* m, float* v, long long n,
+                                   float b1, float b2, float eps, float step_size, float decay)
+{
+    DG_GRID_STRIDE(i, n) {
+        const float gi = g[i];
+        const float mi = b1 * m[i] + (1.0f - b1) * gi;
+        const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float pi = p[i];
+        if (decay != 0.0f) pi -= decay * pi;
+        p[i] = pi - step_size * mi / (sqrtf(vi) + eps);
+    }
+}
+
+// SGD, as Backend.sgd_update. mom may be null (plain SGD: p -= lr g); else
+// mom = momentum mom - lr g and p += mom (nesterov: p += momentum mom - lr g).
+extern "C" __global__ void dg_sgd(float* p, const float* g, float* mom, long long n, float lr,
+                                  float momentum, int nesterov)
+{
+    DG_GRID_STRIDE(i, n) {
+        const float gi = g[i];
+        if (!mom) {
+            p[i] -= lr * gi;
+            continue;
+        }
+        const float mi = momentum * mom[i] - lr * gi;
+        mom[i] = mi;
+        p[i] += nesterov ? momentum * mi - lr * gi : mi;
+    }
+}
+
+// RMSprop, as Backend.rmsprop_update. v = rho v + (1-rho) g^2. mg may be null;
+// if given (centered), mg = rho mg + (1-rho) g and the denominator is
+// sqrt(v - mg^2 + eps), else sqrt(v + eps). inc = lr g / denominator. mom may
+// be null; if given, mom = momentum mom + inc and p -= mom, else p -= inc.
+extern "C" __global__ void dg_rmsprop(float* p, const float* g, float* v, float* mg, float* mom,
+                                      long long n, float lr, float rho, float momentum, float eps)
+{
+    DG_GRID_STRIDE(i, n) {
+        const float gi = g[i];
+        const float vi = rho * v[i] + (1.0f - rho) * gi * gi;
+        v[i] = vi;
+        float denom;
+        if (mg) {
+            const float mgi = rho * mg[i] + (1.0f - rho) * gi;
+            mg[i] = mgi;
+            denom = sqrtf(vi - mgi * mgi + eps);
+        } else {
+            denom = sqrtf(vi + eps);
+        }
+        const float inc = lr * gi / denom;
+        if (mom) {
+            const float mo = momentum * mom[i] + inc;
+            mom[i] = mo;
+            p[i] -= mo;
+        } else {
+            p[i] -= inc;
+        }
+    }
+}
+
+// ------------------------------------------------- softmax + cross-entropy
+// Sum (op 0) or max (op 1) of v over the block; blockDim.x is a power of two
+// <= 256. Every thread of the block must call it (it synchronises).
+__device__ __forceinline__ float dg_block_reduce(float v, int op)
+{
+    __shared__ float red[256];
+    const int tid = threadIdx.x;
+    red[tid] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (tid < s) red[tid] = op ? fmaxf(red[tid], red[tid + s]) : red[tid] + red[tid + s];
+        __syncthreads();
+    }
+    const float r = red[0];
+    __syncthreads();  // red is reused by the next call
+    return r;
+}
+
+// Rows of logits and labels [rows, cols]: loss[r] = -sum(labels * log_softmax),
+// prob = softmax (kept for the backward pass). One block per row; blockDim.x
+// a power of two <= 256.
+extern "C" __global__ void dg_softmax_xent_fwd(const float* logits, const float* labels,
+                                               float* loss, float* prob, int rows, int cols)
+{
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float* x = logits + (long long)r * cols;
+        const float* t = labels + (long long)r * cols;
+        float mx = -INFINITY;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, x[c]);
+        mx = dg_block_reduce(mx, 1);
+        float se = 0.0f;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) se += expf(x[c] - mx);
+        const float lse = logf(dg_block_reduce(se, 0));
+        float l = 0.0f;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const float lp = (x[c] - mx) - lse;
+            l -= t[c] * lp;
+            prob[(long long)r * cols + c] = expf(lp);
+        }
+        l = dg_block_reduce(l, 0);
+        if (threadIdx.x == 0) loss[r] = l;
+    }
+}
+
+// Gradient of the loss above with respect to the logits: (prob - labels) * dy[row].
+extern "C" __global__ void dg_softmax_xent_bwd(const float* prob, const float* labels,
+                                               const float* dy, float* dlogits, int rows,
+                                               int cols)
+{
+    const long long n = (long long)rows * cols;
+    DG_GRID_STRIDE(i, n) {
+        dlogits[i] = (prob[i] - labels[i]) * dy[i / cols];
+    }
+}
+
+// ----------------------------------------------------------------- dropout
+// Philox-4x32-10 (Salmon et al., SC'11): counter-based, so element i's random
+// number depends only on (seed, offset, i). No generator state lives on the
+// device and nothing calls cuRAND, so a CUDA graph can capture it.
+__device__ __forceinline__ void dg_philox(unsigned int c[4], unsigned int k0, unsigned int k1)
+{
+    for (int r = 0; r < 10; ++r) {
+        const unsigned int hi0 = __umulhi(0xD2511F53u, c[0]), lo0 = 0xD2511F53u * c[0];
+        const unsigned int hi1 = __umulhi(0xCD9E8D57u, c[2]), lo1 = 0xCD9E8D57u * c[2];
+        const unsigned int n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        c[0] = n0;
+        c[1] = lo1;
+        c[2] = n2;
+        c[3] = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+}
+
+// mask[i] = scale if uniform(seed, offset, i) >= rate else 0, and, when x is
+// not null, y[i] = x[i] * mask[i]. Counter (offset + i/4) gives the four
+// numbers of elements 4(i/4) .. 4(i/4)+3; the caller advances offset by
+// ceil(n/4) per call so that calls never reuse numbers.
+extern "C" __global__ void dg_dropout(const float* x, float* y, float* mask, long long n,
+                                      float rate, float scale, unsigned long long seed,
+                                      unsigned long long offset)
+{
+    const long long groups = (n + 3) / 4;
+    DG_GRID_STRIDE(q, groups) {
+        const unsigned long long ctr = offset + (unsigned long long)q;
+        unsigned int c[4] = {(unsigned int)ctr, (unsigned int)(ctr >> 32), 0u, 0u};
+        dg_philox(c, (unsigned int)seed, (unsigned int)(seed >> 32));
+        for (int k = 0; k < 4; ++k) {
+            const long long i = 4 * q + k;
+            if (i >= n) break;
+            // 24 random bits: exactly representable uniforms in [0, 1).
+            const float u = (float)(c[k] >> 8) * (1.0f / 16777216.0f);
+            const float mk = u >= rate ? scale : 0.0f;
+            mask[i] = mk;
+            if (x) y[i] = x[i] * mk;
+        }
+    }
+}
+
+// -------------------------------------------------- epilogues, gradients
+// y[r, c] = act(x[r, c] + bias[c]) over rows x cols; bias may be null; y may be x.
+extern "C" __global__ void dg_bias_act(const float* x, const float* bias, float* y,
+                                       long long rows, int cols, int act)
+{
+    const long long n = rows * cols;
+    DG_GRID_STRIDE(i, n) {
+        float v = x[i];
+        if (bias) v += bias[i % cols];
+        y[i] = dg_activate(v, act);
+    }
+}
+
+// dx = dy * (x > 0), as Backend.relu_grad (a NaN in dy stays NaN).
+extern "C" __global__ void dg_relu_grad(const float* dy, const float* x, float* dx, long long n)
+{
+    DG_GRID_STRIDE(i, n) {
+        dx[i] = dy[i] * (x[i] > 0.0f ? 1.0f : 0.0f);
+    }
+}
+
+// Column sums of x [rows, cols] (a bias gradient). Block (32, 8): 32 columns,
+// 8 row lanes; blockIdx.y takes rows [y*rows_per, (y+1)*rows_per) and writes
+// out[y * cols + col]; with gridDim.y > 1, dg_sum_splits adds the parts.
+extern "C" __global__ void dg_col_sum(const float* x, float* out, long long rows, int cols,
+                                      long long rows_per)
+{
+    __shared__ float part[8][33];
+    const int col = blockIdx.x * 32 + threadIdx.x;
+    const long long r0 = blockIdx.y * rows_per;
+    const long long r1 = rows < r0 + rows_per ? rows : r0 + rows_per;
+    float s = 0.0f;
+    if (col < cols)
+        for (long long r = r0 + threadIdx.y; r < r1; r += 8) s += x[r * cols + col];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < cols) {
+        float t = 0.0f;
+        for (int k = 0; k < 8; ++k) t += part[k][threadIdx.x];
+        out[(long long)blockIdx.y * cols + col] = t;
+    }
+}
+
+// out[i] = sum over s < splits of parts[s * n + i] (split-K and split-row partials).
+extern "C" __global__ void dg_sum_splits(const float* parts, float* out, int splits, long long n)
+{
+    DG_GRID_STRIDE(i, n) {
+        float s = 0.0f;
+        for (int k = 0; k < splits; ++k) s += parts[(long long)k * n + i];
+        out[i] = s;
+    }
+}
