@@ -1,0 +1,572 @@
+"""Keras model files: read Keras 3 ``.keras`` and legacy HDF5 ``.h5`` files, write ``.keras``.
+
+Reading translates the architecture into deepgpu layers (from either the
+Keras 3 config dialect or tf.keras 2's) and loads the weights the way Keras
+addresses them:
+
+- ``.keras`` (a zip of ``config.json``, ``metadata.json``, ``model.weights.h5``):
+  a layer's weights are the datasets ``0, 1, ...`` of the HDF5 group
+  ``layers/<path>/vars``, where ``<path>`` is the layer's class name in
+  snake_case made unique in ``model.layers`` order (``dense``, ``dense_1``...),
+  not the layer's name; a nested model adds ``/<path>/layers/...``.
+  A Sequential's own InputLayer is not in ``model.layers``, a functional
+  model's InputLayers are.
+- legacy ``.h5``: the architecture is the ``model_config`` attribute, the
+  weights of a layer are in the group ``model_weights/<layer name>``, named
+  by its ``weight_names`` attribute.
+
+Everything is read and checked before the model is returned, so a bad file
+raises (KerasFileError, or ValueError for an unknown layer class or an
+option deepgpu lacks) and nothing is half-loaded. ``save_keras`` writes the
+Keras 3 dialect and layout, which ``keras.saving.load_model`` reads.
+Needs h5py (``pip install "deepgpu[interop]"``).
+"""
+from __future__ import annotations
+
+import datetime
+import inspect
+import io as _io
+import json
+import os
+import re
+import zipfile
+
+import numpy as np
+
+from .native import ModelFileError, _atomic_zip
+
+_CONFIG, _METADATA, _WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
+_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
+class KerasFileError(ModelFileError):
+    """A file that is not a readable Keras model (names the file and the problem)."""
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError('reading and writing Keras files needs h5py: pip install "deepgpu[interop]"') from None
+    return h5py
+
+
+def _keras_snake(name):
+    """Keras's snake_case of a class name (``Conv2D`` -> ``conv2d``), which names weight groups."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+# ------------------------------------------------- Keras config -> deepgpu
+# Keras options deepgpu has no equivalent for, dropped only at the value that
+# means "off"; any other value is refused rather than silently ignored.
+_IGNORABLE = {
+    "quantization_config": lambda v, c: v is None,
+    "lora_rank": lambda v, c: v is None,
+    "lora_alpha": lambda v, c: v is None,
+    "renorm": lambda v, c: not v,
+    "renorm_clipping": lambda v, c: not c.get("renorm"),
+    "renorm_momentum": lambda v, c: not c.get("renorm"),
+    "sparse": lambda v, c: not v,
+    "ragged": lambda v, c: not v,
+    "optional": lambda v, c: not v,
+    "autocast": lambda v, c: True,  # matters only under mixed precision, which is refused via dtype
+}
+
+
+def _accepted_keys(cls):
+    """The constructor arguments of a deepgpu layer class, its base classes' included."""
+    from ..layers.base import Layer
+
+    keys = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            params = inspect.signature(init).parameters
+            keys |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if klass is Layer:
+            break
+    return keys - {"self"}
+
+
+def _who(cls_name, cfg):
+    return f"layer {cfg.get('name')!r} ({cls_name})"
+
+
+def _dtype(value, who):
+    if isinstance(value, dict):  # Keras 3 DTypePolicy, tf.keras 2 Policy
+        value = (value.get("config") or {}).get("name")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.startswith("mixed_"):
+        raise ValueError(f"{who}: dtype policy {value!r} is not supported (deepgpu layers compute in one dtype)")
+    return value
+
+
+def _activation(value, custom, who):
+    from .. import activations
+
+    if isinstance(value, dict):  # a custom function: {"class_name": "function", "config": name}
+        cfg = value.get("config")
+        value = cfg if isinstance(cfg, str) else value.get("registered_name") or value.get("class_name")
+    if value is None or callable(value):
+        return value
+    if custom and value in custom:
+        return custom[value]
+    try:
+        activations.get(value)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{who}: {e}") from None
+    return value
+
+
+def _plain_object(value, getter, what, who):
+    """An initializer / regularizer config with Keras 3's ``module`` keys removed, checked by deepgpu."""
+    if value is None or isinstance(value, str):
+        out = value
+    elif isinstance(value, dict):
+        out = {"class_name": value.get("class_name"), "config": dict(value.get("config") or {})}
+    else:
+        raise ValueError(f"{who}: unreadable {what} {value!r}")
+    try:
+        getter(out)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{who}: {e}") from None
+    return out
+
+
+def _layer_from_keras(cls_name, cfg, custom):
+    from .. import initializers, regularizers
+    from ..models.serialization import _lookup_class
+
+    cls = _lookup_class(cls_name, custom)
+    who = _who(cls_name, cfg)
+    is_custom = bool(custom and cls_name in custom) or not cls.__module__.startswith("deepgpu.")
+    accepted = None if is_custom else _accepted_keys(cls)
+    out = {}
+    for key, value in cfg.items():
+        if key == "dtype":
+            value = _dtype(value, who)
+        elif key == "batch_shape":
+            key = "batch_input_shape"
+        elif key.endswith("_initializer"):
+            value = _plain_object(value, initializers.get, "initializer", who)
+        elif key.endswith("_regularizer"):
+            value = _plain_object(value, regularizers.get, "regularizer", who)
+        elif key.endswith("_constraint") and value is not None:
+            raise ValueError(f"{who}: weight constraints ({key}) are not supported when loading Keras files")
+        elif key == "activation":
+            value = _activation(value, custom, who)
+        if accepted is not None and key not in accepted:
+            if key in _IGNORABLE and _IGNORABLE[key](value, cfg):
+                continue
+            raise ValueError(f"{who}: the Keras option {key}={value!r} has no deepgpu equivalent")
+        out[key] = value
+    return {"class_name": cls_name, "config": out}
+
+
+def _ref(tensor_cfg, who):
+    """A Keras 3 ``__keras_tensor__`` as tf.keras 2's ``[layer, node, tensor, {}]``."""
+    if not (isinstance(tensor_cfg, dict) and tensor_cfg.get("class_name") == "__keras_tensor__"):
+        raise ValueError(f"{who}: a call argument {tensor_cfg!r} is not a tensor of the graph")
+    name, node, index = tensor_cfg["config"]["keras_history"]
+    return [name, node, index, {}]
+
+
+def _node_from_keras(node, who):
+    if isinstance(node, list):  # tf.keras 2: [[name, node, tensor, kwargs], ...]
+        return [[r[0], r[1], r[2], {}] for r in node]
+    args, kwargs = list(node.get("args") or []), dict(node.get("kwargs") or {})
+    if not args or any(a is not None for a in args[1:]):
+        raise ValueError(f"{who}: only calls with one tensor or one list of tensors are supported, "
+                         f"got args {args!r}")
+    for k, v in kwargs.items():
+        # training=False is what predict does anyway; mask=None is Keras's default.
+        if v is not None and not (k == "training" and v is False):
+            raise ValueError(f"{who}: the call argument {k}={v!r} is not supported")
+    first = args[0]
+    return [_ref(t, who) for t in first] if isinstance(first, list) else [_ref(first, who)]
+
+
+def _refs(value, what):
+    if isinstance(value, dict):
+        raise ValueError(f"models with dict {what} are not supported when loading Keras files")
+    if len(value) == 3 and isinstance(value[0], str):
+        value = [value]
+    return [list(r[:3]) for r in value]
+
+
+def _from_keras(spec, custom):
+    """A ``{class_name, config}`` entry (Keras 3 or tf.keras 2 dialect) in the dialect deepgpu reads."""
+    if not isinstance(spec, dict) or "class_name" not in spec or not isinstance(spec.get("config"), dict):
+        raise ValueError(f"a layer must be described as {{'class_name':..., 'config': {{...}}}}, got {spec!r}")
+    cls_name, cfg = spec["class_name"], spec["config"]
+    if cls_name in _MODEL_CLASSES:
+        if "layers" not in cfg:
+            raise ValueError(f"model {cfg.get('name')!r} ({cls_name}) has no layer list in its config (a "
+                             f"subclassed Keras model); only Sequential and functional models can be read")
+        if cls_name == "Sequential":
+            layers = [_from_keras(e, custom) for e in cfg["layers"]]
+            build = cfg.get("build_input_shape")
+            if layers and layers[0]["class_name"] != "InputLayer" and build \
+                    and "batch_input_shape" not in layers[0]["config"]:
+                layers[0]["config"]["batch_input_shape"] = build
+            return {"class_name": "Sequential", "config": {"name": cfg.get("name"), "layers": layers}}
+        layers = []
+        for entry in cfg["layers"]:
+            conv = _from_keras(entry, custom)
+            conv["name"] = entry.get("name") or entry["config"].get("name")
+            who = _who(entry["class_name"], {"name": conv["name"]})
+            conv["inbound_nodes"] = [_node_from_keras(n, who) for n in entry.get("inbound_nodes") or []]
+            layers.append(conv)
+        return {"class_name": "Functional", "config": {
+            "name": cfg.get("name"), "layers": layers,
+            "input_layers": _refs(cfg["input_layers"], "inputs"),
+            "output_layers": _refs(cfg["output_layers"], "outputs")}}
+    return _layer_from_keras(cls_name, cfg, custom)
+
+
+def _build(spec, custom, path):
+    from ..models.serialization import model_from_config
+
+    if not isinstance(spec, dict) or spec.get("class_name") not in _MODEL_CLASSES:
+        raise KerasFileError(f"{path!r}: the architecture is not a Sequential or functional model "
+                             f"(class {spec.get('class_name') if isinstance(spec, dict) else spec!r})")
+    try:
+        converted = _from_keras(spec, custom)
+    except (KeyError, IndexError, TypeError) as e:
+        raise KerasFileError(f"{path!r}: the model config is malformed ({type(e).__name__}: {e})") from None
+    return model_from_config(converted, custom)
+
+
+# ------------------------------------------------------- weights, reading
+def _by_name(model):
+    layers = {layer.name: layer for layer in model.layers}
+    inp = getattr(model, "_input_layer", None)
+    if inp is not None:
+        layers[inp.name] = inp
+    return layers
+
+
+def _keras3_paths(model, spec, prefix):
+    """``(h5 group path, layer)`` for every layer of ``model`` (nested models too), as Keras names them."""
+    entries = spec["config"]["layers"]
+    if spec["class_name"] == "Sequential":  # Keras's Sequential.layers leaves out its InputLayer
+        entries = [e for e in entries if e["class_name"] != "InputLayer"]
+    layers, used, out = _by_name(model), {}, []
+    for entry in entries:
+        base = _keras_snake(entry["class_name"])
+        path = f"{prefix}/{base}" if base not in used else f"{prefix}/{base}_{used[base] + 1}"
+        used[base] = used.get(base, -1) + 1
+        name = entry.get("name") or entry["config"].get("name")
+        layer = layers.get(name)
+        if layer is None:
+            raise KerasFileError(f"layer {name!r} of the config is missing from the built model")
+        out.append((path, layer))
+        if entry["class_name"] in _MODEL_CLASSES:
+            out += _keras3_paths(layer, entry, f"{path}/layers")
+    return out
+
+
+def _own_weights(layer):
+    from ..models.model import Model
+    return [] if isinstance(layer, Model) else layer.weights
+
+
+def _check_shapes(pairs, path):
+    for w, a, where in pairs:
+        if tuple(a.shape) != tuple(w.shape):
+            raise KerasFileError(f"{path!r}: weight {where} has shape {tuple(a.shape)}, but deepgpu's "
+                                 f"{w.name!r} has shape {tuple(w.shape)}")
+
+
+def _read_keras3_weights(model, spec, h5bytes, path):
+    h5py = _h5py()
+    pairs = []
+    try:
+        f = h5py.File(_io.BytesIO(h5bytes), "r")
+    except OSError as e:
+        raise KerasFileError(f"{path!r}: {_WEIGHTS} is not a readable HDF5 file ({e})") from None
+    with f:
+        # tf.keras 2.13+ wrote the same layout under another top-level name.
+        rename = "layers" not in f and "_layer_checkpoint_dependencies" in f
+        for group_path, layer in _keras3_paths(model, spec, "layers"):
+            weights = _own_weights(layer)
+            gpath = group_path.replace("layers", "_layer_checkpoint_dependencies") if rename else group_path
+            vars_path = f"{gpath}/vars"
+            stored = f[vars_path] if vars_path in f else None
+            n = 0 if stored is None else len(stored)
+            if n != len(weights):
+                raise KerasFileError(
+                    f"{path!r}: layer {layer.name!r} ({type(layer).__name__}) has {len(weights)} weights in "
+                    f"deepgpu, but {_WEIGHTS} holds {n} at {vars_path!r}")
+            for i, w in enumerate(weights):
+                key = str(i)
+                if key not in stored:
+                    raise KerasFileError(f"{path!r}: {_WEIGHTS} has no dataset {vars_path}/{key}")
+                pairs.append((w, np.asarray(stored[key]), f"{vars_path}/{key}"))
+    _check_shapes(pairs, path)
+    return [(w, a) for w, a, _ in pairs]
+
+
+def _decode(v):
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def _read_legacy_weights(model, group, path):
+    """Weights from tf.keras's ``model_weights`` group: per layer by order, in a nested model by name."""
+    from ..models.model import Model
+
+    stored = {}
+    for lname in group.attrs.get("layer_names", []):
+        lname = _decode(lname)
+        g = group[lname]
+        stored[lname] = [(_decode(n), np.asarray(g[_decode(n)])) for n in g.attrs.get("weight_names", [])]
+    pairs = []
+    for layer in model.layers:
+        weights = layer.weights
+        if not weights:
+            continue
+        if layer.name not in stored:
+            raise KerasFileError(f"{path!r}: no weights for layer {layer.name!r} ({type(layer).__name__}) "
+                                 f"under model_weights")
+        entries = stored[layer.name]
+        if len(entries) != len(weights):
+            raise KerasFileError(f"{path!r}: layer {layer.name!r} has {len(weights)} weights in deepgpu, the "
+                                 f"file holds {len(entries)} ({[n for n, _ in entries]})")
+        if isinstance(layer, Model):
+            # Keras lists a nested model's weights trainable-first; match "<layer>/<weight>" names instead.
+            named = {}
+            for n, a in entries:
+                named["/".join(n.split(":")[0].split("/")[-2:])] = (n, a)
+            for w in weights:
+                if w.name not in named:
+                    raise KerasFileError(f"{path!r}: no weight named like {w.name!r} under model_weights/"
+                                         f"{layer.name}")
+                n, a = named[w.name]
+                pairs.append((w, a, f"model_weights/{layer.name}/{n}"))
+        else:
+            pairs += [(w, a, f"model_weights/{layer.name}/{n}") for w, (n, a) in zip(weights, entries)]
+    _check_shapes(pairs, path)
+    return [(w, a) for w, a, _ in pairs]
+
+
+def _json(data, what, path):
+    try:
+        return json.loads(_decode(data))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KerasFileError(f"{path!r}: {what} is not valid JSON ({e})") from None
+
+
+def _load_keras_zip(path, custom):
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "deepgpu.json" in names:
+                raise KerasFileError(f"{path!r} is a deepgpu file, not a Keras file: use deepgpu.models.load_model")
+            for member in (_CONFIG, _WEIGHTS):
+                if member not in names:
+                    extra = ""
+                    if member == _WEIGHTS and any(n.startswith("model.weights") for n in names):
+                        extra = " (weights in another store, e.g. .npz or sharded, are not supported)"
+                    raise KerasFileError(f"{path!r} is not a complete .keras file: member {member!r} is "
+                                         f"missing{extra}")
+            config, h5bytes = z.read(_CONFIG), z.read(_WEIGHTS)
+    except zipfile.BadZipFile as e:
+        raise KerasFileError(f"{path!r} is not a readable .keras file: damaged zip archive ({e})") from None
+    spec = _json(config, _CONFIG, path)
+    model = _build(spec, custom, path)
+    return model, _read_keras3_weights(model, spec, h5bytes, path)
+
+
+def _load_legacy_h5(path, custom):
+    h5py = _h5py()
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise KerasFileError(f"{path!r} could not be read as an HDF5 file ({e})") from None
+    with f:
+        if "model_config" not in f.attrs:
+            raise KerasFileError(f"{path!r} is an HDF5 file without a model_config attribute (a weights-only "
+                                 f"file?); load_keras needs a whole saved model")
+        spec = _json(f.attrs["model_config"], "the model_config attribute", path)
+        model = _build(spec, custom, path)
+        group = f["model_weights"] if "model_weights" in f else f
+        return model, _read_legacy_weights(model, group, path)
+
+
+def load_keras(path, custom_objects=None):
+    """A deepgpu model from a Keras 3 ``.keras`` file or a legacy Keras ``.h5`` file.
+
+    The kind is told from the content, not the name. Raises FileNotFoundError,
+    KerasFileError (not a Keras file, missing member, damaged, weights that do
+    not fit) or ValueError (a layer class or option deepgpu lacks; pass
+    custom classes in ``custom_objects``). The model is returned uncompiled.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if os.path.isdir(path):
+        raise KerasFileError(f"{path!r} is a folder (a TensorFlow SavedModel?); load_keras reads .keras and "
+                             f".h5 files")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if zipfile.is_zipfile(path) or head.startswith(b"PK"):
+        model, pairs = _load_keras_zip(path, custom_objects)
+    elif head == b"\x89HDF\r\n\x1a\n":
+        model, pairs = _load_legacy_h5(path, custom_objects)
+    else:
+        raise KerasFileError(f"{path!r} is neither a Keras .keras file (zip) nor a legacy Keras .h5 file "
+                             f"(HDF5)")
+    for w, a in pairs:
+        w.assign(a.astype(w.dtype, copy=False))
+    return model
+
+
+# ------------------------------------------------------------- writing
+# Activation names Keras 3 resolves; others (gelu_new, custom functions) cannot be written.
+_KERAS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "hard_sigmoid", "hard_silu", "tanh", "softmax",
+                      "log_softmax", "elu", "selu", "softplus", "softsign", "swish", "silu", "gelu",
+                      "leaky_relu", "exponential", "mish"}
+
+
+def _policy(dtype):
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype}, "registered_name": None}
+
+
+def _keras_object(value, module, kind, who):
+    if value is None:
+        return None
+    cls = getattr(kind, value["class_name"], None)
+    if not isinstance(cls, type):
+        raise ValueError(f"{who}: custom {module.split('.')[-1][:-1]} {value['class_name']!r} cannot be "
+                         f"written for Keras")
+    return {"module": module, "class_name": value["class_name"], "config": value["config"],
+            "registered_name": None}
+
+
+def _keras_layer_config(layer):
+    from .. import initializers, layers, regularizers
+
+    cls_name, who = type(layer).__name__, f"layer {layer.name!r} ({type(layer).__name__})"
+    if getattr(layers, cls_name, None) is not type(layer) or cls_name == "Lambda":
+        raise ValueError(f"{who} cannot be written for Keras: only deepgpu's built-in layers map to Keras "
+                         f"classes (Lambda and custom layers do not)")
+    cfg = layer.get_config()
+    out = {}
+    for key, value in cfg.items():
+        if key == "batch_input_shape":
+            continue  # the model's InputLayer carries the shape
+        if key == "dtype":
+            value = _policy(value)
+        elif key.endswith("_initializer"):
+            value = _keras_object(value, "keras.initializers", initializers, who)
+        elif key.endswith("_regularizer"):
+            value = _keras_object(value, "keras.regularizers", regularizers, who)
+        elif key.endswith("_constraint") and value is not None:
+            raise ValueError(f"{who}: weight constraints cannot be written for Keras")
+        elif key == "activation" and value not in _KERAS_ACTIVATIONS:
+            raise ValueError(f"{who}: activation {value!r} has no Keras 3 equivalent")
+        out[key] = value
+    return out
+
+
+def _shape_list(shape):
+    if isinstance(shape, list):
+        return [_shape_list(s) for s in shape]
+    return list(shape)
+
+
+def _keras_layer(layer):
+    from ..layers.base import InputLayer
+    from ..models.model import Model
+
+    if isinstance(layer, Model):
+        return _keras_model(layer)
+    if isinstance(layer, InputLayer):
+        return {"module": "keras.layers", "class_name": "InputLayer",
+                "config": {"batch_shape": list(layer._batch_input_shape), "dtype": layer.dtype,
+                           "sparse": False, "name": layer.name},
+                "registered_name": None}
+    return {"module": "keras.layers", "class_name": type(layer).__name__, "config": _keras_layer_config(layer),
+            "registered_name": None, "build_config": {"input_shape": _shape_list(layer.input_shape)}}
+
+
+def _keras_model(model):
+    from ..models.sequential import Sequential
+    from ..models.serialization import _model_nodes
+
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built yet: call it on data or give it an input shape")
+    if isinstance(model, Sequential):
+        in_shape = list(model._input_layer._batch_input_shape)
+        layers = [_keras_layer(model._input_layer)] + [_keras_layer(l) for l in model.layers]
+        return {"module": "keras", "class_name": "Sequential",
+                "config": {"name": model.name, "trainable": model.trainable, "dtype": _policy(model.dtype),
+                           "layers": layers, "build_input_shape": in_shape},
+                "registered_name": None, "build_config": {"input_shape": in_shape}}
+    if not model._functional:
+        raise NotImplementedError(f"model {model.name!r} is a subclassed Model with no architecture config; "
+                                  f"only Sequential and functional models can be written for Keras")
+    node_ids = _model_nodes(model)
+
+    def tensor(t):
+        layer = t.node.layer
+        node = node_ids[id(layer)].index(layer._inbound_nodes.index(t.node))
+        return {"class_name": "__keras_tensor__",
+                "config": {"shape": list(t.shape), "dtype": t.dtype, "keras_history": [layer.name, node, t.index]}}
+
+    layers = []
+    for layer in model.layers:
+        entry = _keras_layer(layer)
+        entry["name"] = layer.name
+        entry["inbound_nodes"] = []
+        for i in node_ids[id(layer)]:
+            node = layer._inbound_nodes[i]
+            if node.inputs:
+                arg = [tensor(t) for t in node.inputs] if node.is_list else tensor(node.inputs[0])
+                entry["inbound_nodes"].append({"args": [arg], "kwargs": {}})
+        layers.append(entry)
+
+    def refs(ts):
+        out = [tensor(t)["config"]["keras_history"] for t in ts]
+        return out[0] if len(out) == 1 else out
+
+    return {"module": "keras.src.models.functional", "class_name": "Functional",
+            "config": {"name": model.name, "trainable": model.trainable, "layers": layers,
+                       "input_layers": refs(model._inputs), "output_layers": refs(model._outputs)},
+            "registered_name": "Functional", "build_config": {"input_shape": None}}
+
+
+def _weights_h5(model, spec):
+    h5py = _h5py()
+    buf = _io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_group("vars").attrs["name"] = model.name
+        for group_path, layer in _keras3_paths(model, spec, "layers"):
+            g = f.require_group(group_path).create_group("vars")
+            g.attrs["name"] = layer.name
+            for i, w in enumerate(_own_weights(layer)):
+                g.create_dataset(str(i), data=w.data_sync())
+    return buf.getvalue()
+
+
+def save_keras(model, path) -> None:
+    """Write ``model`` (architecture and weights) as a Keras 3 ``.keras`` file.
+
+    Keras 3 reads it with ``keras.saving.load_model(path)``; the compile
+    settings and optimizer state are not written. Raises ValueError for a
+    layer, activation, initializer or constraint that has no Keras 3
+    equivalent, NotImplementedError for a subclassed model. The write is
+    atomic.
+    """
+    from .. import __version__
+
+    spec = _keras_model(model)
+    weights = _weights_h5(model, spec)
+    # Keras does not read metadata.json when loading; "3.0.0" names the format it introduced.
+    meta = {"keras_version": "3.0.0", "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+            "saved_by": f"deepgpu {__version__}"}
+    _atomic_zip(path, {_METADATA: json.dumps(meta).encode(), _CONFIG: json.dumps(spec).encode(),
+                       _WEIGHTS: weights})
