@@ -1,6 +1,7 @@
 """Saving and loading models: deepgpu's own zip format (``native``)."""
 from .native import ModelFileError, load_model, load_weights, save_model, save_weights  # noqa: F401
 from .keras import KerasFileError, load_keras, save_keras  # noqa: F401
+from .onnx import export_onnx  # noqa: F401
 
 __all__ = ["ModelFileError", "load_model", "load_weights", "save_model", "save_weights",
-           "KerasFileError", "load_keras", "save_keras"]
+           "KerasFileError", "load_keras", "save_keras", "export_onnx"]
