@@ -1,0 +1,331 @@
+"""TensorFlow.js Layers format: a folder with ``model.json`` and binary weight shards.
+
+``save_tfjs`` writes what ``tf.loadLayersModel`` in ``@tensorflow/tfjs`` 4.x
+reads:
+
+- ``model.json``: ``{"format": "layers-model", "generatedBy", "convertedBy",
+  "modelTopology": {"keras_version", "backend", "model_config": {class_name,
+  config}}, "weightsManifest": [{"paths": [...], "weights": [{"name",
+  "shape", "dtype"}, ...]}]}``. The config is in the tf.keras 2 dialect that
+  tfjs-layers understands (InputLayer with ``batch_input_shape``, ``dtype``
+  a plain string), weight names are ``<layer name>/<weight>`` (``dense/kernel``),
+  without the model's name in front.
+- ``group1-shard{i}of{n}.bin``: every weight as float32 little-endian, in
+  manifest order, the byte stream cut into shards of at most 4 MiB.
+
+``load_tfjs`` reads such a folder back, and also folders written by TF.js
+itself (``model.save``), by ``tensorflowjs_converter`` from tf.keras 2, and
+by the converter from Keras 3 (``batch_shape``, DTypePolicy dtypes,
+``module`` / ``registered_name`` keys, ``args``/``kwargs`` inbound nodes,
+weight names ``<model>/<layer>/<weight>``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+
+from .native import ModelFileError
+
+SHARD_BYTES = 4 * 1024 * 1024
+# The tf.keras release whose config dialect the topology follows; readers look
+# at keras_version to tell the dialect (the writer is named in generatedBy).
+_KERAS_DIALECT = "2.15.0"
+_SHARD_RE = re.compile(r"^group\d+-shard\d+of\d+\.bin$")
+# The format's byte order is little-endian whatever the host's.
+_DTYPES = {"float32": "<f4", "int32": "<i4", "bool": "|b1", "float16": "<f2", "uint8": "|u1",
+           "uint16": "<u2", "int8": "|i1", "int16": "<i2"}
+
+
+# ------------------------------------------------------------------ writing
+def _model_json(model, manifest) -> dict:
+    from .. import __version__
+    from ..models.serialization import serialize_layer
+
+    return {
+        "format": "layers-model",
+        "generatedBy": f"deepgpu {__version__}",
+        "convertedBy": None,  # written directly, not by a converter (TF.js writes null too)
+        "modelTopology": {"keras_version": _KERAS_DIALECT, "backend": "tensorflow",
+                          "model_config": serialize_layer(model)},
+        "weightsManifest": manifest,
+    }
+
+
+def _weights_stream(model):
+    """(manifest entries, one bytes object of all weights as float32 little-endian)."""
+    entries, chunks, seen = [], [], set()
+    for w in model.weights:
+        if w.name in seen:
+            raise ValueError(f"model {model.name!r} has two weights named {w.name!r}; TF.js matches weights "
+                             f"by name, so layer names must be unique")
+        seen.add(w.name)
+        a = np.ascontiguousarray(w.data_sync(), dtype="<f4")
+        entries.append({"name": w.name, "shape": [int(d) for d in a.shape], "dtype": "float32"})
+        chunks.append(a.tobytes())
+    return entries, b"".join(chunks)
+
+
+def _is_tfjs_leftover(name) -> bool:
+    return name == "model.json" or name == "weights.bin" or bool(_SHARD_RE.match(name))
+
+
+def _write_file(path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
+    """Write ``model`` as a TF.js Layers model: ``directory/model.json`` + ``group1-shard{i}of{n}.bin``.
+
+    Weights are stored as float32 little-endian, cut into shards of at most
+    ``shard_bytes`` (4 MiB, as tensorflowjs_converter). The folder is written
+    beside the target and renamed into place, so a crash leaves either the
+    old folder or the new one. An existing ``directory`` is replaced only if
+    it is empty or holds nothing but a previous TF.js export (FileExistsError
+    otherwise, and for a file). Raises ValueError for an unbuilt model,
+    NotImplementedError for a subclassed one (no config), FileNotFoundError
+    when the parent folder does not exist.
+    """
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built yet: call it on data or give it an input shape "
+                         f"before saving")
+    if int(shard_bytes) <= 0:
+        raise ValueError(f"shard_bytes must be a positive number of bytes, got {shard_bytes!r}")
+    shard_bytes = int(shard_bytes)
+    target = os.path.abspath(os.fspath(directory))
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"cannot save to {os.fspath(directory)!r}: folder {parent!r} does not exist")
+    if os.path.exists(target):
+        if not os.path.isdir(target):
+            raise FileExistsError(f"cannot save a TF.js model to {target!r}: it is a file, not a folder")
+        others = sorted(n for n in os.listdir(target) if not _is_tfjs_leftover(n))
+        if others:
+            raise FileExistsError(
+                f"cannot save a TF.js model to {target!r}: the folder holds other files ({', '.join(others[:5])}"
+                f"{', ...' if len(others) > 5 else ''}); it is replaced only when empty or a previous TF.js export")
+
+    entries, data = _weights_stream(model)  # everything that can fail is done before writing
+    n = max(1, -(-len(data) // shard_bytes))
+    names = [f"group1-shard{i + 1}of{n}.bin" for i in range(n)]
+    doc = _model_json(model, [{"paths": names, "weights": entries}])
+    text = json.dumps(doc).encode("utf-8")
+
+    base = os.path.basename(target) or "model"
+    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    old = None
+    try:
+        for i, name in enumerate(names):
+            _write_file(os.path.join(tmp, name), data[i * shard_bytes:(i + 1) * shard_bytes])
+        _write_file(os.path.join(tmp, "model.json"), text)
+        # mkdtemp makes the folder 0700; give it the mode a plain mkdir would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if os.path.exists(target):
+            # A folder cannot be renamed over a non-empty one: move the old one
+            # aside first, and back if the new one cannot take its place.
+            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+            os.rmdir(old)
+            os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            if old is not None:
+                os.rename(old, target)
+                old = None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ reading
+def _read_model_json(directory):
+    path = os.fspath(directory)
+    if os.path.isfile(path) and os.path.basename(path).endswith(".json"):
+        folder, json_path = os.path.dirname(os.path.abspath(path)), path
+    else:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such folder: {path!r}")
+        if not os.path.isdir(path):
+            raise ModelFileError(f"{path!r} is a file, not a TF.js model folder (a folder holding model.json "
+                                 f"and its weight shards)")
+        folder, json_path = path, os.path.join(path, "model.json")
+        if not os.path.isfile(json_path):
+            raise ModelFileError(f"{path!r} is not a TF.js model folder: it has no model.json")
+    try:
+        with open(json_path, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{json_path!r} is not valid JSON ({e}); the file may be truncated") from None
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{json_path!r} is not a TF.js model.json: it holds a {type(doc).__name__}, "
+                             f"not an object")
+    return folder, json_path, doc
+
+
+def _topology(doc, json_path):
+    fmt = doc.get("format")
+    if fmt == "graph-model":
+        raise ModelFileError(f"{json_path!r} is a TF.js graph model (converted from a SavedModel or a frozen "
+                             f"graph); only Layers models (format 'layers-model') can be loaded")
+    if fmt not in (None, "layers-model"):
+        raise ModelFileError(f"{json_path!r}: unknown format {fmt!r} (expected 'layers-model')")
+    topo = doc.get("modelTopology")
+    if not isinstance(topo, dict):
+        raise ModelFileError(f"{json_path!r} has no modelTopology object, so it holds no architecture")
+    # The converter nests the model under model_config; TF.js's own save does not.
+    spec = topo.get("model_config", topo)
+    if not isinstance(spec, dict) or "class_name" not in spec or not isinstance(spec.get("config"), dict):
+        raise ModelFileError(f"{json_path!r}: modelTopology is not a Keras {{class_name, config}} tree")
+    manifest = doc.get("weightsManifest")
+    if manifest is None:
+        manifest = []
+    if not isinstance(manifest, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("paths"), list) and isinstance(g.get("weights"), list)
+            for g in manifest):
+        raise ModelFileError(f"{json_path!r}: weightsManifest must be a list of {{paths, weights}} groups")
+    return {"class_name": spec["class_name"], "config": spec["config"]}, manifest
+
+
+def _entry_layout(entry, where):
+    """(stored numpy dtype, element count, target dtype, dequantization or None) of a manifest entry."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+            or not isinstance(entry.get("shape"), list):
+        raise ModelFileError(f"{where}: a weight entry must be {{name, shape, dtype}}, got {entry!r}")
+    dtype = entry.get("dtype", "float32")
+    if dtype not in ("float32", "int32", "bool"):
+        raise ModelFileError(f"{where}: weight {entry['name']!r} has dtype {dtype!r}; only float32, int32 "
+                             f"and bool are supported")
+    count = int(np.prod(entry["shape"], dtype=np.int64))
+    q = entry.get("quantization")
+    if q is None:
+        return _DTYPES[dtype], count, dtype, None
+    qd = q.get("dtype")
+    if qd not in ("uint8", "uint16", "float16"):
+        raise ModelFileError(f"{where}: weight {entry['name']!r} is quantized as {qd!r}; only uint8, uint16 "
+                             f"and float16 are supported")
+    return _DTYPES[qd], count, dtype, q
+
+
+def _read_weights(folder, json_path, manifest):
+    """{manifest name: numpy array} for every weight in every group, shards checked."""
+    out = {}
+    for gi, group in enumerate(manifest, start=1):
+        where = f"{json_path!r} weight group {gi}"
+        layouts = [_entry_layout(e, where) for e in group["weights"]]
+        need = sum(np.dtype(st).itemsize * n for st, n, _, _ in layouts)
+        blobs = []
+        for p in group["paths"]:
+            if not isinstance(p, str):
+                raise ModelFileError(f"{where}: shard path {p!r} is not a string")
+            file = os.path.normpath(os.path.join(folder, p))
+            if not os.path.isfile(file):
+                raise ModelFileError(f"{where}: weight shard {p!r} is missing (looked for {file!r})")
+            with open(file, "rb") as f:
+                blobs.append(f.read())
+        data = b"".join(blobs)
+        if len(data) != need:
+            sizes = ", ".join(f"{p} {len(b)} B" for p, b in zip(group["paths"], blobs))
+            raise ModelFileError(f"{where}: the shards hold {len(data)} bytes ({sizes}) but the manifest's "
+                                 f"weights need {need}; a shard is truncated or from another model")
+        offset = 0
+        for entry, (stored, count, dtype, q) in zip(group["weights"], layouts):
+            nbytes = np.dtype(stored).itemsize * count
+            a = np.frombuffer(data, dtype=stored, count=count, offset=offset).reshape(entry["shape"])
+            offset += nbytes
+            if q is not None and q.get("dtype") != "float16":
+                # tensorflowjs_converter's affine quantization: value = q * scale + min.
+                a = a.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
+            name = entry["name"]
+            if name in out:
+                raise ModelFileError(f"{where}: weight {name!r} appears twice in the manifest")
+            out[name] = a.astype(np.dtype(_DTYPES[dtype]).newbyteorder("="))
+    return out
+
+
+def _match(model, stored, json_path):
+    """Pair each model weight with a stored array by name; every check before anything is assigned.
+
+    ``dense/kernel`` matches ``dense/kernel`` or, when that is absent, a single
+    ``<prefix>/dense/kernel`` (Keras 3's converter puts the model's name first).
+    """
+    def plain(name):
+        return name[:-2] if name.endswith(":0") else name
+
+    by_name = {plain(n): n for n in stored}
+    pairs, used, problems = [], set(), []
+    for w in model.weights:
+        key = by_name.get(w.name)
+        if key is None:
+            hits = [n for p, n in by_name.items() if p.endswith("/" + w.name)]
+            if len(hits) > 1:
+                problems.append(f"model weight {w.name!r} matches several stored weights {hits}")
+                continue
+            key = hits[0] if hits else None
+        if key is None:
+            problems.append(f"model weight {w.name!r} {tuple(w.shape)} has no stored value")
+            continue
+        if key in used:
+            problems.append(f"stored weight {key!r} matches more than one model weight")
+            continue
+        used.add(key)
+        a = stored[key]
+        if tuple(a.shape) != tuple(w.shape):
+            problems.append(f"stored weight {key!r} has shape {tuple(a.shape)}, the model's {w.name!r} "
+                            f"has {tuple(w.shape)}")
+            continue
+        pairs.append((w, a))
+    extra = [n for n in stored if n not in used]
+    if extra:
+        problems.append(f"stored weights the model has no place for: {extra[:8]}{' ...' if len(extra) > 8 else ''}")
+    if problems:
+        raise ModelFileError(f"the weights in {json_path!r} do not fit model {model.name!r}: "
+                             + "; ".join(problems[:6]) + (" ..." if len(problems) > 6 else ""))
+    return pairs
+
+
+def load_tfjs(directory, custom_objects=None):
+    """A deepgpu model from a TF.js Layers model folder (``model.json`` + shards), on the current backend.
+
+    ``directory`` may also be the path of the model.json itself. Reads
+    deepgpu's own files and those written by TF.js or tensorflowjs_converter
+    (from tf.keras 2 or Keras 3). Weights are matched by name and cast to the
+    layers' dtype. Raises FileNotFoundError; ModelFileError (no model.json,
+    invalid JSON, a graph model, a missing or wrongly sized shard, weights
+    that do not fit the architecture); ValueError for a layer class or option
+    deepgpu lacks (custom layers go in ``custom_objects``). Everything is
+    checked before the model is returned: nothing is half-loaded.
+    """
+    from ..models.serialization import model_from_config
+    from .keras import _from_keras
+
+    folder, json_path, doc = _read_model_json(directory)
+    spec, manifest = _topology(doc, json_path)
+    stored = _read_weights(folder, json_path, manifest)
+    if spec["class_name"] not in ("Sequential", "Model", "Functional"):
+        raise ModelFileError(f"{json_path!r}: the topology is a {spec['class_name']!r}, not a Sequential or "
+                             f"functional model")
+    try:
+        converted = _from_keras(spec, custom_objects)
+    except (KeyError, IndexError, TypeError) as e:
+        raise ModelFileError(f"{json_path!r}: the model config is malformed ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        raise ValueError(f"cannot load the TF.js model {json_path!r}: {e}") from None
+    try:
+        model = model_from_config(converted, custom_objects)
+    except ValueError as e:
+        raise ValueError(f"cannot load the TF.js model {json_path!r}: {e}") from None
+    for w, a in _match(model, stored, json_path):
+        w.assign(a.astype(w.dtype, copy=False))
+    return model
