@@ -2,6 +2,8 @@
 from .native import ModelFileError, load_model, load_weights, save_model, save_weights  # noqa: F401
 from .keras import KerasFileError, load_keras, save_keras  # noqa: F401
 from .onnx import export_onnx  # noqa: F401
+from .tfjs import load_tfjs, save_tfjs  # noqa: F401
 
 __all__ = ["ModelFileError", "load_model", "load_weights", "save_model", "save_weights",
-           "KerasFileError", "load_keras", "save_keras", "export_onnx"]
+           "KerasFileError", "load_keras", "save_keras", "export_onnx",
+           "load_tfjs", "save_tfjs"]
