@@ -142,8 +142,9 @@ def _layer_from_keras(cls_name, cfg, custom):
 
     cls = _lookup_class(cls_name, custom)
     who = _who(cls_name, cfg)
+    # A custom class may take options deepgpu does not know: those are passed on, not refused.
     is_custom = bool(custom and cls_name in custom) or not cls.__module__.startswith("deepgpu.")
-    accepted = None if is_custom else _accepted_keys(cls)
+    accepted = _accepted_keys(cls)
     out = {}
     for key, value in cfg.items():
         if key == "dtype":
@@ -158,10 +159,11 @@ def _layer_from_keras(cls_name, cfg, custom):
             raise ValueError(f"{who}: weight constraints ({key}) are not supported when loading Keras files")
         elif key == "activation":
             value = _activation(value, custom, who)
-        if accepted is not None and key not in accepted:
+        if key not in accepted:
             if key in _IGNORABLE and _IGNORABLE[key](value, cfg):
                 continue
-            raise ValueError(f"{who}: the Keras option {key}={value!r} has no deepgpu equivalent")
+            if not is_custom:
+                raise ValueError(f"{who}: the Keras option {key}={value!r} has no deepgpu equivalent")
         out[key] = value
     return {"class_name": cls_name, "config": out}
 
