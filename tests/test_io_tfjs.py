@@ -1,0 +1,417 @@
+"""TensorFlow.js Layers format: round trips, the dialect TF.js reads, shards, bad folders, real TF.js.
+
+The tests marked ``node`` run the real ``@tensorflow/tfjs`` 4.22 in Node
+(``tests/js/tfjs_check.js``); they skip, saying why, where ``node`` or
+``tests/js/node_modules`` (``cd tests/js && npm ci``) is missing.
+"""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import deepgpu as dg
+from deepgpu import Input, Model, Sequential, zoo
+from deepgpu.io import ModelFileError, load_tfjs, save_tfjs
+from deepgpu.io import tfjs as tfjs_mod
+from deepgpu.layers.base import reset_names
+from deepgpu.layers import Add, BatchNormalization, Concatenate, Conv2D, Dense, Flatten, MaxPooling2D
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "fixtures", "tfjs")
+JS_DIR = os.path.join(HERE, "js")
+
+
+def _x(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _predict(model, x):
+    return model.predict(x, verbose=0).data_sync()
+
+
+def _perturb(model, seed=1):
+    """Move every weight off its initial value (biases off 0, variances off 1), so a lost weight shows."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        v = rng.uniform(-0.5, 0.5, w.shape)
+        if w.name.endswith(("moving_variance", "gamma")):
+            v += 1.0
+        elif w.name.endswith("kernel"):
+            v = w.data_sync() + 0.1 * v
+        w.assign(v.astype("float32"))
+    return model
+
+
+def _dense_net():
+    reset_names()  # layer names as in a fresh session: dense, dense_1, ...
+    dg.set_seed(3)
+    return _perturb(Sequential([Dense(16, activation="relu", input_shape=(7,)), Dense(8, activation="tanh"),
+                                Dense(3, activation="softmax")], name="dense_net"))
+
+
+def _convnet():
+    reset_names()
+    dg.set_seed(4)
+    return _perturb(zoo.convnet())
+
+
+def _functional():
+    reset_names()
+    dg.set_seed(5)
+    inp = Input((6, 6, 2), name="image")
+    a = Conv2D(4, 3, padding="same", use_bias=False)(inp)
+    a = BatchNormalization()(a)
+    b = Conv2D(4, 1, activation="relu")(inp)
+    h = Concatenate()([Add()([a, b]), inp])
+    out = Dense(3)(Flatten()(MaxPooling2D(2)(h)))
+    return _perturb(Model(inp, out, name="branches"))
+
+
+MODELS = {"dense": (_dense_net, (5, 7)), "convnet": (_convnet, (3, 28, 28, 1)), "functional": (_functional, (4, 6, 6, 2))}
+
+
+def _model_json(folder):
+    with open(os.path.join(folder, "model.json")) as f:
+        return json.load(f)
+
+
+def _check(folder):
+    with open(os.path.join(folder, "check.json")) as f:
+        c = json.load(f)
+    arr = [np.asarray(c[k]["data"], dtype="float32").reshape(c[k]["shape"]) for k in ("input", "output")]
+    return arr[0], arr[1]
+
+
+def _walk(obj):
+    if isinstance(obj, dict):
+        yield obj
+        for v in obj.values():
+            yield from _walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v)
+
+
+# ----------------------------------------------------------------- round trips
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_round_trip_gives_the_same_model(tmp_path, name):
+    make, shape = MODELS[name]
+    model = make()
+    save_tfjs(model, tmp_path / "web")
+    back = load_tfjs(tmp_path / "web")
+    assert type(back) is type(model)
+    assert [w.name for w in back.weights] == [w.name for w in model.weights]
+    for a, b in zip(model.weights, back.weights):
+        np.testing.assert_array_equal(a.data_sync(), b.data_sync())
+    x = _x(shape)
+    np.testing.assert_array_equal(_predict(back, x), _predict(model, x))
+    assert sorted(os.listdir(tmp_path)) == ["web"]  # no temporary folder left beside it
+
+
+def test_saved_on_any_backend_loads_on_the_cpu(tmp_path, backend):
+    model = _dense_net()
+    x = _x((5, 7))
+    expected = _predict(model, x)
+    save_tfjs(model, tmp_path / "m")
+    with dg.use_backend("cpu"):
+        np.testing.assert_allclose(_predict(load_tfjs(tmp_path / "m"), x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_model_json_is_the_dialect_tfjs_reads(tmp_path):
+    model = _functional()
+    save_tfjs(model, tmp_path / "m")
+    doc = _model_json(tmp_path / "m")
+    assert doc["format"] == "layers-model"
+    assert doc["generatedBy"].startswith("deepgpu ") and "convertedBy" in doc
+    topo = doc["modelTopology"]
+    assert topo["keras_version"].startswith("2.") and topo["backend"] == "tensorflow"
+    spec = topo["model_config"]
+    assert spec["class_name"] == "Model"
+    first = spec["config"]["layers"][0]
+    assert first["class_name"] == "InputLayer"
+    assert first["config"]["batch_input_shape"] == [None, 6, 6, 2]
+    for node in _walk(spec):
+        assert "batch_shape" not in node and "module" not in node and "registered_name" not in node
+        if "dtype" in node:
+            assert node["dtype"] == "float32"
+    add = next(e for e in spec["config"]["layers"] if e["class_name"] == "Add")
+    assert add["inbound_nodes"] == [[["batch_normalization", 0, 0, {}], ["conv2d_1", 0, 0, {}]]]
+    (group,) = doc["weightsManifest"]
+    assert group["paths"] == ["group1-shard1of1.bin"]
+    assert group["weights"] == [{"name": w.name, "shape": list(w.shape), "dtype": "float32"} for w in model.weights]
+    names = [w["name"] for w in group["weights"]]
+    assert names[:5] == ["conv2d/kernel", "batch_normalization/gamma", "batch_normalization/beta",
+                         "batch_normalization/moving_mean", "batch_normalization/moving_variance"]
+    assert not any(n.startswith("branches/") for n in names)
+
+
+def test_layouts_are_tfjs_layouts(tmp_path):
+    model = _convnet()
+    save_tfjs(model, tmp_path / "m")
+    shapes = {w["name"]: w["shape"] for w in _model_json(tmp_path / "m")["weightsManifest"][0]["weights"]}
+    assert shapes["conv2d/kernel"] == [3, 3, 1, 32]  # [kh, kw, in, out]
+    assert shapes["dense/kernel"] == [4 * 4 * 64, 512]  # [in, out]
+
+
+def test_shards_hold_little_endian_float32_in_manifest_order(tmp_path):
+    dg.set_seed(6)
+    model = _perturb(Sequential([Dense(1100, input_shape=(1000,)), Dense(3)]))  # 4.4 MB of weights
+    save_tfjs(model, tmp_path / "big")
+    (group,) = _model_json(tmp_path / "big")["weightsManifest"]
+    assert group["paths"] == ["group1-shard1of2.bin", "group1-shard2of2.bin"]
+    sizes = [os.path.getsize(tmp_path / "big" / p) for p in group["paths"]]
+    assert sizes[0] == 4 * 1024 * 1024
+    assert sum(sizes) == 4 * sum(w.size for w in model.weights)
+    data = b"".join((tmp_path / "big" / p).read_bytes() for p in group["paths"])
+    expected = b"".join(np.asarray(w.data_sync(), dtype="<f4").tobytes() for w in model.weights)
+    assert data == expected
+    x = _x((2, 1000))
+    np.testing.assert_array_equal(_predict(load_tfjs(tmp_path / "big"), x), _predict(model, x))
+
+
+def test_weights_may_span_shards(tmp_path):
+    model = _dense_net()
+    save_tfjs(model, tmp_path / "m", shard_bytes=100)
+    paths = _model_json(tmp_path / "m")["weightsManifest"][0]["paths"]
+    n = -(-4 * sum(w.size for w in model.weights) // 100)
+    assert paths == [f"group1-shard{i}of{n}.bin" for i in range(1, n + 1)]
+    x = _x((5, 7))
+    np.testing.assert_array_equal(_predict(load_tfjs(tmp_path / "m"), x), _predict(model, x))
+    with pytest.raises(ValueError, match="shard_bytes"):
+        save_tfjs(model, tmp_path / "n", shard_bytes=0)
+
+
+# -------------------------------------------------------------- atomic writes
+def test_save_replaces_a_previous_export(tmp_path):
+    save_tfjs(_convnet(), tmp_path / "m")  # two shards' worth is not needed: any old export
+    model = _dense_net()
+    save_tfjs(model, tmp_path / "m")
+    assert sorted(os.listdir(tmp_path / "m")) == ["group1-shard1of1.bin", "model.json"]
+    x = _x((5, 7))
+    np.testing.assert_array_equal(_predict(load_tfjs(tmp_path / "m"), x), _predict(model, x))
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def test_a_failed_save_keeps_the_old_export(tmp_path, monkeypatch):
+    old = _dense_net()
+    save_tfjs(old, tmp_path / "m")
+    before = {p: (tmp_path / "m" / p).read_bytes() for p in os.listdir(tmp_path / "m")}
+    calls = []
+
+    def failing(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        with open(path, "wb") as f:
+            f.write(data)
+
+    monkeypatch.setattr(tfjs_mod, "_write_file", failing)
+    with pytest.raises(OSError, match="disk full"):
+        save_tfjs(_convnet(), tmp_path / "m")
+    assert {p: (tmp_path / "m" / p).read_bytes() for p in os.listdir(tmp_path / "m")} == before
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def test_save_refuses_to_replace_other_things(tmp_path):
+    model = _dense_net()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="todo.txt"):
+        save_tfjs(model, tmp_path / "notes")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        save_tfjs(model, tmp_path / "afile")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_tfjs(model, tmp_path / "no" / "such" / "m")
+    with pytest.raises(ValueError, match="not built"):
+        save_tfjs(Sequential([Dense(2)]), tmp_path / "unbuilt")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "notes"]
+
+
+# -------------------------------------------------------------- bad folders
+@pytest.fixture
+def saved(tmp_path):
+    save_tfjs(_dense_net(), tmp_path / "m")
+    return tmp_path / "m"
+
+
+def _edit_json(folder, fn):
+    doc = _model_json(folder)
+    fn(doc)
+    (folder / "model.json").write_text(json.dumps(doc))
+
+
+def test_missing_folder_or_model_json(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_tfjs(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="no model.json"):
+        load_tfjs(tmp_path / "empty")
+
+
+def test_truncated_model_json(saved):
+    text = (saved / "model.json").read_text()
+    (saved / "model.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_tfjs(saved)
+
+
+def test_missing_shard(saved):
+    os.remove(saved / "group1-shard1of1.bin")
+    with pytest.raises(ModelFileError, match="group1-shard1of1.bin.*missing"):
+        load_tfjs(saved)
+
+
+def test_shard_of_the_wrong_size(saved):
+    data = (saved / "group1-shard1of1.bin").read_bytes()
+    (saved / "group1-shard1of1.bin").write_bytes(data[:-4])
+    with pytest.raises(ModelFileError, match=rf"hold {len(data) - 4} bytes.*need {len(data)}"):
+        load_tfjs(saved)
+
+
+def test_unknown_layer_class(saved):
+    def rename(doc):
+        doc["modelTopology"]["model_config"]["config"]["layers"][1]["class_name"] = "FancyDense"
+    _edit_json(saved, rename)
+    with pytest.raises(ValueError, match="unknown layer class 'FancyDense'"):
+        load_tfjs(saved)
+
+    class FancyDense(Dense):
+        pass
+    model = load_tfjs(saved, custom_objects={"FancyDense": FancyDense})
+    assert type(model.layers[0]) is FancyDense
+
+
+def test_weights_that_do_not_fit(saved):
+    def widen(doc):
+        doc["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["units"] = 17
+    original = _model_json(saved)
+    _edit_json(saved, widen)
+    with pytest.raises(ModelFileError, match=r"'dense/kernel' has shape \(7, 16\).*has \(7, 17\)"):
+        load_tfjs(saved)
+
+    def drop_last_layer(doc):
+        doc["modelTopology"]["model_config"]["config"]["layers"].pop()
+    (saved / "model.json").write_text(json.dumps(original))
+    _edit_json(saved, drop_last_layer)
+    with pytest.raises(ModelFileError, match=r"no place for: \['dense_2/kernel', 'dense_2/bias'\]"):
+        load_tfjs(saved)
+
+    def rename_weight(doc):
+        doc["weightsManifest"][0]["weights"][0]["name"] = "other/kernel"
+    (saved / "model.json").write_text(json.dumps(original))
+    _edit_json(saved, rename_weight)
+    with pytest.raises(ModelFileError, match=r"'dense/kernel' \(7, 16\) has no stored value"):
+        load_tfjs(saved)
+
+
+def test_graph_models_and_other_formats_are_refused(saved):
+    _edit_json(saved, lambda doc: doc.update(format="graph-model"))
+    with pytest.raises(ModelFileError, match="graph model"):
+        load_tfjs(saved)
+    _edit_json(saved, lambda doc: (doc.update(format="layers-model"), doc.pop("modelTopology")))
+    with pytest.raises(ModelFileError, match="no modelTopology"):
+        load_tfjs(saved)
+
+
+def test_model_json_path_is_accepted(saved):
+    model = load_tfjs(saved / "model.json")
+    assert [w.name for w in model.weights][0] == "dense/kernel"
+
+
+# ------------------------------------------------- files written by others
+@pytest.mark.parametrize("name", ["tfjs_functional", "keras3_functional", "keras3_sequential"])
+def test_fixtures_written_elsewhere_load_and_predict_the_same(name):
+    folder = os.path.join(FIXTURES, name)
+    model = load_tfjs(folder)
+    x, y = _check(folder)
+    np.testing.assert_allclose(_predict(model, x), y, rtol=0, atol=1e-5)
+
+
+def test_tfjs_fixture_is_tfjs_own_dialect():
+    """The TF.js-written fixture really differs from what deepgpu writes, so the test above means something."""
+    doc = _model_json(os.path.join(FIXTURES, "tfjs_functional"))
+    assert "model_config" not in doc["modelTopology"] and doc["modelTopology"]["class_name"] == "Model"
+    (group,) = doc["weightsManifest"]
+    assert group["paths"] == ["./weights.bin"]
+    names = [w["name"] for w in group["weights"]]
+    assert names[-2:] == ["batch_normalization_BatchNormalization1/moving_mean",
+                          "batch_normalization_BatchNormalization1/moving_variance"]  # trainable first
+
+
+def test_keras3_fixture_is_keras3_dialect_and_resaves_as_tfkeras2(tmp_path):
+    folder = os.path.join(FIXTURES, "keras3_sequential")
+    doc = _model_json(folder)
+    layers = doc["modelTopology"]["model_config"]["config"]["layers"]
+    assert "batch_shape" in layers[0]["config"]
+    assert isinstance(layers[1]["config"]["dtype"], dict)
+    assert doc["weightsManifest"][0]["weights"][0]["name"] == "k3_sequential/dense_1/kernel"
+    model = load_tfjs(folder)
+    save_tfjs(model, tmp_path / "fixed")
+    fixed = _model_json(tmp_path / "fixed")
+    layers = fixed["modelTopology"]["model_config"]["config"]["layers"]
+    assert layers[0]["config"]["batch_input_shape"] == [None, 6]
+    assert all(isinstance(e["config"]["dtype"], str) for e in layers)
+    assert fixed["weightsManifest"][0]["weights"][0]["name"] == "dense_1/kernel"
+
+
+# ------------------------------------------------------------ the real TF.js
+def _node_or_skip():
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed, so the real @tensorflow/tfjs cannot run")
+    if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@tensorflow", "tfjs")):
+        pytest.skip("@tensorflow/tfjs is not installed: run (cd tests/js && npm ci)")
+    return node
+
+
+def _run_node(*args):
+    node = _node_or_skip()
+    proc = subprocess.run([node, os.path.join(JS_DIR, "tfjs_check.js"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"tfjs_check.js {args[0]} failed:\n{proc.stderr[-4000:]}")
+
+
+def _array_json(path, a):
+    path.write_text(json.dumps({"shape": list(a.shape), "data": a.ravel().tolist()}))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS) + ["keras3_functional"])
+def test_real_tfjs_predicts_what_deepgpu_predicts(tmp_path, name):
+    _node_or_skip()
+    if name in MODELS:
+        make, shape = MODELS[name]
+        model, x = make(), _x(shape, seed=9)
+    else:  # a Keras 3 conversion, which TF.js cannot read as it is, passed through deepgpu
+        model = load_tfjs(os.path.join(FIXTURES, name))
+        x, _ = _check(os.path.join(FIXTURES, name))
+    save_tfjs(model, tmp_path / "m")
+    _array_json(tmp_path / "x.json", x)
+    _run_node("predict", tmp_path / "m", tmp_path / "x.json", tmp_path / "y.json")
+    out = json.loads((tmp_path / "y.json").read_text())
+    y_js = np.asarray(out["data"], dtype="float32").reshape(out["shape"])
+    y = _predict(model, x)
+    assert y_js.shape == y.shape
+    assert np.abs(y_js - y).max() < 1e-5
+
+
+@pytest.fixture(scope="module")
+def tfjs_built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tfjs_built")
+    _run_node("build", out)
+    return out
+
+
+@pytest.mark.parametrize("name", ["dense", "conv", "functional"])
+def test_deepgpu_predicts_what_real_tfjs_predicts(tfjs_built, name):
+    folder = tfjs_built / name
+    model = load_tfjs(folder)
+    x, y_js = _check(folder)
+    y = _predict(model, x)
+    assert y.shape == y_js.shape
+    assert np.abs(y - y_js).max() < 1e-5
