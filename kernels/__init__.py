@@ -2,13 +2,593 @@
 
 The ``.cu`` sources live beside this file and are loaded through
 ``importlib.resources`` so that installed and editable copies behave alike.
+Importing this module never touches CUDA: a source is compiled at its first
+launch (or by ``precompile()``), once per process and device, and the binary
+is kept in CuPy's on-disk kernel cache (``$DEEPGPU_KERNEL_CACHE`` when set,
+else CuPy's own: ``$CUPY_CACHE_DIR`` or ``~/.cupy/kernel_cache``).
+
+The launchers below (``matmul``, ``conv2d``, ...) take float32 C-contiguous
+device arrays, check shapes, allocate outputs unless ``out=`` is given, and
+launch on the current stream; they never synchronise or read values back.
+
+Status: compiled for sm_90 with nvcc and checked by a CPU emulation of the
+kernels (tests/test_kernels_cuda.py); the CuPy backend uses them only when
+asked (``DEEPGPU_KERNELS=custom``) until a GPU run verifies them.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import threading
+import time
 from importlib import resources
 
+import numpy as np
 
+from ..backends.base import _pair, conv_output_size
+
+# Kernel file -> the extern "C" functions this module launches from it.
+KERNELS = {
+    "matmul.cu": ("dg_matmul_nn", "dg_matmul_nt", "dg_matmul_tn", "dg_matmul_tt"),
+    "conv2d.cu": ("dg_conv2d_fwd", "dg_conv2d_grad_input", "dg_conv2d_grad_filter"),
+    "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_avg_pool_fwd", "dg_avg_pool_bwd"),
+    "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_softmax_xent_fwd",
+                       "dg_softmax_xent_bwd", "dg_dropout", "dg_bias_act", "dg_relu_grad",
+                       "dg_col_sum", "dg_sum_splits"),
+}
+# Activation names -> the DG_ACT_* codes of gemm_core.cuh.
+ACTIVATIONS = {None: 0, "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+# Tile sizes; they must equal DG_BM, DG_BN, DG_BK, DG_THREADS in gemm_core.cuh (a test checks).
+TILE_M, TILE_N, TILE_K, GEMM_THREADS = 64, 64, 16, 256
+BLOCK = 256  # threads per block of the elementwise and pooling kernels
+OPTIONS = ("--std=c++17",)
+_MAX_GRID_Y = 65535
+_INT_MAX = 2**31 - 1
+
+__all__ = ["KernelCompileError", "sources", "source", "cache_dir", "precompile", "function",
+           "matmul", "dense", "conv2d", "conv2d_grad_input", "conv2d_grad_filter",
+           "max_pool2d", "max_pool2d_grad", "avg_pool2d", "avg_pool2d_grad", "adam", "sgd",
+           "rmsprop", "softmax_cross_entropy", "softmax_cross_entropy_grad", "dropout",
+           "bias_act", "relu_grad", "col_sum"]
+
+
+class KernelCompileError(RuntimeError):
+    """A kernel source failed to compile; names the file, the function and the compiler's message."""
+
+    def __init__(self, file: str, function: str | None, message: str):
+        self.file, self.function, self.compiler_message = file, function, message
+        what = f"{file}" + (f" (kernel {function})" if function else "")
+        super().__init__(f"CUDA kernel source {what} failed to compile:\n{message}")
+
+
+# ------------------------------------------------------------------ sources
 def sources() -> dict[str, str]:
     """Map of kernel file name -> CUDA source text shipped with deepgpu."""
     root = resources.files("deepgpu.kernels")
     return {p.name: p.read_text() for p in root.iterdir() if p.name.endswith((".cu", ".cuh"))}
+
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)".*$', re.M)
+_ONCE = re.compile(r'^[ \t]*#[ \t]*pragma[ \t]+once.*$', re.M)
+
+
+def source(file: str) -> str:
+    """The text compiled for ``file``: its source with our ``#include "x.cuh"`` lines inlined.
+
+    Inlined because CuPy's cache key hashes the source text only: an edited
+    header would otherwise leave a stale binary in the cache.
+    """
+    texts = sources()
+    if file not in texts:
+        raise KeyError(f"no kernel source {file!r}; have {sorted(texts)}")
+
+    def expand(text, seen):
+        def sub(m):
+            name = m.group(1)
+            if name not in texts:
+                raise KeyError(f"{file}: included file {name!r} is not among the kernel sources")
+            if name in seen:  # every header has #pragma once
+                return ""
+            seen.add(name)
+            body = _ONCE.sub("", texts[name])  # inlined once per source; NVRTC warns on it in a main file
+            return f"// ---- {name}\n" + expand(body, seen) + f"\n// ---- end of {name}"
+        return _INCLUDE.sub(sub, text)
+
+    return expand(texts[file], set())
+
+
+def cache_dir() -> str:
+    """Where compiled kernels are cached on disk."""
+    return (os.environ.get("DEEPGPU_KERNEL_CACHE") or os.environ.get("CUPY_CACHE_DIR")
+            or os.path.expanduser("~/.cupy/kernel_cache"))
+
+
+# ---------------------------------------------------------------- compiling
+_modules: dict = {}    # (device id, file) -> cupy.RawModule, compiled
+_functions: dict = {}  # (device id, name) -> RawKernel
+_file_of = {name: file for file, names in KERNELS.items() for name in names}
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _cache_dir_applied():
+    """Point CuPy's kernel cache at $DEEPGPU_KERNEL_CACHE while our sources compile."""
+    d = os.environ.get("DEEPGPU_KERNEL_CACHE")
+    if not d:
+        yield
+        return
+    from cupy.cuda import compiler
+    os.makedirs(d, exist_ok=True)
+    old_env = os.environ.get("CUPY_CACHE_DIR")
+    os.environ["CUPY_CACHE_DIR"] = d  # CuPy 13 reads the variable at each compile
+    # CuPy 14 reads it once at import into a cache backend object; swap that
+    # object (a private hook: skipped where it does not exist).
+    old_backend = getattr(compiler, "_kernel_cache_backend", None)
+    swap = getattr(compiler, "_set_kernel_cache_backend", None)
+    if swap is not None:
+        try:
+            from cupy.cuda._compiler_cache import DiskKernelCacheBackend
+            swap(DiskKernelCacheBackend(d))
+        except Exception:  # a changed private API: keep CuPy's own cache
+            swap = None
+    try:
+        yield
+    finally:
+        if swap is not None:
+            swap(old_backend)
+        if old_env is None:
+            os.environ.pop("CUPY_CACHE_DIR", None)
+        else:
+            os.environ["CUPY_CACHE_DIR"] = old_env
+
+
+def _device_id() -> int:
+    import cupy
+    return cupy.cuda.runtime.getDevice()
+
+
+def _module(file: str, function_name: str | None = None):
+    dev = _device_id()
+    key = (dev, file)
+    mod = _modules.get(key)
+    if mod is not None:
+        return mod
+    import cupy
+    with _lock:
+        mod = _modules.get(key)
+        if mod is None:
+            mod = cupy.RawModule(code=source(file), options=OPTIONS)
+            try:
+                with _cache_dir_applied():
+                    mod.compile()
+            except cupy.cuda.compiler.CompileException as e:
+                raise KernelCompileError(file, function_name, e.get_message()) from None
+            _modules[key] = mod
+    return mod
+
+
+def function(name: str):
+    """The compiled kernel ``name`` (a ``cupy.RawKernel``) for the current device."""
+    key = (_device_id(), name)
+    fn = _functions.get(key)
+    if fn is None:
+        if name not in _file_of:
+            raise KeyError(f"unknown kernel {name!r}")
+        fn = _functions[key] = _module(_file_of[name], name).get_function(name)
+    return fn
+
+
+def precompile(files=None) -> dict[str, float]:
+    """Compile (or load from the disk cache) every kernel file for the current device.
+
+    Returns seconds per file. Call once before training so that the first
+    epoch does not stall on the compiler; raises KernelCompileError.
+    """
+    times = {}
+    for file in (files or KERNELS):
+        t0 = time.perf_counter()
+        for name in KERNELS[file]:
+            function(name)
+        times[file] = time.perf_counter() - t0
+    return times
+
+
+# ---------------------------------------------------------------- launching
+# Tests replace this hook with a CPU emulation of the kernels: a callable
+# (name, grid, block, args) -> None taking the arguments of a CuPy launch.
+_emulator = None
+_NULL = np.uint64(0)  # a null pointer argument
+
+
+def _launch(name, grid, block, args):
+    if _emulator is not None:
+        _emulator(name, grid, block, args)
+        return
+    function(name)(grid, block, tuple(_NULL if a is None else a for a in args))
+
+
+def _xp(a):
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy
+    return cupy
+
+
+def _i32(v):
+    v = int(v)
+    if not 0 <= v <= _INT_MAX:
+        raise ValueError(f"size {v} is outside the kernels' int32 range")
+    return np.int32(v)
+
+
+def _f32(v):
+    return np.float32(v)
+
+
+def _i64(v):
+    return np.int64(int(v))
+
+
+def _grid1d(n):
+    # Grid-stride loops cover the rest: a few waves of blocks is enough.
+    return (max(1, min(-(-int(n) // BLOCK), 65536)),)
+
+
+def _check(a, what, shape=None):
+    """``a`` as a float32 C-contiguous array (copied only when strided); TypeError for other dtypes."""
+    if a.dtype != np.float32:
+        raise TypeError(f"{what}: the custom kernels take float32, got {a.dtype}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{what}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
+    return a if a.flags.c_contiguous else _xp(a).ascontiguousarray(a)
+
+
+def _inplace(a, what, size):
+    """An array updated in place must already be float32, contiguous and of ``size`` elements."""
+    if a.dtype != np.float32 or not a.flags.c_contiguous or a.size != size:
+        raise ValueError(f"{what}: an in-place operand must be float32, C-contiguous and of "
+                         f"{size} elements; got {a.dtype}, {a.shape}, contiguous={a.flags.c_contiguous}")
+    return a
+
+
+def _output(xp, out, shape, what):
+    if out is None:
+        return xp.empty(shape, np.float32)
+    return _inplace(out, what, int(np.prod(shape, dtype=np.int64))).reshape(shape)
+
+
+def _act(activation):
+    try:
+        return np.int32(ACTIVATIONS[activation])
+    except KeyError:
+        raise ValueError(f"activation {activation!r} is not fused; one of {sorted(map(str, ACTIVATIONS))}") from None
+
+
+def _gemm_grid(m, n, z=1):
+    gy = -(-n // TILE_N)
+    if gy > _MAX_GRID_Y or z > _MAX_GRID_Y:
+        raise ValueError(f"GEMM of {m}x{n} (batch {z}) exceeds the grid limits")
+    return (-(-m // TILE_M), gy, z)
+
+
+# ------------------------------------------------------------------- matmul
+def matmul(a, b, transpose_a=False, transpose_b=False, bias=None, activation=None, out=None):
+    """``act(op(a) @ op(b) + bias)``; a [..., m, k], b [..., k, n] after the transposes.
+
+    Leading (batch) axes must be equal, or one operand 2-D (broadcast).
+    bias [n] may be None. Returns [..., m, n] float32.
+    """
+    xp = _xp(a)
+    a, b = _check(a, "matmul a"), _check(b, "matmul b")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul: operands must be at least 2-D, got {a.shape} and {b.shape}")
+    m, k = (a.shape[-1], a.shape[-2]) if transpose_a else a.shape[-2:]
+    k2, n = (b.shape[-1], b.shape[-2]) if transpose_b else b.shape[-2:]
+    if k != k2:
+        raise ValueError(f"matmul: inner dimensions differ ({k} vs {k2}) for {a.shape} and {b.shape}")
+    ba, bb = a.shape[:-2], b.shape[:-2]
+    if ba and bb and ba != bb:
+        raise ValueError(f"matmul: batch axes {ba} and {bb} must be equal (or one operand 2-D)")
+    batch = ba or bb
+    nb = int(np.prod(batch, dtype=np.int64))
+    if bias is not None:
+        bias = _check(bias, "matmul bias", (n,))
+    out = _output(xp, out, batch + (m, n), "matmul out")
+    if out.size == 0:
+        return out
+    name = "dg_matmul_" + ("t" if transpose_a else "n") + ("t" if transpose_b else "n")
+    _launch(name, _gemm_grid(m, n, nb), (GEMM_THREADS,),
+            (a, b, out, bias, _i32(m), _i32(n), _i32(k), _i32(a.shape[-1]), _i32(b.shape[-1]),
+             _i32(n), _i64(m * k if ba else 0), _i64(k * n if bb else 0), _i64(m * n), _act(activation)))
+    return out
+
+
+def dense(x, w, b=None, activation=None, out=None):
+    """``act(x @ w + b)`` in one launch; x [m, k], w [k, n], b [n] or None."""
+    return matmul(x, w, False, False, b, activation, out)
+
+
+# -------------------------------------------------------------- convolution
+def _conv_geom(x_shape, k_shape, strides, padding, dilation):
+    n, h, w, c = x_shape
+    kh, kw, c2, o = k_shape
+    if c != c2:
+        raise ValueError(f"conv2d: input has {c} channels but the kernel expects {c2}")
+    sh, sw = _pair(strides, "strides")
+    dh, dw = _pair(dilation, "dilation_rate")
+    ho, ph = conv_output_size(h, kh, sh, dh, padding)
+    wo, pw = conv_output_size(w, kw, sw, dw, padding)
+    for size in (n * h * w * c, n * ho * wo * o, kh * kw * c * o):  # flat indices the kernels form in int
+        _i32(size)
+    return tuple(_i32(v) for v in (n, h, w, c, o, kh, kw, sh, sw, ph[0], pw[0], dh, dw, ho, wo))
+
+
+def conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), bias=None, activation=None, out=None):
+    """NHWC convolution as Backend.conv2d, with an optional fused ``act(. + bias)`` epilogue.
+
+    x [N, H, W, C], k [kh, kw, C, O], bias [O] or None -> [N, Ho, Wo, O].
+    """
+    xp = _xp(x)
+    x, k = _check(x, "conv2d x"), _check(k, "conv2d kernel")
+    g = _conv_geom(x.shape, k.shape, strides, padding, dilation)
+    n, o, ho, wo = int(g[0]), int(g[4]), int(g[13]), int(g[14])
+    if bias is not None:
+        bias = _check(bias, "conv2d bias", (o,))
+    out = _output(xp, out, (n, ho, wo, o), "conv2d out")
+    if out.size == 0:
+        return out
+    _launch("dg_conv2d_fwd", _gemm_grid(n * ho * wo, o), (GEMM_THREADS,),
+            (x, k, bias, out) + g + (_act(activation),))
+    return out
+
+
+def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None):
+    """Gradient of conv2d with respect to its input, as Backend.conv2d_grad_input."""
+    xp = _xp(dy)
+    dy, k = _check(dy, "conv2d_grad_input dy"), _check(k, "conv2d_grad_input kernel")
+    g = _conv_geom(tuple(x_shape), k.shape, strides, padding, dilation)
+    n, h, w, c, o, ho, wo = (int(g[i]) for i in (0, 1, 2, 3, 4, 13, 14))
+    if tuple(dy.shape) != (n, ho, wo, o):
+        raise ValueError(f"conv2d_grad_input: dy has shape {dy.shape}, expected {(n, ho, wo, o)}")
+    out = _output(xp, out, tuple(x_shape), "conv2d_grad_input out")
+    if out.size == 0:
+        return out
+    _launch("dg_conv2d_grad_input", _gemm_grid(n * h * w, c), (GEMM_THREADS,), (dy, k, out) + g)
+    return out
+
+
+def _sm_count(xp):
+    if xp is np:
+        return 2
+    import cupy
+    dev = cupy.cuda.Device()
+    return int(dev.attributes["MultiProcessorCount"])
+
+
+def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None):
+    """Gradient of conv2d with respect to the kernel, as Backend.conv2d_grad_filter.
+
+    The reduction over N*Ho*Wo is split over enough blocks to fill the GPU
+    (about two per SM); the partial sums go to a work buffer and one more
+    launch adds them (deterministic, no atomics).
+    """
+    xp = _xp(x)
+    x, dy = _check(x, "conv2d_grad_filter x"), _check(dy, "conv2d_grad_filter dy")
+    g = _conv_geom(x.shape, tuple(k_shape), strides, padding, dilation)
+    n, c, o, kh, kw, ho, wo = (int(g[i]) for i in (0, 3, 4, 5, 6, 13, 14))
+    if tuple(dy.shape) != (n, ho, wo, o):
+        raise ValueError(f"conv2d_grad_filter: dy has shape {dy.shape}, expected {(n, ho, wo, o)}")
+    rows, total = kh * kw * c, n * ho * wo
+    out = _output(xp, out, tuple(k_shape), "conv2d_grad_filter out")
+    if out.size == 0:
+        return out
+    grid = _gemm_grid(rows, o)
+    tiles = grid[0] * grid[1]
+    # At least 16 k-tiles per split, else the partial sums cost more than they save.
+    splits = max(1, min(2 * _sm_count(xp) // tiles, total // (16 * TILE_K), _MAX_GRID_Y))
+    chunk = -(-(-(-total // splits)) // TILE_K) * TILE_K
+    splits = -(-total // chunk)
+    dst = out if splits == 1 else xp.empty((splits, rows, o), np.float32)
+    _launch("dg_conv2d_grad_filter", grid[:2] + (splits,), (GEMM_THREADS,),
+            (x, dy, dst) + g + (_i32(chunk),))
+    if splits > 1:
+        _launch("dg_sum_splits", _grid1d(out.size), (BLOCK,), (dst, out, _i32(splits), _i64(out.size)))
+    return out
+
+
+# ------------------------------------------------------------------ pooling
+def _pool_geom(x_shape, pool_size, strides, padding):
+    n, h, w, c = x_shape
+    kh, kw = _pair(pool_size, "pool_size")
+    sh, sw = _pair(strides if strides is not None else pool_size, "strides")
+    ho, ph = conv_output_size(h, kh, sh, 1, padding)
+    wo, pw = conv_output_size(w, kw, sw, 1, padding)
+    return tuple(_i32(v) for v in (n, h, w, c, ho, wo, kh, kw, sh, sw, ph[0], pw[0]))
+
+
+def max_pool2d(x, pool_size=(2, 2), strides=None, padding="valid", out=None):
+    """Max pooling, NHWC, as Backend.max_pool2d."""
+    x = _check(x, "max_pool2d x")
+    g = _pool_geom(x.shape, pool_size, strides, padding)
+    out = _output(_xp(x), out, (int(g[0]), int(g[4]), int(g[5]), int(g[3])), "max_pool2d out")
+    if out.size:
+        _launch("dg_max_pool_fwd", _grid1d(out.size), (BLOCK,), (x, out) + g)
+    return out
+
+
+def max_pool2d_grad(dy, x, pool_size=(2, 2), strides=None, padding="valid", out=None):
+    """Gradient of max pooling: dy to the first maximum of each window (Backend.max_pool2d_grad)."""
+    x, dy = _check(x, "max_pool2d_grad x"), _check(dy, "max_pool2d_grad dy")
+    g = _pool_geom(x.shape, pool_size, strides, padding)
+    _check(dy, "max_pool2d_grad dy", (int(g[0]), int(g[4]), int(g[5]), int(g[3])))
+    out = _output(_xp(x), out, x.shape, "max_pool2d_grad out")
+    if out.size:
+        _launch("dg_max_pool_bwd", _grid1d(out.size), (BLOCK,), (x, dy, out) + g)
+    return out
+
+
+def avg_pool2d(x, pool_size=(2, 2), strides=None, padding="valid", out=None):
+    """Average pooling, NHWC; padded cells are not counted (Backend.avg_pool2d)."""
+    x = _check(x, "avg_pool2d x")
+    g = _pool_geom(x.shape, pool_size, strides, padding)
+    out = _output(_xp(x), out, (int(g[0]), int(g[4]), int(g[5]), int(g[3])), "avg_pool2d out")
+    if out.size:
+        _launch("dg_avg_pool_fwd", _grid1d(out.size), (BLOCK,), (x, out) + g)
+    return out
+
+
+def avg_pool2d_grad(dy, x_shape, pool_size=(2, 2), strides=None, padding="valid", out=None):
+    """Gradient of average pooling: an array of ``x_shape`` (Backend.avg_pool2d_grad)."""
+    dy = _check(dy, "avg_pool2d_grad dy")
+    g = _pool_geom(tuple(x_shape), pool_size, strides, padding)
+    _check(dy, "avg_pool2d_grad dy", (int(g[0]), int(g[4]), int(g[5]), int(g[3])))
+    out = _output(_xp(dy), out, tuple(x_shape), "avg_pool2d_grad out")
+    if out.size:
+        _launch("dg_avg_pool_bwd", _grid1d(out.size), (BLOCK,), (dy, out) + g)
+    return out
+
+
+# --------------------------------------------------------------- optimizers
+# In place, one launch each. p, g and the slots may be views of one flat
+# buffer holding every parameter: then one launch updates the whole model.
+def adam(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """Adam(W) step in place, as Backend.adam_update; ``step`` counts from 1."""
+    n = p.size
+    for a, what in ((p, "p"), (m, "m"), (v, "v")):
+        _inplace(a, f"adam {what}", n)
+    g = _check(g, "adam g")
+    step_size = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
+    if n:
+        _launch("dg_adam", _grid1d(n), (BLOCK,),
+                (p, g, m, v, _i64(n), _f32(beta1), _f32(beta2), _f32(eps), _f32(step_size),
+                 _f32(lr * weight_decay)))
+
+
+def sgd(p, g, m, lr, momentum=0.0, nesterov=False):
+    """SGD step in place, as Backend.sgd_update (m None or momentum 0: plain SGD)."""
+    n = p.size
+    _inplace(p, "sgd p", n)
+    g = _check(g, "sgd g")
+    if m is None or not momentum:
+        m = None
+    else:
+        _inplace(m, "sgd m", n)
+    if n:
+        _launch("dg_sgd", _grid1d(n), (BLOCK,),
+                (p, g, m, _i64(n), _f32(lr), _f32(momentum), np.int32(bool(nesterov))))
+
+
+def rmsprop(p, g, v, mg, mom, lr, rho, momentum, eps):
+    """RMSprop step in place, as Backend.rmsprop_update (mg, mom may be None)."""
+    n = p.size
+    for a, what in ((p, "p"), (v, "v"), (mg, "mg"), (mom, "mom")):
+        if a is not None:
+            _inplace(a, f"rmsprop {what}", n)
+    g = _check(g, "rmsprop g")
+    if n:
+        _launch("dg_rmsprop", _grid1d(n), (BLOCK,),
+                (p, g, v, mg, mom, _i64(n), _f32(lr), _f32(rho), _f32(momentum), _f32(eps)))
+
+
+# --------------------------------------------------- softmax, dropout, misc
+def softmax_cross_entropy(logits, labels, loss=None, prob=None):
+    """Rows of logits, labels [rows, cols] -> (loss [rows], softmax [rows, cols])."""
+    xp = _xp(logits)
+    logits, labels = _check(logits, "softmax_cross_entropy logits"), _check(labels, "softmax_cross_entropy labels", logits.shape)
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy: expected 2-D [rows, cols], got {logits.shape}")
+    rows, cols = logits.shape
+    loss = _output(xp, loss, (rows,), "softmax_cross_entropy loss")
+    prob = _output(xp, prob, (rows, cols), "softmax_cross_entropy prob")
+    if rows and cols:
+        threads = 32
+        while threads < min(cols, 256):
+            threads *= 2
+        _launch("dg_softmax_xent_fwd", (min(rows, 65536),), (threads,),
+                (logits, labels, loss, prob, _i32(rows), _i32(cols)))
+    return loss, prob
+
+
+def softmax_cross_entropy_grad(prob, labels, dy, out=None):
+    """Gradient with respect to the logits: ``(prob - labels) * dy[:, None]``; dy [rows]."""
+    prob = _check(prob, "softmax_cross_entropy_grad prob")
+    rows, cols = prob.shape
+    labels = _check(labels, "softmax_cross_entropy_grad labels", (rows, cols))
+    dy = _check(dy, "softmax_cross_entropy_grad dy", (rows,))
+    out = _output(_xp(prob), out, (rows, cols), "softmax_cross_entropy_grad out")
+    if out.size:
+        _launch("dg_softmax_xent_bwd", _grid1d(out.size), (BLOCK,),
+                (prob, labels, dy, out, _i32(rows), _i32(cols)))
+    return out
+
+
+def dropout_offsets(n: int) -> int:
+    """How far one ``dropout`` call of ``n`` elements advances the random offset."""
+    return -(-int(n) // 4)
+
+
+def dropout(x, rate, seed, offset, mask=None, out=None):
+    """(x * mask, mask), mask = 1/(1-rate) where uniform(seed, offset, i) >= rate, else 0.
+
+    With x None, only ``mask`` (then required, any shape) is written and
+    (None, mask) returned. The caller advances ``offset`` by
+    ``dropout_offsets(size)`` per call so that calls never reuse numbers.
+    """
+    if x is None:
+        if mask is None:
+            raise ValueError("dropout: give x, or the mask array to fill")
+        y = None
+        _inplace(mask, "dropout mask", mask.size)
+    else:
+        x = _check(x, "dropout x")
+        mask = _output(_xp(x), mask, x.shape, "dropout mask")
+        y = _output(_xp(x), out, x.shape, "dropout out")
+    n = mask.size
+    if n:
+        _launch("dg_dropout", _grid1d(dropout_offsets(n)), (BLOCK,),
+                (x, y, mask, _i64(n), _f32(rate), _f32(1.0 / (1.0 - rate)),
+                 np.uint64(int(seed) % 2**64), np.uint64(int(offset) % 2**64)))
+    return y, mask
+
+
+def bias_act(x, bias=None, activation=None, out=None):
+    """``act(x + bias)`` over the last axis of x (bias [cols] or None); out may be x."""
+    x = _check(x, "bias_act x")
+    cols = x.shape[-1] if x.ndim else 1
+    if bias is not None:
+        bias = _check(bias, "bias_act bias", (cols,))
+    out = _output(_xp(x), out, x.shape, "bias_act out")
+    if out.size:
+        _launch("dg_bias_act", _grid1d(out.size), (BLOCK,),
+                (x, bias, out, _i64(out.size // cols), _i32(cols), _act(activation)))
+    return out
+
+
+def relu_grad(dy, x, out=None):
+    """``dy * (x > 0)`` in one launch (same shapes)."""
+    dy, x = _check(dy, "relu_grad dy"), _check(x, "relu_grad x", dy.shape)
+    out = _output(_xp(dy), out, dy.shape, "relu_grad out")
+    if out.size:
+        _launch("dg_relu_grad", _grid1d(out.size), (BLOCK,), (dy, x, out, _i64(out.size)))
+    return out
+
+
+def col_sum(x, out=None):
+    """Column sums of x [rows, cols] -> [cols] (a bias gradient), deterministic."""
+    xp = _xp(x)
+    x = _check(x, "col_sum x")
+    rows, cols = x.shape
+    out = _output(xp, out, (cols,), "col_sum out")
+    if not cols:
+        return out
+    # Split the rows so that about two blocks per SM run; each split sums >= 256 rows.
+    gx = -(-cols // 32)
+    splits = max(1, min(2 * _sm_count(xp) // gx, rows // 256, _MAX_GRID_Y))
+    rows_per = -(-rows // splits) if rows else 1
+    splits = max(1, -(-rows // rows_per)) if rows else 1
+    dst = out if splits == 1 else xp.empty((splits, cols), np.float32)
+    _launch("dg_col_sum", (gx, splits), (32, 8), (x, dst, _i64(rows), _i32(cols), _i64(rows_per)))
+    if splits > 1:
+        _launch("dg_sum_splits", _grid1d(cols), (BLOCK,), (dst, out, _i32(splits), _i64(cols)))
+    return out

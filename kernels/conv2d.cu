@@ -6,7 +6,7 @@
 // [N, HO, WO, O], strides SH, SW, padding before PT (rows) and PL (cols),
 // dilation DH, DW. Input row ih of output row oh and tap i is
 // oh*SH - PT + i*DH; cells outside the input read as zero.
-// Grid: (ceil(cols/64), ceil(rows/64), splits), block: DG_THREADS.
+// Grid: (ceil(rows/64), ceil(cols/64), splits), block: DG_THREADS.
 #include "gemm_core.cuh"
 
 struct DgConvGeom {

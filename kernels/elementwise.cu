@@ -5,7 +5,7 @@
 //
 // Elementwise kernels use grid-stride loops over n elements, any 1-D grid.
 // Pointers documented "may be null" select a variant at run time.
-#include "gemm_core.cuh"  // dg_activate and the DG_ACT_* codes
+#include "common.cuh"  // dg_activate, the DG_ACT_* codes, DG_NEG_INF
 
 #define DG_GRID_STRIDE(i, n)                                                     \
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
@@ -104,7 +104,7 @@ extern "C" __global__ void dg_softmax_xent_fwd(const float* logits, const float*
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* x = logits + (long long)r * cols;
         const float* t = labels + (long long)r * cols;
-        float mx = -INFINITY;
+        float mx = DG_NEG_INF;
         for (int c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, x[c]);
         mx = dg_block_reduce(mx, 1);
         float se = 0.0f;

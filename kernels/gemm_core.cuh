@@ -11,6 +11,7 @@
 // buffering, no vector loads. kernels/__init__.py inlines this file into
 // each source before compiling, so CuPy's cache key covers it.
 #pragma once
+#include "common.cuh"
 
 #define DG_BM 64
 #define DG_BN 64
@@ -20,28 +21,6 @@
 #define DG_TX (DG_BN / DG_TN)  // 16 threads across the columns
 #define DG_TY (DG_BM / DG_TM)  // 16 threads down the rows
 #define DG_THREADS (DG_TX * DG_TY)
-
-// Activation codes of the fused epilogues (kernels/__init__.py: ACTIVATIONS).
-#define DG_ACT_NONE 0
-#define DG_ACT_RELU 1
-#define DG_ACT_SIGMOID 2
-#define DG_ACT_TANH 3
-
-__device__ __forceinline__ float dg_activate(float v, int act)
-{
-    if (act == DG_ACT_RELU) {
-        return v < 0.0f ? 0.0f : v;  // NaN stays NaN, as numpy.maximum
-    }
-    if (act == DG_ACT_SIGMOID) {
-        // Split by sign so that expf never overflows (as Backend.sigmoid).
-        float e = expf(-fabsf(v));
-        return v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-    }
-    if (act == DG_ACT_TANH) {
-        return tanhf(v);
-    }
-    return v;
-}
 
 // A_KFAST: consecutive k of A are adjacent in memory (load a tile row-wise);
 // B_NFAST: consecutive n of B are adjacent. These only choose the order in
@@ -59,8 +38,10 @@ __device__ __forceinline__ void dg_gemm_tile(int M, int N, int k_begin, int k_en
     const int tid = threadIdx.x;
     const int tx = tid % DG_TX;
     const int ty = tid / DG_TX;
-    const int m0 = blockIdx.y * DG_BM;
-    const int n0 = blockIdx.x * DG_BN;
+    // Row tiles on x (a limit of 2^31 - 1 blocks: a convolution has N*HO*WO
+    // rows), column tiles on y (at most 65535, so N <= 4,194,240).
+    const int m0 = blockIdx.x * DG_BM;
+    const int n0 = blockIdx.y * DG_BN;
 
     float acc[DG_TM][DG_TN];
     for (int i = 0; i < DG_TM; ++i)

@@ -5,7 +5,7 @@
 // [N, K]) with row stride ldb; C is [M, N] with row stride ldc. blockIdx.z
 // walks a batch: the matrices of item z start at z * stride_{a,b,c}
 // (a stride of 0 broadcasts one matrix over the batch). bias [N] may be
-// null; act is a DG_ACT_* code. Grid: (ceil(N/64), ceil(M/64), batch),
+// null; act is a DG_ACT_* code. Grid: (ceil(M/64), ceil(N/64), batch),
 // block: DG_THREADS.
 #include "gemm_core.cuh"
 

@@ -9,6 +9,7 @@
 // The backward kernels gather (each input element sums over the windows
 // that contain it) rather than scatter, so they need no atomics, no zeroed
 // output, and give the same result on every run.
+#include "common.cuh"
 
 // Max of window (oh, ow) in the order numpy.argmax sees it: cells in
 // row-major order, padding cells read as -inf, the first maximum wins and a
@@ -25,7 +26,7 @@ __device__ __forceinline__ int dg_window_argmax(const float* x, long long base, 
             const int w = w0 + j;
             const float v = (h >= 0 && h < H && w >= 0 && w < W)
                                 ? x[base + ((long long)h * W + w) * C]
-                                : -INFINITY;
+                                : DG_NEG_INF;
             if (arg < 0 || v > best || (v != v && best == best)) {
                 best = v;
                 arg = i * KW + j;

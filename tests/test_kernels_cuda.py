@@ -1,0 +1,578 @@
+"""Our CUDA kernels (deepgpu.kernels) against the NumPy backend, on awkward shapes.
+
+Every case runs in two modes through the same Python launchers:
+
+* ``cuda``: on the GPU via cupy.RawModule. Marked ``cuda``; skipped where no
+  GPU is usable (tests/conftest.py).
+* ``emulated``: the same ``.cu`` sources compiled for the CPU with
+  ``g++ -fopenmp``: each CUDA thread of a block is an OpenMP thread,
+  ``__syncthreads()`` an OpenMP barrier, ``__shared__`` a static array the
+  block's threads share, blocks run one after another. Array arguments are
+  copied into buffers with NaN margins that must come back untouched, and
+  every scalar argument's NumPy type must match the C parameter's (CuPy
+  would silently pass the wrong size). This checks the index math, tiling,
+  bounds, reductions and launch arguments here, without a GPU; it does not
+  check the GPU's memory model, warp behaviour, speed or nvcc's code.
+
+Reference: the NumPy backend in float64; the error is measured as
+max|kernel - ref| / max|ref| < 1e-4. Output buffers are filled with NaN
+before each launch, so an element a kernel fails to write shows up.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import deepgpu
+from deepgpu import backends, kernels as K
+
+RNG = np.random.default_rng(20240601)
+F32 = np.float32
+
+
+def _cpu():
+    return backends.get("cpu")
+
+
+# --------------------------------------------------------------- emulation
+_EMU_HEADER = r"""
+#include <math.h>
+#include <omp.h>
+struct dg_dim3 { unsigned int x, y, z; };
+static thread_local dg_dim3 emu_threadIdx, emu_blockIdx;
+static dg_dim3 emu_blockDim, emu_gridDim;
+#define threadIdx emu_threadIdx
+#define blockIdx emu_blockIdx
+#define blockDim emu_blockDim
+#define gridDim emu_gridDim
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define __syncthreads() _Pragma("omp barrier")
+static inline float __int_as_float(int i)
+{ float f; __builtin_memcpy(&f, &i, sizeof f); return f; }
+static inline unsigned int __umulhi(unsigned int a, unsigned int b)
+{ return (unsigned int)(((unsigned long long)a * b) >> 32); }
+#define EMU_RUN(CALL)                                                              \
+    emu_gridDim = {emu_gx, emu_gy, emu_gz};                                        \
+    emu_blockDim = {emu_bx, emu_by, emu_bz};                                       \
+    const int emu_nt = (int)(emu_bx * emu_by * emu_bz);                            \
+    for (unsigned int emu_z = 0; emu_z < emu_gz; ++emu_z)                          \
+    for (unsigned int emu_y = 0; emu_y < emu_gy; ++emu_y)                          \
+    for (unsigned int emu_x = 0; emu_x < emu_gx; ++emu_x) {                        \
+        int emu_bad = 0;                                                           \
+        _Pragma("omp parallel num_threads(emu_nt)")                                \
+        {                                                                          \
+            if (omp_get_num_threads() != emu_nt) { emu_bad = 1; } else {           \
+                const unsigned int t = (unsigned int)omp_get_thread_num();         \
+                emu_blockIdx = {emu_x, emu_y, emu_z};                              \
+                emu_threadIdx = {t % emu_bx, (t / emu_bx) % emu_by, t / (emu_bx * emu_by)}; \
+                CALL;                                                              \
+            }                                                                      \
+        }                                                                          \
+        if (emu_bad) return -1;                                                    \
+    }                                                                              \
+    return 0;
+"""
+
+_KERNEL_DEF = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
+_SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64, "float": np.float32}
+_CTYPES = {"int": ctypes.c_int32, "long long": ctypes.c_int64,
+           "unsigned long long": ctypes.c_uint64, "float": ctypes.c_float}
+_MARGIN = 257  # NaN elements either side of every array argument
+
+
+def _params(text):
+    out = []
+    for p in text.split(","):
+        p = " ".join(p.replace("*", " * ").split())
+        name = p.split()[-1]
+        ctype = p[: -len(name)].strip()
+        ptr = "*" in ctype
+        base = ctype.replace("const", "").replace("*", "").replace("__restrict__", "").strip()
+        out.append((name, ctype, ptr, " ".join(base.split())))
+    return out
+
+
+class Emulator:
+    """The kernel sources built for the CPU; ``emu(name, grid, block, args)`` runs one launch."""
+
+    def __init__(self, workdir):
+        self.sigs = {}
+        parts = [_EMU_HEADER]
+        for file in K.KERNELS:
+            src = K.source(file)
+            # Each file in its own namespace: the files share helper names, as separate modules do.
+            ns = "emu_" + file.replace(".", "_")
+            parts.append(f"namespace {ns} {{\n{src}\n}}\n")
+            for name, plist in _KERNEL_DEF.findall(src):
+                params = _params(plist)
+                self.sigs[name] = params
+                decl = ", ".join(f"{ct} {nm}" for nm, ct, _, _ in params)
+                call = ", ".join(nm for nm, _, _, _ in params)
+                parts.append(
+                    f'extern "C" int emu_{name}(unsigned int emu_gx, unsigned int emu_gy, unsigned int emu_gz, '
+                    f'unsigned int emu_bx, unsigned int emu_by, unsigned int emu_bz, {decl})\n'
+                    f'{{ EMU_RUN({ns}::{name}({call})) }}\n')
+        code = "\n".join(parts)
+        # extern "C" inside a namespace still defines a C symbol: rename the kernels themselves.
+        code = code.replace('extern "C" __global__', "__global__")
+        cpp = os.path.join(workdir, "kernels_emu.cpp")
+        lib = os.path.join(workdir, "kernels_emu.so")
+        with open(cpp, "w") as f:
+            f.write(code)
+        r = subprocess.run(["g++", "-std=c++17", "-O1", "-fopenmp", "-shared", "-fPIC", "-w",
+                            "-o", lib, cpp], capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"g++ failed on the emulated kernels:\n{r.stderr[-4000:]}")
+        self.lib = ctypes.CDLL(lib)
+
+    def __call__(self, name, grid, block, args):
+        params = self.sigs[name]
+        assert len(args) == len(params), f"{name}: {len(args)} arguments for {len(params)} parameters"
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        block = tuple(block) + (1,) * (3 - len(block))
+        assert all(int(g) >= 1 for g in grid), f"{name}: empty grid {grid}"
+        assert grid[1] <= 65535 and grid[2] <= 65535 and grid[0] <= 2**31 - 1, f"{name}: grid {grid}"
+        assert 1 <= int(np.prod(block)) <= 1024, f"{name}: block {block}"
+        cargs, guards = [], []
+        for a, (pname, ctype, ptr, base) in zip(args, params):
+            if ptr:
+                if a is None:
+                    cargs.append(ctypes.c_void_p(None))
+                    continue
+                assert isinstance(a, np.ndarray), f"{name}({pname}): expected an array, got {type(a)}"
+                assert a.dtype == np.float32 and a.flags.c_contiguous, f"{name}({pname}): {a.dtype}"
+                buf = np.full(a.size + 2 * _MARGIN, np.nan, F32)
+                buf[_MARGIN:_MARGIN + a.size] = a.reshape(-1)
+                guards.append((pname, a, buf))
+                cargs.append(ctypes.c_void_p(buf.ctypes.data + 4 * _MARGIN))
+            else:
+                want = _SCALARS[base]
+                assert type(a) is want, f"{name}({pname}): {ctype} needs {want.__name__}, got {type(a).__name__}"
+                cargs.append(_CTYPES[base](a.item()))
+        fn = getattr(self.lib, "emu_" + name)
+        fn.restype = ctypes.c_int
+        rc = fn(*[ctypes.c_uint(int(v)) for v in grid + block], *cargs)
+        assert rc == 0, f"{name}: OpenMP did not give {int(np.prod(block))} threads"
+        for pname, a, buf in guards:
+            assert np.isnan(buf[:_MARGIN]).all() and np.isnan(buf[-_MARGIN:]).all(), (
+                f"{name}: wrote outside the array argument {pname}")
+            a.reshape(-1)[...] = buf[_MARGIN:_MARGIN + a.size]
+
+
+@pytest.fixture(scope="session")
+def _emulator(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on PATH: the CPU emulation of the kernels cannot be built")
+    # Many more OpenMP threads than cores wait at barriers: sleep there instead of spinning.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    try:
+        return Emulator(str(tmp_path_factory.mktemp("kernels_emu")))
+    except RuntimeError as e:
+        if "omp.h" in str(e):
+            pytest.skip("g++ has no OpenMP here")
+        raise
+
+
+@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
+def xp(request):
+    """The array module of the mode: NumPy under the emulation, CuPy on the GPU."""
+    if request.param == "emulated":
+        emu = request.getfixturevalue("_emulator")
+        K._emulator = emu
+        try:
+            yield np
+        finally:
+            K._emulator = None
+    else:
+        ok, why = deepgpu.cuda_status()
+        if not ok:
+            pytest.skip(why)
+        import cupy
+        yield cupy
+        cupy.cuda.get_current_stream().synchronize()
+
+
+# ----------------------------------------------------------------- helpers
+def rnd(*shape, lo=-1.0, hi=1.0):
+    return RNG.uniform(lo, hi, size=shape).astype(F32)
+
+
+def dev(xp, a):
+    return xp.asarray(a) if a is not None else None
+
+
+def host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def poisoned(xp, shape):
+    return xp.full(shape, np.nan, F32)
+
+
+def check(actual, ref, rtol=1e-4, what=""):
+    a = host(actual).astype(np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert a.shape == ref.shape, f"{what}: shape {a.shape} != {ref.shape}"
+    assert np.isfinite(a).all(), f"{what}: {int((~np.isfinite(a)).sum())} elements not written (NaN left)"
+    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
+    err = float(np.abs(a - ref).max(initial=0.0))
+    assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol} * {scale:.3g}"
+
+
+def f64(a):
+    return np.asarray(a, np.float64)
+
+
+ACT_REF = {None: lambda y: y, "relu": lambda y: np.maximum(y, 0),
+           "sigmoid": lambda y: 1 / (1 + np.exp(-y)), "tanh": np.tanh}
+
+
+# ------------------------------------------------------------------- matmul
+MATMUL_SHAPES = [(1, 1, 1), (1, 7, 3), (5, 3, 70), (65, 17, 63), (130, 33, 129), (64, 64, 64), (3, 200, 5)]
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("m,k,n", MATMUL_SHAPES)
+def test_matmul(xp, m, k, n, ta, tb):
+    a = rnd(k, m) if ta else rnd(m, k)
+    b = rnd(n, k) if tb else rnd(k, n)
+    ref = _cpu().matmul(f64(a), f64(b), ta, tb)
+    out = K.matmul(dev(xp, a), dev(xp, b), ta, tb, out=poisoned(xp, (m, n)))
+    check(out, ref, what=f"matmul {m}x{k}x{n} ta={ta} tb={tb}")
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("m,k,n", [(1, 9, 5), (70, 20, 66)])
+def test_dense_epilogue(xp, m, k, n, activation):
+    x, w, b = rnd(m, k), rnd(k, n), rnd(n)
+    ref = ACT_REF[activation](f64(x) @ f64(w) + f64(b))
+    out = K.dense(dev(xp, x), dev(xp, w), dev(xp, b), activation, out=poisoned(xp, (m, n)))
+    check(out, ref, what=f"dense {activation}")
+
+
+@pytest.mark.parametrize("a_shape,b_shape,ta,tb", [
+    ((3, 5, 7), (7, 4), False, False),
+    ((2, 6, 9), (2, 9, 70), False, False),
+    ((6, 9), (4, 6, 3), True, False),
+    ((2, 9, 6), (2, 3, 9), True, True),
+])
+def test_matmul_batched(xp, a_shape, b_shape, ta, tb):
+    a, b = rnd(*a_shape), rnd(*b_shape)
+    ref = _cpu().matmul(f64(a), f64(b), ta, tb)
+    out = K.matmul(dev(xp, a), dev(xp, b), ta, tb, out=poisoned(xp, ref.shape))
+    check(out, ref, what="batched matmul")
+
+
+# -------------------------------------------------------------- convolution
+CONV_CASES = [
+    # x shape, kernel shape, strides, padding, dilation
+    ((1, 5, 7, 3), (3, 3, 3, 4), 1, "valid", 1),
+    ((2, 9, 8, 5), (3, 3, 5, 7), 2, "same", 1),
+    ((1, 6, 6, 3), (1, 1, 3, 5), 1, "same", 1),
+    ((2, 11, 10, 2), (5, 5, 2, 3), 1, "same", 1),
+    ((1, 12, 13, 3), (3, 3, 3, 2), (2, 1), "valid", 1),
+    ((1, 10, 9, 2), (3, 3, 2, 3), 1, "same", 2),
+    ((2, 7, 7, 1), (5, 5, 1, 3), 2, "same", 1),
+    ((1, 9, 9, 3), (3, 3, 3, 70), 1, "valid", 1),
+    ((2, 12, 12, 32), (3, 3, 32, 32), 1, "valid", 1),
+    ((6, 12, 12, 3), (3, 3, 3, 5), 1, "valid", 1),
+    ((1, 8, 8, 4), (1, 1, 4, 6), 2, "valid", 1),
+]
+CONV_IDS = [f"{x}-{k}-s{s}-{p}-d{d}" for x, k, s, p, d in CONV_CASES]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,s,p,d", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_forward(xp, x_shape, k_shape, s, p, d):
+    x, k = rnd(*x_shape), rnd(*k_shape)
+    ref = _cpu().conv2d(f64(x), f64(k), s, p, d)
+    out = K.conv2d(dev(xp, x), dev(xp, k), s, p, d, out=poisoned(xp, ref.shape))
+    check(out, ref, what="conv2d")
+
+
+@pytest.mark.parametrize("x_shape,k_shape,s,p,d", CONV_CASES[:3], ids=CONV_IDS[:3])
+def test_conv2d_bias_relu_epilogue(xp, x_shape, k_shape, s, p, d):
+    x, k, b = rnd(*x_shape), rnd(*k_shape), rnd(k_shape[3])
+    ref = np.maximum(_cpu().conv2d(f64(x), f64(k), s, p, d) + f64(b), 0)
+    out = K.conv2d(dev(xp, x), dev(xp, k), s, p, d, bias=dev(xp, b), activation="relu",
+                   out=poisoned(xp, ref.shape))
+    check(out, ref, what="conv2d + bias + relu")
+
+
+@pytest.mark.parametrize("x_shape,k_shape,s,p,d", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_grad_input(xp, x_shape, k_shape, s, p, d):
+    k = rnd(*k_shape)
+    y_shape = _cpu().conv2d(np.zeros(x_shape, F32), k, s, p, d).shape
+    dy = rnd(*y_shape)
+    ref = _cpu().conv2d_grad_input(f64(dy), f64(k), x_shape, s, p, d)
+    out = K.conv2d_grad_input(dev(xp, dy), dev(xp, k), x_shape, s, p, d, out=poisoned(xp, x_shape))
+    check(out, ref, what="conv2d_grad_input")
+
+
+@pytest.mark.parametrize("x_shape,k_shape,s,p,d", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_grad_filter(xp, x_shape, k_shape, s, p, d):
+    x = rnd(*x_shape)
+    y_shape = _cpu().conv2d(x, np.zeros(k_shape, F32), s, p, d).shape
+    dy = rnd(*y_shape)
+    ref = _cpu().conv2d_grad_filter(f64(x), f64(dy), k_shape, s, p, d)
+    out = K.conv2d_grad_filter(dev(xp, x), dev(xp, dy), k_shape, s, p, d, out=poisoned(xp, k_shape))
+    check(out, ref, what="conv2d_grad_filter")
+
+
+# ------------------------------------------------------------------ pooling
+POOL_CASES = [
+    ((1, 5, 5, 3), 2, None, "valid"),
+    ((2, 7, 6, 5), 3, 2, "same"),
+    ((1, 4, 4, 1), 2, 1, "same"),
+    ((2, 6, 6, 4), (2, 3), (1, 2), "valid"),
+    ((1, 9, 9, 3), 3, 2, "valid"),
+    ((3, 8, 8, 7), 2, None, "same"),
+]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("x_shape,ps,st,p", POOL_CASES)
+def test_max_pool(xp, x_shape, ps, st, p, ties):
+    x = rnd(*x_shape)
+    if ties:  # few distinct values: the first maximum of each window must win, as numpy.argmax
+        x = np.round(x * 2).astype(F32)
+    ref = _cpu().max_pool2d(f64(x), ps, st, p)
+    y = K.max_pool2d(dev(xp, x), ps, st, p, out=poisoned(xp, ref.shape))
+    check(y, ref, what="max_pool2d")
+    dy = rnd(*ref.shape)
+    gref = _cpu().max_pool2d_grad(f64(dy), f64(x), ref, ps, st, p)
+    g = K.max_pool2d_grad(dev(xp, dy), dev(xp, x), ps, st, p, out=poisoned(xp, x_shape))
+    check(g, gref, what="max_pool2d_grad")
+
+
+@pytest.mark.parametrize("x_shape,ps,st,p", POOL_CASES)
+def test_avg_pool(xp, x_shape, ps, st, p):
+    x = rnd(*x_shape)
+    ref = _cpu().avg_pool2d(f64(x), ps, st, p)
+    y = K.avg_pool2d(dev(xp, x), ps, st, p, out=poisoned(xp, ref.shape))
+    check(y, ref, what="avg_pool2d")
+    dy = rnd(*ref.shape)
+    gref = _cpu().avg_pool2d_grad(f64(dy), x_shape, ps, st, p)
+    g = K.avg_pool2d_grad(dev(xp, dy), x_shape, ps, st, p, out=poisoned(xp, x_shape))
+    check(g, gref, what="avg_pool2d_grad")
+
+
+# --------------------------------------------------------------- optimizers
+N_PARAMS = 1000  # not a multiple of the block
+
+
+def _slots(n, k):
+    return [rnd(n, lo=0.0, hi=1.0) if i else rnd(n) for i in range(k)]
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_adam(xp, wd):
+    p, g, m = rnd(N_PARAMS), rnd(N_PARAMS), rnd(N_PARAMS)
+    v = rnd(N_PARAMS, lo=0.0, hi=1.0)
+    ref = [f64(a).copy() for a in (p, g, m, v)]
+    _cpu().adam_update(*ref, 1e-2, 0.9, 0.999, 1e-7, 3, wd)
+    d = [dev(xp, a) for a in (p, g, m, v)]
+    K.adam(*d, 1e-2, 0.9, 0.999, 1e-7, 3, wd)
+    for what, a, r in zip("pgmv", d, ref):
+        check(a, r, what=f"adam {what}")
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd(xp, momentum, nesterov):
+    p, g, m = rnd(N_PARAMS), rnd(N_PARAMS), rnd(N_PARAMS)
+    ref = [f64(a).copy() for a in (p, g, m)]
+    _cpu().sgd_update(ref[0], ref[1], ref[2] if momentum else None, 0.1, momentum, nesterov)
+    d = [dev(xp, a) for a in (p, g, m)]
+    K.sgd(d[0], d[1], d[2] if momentum else None, 0.1, momentum, nesterov)
+    for what, a, r in zip("pgm", d, ref):
+        check(a, r, what=f"sgd {what}")
+
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_rmsprop(xp, centered, momentum):
+    p, g = rnd(N_PARAMS), rnd(N_PARAMS)
+    v = rnd(N_PARAMS, lo=0.5, hi=1.0)
+    mg = rnd(N_PARAMS, lo=-0.1, hi=0.1) if centered else None
+    mom = rnd(N_PARAMS) if momentum else None
+    arrs = (p, g, v, mg, mom)
+    ref = [None if a is None else f64(a).copy() for a in arrs]
+    _cpu().rmsprop_update(*ref, 1e-2, 0.9, momentum, 1e-7)
+    d = [dev(xp, a) for a in arrs]
+    K.rmsprop(*d, 1e-2, 0.9, momentum, 1e-7)
+    for what, a, r in zip(["p", "g", "v", "mg", "mom"], d, ref):
+        if a is not None:
+            check(a, r, what=f"rmsprop {what}")
+
+
+# -------------------------------------------------- softmax, dropout, misc
+@pytest.mark.parametrize("rows,cols", [(1, 10), (7, 3), (5, 300), (3, 1), (33, 64)])
+def test_softmax_cross_entropy(xp, rows, cols):
+    logits = rnd(rows, cols, lo=-5, hi=5)
+    labels = np.eye(cols, dtype=F32)[RNG.integers(0, cols, rows)] * 0.9 + 0.1 / cols
+    lref, pref = _cpu().softmax_cross_entropy(f64(logits), f64(labels))
+    loss, prob = K.softmax_cross_entropy(dev(xp, logits), dev(xp, labels),
+                                         loss=poisoned(xp, (rows,)), prob=poisoned(xp, (rows, cols)))
+    check(loss, lref, what="softmax_cross_entropy loss")
+    check(prob, pref, what="softmax_cross_entropy prob")
+    dy = rnd(rows)
+    gref = (pref - f64(labels)) * f64(dy)[:, None]
+    g = K.softmax_cross_entropy_grad(prob, dev(xp, labels), dev(xp, dy), out=poisoned(xp, (rows, cols)))
+    check(g, gref, what="softmax_cross_entropy_grad")
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
+def test_bias_act(xp, activation):
+    x, b = rnd(7, 13, lo=-4, hi=4), rnd(13)
+    ref = ACT_REF[activation](f64(x) + f64(b))
+    check(K.bias_act(dev(xp, x), dev(xp, b), activation, out=poisoned(xp, x.shape)), ref, what="bias_act")
+
+
+def test_relu_grad(xp):
+    dy, x = rnd(3, 5, 7), rnd(3, 5, 7)
+    ref = _cpu().relu_grad(f64(dy), f64(x))
+    check(K.relu_grad(dev(xp, dy), dev(xp, x), out=poisoned(xp, x.shape)), ref, what="relu_grad")
+
+
+@pytest.mark.parametrize("rows,cols", [(5, 3), (1000, 37), (1, 70), (600, 1)])
+def test_col_sum(xp, rows, cols):
+    x = rnd(rows, cols)
+    check(K.col_sum(dev(xp, x), out=poisoned(xp, (cols,))), f64(x).sum(0), what="col_sum")
+
+
+def _philox_ref(c, k):
+    """Philox-4x32-10 in Python (the published algorithm), for the kernel's dropout."""
+    c, k0, k1 = list(c), k[0], k[1]
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [((p1 >> 32) ^ c[1] ^ k0) & 0xFFFFFFFF, p1 & 0xFFFFFFFF,
+             ((p0 >> 32) ^ c[3] ^ k1) & 0xFFFFFFFF, p0 & 0xFFFFFFFF]
+        k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF
+    return c
+
+
+def test_philox_reference_matches_published_vectors():
+    # Known-answer vectors of Random123 (kat_vectors, philox4x32 with 10 rounds).
+    assert _philox_ref([0, 0, 0, 0], [0, 0]) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    assert _philox_ref([0xFFFFFFFF] * 4, [0xFFFFFFFF] * 2) == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
+
+
+def test_dropout(xp):
+    n, rate, seed, offset = 4099, 0.3, 0x1234_5678_9ABC, 17
+    x = rnd(n)
+    y, mask = K.dropout(dev(xp, x), rate, seed, offset, mask=poisoned(xp, (n,)), out=poisoned(xp, (n,)))
+    mask, y = host(mask), host(y)
+    scale = F32(1 / (1 - rate))
+    assert set(np.unique(mask).tolist()) <= {0.0, float(scale)}
+    assert abs((mask == 0).mean() - rate) < 0.03
+    np.testing.assert_array_equal(y, x * mask)
+    # The same numbers as the published Philox, element i from counter offset + i // 4.
+    want = np.empty(n, F32)
+    for q in range(-(-n // 4)):
+        ctr = offset + q
+        r = _philox_ref([ctr & 0xFFFFFFFF, ctr >> 32, 0, 0], [seed & 0xFFFFFFFF, seed >> 32])
+        for j in range(4):
+            if 4 * q + j < n:
+                want[4 * q + j] = scale if (r[j] >> 8) / 16777216.0 >= rate else 0.0
+    np.testing.assert_array_equal(mask, want)
+    # Mask only, same seed and offset: the same mask.
+    _, m2 = K.dropout(None, rate, seed, offset, mask=poisoned(xp, (n,)))
+    np.testing.assert_array_equal(host(m2), mask)
+
+
+# ------------------------------------------------ the backend, custom path
+def _custom_backend(xp):
+    """The CuPy backend with kernels="custom": the real one on a GPU, else its methods over NumPy."""
+    from deepgpu.backends.cupy_backend import CupyBackend
+    if xp is np:
+        b = CupyBackend.__new__(CupyBackend)
+        b.xp = np
+        b._init_kernels("custom")
+        return b
+    b = backends.get("cuda")
+    return b
+
+
+def test_backend_custom_path_matches_cpu(xp):
+    B = _custom_backend(xp)
+    prev = B.kernels
+    B.kernels = "custom"
+    try:
+        C = _cpu()
+        x, k, bias = rnd(2, 9, 8, 3), rnd(3, 3, 3, 5), rnd(5)
+        dX = lambda a: xp.asarray(a)
+        y = B.conv2d(dX(x), dX(k), (2, 2), "same", (1, 1))
+        yref = C.conv2d(f64(x), f64(k), (2, 2), "same", (1, 1))
+        check(host(y), yref, what="backend conv2d")
+        dy = rnd(*yref.shape)
+        check(host(B.conv2d_grad_input(dX(dy), dX(k), x.shape, (2, 2), "same", (1, 1))),
+              C.conv2d_grad_input(f64(dy), f64(k), x.shape, (2, 2), "same", (1, 1)), what="backend grad_input")
+        check(host(B.conv2d_grad_filter(dX(x), dX(dy), k.shape, (2, 2), "same", (1, 1))),
+              C.conv2d_grad_filter(f64(x), f64(dy), k.shape, (2, 2), "same", (1, 1)), what="backend grad_filter")
+        a, w = rnd(6, 9), rnd(9, 5)
+        check(host(B.dense(dX(a), dX(w), dX(bias), "relu")), C.dense(f64(a), f64(w), f64(bias), "relu"),
+              what="backend dense")
+        check(host(B.matmul(dX(w), dX(a), True, True)), C.matmul(f64(w), f64(a), True, True),
+              what="backend matmul tt")
+        check(host(B.sum_to_shape(dX(y), (5,))), C.sum_to_shape(yref, (5,)), what="backend bias grad")
+        check(host(B.max_pool2d(dX(x), 2, None, "same")), C.max_pool2d(f64(x), 2, None, "same"),
+              what="backend max_pool2d")
+        labels = np.eye(4, dtype=F32)[[0, 3, 1]]
+        logits = rnd(3, 4)
+        loss, prob = B.softmax_cross_entropy(dX(logits), dX(labels))
+        lref, pref = C.softmax_cross_entropy(f64(logits), f64(labels))
+        check(host(loss), lref, what="backend xent")
+        # A case the kernels do not take (float64) falls back to the CuPy routines.
+        check(host(B.matmul(dX(f64(a)), dX(f64(w)))), f64(a) @ f64(w), what="backend float64 fallback")
+        mask = host(B.dropout_mask((3, 50), 0.5))
+        assert set(np.unique(mask).tolist()) <= {0.0, 2.0}
+    finally:
+        B.kernels = prev
+
+
+# ----------------------------------------------- whole network, GPU only
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_convnet_training_steps_cpu_vs_custom_cuda():
+    """A few Adam steps of a dropout-free seed-style convnet: cpu and cuda/custom from the same weights."""
+    ok, why = deepgpu.cuda_status()
+    if not ok:
+        pytest.skip(why)
+    from deepgpu import layers as L, optimizers
+    from deepgpu.models import Sequential
+
+    def build():
+        deepgpu.set_seed(3)
+        return Sequential([
+            L.Conv2D(8, 3, activation="relu", input_shape=(12, 12, 1)),
+            L.Conv2D(8, 3, activation="relu", padding="same"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(16, activation="relu"),
+            L.Dense(10, activation="softmax"),
+        ])
+
+    x = RNG.uniform(0, 1, (32, 12, 12, 1)).astype(F32)
+    y = RNG.integers(0, 10, 32).astype(np.int32)
+    losses = {}
+    B = backends.get("cuda")
+    prev = B.kernels
+    try:
+        for name in ("cpu", "cuda"):
+            B.kernels = "custom"
+            with backends.use_backend(name):
+                model = build()
+                model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+                losses[name] = [float(np.asarray(model.train_on_batch(x, y)).ravel()[0]) for _ in range(5)]
+    finally:
+        B.kernels = prev
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-3)
