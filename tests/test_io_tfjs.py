@@ -225,11 +225,15 @@ def test_save_refuses_to_replace_other_things(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         save_tfjs(model, tmp_path / "afile")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        save_tfjs(model, tmp_path / "no" / "such" / "m")
     with pytest.raises(ValueError, match="not built"):
         save_tfjs(Sequential([Dense(2)]), tmp_path / "unbuilt")
     assert sorted(os.listdir(tmp_path)) == ["afile", "notes"]
+
+
+def test_save_creates_missing_parent_folders(tmp_path):
+    save_tfjs(_dense_net(), tmp_path / "web" / "models" / "m")
+    assert sorted(os.listdir(tmp_path / "web" / "models")) == ["m"]
+    assert load_tfjs(tmp_path / "web" / "models" / "m").count_params() == _dense_net().count_params()
 
 
 # -------------------------------------------------------------- bad folders
@@ -398,6 +402,15 @@ def test_real_tfjs_predicts_what_deepgpu_predicts(tmp_path, name):
     y = _predict(model, x)
     assert y_js.shape == y.shape
     assert np.abs(y_js - y).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["keras3_sequential", "keras3_functional"])
+def test_real_tfjs_refuses_keras3_conversions_as_they_are(tmp_path, name):
+    """The breakage deepgpu works around: TF.js cannot read Keras 3's batch_shape."""
+    x, _ = _check(os.path.join(FIXTURES, name))
+    _array_json(tmp_path / "x.json", x)
+    with pytest.raises(AssertionError, match="batchInputShape"):
+        _run_node("predict", os.path.join(FIXTURES, name), tmp_path / "x.json", tmp_path / "y.json")
 
 
 @pytest.fixture(scope="module")

@@ -89,9 +89,9 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
     beside the target and renamed into place, so a crash leaves either the
     old folder or the new one. An existing ``directory`` is replaced only if
     it is empty or holds nothing but a previous TF.js export (FileExistsError
-    otherwise, and for a file). Raises ValueError for an unbuilt model,
-    NotImplementedError for a subclassed one (no config), FileNotFoundError
-    when the parent folder does not exist.
+    otherwise, and for a file); missing parent folders are created. Raises
+    ValueError for an unbuilt model, NotImplementedError for a subclassed one
+    (no config).
     """
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built yet: call it on data or give it an input shape "
@@ -101,8 +101,6 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
     shard_bytes = int(shard_bytes)
     target = os.path.abspath(os.fspath(directory))
     parent = os.path.dirname(target)
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"cannot save to {os.fspath(directory)!r}: folder {parent!r} does not exist")
     if os.path.exists(target):
         if not os.path.isdir(target):
             raise FileExistsError(f"cannot save a TF.js model to {target!r}: it is a file, not a folder")
@@ -119,6 +117,7 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
     text = json.dumps(doc).encode("utf-8")
 
     base = os.path.basename(target) or "model"
+    os.makedirs(parent, exist_ok=True)  # as tfjs-node's file:// saver and the converter do
     tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     old = None
     try:
