@@ -358,12 +358,20 @@ def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=
     return out
 
 
+_sm_counts: dict = {}
+
+
 def _sm_count(xp):
+    """Streaming multiprocessors of the current device (2 under the CPU emulation)."""
     if xp is np:
         return 2
-    import cupy
-    dev = cupy.cuda.Device()
-    return int(dev.attributes["MultiProcessorCount"])
+    dev = _device_id()
+    n = _sm_counts.get(dev)
+    if n is None:
+        import cupy
+        n = _sm_counts[dev] = int(cupy.cuda.runtime.deviceGetAttribute(
+            cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, dev))
+    return n
 
 
 def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None):

@@ -1,0 +1,314 @@
+"""GPU training-step benchmark: deepgpu (CuPy routines, custom kernels) vs PyTorch (eager, CUDA graph).
+
+    python3 bench/gpu_step.py                       # batches 128 and 512, everything
+    python3 bench/gpu_step.py --batches 128 --steps 30 --only deepgpu-custom
+    python3 bench/gpu_step.py --micro               # also the issue's kernel targets
+
+Times one training step of the seed convnet (594,922 parameters, 28x28x1,
+Adam, float32) per framework and path, in one process on one GPU:
+
+* ``deepgpu-cupy``: the CuPy backend on CuPy's routines (``kernels = "cupy"``).
+* ``deepgpu-custom``: the same on our kernels (``kernels = "custom"``).
+* ``torch-eager`` and ``torch-graph`` (the whole step captured once, replayed).
+
+Each path runs ``--warmup`` steps, then ``--steps`` steps each timed on the
+wall clock up to a device sync (median, p10, p90 reported), then the same
+number back to back with one sync at the end (pipelined mean). ``--micro``
+adds the issue's kernel targets (matmul 4096^3 vs cuBLAS, fused Dense vs
+cuBLAS + bias + relu, the seed's second convolution forward + both
+gradients vs cuDNN, max pooling bandwidth), timed with CUDA events.
+
+Writes ``--out`` (JSON, default bench/gpu_step.json) and a markdown table
+beside it (.md). A path that fails records its error and the rest go on.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+PATHS = ("deepgpu-cupy", "deepgpu-custom", "torch-eager", "torch-graph")
+
+
+def _stats(ms):
+    ms = sorted(ms)
+    q = lambda f: ms[min(len(ms) - 1, int(f * len(ms)))]
+    return {"median_ms": round(statistics.median(ms), 4), "p10_ms": round(q(0.1), 4),
+            "p90_ms": round(q(0.9), 4), "n": len(ms)}
+
+
+def _time_steps(step, sync, warmup, steps):
+    for _ in range(warmup):
+        step()
+    sync()
+    per = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        per.append((time.perf_counter() - t0) * 1e3)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    res = _stats(per)
+    res["pipelined_mean_ms"] = round((time.perf_counter() - t0) * 1e3 / steps, 4)
+    return res
+
+
+# ------------------------------------------------------------------ deepgpu
+def bench_deepgpu(kernels, batch, warmup, steps):
+    import deepgpu as dg
+    from deepgpu import backends, optimizers, zoo
+    from deepgpu import kernels as kernels_mod
+    from deepgpu.tensor import Tensor
+
+    dg.set_backend("cuda")
+    B = backends.current()
+    B.kernels = kernels
+    if kernels == "custom":
+        t0 = time.perf_counter()
+        kernels_mod.precompile()
+        compile_s = time.perf_counter() - t0
+    dg.set_seed(0)
+    model = zoo.convnet()
+    model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = Tensor(B.asarray(rng.uniform(0, 1, (batch, 28, 28, 1)).astype(np.float32)), B)
+    y = Tensor(B.asarray(rng.integers(0, 10, batch).astype(np.int32)), B)
+    B.xp.get_default_memory_pool().free_all_blocks()
+    res = _time_steps(lambda: model.train_on_batch(x, y), B.sync, warmup, steps)
+    res["pool_total_bytes"] = int(B.memory_info()["pool_total_bytes"])
+    res["params"] = int(model.count_params())
+    if kernels == "custom":
+        res["precompile_s"] = round(compile_s, 3)
+    return res
+
+
+# ------------------------------------------------------------------ PyTorch
+def _torch_convnet(torch):
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.25), nn.Linear(1024, 512), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(512, 10))
+
+
+def bench_torch(graph, batch, warmup, steps):
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = _torch_convnet(torch).to(dev)
+    # capturable=True keeps Adam's step count on the device, as graph capture needs.
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7, capturable=graph)
+    lossf = torch.nn.CrossEntropyLoss()
+    x = torch.rand(batch, 1, 28, 28, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+
+    def eager():
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    torch.cuda.reset_peak_memory_stats()
+    if not graph:
+        res = _time_steps(eager, torch.cuda.synchronize, warmup, steps)
+    else:
+        # Warm up on a side stream (the documented capture recipe), then capture one step.
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                eager()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(g):
+            loss = lossf(model(x), y)
+            loss.backward()
+            opt.step()
+        res = _time_steps(g.replay, torch.cuda.synchronize, warmup, steps)
+    res["max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
+    res["params"] = sum(p.numel() for p in model.parameters())
+    return res
+
+
+# -------------------------------------------------------------------- micro
+def _events_ms(cupy, fn, warmup=3, reps=20):
+    for _ in range(warmup):
+        fn()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    out = []
+    for _ in range(reps):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        out.append(cupy.cuda.get_elapsed_time(start, end))
+    return statistics.median(out)
+
+
+def bench_micro():
+    import cupy
+
+    from deepgpu import kernels as K
+
+    K.precompile()
+    r = {}
+    rs = cupy.random.default_rng(0)
+    f32 = cupy.float32
+
+    n = 4096
+    a, b = rs.standard_normal((n, n), dtype=f32), rs.standard_normal((n, n), dtype=f32)
+    c = cupy.empty((n, n), f32)
+    t_cublas = _events_ms(cupy, lambda: cupy.matmul(a, b, out=c))
+    t_ours = _events_ms(cupy, lambda: K.matmul(a, b, out=c))
+    r["matmul_4096"] = {"cublas_ms": t_cublas, "custom_ms": t_ours,
+                        "cublas_tflops": 2 * n**3 / t_cublas / 1e9, "custom_tflops": 2 * n**3 / t_ours / 1e9,
+                        "custom_vs_cublas": t_cublas / t_ours, "target": ">= 0.70"}
+    ref = cupy.matmul(a[:256], b)
+    r["matmul_4096"]["max_rel_err_256_rows"] = float(cupy.abs(K.matmul(a[:256], b) - ref).max() / cupy.abs(ref).max())
+
+    x, w, bias = (rs.standard_normal(s, dtype=f32) for s in ((128, 1024), (1024, 512), (512,)))
+    t_sep = _events_ms(cupy, lambda: cupy.maximum(cupy.matmul(x, w) + bias, 0))
+    t_fused = _events_ms(cupy, lambda: K.dense(x, w, bias, "relu"))
+    r["dense_128x1024x512_relu"] = {"cublas_bias_relu_ms": t_sep, "custom_fused_ms": t_fused,
+                                    "target": "custom faster"}
+
+    xs, ks = (128, 26, 26, 32), (3, 3, 32, 32)
+    xc, kc = rs.standard_normal(xs, dtype=f32), rs.standard_normal(ks, dtype=f32)
+    dy = rs.standard_normal((128, 24, 24, 32), dtype=f32)
+    t_conv = _events_ms(cupy, lambda: (K.conv2d(xc, kc), K.conv2d_grad_input(dy, kc, xs),
+                                       K.conv2d_grad_filter(xc, dy, ks)))
+    r["conv2_seed_fwd_bwd"] = {"custom_ms": t_conv, "target": "<= cuDNN via PyTorch"}
+    try:
+        import torch
+        torch.backends.cudnn.benchmark = True
+        xt = torch.randn(128, 32, 26, 26, device="cuda", requires_grad=True)
+        conv = torch.nn.Conv2d(32, 32, 3, bias=False).cuda()
+        gt = torch.randn(128, 32, 24, 24, device="cuda")
+
+        def tstep():
+            xt.grad = None
+            conv.weight.grad = None
+            conv(xt).backward(gt)
+        for _ in range(5):
+            tstep()
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        ts = []
+        for _ in range(20):
+            s.record()
+            tstep()
+            e.record()
+            e.synchronize()
+            ts.append(s.elapsed_time(e))
+        r["conv2_seed_fwd_bwd"]["cudnn_torch_ms"] = statistics.median(ts)
+    except Exception as ex:  # PyTorch missing: the custom time still stands
+        r["conv2_seed_fwd_bwd"]["cudnn_torch_error"] = repr(ex)
+
+    xp_ = rs.standard_normal((512, 112, 112, 64), dtype=f32)
+    yp = cupy.empty((512, 56, 56, 64), f32)
+    t_pool = _events_ms(cupy, lambda: K.max_pool2d(xp_, 2, None, "valid", out=yp))
+    dst = cupy.empty_like(xp_)
+    t_copy = _events_ms(cupy, lambda: cupy.copyto(dst, xp_))
+    pool_bytes, copy_bytes = xp_.nbytes + yp.nbytes, 2 * xp_.nbytes
+    r["max_pool_512x112x112x64"] = {"custom_ms": t_pool, "GB_s": pool_bytes / t_pool / 1e6,
+                                    "copy_GB_s": copy_bytes / t_copy / 1e6,
+                                    "fraction_of_copy": (pool_bytes / t_pool) / (copy_bytes / t_copy),
+                                    "target": ">= 0.70"}
+    return r
+
+
+# ---------------------------------------------------------------------- run
+def _versions():
+    v = {"python": platform.python_version()}
+    for mod in ("deepgpu", "cupy", "torch", "numpy"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception:
+            v[mod] = None
+    try:
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        v["device"] = props["name"].decode()
+        v["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
+        v["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
+    except Exception as e:
+        v["device"] = f"unavailable: {e}"
+    return v
+
+
+def _markdown(result):
+    lines = [f"# Seed convnet training step, {result['versions'].get('device')}, {result['date']}", "",
+             "| batch | path | median ms | p10 | p90 | pipelined mean ms | memory (bytes) |",
+             "|---|---|---|---|---|---|---|"]
+    for batch, paths in result["step"].items():
+        for path, r in paths.items():
+            if "error" in r:
+                lines.append(f"| {batch} | {path} | error: {r['error'].splitlines()[-1][:80]} | | | | |")
+                continue
+            mem = r.get("pool_total_bytes", r.get("max_memory_allocated_bytes", ""))
+            lines.append(f"| {batch} | {path} | {r['median_ms']} | {r['p10_ms']} | {r['p90_ms']} | "
+                         f"{r['pipelined_mean_ms']} | {mem} |")
+    if result.get("micro"):
+        lines += ["", "## Kernel targets", "", "```", json.dumps(result["micro"], indent=1), "```"]
+    lines += ["", "Versions: " + json.dumps(result["versions"])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--only", nargs="+", choices=PATHS, default=list(PATHS))
+    ap.add_argument("--micro", action="store_true", help="also the issue's per-kernel targets")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("gpu_step.json")))
+    args = ap.parse_args(argv)
+
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "versions": _versions(),
+              "args": vars(args), "step": {}}
+    runners = {"deepgpu-cupy": lambda b: bench_deepgpu("cupy", b, args.warmup, args.steps),
+               "deepgpu-custom": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps),
+               "torch-eager": lambda b: bench_torch(False, b, args.warmup, args.steps),
+               "torch-graph": lambda b: bench_torch(True, b, args.warmup, args.steps)}
+    for batch in args.batches:
+        result["step"][batch] = {}
+        for path in args.only:
+            try:
+                r = runners[path](batch)
+            except Exception:
+                r = {"error": traceback.format_exc()}
+            result["step"][batch][path] = r
+            print(f"batch {batch:4d} {path:15s} " + (
+                f"median {r['median_ms']:.3f} ms, pipelined {r['pipelined_mean_ms']:.3f} ms"
+                if "error" not in r else "ERROR " + r["error"].strip().splitlines()[-1]), flush=True)
+    if args.micro:
+        try:
+            result["micro"] = bench_micro()
+        except Exception:
+            result["micro"] = {"error": traceback.format_exc()}
+        print(json.dumps(result["micro"], indent=1), flush=True)
+    out = Path(args.out)
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    out.with_suffix(".md").write_text(_markdown(result))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
