@@ -17,6 +17,7 @@ from deepgpu import Input, Model, Sequential, zoo
 from deepgpu.io import ModelFileError, load_tfjs, save_tfjs
 from deepgpu.io import tfjs as tfjs_mod
 from deepgpu.layers.base import reset_names
+from deepgpu import layers as L
 from deepgpu.layers import Add, BatchNormalization, Concatenate, Conv2D, Dense, Flatten, MaxPooling2D
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,7 +71,35 @@ def _functional():
     return _perturb(Model(inp, out, name="branches"))
 
 
-MODELS = {"dense": (_dense_net, (5, 7)), "convnet": (_convnet, (3, 28, 28, 1)), "functional": (_functional, (4, 6, 6, 2))}
+def _many_layers():
+    """Every other layer and activation save_tfjs accepts, with non-default options where TF.js has them."""
+    reset_names()
+    dg.set_seed(7)
+    inp = Input((24,))
+    x = L.Reshape((2, 3, 4))(L.Dense(24, activation="selu")(inp))
+    x = L.Permute((2, 1, 3))(x)
+    x = L.ZeroPadding2D(((1, 0), (0, 2)))(x)
+    x = L.Cropping2D(((0, 1), (1, 0)))(x)
+    x = L.UpSampling2D((2, 1))(x)
+    x = L.Conv2DTranspose(3, 3, strides=2, padding="same", activation="softplus")(x)
+    x = L.Conv2D(4, 3, dilation_rate=2, padding="same", activation="gelu")(x)
+    x = L.AveragePooling2D(2, padding="same")(x)
+    x = L.BatchNormalization(center=False)(x)
+    x = L.BatchNormalization(scale=False, epsilon=0.01)(x)
+    g = L.GlobalMaxPooling2D()(x)
+    v = L.Flatten()(L.RepeatVector(2)(L.GlobalAveragePooling2D()(x)))
+    a = L.LeakyReLU(0.1)(L.Dense(5, activation="mish")(g))
+    b = L.ReLU(max_value=0.3)(L.Dense(5, activation="swish")(v))
+    c = L.ELU()(L.Dense(5, activation="softsign")(L.Dropout(0.5)(v)))
+    m = [L.Multiply()([a, b]), L.Average()([a, c]), L.Maximum()([b, c]), L.Minimum()([a, b, c])]
+    h = L.Dense(4)(L.Concatenate()(m))
+    heads = [L.Softmax()(h), L.Activation("log_softmax")(h), L.Activation("tanh")(h),
+             L.Dense(3, activation="relu6")(h), h]
+    return _perturb(Model(inp, L.Concatenate()(heads), name="many_layers"))
+
+
+MODELS = {"dense": (_dense_net, (5, 7)), "convnet": (_convnet, (3, 28, 28, 1)),
+          "functional": (_functional, (4, 6, 6, 2)), "many_layers": (_many_layers, (3, 24))}
 
 
 def _model_json(folder):
@@ -182,6 +211,53 @@ def test_weights_may_span_shards(tmp_path):
     np.testing.assert_array_equal(_predict(load_tfjs(tmp_path / "m"), x), _predict(model, x))
     with pytest.raises(ValueError, match="shard_bytes"):
         save_tfjs(model, tmp_path / "n", shard_bytes=0)
+
+
+def test_leaky_relu_is_written_with_tfjs_name(tmp_path):
+    reset_names()
+    save_tfjs(Sequential([L.LeakyReLU(0.1, input_shape=(3,))]), tmp_path / "m")
+    cfg = _model_json(tmp_path / "m")["modelTopology"]["model_config"]["config"]["layers"][1]["config"]
+    assert cfg["alpha"] == pytest.approx(0.1) and "negative_slope" not in cfg
+    assert load_tfjs(tmp_path / "m").layers[0].negative_slope == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("layer, why", [
+    (L.ReLU(negative_slope=0.1), "TF.js's ReLU has only max_value"),
+    (L.ELU(alpha=0.5), "supports only alpha=1"),
+    (L.Activation("hard_sigmoid"), r"Keras 2 did \(0.2 x \+ 0.5\)"),
+    (L.Dense(2, activation="exponential"), "activation 'exponential', which TF.js does not have"),
+    (L.Dense(2, activation="gelu_new"), "activation 'gelu_new'"),
+    (L.Reshape((2, 2)), None), (L.Softmax(axis=1), "only the last axis"),
+])
+def test_save_refuses_what_tfjs_lacks_or_computes_differently(tmp_path, layer, why):
+    model = Sequential([Dense(4, input_shape=(3,)), layer])
+    if why is None:  # Reshape only sets up the Softmax-over-axis-1 case and saves fine
+        save_tfjs(model, tmp_path / "ok")
+        return
+    with pytest.raises(ValueError, match=rf"cannot save for TF.js: layer {layer.name!r}.*{why}"):
+        save_tfjs(model, tmp_path / "m")
+    assert not os.path.exists(tmp_path / "m") and os.listdir(tmp_path) == []
+
+
+def test_save_refuses_layers_tfjs_does_not_have(tmp_path):
+    inp = Input((3,))
+    model = Model(inp, L.Subtract()([Dense(2)(inp), Dense(2)(inp)]))
+    with pytest.raises(ValueError, match=r"\(Subtract\) has no TF.js counterpart"):
+        save_tfjs(model, tmp_path / "m")
+    conv = Sequential([Conv2D(2, 1, input_shape=(3, 3, 1)), L.GlobalAveragePooling2D(keepdims=True)])
+    with pytest.raises(ValueError, match="keepdims=True, which TF.js ignores"):
+        save_tfjs(conv, tmp_path / "m")
+    assert os.listdir(tmp_path) == []
+
+
+def test_keras2_hard_sigmoid_is_refused_on_load(saved):
+    def use_hard_sigmoid(doc):
+        doc["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["activation"] = "hard_sigmoid"
+    _edit_json(saved, use_hard_sigmoid)
+    with pytest.raises(ValueError, match="layer 'dense' uses hard_sigmoid as TF.js and tf.keras 2 define it"):
+        load_tfjs(saved)
+    _edit_json(saved, lambda doc: doc["modelTopology"].update(keras_version="3.5.0"))
+    assert load_tfjs(saved).layers[0].activation is dg.activations.hard_sigmoid  # Keras 3's, as deepgpu's
 
 
 # -------------------------------------------------------------- atomic writes
@@ -385,28 +461,44 @@ def _array_json(path, a):
     path.write_text(json.dumps({"shape": list(a.shape), "data": a.ravel().tolist()}))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS) + ["keras3_functional"])
-def test_real_tfjs_predicts_what_deepgpu_predicts(tmp_path, name):
+NODE_CASES = sorted(MODELS) + ["keras3_functional"]
+
+
+@pytest.fixture(scope="module")
+def tfjs_predictions(tmp_path_factory):
+    """{case: (deepgpu's prediction, TF.js's)} for models deepgpu saved, all run in one Node process."""
     _node_or_skip()
-    if name in MODELS:
-        make, shape = MODELS[name]
-        model, x = make(), _x(shape, seed=9)
-    else:  # a Keras 3 conversion, which TF.js cannot read as it is, passed through deepgpu
-        model = load_tfjs(os.path.join(FIXTURES, name))
-        x, _ = _check(os.path.join(FIXTURES, name))
-    save_tfjs(model, tmp_path / "m")
-    _array_json(tmp_path / "x.json", x)
-    _run_node("predict", tmp_path / "m", tmp_path / "x.json", tmp_path / "y.json")
-    out = json.loads((tmp_path / "y.json").read_text())
-    y_js = np.asarray(out["data"], dtype="float32").reshape(out["shape"])
-    y = _predict(model, x)
+    root = tmp_path_factory.mktemp("to_tfjs")
+    args, expected = [], {}
+    for name in NODE_CASES:
+        if name in MODELS:
+            make, shape = MODELS[name]
+            model, x = make(), _x(shape, seed=9)
+        else:  # a Keras 3 conversion, which TF.js cannot read as it is, passed through deepgpu
+            model = load_tfjs(os.path.join(FIXTURES, name))
+            x, _ = _check(os.path.join(FIXTURES, name))
+        save_tfjs(model, root / name)
+        _array_json(root / f"{name}.x.json", x)
+        args += [root / name, root / f"{name}.x.json", root / f"{name}.y.json"]
+        expected[name] = _predict(model, x)
+    _run_node("predict", *args)
+    out = {}
+    for name in NODE_CASES:
+        got = json.loads((root / f"{name}.y.json").read_text())
+        out[name] = (expected[name], np.asarray(got["data"], dtype="float32").reshape(got["shape"]))
+    return out
+
+
+@pytest.mark.parametrize("name", NODE_CASES)
+def test_real_tfjs_predicts_what_deepgpu_predicts(tfjs_predictions, name):
+    y, y_js = tfjs_predictions[name]
     assert y_js.shape == y.shape
     assert np.abs(y_js - y).max() < 1e-5
 
 
-@pytest.mark.parametrize("name", ["keras3_sequential", "keras3_functional"])
-def test_real_tfjs_refuses_keras3_conversions_as_they_are(tmp_path, name):
+def test_real_tfjs_refuses_keras3_conversions_as_they_are(tmp_path):
     """The breakage deepgpu works around: TF.js cannot read Keras 3's batch_shape."""
+    name = "keras3_functional"
     x, _ = _check(os.path.join(FIXTURES, name))
     _array_json(tmp_path / "x.json", x)
     with pytest.raises(AssertionError, match="batchInputShape"):

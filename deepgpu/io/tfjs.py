@@ -42,16 +42,66 @@ _DTYPES = {"float32": "<f4", "int32": "<i4", "bool": "|b1", "float16": "<f2", "u
 
 
 # ------------------------------------------------------------------ writing
+# What tfjs-layers 4.22 can rebuild; checked against the real library in
+# tests/test_io_tfjs.py. A deepgpu layer or activation outside these would
+# fail in the browser, or (hard_sigmoid) silently compute something else.
+_TFJS_LAYERS = {
+    "InputLayer", "Sequential", "Model", "Functional", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU",
+    "Softmax", "Dropout", "Flatten", "Reshape", "Permute", "RepeatVector", "Conv2D", "Conv2DTranspose",
+    "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization",
+    "Add", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "ZeroPadding2D", "UpSampling2D",
+    "Cropping2D",
+}
+_TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
+                     "softplus", "softsign", "swish", "silu", "gelu", "mish"}
+
+
+def _tfjs_layer(entry):
+    """Check one ``{class_name, config}`` layer entry against what TF.js reads; rename keys in place."""
+    from .. import layers as L
+
+    cls, cfg = entry["class_name"], entry["config"]
+    who = f"layer {cfg.get('name')!r} ({cls})"
+
+    def refuse(why):
+        raise ValueError(f"cannot save for TF.js: {who} {why}")
+
+    if cls not in _TFJS_LAYERS:
+        if isinstance(getattr(L, cls, None), type):
+            refuse("has no TF.js counterpart")
+        return  # a custom layer: the page must register a class of that name with TF.js
+    act = cfg.get("activation")
+    if act is not None and act not in _TFJS_ACTIVATIONS:
+        if act == "hard_sigmoid":
+            refuse("uses hard_sigmoid, which TF.js computes as Keras 2 did (0.2 x + 0.5), not as deepgpu "
+                   "and Keras 3 do (relu6(x + 3) / 6)")
+        refuse(f"uses the activation {act!r}, which TF.js does not have")
+    if cls == "LeakyReLU":
+        cfg["alpha"] = cfg.pop("negative_slope")  # TF.js and tf.keras 2 name it alpha
+    elif cls == "ReLU" and (cfg.get("negative_slope") or cfg.get("threshold")):
+        refuse("has a negative_slope or threshold, and TF.js's ReLU has only max_value")
+    elif cls == "ELU" and cfg.get("alpha", 1.0) != 1.0:
+        refuse(f"has alpha={cfg['alpha']}; TF.js's ELU supports only alpha=1")
+    elif cls == "Softmax" and cfg.get("axis") not in (-1, [-1]):
+        refuse(f"normalizes over axis {cfg.get('axis')}; TF.js's softmax supports only the last axis")
+    elif cls in ("GlobalAveragePooling2D", "GlobalMaxPooling2D") and cfg.get("keepdims"):
+        refuse("has keepdims=True, which TF.js ignores")
+    if cls in ("Sequential", "Model", "Functional"):
+        for inner in cfg["layers"]:
+            _tfjs_layer(inner)
+
+
 def _model_json(model, manifest) -> dict:
     from .. import __version__
     from ..models.serialization import serialize_layer
 
+    spec = json.loads(json.dumps(serialize_layer(model)))  # a private copy to adjust
+    _tfjs_layer(spec)
     return {
         "format": "layers-model",
         "generatedBy": f"deepgpu {__version__}",
         "convertedBy": None,  # written directly, not by a converter (TF.js writes null too)
-        "modelTopology": {"keras_version": _KERAS_DIALECT, "backend": "tensorflow",
-                          "model_config": serialize_layer(model)},
+        "modelTopology": {"keras_version": _KERAS_DIALECT, "backend": "tensorflow", "model_config": spec},
         "weightsManifest": manifest,
     }
 
@@ -90,8 +140,9 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
     old folder or the new one. An existing ``directory`` is replaced only if
     it is empty or holds nothing but a previous TF.js export (FileExistsError
     otherwise, and for a file); missing parent folders are created. Raises
-    ValueError for an unbuilt model, NotImplementedError for a subclassed one
-    (no config).
+    ValueError for an unbuilt model, or for a layer, activation or option
+    that TF.js lacks or computes differently (naming the layer), and
+    NotImplementedError for a subclassed model (no config).
     """
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built yet: call it on data or give it an input shape "
@@ -110,7 +161,8 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
                 f"cannot save a TF.js model to {target!r}: the folder holds other files ({', '.join(others[:5])}"
                 f"{', ...' if len(others) > 5 else ''}); it is replaced only when empty or a previous TF.js export")
 
-    entries, data = _weights_stream(model)  # everything that can fail is done before writing
+    # Everything that can fail (config, TF.js checks, weights) is done before writing.
+    entries, data = _weights_stream(model)
     n = max(1, -(-len(data) // shard_bytes))
     names = [f"group1-shard{i + 1}of{n}.bin" for i in range(n)]
     doc = _model_json(model, [{"paths": names, "weights": entries}])
@@ -194,7 +246,26 @@ def _topology(doc, json_path):
             isinstance(g, dict) and isinstance(g.get("paths"), list) and isinstance(g.get("weights"), list)
             for g in manifest):
         raise ModelFileError(f"{json_path!r}: weightsManifest must be a list of {{paths, weights}} groups")
-    return {"class_name": spec["class_name"], "config": spec["config"]}, manifest
+    spec = {"class_name": spec["class_name"], "config": spec["config"]}
+    version = str(topo.get("keras_version") or "")
+    if not version.startswith("3."):
+        _refuse_keras2_hard_sigmoid(spec, json_path)
+    return spec, manifest
+
+
+def _refuse_keras2_hard_sigmoid(node, json_path):
+    """TF.js and tf.keras 2 define hard_sigmoid as clip(0.2 x + 0.5); deepgpu's is Keras 3's relu6(x + 3) / 6."""
+    if isinstance(node, dict):
+        if node.get("activation") in ("hard_sigmoid", "hardSigmoid"):
+            raise ValueError(
+                f"cannot load the TF.js model {json_path!r}: layer {node.get('name')!r} uses hard_sigmoid as "
+                f"TF.js and tf.keras 2 define it (clip(0.2 x + 0.5, 0, 1)), which deepgpu does not have "
+                f"(its hard_sigmoid is Keras 3's)")
+        for v in node.values():
+            _refuse_keras2_hard_sigmoid(v, json_path)
+    elif isinstance(node, list):
+        for v in node:
+            _refuse_keras2_hard_sigmoid(v, json_path)
 
 
 def _entry_layout(entry, where):

@@ -2,10 +2,11 @@
 // Runs the real @tensorflow/tfjs (pure JS, CPU backend) on TF.js Layers
 // model folders, for tests/test_io_tfjs.py.
 //
-//   node tfjs_check.js predict MODEL_DIR INPUT_JSON OUTPUT_JSON
+//   node tfjs_check.js predict MODEL_DIR INPUT_JSON OUTPUT_JSON [MODEL_DIR INPUT_JSON OUTPUT_JSON ...]
 //       Loads MODEL_DIR/model.json and its shards with tf.loadLayersModel
 //       (through tf.io.getModelArtifactsForJSON, the code path TF.js's own
-//       http/file loaders use), predicts on INPUT_JSON and writes the result.
+//       http/file loaders use), predicts on INPUT_JSON and writes the result;
+//       for each triple in turn.
 //   node tfjs_check.js build OUT_DIR
 //       Builds a Dense model, a Conv2D model and a functional model (Conv2D,
 //       BatchNormalization, Add, Concatenate) in TF.js, saves each with a
@@ -124,12 +125,12 @@ async function build(outDir) {
 async function main() {
   const [cmd, ...args] = process.argv.slice(2);
   await tf.ready();
-  if (cmd === 'predict' && args.length === 3) {
-    await predict(...args);
+  if (cmd === 'predict' && args.length > 0 && args.length % 3 === 0) {
+    for (let i = 0; i < args.length; i += 3) await predict(args[i], args[i + 1], args[i + 2]);
   } else if (cmd === 'build' && args.length === 1) {
     await build(args[0]);
   } else {
-    throw new Error('usage: tfjs_check.js predict MODEL_DIR INPUT_JSON OUTPUT_JSON | build OUT_DIR');
+    throw new Error('usage: tfjs_check.js predict (MODEL_DIR INPUT_JSON OUTPUT_JSON)... | build OUT_DIR');
   }
 }
 
