@@ -358,3 +358,22 @@ def test_keras_fixture_through_deepgpu_back_to_keras(tmp_path, keras):
     save_keras(load_keras(os.path.join(FIXTURES, "functional.h5")), tmp_path / "f.keras")
     kmodel = keras.saving.load_model(str(tmp_path / "f.keras"))
     assert np.abs(np.asarray(kmodel.predict(x, verbose=0)) - y).max() < 1e-5
+
+
+def test_malformed_config_and_missing_weights(tmp_path):
+    cfg = _fixture_config("functional")
+    del cfg["config"]["output_layers"]
+    p = tmp_path / "m.keras"
+    _rewrite_keras(os.path.join(FIXTURES, "functional.keras"), p, config=cfg)
+    with pytest.raises(KerasFileError, match="malformed.*output_layers"):
+        load_keras(p)
+    _rewrite_keras(os.path.join(FIXTURES, "dense.keras"), p, moves=[("layers/dense_1", "layers/elsewhere")])
+    with pytest.raises(KerasFileError, match="holds 0 at 'layers/dense_1/vars'"):
+        load_keras(p)
+    h5 = tmp_path / "m.h5"
+    with open(os.path.join(FIXTURES, "dense.h5"), "rb") as src:
+        h5.write_bytes(src.read())
+    with h5py.File(h5, "r+") as f:
+        del f["model_weights/dense_1"]
+    with pytest.raises(KerasFileError, match="layer 'dense_1' are missing or damaged"):
+        load_keras(h5)

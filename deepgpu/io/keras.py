@@ -239,7 +239,10 @@ def _build(spec, custom, path):
         converted = _from_keras(spec, custom)
     except (KeyError, IndexError, TypeError) as e:
         raise KerasFileError(f"{path!r}: the model config is malformed ({type(e).__name__}: {e})") from None
-    return model_from_config(converted, custom)
+    try:
+        return model_from_config(converted, custom)
+    except (KeyError, IndexError) as e:  # a reference to a layer or node the config does not define
+        raise KerasFileError(f"{path!r}: the model config is malformed ({type(e).__name__}: {e})") from None
 
 
 # ------------------------------------------------------- weights, reading
@@ -323,8 +326,12 @@ def _read_legacy_weights(model, group, path):
     stored = {}
     for lname in group.attrs.get("layer_names", []):
         lname = _decode(lname)
-        g = group[lname]
-        stored[lname] = [(_decode(n), np.asarray(g[_decode(n)])) for n in g.attrs.get("weight_names", [])]
+        try:
+            g = group[lname]
+            stored[lname] = [(_decode(n), np.asarray(g[_decode(n)])) for n in g.attrs.get("weight_names", [])]
+        except (KeyError, OSError) as e:
+            raise KerasFileError(f"{path!r}: the weights of layer {lname!r} are missing or damaged "
+                                 f"under model_weights ({e})") from None
     pairs = []
     for layer in model.layers:
         weights = layer.weights
