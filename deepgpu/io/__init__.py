@@ -1,4 +1,5 @@
-"""Saving and loading models: deepgpu's own zip format (``native``)."""
+"""Saving and loading models: deepgpu's own zip format (``native``), Keras files (``keras``),
+the TF.js Layers format (``tfjs``) and ONNX export (``onnx``)."""
 from .native import ModelFileError, load_model, load_weights, save_model, save_weights  # noqa: F401
 from .keras import KerasFileError, load_keras, save_keras  # noqa: F401
 from .onnx import export_onnx  # noqa: F401
