@@ -155,6 +155,7 @@ def _module(file: str, function_name: str | None = None):
     if mod is not None:
         return mod
     import cupy
+    from cupy.cuda import compiler, nvrtc
     with _lock:
         mod = _modules.get(key)
         if mod is None:
@@ -162,8 +163,10 @@ def _module(file: str, function_name: str | None = None):
             try:
                 with _cache_dir_applied():
                     mod.compile()
-            except cupy.cuda.compiler.CompileException as e:
+            except compiler.CompileException as e:
                 raise KernelCompileError(file, function_name, e.get_message()) from None
+            except nvrtc.NVRTCError as e:
+                raise KernelCompileError(file, function_name, str(e)) from None
             _modules[key] = mod
     return mod
 

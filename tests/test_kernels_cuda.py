@@ -582,3 +582,22 @@ def test_convnet_training_steps_cpu_vs_custom(xp):
             backends._instances["cuda"] = saved[0]
         backends._state.backend = saved[1]
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
+
+
+# ------------------------------------------------ compiling on the device
+@pytest.mark.cuda
+def test_precompile_and_compile_errors(monkeypatch, tmp_path):
+    ok, why = deepgpu.cuda_status()
+    if not ok:
+        pytest.skip(why)
+    times = K.precompile()
+    assert set(times) == set(K.KERNELS)
+    monkeypatch.setitem(K._file_of, "dg_broken", "broken.cu")
+    real_source = K.source
+    monkeypatch.setattr(K, "source", lambda f: 'extern "C" __global__ void dg_broken(float* x) { x[0] = q; }'
+                        if f == "broken.cu" else real_source(f))
+    monkeypatch.setenv("DEEPGPU_KERNEL_CACHE", str(tmp_path))
+    with pytest.raises(K.KernelCompileError) as e:
+        K.function("dg_broken")
+    msg = str(e.value)
+    assert "broken.cu" in msg and "dg_broken" in msg and '"q"' in msg
