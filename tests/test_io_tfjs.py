@@ -76,13 +76,16 @@ def _many_layers():
     reset_names()
     dg.set_seed(7)
     inp = Input((24,))
-    x = L.Reshape((2, 3, 4))(L.Dense(24, activation="selu")(inp))
+    x = L.Dense(24, activation="selu", kernel_initializer="lecun_normal", kernel_regularizer="l2",
+                bias_regularizer=dg.regularizers.L1L2(0.01, 0.02))(inp)
+    x = L.Reshape((2, 3, 4))(x)
     x = L.Permute((2, 1, 3))(x)
     x = L.ZeroPadding2D(((1, 0), (0, 2)))(x)
     x = L.Cropping2D(((0, 1), (1, 0)))(x)
     x = L.UpSampling2D((2, 1))(x)
     x = L.Conv2DTranspose(3, 3, strides=2, padding="same", activation="softplus")(x)
-    x = L.Conv2D(4, 3, dilation_rate=2, padding="same", activation="gelu")(x)
+    x = L.Conv2D(4, 3, dilation_rate=2, padding="same", activation="gelu", kernel_initializer="lecun_uniform",
+                 kernel_regularizer="l1")(x)
     x = L.AveragePooling2D(2, padding="same")(x)
     x = L.BatchNormalization(center=False)(x)
     x = L.BatchNormalization(scale=False, epsilon=0.01)(x)
@@ -239,6 +242,21 @@ def test_save_refuses_what_tfjs_lacks_or_computes_differently(tmp_path, layer, w
     assert not os.path.exists(tmp_path / "m") and os.listdir(tmp_path) == []
 
 
+def test_initializers_and_regularizers_are_written_as_tfjs_names_them(tmp_path):
+    reset_names()
+    model = Sequential([Dense(3, input_shape=(2,), kernel_initializer="lecun_normal", kernel_regularizer="l2",
+                              bias_initializer="lecun_uniform", bias_regularizer="l1")])
+    save_tfjs(model, tmp_path / "m")
+    cfg = _model_json(tmp_path / "m")["modelTopology"]["model_config"]["config"]["layers"][1]["config"]
+    assert cfg["kernel_initializer"]["class_name"] == "LeCunNormal"
+    assert cfg["bias_initializer"]["class_name"] == "LeCunUniform"
+    assert cfg["kernel_regularizer"] == {"class_name": "L1L2", "config": {"l1": 0.0, "l2": pytest.approx(0.01)}}
+    assert cfg["bias_regularizer"] == {"class_name": "L1L2", "config": {"l1": pytest.approx(0.01), "l2": 0.0}}
+    back = load_tfjs(tmp_path / "m").layers[0]
+    assert type(back.kernel_initializer).__name__ == "LecunNormal"
+    assert back.kernel_regularizer.l2 == pytest.approx(0.01) and back.bias_regularizer.l1 == pytest.approx(0.01)
+
+
 def test_save_refuses_layers_tfjs_does_not_have(tmp_path):
     inp = Input((3,))
     model = Model(inp, L.Subtract()([Dense(2)(inp), Dense(2)(inp)]))
@@ -247,6 +265,12 @@ def test_save_refuses_layers_tfjs_does_not_have(tmp_path):
     conv = Sequential([Conv2D(2, 1, input_shape=(3, 3, 1)), L.GlobalAveragePooling2D(keepdims=True)])
     with pytest.raises(ValueError, match="keepdims=True, which TF.js ignores"):
         save_tfjs(conv, tmp_path / "m")
+    active = Sequential([Dense(2, input_shape=(3,), activity_regularizer="l2")])
+    with pytest.raises(ValueError, match="activity regularizer, which TF.js refuses to run"):
+        save_tfjs(active, tmp_path / "m")
+    constrained = Sequential([Dense(2, input_shape=(3,), kernel_constraint=lambda w: w)])
+    with pytest.raises(ValueError, match=r"weight constraint \(kernel_constraint\)"):
+        save_tfjs(constrained, tmp_path / "m")
     assert os.listdir(tmp_path) == []
 
 
@@ -351,6 +375,40 @@ def test_shard_of_the_wrong_size(saved):
     (saved / "group1-shard1of1.bin").write_bytes(data[:-4])
     with pytest.raises(ModelFileError, match=rf"hold {len(data) - 4} bytes.*need {len(data)}"):
         load_tfjs(saved)
+
+
+def test_shard_outside_the_folder_is_refused(saved):
+    _edit_json(saved, lambda doc: doc["weightsManifest"][0].update(paths=["../m/group1-shard1of1.bin"]))
+    load_tfjs(saved)  # still inside
+    _edit_json(saved, lambda doc: doc["weightsManifest"][0].update(paths=["../../etc/passwd"]))
+    with pytest.raises(ModelFileError, match="lies outside the model's folder"):
+        load_tfjs(saved)
+
+
+def test_quantized_weights_are_dequantized(saved):
+    """tensorflowjs_converter --quantize_uint8 / _uint16 / _float16: value = q * scale + min, or float16."""
+    doc = _model_json(saved)
+    entries = doc["weightsManifest"][0]["weights"]
+    values = [np.asarray(v, dtype="float32") for v in load_tfjs(saved).get_weights()]
+    rng = np.random.default_rng(0)
+    chunks, expected = [], []
+    for i, (entry, v) in enumerate(zip(entries, values)):
+        kind = ("uint8", "uint16", "float16")[i % 3]
+        if kind == "float16":
+            q = v.astype("<f2")
+            expected.append(q.astype("float32"))
+            entry["quantization"] = {"dtype": "float16"}
+        else:
+            top = 255 if kind == "uint8" else 65535
+            lo, scale = float(v.min()), float(v.max() - v.min()) / top
+            q = rng.integers(0, top + 1, v.shape).astype("<u1" if kind == "uint8" else "<u2")
+            expected.append(q.astype("float32") * np.float32(scale) + np.float32(lo))
+            entry["quantization"] = {"dtype": kind, "min": lo, "scale": scale}
+        chunks.append(q.tobytes())
+    (saved / "model.json").write_text(json.dumps(doc))
+    (saved / "group1-shard1of1.bin").write_bytes(b"".join(chunks))
+    for got, want in zip(load_tfjs(saved).get_weights(), expected):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_unknown_layer_class(saved):

@@ -52,6 +52,8 @@ _TFJS_LAYERS = {
     "Add", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "ZeroPadding2D", "UpSampling2D",
     "Cropping2D",
 }
+_TO_TFJS_INIT = {"LecunNormal": "LeCunNormal", "LecunUniform": "LeCunUniform"}  # TF.js's spelling
+_FROM_TFJS_INIT = {v: k for k, v in _TO_TFJS_INIT.items()}
 _TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
                      "softplus", "softsign", "swish", "silu", "gelu", "mish"}
 
@@ -76,6 +78,20 @@ def _tfjs_layer(entry):
             refuse("uses hard_sigmoid, which TF.js computes as Keras 2 did (0.2 x + 0.5), not as deepgpu "
                    "and Keras 3 do (relu6(x + 3) / 6)")
         refuse(f"uses the activation {act!r}, which TF.js does not have")
+    for key, value in list(cfg.items()):
+        if key.endswith("_initializer") and isinstance(value, dict) and value.get("class_name") in _TO_TFJS_INIT:
+            value["class_name"] = _TO_TFJS_INIT[value["class_name"]]
+        elif key == "activity_regularizer" and value is not None:
+            refuse("has an activity regularizer, which TF.js refuses to run (set it to None before saving)")
+        elif key.endswith("_regularizer") and value is not None:
+            kind = value.get("class_name") if isinstance(value, dict) else value
+            if kind not in ("L1", "L2", "L1L2"):
+                refuse(f"has the regularizer {kind!r}, which TF.js does not have")
+            # TF.js has only L1L2, which covers L1 and L2.
+            c = value.get("config") or {}
+            cfg[key] = {"class_name": "L1L2", "config": {"l1": c.get("l1", 0.0), "l2": c.get("l2", 0.0)}}
+        elif key.endswith("_constraint") and value is not None:
+            refuse(f"has a weight constraint ({key}), which save_tfjs does not write")
     if cls == "LeakyReLU":
         cfg["alpha"] = cfg.pop("negative_slope")  # TF.js and tf.keras 2 name it alpha
     elif cls == "ReLU" and (cfg.get("negative_slope") or cfg.get("threshold")):
@@ -247,25 +263,29 @@ def _topology(doc, json_path):
             for g in manifest):
         raise ModelFileError(f"{json_path!r}: weightsManifest must be a list of {{paths, weights}} groups")
     spec = {"class_name": spec["class_name"], "config": spec["config"]}
-    version = str(topo.get("keras_version") or "")
-    if not version.startswith("3."):
-        _refuse_keras2_hard_sigmoid(spec, json_path)
+    _from_tfjs_dialect(spec, str(topo.get("keras_version") or "").startswith("3."), json_path)
     return spec, manifest
 
 
-def _refuse_keras2_hard_sigmoid(node, json_path):
-    """TF.js and tf.keras 2 define hard_sigmoid as clip(0.2 x + 0.5); deepgpu's is Keras 3's relu6(x + 3) / 6."""
+def _from_tfjs_dialect(node, keras3, json_path):
+    """In place: TF.js's initializer spellings to Keras's; refuse hard_sigmoid unless the file is Keras 3's.
+
+    TF.js and tf.keras 2 define hard_sigmoid as clip(0.2 x + 0.5, 0, 1);
+    deepgpu's is Keras 3's relu6(x + 3) / 6.
+    """
     if isinstance(node, dict):
-        if node.get("activation") in ("hard_sigmoid", "hardSigmoid"):
+        if node.get("class_name") in _FROM_TFJS_INIT:
+            node["class_name"] = _FROM_TFJS_INIT[node["class_name"]]
+        if not keras3 and node.get("activation") in ("hard_sigmoid", "hardSigmoid"):
             raise ValueError(
                 f"cannot load the TF.js model {json_path!r}: layer {node.get('name')!r} uses hard_sigmoid as "
                 f"TF.js and tf.keras 2 define it (clip(0.2 x + 0.5, 0, 1)), which deepgpu does not have "
                 f"(its hard_sigmoid is Keras 3's)")
         for v in node.values():
-            _refuse_keras2_hard_sigmoid(v, json_path)
+            _from_tfjs_dialect(v, keras3, json_path)
     elif isinstance(node, list):
         for v in node:
-            _refuse_keras2_hard_sigmoid(v, json_path)
+            _from_tfjs_dialect(v, keras3, json_path)
 
 
 def _entry_layout(entry, where):
@@ -300,6 +320,9 @@ def _read_weights(folder, json_path, manifest):
             if not isinstance(p, str):
                 raise ModelFileError(f"{where}: shard path {p!r} is not a string")
             file = os.path.normpath(os.path.join(folder, p))
+            # A downloaded model.json must not make us read files outside its folder.
+            if os.path.commonpath([os.path.abspath(folder), os.path.abspath(file)]) != os.path.abspath(folder):
+                raise ModelFileError(f"{where}: weight shard {p!r} lies outside the model's folder")
             if not os.path.isfile(file):
                 raise ModelFileError(f"{where}: weight shard {p!r} is missing (looked for {file!r})")
             with open(file, "rb") as f:
