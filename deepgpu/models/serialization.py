@@ -123,7 +123,7 @@ def functional_from_config(config, custom=None):
     from ..layers.base import InputLayer
     from .model import Model
 
-    created, outputs = {}, {}
+    created, outputs, pending = {}, {}, []
     for spec in config["layers"]:
         layer = deserialize_layer(spec, custom)
         name = spec.get("name", layer.name)
@@ -131,18 +131,30 @@ def functional_from_config(config, custom=None):
         outputs[name] = []
         if isinstance(layer, InputLayer):
             outputs[name].append([layer.output])
-        for node in spec.get("inbound_nodes", []):
-            args = []
-            for ref in node:
-                lname, nidx, tidx = ref[0], ref[1], ref[2]
-                try:
-                    args.append(outputs[lname][nidx][tidx])
-                except (KeyError, IndexError):
-                    raise ValueError(
-                        f"layer {name!r} takes input from {lname!r} node {nidx}, which is not "
-                        f"defined before it in the config") from None
-            out = layer(args if len(args) > 1 else args[0])
+        pending += [(name, k, node) for k, node in enumerate(spec.get("inbound_nodes", []))]
+
+    def available(ref):
+        got = outputs.get(ref[0], [])
+        return ref[1] < len(got) and ref[2] < len(got[ref[1]])
+
+    # A shared layer may be called on a layer listed after it (Keras lists each
+    # layer once, at its first call), so calls wait until their inputs exist;
+    # each layer's calls still run in their order, which fixes node indices.
+    while pending:
+        waiting = []
+        for name, k, node in pending:
+            if len(outputs[name]) != k or not all(available(ref) for ref in node):
+                waiting.append((name, k, node))
+                continue
+            args = [outputs[ref[0]][ref[1]][ref[2]] for ref in node]
+            out = created[name](args if len(args) > 1 else args[0])
             outputs[name].append(out if isinstance(out, list) else [out])
+        if len(waiting) == len(pending):
+            name, k, node = waiting[0]
+            ref = next((r for r in node if not available(r)), node[0])
+            raise ValueError(f"layer {name!r} takes input from {ref[0]!r} node {ref[1]}, which no layer of "
+                             f"the config produces")
+        pending = waiting
 
     def pick(refs):
         return [outputs[r[0]][r[1]][r[2]] for r in refs]
