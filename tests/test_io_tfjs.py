@@ -30,7 +30,17 @@ def _x(shape, seed=0):
 
 
 def _predict(model, x):
-    return model.predict(x, verbose=0).data_sync()
+    """The prediction as one array (several outputs flattened and concatenated)."""
+    y = model.predict(x, verbose=0)
+    if isinstance(y, list):
+        return np.concatenate([t.data_sync().reshape(len(x), -1) for t in y], axis=1)
+    return y.data_sync()
+
+
+def _from_json(obj, n):
+    if isinstance(obj, list):
+        return np.concatenate([_from_json(o, n).reshape(n, -1) for o in obj], axis=1)
+    return np.asarray(obj["data"], dtype="float32").reshape(obj["shape"])
 
 
 def _perturb(model, seed=1):
@@ -101,8 +111,19 @@ def _many_layers():
     return _perturb(Model(inp, L.Concatenate()(heads), name="many_layers"))
 
 
+def _nested():
+    """A Sequential called twice inside a functional model, the second time on a layer listed after it."""
+    reset_names()
+    dg.set_seed(8)
+    inner = Sequential([Dense(4, activation="relu", input_shape=(3,)), Dense(2)], name="inner")
+    inp = Input((3,))
+    first = Dense(2)(Concatenate()([inner(inp), inp]))
+    return _perturb(Model(inp, [first, inner(Dense(3)(inp))], name="nested"))
+
+
 MODELS = {"dense": (_dense_net, (5, 7)), "convnet": (_convnet, (3, 28, 28, 1)),
-          "functional": (_functional, (4, 6, 6, 2)), "many_layers": (_many_layers, (3, 24))}
+          "functional": (_functional, (4, 6, 6, 2)), "many_layers": (_many_layers, (3, 24)),
+          "nested": (_nested, (4, 3))}
 
 
 def _model_json(folder):
@@ -178,6 +199,15 @@ def test_model_json_is_the_dialect_tfjs_reads(tmp_path):
     assert names[:5] == ["conv2d/kernel", "batch_normalization/gamma", "batch_normalization/beta",
                          "batch_normalization/moving_mean", "batch_normalization/moving_variance"]
     assert not any(n.startswith("branches/") for n in names)
+
+
+def test_nested_model_calls_are_numbered_as_tfjs_does(tmp_path):
+    """TF.js counts a nested model's own graph as its node 0, so its calls are nodes 1, 2, ..."""
+    save_tfjs(_nested(), tmp_path / "m")
+    cfg = _model_json(tmp_path / "m")["modelTopology"]["model_config"]["config"]
+    refs = [r for e in cfg["layers"] for node in e["inbound_nodes"] for r in node if r[0] == "inner"]
+    assert [r[1] for r in refs] == [1]
+    assert ["inner", 2, 0] in cfg["output_layers"]
 
 
 def test_layouts_are_tfjs_layouts(tmp_path):
@@ -543,7 +573,7 @@ def tfjs_predictions(tmp_path_factory):
     out = {}
     for name in NODE_CASES:
         got = json.loads((root / f"{name}.y.json").read_text())
-        out[name] = (expected[name], np.asarray(got["data"], dtype="float32").reshape(got["shape"]))
+        out[name] = (expected[name], _from_json(got, len(expected[name])))
     return out
 
 
@@ -570,7 +600,7 @@ def tfjs_built(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", ["dense", "conv", "functional"])
+@pytest.mark.parametrize("name", ["dense", "conv", "functional", "nested"])
 def test_deepgpu_predicts_what_real_tfjs_predicts(tfjs_built, name):
     folder = tfjs_built / name
     model = load_tfjs(folder)

@@ -37,8 +37,7 @@ SHARD_BYTES = 4 * 1024 * 1024
 _KERAS_DIALECT = "2.15.0"
 _SHARD_RE = re.compile(r"^group\d+-shard\d+of\d+\.bin$")
 # The format's byte order is little-endian whatever the host's.
-_DTYPES = {"float32": "<f4", "int32": "<i4", "bool": "|b1", "float16": "<f2", "uint8": "|u1",
-           "uint16": "<u2", "int8": "|i1", "int16": "<i2"}
+_DTYPES = {"float32": "<f4", "int32": "<i4", "bool": "|b1", "float16": "<f2", "uint8": "|u1", "uint16": "<u2"}
 
 
 # ------------------------------------------------------------------ writing
@@ -85,7 +84,7 @@ def _tfjs_layer(entry):
             refuse("has an activity regularizer, which TF.js refuses to run (set it to None before saving)")
         elif key.endswith("_regularizer") and value is not None:
             kind = value.get("class_name") if isinstance(value, dict) else value
-            if kind not in ("L1", "L2", "L1L2"):
+            if not isinstance(value, dict) or kind not in ("L1", "L2", "L1L2"):
                 refuse(f"has the regularizer {kind!r}, which TF.js does not have")
             # TF.js has only L1L2, which covers L1 and L2.
             c = value.get("config") or {}
@@ -107,12 +106,51 @@ def _tfjs_layer(entry):
             _tfjs_layer(inner)
 
 
+_MODELS = ("Sequential", "Model", "Functional")
+
+
+def _shift_nested_refs(spec, by, json_path=None):
+    """In place: add ``by`` to the node index of every reference to a nested model, at every depth.
+
+    TF.js counts a nested model's own internal graph as its node 0, so the
+    first call of a nested model is node 1 in TF.js's files; deepgpu and
+    Keras count calls from 0.
+    """
+    if spec.get("class_name") not in _MODELS:
+        return
+    cfg = spec["config"]
+    entries = cfg.get("layers") or []
+    for e in entries:
+        _shift_nested_refs(e, by, json_path)
+    if spec["class_name"] == "Sequential":
+        return
+    nested = {e.get("name") or e["config"].get("name") for e in entries if e.get("class_name") in _MODELS}
+
+    def fix(ref):
+        if isinstance(ref, list) and len(ref) >= 3 and ref[0] in nested and isinstance(ref[1], int):
+            ref[1] += by
+            if ref[1] < 0:
+                raise ModelFileError(f"{json_path!r}: a reference to nested model {ref[0]!r} has node index "
+                                     f"{ref[1] - by}, but TF.js counts that model's calls from 1")
+
+    for e in entries:
+        for node in e.get("inbound_nodes") or []:
+            if isinstance(node, list):  # tf.keras 2 / TF.js: [[name, node, tensor, kwargs], ...]
+                for ref in node:
+                    fix(ref)
+    for key in ("input_layers", "output_layers"):
+        refs = cfg.get(key) or []
+        for ref in (refs if refs and isinstance(refs[0], list) else [refs]):
+            fix(ref)
+
+
 def _model_json(model, manifest) -> dict:
     from .. import __version__
     from ..models.serialization import serialize_layer
 
     spec = json.loads(json.dumps(serialize_layer(model)))  # a private copy to adjust
     _tfjs_layer(spec)
+    _shift_nested_refs(spec, +1)
     return {
         "format": "layers-model",
         "generatedBy": f"deepgpu {__version__}",
@@ -263,7 +301,12 @@ def _topology(doc, json_path):
             for g in manifest):
         raise ModelFileError(f"{json_path!r}: weightsManifest must be a list of {{paths, weights}} groups")
     spec = {"class_name": spec["class_name"], "config": spec["config"]}
-    _from_tfjs_dialect(spec, str(topo.get("keras_version") or "").startswith("3."), json_path)
+    version = str(topo.get("keras_version") or "")
+    _from_tfjs_dialect(spec, version.startswith("3."), json_path)
+    # Files from TF.js (and deepgpu, which writes for it) number a nested
+    # model's calls from 1; Keras's and the converter's from 0.
+    if version.startswith("tfjs") or str(doc.get("generatedBy") or "").startswith("deepgpu"):
+        _shift_nested_refs(spec, -1, json_path)
     return spec, manifest
 
 

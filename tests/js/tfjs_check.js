@@ -8,13 +8,15 @@
 //       http/file loaders use), predicts on INPUT_JSON and writes the result;
 //       for each triple in turn.
 //   node tfjs_check.js build OUT_DIR
-//       Builds a Dense model, a Conv2D model and a functional model (Conv2D,
-//       BatchNormalization, Add, Concatenate) in TF.js, saves each with a
+//       Builds a Dense model, a Conv2D model, a functional model (Conv2D,
+//       BatchNormalization, Add, Concatenate) and one that calls a nested
+//       Sequential twice in TF.js, saves each with a
 //       save handler to OUT_DIR/<name>/ (model.json + weights.bin, the layout
 //       tfjs-node's file:// saver writes), and writes OUT_DIR/<name>/check.json
 //       holding an input and TF.js's prediction for it.
 //
-// Arrays travel as JSON {"shape": [...], "data": [flat float32 values]}.
+// Arrays travel as JSON {"shape": [...], "data": [flat float32 values]}; a
+// model with several outputs gives a list of them.
 'use strict';
 
 const fs = require('fs');
@@ -53,7 +55,8 @@ async function predict(modelDir, inputPath, outputPath) {
   const model = await tf.loadLayersModel(dirHandler(modelDir));
   const x = fromJSONArray(JSON.parse(fs.readFileSync(inputPath, 'utf8')));
   const y = model.predict(x);
-  fs.writeFileSync(outputPath, JSON.stringify(toJSONArray(y)));
+  const out = Array.isArray(y) ? y.map(toJSONArray) : toJSONArray(y);
+  fs.writeFileSync(outputPath, JSON.stringify(out));
 }
 
 function saveHandler(dir) {
@@ -104,8 +107,18 @@ function functionalModel() {
   return {model, input: tf.randomNormal([2, 6, 6, 3], 0, 1, 'float32', 14)};
 }
 
+function nestedModel() {
+  // A Sequential used twice inside a functional model: TF.js numbers its calls 1 and 2.
+  const inner = tf.sequential({layers: [tf.layers.dense({units: 4, activation: 'relu', inputShape: [3]}),
+                                        tf.layers.dense({units: 3})]});
+  const input = tf.input({shape: [3]});
+  const twice = inner.apply(tf.layers.dense({units: 3}).apply(inner.apply(input)));
+  const output = tf.layers.concatenate().apply([twice, input]);
+  return {model: tf.model({inputs: input, outputs: output}), input: tf.randomNormal([4, 3], 0, 1, 'float32', 15)};
+}
+
 async function build(outDir) {
-  const models = {dense: denseModel(), conv: convModel(), functional: functionalModel()};
+  const models = {dense: denseModel(), conv: convModel(), functional: functionalModel(), nested: nestedModel()};
   for (const [name, {model, input}] of Object.entries(models)) {
     // Move biases, BatchNormalization's beta/gamma and moving statistics off
     // their initial 0 and 1, so that a weight lost on the way shows.
