@@ -17,6 +17,10 @@ Every case runs in two modes through the same Python launchers:
 Reference: the NumPy backend in float64; the error is measured as
 max|kernel - ref| / max|ref| < 1e-4. Output buffers are filled with NaN
 before each launch, so an element a kernel fails to write shows up.
+
+On the GPU machine, first: ``python3 -m pytest -q -m cuda tests/test_kernels_cuda.py``,
+then ``DEEPGPU_KERNELS=custom python3 -m pytest -q -m cuda tests/test_backend_parity.py``
+and the same under ``compute-sanitizer --tool memcheck``.
 """
 from __future__ import annotations
 
