@@ -214,8 +214,6 @@ class _DeepgpuRunner(_Runner):
     name = "deepgpu"
 
     def __init__(self, a):
-        import importlib.util
-
         import deepgpu as dg
 
         dg.set_backend(a.backend)
@@ -224,38 +222,14 @@ class _DeepgpuRunner(_Runner):
         self.B = dg.backends.current()
         self.model = _deepgpu_model(a.model, a.input_size, a.global_pool)
         self.n_params = self.model.count_params()
-        self.manual = importlib.util.find_spec("deepgpu.optimizers") is None
-        if self.manual:  # before optimizers/losses exist: the same math, spelled out
-            self._adam = [(self.B.zeros(v.shape), self.B.zeros(v.shape)) for v in self.model.trainable_weights]
-            self._t = 0
-        else:
-            from . import optimizers
-            self.model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+        # The user's path: compile + train_on_batch (Trainer, losses, optimizers modules).
+        self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
 
     def step(self):
         x, y = self.next_batch()
-        if not self.manual:
-            self.model.train_on_batch(x, y)  # reads the loss: a sync on the GPU
-            return
-        from . import ops
-        from .autograd import backward, enable_grad
-        from .tensor import Tensor
-
-        B = self.B
-        vars_ = self.model.trainable_weights
-        with enable_grad():
-            p = self.model(Tensor(B.asarray(x), B), training=True)
-            oh = Tensor(B.one_hot(B.asarray(y), 10), B)
-            loss = ops.mean(-ops.sum(oh * ops.log(ops.clip(p, 1e-7, 1.0)), axis=-1))
-        gs = backward(loss, vars_)
-        self._t += 1
-        for v, g, (m, s) in zip(vars_, gs, self._adam):
-            B.adam_update(v.data, g, m, s, 1e-3, 0.9, 0.999, 1e-7, self._t)
-        loss.item()
+        self.model.train_on_batch(x, y)  # returns the loss as a float: one sync per step, as Keras
 
     def fit_epoch(self, x, y):
-        if self.manual:
-            return super().fit_epoch(x, y)
         self.model.fit(x, y, batch_size=self.a.batch_size, epochs=1, verbose=0)
 
     def predict(self):
@@ -266,7 +240,7 @@ class _DeepgpuRunner(_Runner):
     def versions(self):
         from . import __version__
         v = {"deepgpu": __version__, "numpy": sys.modules["numpy"].__version__, "backend": self.B.name,
-             "step": "manual (no deepgpu.optimizers yet)" if self.manual else "train_on_batch"}
+             "step": "train_on_batch"}
         if self.B.name == "cuda":
             v["cupy"] = sys.modules["cupy"].__version__
         return v
