@@ -492,6 +492,19 @@ class Backend:
         y = self.xp.matmul(cols, k.reshape(kh * kw * c, o))
         return y.reshape(x.shape[0], ho, wo, o)
 
+    def conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
+                        dilation=(1, 1)):
+        """``activation(conv2d(x, k) + b)``, the Conv2D layer's forward pass in one primitive.
+
+        b: [O] or None; activation: None, "linear", "relu", "sigmoid" or
+        "tanh" (as in ``dense``). Backends may apply the bias and the
+        activation while the convolution's output is still in cache.
+        """
+        y = self.conv2d(x, k, strides, padding, dilation)
+        if b is not None:
+            y = self.xp.add(y, b)
+        return self.apply_activation(y, activation)
+
     def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         """Gradient of conv2d with respect to the kernel: [kh, kw, C, O]."""
         kh, kw, c, o = k_shape

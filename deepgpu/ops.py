@@ -940,15 +940,21 @@ def dense(x, kernel, bias=None, activation=None) -> Tensor:
     return _make("dense", y, inputs, B, saved=y, activation=activation)
 
 
+def _act_grad(B, dy, y, act):
+    """Gradient through a fused activation, from its output ``y``."""
+    if act == "relu":
+        return B.relu_grad(dy, y)
+    if act == "sigmoid":
+        return B.multiply(dy, B.multiply(y, B.subtract(1, y)))
+    if act == "tanh":
+        return B.multiply(dy, B.subtract(1, B.square(y)))
+    return dy
+
+
 @register_gradient("dense")
 def _dense_grad(node, dy):
     B, y, act = node.B, node.saved, node.attrs["activation"]
-    if act == "relu":
-        dy = B.relu_grad(dy, y)
-    elif act == "sigmoid":
-        dy = B.multiply(dy, B.multiply(y, B.subtract(1, y)))
-    elif act == "tanh":
-        dy = B.multiply(dy, B.subtract(1, B.square(y)))
+    dy = _act_grad(B, dy, y, act)
     x, k = node.inputs[0], node.inputs[1]
     gx = B.matmul(dy, k.data, False, True) if x.requires_grad else None
     gk = B.matmul(x.data, dy, True, False) if k.requires_grad else None
@@ -996,6 +1002,48 @@ def _conv2d_grad(node, dy):
     gx = B.conv2d_grad_input(dy, k.data, x.shape, a["s"], a["p"], a["d"]) if x.requires_grad else None
     gk = B.conv2d_grad_filter(x.data, dy, k.shape, a["s"], a["p"], a["d"]) if k.requires_grad else None
     return gx, gk
+
+
+def conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, padding="valid",
+                    dilation_rate=1) -> Tensor:
+    """``activation(conv2d(x, kernel) + bias)`` as one op (the Conv2D layer's forward).
+
+    x: [N, H, W, C], kernel: [kh, kw, C, O], bias: [O] or None; activation:
+    None, "linear", "relu", "sigmoid" or "tanh". The backend may apply the
+    bias and activation while each part of the output is still in cache.
+    """
+    B = _backend_of(x, kernel, bias)
+    x, kernel = _promote(_t(x, B), _t(kernel, B))
+    if x.ndim != 4:
+        raise ValueError(f"conv2d_bias_act expects a 4-D NHWC input, got shape {x.shape}")
+    if activation not in (None, "linear", "relu", "sigmoid", "tanh"):
+        raise ValueError(
+            f"conv2d_bias_act: activation {activation!r} is not one of None, 'relu', 'sigmoid', 'tanh'")
+    s, p, d = _conv_args(strides, padding, dilation_rate)
+    B.conv_geometry(x.shape, kernel.shape, s, p, d)
+    inputs = (x, kernel)
+    if bias is not None:
+        bias = _t(bias, B, x.dtype)
+        if bias.dtype != x.dtype:
+            bias = cast(bias, x.dtype)
+        if bias.shape != (kernel.shape[3],):
+            raise ValueError(f"conv2d_bias_act: bias of shape {bias.shape} for {kernel.shape[3]} filters")
+        inputs = (x, kernel, bias)
+    y = B.conv2d_bias_act(x.data, kernel.data, None if bias is None else bias.data, activation, s, p, d)
+    saved = y if activation in ("relu", "sigmoid", "tanh") else None
+    return _make("conv2d_bias_act", y, inputs, B, saved=saved, act=activation, s=s, p=p, d=d)
+
+
+@register_gradient("conv2d_bias_act")
+def _conv2d_bias_act_grad(node, dy):
+    x, k = node.inputs[0], node.inputs[1]
+    B, a = node.B, node.attrs
+    g = _act_grad(B, dy, node.saved, a["act"])
+    gx = B.conv2d_grad_input(g, k.data, x.shape, a["s"], a["p"], a["d"]) if x.requires_grad else None
+    gk = B.conv2d_grad_filter(x.data, g, k.shape, a["s"], a["p"], a["d"]) if k.requires_grad else None
+    if len(node.inputs) == 2:
+        return gx, gk
+    return gx, gk, B.sum_to_shape(g, node.inputs[2].shape) if node.inputs[2].requires_grad else None
 
 
 def conv2d_transpose(x, kernel, output_shape=None, strides=1, padding="valid", dilation_rate=1) -> Tensor:

@@ -735,6 +735,16 @@ def test_conv2d_grad_filter(B, xs, ks, s, p, d):
     close(B, B.conv2d_grad_filter(*up(B, x, dy), ks, s, p, d), ref_conv2d_grad_filter(x, dy, ks, s, p, d))
 
 
+@covers("conv2d_bias_act")
+@pytest.mark.parametrize("activation", [None, "linear", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("xs,ks,s,p,d", CONV_CASES[:4] + CONV_CASES[7:8])
+def test_conv2d_bias_act(B, xs, ks, s, p, d, activation):
+    x, k, b = r(*xs), r(*ks), r(ks[3])
+    pre = ref_conv2d(x, k, s, p, d)
+    close(B, B.conv2d_bias_act(*up(B, x, k, b), activation, s, p, d), ACTS[activation](pre + b))
+    close(B, B.conv2d_bias_act(*up(B, x, k), None, activation, s, p, d), ACTS[activation](pre))
+
+
 def test_conv2d_non_contiguous_input(B):
     x = r(2, 6, 7, 3)
     xt = np.ascontiguousarray(np.transpose(x, (0, 2, 1, 3)))  # [2, 7, 6, 3]

@@ -57,3 +57,34 @@ def test_allocator_keeps_freed_memory_unless_told_not_to():
     kept, libc = run_python(code, DEEPGPU_MALLOC="").split()
     assert kept == ("True" if libc == "glibc" else "False")
     assert run_python(code, DEEPGPU_MALLOC="system").split()[0] == "False"
+
+
+CONVS = [  # x shape, kernel shape, strides, padding: the seed convnet's layers, and odd ones
+    ((9, 12, 12, 8), (3, 3, 8, 16), (1, 1), "valid"),
+    ((5, 11, 10, 3), (3, 3, 3, 5), (1, 1), "same"),
+    ((6, 13, 11, 4), (3, 2, 4, 6), (2, 2), "same"),
+    ((7, 6, 6, 5), (1, 1, 5, 7), (1, 1), "valid"),
+]
+
+
+@pytest.mark.parametrize("xs,ks,s,p", CONVS)
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_bias_act_matches_the_generic_version(cpu, xs, ks, s, p, activation, bias):
+    x, k, b = r(*xs), r(*ks), (r(ks[3]) if bias else None)
+    out = cpu.conv2d_bias_act(x, k, b, activation, s, p, (1, 1))
+    close(out, Backend.conv2d_bias_act(cpu, x, k, b, activation, s, p, (1, 1)))
+    if bias and activation is None:  # and it is the generic composition, step by step
+        close(out, Backend.apply_activation(cpu, Backend.conv2d(cpu, x, k, s, p, (1, 1)) + b, None))
+
+
+@pytest.mark.parametrize("xs,ks,s,p", CONVS)
+def test_conv2d_and_its_gradients_match_the_generic_versions(cpu, xs, ks, s, p):
+    x, k = r(*xs), r(*ks)
+    y = cpu.conv2d(x, k, s, p, (1, 1))
+    close(y, Backend.conv2d(cpu, x, k, s, p, (1, 1)))
+    dy = r(*y.shape)
+    close(cpu.conv2d_grad_filter(x, dy, k.shape, s, p, (1, 1)),
+          Backend.conv2d_grad_filter(cpu, x, dy, k.shape, s, p, (1, 1)), rtol=1e-4)
+    close(cpu.conv2d_grad_input(dy, k, x.shape, s, p, (1, 1)),
+          np.ascontiguousarray(Backend.conv2d_grad_input(cpu, dy, k, x.shape, s, p, (1, 1))), rtol=1e-4)

@@ -416,6 +416,25 @@ def test_conv2d(xs, ks, s, p, d):
     check_gradients(lambda x, k: dg.conv2d(x, k, strides=s, padding=p, dilation_rate=d), [rnd(*xs), rnd(*ks)])
 
 
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("xs,ks,s,p,d", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[5]])
+def test_conv2d_bias_act(xs, ks, s, p, d, activation):
+    x, k, b = rnd(*xs), rnd(*ks), rnd(ks[3])
+    if activation == "relu":  # keep the pre-activations away from relu's kink
+        pre = dg.conv2d(dg.tensor(x, "float64"), dg.tensor(k, "float64"), s, p, d).data_sync() + b
+        b = b + np.where(np.abs(pre).min(axis=(0, 1, 2)) < 1e-3, 0.01, 0.0)
+    check_gradients(lambda x, k, b: dg.ops.conv2d_bias_act(x, k, b, activation, s, p, d), [x, k, b])
+    check_gradients(lambda x, k: dg.ops.conv2d_bias_act(x, k, None, activation, s, p, d), [x, k])
+
+
+def test_conv2d_bias_act_matches_unfused():
+    x, k, b = (dg.tensor(a, "float64") for a in (rnd(2, 6, 5, 3), rnd(3, 3, 3, 4), rnd(4)))
+    for act, fn in [(None, lambda y: y), ("relu", dg.relu), ("sigmoid", dg.sigmoid), ("tanh", dg.tanh)]:
+        a = dg.ops.conv2d_bias_act(x, k, b, act, 1, "same")
+        e = fn(dg.conv2d(x, k, 1, "same") + b)
+        np.testing.assert_allclose(a.data_sync(), e.data_sync(), rtol=1e-12, atol=1e-14)
+
+
 def test_conv2d_unbatched_input():
     check_gradients(lambda x, k: dg.conv2d(x, k, padding="same"), [rnd(4, 4, 2), rnd(3, 3, 2, 1)])
 

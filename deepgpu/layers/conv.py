@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import activations, initializers, ops, regularizers
 from ..backends.base import conv_output_size
 from .base import InputSpec
+from .core import _FUSED
 from ._utils import (WeightedLayer, act_config, channels_last, constraint_config, constraint_get,
                      init_config, pair, padding_arg, reg_config, shape_error)
 
@@ -95,6 +96,10 @@ class Conv2D(_Conv):
 
     def call(self, inputs):
         x = self._cast_in(inputs)
+        act = _FUSED.get(self.activation, False)
+        if act is not False:  # one op: the backend adds the bias and activates in cache
+            return self._activity(ops.conv2d_bias_act(x, self.kernel, self.bias, act, self.strides,
+                                                      self.padding, self.dilation_rate))
         y = ops.conv2d(x, self.kernel, self.strides, self.padding, self.dilation_rate)
         return self._finish(y)
 
