@@ -64,6 +64,8 @@ CONVS = [  # x shape, kernel shape, strides, padding: the seed convnet's layers,
     ((5, 11, 10, 3), (3, 3, 3, 5), (1, 1), "same"),
     ((6, 13, 11, 4), (3, 2, 4, 6), (2, 2), "same"),
     ((7, 6, 6, 5), (1, 1, 5, 7), (1, 1), "valid"),
+    ((9, 14, 14, 1), (3, 3, 1, 8), (1, 1), "valid"),  # few channels: columns built transposed
+    ((6, 9, 10, 2), (3, 3, 2, 4), (2, 1), "same"),
 ]
 
 
@@ -88,3 +90,24 @@ def test_conv2d_and_its_gradients_match_the_generic_versions(cpu, xs, ks, s, p):
           Backend.conv2d_grad_filter(cpu, x, dy, k.shape, s, p, (1, 1)), rtol=1e-4)
     close(cpu.conv2d_grad_input(dy, k, x.shape, s, p, (1, 1)),
           np.ascontiguousarray(Backend.conv2d_grad_input(cpu, dy, k, x.shape, s, p, (1, 1))), rtol=1e-4)
+
+
+@pytest.mark.parametrize("xs,ps,st,p", [
+    ((5, 24, 24, 8), (2, 2), None, "valid"),
+    ((3, 9, 6, 4), (3, 2), None, "same"),
+    ((2, 8, 8, 3), (1, 2), (1, 2), "valid"),
+    ((2, 7, 7, 3), (2, 2), None, "valid"),  # does not tile: the generic path
+    ((2, 8, 8, 3), (3, 3), (2, 2), "same"),
+])
+def test_max_pool2d_and_its_gradient_match_the_generic_versions(cpu, xs, ps, st, p):
+    x = r(*xs)
+    x[0, 0, 0, 0] = np.nan  # NaN wins its window, as in NumPy's max
+    y = cpu.max_pool2d(x, ps, st, p)
+    ref = Backend.max_pool2d(cpu, x, ps, st, p)
+    np.testing.assert_array_equal(y, ref)
+    x = np.nan_to_num(x)
+    x[:, 1::2] = x[:, ::2][:, :x[:, 1::2].shape[1]]  # ties: the first maximum takes the gradient
+    y = cpu.max_pool2d(x, ps, st, p)
+    dy = r(*y.shape)
+    np.testing.assert_array_equal(cpu.max_pool2d_grad(dy, x, y, ps, st, p),
+                                  np.ascontiguousarray(Backend.max_pool2d_grad(cpu, dy, x, y, ps, st, p)))
