@@ -493,17 +493,25 @@ class Backend:
         return y.reshape(x.shape[0], ho, wo, o)
 
     def conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
-                        dilation=(1, 1)):
+                        dilation=(1, 1), keep=None):
         """``activation(conv2d(x, k) + b)``, the Conv2D layer's forward pass in one primitive.
 
         b: [O] or None; activation: None, "linear", "relu", "sigmoid" or
         "tanh" (as in ``dense``). Backends may apply the bias and the
         activation while the convolution's output is still in cache.
+        keep: None, or a dict the backend may fill with work that
+        ``conv2d_grad_filter_kept`` can reuse (the CPU keeps its im2col
+        columns); the generic version leaves it empty.
         """
         y = self.conv2d(x, k, strides, padding, dilation)
         if b is not None:
             y = self.xp.add(y, b)
         return self.apply_activation(y, activation)
+
+    def conv2d_grad_filter_kept(self, keep, x, dy, k_shape, strides=(1, 1), padding="valid",
+                                dilation=(1, 1)):
+        """``conv2d_grad_filter``, reusing what ``conv2d_bias_act`` left in ``keep`` (a dict, maybe empty)."""
+        return self.conv2d_grad_filter(x, dy, k_shape, strides, padding, dilation)
 
     def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         """Gradient of conv2d with respect to the kernel: [kh, kw, C, O]."""

@@ -152,21 +152,36 @@ class NumpyBackend(Backend):
             x = np.pad(x, ((0, 0), ph, pw, (0, 0)))
         return self._windows(x, kh, kw, sh, sw, dh, dw, ho, wo), ho, wo
 
-    def _cols(self, win, a, e, dtype):
-        """The im2col matrix [(e-a)*ho*wo, kh*kw*C] of batch rows a:e, in the work buffer.
+    def _cols(self, win, a, e, dtype, full=None):
+        """The im2col matrix [(e-a)*ho*wo, kh*kw*C] of batch rows a:e.
 
+        Written into the work buffer, or into rows a:e of ``full`` (from
+        ``_full_cols``) when the columns are kept for the filter gradient.
         With few channels the window's contiguous run is only kw*C floats, so
         the copy is built transposed (runs of wo floats) and returned as a
         transposed view, which BLAS reads as it is.
         """
         _, ho, wo, kh, kw, c = win.shape
         if c <= _FEW_CHANNELS:
-            cols_t = self._scratch("cols", (kh, kw, c, e - a, ho, wo), dtype)
+            if full is None:
+                cols_t = self._scratch("cols", (kh, kw, c, e - a, ho, wo), dtype)
+            else:
+                cols_t = full[:, :, :, a:e]
             self._copy(cols_t, win[a:e].transpose(3, 4, 5, 0, 1, 2))
             return cols_t.reshape(kh * kw * c, -1).T
-        cols = self._scratch("cols", (e - a, ho, wo, kh, kw, c), dtype)
+        cols = self._scratch("cols", (e - a, ho, wo, kh, kw, c), dtype) if full is None else full[a:e]
         self._copy(cols, win[a:e])
         return cols.reshape(-1, kh * kw * c)
+
+    @staticmethod
+    def _full_cols(win, dtype):
+        """(array for the whole im2col matrix in the layout ``_cols`` writes, its [N*Ho*Wo, K] view)."""
+        n, ho, wo, kh, kw, c = win.shape
+        if c <= _FEW_CHANNELS:
+            full = np.empty((kh, kw, c, n, ho, wo), dtype)
+            return full, full.reshape(kh * kw * c, -1).T
+        full = np.empty((n, ho, wo, kh, kw, c), dtype)
+        return full, full.reshape(-1, kh * kw * c)
 
     def _chunks(self, n, row_bytes):
         """Batch ranges whose im2col columns fit the work buffer."""
@@ -178,13 +193,27 @@ class NumpyBackend(Backend):
         return self._conv_forward(x, k, strides, padding, dilation, None, None)
 
     def conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
-                        dilation=(1, 1)):
+                        dilation=(1, 1), keep=None):
         if activation not in (None, "linear", "relu") or (b is not None and b.dtype != np.result_type(x, k)):
-            return super().conv2d_bias_act(x, k, b, activation, strides, padding, dilation)
-        return self._conv_forward(x, k, strides, padding, dilation, b, activation == "relu")
+            return super().conv2d_bias_act(x, k, b, activation, strides, padding, dilation, keep)
+        return self._conv_forward(x, k, strides, padding, dilation, b, activation == "relu", keep)
 
-    def _conv_forward(self, x, k, strides, padding, dilation, b, relu):
-        """im2col + one GEMM per batch chunk; bias and relu applied to each chunk while it is in cache."""
+    def conv2d_grad_filter_kept(self, keep, x, dy, k_shape, strides=(1, 1), padding="valid",
+                                dilation=(1, 1)):
+        cols = keep.get("cols")
+        if (cols is None or keep.get("key") != (x.shape, tuple(k_shape), strides, padding, dilation)
+                or cols.dtype != dy.dtype):
+            return self.conv2d_grad_filter(x, dy, k_shape, strides, padding, dilation)
+        # One GEMM over the whole batch: 28 vs 30 ms in chunks for conv2 (bench/NOTES.md).
+        dk = np.matmul(dy.reshape(-1, k_shape[3]).T, cols)
+        return np.ascontiguousarray(dk.T).reshape(k_shape)
+
+    def _conv_forward(self, x, k, strides, padding, dilation, b, relu, keep=None):
+        """im2col + one GEMM per batch chunk; bias and relu applied to each chunk while it is in cache.
+
+        With ``keep`` (a dict) the whole im2col matrix is built instead of
+        one chunk at a time and left in ``keep`` for the filter gradient.
+        """
         kh, kw, c, o = k.shape
         win, ho, wo = self._conv_setup(x, k.shape, strides, padding, dilation)
         dtype = np.result_type(x.dtype, k.dtype)
@@ -205,9 +234,13 @@ class NumpyBackend(Backend):
             np.matmul(x.reshape(-1, c), kk, out=y.reshape(-1, o))
             epilogue(y)
             return y
+        full = None
+        if keep is not None:
+            full, keep["cols"] = self._full_cols(win, dtype)
+            keep["key"] = (x.shape, k.shape, strides, padding, dilation)
         per_image = ho * wo * kh * kw * c * dtype.itemsize
         for a, e in self._chunks(n, per_image):
-            np.matmul(self._cols(win, a, e, dtype), kk, out=y[a:e].reshape(-1, o))
+            np.matmul(self._cols(win, a, e, dtype, full), kk, out=y[a:e].reshape(-1, o))
             epilogue(y[a:e])
         return y
 

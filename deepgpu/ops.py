@@ -1029,8 +1029,10 @@ def conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, padding="v
         if bias.shape != (kernel.shape[3],):
             raise ValueError(f"conv2d_bias_act: bias of shape {bias.shape} for {kernel.shape[3]} filters")
         inputs = (x, kernel, bias)
-    y = B.conv2d_bias_act(x.data, kernel.data, None if bias is None else bias.data, activation, s, p, d)
-    saved = y if activation in ("relu", "sigmoid", "tanh") else None
+    # Work the backend may keep for the filter gradient (the CPU's im2col columns): only when one follows.
+    keep = {} if is_grad_enabled() and kernel.requires_grad else None
+    y = B.conv2d_bias_act(x.data, kernel.data, None if bias is None else bias.data, activation, s, p, d, keep)
+    saved = (y if activation in ("relu", "sigmoid", "tanh") else None, keep)
     return _make("conv2d_bias_act", y, inputs, B, saved=saved, act=activation, s=s, p=p, d=d)
 
 
@@ -1038,9 +1040,14 @@ def conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, padding="v
 def _conv2d_bias_act_grad(node, dy):
     x, k = node.inputs[0], node.inputs[1]
     B, a = node.B, node.attrs
-    g = _act_grad(B, dy, node.saved, a["act"])
+    y, keep = node.saved
+    g = _act_grad(B, dy, y, a["act"])
     gx = B.conv2d_grad_input(g, k.data, x.shape, a["s"], a["p"], a["d"]) if x.requires_grad else None
-    gk = B.conv2d_grad_filter(x.data, g, k.shape, a["s"], a["p"], a["d"]) if k.requires_grad else None
+    gk = None
+    if k.requires_grad:
+        gk = B.conv2d_grad_filter_kept(keep or {}, x.data, g, k.shape, a["s"], a["p"], a["d"])
+    if keep:
+        keep.clear()  # the columns are large: free them now, not when the graph goes
     if len(node.inputs) == 2:
         return gx, gk
     return gx, gk, B.sum_to_shape(g, node.inputs[2].shape) if node.inputs[2].requires_grad else None

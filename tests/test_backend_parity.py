@@ -745,6 +745,19 @@ def test_conv2d_bias_act(B, xs, ks, s, p, d, activation):
     close(B, B.conv2d_bias_act(*up(B, x, k), None, activation, s, p, d), ACTS[activation](pre))
 
 
+@covers("conv2d_grad_filter_kept")
+@pytest.mark.parametrize("xs,ks,s,p,d", CONV_CASES)
+def test_conv2d_grad_filter_kept(B, xs, ks, s, p, d):
+    x, k = r(*xs), r(*ks)
+    keep = {}
+    y = B.conv2d_bias_act(*up(B, x, k), None, "relu", s, p, d, keep)
+    close(B, y, np.maximum(ref_conv2d(x, k, s, p, d), 0))
+    dy = r(*host(B, y).shape)
+    ref = ref_conv2d_grad_filter(x, dy, ks, s, p, d)
+    close(B, B.conv2d_grad_filter_kept(keep, *up(B, x, dy), ks, s, p, d), ref)
+    close(B, B.conv2d_grad_filter_kept({}, *up(B, x, dy), ks, s, p, d), ref)  # nothing kept
+
+
 def test_conv2d_non_contiguous_input(B):
     x = r(2, 6, 7, 3)
     xt = np.ascontiguousarray(np.transpose(x, (0, 2, 1, 3)))  # [2, 7, 6, 3]

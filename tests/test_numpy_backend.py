@@ -111,3 +111,19 @@ def test_max_pool2d_and_its_gradient_match_the_generic_versions(cpu, xs, ps, st,
     dy = r(*y.shape)
     np.testing.assert_array_equal(cpu.max_pool2d_grad(dy, x, y, ps, st, p),
                                   np.ascontiguousarray(Backend.max_pool2d_grad(cpu, dy, x, y, ps, st, p)))
+
+
+@pytest.mark.parametrize("xs,ks,s,p", CONVS)
+def test_filter_gradient_from_kept_columns_matches_the_generic_version(cpu, xs, ks, s, p):
+    x, k, b = r(*xs), r(*ks), r(ks[3])
+    keep = {}
+    y = cpu.conv2d_bias_act(x, k, b, "relu", s, p, (1, 1), keep)
+    close(y, Backend.conv2d_bias_act(cpu, x, k, b, "relu", s, p, (1, 1)))
+    assert ks[:2] == (1, 1) or keep["cols"].shape == (y.size // ks[3], ks[0] * ks[1] * ks[2])
+    dy = r(*y.shape)
+    ref = Backend.conv2d_grad_filter(cpu, x, dy, k.shape, s, p, (1, 1))
+    close(cpu.conv2d_grad_filter_kept(keep, x, dy, k.shape, s, p, (1, 1)), ref, rtol=1e-4)
+    # Nothing kept, or columns kept for another geometry: rebuilt from x.
+    close(cpu.conv2d_grad_filter_kept({}, x, dy, k.shape, s, p, (1, 1)), ref, rtol=1e-4)
+    stale = {"cols": np.zeros((1, 1), np.float32), "key": ("another", "geometry")}
+    close(cpu.conv2d_grad_filter_kept(stale, x, dy, k.shape, s, p, (1, 1)), ref, rtol=1e-4)
