@@ -17,8 +17,18 @@ Conventions
 from __future__ import annotations
 
 import math
+import os
+import sys
 
-import numpy as np
+# OpenBLAS's worker threads poll for ~2^28 cycles (0.1 s) after every GEMM, taking a core
+# from the copies and elementwise passes that follow it; with 4 they sleep at once (-10 %
+# on a convnet's predict, bench/NOTES.md change 9). OpenBLAS reads this once, when NumPy
+# loads it, so it only helps when deepgpu is imported first; a value already set wins.
+BLAS_THREAD_TIMEOUT_SET = "numpy" not in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+if BLAS_THREAD_TIMEOUT_SET:
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
+
+import numpy as np  # noqa: E402
 
 FLOAT_DTYPES = ("float32", "float64", "float16")
 DTYPES = FLOAT_DTYPES + ("int32", "int64", "int8", "uint8", "bool")

@@ -21,6 +21,11 @@ CPU-specific overrides (bench/NOTES.md has the measurements behind each):
   both thresholds once (``_keep_freed_memory``); ``DEEPGPU_MALLOC=system``
   leaves the allocator alone.
 
+* OpenBLAS's threads spin for ~0.1 s after each GEMM, stealing the other
+  core from the copies and passes that follow; ``base`` sets
+  ``OPENBLAS_THREAD_TIMEOUT=4`` (sleep at once) when it is imported before
+  NumPy and the variable is unset (``memory_info()`` shows the value).
+
 ``DEEPGPU_NUM_THREADS`` (default: the CPUs this process may use) sets how
 many threads copy; the BLAS keeps its own setting (threadpoolctl).
 """
@@ -34,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .base import Backend, _pair
+from .base import Backend, _pair  # base sets OPENBLAS_THREAD_TIMEOUT before NumPy loads
 
 WORKSPACE_BYTES = 8 << 20  # im2col columns per chunk (2-128 MB measured alike; 8 keeps memory low)
 _PARALLEL_MIN_BYTES = 1 << 20  # smaller copies stay on one thread
@@ -88,7 +93,8 @@ class NumpyBackend(Backend):
 
     def memory_info(self) -> dict:
         ws = getattr(self._local, "ws", {})
-        return {"workspace_bytes": sum(b.nbytes for b in ws.values()), "malloc_keeps_freed": self.malloc_tuned}
+        return {"workspace_bytes": sum(b.nbytes for b in ws.values()), "malloc_keeps_freed": self.malloc_tuned,
+                "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
 
     # ------------------------------------------------------------ helpers
     def _scratch(self, key, shape, dtype):
@@ -326,21 +332,31 @@ class NumpyBackend(Backend):
         if p.dtype != g.dtype or p.dtype.kind != "f":
             return super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay)
         t = p.dtype.type
-        a = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
-        m *= t(beta1)
-        tmp = np.multiply(g, t(1 - beta1))
-        m += tmp
-        v *= t(beta2)
-        np.square(g, out=tmp)
-        tmp *= t(1 - beta2)
-        v += tmp
-        if weight_decay:
-            p -= t(lr * weight_decay) * p
-        np.sqrt(v, out=tmp)
-        tmp += t(eps)
-        np.divide(m, tmp, out=tmp)
-        tmp *= t(a)
-        p -= tmp
+        a = t(lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step))
+        b1, c1, b2, c2, e = t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(eps)
+        wd = t(lr * weight_decay) if weight_decay else None
+
+        def part(p, g, m, v):
+            m *= b1
+            tmp = np.multiply(g, c1)
+            m += tmp
+            v *= b2
+            np.square(g, out=tmp)
+            tmp *= c2
+            v += tmp
+            if wd is not None:
+                p -= wd * p
+            np.sqrt(v, out=tmp)
+            tmp += e
+            np.divide(m, tmp, out=tmp)
+            tmp *= a
+            p -= tmp
+
+        if not all(x.flags.c_contiguous for x in (p, g, m, v)):
+            return part(p, g, m, v)
+        # Twelve passes over each parameter-sized array: split the flat range over the threads.
+        flat = [x.reshape(-1) for x in (p, g, m, v)]
+        self._parallel(p.size, lambda lo, hi: part(*(x[lo:hi] for x in flat)), p.nbytes)
 
     def relu_grad(self, dy, x):
         if dy.shape != x.shape or dy.ndim == 0 or dy.dtype.kind != "f":

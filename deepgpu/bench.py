@@ -546,6 +546,8 @@ def main(argv=None) -> int:
               + " for the benchmark's worker processes (they slow OpenBLAS here; --keep-env keeps them)")
     elif not a.keep_env:
         print(f"note: {' and '.join(SLOW_ENV)} are not set here; nothing to unset")
+    if "OPENBLAS_THREAD_TIMEOUT" in env:  # deepgpu sets it on import (backends/base.py); every worker inherits it
+        print(f"note: OPENBLAS_THREAD_TIMEOUT={env['OPENBLAS_THREAD_TIMEOUT']} for every worker")
     report = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()},

@@ -127,3 +127,15 @@ def test_filter_gradient_from_kept_columns_matches_the_generic_version(cpu, xs, 
     close(cpu.conv2d_grad_filter_kept({}, x, dy, k.shape, s, p, (1, 1)), ref, rtol=1e-4)
     stale = {"cols": np.zeros((1, 1), np.float32), "key": ("another", "geometry")}
     close(cpu.conv2d_grad_filter_kept(stale, x, dy, k.shape, s, p, (1, 1)), ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(300, 700), (3, 3, 32, 64), (5,)])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_update_matches_the_generic_version(cpu, shape, weight_decay):
+    p, g, m, v = r(*shape), r(*shape), r(*shape) * 0.1, np.abs(r(*shape)) * 0.1
+    want = [a.copy() for a in (p, m, v)]
+    for step in (1, 7):
+        cpu.adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-7, step, weight_decay)
+        Backend.adam_update(cpu, *want[:1], g, *want[1:], 1e-3, 0.9, 0.999, 1e-7, step, weight_decay)
+        for got, ref in zip((p, m, v), want):
+            np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
