@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 
-from .base import Backend
+from .base import Backend, GraphCaptureError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("deepgpu")
 

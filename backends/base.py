@@ -78,11 +78,19 @@ def _pair(v, what):
     return t
 
 
+class GraphCaptureError(RuntimeError):
+    """A step could not be recorded as a CUDA graph; the message names what refused."""
+
+
 class Backend:
     """Base class of backends; subclasses set ``name`` and ``xp``."""
 
     name = "base"
     xp = np
+    # True on a backend whose capture_graph() records device work for replay.
+    supports_graphs = False
+    # True while capture_graph() records: host transfers and syncs then raise.
+    capturing = False
 
     # ------------------------------------------------------------------ info
     def __repr__(self):
@@ -94,6 +102,35 @@ class Backend:
 
     def sync(self) -> None:
         """Wait until all queued work on this backend has finished."""
+        self._refuse_in_capture("a device synchronisation")
+
+    def _refuse_in_capture(self, what: str) -> None:
+        if self.capturing:
+            raise GraphCaptureError(
+                f"{what} inside a captured step: a CUDA graph replays device work only, so a "
+                f"captured step must not read values on the host or move host data to the device")
+
+    # ---------------------------------------------------------- CUDA graphs
+    def capture_graph(self, fn):
+        """Record the device work of ``fn()`` once, for replay without Python.
+
+        Returns ``(graph, result)``: ``result`` is what ``fn`` returned (its
+        arrays are the buffers every ``graph.replay()`` writes again), and
+        ``graph.replay()`` reruns the recorded work on the current stream.
+        Inside ``fn``, ``capturing`` is True and host transfers raise
+        GraphCaptureError. Raises GraphCaptureError where the backend cannot
+        capture (every backend but "cuda" with its custom kernels).
+        """
+        raise GraphCaptureError(f"the {self.name!r} backend cannot capture CUDA graphs")
+
+    def set_scalars(self, hp, values) -> None:
+        """Write up to four Python floats into the float32 array ``hp`` (the
+        per-step scalars that updates inside a captured step read)."""
+        values = [float(v) for v in values]
+        if not 0 < len(values) <= 4 or hp.size < len(values):
+            raise ValueError(f"set_scalars: 1 to 4 values for an array of {hp.size}, got {len(values)}")
+        for i, v in enumerate(values):
+            hp[i] = v
 
     def memory_info(self) -> dict:
         """Backend-specific memory figures (e.g. a device pool's bytes)."""
@@ -129,6 +166,7 @@ class Backend:
 
     def to_numpy(self, a) -> np.ndarray:
         """A host NumPy copy of ``a``."""
+        self._refuse_in_capture("a read of device values (data_sync, item, float)")
         return np.array(a, copy=True)
 
     def zeros(self, shape, dtype="float32"):
@@ -635,6 +673,57 @@ class Backend:
         if weight_decay:
             p -= (lr * weight_decay) * p
         p -= a * m / (xp.sqrt(v) + eps)
+
+    # The same rules with the step's scalars read from a float32 array ``hp``
+    # on the device instead of Python numbers: a captured CUDA graph freezes
+    # its launch arguments, so the host writes each step's values into hp
+    # (set_scalars) before the replay. Results equal the Python-number forms.
+    def adam_update_dev(self, p, g, m, v, hp, beta1, beta2, eps, decay=False):
+        """``adam_update`` with hp = [step size, lr * weight_decay]: ``p -= hp[1] p``
+        when ``decay``, then ``p -= hp[0] m / (sqrt(v) + eps)``."""
+        xp = self.xp
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * xp.square(g)
+        if decay:
+            p -= hp[1] * p
+        p -= hp[0] * m / (xp.sqrt(v) + eps)
+
+    def sgd_update_dev(self, p, g, m, hp, momentum=0.0, nesterov=False):
+        """``sgd_update`` with the learning rate hp[0]."""
+        lr = hp[0]
+        if m is None or not momentum:
+            p -= lr * g
+            return
+        m *= momentum
+        m -= lr * g
+        if nesterov:
+            p += momentum * m - lr * g
+        else:
+            p += m
+
+    def rmsprop_update_dev(self, p, g, v, mg, mom, hp, rho, momentum, eps):
+        """``rmsprop_update`` with the learning rate hp[0]."""
+        xp = self.xp
+        v *= rho
+        v += (1 - rho) * xp.square(g)
+        if mg is not None:
+            mg *= rho
+            mg += (1 - rho) * g
+            inc = hp[0] * g / xp.sqrt(v - xp.square(mg) + eps)
+        else:
+            inc = hp[0] * g / xp.sqrt(v + eps)
+        if mom is not None:
+            mom *= momentum
+            mom += inc
+            p -= mom
+        else:
+            p -= inc
+
+    def weight_decay_update_dev(self, p, hp):
+        """``weight_decay_update`` with lr * weight_decay read from hp[1]."""
+        p -= p * hp[1]
 
     # Optimizer updates, Keras 3's formulas. Every array argument is a float
     # array of the parameter's shape and dtype, updated in place (nothing is

@@ -2,18 +2,16 @@
 
 The hot primitives (matmul, dense, conv2d and its gradients, pooling,
 optimizer updates, softmax cross-entropy, dropout, relu and bias gradients)
-can run on our own kernels from ``deepgpu.kernels`` behind the same names.
+run on our own kernels from ``deepgpu.kernels`` behind the same names.
 Which path runs is chosen by ``$DEEPGPU_KERNELS`` when the backend is made,
 or later by setting ``backend.kernels``:
 
-* ``"cupy"`` (the default): CuPy's own routines (cuBLAS, its elementwise
-  kernels), exactly the generic ``Backend`` code.
-* ``"custom"``: our kernels wherever they take the case (float32 arrays;
-  see each method); anything else falls back to the ``"cupy"`` path.
-
-The default stays ``"cupy"`` because the custom kernels have been compiled
-(nvcc, sm_90) and checked in a CPU emulation, but not yet run on a GPU;
-a GPU session that passes tests/test_kernels_cuda.py can flip it.
+* ``"custom"`` (the default): our kernels wherever they take the case
+  (float32 arrays; see each method); anything else falls back to CuPy.
+  Only this path can be captured in a CUDA graph (cuBLAS and cuRAND refuse
+  stream capture).
+* ``"cupy"``: CuPy's own routines (cuBLAS, its elementwise kernels),
+  exactly the generic ``Backend`` code; kept for comparison.
 """
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ import os
 import numpy as np
 
 from .. import kernels as _K
-from .base import Backend, normalize_dtype
+from .base import Backend, GraphCaptureError, normalize_dtype
 
 KERNEL_PATHS = ("cupy", "custom")
 
@@ -41,7 +39,7 @@ class CupyBackend(Backend):
         self._pool = cupy.get_default_memory_pool()
         self.device_name = cupy.cuda.runtime.getDeviceProperties(
             cupy.cuda.Device().id)["name"].decode()
-        env = os.environ.get("DEEPGPU_KERNELS", "cupy")
+        env = os.environ.get("DEEPGPU_KERNELS", "custom")
         if env not in KERNEL_PATHS:
             raise ValueError(f"$DEEPGPU_KERNELS is {env!r}; valid values are {', '.join(map(repr, KERNEL_PATHS))}")
         self._init_kernels(env)
@@ -50,11 +48,14 @@ class CupyBackend(Backend):
     def _init_kernels(self, mode):
         self.kernels = mode
         # Dropout's counter-based generator: a seed and an offset advanced
-        # per call. The offset is a launch argument, so a CUDA graph replay
-        # would repeat the masks of its capture (a device-side counter is
-        # needed before dropout can live inside a captured step).
+        # per call. The offset is a launch argument, frozen in a captured
+        # graph, so a captured call also reads a device replay count
+        # (_replay_count, advanced by the graph) that makes each replay's
+        # masks new.
         self._dropout_seed = int(Backend._rng.integers(2**63))
         self._dropout_offset = 0
+        self._replay_count = None
+        self._graph_uses_dropout = False
 
     @property
     def kernels(self) -> str:
@@ -68,6 +69,52 @@ class CupyBackend(Backend):
         self._kernels = mode
         self._custom = mode == "custom"
 
+    @property
+    def supports_graphs(self) -> bool:
+        return self._custom
+
+    # ---------------------------------------------------------- CUDA graphs
+    def capture_graph(self, fn):
+        if not self._custom:
+            raise GraphCaptureError(
+                "CUDA graph capture needs the custom kernels (backend.kernels = 'custom'); "
+                "the 'cupy' path calls cuBLAS and cuRAND, which refuse stream capture")
+        cupy = self.xp
+        if self._replay_count is None:
+            # Starts at 1: eager dropout draws with a count of 0, so no captured
+            # mask repeats an eager one.
+            self._replay_count = cupy.ones(1, np.uint64)
+        caller = cupy.cuda.get_current_stream()
+        stream = cupy.cuda.Stream(non_blocking=True)
+        # A private pool: the blocks the graph writes at each replay (its
+        # temporaries too, freed during the capture) are never handed to
+        # other arrays, and they live as long as the graph.
+        pool = cupy.cuda.MemoryPool()
+        stream.wait_event(caller.record())
+        self.capturing, self._graph_uses_dropout = True, False
+        graph, failure, result = None, None, None
+        try:
+            with cupy.cuda.using_allocator(pool.malloc), stream:
+                stream.begin_capture()
+                try:
+                    result = fn()
+                    if self._graph_uses_dropout:
+                        _K.counter_add(self._replay_count)
+                except Exception as e:  # noqa: BLE001  (re-raised below, after the capture ends)
+                    failure = e
+                try:
+                    graph = stream.end_capture()
+                except Exception as e:  # noqa: BLE001  (an invalidated capture)
+                    failure = failure or e
+        finally:
+            self.capturing = False
+        if failure is not None:
+            if isinstance(failure, GraphCaptureError):
+                raise failure
+            raise GraphCaptureError(f"the step could not be captured as a CUDA graph: "
+                                    f"{type(failure).__name__}: {failure}") from failure
+        return _CudaGraph(graph, pool, self), result
+
     def is_array(self, a) -> bool:
         return isinstance(a, self.xp.ndarray)
 
@@ -76,13 +123,26 @@ class CupyBackend(Backend):
             return super().asarray(data, dtype)
         # Shape and dtype are settled on the host, then one upload.
         host = Backend.asarray(_HOST, data, dtype)
+        if host.ndim == 0:
+            # A scalar becomes a fill launch, not a host-to-device copy: cheaper,
+            # and legal inside a CUDA graph capture.
+            return self.xp.full((), host[()], host.dtype)
+        self._refuse_in_capture(f"an upload of host data (shape {host.shape})")
         return self.xp.asarray(host)
 
     def to_numpy(self, a) -> np.ndarray:
+        self._refuse_in_capture("a read of device values (data_sync, item, float)")
         return self.xp.asnumpy(a)
 
     def sync(self) -> None:
+        self._refuse_in_capture("a device synchronisation")
         self.xp.cuda.get_current_stream().synchronize()
+
+    def set_scalars(self, hp, values) -> None:
+        if hp.dtype == np.float32:
+            _K.set_scalars(hp, values)  # one launch, ordered before the replay that reads it
+            return
+        super().set_scalars(hp, values)
 
     def memory_info(self) -> dict:
         free, total = self.xp.cuda.runtime.memGetInfo()
@@ -101,9 +161,13 @@ class CupyBackend(Backend):
         if self._custom and normalize_dtype(dtype) == np.float32 and 0 <= rate < 1:
             # One launch, no cuRAND (which a CUDA graph capture refuses).
             mask = self.xp.empty(shape, np.float32)
-            _K.dropout(None, rate, self._dropout_seed, self._dropout_offset, mask=mask)
+            replay = None
+            if self.capturing:
+                replay, self._graph_uses_dropout = self._replay_count, True
+            _K.dropout(None, rate, self._dropout_seed, self._dropout_offset, mask=mask, replay=replay)
             self._dropout_offset += _K.dropout_offsets(mask.size)
             return mask
+        self._refuse_in_capture("a cuRAND dropout mask (float32 and the custom kernels capture)")
         keep = self.xp.random.random_sample(shape, dtype=np.float32) >= rate
         return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - rate))
 
@@ -183,6 +247,26 @@ class CupyBackend(Backend):
             return
         super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay)
 
+    def adam_update_dev(self, p, g, m, v, hp, beta1, beta2, eps, decay=False):
+        if self._f32_inplace(p, m, v) and self._f32(g, hp) and g.size == p.size:
+            _K.adam(p, g, m, v, 0.0, beta1, beta2, eps, 1, 1.0 if decay else 0.0, hp=hp)
+            return
+        super().adam_update_dev(p, g, m, v, hp, beta1, beta2, eps, decay)
+
+    def sgd_update_dev(self, p, g, m, hp, momentum=0.0, nesterov=False):
+        slots = (p,) if m is None or not momentum else (p, m)
+        if self._f32_inplace(*slots) and self._f32(g, hp) and g.size == p.size:
+            _K.sgd(p, g, m, 0.0, momentum, nesterov, hp=hp)
+            return
+        super().sgd_update_dev(p, g, m, hp, momentum, nesterov)
+
+    def rmsprop_update_dev(self, p, g, v, mg, mom, hp, rho, momentum, eps):
+        slots = tuple(a for a in (p, v, mg, mom) if a is not None)
+        if self._f32_inplace(*slots) and self._f32(g, hp) and g.size == p.size:
+            _K.rmsprop(p, g, v, mg, mom, 0.0, rho, momentum, eps, hp=hp)
+            return
+        super().rmsprop_update_dev(p, g, v, mg, mom, hp, rho, momentum, eps)
+
     def sgd_update(self, p, g, m, lr, momentum=0.0, nesterov=False):
         slots = (p,) if m is None or not momentum else (p, m)
         if self._f32_inplace(*slots) and self._f32(g) and g.size == p.size:
@@ -218,6 +302,23 @@ class CupyBackend(Backend):
             cols = int(np.prod(shape, dtype=np.int64))
             return _K.col_sum(g.reshape(-1, cols)).reshape(shape)
         return super().sum_to_shape(g, shape)
+
+
+class _CudaGraph:
+    """A captured step: ``replay()`` reruns its device work on the current stream."""
+
+    def __init__(self, graph, pool, backend):
+        self._graph, self._pool, self._backend = graph, pool, backend
+        self.replays = 0
+
+    @property
+    def pool_bytes(self) -> int:
+        """Device bytes the graph's private pool holds (its activations and temporaries)."""
+        return int(self._pool.total_bytes())
+
+    def replay(self) -> None:
+        self._graph.launch(self._backend.xp.cuda.get_current_stream())
+        self.replays += 1
 
 
 class _HostHelper(Backend):

@@ -8,8 +8,19 @@ Times one training step of the seed convnet (594,922 parameters, 28x28x1,
 Adam, float32) per framework and path, in one process on one GPU:
 
 * ``deepgpu-cupy``: the CuPy backend on CuPy's routines (``kernels = "cupy"``).
-* ``deepgpu-custom``: the same on our kernels (``kernels = "custom"``).
-* ``torch-eager`` and ``torch-graph`` (the whole step captured once, replayed).
+* ``deepgpu-custom``: the same on our kernels (``kernels = "custom"``, the default).
+* ``deepgpu-graph``: our kernels with ``compile(cuda_graph=True)``: the step
+  recorded once as a CUDA graph and replayed.
+* ``torch-eager`` and ``torch-graph`` (the whole step captured once, replayed),
+  as PyTorch ships: cuDNN may use TF32 for convolutions
+  (``torch.backends.cudnn.allow_tf32`` is True by default), while deepgpu
+  computes in strict float32.
+* ``torch-eager-fp32`` and ``torch-graph-fp32``: the same with TF32 off
+  (``cudnn.allow_tf32 = cuda.matmul.allow_tf32 = False``), arithmetic like ours.
+
+Every path times ``train_on_batch``-equivalent steps on one fixed batch;
+deepgpu's ``train_on_batch`` also resets and reads its loss metric (a host
+read per step, as Keras's), which the PyTorch steps do not do.
 
 Each path runs ``--warmup`` steps, then ``--steps`` steps each timed on the
 wall clock up to a device sync (median, p10, p90 reported), then the same
@@ -35,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-PATHS = ("deepgpu-cupy", "deepgpu-custom", "torch-eager", "torch-graph")
+PATHS = ("deepgpu-cupy", "deepgpu-custom", "deepgpu-graph", "torch-eager", "torch-graph",
+         "torch-eager-fp32", "torch-graph-fp32")
 
 
 def _stats(ms):
@@ -65,7 +77,7 @@ def _time_steps(step, sync, warmup, steps):
 
 
 # ------------------------------------------------------------------ deepgpu
-def bench_deepgpu(kernels, batch, warmup, steps):
+def bench_deepgpu(kernels, batch, warmup, steps, graph=False):
     import deepgpu as dg
     from deepgpu import backends, optimizers, zoo
     from deepgpu import kernels as kernels_mod
@@ -80,13 +92,19 @@ def bench_deepgpu(kernels, batch, warmup, steps):
         compile_s = time.perf_counter() - t0
     dg.set_seed(0)
     model = zoo.convnet()
-    model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", cuda_graph=graph)
     rng = np.random.default_rng(0)
     x = Tensor(B.asarray(rng.uniform(0, 1, (batch, 28, 28, 1)).astype(np.float32)), B)
     y = Tensor(B.asarray(rng.integers(0, 10, batch).astype(np.int32)), B)
     B.xp.get_default_memory_pool().free_all_blocks()
     res = _time_steps(lambda: model.train_on_batch(x, y), B.sync, warmup, steps)
     res["pool_total_bytes"] = int(B.memory_info()["pool_total_bytes"])
+    if graph:
+        gt = model._graph_trainer
+        res["graph_pool_bytes"] = gt.graph_bytes
+        res["graphs"] = len(gt.steps)
+        res["graph_failed"] = dict((str(k), v) for k, v in gt.failed.items())
+        res["pool_total_bytes"] += gt.graph_bytes
     res["params"] = int(model.count_params())
     if kernels == "custom":
         res["precompile_s"] = round(compile_s, 3)
@@ -103,10 +121,12 @@ def _torch_convnet(torch):
         nn.Linear(512, 10))
 
 
-def bench_torch(graph, batch, warmup, steps):
+def bench_torch(graph, batch, warmup, steps, tf32=True):
     import torch
 
     torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default for matmul
     dev = torch.device("cuda")
     torch.manual_seed(0)
     model = _torch_convnet(torch).to(dev)
@@ -142,6 +162,8 @@ def bench_torch(graph, batch, warmup, steps):
             opt.step()
         res = _time_steps(g.replay, torch.cuda.synchronize, warmup, steps)
     res["max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
+    res["max_memory_reserved_bytes"] = int(torch.cuda.max_memory_reserved())
+    torch.backends.cudnn.allow_tf32 = True
     res["params"] = sum(p.numel() for p in model.parameters())
     return res
 
@@ -205,18 +227,25 @@ def bench_micro():
             xt.grad = None
             conv.weight.grad = None
             conv(xt).backward(gt)
-        for _ in range(5):
-            tstep()
-        torch.cuda.synchronize()
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        ts = []
-        for _ in range(20):
-            s.record()
-            tstep()
-            e.record()
-            e.synchronize()
-            ts.append(s.elapsed_time(e))
-        r["conv2_seed_fwd_bwd"]["cudnn_torch_ms"] = statistics.median(ts)
+
+        def timed():
+            for _ in range(5):
+                tstep()
+            torch.cuda.synchronize()
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            ts = []
+            for _ in range(20):
+                s.record()
+                tstep()
+                e.record()
+                e.synchronize()
+                ts.append(s.elapsed_time(e))
+            return statistics.median(ts)
+        # As PyTorch ships (cuDNN may use TF32), then strict float32 as ours.
+        r["conv2_seed_fwd_bwd"]["cudnn_torch_ms"] = timed()
+        torch.backends.cudnn.allow_tf32 = False
+        r["conv2_seed_fwd_bwd"]["cudnn_torch_fp32_ms"] = timed()
+        torch.backends.cudnn.allow_tf32 = True
     except Exception as ex:  # PyTorch missing: the custom time still stands
         r["conv2_seed_fwd_bwd"]["cudnn_torch_error"] = repr(ex)
 
@@ -254,14 +283,14 @@ def _versions():
 
 def _markdown(result):
     lines = [f"# Seed convnet training step, {result['versions'].get('device')}, {result['date']}", "",
-             "| batch | path | median ms | p10 | p90 | pipelined mean ms | memory (bytes) |",
+             "| batch | path | median ms | p10 | p90 | pipelined mean ms | device memory held (bytes) |",
              "|---|---|---|---|---|---|---|"]
     for batch, paths in result["step"].items():
         for path, r in paths.items():
             if "error" in r:
                 lines.append(f"| {batch} | {path} | error: {r['error'].splitlines()[-1][:80]} | | | | |")
                 continue
-            mem = r.get("pool_total_bytes", r.get("max_memory_allocated_bytes", ""))
+            mem = r.get("pool_total_bytes", r.get("max_memory_reserved_bytes", ""))
             lines.append(f"| {batch} | {path} | {r['median_ms']} | {r['p10_ms']} | {r['p90_ms']} | "
                          f"{r['pipelined_mean_ms']} | {mem} |")
     if result.get("micro"):
@@ -284,8 +313,11 @@ def main(argv=None):
               "args": vars(args), "step": {}}
     runners = {"deepgpu-cupy": lambda b: bench_deepgpu("cupy", b, args.warmup, args.steps),
                "deepgpu-custom": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps),
+               "deepgpu-graph": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps, graph=True),
                "torch-eager": lambda b: bench_torch(False, b, args.warmup, args.steps),
-               "torch-graph": lambda b: bench_torch(True, b, args.warmup, args.steps)}
+               "torch-graph": lambda b: bench_torch(True, b, args.warmup, args.steps),
+               "torch-eager-fp32": lambda b: bench_torch(False, b, args.warmup, args.steps, tf32=False),
+               "torch-graph-fp32": lambda b: bench_torch(True, b, args.warmup, args.steps, tf32=False)}
     for batch in args.batches:
         result["step"][batch] = {}
         for path in args.only:

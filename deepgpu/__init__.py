@@ -8,7 +8,8 @@
 __version__ = "0.1.0"
 
 from .backends import (  # noqa: F401
-    BackendUnavailableError, available_backends, cuda_status, get_backend, set_backend, use_backend,
+    BackendUnavailableError, GraphCaptureError, available_backends, cuda_status, get_backend, set_backend,
+    use_backend,
 )
 from .tensor import (  # noqa: F401
     Tensor, Variable, arange, dispose, tensor1d, tensor2d, tidy, fill, memory, ones, ones_like, random_normal, random_uniform,

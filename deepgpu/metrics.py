@@ -180,6 +180,18 @@ class Metric:
             for v in self._vars.values():
                 v.data[...] = 0
 
+    # A captured training step replays device work only; Python-side state
+    # that update_state changes is replayed from its change during the capture.
+    def _host_state(self):
+        """Python-side state that ``update_state`` changes (None: none)."""
+        return None
+
+    def _replay_host(self, before, after):
+        """Apply once more the change from ``before`` to ``after`` (``_host_state`` values)."""
+
+    def _set_host_state(self, state):
+        """Restore a ``_host_state`` value."""
+
     reset_states = reset_state
 
     def __call__(self, *args, **kwargs):
@@ -267,6 +279,16 @@ class Mean(Metric):
         super().reset_state()
         self._host_count = 0.0
         self._dev_count = False
+
+    def _host_state(self):
+        return (self._host_count, self._dev_count)
+
+    def _replay_host(self, before, after):
+        self._host_count += after[0] - before[0]
+        self._dev_count = self._dev_count or after[1]
+
+    def _set_host_state(self, state):
+        self._host_count, self._dev_count = state
 
 
 class Sum(Metric):

@@ -13,6 +13,8 @@ a Python float (or a schedule evaluated on the Python step counter).
 """
 from __future__ import annotations
 
+import math
+
 from . import backends as _backends
 from . import ops
 from . import schedules
@@ -262,6 +264,42 @@ class Optimizer:
         self.iterations = step
         return self.iterations
 
+    # ------------------------------------------------ inside a CUDA graph
+    # A captured training step freezes launch arguments, so an update inside
+    # it reads this step's scalars (learning rate, Adam's step size) from a
+    # small device array that the host fills before each replay.
+    def _graph_scalars(self, lr, step):
+        """The 1 to 4 floats an update inside a captured step reads from the
+        device for step ``step`` at rate ``lr``; None when this optimizer's
+        update runs outside the graph instead (after each replay)."""
+        return None
+
+    def _update_graph(self, B, v, g, slots, hp):
+        raise NotImplementedError
+
+    def graph_scalars_for_next_step(self):
+        """``_graph_scalars`` of the step that ``apply_gradients`` would run next."""
+        return self._graph_scalars(self._lr_at(self.iterations), self.iterations + 1)
+
+    def can_update_in_graph(self, var_list) -> bool:
+        """True when one step over ``var_list`` can be recorded inside a CUDA graph."""
+        return (self.graph_scalars_for_next_step() is not None
+                and not any(getattr(v, "constraint", None) is not None for v in var_list))
+
+    def apply_gradients_in_graph(self, grads, var_list, hp):
+        """The updates of ``apply_gradients`` written for capture: clipping, then
+        each variable's rule reading its scalars from ``hp`` (a device float32
+        array). Leaves ``iterations`` alone: the caller counts replays.
+        ``grads`` are raw arrays or None, paired with ``var_list``."""
+        self.build([v for v in var_list if getattr(v, "trainable", True)])
+        pairs = [(g, v) for g, v in zip(grads, var_list) if g is not None and getattr(v, "trainable", True)]
+        with no_grad():
+            gs = [Tensor(g if g.dtype == v.data.dtype else v._backend.cast(g, v.dtype), v._backend)
+                  for g, v in pairs]
+            gs = self._clip(gs)
+            for g, (_, v) in zip(gs, pairs):
+                self._update_graph(v._backend, v, g.data, self._slot_vars[id(v)], hp)
+
     def _before_step(self, step):
         """Hook run once per step before the updates (Nadam's momentum product)."""
 
@@ -325,6 +363,14 @@ class SGD(Optimizer):
         self._maybe_decay(B, v, lr)
         B.sgd_update(v.data, g, slots[0].data if slots else None, lr, self.momentum, self.nesterov)
 
+    def _graph_scalars(self, lr, step):
+        return (lr, lr * float(self.weight_decay or 0.0))
+
+    def _update_graph(self, B, v, g, slots, hp):
+        if self._decays(v):
+            B.weight_decay_update_dev(v.data, hp)
+        B.sgd_update_dev(v.data, g, slots[0].data if slots else None, hp, self.momentum, self.nesterov)
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -353,6 +399,16 @@ class Adam(Optimizer):
             wd = float(self.weight_decay) if self._decays(v) else 0.0
             B.adam_update(v.data, g, slots[0].data, slots[1].data, lr, self.beta_1, self.beta_2,
                           self.epsilon, step, wd)
+
+    def _graph_scalars(self, lr, step):
+        if self.amsgrad:
+            return None
+        step_size = lr * math.sqrt(1 - self.beta_2 ** step) / (1 - self.beta_1 ** step)
+        return (step_size, lr * float(self.weight_decay or 0.0))
+
+    def _update_graph(self, B, v, g, slots, hp):
+        B.adam_update_dev(v.data, g, slots[0].data, slots[1].data, hp, self.beta_1, self.beta_2,
+                          self.epsilon, self._decays(v))
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
@@ -397,6 +453,17 @@ class RMSprop(Optimizer):
         mom = next(it).data if self.momentum > 0 else None
         mg = next(it).data if self.centered else None
         B.rmsprop_update(v.data, g, slots[0].data, mg, mom, lr, self.rho, self.momentum, self.epsilon)
+
+    def _graph_scalars(self, lr, step):
+        return (lr, lr * float(self.weight_decay or 0.0))
+
+    def _update_graph(self, B, v, g, slots, hp):
+        if self._decays(v):
+            B.weight_decay_update_dev(v.data, hp)
+        it = iter(slots[1:])
+        mom = next(it).data if self.momentum > 0 else None
+        mg = next(it).data if self.centered else None
+        B.rmsprop_update_dev(v.data, g, slots[0].data, mg, mom, hp, self.rho, self.momentum, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,

@@ -35,7 +35,7 @@ KERNELS = {
     "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_avg_pool_fwd", "dg_avg_pool_bwd"),
     "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_softmax_xent_fwd",
                        "dg_softmax_xent_bwd", "dg_dropout", "dg_bias_act", "dg_relu_grad",
-                       "dg_col_sum", "dg_sum_splits"),
+                       "dg_col_sum", "dg_sum_splits", "dg_set_scalars", "dg_counter_add"),
 }
 # Activation names -> the DG_ACT_* codes of gemm_core.cuh.
 ACTIVATIONS = {None: 0, "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
@@ -50,7 +50,7 @@ __all__ = ["KernelCompileError", "sources", "source", "cache_dir", "precompile",
            "matmul", "dense", "conv2d", "conv2d_grad_input", "conv2d_grad_filter",
            "max_pool2d", "max_pool2d_grad", "avg_pool2d", "avg_pool2d_grad", "adam", "sgd",
            "rmsprop", "softmax_cross_entropy", "softmax_cross_entropy_grad", "dropout",
-           "bias_act", "relu_grad", "col_sum"]
+           "bias_act", "relu_grad", "col_sum", "set_scalars", "counter_add"]
 
 
 class KernelCompileError(RuntimeError):
@@ -463,21 +463,42 @@ def avg_pool2d_grad(dy, x_shape, pool_size=(2, 2), strides=None, padding="valid"
 # --------------------------------------------------------------- optimizers
 # In place, one launch each. p, g and the slots may be views of one flat
 # buffer holding every parameter: then one launch updates the whole model.
-def adam(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
-    """Adam(W) step in place, as Backend.adam_update; ``step`` counts from 1."""
+def _scalars(hp, what, k):
+    """The device scalar array of a graph step: float32 with at least ``k`` values."""
+    if hp is None:
+        return None
+    if hp.dtype != np.float32 or hp.size < k:
+        raise ValueError(f"{what}: hp must be a float32 array of at least {k} values, got {hp.dtype} {hp.shape}")
+    return hp
+
+
+def adam(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0, hp=None):
+    """Adam(W) step in place, as Backend.adam_update; ``step`` counts from 1.
+
+    hp: None, or a device float32 array [step_size, lr * weight_decay] read
+    when the kernel runs (a captured step); then ``lr`` and ``step`` are
+    unused and ``weight_decay`` only says whether to decay (non-zero).
+    """
     n = p.size
     for a, what in ((p, "p"), (m, "m"), (v, "v")):
         _inplace(a, f"adam {what}", n)
     g = _check(g, "adam g")
-    step_size = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
+    hp = _scalars(hp, "adam", 2)
+    if hp is None:
+        step_size, decay = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step), lr * weight_decay
+    else:
+        step_size, decay = 0.0, 1.0 if weight_decay else 0.0
     if n:
         _launch("dg_adam", _grid1d(n), (BLOCK,),
                 (p, g, m, v, _i64(n), _f32(beta1), _f32(beta2), _f32(eps), _f32(step_size),
-                 _f32(lr * weight_decay)))
+                 _f32(decay), hp))
 
 
-def sgd(p, g, m, lr, momentum=0.0, nesterov=False):
-    """SGD step in place, as Backend.sgd_update (m None or momentum 0: plain SGD)."""
+def sgd(p, g, m, lr, momentum=0.0, nesterov=False, hp=None):
+    """SGD step in place, as Backend.sgd_update (m None or momentum 0: plain SGD).
+
+    hp: None, or a device float32 array [lr, ...] read when the kernel runs.
+    """
     n = p.size
     _inplace(p, "sgd p", n)
     g = _check(g, "sgd g")
@@ -485,21 +506,28 @@ def sgd(p, g, m, lr, momentum=0.0, nesterov=False):
         m = None
     else:
         _inplace(m, "sgd m", n)
+    hp = _scalars(hp, "sgd", 1)
     if n:
         _launch("dg_sgd", _grid1d(n), (BLOCK,),
-                (p, g, m, _i64(n), _f32(lr), _f32(momentum), np.int32(bool(nesterov))))
+                (p, g, m, _i64(n), _f32(0.0 if hp is not None else lr), _f32(momentum),
+                 np.int32(bool(nesterov)), hp))
 
 
-def rmsprop(p, g, v, mg, mom, lr, rho, momentum, eps):
-    """RMSprop step in place, as Backend.rmsprop_update (mg, mom may be None)."""
+def rmsprop(p, g, v, mg, mom, lr, rho, momentum, eps, hp=None):
+    """RMSprop step in place, as Backend.rmsprop_update (mg, mom may be None).
+
+    hp: None, or a device float32 array [lr, ...] read when the kernel runs.
+    """
     n = p.size
     for a, what in ((p, "p"), (v, "v"), (mg, "mg"), (mom, "mom")):
         if a is not None:
             _inplace(a, f"rmsprop {what}", n)
     g = _check(g, "rmsprop g")
+    hp = _scalars(hp, "rmsprop", 1)
     if n:
         _launch("dg_rmsprop", _grid1d(n), (BLOCK,),
-                (p, g, v, mg, mom, _i64(n), _f32(lr), _f32(rho), _f32(momentum), _f32(eps)))
+                (p, g, v, mg, mom, _i64(n), _f32(0.0 if hp is not None else lr), _f32(rho),
+                 _f32(momentum), _f32(eps), hp))
 
 
 # --------------------------------------------------- softmax, dropout, misc
@@ -539,13 +567,17 @@ def dropout_offsets(n: int) -> int:
     return -(-int(n) // 4)
 
 
-def dropout(x, rate, seed, offset, mask=None, out=None):
+def dropout(x, rate, seed, offset, mask=None, out=None, replay=None):
     """(x * mask, mask), mask = 1/(1-rate) where uniform(seed, offset, i) >= rate, else 0.
 
     With x None, only ``mask`` (then required, any shape) is written and
     (None, mask) returned. The caller advances ``offset`` by
     ``dropout_offsets(size)`` per call so that calls never reuse numbers.
+    replay: None, or a device uint64 array [1] whose value is mixed into the
+    counter when the kernel runs (a captured step advances it per replay).
     """
+    if replay is not None and (replay.dtype != np.uint64 or replay.size != 1):
+        raise ValueError(f"dropout: replay must be a uint64 array of one value, got {replay.dtype} {replay.shape}")
     if x is None:
         if mask is None:
             raise ValueError("dropout: give x, or the mask array to fill")
@@ -559,8 +591,25 @@ def dropout(x, rate, seed, offset, mask=None, out=None):
     if n:
         _launch("dg_dropout", _grid1d(dropout_offsets(n)), (BLOCK,),
                 (x, y, mask, _i64(n), _f32(rate), _f32(1.0 / (1.0 - rate)),
-                 np.uint64(int(seed) % 2**64), np.uint64(int(offset) % 2**64)))
+                 np.uint64(int(seed) % 2**64), np.uint64(int(offset) % 2**64), replay))
     return y, mask
+
+
+def set_scalars(hp, values):
+    """Write up to four Python floats into the device float32 array ``hp`` (one launch)."""
+    values = [float(v) for v in values]
+    if not 0 < len(values) <= 4 or hp.dtype != np.float32 or hp.size < len(values):
+        raise ValueError(f"set_scalars: 1 to 4 values into a float32 array of at least as many, "
+                         f"got {len(values)} values for {hp.dtype} {hp.shape}")
+    vals = values + [0.0] * (4 - len(values))
+    _launch("dg_set_scalars", (1,), (32,), (hp, np.int32(len(values))) + tuple(_f32(v) for v in vals))
+
+
+def counter_add(ctr, inc=1):
+    """``ctr[0] += inc`` on the device (ctr: uint64 array [1]); one launch."""
+    if ctr.dtype != np.uint64 or ctr.size != 1:
+        raise ValueError(f"counter_add: ctr must be a uint64 array of one value, got {ctr.dtype} {ctr.shape}")
+    _launch("dg_counter_add", (1,), (32,), (ctr, np.uint64(int(inc) % 2**64)))
 
 
 def bias_act(x, bias=None, activation=None, out=None):

@@ -15,9 +15,17 @@
 // Adam(W), as Backend.adam_update: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= decay p (decay = lr * weight_decay, 0 for plain Adam);
 // p -= step_size m / (sqrt(v) + eps), step_size = lr sqrt(1-b2^t) / (1-b1^t).
+// hp may be null; if given (a step inside a CUDA graph, whose launch
+// arguments are frozen), step_size = hp[0] and decay = hp[1] * decay, read
+// at run time so that each replay takes the host's values for its step.
 extern "C" __global__ void dg_adam(float* p, const float* g, float* m, float* v, long long n,
-                                   float b1, float b2, float eps, float step_size, float decay)
+                                   float b1, float b2, float eps, float step_size, float decay,
+                                   const float* hp)
 {
+    if (hp) {
+        step_size = hp[0];
+        decay *= hp[1];
+    }
     DG_GRID_STRIDE(i, n) {
         const float gi = g[i];
         const float mi = b1 * m[i] + (1.0f - b1) * gi;
@@ -32,9 +40,11 @@ extern "C" __global__ void dg_adam(float* p, const float* g, float* m, float* v,
 
 // SGD, as Backend.sgd_update. mom may be null (plain SGD: p -= lr g); else
 // mom = momentum mom - lr g and p += mom (nesterov: p += momentum mom - lr g).
+// hp may be null; if given, lr = hp[0] (read at run time, as dg_adam's hp).
 extern "C" __global__ void dg_sgd(float* p, const float* g, float* mom, long long n, float lr,
-                                  float momentum, int nesterov)
+                                  float momentum, int nesterov, const float* hp)
 {
+    if (hp) lr = hp[0];
     DG_GRID_STRIDE(i, n) {
         const float gi = g[i];
         if (!mom) {
@@ -51,9 +61,12 @@ extern "C" __global__ void dg_sgd(float* p, const float* g, float* mom, long lon
 // if given (centered), mg = rho mg + (1-rho) g and the denominator is
 // sqrt(v - mg^2 + eps), else sqrt(v + eps). inc = lr g / denominator. mom may
 // be null; if given, mom = momentum mom + inc and p -= mom, else p -= inc.
+// hp may be null; if given, lr = hp[0] (read at run time, as dg_adam's hp).
 extern "C" __global__ void dg_rmsprop(float* p, const float* g, float* v, float* mg, float* mom,
-                                      long long n, float lr, float rho, float momentum, float eps)
+                                      long long n, float lr, float rho, float momentum, float eps,
+                                      const float* hp)
 {
+    if (hp) lr = hp[0];
     DG_GRID_STRIDE(i, n) {
         const float gi = g[i];
         const float vi = rho * v[i] + (1.0f - rho) * gi * gi;
@@ -154,15 +167,21 @@ __device__ __forceinline__ void dg_philox(unsigned int c[4], unsigned int k0, un
 // mask[i] = scale if uniform(seed, offset, i) >= rate else 0, and, when x is
 // not null, y[i] = x[i] * mask[i]. Counter (offset + i/4) gives the four
 // numbers of elements 4(i/4) .. 4(i/4)+3; the caller advances offset by
-// ceil(n/4) per call so that calls never reuse numbers.
+// ceil(n/4) per call so that calls never reuse numbers. replay may be null
+// (counter words 2 and 3 are 0); inside a CUDA graph it points at a device
+// count that the graph advances after each replay, so that every replay
+// draws new masks although its launch arguments are frozen.
 extern "C" __global__ void dg_dropout(const float* x, float* y, float* mask, long long n,
                                       float rate, float scale, unsigned long long seed,
-                                      unsigned long long offset)
+                                      unsigned long long offset,
+                                      const unsigned long long* replay)
 {
+    const unsigned long long r = replay ? *replay : 0ull;
     const long long groups = (n + 3) / 4;
     DG_GRID_STRIDE(q, groups) {
         const unsigned long long ctr = offset + (unsigned long long)q;
-        unsigned int c[4] = {(unsigned int)ctr, (unsigned int)(ctr >> 32), 0u, 0u};
+        unsigned int c[4] = {(unsigned int)ctr, (unsigned int)(ctr >> 32), (unsigned int)r,
+                             (unsigned int)(r >> 32)};
         dg_philox(c, (unsigned int)seed, (unsigned int)(seed >> 32));
         for (int k = 0; k < 4; ++k) {
             const long long i = 4 * q + k;
@@ -174,6 +193,25 @@ extern "C" __global__ void dg_dropout(const float* x, float* y, float* mask, lon
             if (x) y[i] = x[i] * mk;
         }
     }
+}
+
+// ------------------------------------------------- graph-step bookkeeping
+// Writes the n (<= 4) scalars of a step into hp: one launch, ordered on the
+// stream before the graph replay that reads them (no host-to-device copy).
+extern "C" __global__ void dg_set_scalars(float* hp, int n, float a, float b, float c, float d)
+{
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        if (n > 0) hp[0] = a;
+        if (n > 1) hp[1] = b;
+        if (n > 2) hp[2] = c;
+        if (n > 3) hp[3] = d;
+    }
+}
+
+// *ctr += inc: the last node of a captured step advances its replay count.
+extern "C" __global__ void dg_counter_add(unsigned long long* ctr, unsigned long long inc)
+{
+    if (blockIdx.x == 0 && threadIdx.x == 0) *ctr += inc;
 }
 
 // -------------------------------------------------- epilogues, gradients

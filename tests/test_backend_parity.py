@@ -995,3 +995,57 @@ def test_optimizer_updates(B, name):
     close(B, dp, p, rtol=1e-4)
     for k in ds:
         close(B, ds[k], s[k], rtol=1e-4)
+
+
+# ------------------------------------------- updates inside a captured step
+@covers("set_scalars", "adam_update_dev", "sgd_update_dev", "rmsprop_update_dev", "weight_decay_update_dev")
+def test_device_scalar_updates_equal_their_python_scalar_twins(B):
+    """The *_dev updates read their scalars from a device array and give the plain rules' results."""
+    hp = B.zeros((4,), "float32")
+    B.set_scalars(hp, [0.5, -2.0, 3.25])
+    same(B, hp, np.array([0.5, -2.0, 3.25, 0.0], F32))
+    lr, wd, b1, b2, eps = 0.01, 0.004, 0.9, 0.999, 1e-7
+    p0, g0, m0, v0, mg0 = r(4, 3), r(4, 3), r(4, 3) * 0.1, r(4, 3, lo=0, hi=0.01), np.zeros((4, 3), F32)
+    for step in (1, 3):
+        a, b = up(B, p0, m0, v0), up(B, p0, m0, v0)
+        g = B.asarray(g0)
+        B.adam_update(*a[:1], g, *a[1:], lr, b1, b2, eps, step, wd)
+        B.set_scalars(hp, [lr * math.sqrt(1 - b2 ** step) / (1 - b1 ** step), lr * wd])
+        B.adam_update_dev(b[0], g, b[1], b[2], hp, b1, b2, eps, True)
+        for x, y in zip(a, b):
+            close(B, y, host(B, x).astype(np.float64), rtol=1e-6)
+    B.set_scalars(hp, [lr, lr * wd])
+    for mom, nest in ((0.0, False), (0.9, True)):
+        a, b = up(B, p0, m0), up(B, p0, m0)
+        B.sgd_update(a[0], B.asarray(g0), a[1], lr, mom, nest)
+        B.sgd_update_dev(b[0], B.asarray(g0), b[1], hp, mom, nest)
+        close(B, b[0], host(B, a[0]).astype(np.float64), rtol=1e-6)
+    a, b = up(B, p0, v0, mg0, m0), up(B, p0, v0, mg0, m0)
+    B.rmsprop_update(a[0], B.asarray(g0), a[1], a[2], a[3], lr, 0.9, 0.5, eps)
+    B.rmsprop_update_dev(b[0], B.asarray(g0), b[1], b[2], b[3], hp, 0.9, 0.5, eps)
+    close(B, b[0], host(B, a[0]).astype(np.float64), rtol=1e-6)
+    a, b = up(B, p0), up(B, p0)
+    B.weight_decay_update(a[0], lr, wd)
+    B.weight_decay_update_dev(b[0], hp)
+    close(B, b[0], host(B, a[0]).astype(np.float64), rtol=1e-6)
+
+
+@covers("capture_graph")
+def test_capture_graph(B):
+    """A recorded sequence replays with new inputs; backends without graphs refuse clearly."""
+    from deepgpu.backends.base import GraphCaptureError
+
+    x = B.asarray(r(8, 5))
+    w = B.asarray(r(5, 3))
+    if not B.supports_graphs:
+        with pytest.raises(GraphCaptureError, match="cannot capture|custom kernels"):
+            B.capture_graph(lambda: B.dense(x, w, None, "relu"))
+        return
+    graph, y = B.capture_graph(lambda: B.dense(x, w, None, "relu"))
+    x2 = r(8, 5)
+    x[...] = B.asarray(x2)
+    graph.replay()
+    close(B, y, np.maximum(x2.astype(np.float64) @ host(B, w), 0))
+    with pytest.raises(GraphCaptureError, match="read of device values"):
+        B.capture_graph(lambda: B.to_numpy(x))
+    assert not B.capturing

@@ -91,7 +91,14 @@ _KERNEL_DEF = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\
 _SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64, "float": np.float32}
 _CTYPES = {"int": ctypes.c_int32, "long long": ctypes.c_int64,
            "unsigned long long": ctypes.c_uint64, "float": ctypes.c_float}
-_MARGIN = 257  # NaN elements either side of every array argument
+_MARGIN = 257  # poisoned elements either side of every array argument
+# Pointer parameter type -> the NumPy dtype an argument must have, and its poison value.
+_POINTEES = {"float": np.dtype(np.float32), "unsigned long long": np.dtype(np.uint64)}
+_POISON = {np.dtype(np.float32): np.nan, np.dtype(np.uint64): np.uint64(0xDEADBEEFDEADBEEF)}
+
+
+def _poisoned(margin):
+    return bool(np.isnan(margin).all()) if margin.dtype.kind == "f" else bool((margin == _POISON[margin.dtype]).all())
 
 
 def _params(text):
@@ -154,11 +161,12 @@ class Emulator:
                     cargs.append(ctypes.c_void_p(None))
                     continue
                 assert isinstance(a, np.ndarray), f"{name}({pname}): expected an array, got {type(a)}"
-                assert a.dtype == np.float32 and a.flags.c_contiguous, f"{name}({pname}): {a.dtype}"
-                buf = np.full(a.size + 2 * _MARGIN, np.nan, F32)
+                want = _POINTEES[base]
+                assert a.dtype == want and a.flags.c_contiguous, f"{name}({pname}): {a.dtype}, needs {want}"
+                buf = np.full(a.size + 2 * _MARGIN, _POISON[want], want)
                 buf[_MARGIN:_MARGIN + a.size] = a.reshape(-1)
                 guards.append((pname, a, buf))
-                cargs.append(ctypes.c_void_p(buf.ctypes.data + 4 * _MARGIN))
+                cargs.append(ctypes.c_void_p(buf.ctypes.data + buf.itemsize * _MARGIN))
             else:
                 want = _SCALARS[base]
                 assert type(a) is want, f"{name}({pname}): {ctype} needs {want.__name__}, got {type(a).__name__}"
@@ -168,7 +176,7 @@ class Emulator:
         rc = fn(*[ctypes.c_uint(int(v)) for v in grid + block], *cargs)
         assert rc == 0, f"{name}: OpenMP did not give {int(np.prod(block))} threads"
         for pname, a, buf in guards:
-            assert np.isnan(buf[:_MARGIN]).all() and np.isnan(buf[-_MARGIN:]).all(), (
+            assert _poisoned(buf[:_MARGIN]) and _poisoned(buf[-_MARGIN:]), (
                 f"{name}: wrote outside the array argument {pname}")
             a.reshape(-1)[...] = buf[_MARGIN:_MARGIN + a.size]
 
@@ -416,6 +424,61 @@ def test_rmsprop(xp, centered, momentum):
     for what, a, r in zip(["p", "g", "v", "mg", "mom"], d, ref):
         if a is not None:
             check(a, r, what=f"rmsprop {what}")
+
+
+def test_optimizer_kernels_read_scalars_from_the_device(xp):
+    """With hp given, the step's scalars come from that array, not from the launch arguments."""
+    lr, wd, step = 1e-2, 0.05, 4
+    step_size = lr * (1 - 0.999 ** step) ** 0.5 / (1 - 0.9 ** step)
+    p, g, m = rnd(N_PARAMS), rnd(N_PARAMS), rnd(N_PARAMS)
+    v = rnd(N_PARAMS, lo=0.0, hi=1.0)
+    ref = [f64(a).copy() for a in (p, g, m, v)]
+    _cpu().adam_update(*ref, lr, 0.9, 0.999, 1e-7, step, wd)
+    d = [dev(xp, a) for a in (p, g, m, v)]
+    hp = poisoned(xp, (4,))
+    K.set_scalars(hp, [step_size, lr * wd])
+    K.adam(*d, 123.0, 0.9, 0.999, 1e-7, 1, wd, hp=hp)  # lr and step deliberately wrong
+    for what, a, r in zip("pgmv", d, ref):
+        check(a, r, what=f"adam(hp) {what}")
+    p, g, m = rnd(N_PARAMS), rnd(N_PARAMS), rnd(N_PARAMS)
+    ref = [f64(a).copy() for a in (p, g, m)]
+    _cpu().sgd_update(ref[0], ref[1], ref[2], 0.1, 0.9, True)
+    d = [dev(xp, a) for a in (p, g, m)]
+    K.set_scalars(hp, [0.1])
+    K.sgd(d[0], d[1], d[2], 7.0, 0.9, True, hp=hp)
+    check(d[0], ref[0], what="sgd(hp) p")
+    p, g = rnd(N_PARAMS), rnd(N_PARAMS)
+    v = rnd(N_PARAMS, lo=0.5, hi=1.0)
+    ref = [f64(a).copy() for a in (p, g, v)]
+    _cpu().rmsprop_update(ref[0], ref[1], ref[2], None, None, 1e-2, 0.9, 0.0, 1e-7)
+    d = [dev(xp, a) for a in (p, g, v)]
+    K.set_scalars(hp, [1e-2, 3.0, 4.0, 5.0])
+    K.rmsprop(d[0], d[1], d[2], None, None, 9.0, 0.9, 0.0, 1e-7, hp=hp)
+    check(d[0], ref[0], what="rmsprop(hp) p")
+    np.testing.assert_array_equal(host(hp), np.array([1e-2, 3, 4, 5], F32))
+    with pytest.raises(ValueError, match="hp must be a float32"):
+        K.adam(*d[:2], d[2].copy(), d[2].copy(), 1e-3, 0.9, 0.999, 1e-7, 1, hp=hp[:1])
+
+
+def test_dropout_replay_counter(xp):
+    """A replay count mixes into Philox's counter words 2 and 3; the count advances on the device."""
+    n, rate, seed, offset = 1001, 0.5, 99, 5
+    ctr = xp.asarray(np.array([0], np.uint64))
+    _, m0 = K.dropout(None, rate, seed, offset, mask=poisoned(xp, (n,)))
+    _, m_ctr0 = K.dropout(None, rate, seed, offset, mask=poisoned(xp, (n,)), replay=ctr)
+    np.testing.assert_array_equal(host(m_ctr0), host(m0))  # a count of 0 is the plain stream
+    K.counter_add(ctr, 3)
+    assert int(host(ctr)[0]) == 3
+    _, m3 = K.dropout(None, rate, seed, offset, mask=poisoned(xp, (n,)), replay=ctr)
+    m3 = host(m3)
+    assert (m3 != host(m0)).mean() > 0.3
+    scale = F32(1 / (1 - rate))
+    for q in (0, 7, 250):
+        ctr_q = offset + q
+        r = _philox_ref([ctr_q, 0, 3, 0], [seed, 0])
+        for j in range(4):
+            if 4 * q + j < n:
+                assert m3[4 * q + j] == (scale if (r[j] >> 8) / 16777216.0 >= rate else 0.0)
 
 
 # -------------------------------------------------- softmax, dropout, misc

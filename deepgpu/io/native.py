@@ -116,7 +116,8 @@ def _compile_members(model) -> dict:
 
     cc = model._compile_config
     spec = {"optimizer": O.serialize(model.optimizer), "loss": _fn_name(cc["loss"], "loss"),
-            "metrics": _fn_name(cc["metrics"], "metric"), "loss_weights": cc["loss_weights"]}
+            "metrics": _fn_name(cc["metrics"], "metric"), "loss_weights": cc["loss_weights"],
+            "cuda_graph": bool(cc.get("cuda_graph", False))}
     out = {"compile.json": json.dumps(spec).encode()}
     if model.optimizer.built:
         out["optimizer.npz"] = _npz_bytes(model.optimizer.get_weights())
@@ -289,7 +290,8 @@ def load_model(path, custom_objects=None, compile=True):
         opt = O.get(compile_spec["optimizer"])
         model.compile(optimizer=opt, loss=_restore_fn(compile_spec["loss"], custom_objects, "loss"),
                       metrics=_restore_fn(compile_spec["metrics"], custom_objects, "metric"),
-                      loss_weights=compile_spec.get("loss_weights"))
+                      loss_weights=compile_spec.get("loss_weights"),
+                      cuda_graph=bool(compile_spec.get("cuda_graph", False)))
         if opt_state is not None:
             opt.set_weights(opt_state, var_list=model._vars_to_train())
     _assign_all(model, arrays)

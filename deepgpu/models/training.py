@@ -13,6 +13,7 @@ import math
 from .. import backends
 from ..autograd import backward, enable_grad, no_grad
 from ..tensor import Tensor, tensor
+from .graph_step import GraphTrainer
 from .progbar import Progbar
 
 
@@ -80,10 +81,11 @@ class Trainer:
         self.stop_training = False
         self.history = None
         self._loss_fns = None
+        self._graph_trainer = None
 
     # -------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
-                weighted_metrics=None, **kwargs):
+                weighted_metrics=None, cuda_graph=False, **kwargs):
         """Configure training.
 
         optimizer: name or Optimizer. loss: name, Loss, callable
@@ -91,6 +93,9 @@ class Trainer:
         several outputs. metrics: list of names or Metric objects (applied
         to every output), or a list of lists / dict per output.
         loss_weights: list or dict scaling each output's loss.
+        cuda_graph: on the "cuda" backend, record the training step as a
+        CUDA graph (per batch shape, from the second batch on) and replay it
+        (see deepgpu.models.graph_step); no effect on other backends.
         Raises ValueError for unknown names (listing the valid ones).
         """
         from .. import losses as losses_mod
@@ -142,8 +147,10 @@ class Trainer:
         self._metrics = metric_objs
         self._loss_tracker = metrics_mod.Mean(name="loss")
         self._out_loss_trackers = [metrics_mod.Mean(name=f"{nm}_loss") for nm in names] if n > 1 else []
-        self._compile_config = {"optimizer": opt, "loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        self._compile_config = {"optimizer": opt, "loss": loss, "metrics": metrics, "loss_weights": loss_weights,
+                                "cuda_graph": bool(cuda_graph)}
         self._train_vars = None
+        self._graph_trainer = GraphTrainer(self) if cuda_graph else None
         self.compiled = True
 
     def _per_output(self, spec, names, what):
@@ -281,6 +288,8 @@ class Trainer:
             m.reset_state()
 
     def _train_batch(self, xb, yb, swb):
+        if self._graph_trainer is not None and self._graph_trainer.train_batch(xb, yb, swb):
+            return
         vars_ = self._vars_to_train()
         with enable_grad():
             out = self(xb if len(xb) > 1 else xb[0], training=True)

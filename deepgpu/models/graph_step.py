@@ -1,0 +1,144 @@
+"""Training steps recorded once as a CUDA graph and replayed per batch.
+
+``model.compile(..., cuda_graph=True)`` turns this on. For each batch
+signature (the shapes and dtypes of x, y and sample weights) the trainer
+runs the first batch eagerly (it builds the optimizer's slots and the
+metrics' state, and compiles kernels), records the second one with
+``Backend.capture_graph`` and replays that recording from then on: one
+launch for forward, loss, backward, clipping, the optimizer update and the
+metric sums, instead of hundreds of Python-driven launches.
+
+What a replay cannot redo is done around it, on the host:
+
+* The batch is copied into the input buffers the graph reads.
+* The optimizer's per-step scalars (learning rate, Adam's bias-corrected
+  step size) are written into a small device array that the recorded
+  updates read (``Optimizer.apply_gradients_in_graph``), so schedules and
+  ``learning_rate`` changes keep working; ``iterations`` counts replays.
+  An optimizer with no in-graph form (AMSGrad, Adagrad, ..., or variables
+  with constraints) runs its usual ``apply_gradients`` after each replay on
+  the gradients the graph wrote.
+* The metrics' Python-side counts are advanced by the change the recorded
+  step made to them (``Metric._replay_host``).
+
+Dropout draws new masks at every replay (a device replay count enters its
+random stream). A signature whose capture fails (an op that reads values
+on the host, a backend that cannot capture) warns once and stays eager.
+"""
+from __future__ import annotations
+
+import warnings
+
+from ..autograd import backward, enable_grad, no_grad
+from ..backends.base import GraphCaptureError
+from ..tensor import Tensor
+
+# Each recording keeps a private copy of the step's activations on the
+# device, so only a few signatures (the full batch, the last partial one)
+# are recorded per model; others run eagerly.
+MAX_GRAPHS = 2
+
+
+def _signature(arrays):
+    return tuple(None if t is None else (tuple(t.shape), str(t.dtype)) for t in arrays)
+
+
+class GraphTrainer:
+    """The graph-mode half of ``Trainer._train_batch``; one per compiled model."""
+
+    def __init__(self, model):
+        self.model = model
+        self.steps = {}      # signature -> _GraphStep
+        self.warm = set()    # signatures whose eager first batch has run
+        self.failed = {}     # signature -> reason
+
+    def train_batch(self, xb, yb, swb) -> bool:
+        """Run one training step through a graph; False when the caller must run it eagerly."""
+        B = (xb[0] if xb else yb[0])._backend
+        if not getattr(B, "supports_graphs", False):
+            return False
+        vars_ = self.model._vars_to_train()
+        key = (_signature(list(xb) + list(yb) + [swb]), tuple(id(v) for v in vars_))
+        step = self.steps.get(key)
+        if step is None:
+            if key in self.failed or len(self.steps) >= MAX_GRAPHS:
+                return False
+            if key not in self.warm:
+                self.warm.add(key)
+                return False
+            try:
+                step = _GraphStep(self.model, B, vars_, xb, yb, swb)
+            except GraphCaptureError as e:
+                self.failed[key] = str(e)
+                warnings.warn(f"model {self.model.name!r}: the training step runs without a CUDA "
+                              f"graph for batches of this shape: {e}", RuntimeWarning, stacklevel=4)
+                return False
+            self.steps[key] = step
+        step.run(xb, yb, swb)
+        return True
+
+    @property
+    def graph_bytes(self) -> int:
+        """Device bytes held by the recorded steps' private pools."""
+        return sum(s.graph.pool_bytes for s in self.steps.values())
+
+
+class _GraphStep:
+    """One recorded training step and the buffers it reads and writes."""
+
+    def __init__(self, model, B, vars_, xb, yb, swb):
+        self.model, self.B, self.vars = model, B, vars_
+        opt = model.optimizer
+        opt.build(vars_)
+        # Inputs live in buffers of their own that each batch is copied into.
+        self.xs = [Tensor(B.copy(t.data), B) for t in xb]
+        self.ys = [Tensor(B.copy(t.data), B) for t in yb]
+        self.sw = None if swb is None else Tensor(B.copy(swb.data), B)
+        self.in_graph_update = opt.can_update_in_graph(vars_)
+        self.hp = B.zeros((4,), "float32") if self.in_graph_update else None
+        metrics = model._all_metrics()
+        before = [m._host_state() for m in metrics]
+
+        def body():
+            with enable_grad():
+                out = model(self.xs if len(self.xs) > 1 else self.xs[0], training=True)
+                outs = model._outs_list(out)
+                total, per_out = model._compute_loss(self.ys, outs, self.sw)
+            grads = backward(total, vars_)
+            if self.in_graph_update:
+                opt.apply_gradients_in_graph(grads, vars_, self.hp)
+            with no_grad():
+                model._update_metrics(self.ys, [Tensor(o.data, B) for o in outs], self.sw,
+                                      Tensor(total.data, B), per_out)
+            return None if self.in_graph_update else grads
+
+        try:
+            self.graph, self.grads = B.capture_graph(body)
+        finally:
+            # The recording ran the step's Python once but none of its device
+            # work: the metrics' host counts go back to where they were.
+            after = [m._host_state() for m in metrics]
+            for m, b in zip(metrics, before):
+                m._set_host_state(b)
+        self.metric_changes = list(zip(metrics, before, after))
+        # The eager first batch left its activations cached in the default
+        # pool; the graph holds its own now.
+        pool = getattr(B, "_pool", None)
+        if pool is not None:
+            pool.free_all_blocks()
+
+    def run(self, xb, yb, swb):
+        B, opt = self.B, self.model.optimizer
+        for dst, src in zip(self.xs + self.ys + ([self.sw] if self.sw is not None else []),
+                            list(xb) + list(yb) + ([swb] if swb is not None else [])):
+            if src.data is not dst.data:
+                dst.data[...] = src.data
+        if self.in_graph_update:
+            B.set_scalars(self.hp, opt.graph_scalars_for_next_step())
+        self.graph.replay()
+        if self.in_graph_update:
+            opt.iterations += 1
+        else:
+            opt.apply_gradients([(None if g is None else Tensor(g, B), v) for g, v in zip(self.grads, self.vars)])
+        for m, before, after in self.metric_changes:
+            m._replay_host(before, after)
