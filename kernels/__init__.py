@@ -32,7 +32,8 @@ from ..backends.base import _pair, conv_output_size
 KERNELS = {
     "matmul.cu": ("dg_matmul_nn", "dg_matmul_nt", "dg_matmul_tn", "dg_matmul_tt"),
     "conv2d.cu": ("dg_conv2d_fwd", "dg_conv2d_grad_input", "dg_conv2d_grad_filter"),
-    "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_avg_pool_fwd", "dg_avg_pool_bwd"),
+    "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_max_pool_bwd_tiles", "dg_avg_pool_fwd",
+                "dg_avg_pool_bwd", "dg_avg_pool_bwd_tiles"),
     "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_softmax_xent_fwd",
                        "dg_softmax_xent_bwd", "dg_dropout", "dg_bias_act", "dg_relu_grad",
                        "dg_col_sum", "dg_sum_splits", "dg_set_scalars", "dg_counter_add"),
@@ -418,13 +419,52 @@ def _pool_geom(x_shape, pool_size, strides, padding):
     return tuple(_i32(v) for v in (n, h, w, c, ho, wo, kh, kw, sh, sw, ph[0], pw[0]))
 
 
+def _aligned16(*arrays):
+    """True when every array (None skipped) starts on a 16-byte boundary, as float4 accesses need."""
+    for a in arrays:
+        if a is not None and (a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr) % 16:
+            return False
+    return True
+
+
+def _grid_items(n):
+    # One work item per thread in one wave of blocks where the grid allows;
+    # a stride of at most 2^30 keeps the kernels' 32-bit index loops from wrapping.
+    return (max(1, min(-(-int(n) // BLOCK), 2**22)),)
+
+
+_POOL_WIDE_FROM = 2**31  # array size from which the pooling kernels index in 64 bits (tests lower it)
+
+
+def _pool_launch(name, g, sizes, arrays, work):
+    """Launch pooling kernel ``name`` over ``work`` elements (items x channels of one vector).
+
+    vec = 4 (16-byte accesses) when C % 4 == 0 and every pointer is aligned;
+    wide = 1 (64-bit flat offsets) when an array holds 2^31 elements or more.
+    """
+    wide = max(sizes) >= _POOL_WIDE_FROM
+    vec = 4 if not wide and int(g[3]) % 4 == 0 and _aligned16(*arrays) else 1
+    _launch(name, _grid_items(work // vec), (BLOCK,), tuple(arrays) + g + (np.int32(vec), np.int32(wide)))
+
+
+def _tiles(g):
+    """Windows tile the input (stride == window, no padding before): each input cell has <= 1 window."""
+    kh, kw, sh, sw, pt, pl = (int(v) for v in g[6:])
+    return (sh, sw, pt, pl) == (kh, kw, 0, 0)
+
+
+def _tile_work(g):
+    n, h, w, c, kh, kw = (int(g[i]) for i in (0, 1, 2, 3, 6, 7))
+    return n * -(-h // kh) * -(-w // kw) * c
+
+
 def max_pool2d(x, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """Max pooling, NHWC, as Backend.max_pool2d."""
     x = _check(x, "max_pool2d x")
     g = _pool_geom(x.shape, pool_size, strides, padding)
     out = _output(_xp(x), out, (int(g[0]), int(g[4]), int(g[5]), int(g[3])), "max_pool2d out")
     if out.size:
-        _launch("dg_max_pool_fwd", _grid1d(out.size), (BLOCK,), (x, out) + g)
+        _pool_launch("dg_max_pool_fwd", g, (x.size, out.size), (x, out), out.size)
     return out
 
 
@@ -435,7 +475,10 @@ def max_pool2d_grad(dy, x, pool_size=(2, 2), strides=None, padding="valid", out=
     _check(dy, "max_pool2d_grad dy", (int(g[0]), int(g[4]), int(g[5]), int(g[3])))
     out = _output(_xp(x), out, x.shape, "max_pool2d_grad out")
     if out.size:
-        _launch("dg_max_pool_bwd", _grid1d(out.size), (BLOCK,), (x, dy, out) + g)
+        if _tiles(g):
+            _pool_launch("dg_max_pool_bwd_tiles", g, (x.size, dy.size), (x, dy, out), _tile_work(g))
+        else:
+            _pool_launch("dg_max_pool_bwd", g, (x.size, dy.size), (x, dy, out), out.size)
     return out
 
 
@@ -445,7 +488,7 @@ def avg_pool2d(x, pool_size=(2, 2), strides=None, padding="valid", out=None):
     g = _pool_geom(x.shape, pool_size, strides, padding)
     out = _output(_xp(x), out, (int(g[0]), int(g[4]), int(g[5]), int(g[3])), "avg_pool2d out")
     if out.size:
-        _launch("dg_avg_pool_fwd", _grid1d(out.size), (BLOCK,), (x, out) + g)
+        _pool_launch("dg_avg_pool_fwd", g, (x.size, out.size), (x, out), out.size)
     return out
 
 
@@ -456,7 +499,10 @@ def avg_pool2d_grad(dy, x_shape, pool_size=(2, 2), strides=None, padding="valid"
     _check(dy, "avg_pool2d_grad dy", (int(g[0]), int(g[4]), int(g[5]), int(g[3])))
     out = _output(_xp(dy), out, tuple(x_shape), "avg_pool2d_grad out")
     if out.size:
-        _launch("dg_avg_pool_bwd", _grid1d(out.size), (BLOCK,), (dy, out) + g)
+        if _tiles(g):
+            _pool_launch("dg_avg_pool_bwd_tiles", g, (out.size, dy.size), (dy, out), _tile_work(g))
+        else:
+            _pool_launch("dg_avg_pool_bwd", g, (out.size, dy.size), (dy, out), out.size)
     return out
 
 
@@ -620,8 +666,10 @@ def bias_act(x, bias=None, activation=None, out=None):
         bias = _check(bias, "bias_act bias", (cols,))
     out = _output(_xp(x), out, x.shape, "bias_act out")
     if out.size:
-        _launch("dg_bias_act", _grid1d(out.size), (BLOCK,),
-                (x, bias, out, _i64(out.size // cols), _i32(cols), _act(activation)))
+        vec = 4 if (out.size % 4 == 0 and (bias is None or cols % 4 == 0)
+                    and _aligned16(x, bias, out)) else 1
+        _launch("dg_bias_act", _grid_items(out.size // vec), (BLOCK,),
+                (x, bias, out, _i64(out.size // cols), _i32(cols), _act(activation), np.int32(vec)))
     return out
 
 
@@ -630,25 +678,49 @@ def relu_grad(dy, x, out=None):
     dy, x = _check(dy, "relu_grad dy"), _check(x, "relu_grad x", dy.shape)
     out = _output(_xp(dy), out, dy.shape, "relu_grad out")
     if out.size:
-        _launch("dg_relu_grad", _grid1d(out.size), (BLOCK,), (dy, x, out, _i64(out.size)))
+        vec = 4 if out.size % 4 == 0 and _aligned16(dy, x, out) else 1
+        _launch("dg_relu_grad", _grid_items(out.size // vec), (BLOCK,),
+                (dy, x, out, _i64(out.size), np.int32(vec)))
     return out
 
 
+def _col_sum_pass(x, dst, rows, cols, max_splits):
+    """One dg_col_sum launch: x [rows, cols] -> dst [splits, cols]; returns splits (<= max_splits)."""
+    vec = 4 if cols % 4 == 0 and _aligned16(x) else 1
+    groups = cols // vec
+    bx = 1
+    while bx < min(groups, 32):
+        bx *= 2
+    by = BLOCK // bx
+    gx = -(-groups // bx)
+    # About four blocks per SM, each thread summing at least 8 rows.
+    splits = max(1, min(max_splits, 4 * _sm_count(_xp(x)) // gx, rows // (8 * by), _MAX_GRID_Y))
+    rows_per = -(-rows // splits) if rows else 1
+    splits = max(1, -(-rows // rows_per)) if rows else 1
+    if dst is None:
+        return splits
+    _launch("dg_col_sum", (gx, splits), (bx, by),
+            (x, dst, _i64(rows), _i32(cols), _i64(rows_per), np.int32(vec)))
+    return splits
+
+
 def col_sum(x, out=None):
-    """Column sums of x [rows, cols] -> [cols] (a bias gradient), deterministic."""
+    """Column sums of x [rows, cols] -> [cols] (a bias gradient), deterministic.
+
+    The rows are split over enough blocks to fill the GPU; the same kernel then
+    sums the parts [splits, cols] in a second launch.
+    """
     xp = _xp(x)
     x = _check(x, "col_sum x")
     rows, cols = x.shape
     out = _output(xp, out, (cols,), "col_sum out")
     if not cols:
         return out
-    # Split the rows so that about two blocks per SM run; each split sums >= 256 rows.
-    gx = -(-cols // 32)
-    splits = max(1, min(2 * _sm_count(xp) // gx, rows // 256, _MAX_GRID_Y))
-    rows_per = -(-rows // splits) if rows else 1
-    splits = max(1, -(-rows // rows_per)) if rows else 1
-    dst = out if splits == 1 else xp.empty((splits, cols), np.float32)
-    _launch("dg_col_sum", (gx, splits), (32, 8), (x, dst, _i64(rows), _i32(cols), _i64(rows_per)))
-    if splits > 1:
-        _launch("dg_sum_splits", _grid1d(cols), (BLOCK,), (dst, out, _i32(splits), _i64(cols)))
+    splits = _col_sum_pass(x, None, rows, cols, _MAX_GRID_Y)
+    if splits == 1:
+        _col_sum_pass(x, out, rows, cols, 1)
+        return out
+    parts = xp.empty((splits, cols), np.float32)
+    _col_sum_pass(x, parts, rows, cols, splits)
+    _col_sum_pass(parts, out, splits, cols, 1)
     return out

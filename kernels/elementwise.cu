@@ -215,46 +215,143 @@ extern "C" __global__ void dg_counter_add(unsigned long long* ctr, unsigned long
 }
 
 // -------------------------------------------------- epilogues, gradients
+// vec (bias_act, relu_grad, col_sum), chosen by the launcher: 4 when every
+// pointer is 16-byte aligned and the sizes are multiples of 4 (see each
+// kernel), so that one 16-byte access moves 4 elements; else 1.
+__device__ __forceinline__ float4 dg_ld4(const float* p)
+{
+    return *reinterpret_cast<const float4*>(p);
+}
+
+__device__ __forceinline__ void dg_st4(float* p, float4 v)
+{
+    *reinterpret_cast<float4*>(p) = v;
+}
+
 // y[r, c] = act(x[r, c] + bias[c]) over rows x cols; bias may be null; y may be x.
+// vec = 4: rows * cols % 4 == 0 and, with a bias, cols % 4 == 0.
+template <int V>
+__device__ void dg_bias_act_body(const float* x, const float* bias, float* y, long long n,
+                                 int cols, int act)
+{
+    const long long groups = n / V;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    long long q = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    // The bias index moves by a fixed step per iteration: one 64-bit modulo
+    // per thread instead of one per element.
+    const int bcols = bias ? cols / V : 1;
+    int c = (int)(q % bcols);
+    const int step = (int)(stride % bcols);
+    for (; q < groups; q += stride) {
+        if constexpr (V == 4) {
+            float4 v = dg_ld4(x + 4 * q);
+            if (bias) {
+                const float4 b = dg_ld4(bias + 4 * c);
+                v.x += b.x;
+                v.y += b.y;
+                v.z += b.z;
+                v.w += b.w;
+            }
+            v.x = dg_activate(v.x, act);
+            v.y = dg_activate(v.y, act);
+            v.z = dg_activate(v.z, act);
+            v.w = dg_activate(v.w, act);
+            dg_st4(y + 4 * q, v);
+        } else {
+            float v = x[q];
+            if (bias) v += bias[c];
+            y[q] = dg_activate(v, act);
+        }
+        c += step;
+        if (c >= bcols) c -= bcols;
+    }
+}
+
 extern "C" __global__ void dg_bias_act(const float* x, const float* bias, float* y,
-                                       long long rows, int cols, int act)
+                                       long long rows, int cols, int act, int vec)
 {
-    const long long n = rows * cols;
+    if (vec == 4)
+        dg_bias_act_body<4>(x, bias, y, rows * cols, cols, act);
+    else
+        dg_bias_act_body<1>(x, bias, y, rows * cols, cols, act);
+}
+
+// dx = dy * (x > 0), as Backend.relu_grad (a NaN in dy stays NaN). vec = 4: n % 4 == 0.
+__device__ __forceinline__ float dg_relu_mask(float dy, float x)
+{
+    return dy * (x > 0.0f ? 1.0f : 0.0f);
+}
+
+extern "C" __global__ void dg_relu_grad(const float* __restrict__ dy, const float* __restrict__ x,
+                                        float* __restrict__ dx, long long n, int vec)
+{
+    if (vec == 4) {
+        DG_GRID_STRIDE(q, n / 4) {
+            const float4 g = dg_ld4(dy + 4 * q), v = dg_ld4(x + 4 * q);
+            float4 r;
+            r.x = dg_relu_mask(g.x, v.x);
+            r.y = dg_relu_mask(g.y, v.y);
+            r.z = dg_relu_mask(g.z, v.z);
+            r.w = dg_relu_mask(g.w, v.w);
+            dg_st4(dx + 4 * q, r);
+        }
+        return;
+    }
     DG_GRID_STRIDE(i, n) {
-        float v = x[i];
-        if (bias) v += bias[i % cols];
-        y[i] = dg_activate(v, act);
+        dx[i] = dg_relu_mask(dy[i], x[i]);
     }
 }
 
-// dx = dy * (x > 0), as Backend.relu_grad (a NaN in dy stays NaN).
-extern "C" __global__ void dg_relu_grad(const float* dy, const float* x, float* dx, long long n)
+// Column sums of x [rows, cols] (a bias gradient), deterministic. A thread
+// sums V adjacent columns (vec = 4: cols % 4 == 0) over the rows r0 +
+// threadIdx.y + k * blockDim.y; the blockDim.y partial sums of a column are
+// then added pairwise in shared memory. Block: blockDim.x * blockDim.y <=
+// 256, blockDim.y a power of two. blockIdx.y takes rows [y*rows_per,
+// (y+1)*rows_per) and writes out[y * cols + col]; with gridDim.y > 1 the
+// launcher sums those parts with this kernel again.
+template <int V>
+__device__ void dg_col_sum_body(const float* __restrict__ x, float* __restrict__ out,
+                                long long rows, int cols, long long rows_per, float* part)
 {
-    DG_GRID_STRIDE(i, n) {
-        dx[i] = dy[i] * (x[i] > 0.0f ? 1.0f : 0.0f);
-    }
-}
-
-// Column sums of x [rows, cols] (a bias gradient). Block (32, 8): 32 columns,
-// 8 row lanes; blockIdx.y takes rows [y*rows_per, (y+1)*rows_per) and writes
-// out[y * cols + col]; with gridDim.y > 1, dg_sum_splits adds the parts.
-extern "C" __global__ void dg_col_sum(const float* x, float* out, long long rows, int cols,
-                                      long long rows_per)
-{
-    __shared__ float part[8][33];
-    const int col = blockIdx.x * 32 + threadIdx.x;
+    const int col = (blockIdx.x * blockDim.x + threadIdx.x) * V;
     const long long r0 = blockIdx.y * rows_per;
     const long long r1 = rows < r0 + rows_per ? rows : r0 + rows_per;
-    float s = 0.0f;
-    if (col < cols)
-        for (long long r = r0 + threadIdx.y; r < r1; r += 8) s += x[r * cols + col];
-    part[threadIdx.y][threadIdx.x] = s;
-    __syncthreads();
-    if (threadIdx.y == 0 && col < cols) {
-        float t = 0.0f;
-        for (int k = 0; k < 8; ++k) t += part[k][threadIdx.x];
-        out[(long long)blockIdx.y * cols + col] = t;
+    float s[V];
+    for (int k = 0; k < V; ++k) s[k] = 0.0f;
+    if (col < cols) {
+#pragma unroll 4
+        for (long long r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            if constexpr (V == 4) {
+                const float4 v = dg_ld4(x + r * cols + col);
+                s[0] += v.x;
+                s[1] += v.y;
+                s[2] += v.z;
+                s[3] += v.w;
+            } else {
+                s[0] += x[r * cols + col];
+            }
+        }
     }
+    const int t = threadIdx.y * blockDim.x + threadIdx.x;
+    for (int k = 0; k < V; ++k) part[k * 256 + t] = s[k];
+    __syncthreads();
+    for (int half = blockDim.y / 2; half > 0; half >>= 1) {
+        if (threadIdx.y < half)
+            for (int k = 0; k < V; ++k) part[k * 256 + t] += part[k * 256 + t + half * blockDim.x];
+        __syncthreads();
+    }
+    if (threadIdx.y == 0 && col < cols)
+        for (int k = 0; k < V; ++k) out[(long long)blockIdx.y * cols + col + k] = part[k * 256 + t];
+}
+
+extern "C" __global__ void dg_col_sum(const float* __restrict__ x, float* __restrict__ out,
+                                      long long rows, int cols, long long rows_per, int vec)
+{
+    __shared__ float part[4 * 256];
+    if (vec == 4)
+        dg_col_sum_body<4>(x, out, rows, cols, rows_per, part);
+    else
+        dg_col_sum_body<1>(x, out, rows, cols, rows_per, part);
 }
 
 // out[i] = sum over s < splits of parts[s * n + i] (split-K and split-row partials).

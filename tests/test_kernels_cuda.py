@@ -65,6 +65,10 @@ static inline float __int_as_float(int i)
 { float f; __builtin_memcpy(&f, &i, sizeof f); return f; }
 static inline unsigned int __umulhi(unsigned int a, unsigned int b)
 { return (unsigned int)(((unsigned long long)a * b) >> 32); }
+// CUDA's float4 for the kernels' 16-byte accesses. Only 4-byte aligned here,
+// so that any buffer works; the launchers enforce the GPU's 16-byte rule.
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 #define EMU_RUN(CALL)                                                              \
     emu_gridDim = {emu_gx, emu_gy, emu_gz};                                        \
     emu_blockDim = {emu_bx, emu_by, emu_bz};                                       \
@@ -378,6 +382,106 @@ def test_avg_pool(xp, x_shape, ps, st, p):
     check(g, gref, what="avg_pool2d_grad")
 
 
+# Cases for the fast paths of pool.cu: vec = 4 (C % 4 == 0, aligned), the
+# tiled backward (stride == window, no padding before), the unrolled 2x2 and
+# 3x3 windows, and the fallbacks of each.
+POOL_FAST_CASES = [
+    ((2, 6, 6, 8), 2, None, "valid"),        # tiles, vec 4, 2x2
+    ((2, 7, 9, 4), 2, None, "valid"),        # tiles: a row and a column in no window
+    ((1, 7, 7, 4), 2, None, "same"),         # tiles: windows clipped at the bottom and right
+    ((2, 9, 10, 4), 3, None, "valid"),       # tiles, 3x3
+    ((1, 8, 9, 12), 3, None, "same"),        # tiles 3x3, padding after only
+    ((1, 7, 8, 8), 3, None, "same"),         # stride == window, padding before: the gather
+    ((2, 5, 6, 8), 2, 1, "same"),            # overlapping 2x2, vec 4
+    ((1, 9, 9, 4), 3, 2, "same"),            # overlapping 3x3, vec 4
+    ((1, 6, 7, 4), (4, 3), (2, 3), "same"),  # window size known only at run time, vec 4
+    ((1, 4, 5, 4), 1, None, "valid"),        # 1x1 tiles
+    ((2, 6, 6, 6), 2, None, "valid"),        # tiles, C % 4 != 0: vec 1
+    ((1, 9, 7, 5), 3, None, "valid"),        # tiles 3x3, vec 1
+]
+POOL_VARIANTS = ["plain", "ties", "nan", "misaligned", "small_grid", "wide"]
+
+
+def misaligned(xp, a):
+    """``a``'s values in a C-contiguous view whose start is not on a 16-byte boundary."""
+    a = xp.asarray(a)
+    flat = xp.empty(a.size + 4, F32)
+    k = next(k for k in range(1, 4) if not K._aligned16(flat[k:]))
+    view = flat[k:k + a.size].reshape(a.shape)
+    view[...] = a
+    assert a.size == 0 or not K._aligned16(view)
+    return view
+
+
+def check_nan(actual, ref, what):
+    """As check(), where ref may hold NaNs: the kernel must give NaN exactly there."""
+    a, ref = host(actual).astype(np.float64), np.asarray(ref, np.float64)
+    assert (np.isnan(a) == np.isnan(ref)).all(), f"{what}: NaNs at other places than the reference's"
+    check(np.where(np.isnan(ref), 0, a), np.where(np.isnan(ref), 0, ref), what=what)
+
+
+def _pool_variant(xp, monkeypatch, variant):
+    """(x transform, device upload, output allocator) for one variant of the pooling tests."""
+    if variant == "small_grid":  # two blocks: every grid-stride loop goes round
+        monkeypatch.setattr(K, "_grid_items", lambda n: (2,))
+    if variant == "wide":  # the 64-bit index path, on small arrays
+        monkeypatch.setattr(K, "_POOL_WIDE_FROM", 0)
+    up = (lambda a: misaligned(xp, a)) if variant == "misaligned" else (lambda a: dev(xp, a))
+    if variant == "misaligned":
+        alloc = lambda shape: misaligned(xp, np.full(shape, np.nan, F32))
+    elif variant == "nan":  # a poison that is not NaN, since NaN is a right answer here
+        alloc = lambda shape: xp.full(shape, 7e30, F32)
+    else:
+        alloc = lambda shape: poisoned(xp, shape)
+    return up, alloc
+
+
+@pytest.mark.parametrize("variant", POOL_VARIANTS)
+@pytest.mark.parametrize("x_shape,ps,st,p", POOL_FAST_CASES)
+def test_max_pool_fast_paths(xp, monkeypatch, x_shape, ps, st, p, variant):
+    up, alloc = _pool_variant(xp, monkeypatch, variant)
+    x = rnd(*x_shape)
+    if variant in ("ties", "nan"):
+        x = np.round(x * 2).astype(F32)
+    if variant == "nan":  # NaN beats every number; of several, the first wins
+        x[RNG.uniform(size=x.shape) < 0.15] = np.nan
+    ref = _cpu().max_pool2d(f64(x), ps, st, p)
+    y = K.max_pool2d(up(x), ps, st, p, out=alloc(ref.shape))
+    check_nan(y, ref, f"max_pool2d {variant}")
+    dy = rnd(*ref.shape)
+    gref = _cpu().max_pool2d_grad(f64(dy), f64(x), ref, ps, st, p)
+    g = K.max_pool2d_grad(up(dy), up(x), ps, st, p, out=alloc(x_shape))
+    check(g, gref, what=f"max_pool2d_grad {variant}")
+
+
+@pytest.mark.parametrize("variant", ["plain", "misaligned", "small_grid", "wide"])
+@pytest.mark.parametrize("x_shape,ps,st,p", POOL_FAST_CASES)
+def test_avg_pool_fast_paths(xp, monkeypatch, x_shape, ps, st, p, variant):
+    up, alloc = _pool_variant(xp, monkeypatch, variant)
+    x = rnd(*x_shape)
+    ref = _cpu().avg_pool2d(f64(x), ps, st, p)
+    check(K.avg_pool2d(up(x), ps, st, p, out=alloc(ref.shape)), ref, what=f"avg_pool2d {variant}")
+    dy = rnd(*ref.shape)
+    gref = _cpu().avg_pool2d_grad(f64(dy), x_shape, ps, st, p)
+    g = K.avg_pool2d_grad(up(dy), x_shape, ps, st, p, out=alloc(x_shape))
+    check(g, gref, what=f"avg_pool2d_grad {variant}")
+
+
+def test_pool_fast_path_choice(monkeypatch):
+    """The launchers pick vec = 4 and the tiled backward exactly where they apply."""
+    seen = []
+    monkeypatch.setattr(K, "_launch", lambda name, grid, block, args: seen.append((name, int(args[-2]), int(args[-1]))))
+    x = np.zeros((1, 6, 6, 8), F32)
+    K.max_pool2d_grad(np.zeros((1, 3, 3, 8), F32), x)
+    K.max_pool2d_grad(np.zeros((1, 3, 3, 8), F32), x, 3, 2, "same")
+    K.max_pool2d(np.zeros((1, 6, 6, 6), F32))
+    K.avg_pool2d_grad(np.zeros((1, 3, 3, 8), F32), x.shape)
+    K.avg_pool2d_grad(np.zeros((1, 3, 3, 8), F32), x.shape, 2, 2, "same")
+    K.avg_pool2d(misaligned(np, x))
+    assert seen == [("dg_max_pool_bwd_tiles", 4, 0), ("dg_max_pool_bwd", 4, 0), ("dg_max_pool_fwd", 1, 0),
+                    ("dg_avg_pool_bwd_tiles", 4, 0), ("dg_avg_pool_bwd_tiles", 4, 0), ("dg_avg_pool_fwd", 1, 0)]
+
+
 # --------------------------------------------------------------- optimizers
 N_PARAMS = 1000  # not a multiple of the block
 
@@ -514,6 +618,54 @@ def test_relu_grad(xp):
 def test_col_sum(xp, rows, cols):
     x = rnd(rows, cols)
     check(K.col_sum(dev(xp, x), out=poisoned(xp, (cols,))), f64(x).sum(0), what="col_sum")
+
+
+EW_VARIANTS = ["plain", "misaligned", "small_grid"]
+
+
+def _ew_variant(xp, monkeypatch, variant):
+    if variant == "small_grid":  # two blocks: every grid-stride loop goes round
+        monkeypatch.setattr(K, "_grid_items", lambda n: (2,))
+    if variant == "misaligned":
+        return lambda a: misaligned(xp, a)
+    return lambda a: dev(xp, a)
+
+
+@pytest.mark.parametrize("variant", EW_VARIANTS + ["inplace"])
+@pytest.mark.parametrize("shape,with_bias", [((6, 8), True), ((200, 12), True), ((100, 13), True),
+                                             ((3, 5, 4), False), ((3, 5, 3), False)])
+def test_bias_act_vector_paths(xp, monkeypatch, shape, with_bias, variant):
+    """vec = 4 needs the size (and with a bias, cols) a multiple of 4 and aligned pointers."""
+    up = _ew_variant(xp, monkeypatch, variant)
+    for activation in ("relu", "sigmoid"):
+        x = rnd(*shape, lo=-4, hi=4)
+        b = rnd(shape[-1]) if with_bias else None
+        ref = ACT_REF[activation](f64(x) + (f64(b) if with_bias else 0))
+        xd = up(x)
+        out = xd if variant == "inplace" else (misaligned(xp, np.full(shape, np.nan, F32))
+                                               if variant == "misaligned" else poisoned(xp, shape))
+        y = K.bias_act(xd, up(b) if with_bias else None, activation, out=out)
+        check(y, ref, what=f"bias_act {activation} {variant}")
+
+
+@pytest.mark.parametrize("variant", EW_VARIANTS)
+@pytest.mark.parametrize("shape", [(3, 5, 7), (4, 6, 8), (600, 4)])
+def test_relu_grad_vector_paths(xp, monkeypatch, shape, variant):
+    up = _ew_variant(xp, monkeypatch, variant)
+    dy, x = rnd(*shape), rnd(*shape)
+    x.reshape(-1)[:3] = 0.0  # x == 0 passes no gradient
+    ref = _cpu().relu_grad(f64(dy), f64(x))
+    out = misaligned(xp, np.full(shape, np.nan, F32)) if variant == "misaligned" else poisoned(xp, shape)
+    check(K.relu_grad(up(dy), up(x), out=out), ref, what=f"relu_grad {variant}")
+
+
+@pytest.mark.parametrize("misalign", [False, True])
+@pytest.mark.parametrize("rows,cols", [(1000, 32), (300, 8), (2000, 12), (513, 4), (0, 4), (3000, 6)])
+def test_col_sum_vector_paths(xp, rows, cols, misalign):
+    """cols % 4 == 0 sums 4 columns per thread; row splits > 1 add a second pass."""
+    x = rnd(rows, cols)
+    xd = misaligned(xp, x) if misalign else dev(xp, x)
+    check(K.col_sum(xd, out=poisoned(xp, (cols,))), f64(x).sum(0), what=f"col_sum {rows}x{cols}")
 
 
 def _philox_ref(c, k):
