@@ -28,10 +28,29 @@ import numpy as np
 
 from ..backends.base import _pair, conv_output_size
 
+# GEMM tiles of gemm_core.cuh (DgTile<name>): name -> (BM, BN, BK, TM, TN); a block
+# has (BM / TM) * (BN / TN) threads. The 128x128 kernels carry no name suffix.
+GEMM_TILES = {
+    "128x128": (128, 128, 8, 8, 8),
+    "128x64": (128, 64, 8, 8, 4),
+    "128x32": (128, 32, 8, 8, 4),
+    "64x64": (64, 64, 16, 8, 4),
+    "32x32": (32, 32, 16, 4, 4),
+}
+MATMUL_TILES = ("128x128", "64x64", "32x32")
+CONV_TILES = ("128x128", "128x64", "128x32", "64x64", "32x32")
+
+
+def _kname(base, tile):
+    return base if tile == "128x128" else f"{base}_{tile}"
+
+
 # Kernel file -> the extern "C" functions this module launches from it.
 KERNELS = {
-    "matmul.cu": ("dg_matmul_nn", "dg_matmul_nt", "dg_matmul_tn", "dg_matmul_tt"),
-    "conv2d.cu": ("dg_conv2d_fwd", "dg_conv2d_grad_input", "dg_conv2d_grad_filter"),
+    "matmul.cu": tuple(_kname(f"dg_matmul_{ta}{tb}", t) for t in MATMUL_TILES for ta in "nt" for tb in "nt")
+    + ("dg_matmul_reduce",),
+    "conv2d.cu": tuple(_kname(f"dg_conv2d_{op}", t) for op in ("fwd", "grad_input", "grad_filter")
+                       for t in CONV_TILES),
     "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_max_pool_bwd_tiles", "dg_avg_pool_fwd",
                 "dg_avg_pool_bwd", "dg_avg_pool_bwd_tiles"),
     "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_softmax_xent_fwd",
@@ -40,8 +59,9 @@ KERNELS = {
 }
 # Activation names -> the DG_ACT_* codes of gemm_core.cuh.
 ACTIVATIONS = {None: 0, "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
-# Tile sizes; they must equal DG_BM, DG_BN, DG_BK, DG_THREADS in gemm_core.cuh (a test checks).
-TILE_M, TILE_N, TILE_K, GEMM_THREADS = 64, 64, 16, 256
+# The default (largest) tile; must equal DG_BM, DG_BN, DG_BK and the threads of DG_TM x DG_TN
+# in gemm_core.cuh (a test checks).
+TILE_M, TILE_N, TILE_K, GEMM_THREADS = 128, 128, 8, 256
 BLOCK = 256  # threads per block of the elementwise and pooling kernels
 OPTIONS = ("--std=c++17",)
 _MAX_GRID_Y = 65535
@@ -269,19 +289,58 @@ def _act(activation):
         raise ValueError(f"activation {activation!r} is not fused; one of {sorted(map(str, ACTIVATIONS))}") from None
 
 
-def _gemm_grid(m, n, z=1):
-    gy = -(-n // TILE_N)
+def _gemm_grid(m, n, z=1, tile="128x128"):
+    bm, bn = GEMM_TILES[tile][:2]
+    gy = -(-n // bn)
     if gy > _MAX_GRID_Y or z > _MAX_GRID_Y:
         raise ValueError(f"GEMM of {m}x{n} (batch {z}) exceeds the grid limits")
-    return (-(-m // TILE_M), gy, z)
+    return (-(-m // bm), gy, z)
+
+
+def _threads(tile):
+    bm, bn, _, tm, tn = GEMM_TILES[tile]
+    return ((bm // tm) * (bn // tn),)
+
+
+def _vec4(*arrays):
+    """True when every array (None skipped) starts on a 16-byte boundary (float4 access)."""
+    return all(a is None or (a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr) % 16 == 0
+               for a in arrays)
+
+
+def _flags(vec_a, vec_b, vec_c):
+    return np.int32(int(bool(vec_a)) | 2 * int(bool(vec_b)) | 4 * int(bool(vec_c)))
+
+
+def _split(k, splits, bk):
+    """(k_chunk, splits): k in chunks of whole k-steps, no chunk empty."""
+    chunk = -(-(-(-k // max(1, splits))) // bk) * bk
+    return chunk, max(1, -(-k // chunk))
+
+
+def _matmul_plan(m, n, k, nb, sm):
+    """(tile, splits) for an [m, k] @ [k, n] product over nb batch items.
+
+    The largest tile that still gives every SM a block; when even 64x64
+    tiles are fewer than the SMs, K is split so that about two blocks per SM
+    run, each summing at least 128 of k.
+    """
+    for tile in ("128x128", "64x64"):
+        bm, bn = GEMM_TILES[tile][:2]
+        tiles = -(-m // bm) * -(-n // bn) * nb
+        if tiles >= sm:
+            return tile, 1
+    return "64x64", max(1, min(2 * sm // tiles, k // 128, _MAX_GRID_Y // nb))
 
 
 # ------------------------------------------------------------------- matmul
-def matmul(a, b, transpose_a=False, transpose_b=False, bias=None, activation=None, out=None):
+def matmul(a, b, transpose_a=False, transpose_b=False, bias=None, activation=None, out=None, *,
+           tile=None, splits=None):
     """``act(op(a) @ op(b) + bias)``; a [..., m, k], b [..., k, n] after the transposes.
 
     Leading (batch) axes must be equal, or one operand 2-D (broadcast).
-    bias [n] may be None. Returns [..., m, n] float32.
+    bias [n] may be None. Returns [..., m, n] float32. ``tile`` (a name of
+    MATMUL_TILES) and ``splits`` (of k) override the choice made per shape.
     """
     xp = _xp(a)
     a, b = _check(a, "matmul a"), _check(b, "matmul b")
@@ -301,16 +360,35 @@ def matmul(a, b, transpose_a=False, transpose_b=False, bias=None, activation=Non
     out = _output(xp, out, batch + (m, n), "matmul out")
     if out.size == 0:
         return out
-    name = "dg_matmul_" + ("t" if transpose_a else "n") + ("t" if transpose_b else "n")
-    _launch(name, _gemm_grid(m, n, nb), (GEMM_THREADS,),
-            (a, b, out, bias, _i32(m), _i32(n), _i32(k), _i32(a.shape[-1]), _i32(b.shape[-1]),
-             _i32(n), _i64(m * k if ba else 0), _i64(k * n if bb else 0), _i64(m * n), _act(activation)))
+    auto_tile, auto_splits = _matmul_plan(m, n, k, nb, _sm_count(xp))
+    tile = tile or auto_tile
+    if tile not in MATMUL_TILES:
+        raise ValueError(f"matmul: tile {tile!r} is not one of {MATMUL_TILES}")
+    chunk, splits = _split(k, splits or (auto_splits if tile == auto_tile else 1), GEMM_TILES[tile][2])
+    lda, ldb = a.shape[-1], b.shape[-1]
+    flags = (lda % 4 == 0 and _vec4(a), ldb % 4 == 0 and _vec4(b))
+    name = _kname("dg_matmul_" + ("t" if transpose_a else "n") + ("t" if transpose_b else "n"), tile)
+    strides = (_i64(m * k if ba else 0), _i64(k * n if bb else 0))
+    if splits == 1:
+        _launch(name, _gemm_grid(m, n, nb, tile), _threads(tile),
+                (a, b, out, bias, _i32(m), _i32(n), _i32(k), _i32(lda), _i32(ldb), _i32(n)) + strides
+                + (_i64(m * n), _act(activation), np.int32(1), _i32(chunk), _i64(0),
+                   _flags(*flags, n % 4 == 0 and _vec4(out))))
+        return out
+    # Partial sums [batch, split, m, n], then one pass adds them with the epilogue (deterministic).
+    work = xp.empty((nb, splits, m, n), np.float32)
+    _launch(name, _gemm_grid(m, n, nb * splits, tile), _threads(tile),
+            (a, b, work, None, _i32(m), _i32(n), _i32(k), _i32(lda), _i32(ldb), _i32(n)) + strides
+            + (_i64(splits * m * n), np.int32(0), np.int32(splits), _i32(chunk), _i64(m * n),
+               _flags(*flags, n % 4 == 0)))
+    _launch("dg_matmul_reduce", _grid1d(out.size), (BLOCK,),
+            (work, bias, out, _i64(nb), _i32(m), _i32(n), np.int32(splits), _act(activation)))
     return out
 
 
-def dense(x, w, b=None, activation=None, out=None):
-    """``act(x @ w + b)`` in one launch; x [m, k], w [k, n], b [n] or None."""
-    return matmul(x, w, False, False, b, activation, out)
+def dense(x, w, b=None, activation=None, out=None, **plan):
+    """``act(x @ w + b)``; x [m, k], w [k, n], b [n] or None (one launch, two with split-K)."""
+    return matmul(x, w, False, False, b, activation, out, **plan)
 
 
 # -------------------------------------------------------------- convolution
@@ -328,26 +406,45 @@ def _conv_geom(x_shape, k_shape, strides, padding, dilation):
     return tuple(_i32(v) for v in (n, h, w, c, o, kh, kw, sh, sw, ph[0], pw[0], dh, dw, ho, wo))
 
 
-def conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), bias=None, activation=None, out=None):
+def _conv_tile(rows, cols, sm, tile):
+    """The tile of a convolution GEMM: 128 rows by the narrowest width covering the
+    channels (a wider tile computes zeros); 64x64, then 32x32, while there are fewer tiles than SMs."""
+    if tile is None:
+        for tile in ("128x32" if cols <= 32 else "128x64" if cols <= 64 else "128x128", "64x64", "32x32"):
+            bm, bn = GEMM_TILES[tile][:2]
+            if -(-rows // bm) * -(-cols // bn) >= sm:
+                break
+    if tile not in CONV_TILES:
+        raise ValueError(f"conv2d: tile {tile!r} is not one of {CONV_TILES}")
+    return tile
+
+
+def conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), bias=None, activation=None, out=None,
+           *, tile=None):
     """NHWC convolution as Backend.conv2d, with an optional fused ``act(. + bias)`` epilogue.
 
     x [N, H, W, C], k [kh, kw, C, O], bias [O] or None -> [N, Ho, Wo, O].
+    ``tile`` (a name of CONV_TILES) overrides the choice made per shape.
     """
     xp = _xp(x)
     x, k = _check(x, "conv2d x"), _check(k, "conv2d kernel")
     g = _conv_geom(x.shape, k.shape, strides, padding, dilation)
-    n, o, ho, wo = int(g[0]), int(g[4]), int(g[13]), int(g[14])
+    n, c, o, ho, wo = int(g[0]), int(g[3]), int(g[4]), int(g[13]), int(g[14])
     if bias is not None:
         bias = _check(bias, "conv2d bias", (o,))
     out = _output(xp, out, (n, ho, wo, o), "conv2d out")
     if out.size == 0:
         return out
-    _launch("dg_conv2d_fwd", _gemm_grid(n * ho * wo, o), (GEMM_THREADS,),
-            (x, k, bias, out) + g + (_act(activation),))
+    rows = n * ho * wo
+    tile = _conv_tile(rows, o, _sm_count(xp), tile)
+    flags = _flags(c % 4 == 0 and _vec4(x), o % 4 == 0 and _vec4(k), o % 4 == 0 and _vec4(out))
+    _launch(_kname("dg_conv2d_fwd", tile), _gemm_grid(rows, o, 1, tile), _threads(tile),
+            (x, k, bias, out) + g + (_act(activation), flags))
     return out
 
 
-def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None):
+def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None, *,
+                      tile=None):
     """Gradient of conv2d with respect to its input, as Backend.conv2d_grad_input."""
     xp = _xp(dy)
     dy, k = _check(dy, "conv2d_grad_input dy"), _check(k, "conv2d_grad_input kernel")
@@ -358,7 +455,11 @@ def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=
     out = _output(xp, out, tuple(x_shape), "conv2d_grad_input out")
     if out.size == 0:
         return out
-    _launch("dg_conv2d_grad_input", _gemm_grid(n * h * w, c), (GEMM_THREADS,), (dy, k, out) + g)
+    rows = n * h * w
+    tile = _conv_tile(rows, c, _sm_count(xp), tile)
+    flags = _flags(o % 4 == 0 and _vec4(dy), o % 4 == 0 and _vec4(k), c % 4 == 0 and _vec4(out))
+    _launch(_kname("dg_conv2d_grad_input", tile), _gemm_grid(rows, c, 1, tile), _threads(tile),
+            (dy, k, out) + g + (flags,))
     return out
 
 
@@ -378,12 +479,14 @@ def _sm_count(xp):
     return n
 
 
-def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None):
+def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None, *,
+                       tile=None, splits=None):
     """Gradient of conv2d with respect to the kernel, as Backend.conv2d_grad_filter.
 
     The reduction over N*Ho*Wo is split over enough blocks to fill the GPU
-    (about two per SM); the partial sums go to a work buffer and one more
-    launch adds them (deterministic, no atomics).
+    (about four per SM); the partial sums go to a work buffer and one more
+    launch adds them (deterministic, no atomics). ``tile`` and ``splits``
+    override the choice made per shape.
     """
     xp = _xp(x)
     x, dy = _check(x, "conv2d_grad_filter x"), _check(dy, "conv2d_grad_filter dy")
@@ -395,15 +498,20 @@ def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation
     out = _output(xp, out, tuple(k_shape), "conv2d_grad_filter out")
     if out.size == 0:
         return out
-    grid = _gemm_grid(rows, o)
-    tiles = grid[0] * grid[1]
-    # At least 16 k-tiles per split, else the partial sums cost more than they save.
-    splits = max(1, min(2 * _sm_count(xp) // tiles, total // (16 * TILE_K), _MAX_GRID_Y))
-    chunk = -(-(-(-total // splits)) // TILE_K) * TILE_K
-    splits = -(-total // chunk)
+    sm = _sm_count(xp)
+    if tile is None and rows <= 64:
+        tile = "32x32"  # a 128-row tile would be mostly padding
+    tile = _conv_tile(rows, o, sm, tile or ("128x32" if o <= 32 else "128x64" if o <= 64 else "128x128"))
+    bk = GEMM_TILES[tile][2]
+    grid = _gemm_grid(rows, o, 1, tile)
+    if splits is None:
+        # At least 16 k-steps per split, else the partial sums cost more than they save.
+        splits = max(1, min(4 * sm // (grid[0] * grid[1]), total // (16 * bk), _MAX_GRID_Y))
+    chunk, splits = _split(total, splits, bk)
     dst = out if splits == 1 else xp.empty((splits, rows, o), np.float32)
-    _launch("dg_conv2d_grad_filter", grid[:2] + (splits,), (GEMM_THREADS,),
-            (x, dy, dst) + g + (_i32(chunk),))
+    flags = _flags(c % 4 == 0 and _vec4(x), o % 4 == 0 and _vec4(dy), o % 4 == 0 and _vec4(dst))
+    _launch(_kname("dg_conv2d_grad_filter", tile), grid[:2] + (splits,), _threads(tile),
+            (x, dy, dst) + g + (_i32(chunk), flags))
     if splits > 1:
         _launch("dg_sum_splits", _grid1d(out.size), (BLOCK,), (dst, out, _i32(splits), _i64(out.size)))
     return out

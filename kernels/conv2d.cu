@@ -6,7 +6,12 @@
 // [N, HO, WO, O], strides SH, SW, padding before PT (rows) and PL (cols),
 // dilation DH, DW. Input row ih of output row oh and tap i is
 // oh*SH - PT + i*DH; cells outside the input read as zero.
-// Grid: (ceil(rows/64), ceil(cols/64), splits), block: DG_THREADS.
+//
+// dg_conv2d_<op>[_<tile>]: the suffix names the tile (DgTile<tile> in
+// gemm_core.cuh), none for 128x128. flags: bit 0, the GEMM's A operand may
+// be read as float4; bit 1, B; bit 2, the output may be written as float4
+// (kernels/__init__.py says when: channel counts that are multiples of 4).
+// Grid: (ceil(rows / BM), ceil(cols / BN), splits), block: the tile's THREADS.
 #include "gemm_core.cuh"
 
 struct DgConvGeom {
@@ -31,100 +36,131 @@ __device__ __forceinline__ float dg_im2col(const float* x, const DgConvGeom& g, 
 }
 
 // ---------------------------------------------------------------- forward
-// y[(n, oh, ow), o] = act(sum_k im2col(m, k) * w[k, o] + bias[o]); bias may be null.
+// y[(n, oh, ow), o] = act(sum_k im2col(m, k) * w[k, o] + bias[o]).
+// A = im2col, k-fast: with C % 4 == 0 four consecutive k are four channels of one pixel.
 struct DgFwdA {
     const float* x;
     DgConvGeom g;
-    __device__ __forceinline__ float operator()(int m, int k) const { return dg_im2col(x, g, m, k); }
+    struct Ctx {
+        const float* img;  // x[n]
+        int ih0, iw0;      // input cell of tap (0, 0)
+    };
+    __device__ __forceinline__ Ctx ctx(int m) const
+    {
+        const int ow = m % g.WO;
+        const int t = m / g.WO;
+        const int oh = t % g.HO;
+        const int n = t / g.HO;
+        Ctx c = {x + (long long)n * g.H * g.W * g.C, oh * g.SH - g.PT, ow * g.SW - g.PL};
+        return c;
+    }
+    __device__ __forceinline__ float4 vec(const Ctx& c, int k) const
+    {
+        const int ch = k % g.C;
+        const int t = k / g.C;
+        const int ih = c.ih0 + (t / g.KW) * g.DH;
+        const int iw = c.iw0 + (t % g.KW) * g.DW;
+        if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        return dg_ld4(c.img + ((long long)ih * g.W + iw) * g.C + ch);
+    }
+    __device__ __forceinline__ float one(int m, int k) const { return dg_im2col(x, g, m, k); }
 };
 
-struct DgFwdB {
+struct DgFwdB {  // B(o, k) = w[k, o], o-fast
     const float* w;
     int O;
-    __device__ __forceinline__ float operator()(int k, int o) const { return w[(long long)k * O + o]; }
+    typedef const float* Ctx;
+    __device__ __forceinline__ Ctx ctx(int o) const { return w + o; }
+    __device__ __forceinline__ float4 vec(Ctx c, int k) const { return dg_ld4(c + (long long)k * O); }
+    __device__ __forceinline__ float one(int o, int k) const { return w[(long long)k * O + o]; }
 };
 
-struct DgFwdStore {
-    float* y;
-    const float* bias;
-    int O;
-    int act;
-    __device__ __forceinline__ void operator()(int m, int o, float v) const
-    {
-        if (bias) v += bias[o];
-        y[(long long)m * O + o] = dg_activate(v, act);
-    }
-};
-
-extern "C" __global__ void dg_conv2d_fwd(const float* x, const float* w, const float* bias,
-                                         float* y, int N, int H, int W, int C, int O, int KH,
-                                         int KW, int SH, int SW, int PT, int PL, int DH, int DW,
-                                         int HO, int WO, int act)
+template <class T>
+__device__ __forceinline__ void dg_conv_fwd(const float* x, const float* w, const float* bias,
+                                            float* y, int N, int H, int W, int C, int O, int KH,
+                                            int KW, int SH, int SW, int PT, int PL, int DH, int DW,
+                                            int HO, int WO, int act, int flags)
 {
     DgConvGeom g = {N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO};
     DgFwdA la = {x, g};
     DgFwdB lb = {w, O};
-    DgFwdStore st = {y, bias, O, act};
-    dg_gemm_tile<true, true>(N * HO * WO, O, 0, KH * KW * C, la, lb, st);
+    dg_gemm_tile<T, true, false>(N * HO * WO, O, 0, KH * KW * C, blockIdx.x * T::BM,
+                                 blockIdx.y * T::BN, flags & 1, flags & 2, flags & 4, la, lb, y, O,
+                                 bias, act);
 }
 
 // ---------------------------------------------------- gradient of the input
 // dx[(n, h, w), c] = sum over k = (i, j, o) of dy[n, oh, ow, o] * w[i, j, c, o]
 // where h = oh*SH - PT + i*DH (and the same for w); taps whose oh is not an
-// integer in [0, HO) contribute nothing.
+// integer in [0, HO) contribute nothing. A is k-fast (o contiguous in dy).
 struct DgGradInA {
     const float* dy;
     DgConvGeom g;
-    __device__ __forceinline__ float operator()(int m, int k) const
+    struct Ctx {
+        const float* img;  // dy[n]
+        int th0, tw0;      // h + PT, w + PL
+    };
+    __device__ __forceinline__ Ctx ctx(int m) const
     {
         const int w_ = m % g.W;
         const int t = m / g.W;
         const int h = t % g.H;
         const int n = t / g.H;
-        const int o = k % g.O;
-        const int t2 = k / g.O;
-        const int j = t2 % g.KW;
-        const int i = t2 / g.KW;
-        const int th = h + g.PT - i * g.DH;
-        const int tw = w_ + g.PL - j * g.DW;
-        if (th < 0 || tw < 0 || th % g.SH != 0 || tw % g.SW != 0) return 0.0f;
+        Ctx c = {dy + (long long)n * g.HO * g.WO * g.O, h + g.PT, w_ + g.PL};
+        return c;
+    }
+    // dy[n, oh, ow] for tap (i, j), or null where the tap falls between or outside outputs.
+    __device__ __forceinline__ const float* cell(const Ctx& c, int i, int j) const
+    {
+        const int th = c.th0 - i * g.DH;
+        const int tw = c.tw0 - j * g.DW;
+        if (th < 0 || tw < 0) return nullptr;
         const int oh = th / g.SH, ow = tw / g.SW;
-        if (oh >= g.HO || ow >= g.WO) return 0.0f;
-        return dy[(((long long)n * g.HO + oh) * g.WO + ow) * g.O + o];
+        if (oh * g.SH != th || ow * g.SW != tw || oh >= g.HO || ow >= g.WO) return nullptr;
+        return c.img + ((long long)oh * g.WO + ow) * g.O;
+    }
+    __device__ __forceinline__ float4 vec(const Ctx& c, int k) const
+    {
+        const int o = k % g.O;
+        const int t = k / g.O;
+        const float* p = cell(c, t / g.KW, t % g.KW);
+        return p ? dg_ld4(p + o) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    __device__ __forceinline__ float one(int m, int k) const
+    {
+        const int t = k / g.O;
+        const float* p = cell(ctx(m), t / g.KW, t % g.KW);
+        return p ? p[k % g.O] : 0.0f;
     }
 };
 
-struct DgGradInB {  // B(k = (i, j, o), c) = w[i, j, c, o]
+struct DgGradInB {  // B(c, k = (i, j, o)) = w[i, j, c, o], k-fast
     const float* w;
-    int KW, C, O;
-    __device__ __forceinline__ float operator()(int k, int c) const
+    int C, O;
+    typedef const float* Ctx;
+    __device__ __forceinline__ Ctx ctx(int c) const { return w + (long long)c * O; }
+    __device__ __forceinline__ float4 vec(Ctx p, int k) const
     {
-        const int o = k % O;
-        const int ij = k / O;  // i * KW + j
-        return w[((long long)ij * C + c) * O + o];
+        return dg_ld4(p + (long long)(k / O) * C * O + k % O);
+    }
+    __device__ __forceinline__ float one(int c, int k) const
+    {
+        return w[((long long)(k / O) * C + c) * O + k % O];
     }
 };
 
-struct DgPlainStore {
-    float* out;
-    int ld;
-    __device__ __forceinline__ void operator()(int m, int n, float v) const
-    {
-        out[(long long)m * ld + n] = v;
-    }
-};
-
-extern "C" __global__ void dg_conv2d_grad_input(const float* dy, const float* w, float* dx,
-                                                int N, int H, int W, int C, int O, int KH,
-                                                int KW, int SH, int SW, int PT, int PL, int DH,
-                                                int DW, int HO, int WO)
+template <class T>
+__device__ __forceinline__ void dg_conv_grad_input(const float* dy, const float* w, float* dx,
+                                                   int N, int H, int W, int C, int O, int KH,
+                                                   int KW, int SH, int SW, int PT, int PL, int DH,
+                                                   int DW, int HO, int WO, int flags)
 {
     DgConvGeom g = {N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO};
     DgGradInA la = {dy, g};
-    DgGradInB lb = {w, KW, C, O};
-    DgPlainStore st = {dx, C};
-    // B's k (o fastest) is contiguous in w; A's k is contiguous in dy.
-    dg_gemm_tile<true, false>(N * H * W, C, 0, KH * KW * O, la, lb, st);
+    DgGradInB lb = {w, C, O};
+    dg_gemm_tile<T, true, true>(N * H * W, C, 0, KH * KW * O, blockIdx.x * T::BM,
+                                blockIdx.y * T::BN, flags & 1, flags & 2, flags & 4, la, lb, dx, C,
+                                nullptr, DG_ACT_NONE);
 }
 
 // --------------------------------------------------- gradient of the kernel
@@ -132,32 +168,217 @@ extern "C" __global__ void dg_conv2d_grad_input(const float* dy, const float* w,
 // The reduction over m is long and the output small, so it is split over
 // blockIdx.z: split z sums m in [z*chunk, min((z+1)*chunk, M)) into
 // out + z * (KH*KW*C*O); dg_sum_splits (elementwise.cu) adds the splits.
-// chunk must be a multiple of DG_BK.
-struct DgGradWA {  // A(r = (i, j, c), m) = im2col(m, r)
+// chunk must be a multiple of the tile's BK.
+struct DgGradWA {  // A(r = (i, j, c), m) = im2col(m, r), r-fast (c contiguous in x)
     const float* x;
     DgConvGeom g;
-    __device__ __forceinline__ float operator()(int r, int m) const { return dg_im2col(x, g, m, r); }
+    struct Ctx {
+        int c, dh, dw;  // channel, and input offset of tap (i, j) from (oh*SH, ow*SW)
+    };
+    __device__ __forceinline__ Ctx ctx(int r) const
+    {
+        const int t = r / g.C;
+        Ctx c = {r % g.C, (t / g.KW) * g.DH - g.PT, (t % g.KW) * g.DW - g.PL};
+        return c;
+    }
+    __device__ __forceinline__ float4 vec(const Ctx& c, int m) const
+    {
+        const int ow = m % g.WO;
+        const int t = m / g.WO;
+        const int oh = t % g.HO;
+        const int n = t / g.HO;
+        const int ih = oh * g.SH + c.dh, iw = ow * g.SW + c.dw;
+        if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        return dg_ld4(x + (((long long)n * g.H + ih) * g.W + iw) * g.C + c.c);
+    }
+    __device__ __forceinline__ float one(int r, int m) const { return dg_im2col(x, g, m, r); }
 };
 
-struct DgGradWB {
+struct DgGradWB {  // B(o, m) = dy[m, o], o-fast
     const float* dy;
     int O;
-    __device__ __forceinline__ float operator()(int m, int o) const { return dy[(long long)m * O + o]; }
+    typedef const float* Ctx;
+    __device__ __forceinline__ Ctx ctx(int o) const { return dy + o; }
+    __device__ __forceinline__ float4 vec(Ctx c, int m) const { return dg_ld4(c + (long long)m * O); }
+    __device__ __forceinline__ float one(int o, int m) const { return dy[(long long)m * O + o]; }
 };
 
-extern "C" __global__ void dg_conv2d_grad_filter(const float* x, const float* dy, float* out,
-                                                 int N, int H, int W, int C, int O, int KH,
-                                                 int KW, int SH, int SW, int PT, int PL, int DH,
-                                                 int DW, int HO, int WO, int chunk)
+template <class T>
+__device__ __forceinline__ void dg_conv_grad_filter(const float* x, const float* dy, float* out,
+                                                    int N, int H, int W, int C, int O, int KH,
+                                                    int KW, int SH, int SW, int PT, int PL, int DH,
+                                                    int DW, int HO, int WO, int chunk, int flags)
 {
     DgConvGeom g = {N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO};
     const int rows = KH * KW * C;
     const int total = N * HO * WO;
     const int k_begin = blockIdx.z * chunk;
-    const int k_end = total < k_begin + chunk ? total : k_begin + chunk;
+    const int k_end = total - k_begin < chunk ? total : k_begin + chunk;
     DgGradWA la = {x, g};
     DgGradWB lb = {dy, O};
-    DgPlainStore st = {out + (long long)blockIdx.z * rows * O, O};
-    // A's rows (c fastest) are contiguous in x; B's columns are contiguous in dy.
-    dg_gemm_tile<false, true>(rows, O, k_begin, k_end, la, lb, st);
+    dg_gemm_tile<T, false, false>(rows, O, k_begin, k_end, blockIdx.x * T::BM, blockIdx.y * T::BN,
+                                  flags & 1, flags & 2, flags & 4, la, lb,
+                                  out + (long long)blockIdx.z * rows * O, O, nullptr, DG_ACT_NONE);
+}
+
+// One entry point per operation and tile (plain names, no macros, so the
+// tests can find every kernel in the source text). The 128x128 tiles hold
+// 64 accumulators per thread: the launch bounds keep them within 128
+// registers, so that two blocks share an SM.
+extern "C" {
+__global__ void __launch_bounds__(256, 2) dg_conv2d_fwd(const float* x, const float* w,
+                                                        const float* bias, float* y, int N, int H,
+                                                        int W, int C, int O, int KH, int KW, int SH,
+                                                        int SW, int PT, int PL, int DH, int DW,
+                                                        int HO, int WO, int act, int flags);
+__global__ void __launch_bounds__(256, 2) dg_conv2d_grad_input(const float* dy, const float* w,
+                                                               float* dx, int N, int H, int W,
+                                                               int C, int O, int KH, int KW, int SH,
+                                                               int SW, int PT, int PL, int DH,
+                                                               int DW, int HO, int WO, int flags);
+__global__ void __launch_bounds__(256, 2) dg_conv2d_grad_filter(const float* x, const float* dy,
+                                                                float* out, int N, int H, int W,
+                                                                int C, int O, int KH, int KW,
+                                                                int SH, int SW, int PT, int PL,
+                                                                int DH, int DW, int HO, int WO,
+                                                                int chunk, int flags);
+}
+
+extern "C" __global__ void dg_conv2d_fwd(const float* x, const float* w, const float* bias,
+                                         float* y, int N, int H, int W, int C, int O, int KH,
+                                         int KW, int SH, int SW, int PT, int PL, int DH, int DW,
+                                         int HO, int WO, int act, int flags)
+{
+    dg_conv_fwd<DgTile128x128>(x, w, bias, y, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO,
+                               act, flags);
+}
+
+extern "C" __global__ void dg_conv2d_fwd_128x64(const float* x, const float* w, const float* bias,
+                                                float* y, int N, int H, int W, int C, int O, int KH,
+                                                int KW, int SH, int SW, int PT, int PL, int DH,
+                                                int DW, int HO, int WO, int act, int flags)
+{
+    dg_conv_fwd<DgTile128x64>(x, w, bias, y, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO,
+                              act, flags);
+}
+
+extern "C" __global__ void dg_conv2d_fwd_128x32(const float* x, const float* w, const float* bias,
+                                                float* y, int N, int H, int W, int C, int O, int KH,
+                                                int KW, int SH, int SW, int PT, int PL, int DH,
+                                                int DW, int HO, int WO, int act, int flags)
+{
+    dg_conv_fwd<DgTile128x32>(x, w, bias, y, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO,
+                              act, flags);
+}
+
+extern "C" __global__ void dg_conv2d_fwd_64x64(const float* x, const float* w, const float* bias,
+                                               float* y, int N, int H, int W, int C, int O, int KH,
+                                               int KW, int SH, int SW, int PT, int PL, int DH,
+                                               int DW, int HO, int WO, int act, int flags)
+{
+    dg_conv_fwd<DgTile64x64>(x, w, bias, y, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO,
+                             act, flags);
+}
+
+extern "C" __global__ void dg_conv2d_fwd_32x32(const float* x, const float* w, const float* bias,
+                                               float* y, int N, int H, int W, int C, int O, int KH,
+                                               int KW, int SH, int SW, int PT, int PL, int DH,
+                                               int DW, int HO, int WO, int act, int flags)
+{
+    dg_conv_fwd<DgTile32x32>(x, w, bias, y, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO,
+                             act, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_input(const float* dy, const float* w, float* dx, int N,
+                                                int H, int W, int C, int O, int KH, int KW, int SH,
+                                                int SW, int PT, int PL, int DH, int DW, int HO,
+                                                int WO, int flags)
+{
+    dg_conv_grad_input<DgTile128x128>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                      WO, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_input_128x64(const float* dy, const float* w, float* dx,
+                                                       int N, int H, int W, int C, int O, int KH,
+                                                       int KW, int SH, int SW, int PT, int PL,
+                                                       int DH, int DW, int HO, int WO, int flags)
+{
+    dg_conv_grad_input<DgTile128x64>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                     WO, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_input_128x32(const float* dy, const float* w, float* dx,
+                                                       int N, int H, int W, int C, int O, int KH,
+                                                       int KW, int SH, int SW, int PT, int PL,
+                                                       int DH, int DW, int HO, int WO, int flags)
+{
+    dg_conv_grad_input<DgTile128x32>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                     WO, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_input_64x64(const float* dy, const float* w, float* dx,
+                                                      int N, int H, int W, int C, int O, int KH,
+                                                      int KW, int SH, int SW, int PT, int PL,
+                                                      int DH, int DW, int HO, int WO, int flags)
+{
+    dg_conv_grad_input<DgTile64x64>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                    WO, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_input_32x32(const float* dy, const float* w, float* dx,
+                                                      int N, int H, int W, int C, int O, int KH,
+                                                      int KW, int SH, int SW, int PT, int PL,
+                                                      int DH, int DW, int HO, int WO, int flags)
+{
+    dg_conv_grad_input<DgTile32x32>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                    WO, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_filter(const float* x, const float* dy, float* out, int N,
+                                                 int H, int W, int C, int O, int KH, int KW, int SH,
+                                                 int SW, int PT, int PL, int DH, int DW, int HO,
+                                                 int WO, int chunk, int flags)
+{
+    dg_conv_grad_filter<DgTile128x128>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                       HO, WO, chunk, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_filter_128x64(const float* x, const float* dy, float* out,
+                                                        int N, int H, int W, int C, int O, int KH,
+                                                        int KW, int SH, int SW, int PT, int PL,
+                                                        int DH, int DW, int HO, int WO, int chunk,
+                                                        int flags)
+{
+    dg_conv_grad_filter<DgTile128x64>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                      WO, chunk, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_filter_128x32(const float* x, const float* dy, float* out,
+                                                        int N, int H, int W, int C, int O, int KH,
+                                                        int KW, int SH, int SW, int PT, int PL,
+                                                        int DH, int DW, int HO, int WO, int chunk,
+                                                        int flags)
+{
+    dg_conv_grad_filter<DgTile128x32>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                      WO, chunk, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_filter_64x64(const float* x, const float* dy, float* out,
+                                                       int N, int H, int W, int C, int O, int KH,
+                                                       int KW, int SH, int SW, int PT, int PL,
+                                                       int DH, int DW, int HO, int WO, int chunk,
+                                                       int flags)
+{
+    dg_conv_grad_filter<DgTile64x64>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                     WO, chunk, flags);
+}
+
+extern "C" __global__ void dg_conv2d_grad_filter_32x32(const float* x, const float* dy, float* out,
+                                                       int N, int H, int W, int C, int O, int KH,
+                                                       int KW, int SH, int SW, int PT, int PL,
+                                                       int DH, int DW, int HO, int WO, int chunk,
+                                                       int flags)
+{
+    dg_conv_grad_filter<DgTile32x32>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
+                                     WO, chunk, flags);
 }

@@ -1,87 +1,262 @@
 // Tiled float32 GEMM core shared by matmul.cu and conv2d.cu.
 //
-// C[M, N] = sum_k A(m, k) * B(k, n), where A and B are read through loader
-// functors: a plain (possibly transposed) matrix for matmul, an implicit
-// im2col view for the convolutions. The block computes one DG_BM x DG_BN
-// tile of C; each of its DG_THREADS threads owns DG_TM x DG_TN outputs at
-// rows ty + 16 i and columns tx + 16 j (strided, so that the shared-memory
-// reads of a warp hit distinct banks and the final stores are coalesced).
+// C[M, N] = sum_k A(m, k) * B(n, k), where A and B are read through loader
+// objects: a plain (possibly transposed) matrix for matmul, an implicit
+// im2col view for the convolutions. A block computes one BM x BN tile of C
+// with TX * TY threads, each owning TM x TN outputs.
 //
-// Written for correctness first: one shared-memory stage, no double
-// buffering, no vector loads. kernels/__init__.py inlines this file into
-// each source before compiling, so CuPy's cache key covers it.
+// Per k-step of BK the block loads the next A and B tiles from global memory
+// into registers, multiplies the tiles already in shared memory, then writes
+// the registers into the other shared buffer: one barrier per k-step, and
+// the global latency hidden behind BK rank-1 updates. Loads move 4
+// consecutive elements along the operand's contiguous axis as one float4
+// when the launcher says the layout allows it (vec flags), else 4 scalars;
+// the edges of the matrix always take the scalar path.
+//
+// kernels/__init__.py inlines this file into each source before compiling,
+// so CuPy's cache key covers it.
 #pragma once
 #include "common.cuh"
 
-#define DG_BM 64
-#define DG_BN 64
-#define DG_BK 16
-#define DG_TM 4
-#define DG_TN 4
-#define DG_TX (DG_BN / DG_TN)  // 16 threads across the columns
-#define DG_TY (DG_BM / DG_TM)  // 16 threads down the rows
-#define DG_THREADS (DG_TX * DG_TY)
+// The default tile (the largest); kernels/__init__.py TILE_* must match (a test checks).
+#define DG_BM 128
+#define DG_BN 128
+#define DG_BK 8
+#define DG_TM 8
+#define DG_TN 8
 
-// A_KFAST: consecutive k of A are adjacent in memory (load a tile row-wise);
-// B_NFAST: consecutive n of B are adjacent. These only choose the order in
-// which the threads fetch a tile, so that a warp reads contiguous memory.
-// Rows and columns outside [0, M) x [0, N) and k outside [k_begin, k_end)
-// read as zero; loaders are called only inside those bounds.
-template <bool A_KFAST, bool B_NFAST, class LoadA, class LoadB, class Store>
-__device__ __forceinline__ void dg_gemm_tile(int M, int N, int k_begin, int k_end,
-                                             const LoadA& load_a, const LoadB& load_b,
-                                             const Store& store)
+template <int BM_, int BN_, int BK_, int TM_, int TN_>
+struct DgTile {
+    static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
+    static constexpr int TX = BN / TN, TY = BM / TM, THREADS = TX * TY;
+    static_assert(TM % 4 == 0 && TN % 4 == 0 && BK % 4 == 0, "outputs and k-steps come in fours");
+    static_assert(THREADS % 32 == 0, "whole warps");
+};
+
+// Every configuration the launchers pick from (kernels/__init__.py GEMM_TILES must match).
+typedef DgTile<128, 128, 8, 8, 8> DgTile128x128;  // big GEMMs: 64 outputs per thread
+typedef DgTile<128, 64, 8, 8, 4> DgTile128x64;    // 64 output channels
+typedef DgTile<128, 32, 8, 8, 4> DgTile128x32;    // 32 output channels
+typedef DgTile<64, 64, 16, 8, 4> DgTile64x64;     // mid-sized and split-K GEMMs
+typedef DgTile<32, 32, 16, 4, 4> DgTile32x32;     // few rows (filter gradient of a thin layer)
+
+__device__ __forceinline__ float4 dg_ld4(const float* p)
 {
-    __shared__ float As[DG_BK][DG_BM];
-    __shared__ float Bs[DG_BK][DG_BN];
+    return *reinterpret_cast<const float4*>(p);
+}
 
+__device__ __forceinline__ void dg_st4(float* p, float4 v)
+{
+    *reinterpret_cast<float4*>(p) = v;
+}
+
+// Loaders. Each operand is indexed (outer, k): A by (m, k), B by (n, k).
+//   Ctx ctx(outer)          per-thread state for one outer index, made once per block
+//   float4 vec(ctx, k)      4 consecutive elements along the operand's fast axis:
+//                           (outer, k..k+3) when K_FAST, else (outer..outer+3, k);
+//                           called only inside the bounds and when the launcher
+//                           set the operand's vec flag
+//   float one(outer, k)     one element, inside the bounds
+// K_FAST: consecutive k of the operand are adjacent in memory. It decides how
+// the threads split a tile, so that each reads contiguous memory.
+
+// One group of 4 elements along the operand's fast axis into r; zeros outside
+// [0, limit) x [.., k_end). FAST: the caller knows the group is inside and vec set.
+template <bool KFAST, bool FAST, class L>
+__device__ __forceinline__ void dg_load_group(const L& l, const typename L::Ctx& c, int o, int k,
+                                              int limit, int k_end, bool vec, float (&r)[4])
+{
+    if (FAST || (KFAST ? (o < limit && vec && k + 4 <= k_end) : (k < k_end && vec && o + 4 <= limit))) {
+        const float4 v = l.vec(c, k);
+        r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
+    } else {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            if (KFAST)
+                r[q] = (o < limit && k + q < k_end) ? l.one(o, k + q) : 0.0f;
+            else
+                r[q] = (k < k_end && o + q < limit) ? l.one(o + q, k) : 0.0f;
+        }
+    }
+}
+
+template <class T>
+struct DgSmem {
+    // +4 columns: a warp's transposed (k-fast) stores then spread over all
+    // banks, and rows stay 16-byte aligned for the float4 reads.
+    float a[2][T::BK][T::BM + 4];
+    float b[2][T::BK][T::BN + 4];
+};
+
+// The k-loop: acc += the tile's products over [k_begin, k_end). FAST: the
+// tile lies inside M x N, both operands may be read as float4 and the range
+// is whole k-steps, so no load checks a bound.
+template <class T, bool FAST, bool A_KFAST, bool B_KFAST, class LoadA, class LoadB>
+__device__ __forceinline__ void dg_gemm_loop(float (&acc)[T::TM][T::TN], DgSmem<T>& sm, int M,
+                                             int N, int k_begin, int k_end, int m0, int n0,
+                                             bool vec_a, bool vec_b, int tx, int ty,
+                                             const LoadA& la, const LoadB& lb)
+{
+    constexpr int BM = T::BM, BN = T::BN, BK = T::BK, TM = T::TM, TN = T::TN;
+    constexpr int TX = T::TX, TY = T::TY, THREADS = T::THREADS;
     const int tid = threadIdx.x;
-    const int tx = tid % DG_TX;
-    const int ty = tid / DG_TX;
-    // Row tiles on x (a limit of 2^31 - 1 blocks: a convolution has N*HO*WO
-    // rows), column tiles on y (at most 65535, so N <= 4,194,240).
-    const int m0 = blockIdx.x * DG_BM;
-    const int n0 = blockIdx.y * DG_BN;
 
-    float acc[DG_TM][DG_TN];
-    for (int i = 0; i < DG_TM; ++i)
-        for (int j = 0; j < DG_TN; ++j)
+    // Group e of a tile goes to thread e % THREADS. For a k-fast operand a
+    // group is (outer, 4 k's), else (4 outers, one k); consecutive threads
+    // read consecutive memory either way.
+    constexpr int GA = BM * BK / 4, IA = (GA + THREADS - 1) / THREADS;
+    constexpr int GB = BN * BK / 4, IB = (GB + THREADS - 1) / THREADS;
+    typename LoadA::Ctx ca[IA];
+    typename LoadB::Ctx cb[IB];
+    int oa[IA], ka[IA], ob[IB], kb[IB];  // the group's outer and k offsets in the tile
+#pragma unroll
+    for (int i = 0; i < IA; ++i) {
+        const int e = tid + i * THREADS;
+        oa[i] = A_KFAST ? e / (BK / 4) : (e % (BM / 4)) * 4;
+        ka[i] = A_KFAST ? (e % (BK / 4)) * 4 : e / (BM / 4);
+        ca[i] = la.ctx(m0 + oa[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < IB; ++i) {
+        const int e = tid + i * THREADS;
+        ob[i] = B_KFAST ? e / (BK / 4) : (e % (BN / 4)) * 4;
+        kb[i] = B_KFAST ? (e % (BK / 4)) * 4 : e / (BN / 4);
+        cb[i] = lb.ctx(n0 + ob[i]);
+    }
+    float ra[IA][4], rb[IB][4];
+
+    auto load = [&](int kt) {  // global -> registers, the k-step at kt
+#pragma unroll
+        for (int i = 0; i < IA; ++i)
+            if (GA % THREADS == 0 || tid + i * THREADS < GA)
+                dg_load_group<A_KFAST, FAST>(la, ca[i], m0 + oa[i], kt + ka[i], M, k_end, vec_a, ra[i]);
+#pragma unroll
+        for (int i = 0; i < IB; ++i)
+            if (GB % THREADS == 0 || tid + i * THREADS < GB)
+                dg_load_group<B_KFAST, FAST>(lb, cb[i], n0 + ob[i], kt + kb[i], N, k_end, vec_b, rb[i]);
+    };
+    auto store = [&](int s) {  // registers -> shared buffer s, stored [k][outer]
+#pragma unroll
+        for (int i = 0; i < IA; ++i) {
+            if (GA % THREADS == 0 || tid + i * THREADS < GA) {
+                if (A_KFAST) {
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) sm.a[s][ka[i] + q][oa[i]] = ra[i][q];
+                } else {
+                    dg_st4(&sm.a[s][ka[i]][oa[i]], make_float4(ra[i][0], ra[i][1], ra[i][2], ra[i][3]));
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < IB; ++i) {
+            if (GB % THREADS == 0 || tid + i * THREADS < GB) {
+                if (B_KFAST) {
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) sm.b[s][kb[i] + q][ob[i]] = rb[i][q];
+                } else {
+                    dg_st4(&sm.b[s][kb[i]][ob[i]], make_float4(rb[i][0], rb[i][1], rb[i][2], rb[i][3]));
+                }
+            }
+        }
+    };
+
+    load(k_begin);
+    store(0);
+    __syncthreads();
+    int cur = 0;
+    for (int kt = k_begin; kt < k_end; kt += BK) {
+        const bool more = kt + BK < k_end;
+        if (more) load(kt + BK);
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], b[TN];
+            // Thread (tx, ty) owns rows g*4*TY + 4*ty + i and columns h*4*TX + 4*tx + j.
+#pragma unroll
+            for (int g = 0; g < TM / 4; ++g) {
+                const float4 v = dg_ld4(&sm.a[cur][kk][g * 4 * TY + 4 * ty]);
+                a[4 * g] = v.x; a[4 * g + 1] = v.y; a[4 * g + 2] = v.z; a[4 * g + 3] = v.w;
+            }
+#pragma unroll
+            for (int h = 0; h < TN / 4; ++h) {
+                const float4 v = dg_ld4(&sm.b[cur][kk][h * 4 * TX + 4 * tx]);
+                b[4 * h] = v.x; b[4 * h + 1] = v.y; b[4 * h + 2] = v.z; b[4 * h + 3] = v.w;
+            }
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j)
+                    acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        // The other buffer was last read before the previous barrier: free to fill.
+        if (more) store(cur ^ 1);
+        __syncthreads();
+        cur ^= 1;
+    }
+}
+
+// out[m, n] = act(sum_k A(m, k) B(n, k) + bias[n]) for the tile at (m0, n0);
+// out has row stride ldc, bias may be null, act is a DG_ACT_* code. vec_a,
+// vec_b: the loaders' vec may be used; vec_c: rows of out may be written as
+// float4 (ldc and out are multiples of 4 floats).
+template <class T, bool A_KFAST, bool B_KFAST, class LoadA, class LoadB>
+__device__ __forceinline__ void dg_gemm_tile(int M, int N, int k_begin, int k_end, int m0, int n0,
+                                             bool vec_a, bool vec_b, bool vec_c,
+                                             const LoadA& la, const LoadB& lb, float* out,
+                                             int ldc, const float* bias, int act)
+{
+    constexpr int TM = T::TM, TN = T::TN, TX = T::TX, TY = T::TY;
+    __shared__ __align__(16) DgSmem<T> sm;
+
+    // A warp covers 8 columns x 4 rows of threads (or all TX columns when
+    // fewer): its float4 reads of a k-row then touch 4 distinct A and 8
+    // distinct B addresses, one shared-memory wavefront each.
+    constexpr int LX = TX < 8 ? TX : 8;
+    constexpr int LY = 32 / LX;
+    constexpr int WX = TX / LX;
+    static_assert(TY % LY == 0, "warp layout");
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int tx = (warp % WX) * LX + lane % LX;
+    const int ty = (warp / WX) * LY + lane / LX;
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j)
             acc[i][j] = 0.0f;
 
-    for (int k0 = k_begin; k0 < k_end; k0 += DG_BK) {
-        for (int e = tid; e < DG_BM * DG_BK; e += DG_THREADS) {
-            int mm, kk;
-            if (A_KFAST) { mm = e / DG_BK; kk = e % DG_BK; }
-            else         { kk = e / DG_BM; mm = e % DG_BM; }
-            const int m = m0 + mm, k = k0 + kk;
-            As[kk][mm] = (m < M && k < k_end) ? load_a(m, k) : 0.0f;
-        }
-        for (int e = tid; e < DG_BN * DG_BK; e += DG_THREADS) {
-            int nn, kk;
-            if (B_NFAST) { kk = e / DG_BN; nn = e % DG_BN; }
-            else         { nn = e / DG_BK; kk = e % DG_BK; }
-            const int n = n0 + nn, k = k0 + kk;
-            Bs[kk][nn] = (n < N && k < k_end) ? load_b(k, n) : 0.0f;
-        }
-        __syncthreads();
-        for (int kk = 0; kk < DG_BK; ++kk) {
-            float a[DG_TM], b[DG_TN];
-            for (int i = 0; i < DG_TM; ++i) a[i] = As[kk][ty + DG_TY * i];
-            for (int j = 0; j < DG_TN; ++j) b[j] = Bs[kk][tx + DG_TX * j];
-            for (int i = 0; i < DG_TM; ++i)
-                for (int j = 0; j < DG_TN; ++j)
-                    acc[i][j] += a[i] * b[j];
-        }
-        // The next iteration overwrites the tiles: wait until all have read them.
-        __syncthreads();
-    }
+    if (vec_a && vec_b && m0 + T::BM <= M && n0 + T::BN <= N && (k_end - k_begin) % T::BK == 0)
+        dg_gemm_loop<T, true, A_KFAST, B_KFAST>(acc, sm, M, N, k_begin, k_end, m0, n0, vec_a, vec_b,
+                                                tx, ty, la, lb);
+    else
+        dg_gemm_loop<T, false, A_KFAST, B_KFAST>(acc, sm, M, N, k_begin, k_end, m0, n0, vec_a, vec_b,
+                                                 tx, ty, la, lb);
 
-    for (int i = 0; i < DG_TM; ++i) {
-        const int m = m0 + ty + DG_TY * i;
+    // Epilogue in place first: with 64 accumulators live, doing it per store
+    // costs registers the 128x128 tile does not have.
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+        const int n = n0 + (j / 4) * 4 * TX + 4 * tx + j % 4;
+        const float bv = (bias && n < N) ? bias[n] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < TM; ++i) acc[i][j] = dg_activate(acc[i][j] + bv, act);
+    }
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + (i / 4) * 4 * TY + 4 * ty + i % 4;
         if (m >= M) continue;
-        for (int j = 0; j < DG_TN; ++j) {
-            const int n = n0 + tx + DG_TX * j;
-            if (n < N) store(m, n, acc[i][j]);
+        float* row = out + (long long)m * ldc;
+#pragma unroll
+        for (int h = 0; h < TN / 4; ++h) {
+            const int n = n0 + h * 4 * TX + 4 * tx;
+            if (vec_c && n + 4 <= N) {
+                dg_st4(row + n, make_float4(acc[i][4 * h], acc[i][4 * h + 1], acc[i][4 * h + 2],
+                                            acc[i][4 * h + 3]));
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    if (n + j < N) row[n + j] = acc[i][4 * h + j];
+            }
         }
     }
 }

@@ -1,89 +1,250 @@
 // Float32 matrix products C = act(op(A) @ op(B) + bias), row-major.
 //
-// dg_matmul_<ta><tb>: n = as stored, t = transposed. A is stored [M, K]
-// (or [K, M] when transposed) with row stride lda; B is stored [K, N] (or
-// [N, K]) with row stride ldb; C is [M, N] with row stride ldc. blockIdx.z
-// walks a batch: the matrices of item z start at z * stride_{a,b,c}
-// (a stride of 0 broadcasts one matrix over the batch). bias [N] may be
-// null; act is a DG_ACT_* code. Grid: (ceil(M/64), ceil(N/64), batch),
-// block: DG_THREADS.
+// dg_matmul_<ta><tb>[_<tile>]: n = as stored, t = transposed; the suffix
+// names the tile (DgTile<tile> in gemm_core.cuh), none for 128x128. A is
+// stored [M, K] (or [K, M] when transposed) with row stride lda; B is stored
+// [K, N] (or [N, K]) with row stride ldb; C is [M, N] with row stride ldc.
+// bias [N] may be null; act is a DG_ACT_* code.
+//
+// blockIdx.z = item * splits + s walks a batch and splits of K: item z's
+// matrices start at z * stride_{a,b,c} (a stride of 0 broadcasts one matrix
+// over the batch), split s sums k in [s * k_chunk, (s + 1) * k_chunk) and
+// writes at c + z * stride_c + s * stride_split. With splits > 1 the launcher
+// passes a work buffer, no bias and no activation, and dg_matmul_reduce adds
+// the splits and applies the epilogue. k_chunk is a multiple of the tile's BK.
+// flags: bit 0, A may be read as float4 (its row stride and base are
+// multiples of 4 floats); bit 1, the same for B; bit 2, for C.
+// Grid: (ceil(M / BM), ceil(N / BN), batch * splits), block: the tile's THREADS.
 #include "gemm_core.cuh"
 
 template <bool T>
-struct DgMatA {  // A(m, k)
+struct DgMatA {  // A(m, k); k-fast unless transposed
     const float* p;
     int ld;
-    __device__ __forceinline__ float operator()(int m, int k) const
+    typedef const float* Ctx;
+    __device__ __forceinline__ Ctx ctx(int m) const { return T ? p + m : p + (long long)m * ld; }
+    __device__ __forceinline__ float4 vec(Ctx c, int k) const
+    {
+        return T ? dg_ld4(c + (long long)k * ld) : dg_ld4(c + k);
+    }
+    __device__ __forceinline__ float one(int m, int k) const
     {
         return T ? p[(long long)k * ld + m] : p[(long long)m * ld + k];
     }
 };
 
 template <bool T>
-struct DgMatB {  // B(k, n)
+struct DgMatB {  // B(n, k) of the stored [K, N] (or [N, K] when transposed: then k-fast)
     const float* p;
     int ld;
-    __device__ __forceinline__ float operator()(int k, int n) const
+    typedef const float* Ctx;
+    __device__ __forceinline__ Ctx ctx(int n) const { return T ? p + (long long)n * ld : p + n; }
+    __device__ __forceinline__ float4 vec(Ctx c, int k) const
+    {
+        return T ? dg_ld4(c + k) : dg_ld4(c + (long long)k * ld);
+    }
+    __device__ __forceinline__ float one(int n, int k) const
     {
         return T ? p[(long long)n * ld + k] : p[(long long)k * ld + n];
     }
 };
 
-struct DgMatStore {
-    float* c;
-    const float* bias;
-    int ld;
-    int act;
-    __device__ __forceinline__ void operator()(int m, int n, float v) const
-    {
-        if (bias) v += bias[n];
-        c[(long long)m * ld + n] = dg_activate(v, act);
-    }
-};
-
-template <bool TA, bool TB>
+template <class T, bool TA, bool TB>
 __device__ __forceinline__ void dg_matmul(const float* a, const float* b, float* c,
-                                          const float* bias, int M, int N, int K,
-                                          int lda, int ldb, int ldc, long long stride_a,
-                                          long long stride_b, long long stride_c, int act)
+                                          const float* bias, int M, int N, int K, int lda,
+                                          int ldb, int ldc, long long stride_a,
+                                          long long stride_b, long long stride_c, int act,
+                                          int splits, int k_chunk, long long stride_split,
+                                          int flags)
 {
-    const long long z = blockIdx.z;
+    const int s = blockIdx.z % splits;
+    const long long z = blockIdx.z / splits;
+    const int k_begin = s * k_chunk;
+    const int k_end = K - k_begin < k_chunk ? K : k_begin + k_chunk;
     DgMatA<TA> la = {a + z * stride_a, lda};
     DgMatB<TB> lb = {b + z * stride_b, ldb};
-    DgMatStore st = {c + z * stride_c, bias, ldc, act};
-    dg_gemm_tile<!TA, !TB>(M, N, 0, K, la, lb, st);
+    dg_gemm_tile<T, !TA, TB>(M, N, k_begin, k_end, blockIdx.x * T::BM, blockIdx.y * T::BN,
+                             flags & 1, flags & 2, flags & 4, la, lb,
+                             c + z * stride_c + s * stride_split, ldc, bias, act);
 }
 
-// One entry point per transpose combination (plain names, no macros, so the
-// tests can find every kernel in the source text).
-extern "C" __global__ void dg_matmul_nn(const float* a, const float* b, float* c,
-                                      const float* bias, int M, int N, int K, int lda, int ldb,
-                                      int ldc, long long stride_a, long long stride_b,
-                                      long long stride_c, int act)
+// out[z, m, n] = act(sum over s of work[z, s, m, n] + bias[n]) for z < batch;
+// work is [batch, splits, M, N], out [batch, M, N], both contiguous.
+extern "C" __global__ void dg_matmul_reduce(const float* work, const float* bias, float* out,
+                                            long long batch, int M, int N, int splits, int act)
 {
-    dg_matmul<false, false>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b, stride_c, act);
+    const long long mn = (long long)M * N, total = batch * mn;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long z = e / mn, r = e - z * mn;
+        const float* p = work + z * splits * mn + r;
+        float v = 0.0f;
+        for (int s = 0; s < splits; ++s) v += p[s * mn];
+        const int n = (int)(r % N);
+        out[e] = dg_activate(bias ? v + bias[n] : v, act);
+    }
 }
 
-extern "C" __global__ void dg_matmul_nt(const float* a, const float* b, float* c,
-                                      const float* bias, int M, int N, int K, int lda, int ldb,
-                                      int ldc, long long stride_a, long long stride_b,
-                                      long long stride_c, int act)
-{
-    dg_matmul<false, true>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b, stride_c, act);
+// One entry point per transpose combination and tile (plain names, no
+// macros, so the tests can find every kernel in the source text). The
+// 128x128 tiles hold 64 accumulators per thread: the launch bounds keep them
+// within 128 registers, so that two blocks share an SM.
+extern "C" {
+__global__ void __launch_bounds__(256, 2) dg_matmul_nn(const float* a, const float* b, float* c,
+                                                       const float* bias, int M, int N, int K,
+                                                       int lda, int ldb, int ldc,
+                                                       long long stride_a, long long stride_b,
+                                                       long long stride_c, int act, int splits,
+                                                       int k_chunk, long long stride_split,
+                                                       int flags);
+__global__ void __launch_bounds__(256, 2) dg_matmul_nt(const float* a, const float* b, float* c,
+                                                       const float* bias, int M, int N, int K,
+                                                       int lda, int ldb, int ldc,
+                                                       long long stride_a, long long stride_b,
+                                                       long long stride_c, int act, int splits,
+                                                       int k_chunk, long long stride_split,
+                                                       int flags);
+__global__ void __launch_bounds__(256, 2) dg_matmul_tn(const float* a, const float* b, float* c,
+                                                       const float* bias, int M, int N, int K,
+                                                       int lda, int ldb, int ldc,
+                                                       long long stride_a, long long stride_b,
+                                                       long long stride_c, int act, int splits,
+                                                       int k_chunk, long long stride_split,
+                                                       int flags);
+__global__ void __launch_bounds__(256, 2) dg_matmul_tt(const float* a, const float* b, float* c,
+                                                       const float* bias, int M, int N, int K,
+                                                       int lda, int ldb, int ldc,
+                                                       long long stride_a, long long stride_b,
+                                                       long long stride_c, int act, int splits,
+                                                       int k_chunk, long long stride_split,
+                                                       int flags);
 }
 
-extern "C" __global__ void dg_matmul_tn(const float* a, const float* b, float* c,
-                                      const float* bias, int M, int N, int K, int lda, int ldb,
-                                      int ldc, long long stride_a, long long stride_b,
-                                      long long stride_c, int act)
+extern "C" __global__ void dg_matmul_nn(const float* a, const float* b, float* c, const float* bias,
+                                        int M, int N, int K, int lda, int ldb, int ldc,
+                                        long long stride_a, long long stride_b, long long stride_c,
+                                        int act, int splits, int k_chunk, long long stride_split,
+                                        int flags)
 {
-    dg_matmul<true, false>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b, stride_c, act);
+    dg_matmul<DgTile128x128, false, false>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a,
+                                           stride_b, stride_c, act, splits, k_chunk, stride_split,
+                                           flags);
 }
 
-extern "C" __global__ void dg_matmul_tt(const float* a, const float* b, float* c,
-                                      const float* bias, int M, int N, int K, int lda, int ldb,
-                                      int ldc, long long stride_a, long long stride_b,
-                                      long long stride_c, int act)
+extern "C" __global__ void dg_matmul_nt(const float* a, const float* b, float* c, const float* bias,
+                                        int M, int N, int K, int lda, int ldb, int ldc,
+                                        long long stride_a, long long stride_b, long long stride_c,
+                                        int act, int splits, int k_chunk, long long stride_split,
+                                        int flags)
 {
-    dg_matmul<true, true>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b, stride_c, act);
+    dg_matmul<DgTile128x128, false, true>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                          stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_tn(const float* a, const float* b, float* c, const float* bias,
+                                        int M, int N, int K, int lda, int ldb, int ldc,
+                                        long long stride_a, long long stride_b, long long stride_c,
+                                        int act, int splits, int k_chunk, long long stride_split,
+                                        int flags)
+{
+    dg_matmul<DgTile128x128, true, false>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                          stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_tt(const float* a, const float* b, float* c, const float* bias,
+                                        int M, int N, int K, int lda, int ldb, int ldc,
+                                        long long stride_a, long long stride_b, long long stride_c,
+                                        int act, int splits, int k_chunk, long long stride_split,
+                                        int flags)
+{
+    dg_matmul<DgTile128x128, true, true>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                         stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_nn_64x64(const float* a, const float* b, float* c,
+                                              const float* bias, int M, int N, int K, int lda,
+                                              int ldb, int ldc, long long stride_a,
+                                              long long stride_b, long long stride_c, int act,
+                                              int splits, int k_chunk, long long stride_split,
+                                              int flags)
+{
+    dg_matmul<DgTile64x64, false, false>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                         stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_nt_64x64(const float* a, const float* b, float* c,
+                                              const float* bias, int M, int N, int K, int lda,
+                                              int ldb, int ldc, long long stride_a,
+                                              long long stride_b, long long stride_c, int act,
+                                              int splits, int k_chunk, long long stride_split,
+                                              int flags)
+{
+    dg_matmul<DgTile64x64, false, true>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                        stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_tn_64x64(const float* a, const float* b, float* c,
+                                              const float* bias, int M, int N, int K, int lda,
+                                              int ldb, int ldc, long long stride_a,
+                                              long long stride_b, long long stride_c, int act,
+                                              int splits, int k_chunk, long long stride_split,
+                                              int flags)
+{
+    dg_matmul<DgTile64x64, true, false>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                        stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_tt_64x64(const float* a, const float* b, float* c,
+                                              const float* bias, int M, int N, int K, int lda,
+                                              int ldb, int ldc, long long stride_a,
+                                              long long stride_b, long long stride_c, int act,
+                                              int splits, int k_chunk, long long stride_split,
+                                              int flags)
+{
+    dg_matmul<DgTile64x64, true, true>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                       stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_nn_32x32(const float* a, const float* b, float* c,
+                                              const float* bias, int M, int N, int K, int lda,
+                                              int ldb, int ldc, long long stride_a,
+                                              long long stride_b, long long stride_c, int act,
+                                              int splits, int k_chunk, long long stride_split,
+                                              int flags)
+{
+    dg_matmul<DgTile32x32, false, false>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                         stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_nt_32x32(const float* a, const float* b, float* c,
+                                              const float* bias, int M, int N, int K, int lda,
+                                              int ldb, int ldc, long long stride_a,
+                                              long long stride_b, long long stride_c, int act,
+                                              int splits, int k_chunk, long long stride_split,
+                                              int flags)
+{
+    dg_matmul<DgTile32x32, false, true>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                        stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_tn_32x32(const float* a, const float* b, float* c,
+                                              const float* bias, int M, int N, int K, int lda,
+                                              int ldb, int ldc, long long stride_a,
+                                              long long stride_b, long long stride_c, int act,
+                                              int splits, int k_chunk, long long stride_split,
+                                              int flags)
+{
+    dg_matmul<DgTile32x32, true, false>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                        stride_c, act, splits, k_chunk, stride_split, flags);
+}
+
+extern "C" __global__ void dg_matmul_tt_32x32(const float* a, const float* b, float* c,
+                                              const float* bias, int M, int N, int K, int lda,
+                                              int ldb, int ldc, long long stride_a,
+                                              long long stride_b, long long stride_c, int act,
+                                              int splits, int k_chunk, long long stride_split,
+                                              int flags)
+{
+    dg_matmul<DgTile32x32, true, true>(a, b, c, bias, M, N, K, lda, ldb, ldc, stride_a, stride_b,
+                                       stride_c, act, splits, k_chunk, stride_split, flags);
 }

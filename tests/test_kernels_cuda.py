@@ -69,6 +69,8 @@ static inline unsigned int __umulhi(unsigned int a, unsigned int b)
 // so that any buffer works; the launchers enforce the GPU's 16-byte rule.
 struct float4 { float x, y, z, w; };
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
 #define EMU_RUN(CALL)                                                              \
     emu_gridDim = {emu_gx, emu_gy, emu_gz};                                        \
     emu_blockDim = {emu_bx, emu_by, emu_bz};                                       \
@@ -342,6 +344,131 @@ def test_conv2d_grad_filter(xp, x_shape, k_shape, s, p, d):
     ref = _cpu().conv2d_grad_filter(f64(x), f64(dy), k_shape, s, p, d)
     out = K.conv2d_grad_filter(dev(xp, x), dev(xp, dy), k_shape, s, p, d, out=poisoned(xp, k_shape))
     check(out, ref, what="conv2d_grad_filter")
+
+
+# ------------------------------------------------- every GEMM tile, forced
+# The launchers pick a tile (and split-K) per shape; these cases force each
+# one on shapes with ragged edges in M, N and K, leading dimensions that are
+# and are not multiples of 4 (float4 loads on and off), and split K.
+def offset_view(xp, a):
+    """``a``'s values in a C-contiguous view that starts 4 bytes past a 16-byte boundary."""
+    a = np.asarray(host(a))
+    flat = xp.empty(a.size + 8, F32)
+    k = next(k for k in range(1, 8) if K._vec4(flat[k - 1:]) and not K._vec4(flat[k:]))
+    view = flat[k:k + a.size].reshape(a.shape)
+    view[...] = xp.asarray(a)
+    return view
+
+
+TILE_MATMUL_SHAPES = [(130, 33, 129), (68, 20, 132), (1, 8, 4), (40, 1, 36)]
+
+
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("m,k,n", TILE_MATMUL_SHAPES)
+@pytest.mark.parametrize("tile", K.MATMUL_TILES)
+def test_matmul_tiles(xp, tile, m, k, n, ta, tb, splits):
+    a = rnd(k, m) if ta else rnd(m, k)
+    b = rnd(n, k) if tb else rnd(k, n)
+    bias = rnd(n)
+    ref = np.maximum(_cpu().matmul(f64(a), f64(b), ta, tb) + f64(bias), 0)
+    out = K.matmul(dev(xp, a), dev(xp, b), ta, tb, dev(xp, bias), "relu", out=poisoned(xp, (m, n)),
+                   tile=tile, splits=splits)
+    check(out, ref, what=f"matmul {tile} {m}x{k}x{n} ta={ta} tb={tb} splits={splits}")
+
+
+@pytest.mark.parametrize("tile", K.MATMUL_TILES)
+def test_matmul_tiles_batched_split_misaligned(xp, tile):
+    a, b, bias = rnd(3, 36, 44), rnd(3, 44, 40), rnd(40)
+    ref = np.tanh(_cpu().matmul(f64(a), f64(b)) + f64(bias))
+    for up in (lambda v: dev(xp, v), lambda v: offset_view(xp, v)):
+        out = K.matmul(up(a), up(b), bias=dev(xp, bias), activation="tanh", out=up(np.full(ref.shape, np.nan, F32)),
+                       tile=tile, splits=2)
+        check(out, ref, what=f"batched matmul {tile}")
+
+
+def test_gemm_plans(monkeypatch):
+    """Tiles, split-K and float4 flags the launchers choose (on a 132-SM device)."""
+    seen = []
+    monkeypatch.setattr(K, "_sm_count", lambda xp: 132)
+    monkeypatch.setattr(K, "_launch", lambda name, grid, block, args: seen.append((name, grid, block, args)))
+    z = lambda *s: np.zeros(s, F32)
+    K.matmul(z(4096, 4096), z(4096, 4096))
+    K.dense(z(128, 1024), z(1024, 512), z(512), "relu")
+    K.matmul(z(128, 1024), z(128, 512), transpose_a=True)
+    K.matmul(z(7, 9), z(9, 10))
+    big, gemm, red, dw, tiny = seen
+    assert big[0] == "dg_matmul_nn" and big[1] == (32, 32, 1) and big[2] == (256,) and int(big[3][-1]) == 7
+    # 16 tiles of 64x64 for 132 SMs: K = 1024 in 8 splits of 128, then the reduce with the epilogue.
+    assert gemm[0] == "dg_matmul_nn_64x64" and gemm[1] == (2, 8, 8) and gemm[2] == (128,)
+    assert (int(gemm[3][-4]), int(gemm[3][-3])) == (8, 128) and gemm[3][3] is None
+    assert red[0] == "dg_matmul_reduce" and red[3][1] is not None and int(red[3][-1]) == 1
+    assert dw[0] == "dg_matmul_tn_64x64" and dw[1] == (16, 8, 1)
+    assert tiny[0] == "dg_matmul_nn_64x64" and int(tiny[3][-1]) == 0  # rows of 9 and 10 floats: no float4
+    seen.clear()
+    x, dy = z(128, 26, 26, 32), z(128, 24, 24, 32)
+    K.conv2d(x, z(3, 3, 32, 32))
+    K.conv2d_grad_input(dy, z(3, 3, 32, 32), x.shape)
+    K.conv2d_grad_filter(x, dy, (3, 3, 32, 32))
+    K.conv2d(z(128, 28, 28, 1), z(3, 3, 1, 32))
+    K.conv2d(z(128, 12, 12, 32), z(3, 3, 32, 64))
+    names = [s[0] for s in seen]
+    assert names == ["dg_conv2d_fwd_128x32", "dg_conv2d_grad_input_128x32", "dg_conv2d_grad_filter_128x32",
+                     "dg_sum_splits", "dg_conv2d_fwd_128x32", "dg_conv2d_fwd_64x64"]
+    assert [int(s[3][-1]) for s in seen if s[0] != "dg_sum_splits"] == [7, 7, 7, 6, 7]
+
+
+CONV_TILE_CASES = CONV_CASES + [
+    ((2, 10, 9, 8), (3, 3, 8, 12), 1, "same", 2),
+    ((2, 9, 8, 4), (3, 3, 4, 8), 2, "same", 1),
+    ((1, 11, 10, 4), (5, 5, 4, 4), 1, "same", 1),
+    ((1, 6, 5, 8), (1, 1, 8, 36), 1, "valid", 1),
+    ((3, 11, 9, 12), (3, 3, 12, 68), (1, 2), "valid", 1),
+]
+CONV_TILE_IDS = [f"{x}-{k}-s{s}-{p}-d{d}" for x, k, s, p, d in CONV_TILE_CASES]
+
+
+@pytest.mark.parametrize("tile", K.CONV_TILES)
+@pytest.mark.parametrize("x_shape,k_shape,s,p,d", CONV_TILE_CASES, ids=CONV_TILE_IDS)
+def test_conv2d_tiles(xp, tile, x_shape, k_shape, s, p, d):
+    x, k, b = rnd(*x_shape), rnd(*k_shape), rnd(k_shape[3])
+    ref = np.maximum(_cpu().conv2d(f64(x), f64(k), s, p, d) + f64(b), 0)
+    out = K.conv2d(dev(xp, x), dev(xp, k), s, p, d, bias=dev(xp, b), activation="relu",
+                   out=poisoned(xp, ref.shape), tile=tile)
+    check(out, ref, what=f"conv2d {tile}")
+    dy = rnd(*ref.shape)
+    gref = _cpu().conv2d_grad_input(f64(dy), f64(k), x_shape, s, p, d)
+    g = K.conv2d_grad_input(dev(xp, dy), dev(xp, k), x_shape, s, p, d, out=poisoned(xp, x_shape), tile=tile)
+    check(g, gref, what=f"conv2d_grad_input {tile}")
+    wref = _cpu().conv2d_grad_filter(f64(x), f64(dy), k_shape, s, p, d)
+    for splits in (1, 3):
+        gw = K.conv2d_grad_filter(dev(xp, x), dev(xp, dy), k_shape, s, p, d, out=poisoned(xp, k_shape),
+                                  tile=tile, splits=splits)
+        check(gw, wref, what=f"conv2d_grad_filter {tile} splits={splits}")
+
+
+@pytest.mark.parametrize("x_shape,k_shape,s,p,d", CONV_TILE_CASES[-5:], ids=CONV_TILE_IDS[-5:])
+def test_conv2d_misaligned(xp, x_shape, k_shape, s, p, d):
+    """Channel counts of 4n in views off the 16-byte grid: the scalar loads."""
+    x, k = rnd(*x_shape), rnd(*k_shape)
+    ref = _cpu().conv2d(f64(x), f64(k), s, p, d)
+    out = K.conv2d(offset_view(xp, x), offset_view(xp, k), s, p, d, out=offset_view(xp, np.full(ref.shape, np.nan, F32)))
+    check(out, ref, what="conv2d misaligned")
+    dy = rnd(*ref.shape)
+    g = K.conv2d_grad_input(offset_view(xp, dy), offset_view(xp, k), x_shape, s, p, d,
+                            out=offset_view(xp, np.full(x_shape, np.nan, F32)))
+    check(g, _cpu().conv2d_grad_input(f64(dy), f64(k), x_shape, s, p, d), what="conv2d_grad_input misaligned")
+    gw = K.conv2d_grad_filter(offset_view(xp, x), offset_view(xp, dy), k_shape, s, p, d,
+                              out=offset_view(xp, np.full(k_shape, np.nan, F32)))
+    check(gw, _cpu().conv2d_grad_filter(f64(x), f64(dy), k_shape, s, p, d), what="conv2d_grad_filter misaligned")
+
+
+def test_tiles_match_the_header():
+    """GEMM_TILES (Python) and the DgTile typedefs of gemm_core.cuh agree."""
+    text = K.sources()["gemm_core.cuh"]
+    found = {m.group(6): tuple(int(m.group(i)) for i in range(1, 6)) for m in re.finditer(
+        r"typedef DgTile<(\d+), (\d+), (\d+), (\d+), (\d+)> DgTile(\w+);", text)}
+    assert found == K.GEMM_TILES
 
 
 # ------------------------------------------------------------------ pooling
