@@ -159,12 +159,13 @@ def _cuda_or_skip():
     return B
 
 
-def _fit_pair(make_model, compile_kw, x, y, epochs=3, batch_size=32, **fit_kw):
-    """(eager history, graph history, eager model, graph model) from the same initial weights."""
+def _fit_pair(make_model, make_opt, compile_kw, x, y, epochs=3, batch_size=32, **fit_kw):
+    """(eager history, graph history, eager model, graph model) from the same initial weights,
+    each model with an optimizer of its own."""
     out = []
     for flag in (False, True):
         model = make_model()
-        model.compile(cuda_graph=flag, **compile_kw)
+        model.compile(optimizer=make_opt(), cuda_graph=flag, **compile_kw)
         h = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=False, **fit_kw)
         out.append((h.history, model))
     return out[0][0], out[1][0], out[0][1], out[1][1]
@@ -178,9 +179,9 @@ def _fit_pair(make_model, compile_kw, x, y, epochs=3, batch_size=32, **fit_kw):
 def test_recorded_steps_match_eager_steps(make_opt):
     B = _cuda_or_skip()
     x, y = _data(100)  # 100 = 3 full batches of 32 and one of 4: two recordings
-    he, hg, me, mg = _fit_pair(lambda: _small_convnet(bn=True),
-                               dict(optimizer=make_opt(), loss="sparse_categorical_crossentropy",
-                                    metrics=["accuracy"]), x, y, validation_data=(x[:40], y[:40]))
+    he, hg, me, mg = _fit_pair(lambda: _small_convnet(bn=True), make_opt,
+                               dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"]), x, y,
+                               validation_data=(x[:40], y[:40]))
     for k in he:
         np.testing.assert_allclose(hg[k], he[k], rtol=2e-4, atol=1e-5, err_msg=k)
     for a, b in zip(mg.get_weights(), me.get_weights()):
@@ -212,14 +213,19 @@ def test_recorded_dropout_draws_new_masks_each_replay():
 def test_learning_rate_changes_reach_the_recorded_update():
     _cuda_or_skip()
     x, y = _data(64)
-    sched = optimizers.schedules.PiecewiseConstantDecay([3], [1e-2, 1e-4])
-    he, hg, me, mg = _fit_pair(_small_convnet, dict(optimizer=optimizers.Adam(sched),
-                                                    loss="sparse_categorical_crossentropy"), x, y, epochs=4)
+    def make_opt():
+        return optimizers.Adam(optimizers.schedules.PiecewiseConstantDecay([3], [1e-2, 1e-4]))
+    he, hg, me, mg = _fit_pair(_small_convnet, make_opt, dict(loss="sparse_categorical_crossentropy"), x, y,
+                               epochs=4)
     np.testing.assert_allclose(hg["loss"], he["loss"], rtol=2e-4)
-    mg.optimizer.learning_rate = 0.0  # a plain float set between steps is read at the next replay
-    before = [w.copy() for w in mg.get_weights()]
-    mg.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
-    for a, b in zip(mg.get_weights(), before):
+    model = _small_convnet()
+    model.compile(optimizer=optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", cuda_graph=True)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
+    assert len(model._graph_trainer.steps) == 1
+    model.optimizer.learning_rate = 0.0  # a float set between steps is read at the next replay
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(model.get_weights(), before):
         np.testing.assert_array_equal(a, b)
 
 
