@@ -1,4 +1,4 @@
-"""One epoch of the seed convnet on Fashion-MNIST on one backend, from seeded initial weights.
+"""The seed convnet (or DNN) trained on Fashion-MNIST on one backend, from seeded initial weights.
 
     python3 bench/epoch_parity.py --backend cpu  --out cpu.json
     python3 bench/epoch_parity.py --backend cuda --out cuda.json [--cuda-graph]
@@ -24,6 +24,7 @@ def main(argv=None):
     ap.add_argument("--backend", required=True, choices=("cpu", "cuda"))
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--model", choices=("cnn", "dnn"), default="cnn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cuda-graph", action="store_true")
     ap.add_argument("--out", required=True)
@@ -40,7 +41,7 @@ def main(argv=None):
     x = (x.astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
     xt = (xt.astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
     dg.set_seed(args.seed)
-    model = zoo.convnet()
+    model = zoo.convnet() if args.model == "cnn" else zoo.dnn()
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in model.get_weights())).hexdigest()
     model.compile(optimizer=dg.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], cuda_graph=args.cuda_graph)
@@ -48,7 +49,7 @@ def main(argv=None):
     hist = model.fit(x, y, batch_size=128, epochs=args.epochs, verbose=2)
     train_s = time.perf_counter() - t0
     loss, acc = model.evaluate(xt, yt, batch_size=512)
-    res = {"backend": args.backend, "cuda_graph": args.cuda_graph, "epochs": args.epochs, "seed": args.seed,
+    res = {"model": args.model, "backend": args.backend, "cuda_graph": args.cuda_graph, "epochs": args.epochs, "seed": args.seed,
            "initial_weights_sha256": digest, "train_s": round(train_s, 2),
            "history": hist.history, "test_loss": loss, "test_accuracy": acc,
            "deepgpu": dg.__version__, "numpy": np.__version__}
@@ -58,7 +59,7 @@ def main(argv=None):
         res["device"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
-    print(json.dumps({k: res[k] for k in ("backend", "test_accuracy", "test_loss", "train_s",
+    print(json.dumps({k: res[k] for k in ("model", "backend", "epochs", "test_accuracy", "test_loss", "train_s",
                                           "initial_weights_sha256")}))
     return 0
 

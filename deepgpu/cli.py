@@ -59,7 +59,9 @@ def build_parser():
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32 for digits, 128 otherwise")
     t.add_argument("--optimizer", default="adam")
     t.add_argument("--learning-rate", type=_positive_float, default=1e-3)
-    t.add_argument("--validation-split", type=_fraction, default=0.1)
+    t.add_argument("--validation-split", type=_fraction, default=None,
+                   help="fraction of the training images held out for validation; default 0.1 for digits, "
+                        "0 for MNIST / Fashion-MNIST (all 60,000 train; the test set is shown as validation)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="deepgpu-out", help="folder for the saved model and the history plot")
     t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
@@ -121,10 +123,15 @@ def cmd_train(args):
         opt = optimizers.get({"class_name": args.optimizer, "config": {"learning_rate": args.learning_rate}})
     except ValueError as e:
         raise UserError(str(e)) from None
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # On the GPU the step is recorded once as a CUDA graph and replayed (no effect on the CPU).
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], cuda_graph=True)
     t0 = time.perf_counter()
-    history = model.fit(xtr, ytr, batch_size=batch, epochs=epochs, validation_split=args.validation_split,
-                        verbose=args.verbose)
+    split = args.validation_split
+    if split is None:
+        split = 0.1 if args.dataset == "digits" else 0.0
+    # With no split the test set is shown per epoch (it only watches: nothing is tuned on it).
+    history = model.fit(xtr, ytr, batch_size=batch, epochs=epochs, validation_split=split,
+                        validation_data=None if split else (xte, yte), verbose=args.verbose)
     train_s = time.perf_counter() - t0
     loss, acc = model.evaluate(xte, yte, batch_size=256)
     print(f"Test loss: {loss:.4f} - test accuracy: {acc * 100:.2f}% (training took {train_s:.1f} s)")

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Everything the GPU machine has to check, in one call (a lent GPU's time is short):
+#   bash bench/gpu_check.sh OUT_DIR [DATA_DIR] [STEPS]
+# 1. the CUDA tests, 2. compute-sanitizer memcheck on the kernel tests,
+# 3. the training-step and kernel benchmarks against PyTorch, 4. a per-primitive
+# profile, 5. Fashion-MNIST quality runs on the GPU (when DATA_DIR holds the IDX files).
+# Each part writes its log under OUT_DIR and prints its last lines; one failing part
+# does not stop the others.
+set -u
+out=${1:?usage: gpu_check.sh OUT_DIR [DATA_DIR] [STEPS]}
+data=${2:-}
+steps=${3:-30}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-build-isolation --no-deps -e . >"$out/pip.log" 2>&1 || tail -5 "$out/pip.log"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$out/gpu.txt" 2>&1
+
+echo "== cuda tests"
+timeout 240 python3 -m pytest -q -m cuda tests >"$out/tests_cuda.log" 2>&1
+grep -E "passed|failed|error" "$out/tests_cuda.log" | tail -3
+grep -E "^FAILED|^ERROR" "$out/tests_cuda.log" | head -20
+
+echo "== memcheck (kernel tests)"
+timeout 300 compute-sanitizer --tool memcheck --print-limit 20 \
+    python3 -m pytest -q -m cuda tests/test_kernels_cuda.py -k "not convnet_training" >"$out/memcheck.log" 2>&1
+grep -E "ERROR SUMMARY|passed|failed" "$out/memcheck.log" | tail -3
+
+echo "== training step (seed convnet) and kernel targets"
+timeout 240 python3 bench/gpu_step.py --micro --batches 128 512 --steps "$steps" \
+    --only deepgpu-custom deepgpu-graph torch-eager torch-graph torch-eager-fp32 torch-graph-fp32 \
+    --out "$out/gpu_step.json" >"$out/gpu_step.log" 2>&1
+grep -E "^batch" "$out/gpu_step.log"
+python3 - "$out/gpu_step.json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1])).get("micro", {})
+for k, v in m.items():
+    print(k, {a: (round(b, 4) if isinstance(b, float) else b) for a, b in v.items()} if isinstance(v, dict) else v)
+EOF
+
+echo "== profile"
+timeout 60 python3 bench/gpu_profile.py --batch 128 --json "$out/profile.json" >"$out/profile.log" 2>&1
+head -14 "$out/profile.log"
+
+if [ -n "$data" ]; then
+    echo "== Fashion-MNIST on the GPU"
+    for m in cnn dnn; do
+        timeout 90 python3 bench/epoch_parity.py --backend cuda --model $m --epochs 3 --cuda-graph \
+            --data-dir "$data" --out "$out/fmnist_${m}3.json" 2>&1 | tail -1
+    done
+    timeout 60 python3 bench/epoch_parity.py --backend cuda --model cnn --epochs 1 --data-dir "$data" \
+        --out "$out/fmnist_cnn1.json" 2>&1 | tail -1
+    timeout 90 deepgpu train --dataset fashion-mnist --data-dir "$data" --model cnn --epochs 3 --backend cuda \
+        --verbose 2 --out /tmp/dg-train >"$out/train_cnn.log" 2>&1
+    grep -E "Test loss" "$out/train_cnn.log"
+fi
