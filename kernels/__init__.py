@@ -32,8 +32,8 @@ from ..backends.base import _pair, conv_output_size
 # has (BM / TM) * (BN / TN) threads. The 128x128 kernels carry no name suffix.
 GEMM_TILES = {
     "128x128": (128, 128, 8, 8, 8),
-    "128x64": (128, 64, 8, 8, 4),
-    "128x32": (128, 32, 8, 8, 4),
+    "128x64": (128, 64, 16, 8, 4),
+    "128x32": (128, 32, 16, 8, 4),
     "64x64": (64, 64, 16, 8, 4),
     "32x32": (32, 32, 16, 4, 4),
 }
@@ -47,10 +47,9 @@ def _kname(base, tile):
 
 # Kernel file -> the extern "C" functions this module launches from it.
 KERNELS = {
-    "matmul.cu": tuple(_kname(f"dg_matmul_{ta}{tb}", t) for t in MATMUL_TILES for ta in "nt" for tb in "nt")
-    + ("dg_matmul_reduce",),
+    "matmul.cu": tuple(_kname(f"dg_matmul_{ta}{tb}", t) for t in MATMUL_TILES for ta in "nt" for tb in "nt"),
     "conv2d.cu": tuple(_kname(f"dg_conv2d_{op}", t) for op in ("fwd", "grad_input", "grad_filter")
-                       for t in CONV_TILES),
+                       for t in CONV_TILES) + ("dg_conv2d_sum_splits",),
     "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_max_pool_bwd_tiles", "dg_avg_pool_fwd",
                 "dg_avg_pool_bwd", "dg_avg_pool_bwd_tiles"),
     "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_softmax_xent_fwd",
@@ -302,14 +301,13 @@ def _threads(tile):
     return ((bm // tm) * (bn // tn),)
 
 
+def _ptr(a):
+    return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
+
+
 def _vec4(*arrays):
     """True when every array (None skipped) starts on a 16-byte boundary (float4 access)."""
-    return all(a is None or (a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr) % 16 == 0
-               for a in arrays)
-
-
-def _flags(vec_a, vec_b, vec_c):
-    return np.int32(int(bool(vec_a)) | 2 * int(bool(vec_b)) | 4 * int(bool(vec_c)))
+    return all(a is None or _ptr(a) % 16 == 0 for a in arrays)
 
 
 def _split(k, splits, bk):
@@ -318,7 +316,48 @@ def _split(k, splits, bk):
     return chunk, max(1, -(-k // chunk))
 
 
-def _matmul_plan(m, n, k, nb, sm):
+def _key(v):
+    return v if v is None or isinstance(v, (int, str)) else tuple(v)
+
+
+_sm_counts: dict = {}
+
+
+def _sm_count(xp):
+    """Streaming multiprocessors of the current device (2 under the CPU emulation)."""
+    if xp is np:
+        return 2
+    dev = _device_id()
+    n = _sm_counts.get(dev)
+    if n is None:
+        import cupy
+        n = _sm_counts[dev] = int(cupy.cuda.runtime.deviceGetAttribute(
+            cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, dev))
+    return n
+
+
+# Launch plans per call signature (shapes, options, tile): the launchers'
+# host time is most of a small layer's time, so each shape is worked out once.
+_plans: dict = {}
+_counters: dict = {}      # (device, stream) -> int32 zeros counted in by split-K matmul tiles
+_counters_old: list = []  # outgrown ones, kept: a captured CUDA graph may still point at them
+
+
+def _split_counters(xp, n):
+    """At least n int32 zeros for the split-K tiles of matmul (each launch leaves them zero)."""
+    key = None
+    if xp is not np:
+        import cupy
+        key = (_device_id(), cupy.cuda.get_current_stream().ptr)
+    c = _counters.get(key)
+    if c is None or c.size < n:
+        if c is not None:
+            _counters_old.append(c)
+        c = _counters[key] = xp.zeros(max(n, 4096), np.int32)
+    return c
+
+
+def _matmul_split(m, n, k, nb, sm):
     """(tile, splits) for an [m, k] @ [k, n] product over nb batch items.
 
     The largest tile that still gives every SM a block; when even 64x64
@@ -333,61 +372,76 @@ def _matmul_plan(m, n, k, nb, sm):
     return "64x64", max(1, min(2 * sm // tiles, k // 128, _MAX_GRID_Y // nb))
 
 
+def _matmul_plan(xp, a_shape, b_shape, ta, tb, bias_shape, activation, tile, splits):
+    if len(a_shape) < 2 or len(b_shape) < 2:
+        raise ValueError(f"matmul: operands must be at least 2-D, got {a_shape} and {b_shape}")
+    m, k = (a_shape[-1], a_shape[-2]) if ta else a_shape[-2:]
+    k2, n = (b_shape[-1], b_shape[-2]) if tb else b_shape[-2:]
+    if k != k2:
+        raise ValueError(f"matmul: inner dimensions differ ({k} vs {k2}) for {a_shape} and {b_shape}")
+    ba, bb = a_shape[:-2], b_shape[:-2]
+    if ba and bb and ba != bb:
+        raise ValueError(f"matmul: batch axes {ba} and {bb} must be equal (or one operand 2-D)")
+    batch = ba or bb
+    nb = int(np.prod(batch, dtype=np.int64))
+    if bias_shape is not None and tuple(bias_shape) != (n,):
+        raise ValueError(f"matmul bias: expected shape {(n,)}, got {tuple(bias_shape)}")
+    act = _act(activation)
+    out_shape = tuple(batch) + (m, n)
+    if m * n * nb == 0:
+        return out_shape, None
+    auto_tile, auto_splits = _matmul_split(m, n, k, nb, _sm_count(xp))
+    tile = tile or auto_tile
+    if tile not in MATMUL_TILES:
+        raise ValueError(f"matmul: tile {tile!r} is not one of {MATMUL_TILES}")
+    chunk, splits = _split(k, splits or (auto_splits if tile == auto_tile else 1), GEMM_TILES[tile][2])
+    lda, ldb = a_shape[-1], b_shape[-1]
+    grid = _gemm_grid(m, n, nb * splits, tile)
+    scalars = (_i32(m), _i32(n), _i32(k), _i32(lda), _i32(ldb), _i32(n), _i64(m * k if ba else 0),
+               _i64(k * n if bb else 0), _i64(m * n), act, np.int32(splits), _i32(chunk))
+    name = _kname("dg_matmul_" + ("t" if ta else "n") + ("t" if tb else "n"), tile)
+    work = (nb, splits, m, n) if splits > 1 else None
+    return out_shape, (name, grid, _threads(tile), scalars, lda % 4 == 0, ldb % 4 == 0, n % 4 == 0,
+                       work, grid[0] * grid[1] * nb)
+
+
 # ------------------------------------------------------------------- matmul
 def matmul(a, b, transpose_a=False, transpose_b=False, bias=None, activation=None, out=None, *,
            tile=None, splits=None):
     """``act(op(a) @ op(b) + bias)``; a [..., m, k], b [..., k, n] after the transposes.
 
     Leading (batch) axes must be equal, or one operand 2-D (broadcast).
-    bias [n] may be None. Returns [..., m, n] float32. ``tile`` (a name of
+    bias [n] may be None. Returns [..., m, n] float32. One launch (split-K
+    tiles add their partial sums in the same launch). ``tile`` (a name of
     MATMUL_TILES) and ``splits`` (of k) override the choice made per shape.
     """
     xp = _xp(a)
     a, b = _check(a, "matmul a"), _check(b, "matmul b")
-    if a.ndim < 2 or b.ndim < 2:
-        raise ValueError(f"matmul: operands must be at least 2-D, got {a.shape} and {b.shape}")
-    m, k = (a.shape[-1], a.shape[-2]) if transpose_a else a.shape[-2:]
-    k2, n = (b.shape[-1], b.shape[-2]) if transpose_b else b.shape[-2:]
-    if k != k2:
-        raise ValueError(f"matmul: inner dimensions differ ({k} vs {k2}) for {a.shape} and {b.shape}")
-    ba, bb = a.shape[:-2], b.shape[:-2]
-    if ba and bb and ba != bb:
-        raise ValueError(f"matmul: batch axes {ba} and {bb} must be equal (or one operand 2-D)")
-    batch = ba or bb
-    nb = int(np.prod(batch, dtype=np.int64))
     if bias is not None:
-        bias = _check(bias, "matmul bias", (n,))
-    out = _output(xp, out, batch + (m, n), "matmul out")
-    if out.size == 0:
+        bias = _check(bias, "matmul bias")
+    key = ("mm", a.shape, b.shape, bool(transpose_a), bool(transpose_b),
+           None if bias is None else bias.shape, activation, tile, splits, _sm_count(xp))
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = _matmul_plan(xp, a.shape, b.shape, bool(transpose_a), bool(transpose_b),
+                                          None if bias is None else bias.shape, activation, tile, splits)
+    out_shape, p = plan
+    out = _output(xp, out, out_shape, "matmul out")
+    if p is None:
         return out
-    auto_tile, auto_splits = _matmul_plan(m, n, k, nb, _sm_count(xp))
-    tile = tile or auto_tile
-    if tile not in MATMUL_TILES:
-        raise ValueError(f"matmul: tile {tile!r} is not one of {MATMUL_TILES}")
-    chunk, splits = _split(k, splits or (auto_splits if tile == auto_tile else 1), GEMM_TILES[tile][2])
-    lda, ldb = a.shape[-1], b.shape[-1]
-    flags = (lda % 4 == 0 and _vec4(a), ldb % 4 == 0 and _vec4(b))
-    name = _kname("dg_matmul_" + ("t" if transpose_a else "n") + ("t" if transpose_b else "n"), tile)
-    strides = (_i64(m * k if ba else 0), _i64(k * n if bb else 0))
-    if splits == 1:
-        _launch(name, _gemm_grid(m, n, nb, tile), _threads(tile),
-                (a, b, out, bias, _i32(m), _i32(n), _i32(k), _i32(lda), _i32(ldb), _i32(n)) + strides
-                + (_i64(m * n), _act(activation), np.int32(1), _i32(chunk), _i64(0),
-                   _flags(*flags, n % 4 == 0 and _vec4(out))))
-        return out
-    # Partial sums [batch, split, m, n], then one pass adds them with the epilogue (deterministic).
-    work = xp.empty((nb, splits, m, n), np.float32)
-    _launch(name, _gemm_grid(m, n, nb * splits, tile), _threads(tile),
-            (a, b, work, None, _i32(m), _i32(n), _i32(k), _i32(lda), _i32(ldb), _i32(n)) + strides
-            + (_i64(splits * m * n), np.int32(0), np.int32(splits), _i32(chunk), _i64(m * n),
-               _flags(*flags, n % 4 == 0)))
-    _launch("dg_matmul_reduce", _grid1d(out.size), (BLOCK,),
-            (work, bias, out, _i64(nb), _i32(m), _i32(n), np.int32(splits), _act(activation)))
+    name, grid, block, scalars, va, vb, vc, work, tiles = p
+    flags = np.int32((va and _ptr(a) % 16 == 0) | 2 * (vb and _ptr(b) % 16 == 0)
+                     | 4 * (vc and _ptr(out) % 16 == 0))
+    if work is None:
+        extra = (None, None)
+    else:
+        extra = (xp.empty(work, np.float32), _split_counters(xp, tiles))
+    _launch(name, grid, block, (a, b, out, bias) + extra + scalars + (flags,))
     return out
 
 
 def dense(x, w, b=None, activation=None, out=None, **plan):
-    """``act(x @ w + b)``; x [m, k], w [k, n], b [n] or None (one launch, two with split-K)."""
+    """``act(x @ w + b)`` in one launch; x [m, k], w [k, n], b [n] or None."""
     return matmul(x, w, False, False, b, activation, out, **plan)
 
 
@@ -407,16 +461,65 @@ def _conv_geom(x_shape, k_shape, strides, padding, dilation):
 
 
 def _conv_tile(rows, cols, sm, tile):
-    """The tile of a convolution GEMM: 128 rows by the narrowest width covering the
-    channels (a wider tile computes zeros); 64x64, then 32x32, while there are fewer tiles than SMs."""
+    """The tile of a convolution GEMM: 128x32 for up to 32 channels, 64x64 for up to 64
+    (measured faster than 128x64 there), 128x128 above; smaller while there are
+    fewer tiles than SMs."""
     if tile is None:
-        for tile in ("128x32" if cols <= 32 else "128x64" if cols <= 64 else "128x128", "64x64", "32x32"):
+        for tile in ("128x32" if cols <= 32 else "64x64" if cols <= 64 else "128x128", "64x64", "32x32"):
             bm, bn = GEMM_TILES[tile][:2]
             if -(-rows // bm) * -(-cols // bn) >= sm:
                 break
     if tile not in CONV_TILES:
         raise ValueError(f"conv2d: tile {tile!r} is not one of {CONV_TILES}")
     return tile
+
+
+def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, splits=None, extra=()):
+    """(output shape, kernel, grid, block, scalars, (vec A, vec B, vec C) by shape, work shape)."""
+    g = _conv_geom(x_shape, k_shape, strides, padding, dilation)
+    n, h, w, c, o, kh, kw, ho, wo = (int(g[i]) for i in (0, 1, 2, 3, 4, 5, 6, 13, 14))
+    sm = _sm_count(xp)
+    if op == "fwd":
+        rows, cols, shape, vec = n * ho * wo, o, (n, ho, wo, o), (c % 4 == 0, o % 4 == 0, o % 4 == 0)
+    elif op == "grad_input":
+        rows, cols, shape, vec = n * h * w, c, tuple(x_shape), (o % 4 == 0, o % 4 == 0, c % 4 == 0)
+    else:
+        rows, cols, shape, vec = kh * kw * c, o, tuple(k_shape), (c % 4 == 0, o % 4 == 0, o % 4 == 0)
+    if op != "grad_filter":
+        tile = _conv_tile(rows, cols, sm, tile)
+        return shape, _kname(f"dg_conv2d_{op}", tile), _gemm_grid(rows, cols, 1, tile), _threads(tile), \
+            g + extra, vec, None
+    if tile is None:
+        # A 128-row tile would be mostly padding below 64 rows; the reduction is split to fill the GPU.
+        tile = "32x32" if rows <= 64 else "128x32" if o <= 32 else "64x64" if o <= 64 else "128x128"
+    tile = _conv_tile(rows, cols, sm, tile)
+    bk, total = GEMM_TILES[tile][2], n * ho * wo
+    grid = _gemm_grid(rows, cols, 1, tile)
+    if splits is None:
+        # About four blocks per SM, each at least 16 k-steps: more makes the partial sums cost more than they save.
+        splits = max(1, min(4 * sm // (grid[0] * grid[1]), total // (16 * bk), 512))
+    chunk, splits = _split(total, splits, bk)
+    return shape, _kname("dg_conv2d_grad_filter", tile), grid[:2] + (splits,), _threads(tile), \
+        g + (_i32(chunk),), vec, ((splits,) + shape if splits > 1 else None)
+
+
+def _conv_launch(xp, key, args, arrays, out, what):
+    """Plan (cached) and launch one convolution kernel; arrays are its (A, B) operands."""
+    p = _plans.get(key)
+    if p is None:
+        p = _plans[key] = _conv_plan(xp, *args)
+    shape, name, grid, block, scalars, vec, work = p
+    out = _output(xp, out, shape, what)
+    if out.size == 0:
+        return out
+    dst = out if work is None else xp.empty(work, np.float32)
+    flags = np.int32((vec[0] and _ptr(arrays[0]) % 16 == 0) | 2 * (vec[1] and _ptr(arrays[1]) % 16 == 0)
+                     | 4 * (vec[2] and _ptr(dst) % 16 == 0))
+    _launch(name, grid, block, arrays + (dst,) + scalars + (flags,))
+    if work is not None:
+        _launch("dg_conv2d_sum_splits", (-(-out.size // 32),), (32, 8),
+                (dst, out, np.int32(work[0]), _i32(out.size)))
+    return out
 
 
 def conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), bias=None, activation=None, out=None,
@@ -428,19 +531,12 @@ def conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), bias=None, ac
     """
     xp = _xp(x)
     x, k = _check(x, "conv2d x"), _check(k, "conv2d kernel")
-    g = _conv_geom(x.shape, k.shape, strides, padding, dilation)
-    n, c, o, ho, wo = int(g[0]), int(g[3]), int(g[4]), int(g[13]), int(g[14])
     if bias is not None:
-        bias = _check(bias, "conv2d bias", (o,))
-    out = _output(xp, out, (n, ho, wo, o), "conv2d out")
-    if out.size == 0:
-        return out
-    rows = n * ho * wo
-    tile = _conv_tile(rows, o, _sm_count(xp), tile)
-    flags = _flags(c % 4 == 0 and _vec4(x), o % 4 == 0 and _vec4(k), o % 4 == 0 and _vec4(out))
-    _launch(_kname("dg_conv2d_fwd", tile), _gemm_grid(rows, o, 1, tile), _threads(tile),
-            (x, k, bias, out) + g + (_act(activation), flags))
-    return out
+        bias = _check(bias, "conv2d bias", (k.shape[3],))
+    key = ("fwd", x.shape, k.shape, _key(strides), padding, _key(dilation), tile, activation, _sm_count(xp))
+    return _conv_launch(xp, key, ("fwd", x.shape, k.shape, strides, padding, dilation, tile, None,
+                                  (_act(activation),)),
+                        (x, k, bias), out, "conv2d out")
 
 
 def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None, *,
@@ -448,35 +544,15 @@ def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=
     """Gradient of conv2d with respect to its input, as Backend.conv2d_grad_input."""
     xp = _xp(dy)
     dy, k = _check(dy, "conv2d_grad_input dy"), _check(k, "conv2d_grad_input kernel")
-    g = _conv_geom(tuple(x_shape), k.shape, strides, padding, dilation)
-    n, h, w, c, o, ho, wo = (int(g[i]) for i in (0, 1, 2, 3, 4, 13, 14))
-    if tuple(dy.shape) != (n, ho, wo, o):
-        raise ValueError(f"conv2d_grad_input: dy has shape {dy.shape}, expected {(n, ho, wo, o)}")
-    out = _output(xp, out, tuple(x_shape), "conv2d_grad_input out")
-    if out.size == 0:
-        return out
-    rows = n * h * w
-    tile = _conv_tile(rows, c, _sm_count(xp), tile)
-    flags = _flags(o % 4 == 0 and _vec4(dy), o % 4 == 0 and _vec4(k), c % 4 == 0 and _vec4(out))
-    _launch(_kname("dg_conv2d_grad_input", tile), _gemm_grid(rows, c, 1, tile), _threads(tile),
-            (dy, k, out) + g + (flags,))
-    return out
-
-
-_sm_counts: dict = {}
-
-
-def _sm_count(xp):
-    """Streaming multiprocessors of the current device (2 under the CPU emulation)."""
-    if xp is np:
-        return 2
-    dev = _device_id()
-    n = _sm_counts.get(dev)
-    if n is None:
-        import cupy
-        n = _sm_counts[dev] = int(cupy.cuda.runtime.deviceGetAttribute(
-            cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, dev))
-    return n
+    x_shape = tuple(int(v) for v in x_shape)
+    key = ("grad_input", x_shape, k.shape, dy.shape, _key(strides), padding, _key(dilation), tile, _sm_count(xp))
+    if key not in _plans:
+        g = _conv_geom(x_shape, k.shape, strides, padding, dilation)
+        want = (int(g[0]), int(g[13]), int(g[14]), int(g[4]))
+        if tuple(dy.shape) != want:
+            raise ValueError(f"conv2d_grad_input: dy has shape {dy.shape}, expected {want}")
+    return _conv_launch(xp, key, ("grad_input", x_shape, k.shape, strides, padding, dilation, tile),
+                        (dy, k), out, "conv2d_grad_input out")
 
 
 def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None, *,
@@ -490,31 +566,16 @@ def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation
     """
     xp = _xp(x)
     x, dy = _check(x, "conv2d_grad_filter x"), _check(dy, "conv2d_grad_filter dy")
-    g = _conv_geom(x.shape, tuple(k_shape), strides, padding, dilation)
-    n, c, o, kh, kw, ho, wo = (int(g[i]) for i in (0, 3, 4, 5, 6, 13, 14))
-    if tuple(dy.shape) != (n, ho, wo, o):
-        raise ValueError(f"conv2d_grad_filter: dy has shape {dy.shape}, expected {(n, ho, wo, o)}")
-    rows, total = kh * kw * c, n * ho * wo
-    out = _output(xp, out, tuple(k_shape), "conv2d_grad_filter out")
-    if out.size == 0:
-        return out
-    sm = _sm_count(xp)
-    if tile is None and rows <= 64:
-        tile = "32x32"  # a 128-row tile would be mostly padding
-    tile = _conv_tile(rows, o, sm, tile or ("128x32" if o <= 32 else "128x64" if o <= 64 else "128x128"))
-    bk = GEMM_TILES[tile][2]
-    grid = _gemm_grid(rows, o, 1, tile)
-    if splits is None:
-        # At least 16 k-steps per split, else the partial sums cost more than they save.
-        splits = max(1, min(4 * sm // (grid[0] * grid[1]), total // (16 * bk), _MAX_GRID_Y))
-    chunk, splits = _split(total, splits, bk)
-    dst = out if splits == 1 else xp.empty((splits, rows, o), np.float32)
-    flags = _flags(c % 4 == 0 and _vec4(x), o % 4 == 0 and _vec4(dy), o % 4 == 0 and _vec4(dst))
-    _launch(_kname("dg_conv2d_grad_filter", tile), grid[:2] + (splits,), _threads(tile),
-            (x, dy, dst) + g + (_i32(chunk), flags))
-    if splits > 1:
-        _launch("dg_sum_splits", _grid1d(out.size), (BLOCK,), (dst, out, _i32(splits), _i64(out.size)))
-    return out
+    k_shape = tuple(int(v) for v in k_shape)
+    key = ("grad_filter", x.shape, k_shape, dy.shape, _key(strides), padding, _key(dilation), tile, splits,
+           _sm_count(xp))
+    if key not in _plans:
+        g = _conv_geom(x.shape, k_shape, strides, padding, dilation)
+        want = (int(g[0]), int(g[13]), int(g[14]), int(g[4]))
+        if tuple(dy.shape) != want:
+            raise ValueError(f"conv2d_grad_filter: dy has shape {dy.shape}, expected {want}")
+    return _conv_launch(xp, key, ("grad_filter", x.shape, k_shape, strides, padding, dilation, tile, splits),
+                        (x, dy), out, "conv2d_grad_filter out")
 
 
 # ------------------------------------------------------------------ pooling

@@ -32,11 +32,14 @@ __device__ __forceinline__ float dg_im2col(const float* x, const DgConvGeom& g, 
     const int ih = oh * g.SH - g.PT + i * g.DH;
     const int iw = ow * g.SW - g.PL + j * g.DW;
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0.0f;
-    return x[(((long long)n * g.H + ih) * g.W + iw) * g.C + c];
+    return x[((n * g.H + ih) * g.W + iw) * g.C + c];
 }
 
 // ---------------------------------------------------------------- forward
 // y[(n, oh, ow), o] = act(sum_k im2col(m, k) * w[k, o] + bias[o]).
+// Offsets inside one image (or the kernel, or dy) fit in int: the launcher
+// checks that every array has fewer than 2^31 elements.
+//
 // A = im2col, k-fast: with C % 4 == 0 four consecutive k are four channels of one pixel.
 struct DgFwdA {
     const float* x;
@@ -44,6 +47,9 @@ struct DgFwdA {
     struct Ctx {
         const float* img;  // x[n]
         int ih0, iw0;      // input cell of tap (0, 0)
+    };
+    struct Kst {
+        int c, j, i;  // k = (i * KW + j) * C + c
     };
     __device__ __forceinline__ Ctx ctx(int m) const
     {
@@ -54,14 +60,20 @@ struct DgFwdA {
         Ctx c = {x + (long long)n * g.H * g.W * g.C, oh * g.SH - g.PT, ow * g.SW - g.PL};
         return c;
     }
-    __device__ __forceinline__ float4 vec(const Ctx& c, int k) const
+    __device__ __forceinline__ Kst kst(int k) const
     {
-        const int ch = k % g.C;
         const int t = k / g.C;
-        const int ih = c.ih0 + (t / g.KW) * g.DH;
-        const int iw = c.iw0 + (t % g.KW) * g.DW;
-        if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        return dg_ld4(c.img + ((long long)ih * g.W + iw) * g.C + ch);
+        Kst s = {k - t * g.C, t % g.KW, t / g.KW};
+        return s;
+    }
+    __device__ __forceinline__ void next(Kst& s, int step) const { dg_carry(s.c, g.C, s.j, g.KW, s.i, step); }
+    __device__ __forceinline__ float4 vec(const Ctx& c, const Kst& s) const
+    {
+        const int ih = c.ih0 + s.i * g.DH;
+        const int iw = c.iw0 + s.j * g.DW;
+        if ((unsigned)ih >= (unsigned)g.H || (unsigned)iw >= (unsigned)g.W)
+            return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        return dg_ld4(c.img + ((ih * g.W + iw) * g.C + s.c));
     }
     __device__ __forceinline__ float one(int m, int k) const { return dg_im2col(x, g, m, k); }
 };
@@ -70,9 +82,12 @@ struct DgFwdB {  // B(o, k) = w[k, o], o-fast
     const float* w;
     int O;
     typedef const float* Ctx;
+    typedef int Kst;
     __device__ __forceinline__ Ctx ctx(int o) const { return w + o; }
-    __device__ __forceinline__ float4 vec(Ctx c, int k) const { return dg_ld4(c + (long long)k * O); }
-    __device__ __forceinline__ float one(int o, int k) const { return w[(long long)k * O + o]; }
+    __device__ __forceinline__ Kst kst(int k) const { return k; }
+    __device__ __forceinline__ void next(Kst& k, int step) const { k += step; }
+    __device__ __forceinline__ float4 vec(Ctx c, Kst k) const { return dg_ld4(c + k * O); }
+    __device__ __forceinline__ float one(int o, int k) const { return w[k * O + o]; }
 };
 
 template <class T>
@@ -100,6 +115,9 @@ struct DgGradInA {
         const float* img;  // dy[n]
         int th0, tw0;      // h + PT, w + PL
     };
+    struct Kst {
+        int o, j, i;  // k = (i * KW + j) * O + o
+    };
     __device__ __forceinline__ Ctx ctx(int m) const
     {
         const int w_ = m % g.W;
@@ -109,44 +127,65 @@ struct DgGradInA {
         Ctx c = {dy + (long long)n * g.HO * g.WO * g.O, h + g.PT, w_ + g.PL};
         return c;
     }
+    __device__ __forceinline__ Kst kst(int k) const
+    {
+        const int t = k / g.O;
+        Kst s = {k - t * g.O, t % g.KW, t / g.KW};
+        return s;
+    }
+    __device__ __forceinline__ void next(Kst& s, int step) const { dg_carry(s.o, g.O, s.j, g.KW, s.i, step); }
     // dy[n, oh, ow] for tap (i, j), or null where the tap falls between or outside outputs.
     __device__ __forceinline__ const float* cell(const Ctx& c, int i, int j) const
     {
-        const int th = c.th0 - i * g.DH;
-        const int tw = c.tw0 - j * g.DW;
-        if (th < 0 || tw < 0) return nullptr;
-        const int oh = th / g.SH, ow = tw / g.SW;
-        if (oh * g.SH != th || ow * g.SW != tw || oh >= g.HO || ow >= g.WO) return nullptr;
-        return c.img + ((long long)oh * g.WO + ow) * g.O;
+        int oh = c.th0 - i * g.DH;
+        int ow = c.tw0 - j * g.DW;
+        if (oh < 0 || ow < 0) return nullptr;
+        if (g.SH != 1 || g.SW != 1) {  // uniform: stride 1 needs no division
+            const int th = oh, tw = ow;
+            oh = th / g.SH;
+            ow = tw / g.SW;
+            if (oh * g.SH != th || ow * g.SW != tw) return nullptr;
+        }
+        if (oh >= g.HO || ow >= g.WO) return nullptr;
+        return c.img + (oh * g.WO + ow) * g.O;
     }
-    __device__ __forceinline__ float4 vec(const Ctx& c, int k) const
+    __device__ __forceinline__ float4 vec(const Ctx& c, const Kst& s) const
     {
-        const int o = k % g.O;
-        const int t = k / g.O;
-        const float* p = cell(c, t / g.KW, t % g.KW);
-        return p ? dg_ld4(p + o) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        const float* p = cell(c, s.i, s.j);
+        return p ? dg_ld4(p + s.o) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
     __device__ __forceinline__ float one(int m, int k) const
     {
-        const int t = k / g.O;
-        const float* p = cell(ctx(m), t / g.KW, t % g.KW);
-        return p ? p[k % g.O] : 0.0f;
+        const Kst s = kst(k);
+        const float* p = cell(ctx(m), s.i, s.j);
+        return p ? p[s.o] : 0.0f;
     }
 };
 
 struct DgGradInB {  // B(c, k = (i, j, o)) = w[i, j, c, o], k-fast
     const float* w;
     int C, O;
-    typedef const float* Ctx;
-    __device__ __forceinline__ Ctx ctx(int c) const { return w + (long long)c * O; }
-    __device__ __forceinline__ float4 vec(Ctx p, int k) const
+    typedef const float* Ctx;  // w[0, 0, c]
+    struct Kst {
+        int o, ij;
+    };
+    __device__ __forceinline__ Ctx ctx(int c) const { return w + c * O; }
+    __device__ __forceinline__ Kst kst(int k) const
     {
-        return dg_ld4(p + (long long)(k / O) * C * O + k % O);
+        Kst s = {k % O, k / O};
+        return s;
     }
-    __device__ __forceinline__ float one(int c, int k) const
+    __device__ __forceinline__ void next(Kst& s, int step) const
     {
-        return w[((long long)(k / O) * C + c) * O + k % O];
+        s.o += step;
+        if (s.o >= O) {
+            const int q = s.o / O;
+            s.o -= q * O;
+            s.ij += q;
+        }
     }
+    __device__ __forceinline__ float4 vec(Ctx p, const Kst& s) const { return dg_ld4(p + s.ij * C * O + s.o); }
+    __device__ __forceinline__ float one(int c, int k) const { return w[((k / O) * C + c) * O + k % O]; }
 };
 
 template <class T>
@@ -167,7 +206,7 @@ __device__ __forceinline__ void dg_conv_grad_input(const float* dy, const float*
 // dw[(i, j, c), o] = sum over m = (n, oh, ow) of im2col(m, (i, j, c)) * dy[m, o].
 // The reduction over m is long and the output small, so it is split over
 // blockIdx.z: split z sums m in [z*chunk, min((z+1)*chunk, M)) into
-// out + z * (KH*KW*C*O); dg_sum_splits (elementwise.cu) adds the splits.
+// out + z * (KH*KW*C*O); dg_conv2d_sum_splits adds the splits.
 // chunk must be a multiple of the tile's BK.
 struct DgGradWA {  // A(r = (i, j, c), m) = im2col(m, r), r-fast (c contiguous in x)
     const float* x;
@@ -175,21 +214,29 @@ struct DgGradWA {  // A(r = (i, j, c), m) = im2col(m, r), r-fast (c contiguous i
     struct Ctx {
         int c, dh, dw;  // channel, and input offset of tap (i, j) from (oh*SH, ow*SW)
     };
+    struct Kst {
+        int ow, oh, n;  // m = (n * HO + oh) * WO + ow
+    };
     __device__ __forceinline__ Ctx ctx(int r) const
     {
         const int t = r / g.C;
-        Ctx c = {r % g.C, (t / g.KW) * g.DH - g.PT, (t % g.KW) * g.DW - g.PL};
+        Ctx c = {r - t * g.C, (t / g.KW) * g.DH - g.PT, (t % g.KW) * g.DW - g.PL};
         return c;
     }
-    __device__ __forceinline__ float4 vec(const Ctx& c, int m) const
+    __device__ __forceinline__ Kst kst(int m) const
     {
-        const int ow = m % g.WO;
         const int t = m / g.WO;
-        const int oh = t % g.HO;
-        const int n = t / g.HO;
-        const int ih = oh * g.SH + c.dh, iw = ow * g.SW + c.dw;
-        if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        return dg_ld4(x + (((long long)n * g.H + ih) * g.W + iw) * g.C + c.c);
+        Kst s = {m - t * g.WO, t % g.HO, t / g.HO};
+        return s;
+    }
+    __device__ __forceinline__ void next(Kst& s, int step) const { dg_carry(s.ow, g.WO, s.oh, g.HO, s.n, step); }
+    __device__ __forceinline__ float4 vec(const Ctx& c, const Kst& s) const
+    {
+        const int ih = s.oh * g.SH + c.dh;
+        const int iw = s.ow * g.SW + c.dw;
+        if ((unsigned)ih >= (unsigned)g.H || (unsigned)iw >= (unsigned)g.W)
+            return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        return dg_ld4(x + (((s.n * g.H + ih) * g.W + iw) * g.C + c.c));
     }
     __device__ __forceinline__ float one(int r, int m) const { return dg_im2col(x, g, m, r); }
 };
@@ -198,9 +245,12 @@ struct DgGradWB {  // B(o, m) = dy[m, o], o-fast
     const float* dy;
     int O;
     typedef const float* Ctx;
+    typedef int Kst;
     __device__ __forceinline__ Ctx ctx(int o) const { return dy + o; }
-    __device__ __forceinline__ float4 vec(Ctx c, int m) const { return dg_ld4(c + (long long)m * O); }
-    __device__ __forceinline__ float one(int o, int m) const { return dy[(long long)m * O + o]; }
+    __device__ __forceinline__ Kst kst(int m) const { return m; }
+    __device__ __forceinline__ void next(Kst& m, int step) const { m += step; }
+    __device__ __forceinline__ float4 vec(Ctx c, Kst m) const { return dg_ld4(c + m * O); }
+    __device__ __forceinline__ float one(int o, int m) const { return dy[m * O + o]; }
 };
 
 template <class T>
@@ -219,6 +269,26 @@ __device__ __forceinline__ void dg_conv_grad_filter(const float* x, const float*
     dg_gemm_tile<T, false, false>(rows, O, k_begin, k_end, blockIdx.x * T::BM, blockIdx.y * T::BN,
                                   flags & 1, flags & 2, flags & 4, la, lb,
                                   out + (long long)blockIdx.z * rows * O, O, nullptr, DG_ACT_NONE);
+}
+
+// out[i] = sum over s of parts[s * n + i], the splits of dg_conv2d_grad_filter.
+// Block (32, 8): 32 consecutive outputs (coalesced reads), each summed by 8
+// threads over every 8th split, then those 8 added in a fixed order, so the
+// result does not depend on scheduling.
+extern "C" __global__ void dg_conv2d_sum_splits(const float* parts, float* out, int splits, int n)
+{
+    __shared__ float part[8][32];
+    const int i = blockIdx.x * 32 + threadIdx.x;
+    float v = 0.0f;
+    if (i < n)
+        for (int s = threadIdx.y; s < splits; s += 8) v += parts[(long long)s * n + i];
+    part[threadIdx.y][threadIdx.x] = v;
+    __syncthreads();
+    if (threadIdx.y == 0 && i < n) {
+        float t = part[0][threadIdx.x];
+        for (int r = 1; r < 8; ++r) t += part[r][threadIdx.x];
+        out[i] = t;
+    }
 }
 
 // One entry point per operation and tile (plain names, no macros, so the

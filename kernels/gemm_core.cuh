@@ -35,8 +35,8 @@ struct DgTile {
 
 // Every configuration the launchers pick from (kernels/__init__.py GEMM_TILES must match).
 typedef DgTile<128, 128, 8, 8, 8> DgTile128x128;  // big GEMMs: 64 outputs per thread
-typedef DgTile<128, 64, 8, 8, 4> DgTile128x64;    // 64 output channels
-typedef DgTile<128, 32, 8, 8, 4> DgTile128x32;    // 32 output channels
+typedef DgTile<128, 64, 16, 8, 4> DgTile128x64;   // 64 output channels (wide M)
+typedef DgTile<128, 32, 16, 8, 4> DgTile128x32;   // 32 output channels
 typedef DgTile<64, 64, 16, 8, 4> DgTile64x64;     // mid-sized and split-K GEMMs
 typedef DgTile<32, 32, 16, 4, 4> DgTile32x32;     // few rows (filter gradient of a thin layer)
 
@@ -52,7 +52,11 @@ __device__ __forceinline__ void dg_st4(float* p, float4 v)
 
 // Loaders. Each operand is indexed (outer, k): A by (m, k), B by (n, k).
 //   Ctx ctx(outer)          per-thread state for one outer index, made once per block
-//   float4 vec(ctx, k)      4 consecutive elements along the operand's fast axis:
+//   Kst kst(k)              a k position in the loader's own terms (a convolution
+//                           tap and channel, say), made once per block...
+//   void next(kst&, step)   ...and moved on by whole k-steps, so that the k-loop
+//                           divides only when a position wraps
+//   float4 vec(ctx, kst)    4 consecutive elements along the operand's fast axis:
 //                           (outer, k..k+3) when K_FAST, else (outer..outer+3, k);
 //                           called only inside the bounds and when the launcher
 //                           set the operand's vec flag
@@ -60,14 +64,31 @@ __device__ __forceinline__ void dg_st4(float* p, float4 v)
 // K_FAST: consecutive k of the operand are adjacent in memory. It decides how
 // the threads split a tile, so that each reads contiguous memory.
 
+// a += step, carrying into b (modulo na) and c: the mixed-radix counters of the loaders' Kst.
+__device__ __forceinline__ void dg_carry(int& a, int na, int& b, int nb, int& c, int step)
+{
+    a += step;
+    if (a >= na) {
+        const int q = a / na;
+        a -= q * na;
+        b += q;
+        if (b >= nb) {
+            const int q2 = b / nb;
+            b -= q2 * nb;
+            c += q2;
+        }
+    }
+}
+
 // One group of 4 elements along the operand's fast axis into r; zeros outside
 // [0, limit) x [.., k_end). FAST: the caller knows the group is inside and vec set.
 template <bool KFAST, bool FAST, class L>
-__device__ __forceinline__ void dg_load_group(const L& l, const typename L::Ctx& c, int o, int k,
-                                              int limit, int k_end, bool vec, float (&r)[4])
+__device__ __forceinline__ void dg_load_group(const L& l, const typename L::Ctx& c,
+                                              const typename L::Kst& ks, int o, int k, int limit,
+                                              int k_end, bool vec, float (&r)[4])
 {
     if (FAST || (KFAST ? (o < limit && vec && k + 4 <= k_end) : (k < k_end && vec && o + 4 <= limit))) {
-        const float4 v = l.vec(c, k);
+        const float4 v = l.vec(c, ks);
         r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
     } else {
 #pragma unroll
@@ -108,6 +129,12 @@ __device__ __forceinline__ void dg_gemm_loop(float (&acc)[T::TM][T::TN], DgSmem<
     constexpr int GB = BN * BK / 4, IB = (GB + THREADS - 1) / THREADS;
     typename LoadA::Ctx ca[IA];
     typename LoadB::Ctx cb[IB];
+    // A k-fast operand's groups of one thread all sit at the same k (THREADS
+    // is a multiple of BK / 4): they share one Kst.
+    constexpr int SA = A_KFAST ? 1 : IA, SB = B_KFAST ? 1 : IB;
+    typename LoadA::Kst sa[SA];
+    typename LoadB::Kst sb[SB];
+    static_assert(THREADS % (BK / 4) == 0, "k offsets per thread");
     int oa[IA], ka[IA], ob[IB], kb[IB];  // the group's outer and k offsets in the tile
 #pragma unroll
     for (int i = 0; i < IA; ++i) {
@@ -115,6 +142,7 @@ __device__ __forceinline__ void dg_gemm_loop(float (&acc)[T::TM][T::TN], DgSmem<
         oa[i] = A_KFAST ? e / (BK / 4) : (e % (BM / 4)) * 4;
         ka[i] = A_KFAST ? (e % (BK / 4)) * 4 : e / (BM / 4);
         ca[i] = la.ctx(m0 + oa[i]);
+        if (i < SA) sa[i] = la.kst(k_begin + ka[i]);
     }
 #pragma unroll
     for (int i = 0; i < IB; ++i) {
@@ -122,18 +150,27 @@ __device__ __forceinline__ void dg_gemm_loop(float (&acc)[T::TM][T::TN], DgSmem<
         ob[i] = B_KFAST ? e / (BK / 4) : (e % (BN / 4)) * 4;
         kb[i] = B_KFAST ? (e % (BK / 4)) * 4 : e / (BN / 4);
         cb[i] = lb.ctx(n0 + ob[i]);
+        if (i < SB) sb[i] = lb.kst(k_begin + kb[i]);
     }
     float ra[IA][4], rb[IB][4];
 
-    auto load = [&](int kt) {  // global -> registers, the k-step at kt
+    auto load = [&](int kt) {  // global -> registers, the k-step at kt (the Kst's position)
 #pragma unroll
-        for (int i = 0; i < IA; ++i)
-            if (GA % THREADS == 0 || tid + i * THREADS < GA)
-                dg_load_group<A_KFAST, FAST>(la, ca[i], m0 + oa[i], kt + ka[i], M, k_end, vec_a, ra[i]);
+        for (int i = 0; i < IA; ++i) {
+            if (GA % THREADS == 0 || tid + i * THREADS < GA) {
+                dg_load_group<A_KFAST, FAST>(la, ca[i], sa[i % SA], m0 + oa[i], kt + ka[i], M, k_end, vec_a, ra[i]);
+                if (!A_KFAST) la.next(sa[i % SA], BK);
+            }
+        }
+        if (A_KFAST) la.next(sa[0], BK);
 #pragma unroll
-        for (int i = 0; i < IB; ++i)
-            if (GB % THREADS == 0 || tid + i * THREADS < GB)
-                dg_load_group<B_KFAST, FAST>(lb, cb[i], n0 + ob[i], kt + kb[i], N, k_end, vec_b, rb[i]);
+        for (int i = 0; i < IB; ++i) {
+            if (GB % THREADS == 0 || tid + i * THREADS < GB) {
+                dg_load_group<B_KFAST, FAST>(lb, cb[i], sb[i % SB], n0 + ob[i], kt + kb[i], N, k_end, vec_b, rb[i]);
+                if (!B_KFAST) lb.next(sb[i % SB], BK);
+            }
+        }
+        if (B_KFAST) lb.next(sb[0], BK);
     };
     auto store = [&](int s) {  // registers -> shared buffer s, stored [k][outer]
 #pragma unroll
