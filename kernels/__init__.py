@@ -340,15 +340,23 @@ def _sm_count(xp):
 # host time is most of a small layer's time, so each shape is worked out once.
 _plans: dict = {}
 _counters: dict = {}      # (device, stream) -> int32 zeros counted in by split-K matmul tiles
-_counters_old: list = []  # outgrown ones, kept: a captured CUDA graph may still point at them
+_counters_old: list = []  # outgrown ones, kept until the process ends (cheap, and never dangling)
 
 
 def _split_counters(xp, n):
-    """At least n int32 zeros for the split-K tiles of matmul (each launch leaves them zero)."""
+    """At least n int32 zeros for the split-K tiles of matmul (each launch leaves them zero).
+
+    Cached per device and stream, so that two streams never count in the same
+    ones. Inside a CUDA graph capture they are made afresh (from the graph's
+    own pool, zeroed by the recorded fill at each replay) and not cached.
+    """
     key = None
     if xp is not np:
         import cupy
-        key = (_device_id(), cupy.cuda.get_current_stream().ptr)
+        stream = cupy.cuda.get_current_stream()
+        if stream.is_capturing():
+            return xp.zeros(n, np.int32)
+        key = (_device_id(), stream.ptr)
     c = _counters.get(key)
     if c is None or c.size < n:
         if c is not None:

@@ -73,15 +73,15 @@ __device__ __forceinline__ void dg_matmul(const float* a, const float* b, float*
     DgMatA<TA> la = {a + z * stride_a, lda};
     DgMatB<TB> lb = {b + z * stride_b, ldb};
     c += z * stride_c;
-    if (splits == 1) {
-        dg_gemm_tile<T, !TA, TB>(M, N, k_begin, k_end, m0, n0, flags & 1, flags & 2, flags & 4,
-                                 la, lb, c, ldc, bias, act);
-        return;
-    }
+    // One call site: the GEMM is inlined once whether it writes C or a partial sum.
     const long long mn = (long long)M * N;
     float* parts = work + z * splits * mn;
-    dg_gemm_tile<T, !TA, TB>(M, N, k_begin, k_end, m0, n0, flags & 1, flags & 2, (N & 3) == 0,
-                             la, lb, parts + s * mn, N, nullptr, DG_ACT_NONE);
+    const bool whole = splits == 1;
+    dg_gemm_tile<T, !TA, TB>(M, N, k_begin, k_end, m0, n0, flags & 1, flags & 2,
+                             whole ? (flags & 4) != 0 : (N & 3) == 0, la, lb,
+                             whole ? c : parts + s * mn, whole ? ldc : N, whole ? bias : nullptr,
+                             whole ? act : DG_ACT_NONE);
+    if (whole) return;
 
     // The last of the tile's splits to finish adds all of them, in split order
     // (so the result does not depend on which finished last), and applies the
