@@ -16,17 +16,12 @@ python3 -m pip install -q --no-build-isolation --no-deps -e . >"$out/pip.log" 2>
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$out/gpu.txt" 2>&1
 
 echo "== cuda tests"
-timeout 240 python3 -m pytest -q -m cuda tests >"$out/tests_cuda.log" 2>&1
+timeout 180 python3 -m pytest -q -m cuda tests >"$out/tests_cuda.log" 2>&1
 grep -E "passed|failed|error" "$out/tests_cuda.log" | tail -3
 grep -E "^FAILED|^ERROR" "$out/tests_cuda.log" | head -20
 
-echo "== memcheck (kernel tests)"
-timeout 300 compute-sanitizer --tool memcheck --print-limit 20 \
-    python3 -m pytest -q -m cuda tests/test_kernels_cuda.py -k "not convnet_training" >"$out/memcheck.log" 2>&1
-grep -E "ERROR SUMMARY|passed|failed" "$out/memcheck.log" | tail -3
-
 echo "== training step (seed convnet) and kernel targets"
-timeout 240 python3 bench/gpu_step.py --micro --batches 128 512 --steps "$steps" \
+timeout 200 python3 bench/gpu_step.py --micro --batches 128 512 --steps "$steps" \
     --only deepgpu-custom deepgpu-graph torch-eager torch-graph torch-eager-fp32 torch-graph-fp32 \
     --out "$out/gpu_step.json" >"$out/gpu_step.log" 2>&1
 grep -E "^batch" "$out/gpu_step.log"
@@ -53,3 +48,9 @@ if [ -n "$data" ]; then
         --verbose 2 --out /tmp/dg-train >"$out/train_cnn.log" 2>&1
     grep -E "Test loss" "$out/train_cnn.log"
 fi
+
+echo "== memcheck (kernel tests)"
+timeout ${MEMCHECK_S:-300} compute-sanitizer --tool memcheck --print-limit 20 \
+    python3 -m pytest -q -m cuda tests/test_kernels_cuda.py -k "not convnet_training" >"$out/memcheck.log" 2>&1
+grep -E "ERROR SUMMARY|passed|failed" "$out/memcheck.log" | tail -3
+
