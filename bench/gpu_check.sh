@@ -16,9 +16,10 @@ python3 -m pip install -q --no-build-isolation --no-deps -e . >"$out/pip.log" 2>
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$out/gpu.txt" 2>&1
 
 echo "== cuda tests"
-timeout 180 python3 -m pytest -q -m cuda tests >"$out/tests_cuda.log" 2>&1
+timeout ${TESTS_S:-180} python3 -m pytest -q -m cuda tests --durations=25 -o faulthandler_timeout=45 \
+    >"$out/tests_cuda.log" 2>&1
 grep -E "passed|failed|error" "$out/tests_cuda.log" | tail -3
-grep -E "^FAILED|^ERROR" "$out/tests_cuda.log" | head -20
+grep -E "^FAILED|^ERROR|Timeout|File \"/" "$out/tests_cuda.log" | head -30
 
 echo "== training step (seed convnet) and kernel targets"
 timeout 200 python3 bench/gpu_step.py --micro --batches 128 512 --steps "$steps" \
