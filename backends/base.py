@@ -664,15 +664,19 @@ class Backend:
         ``lr`` is the learning rate of this step; ``step`` counts from 1.
         Decoupled weight decay (AdamW) when ``weight_decay`` > 0.
         """
+        a = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+        Backend._adam_rule(self, p, g, m, v, a, lr * weight_decay if weight_decay else None, beta1, beta2, eps)
+
+    def _adam_rule(self, p, g, m, v, step_size, decay, beta1, beta2, eps):
+        # step_size and decay are Python numbers or 0-d device arrays (a captured step's).
         xp = self.xp
         m *= beta1
         m += (1 - beta1) * g
         v *= beta2
         v += (1 - beta2) * xp.square(g)
-        a = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
-        if weight_decay:
-            p -= (lr * weight_decay) * p
-        p -= a * m / (xp.sqrt(v) + eps)
+        if decay is not None:
+            p -= decay * p
+        p -= step_size * m / (xp.sqrt(v) + eps)
 
     # The same rules with the step's scalars read from a float32 array ``hp``
     # on the device instead of Python numbers: a captured CUDA graph freezes
@@ -681,49 +685,19 @@ class Backend:
     def adam_update_dev(self, p, g, m, v, hp, beta1, beta2, eps, decay=False):
         """``adam_update`` with hp = [step size, lr * weight_decay]: ``p -= hp[1] p``
         when ``decay``, then ``p -= hp[0] m / (sqrt(v) + eps)``."""
-        xp = self.xp
-        m *= beta1
-        m += (1 - beta1) * g
-        v *= beta2
-        v += (1 - beta2) * xp.square(g)
-        if decay:
-            p -= hp[1] * p
-        p -= hp[0] * m / (xp.sqrt(v) + eps)
+        Backend._adam_rule(self, p, g, m, v, hp[0], hp[1] if decay else None, beta1, beta2, eps)
 
     def sgd_update_dev(self, p, g, m, hp, momentum=0.0, nesterov=False):
         """``sgd_update`` with the learning rate hp[0]."""
-        lr = hp[0]
-        if m is None or not momentum:
-            p -= lr * g
-            return
-        m *= momentum
-        m -= lr * g
-        if nesterov:
-            p += momentum * m - lr * g
-        else:
-            p += m
+        Backend.sgd_update(self, p, g, m, hp[0], momentum, nesterov)
 
     def rmsprop_update_dev(self, p, g, v, mg, mom, hp, rho, momentum, eps):
         """``rmsprop_update`` with the learning rate hp[0]."""
-        xp = self.xp
-        v *= rho
-        v += (1 - rho) * xp.square(g)
-        if mg is not None:
-            mg *= rho
-            mg += (1 - rho) * g
-            inc = hp[0] * g / xp.sqrt(v - xp.square(mg) + eps)
-        else:
-            inc = hp[0] * g / xp.sqrt(v + eps)
-        if mom is not None:
-            mom *= momentum
-            mom += inc
-            p -= mom
-        else:
-            p -= inc
+        Backend.rmsprop_update(self, p, g, v, mg, mom, hp[0], rho, momentum, eps)
 
     def weight_decay_update_dev(self, p, hp):
         """``weight_decay_update`` with lr * weight_decay read from hp[1]."""
-        p -= p * hp[1]
+        Backend.weight_decay_update(self, p, hp[1], 1.0)
 
     # Optimizer updates, Keras 3's formulas. Every array argument is a float
     # array of the parameter's shape and dtype, updated in place (nothing is
