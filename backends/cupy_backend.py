@@ -113,6 +113,9 @@ class CupyBackend(Backend):
                 raise failure
             raise GraphCaptureError(f"the step could not be captured as a CUDA graph: "
                                     f"{type(failure).__name__}: {failure}") from failure
+        # Blocks cached in the default pool by the eager work before (a warm-up
+        # step's activations) are not needed again: the graph holds its own.
+        self._pool.free_all_blocks()
         return _CudaGraph(graph, pool, self), result
 
     def is_array(self, a) -> bool:
@@ -167,7 +170,7 @@ class CupyBackend(Backend):
             _K.dropout(None, rate, self._dropout_seed, self._dropout_offset, mask=mask, replay=replay)
             self._dropout_offset += _K.dropout_offsets(mask.size)
             return mask
-        self._refuse_in_capture("a cuRAND dropout mask (float32 and the custom kernels capture)")
+        self._refuse_in_capture("a cuRAND dropout mask (only float32 masks on the custom kernels record)")
         keep = self.xp.random.random_sample(shape, dtype=np.float32) >= rate
         return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - rate))
 

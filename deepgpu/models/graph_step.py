@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import warnings
 
-from ..autograd import backward, enable_grad, no_grad
 from ..backends.base import GraphCaptureError
 from ..tensor import Tensor
 
@@ -100,16 +99,10 @@ class _GraphStep:
         before = [m._host_state() for m in metrics]
 
         def body():
-            with enable_grad():
-                out = model(self.xs if len(self.xs) > 1 else self.xs[0], training=True)
-                outs = model._outs_list(out)
-                total, per_out = model._compute_loss(self.ys, outs, self.sw)
-            grads = backward(total, vars_)
+            grads, finish = model._gradients(self.xs, self.ys, self.sw, vars_)
             if self.in_graph_update:
                 opt.apply_gradients_in_graph(grads, vars_, self.hp)
-            with no_grad():
-                model._update_metrics(self.ys, [Tensor(o.data, B) for o in outs], self.sw,
-                                      Tensor(total.data, B), per_out)
+            finish()
             return None if self.in_graph_update else grads
 
         try:
@@ -121,18 +114,12 @@ class _GraphStep:
             for m, b in zip(metrics, before):
                 m._set_host_state(b)
         self.metric_changes = list(zip(metrics, before, after))
-        # The eager first batch left its activations cached in the default
-        # pool; the graph holds its own now.
-        pool = getattr(B, "_pool", None)
-        if pool is not None:
-            pool.free_all_blocks()
+        self.inputs = self.xs + self.ys + ([self.sw] if self.sw is not None else [])
 
     def run(self, xb, yb, swb):
         B, opt = self.B, self.model.optimizer
-        for dst, src in zip(self.xs + self.ys + ([self.sw] if self.sw is not None else []),
-                            list(xb) + list(yb) + ([swb] if swb is not None else [])):
-            if src.data is not dst.data:
-                dst.data[...] = src.data
+        for dst, src in zip(self.inputs, list(xb) + list(yb) + ([swb] if swb is not None else [])):
+            dst.data[...] = src.data
         if self.in_graph_update:
             B.set_scalars(self.hp, opt.graph_scalars_for_next_step())
         self.graph.replay()

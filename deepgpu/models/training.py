@@ -291,17 +291,28 @@ class Trainer:
         if self._graph_trainer is not None and self._graph_trainer.train_batch(xb, yb, swb):
             return
         vars_ = self._vars_to_train()
+        gs, finish = self._gradients(xb, yb, swb, vars_)
+        B = vars_[0]._backend if vars_ else backends.current()
+        self.optimizer.apply_gradients(
+            [(None if g is None else Tensor(g, B), v) for g, v in zip(gs, vars_)])
+        finish()
+
+    def _gradients(self, xb, yb, swb, vars_):
+        """Forward in training mode, loss, backward: (raw gradients of ``vars_``,
+        a call that adds this batch to the metrics). Shared by the eager and
+        the recorded (graph_step) training steps."""
         with enable_grad():
             out = self(xb if len(xb) > 1 else xb[0], training=True)
             outs = self._outs_list(out)
             total, per_out = self._compute_loss(yb, outs, swb)
         gs = backward(total, vars_)
         B = total._backend
-        self.optimizer.apply_gradients(
-            [(None if g is None else Tensor(g, B), v) for g, v in zip(gs, vars_)])
-        with no_grad():
-            self._update_metrics(yb, [Tensor(o.data, B) for o in outs], swb,
-                                 Tensor(total.data, B), per_out)
+
+        def finish():
+            with no_grad():
+                self._update_metrics(yb, [Tensor(o.data, B) for o in outs], swb,
+                                     Tensor(total.data, B), per_out)
+        return gs, finish
 
     def _test_batch(self, xb, yb, swb):
         with no_grad():
