@@ -422,11 +422,14 @@ def _cast_grad(node, dy):
 def softmax(x, axis=-1) -> Tensor:
     B = _backend_of(x)
     x = _t(x, B)
-    _axes(axis, x.ndim)
+    last = _axes(axis, x.ndim) == (x.ndim - 1,)
     if not _is_float(x.dtype):
         x = cast(x, "float32")
     y = B.softmax(x.data, axis)
-    return _make("softmax", y, (x,), B, saved=y, axis=axis)
+    out = _make("softmax", y, (x,), B, saved=y, axis=axis)
+    if last:
+        out._logits = x
+    return out
 
 
 @register_gradient("softmax")

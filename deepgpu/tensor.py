@@ -31,7 +31,10 @@ class Tensor:
     ``size``, ``backend`` (name). Operators broadcast as NumPy does.
     """
 
-    __slots__ = ("data", "_backend", "requires_grad", "_node", "_nbytes", "__weakref__")
+    # _logits: for a softmax over the last axis, the tensor it was taken of, so
+    # that crossentropy losses can use the fused, unclipped log-softmax form
+    # (Keras does the same through ``_keras_logits``).
+    __slots__ = ("data", "_backend", "requires_grad", "_node", "_nbytes", "_logits", "__weakref__")
     # NumPy defers to Tensor's reflected operators (np_array + tensor -> Tensor).
     __array_ufunc__ = None
 
@@ -40,6 +43,7 @@ class Tensor:
         self._backend = backend
         self.requires_grad = requires_grad
         self._node = node
+        self._logits = None
         self._nbytes = int(data.nbytes)
         _count(backend.name, 1, self._nbytes)
 

@@ -134,6 +134,51 @@ def test_extreme_values_stay_finite(backend):
     assert np.isfinite(pc).all() and pc.max() == pytest.approx(-np.log(EPS), rel=1e-3)
 
 
+def test_softmax_outputs_use_their_logits(backend):
+    """A softmax output is traced to its logits: no clipping, the exact gradient p - y, one fused op."""
+    z = np.array([[30.0, -10.0, 0.0, 2.0], [0.5, 1.0, -2.0, 0.0], [-40.0, 40.0, 1.0, 0.0]])
+    labels = np.array([1, 2, 0])  # rows 0 and 2: the true class has p < 1e-7
+    t = onehot(labels, 4)
+    want = ref_cce(t, z, True)
+    assert want[0] > -np.log(EPS) and want[2] > -np.log(EPS)  # the clipped form could not give these
+    for name, fn, lab in (("cce", losses.categorical_crossentropy, t),
+                          ("sparse", losses.sparse_categorical_crossentropy, labels)):
+        seen = []
+
+        def f(zt, fn=fn, lab=lab, seen=seen):
+            seen.append(fn(dg.tensor(lab), dg.activations.softmax(zt)))
+            return dg.sum(seen[-1])
+
+        g = dg.grad(f)(dg.tensor(z.astype(np.float32))).data_sync()
+        assert seen[0]._node.op == "softmax_cross_entropy", name
+        assert_close(seen[0].data_sync(), want, rtol=1e-5)
+        p = np.exp(np_log_softmax(z))
+        assert_close(g, p - t, atol=1e-6)
+    # Not over the last axis, or not a softmax: the clipped probability form.
+    p = probs(3, 4)
+    assert_close(losses.categorical_crossentropy(dg.tensor(t), dg.tensor(p)), ref_cce(t, p))
+    first = dg.activations.softmax(dg.tensor(z.T.astype(np.float32)), axis=0)
+    assert first._logits is None
+    assert_close(losses.categorical_crossentropy(dg.tensor(t), dg.ops.transpose(first)),
+                 ref_cce(t, np.exp(np_log_softmax(z))), rtol=1e-5)
+
+
+def test_softmax_model_loss_matches_from_logits(backend):
+    """A softmax-output model's loss and gradients equal the same model with logits and from_logits=True."""
+    dg.set_seed(5)
+    x = RNG.normal(size=(16, 6)).astype(np.float32)
+    y = RNG.integers(0, 3, size=16)
+    a = dg.Sequential([dg.layers.Dense(3, activation="softmax", input_shape=(6,))])
+    b = dg.Sequential([dg.layers.Dense(3, input_shape=(6,))])
+    b.set_weights(a.get_weights())
+    a.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    b.compile(optimizer="sgd", loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    la, lb = a.train_on_batch(x, y), b.train_on_batch(x, y)
+    assert la == pytest.approx(lb, rel=1e-6)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        assert_close(wa, wb, atol=1e-7)
+
+
 # ------------------------------------------------------------------ gradients
 
 T = RNG.normal(size=(3, 4))
