@@ -87,6 +87,7 @@ class NumpyBackend(Backend):
         self._pool = None
         self._local = threading.local()
         self._zeros = {}  # dtype -> read-only zeros, for _relu_
+        self._ck = None  # the C kernels: None = not looked for yet, False = unavailable
 
     def is_array(self, a) -> bool:
         return isinstance(a, np.ndarray)
@@ -148,15 +149,32 @@ class NumpyBackend(Backend):
         """``dst[...] = src``, split along the first axis over the threads when large."""
         self._parallel(dst.shape[0], lambda a, b: np.copyto(dst[a:b], src[a:b]), dst.nbytes)
 
-    def _conv_setup(self, x, k_shape, strides, padding, dilation):
-        """(strided window view [N, ho, wo, kh, kw, C], ho, wo) of the padded input."""
-        kh, kw = k_shape[0], k_shape[1]
-        sh, sw = _pair(strides, "strides")
-        dh, dw = _pair(dilation, "dilation_rate")
-        ho, wo, ph, pw = self.conv_geometry(x.shape, k_shape, (sh, sw), padding, (dh, dw))
+    def _padded(self, x, k_shape, strides, padding, dilation):
+        """(the input with its convolution padding, ho, wo)."""
+        ho, wo, ph, pw = self.conv_geometry(x.shape, k_shape, strides, padding, dilation)
         if ph != (0, 0) or pw != (0, 0):
             x = np.pad(x, ((0, 0), ph, pw, (0, 0)))
-        return self._windows(x, kh, kw, sh, sw, dh, dw, ho, wo), ho, wo
+        return x, ho, wo
+
+    def _conv_setup(self, x, k_shape, strides, padding, dilation):
+        """(strided window view [N, ho, wo, kh, kw, C], ho, wo) of the padded input."""
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        x, ho, wo = self._padded(x, k_shape, (sh, sw), padding, (dh, dw))
+        return self._windows(x, k_shape[0], k_shape[1], sh, sw, dh, dw, ho, wo), ho, wo
+
+    def _direct_kernels(self, out_channels, *arrays):
+        """The C kernels (``deepgpu.kernels.cpu``) for a convolution of these operands, else None.
+
+        They take float32 operands (None entries are skipped) and a multiple
+        of 16 output channels.
+        """
+        if out_channels % 16 or any(a is not None and a.dtype != np.float32 for a in arrays):
+            return None
+        if self._ck is None:
+            from ..kernels import cpu
+            self._ck = cpu.library() or False
+        return self._ck or None
 
     def _cols(self, win, a, e, dtype, full=None):
         """The im2col matrix [(e-a)*ho*wo, kh*kw*C] of batch rows a:e.
@@ -232,9 +250,21 @@ class NumpyBackend(Backend):
         one chunk at a time and left in ``keep`` for the filter gradient.
         """
         kh, kw, c, o = k.shape
+        n = x.shape[0]
+        lib = self._direct_kernels(o, x, k, b) if kh * kw > 1 else None
+        if lib is not None:
+            sh, sw = _pair(strides, "strides")
+            dh, dw = _pair(dilation, "dilation_rate")
+            xp, ho, wo = self._padded(x, k.shape, (sh, sw), padding, (dh, dw))
+            xp, kc = np.ascontiguousarray(xp), np.ascontiguousarray(k)
+            bc = None if b is None else np.ascontiguousarray(b)
+            y = np.empty((n, ho, wo, o), np.float32)
+            args = (xp.ctypes.data, kc.ctypes.data, None if bc is None else bc.ctypes.data, y.ctypes.data,
+                    xp.shape[1], xp.shape[2], c, kh, kw, o, ho, wo, sh, sw, dh, dw)
+            self._parallel(n * ho, lambda r0, r1: lib.dg_conv2d_fwd(*args, r0, r1, int(bool(relu))), y.nbytes)
+            return y
         win, ho, wo = self._conv_setup(x, k.shape, strides, padding, dilation)
         dtype = np.result_type(x.dtype, k.dtype)
-        n = x.shape[0]
         kk = k.reshape(kh * kw * c, o)
         y = np.empty((n, ho, wo, o), dtype)
         # The bias repeated along a whole output row: NumPy's inner loop then runs wo*o long, not o.
@@ -279,9 +309,12 @@ class NumpyBackend(Backend):
         kh, kw, _, o = k.shape
         dh, dw = _pair(dilation, "dilation_rate")
         ho, wo, ph, pw = self.conv_geometry(x_shape, k.shape, (sh, sw), padding, (dh, dw))
-        # Full convolution costs ~h*w*O per tap, GEMM + col2im ~ho*wo*C: pick the smaller
-        # (measured: conv2 of the seed convnet 19 vs 55 ms, conv3 18 vs 7 ms; bench/NOTES.md).
-        if (sh, sw) != (1, 1) or h * w * o > 1.2 * ho * wo * c:
+        # Through im2col, a full convolution costs ~h*w*O per tap and GEMM + col2im ~ho*wo*C:
+        # pick the smaller (conv2 of the seed convnet 19 vs 55 ms, conv3 18 vs 7 ms). The C
+        # kernels make the full convolution the faster one for every layer of the seed
+        # convnet (conv3 1.6 vs 2.9 ms, conv4 2.0 vs 3.1 ms; bench/NOTES.md change 11).
+        direct = self._direct_kernels(c, dy, k) is not None
+        if (sh, sw) != (1, 1) or (not direct and h * w * o > 1.2 * ho * wo * c):
             return self._grad_input_col2im(dy, k, x_shape, (sh, sw), (dh, dw), ho, wo, ph, pw)
         eh, ew = (kh - 1) * dh, (kw - 1) * dw
         # dx_padded = correlate(pad(dy, reach), flipped kernel with in/out swapped); crop the padding.

@@ -24,13 +24,20 @@ def r(*shape):
     return RNG.uniform(-1, 1, size=shape).astype(np.float32)
 
 
-@pytest.fixture
-def cpu(monkeypatch):
+@pytest.fixture(params=["numpy", "c"])
+def cpu(request, monkeypatch):
+    """The CPU backend on NumPy + BLAS only, or with its C convolution kernels."""
     # A small work buffer so that even test-sized batches are split into several chunks.
     monkeypatch.setattr(numpy_backend, "WORKSPACE_BYTES", 64 << 10)
     monkeypatch.setattr(numpy_backend, "_PARALLEL_MIN_BYTES", 1 << 10)
     b = NumpyBackend()
     b.threads = 2
+    if request.param == "numpy":
+        b._ck = False
+    else:
+        from deepgpu.kernels import cpu as ck
+        if ck.library() is None:
+            pytest.skip(f"CPU kernels: {ck.status()}")
     return b
 
 
@@ -66,6 +73,14 @@ CONVS = [  # x shape, kernel shape, strides, padding: the seed convnet's layers,
     ((7, 6, 6, 5), (1, 1, 5, 7), (1, 1), "valid"),
     ((9, 14, 14, 1), (3, 3, 1, 8), (1, 1), "valid"),  # few channels: columns built transposed
     ((6, 9, 10, 2), (3, 3, 2, 4), (2, 1), "same"),
+    # Multiples of 16 output channels take the C kernels (when built): every register
+    # block (V = 4, 2, 1 vectors; full rows, short tails, single pixels), strides, padding.
+    ((3, 30, 31, 32), (3, 3, 32, 32), (1, 1), "valid"),
+    ((2, 12, 19, 5), (3, 3, 5, 64), (1, 1), "same"),
+    ((2, 13, 17, 3), (5, 5, 3, 112), (2, 2), "same"),
+    ((4, 9, 23, 1), (3, 3, 1, 16), (1, 2), "valid"),
+    ((2, 7, 9, 7), (2, 3, 7, 48), (1, 1), "valid"),
+    ((1, 5, 5, 16), (5, 5, 16, 16), (1, 1), "valid"),
 ]
 
 
@@ -90,6 +105,26 @@ def test_conv2d_and_its_gradients_match_the_generic_versions(cpu, xs, ks, s, p):
           Backend.conv2d_grad_filter(cpu, x, dy, k.shape, s, p, (1, 1)), rtol=1e-4)
     close(cpu.conv2d_grad_input(dy, k, x.shape, s, p, (1, 1)),
           np.ascontiguousarray(Backend.conv2d_grad_input(cpu, dy, k, x.shape, s, p, (1, 1))), rtol=1e-4)
+
+
+@pytest.mark.parametrize("d", [(2, 1), (1, 3)])
+@pytest.mark.parametrize("p", ["valid", "same"])
+def test_dilated_convolution_matches_the_generic_version(cpu, d, p):
+    x, k, b = r(3, 14, 15, 6), r(3, 3, 6, 32), r(32)
+    y = cpu.conv2d_bias_act(x, k, b, "relu", (1, 1), p, d)
+    close(y, Backend.conv2d_bias_act(cpu, x, k, b, "relu", (1, 1), p, d))
+    dy = r(*y.shape)
+    close(cpu.conv2d_grad_input(dy, k, x.shape, (1, 1), p, d),
+          np.ascontiguousarray(Backend.conv2d_grad_input(cpu, dy, k, x.shape, (1, 1), p, d)), rtol=1e-4)
+
+
+def test_cpu_kernels_can_be_turned_off():
+    code = ("from deepgpu.kernels import cpu; import deepgpu.backends as b\n"
+            "print(cpu.status().split()[0], b.get('cpu')._direct_kernels is not None)")
+    assert run_python(code, DEEPGPU_CPU_KERNELS="numpy").startswith("not")
+    out = run_python("from deepgpu.kernels import cpu\ntry:\n    cpu.mode()\nexcept ValueError as e:\n    print(e)",
+                     DEEPGPU_CPU_KERNELS="fortran")
+    assert "DEEPGPU_CPU_KERNELS='fortran'" in out
 
 
 @pytest.mark.parametrize("xs,ps,st,p", [
@@ -119,7 +154,8 @@ def test_filter_gradient_from_kept_columns_matches_the_generic_version(cpu, xs, 
     keep = {}
     y = cpu.conv2d_bias_act(x, k, b, "relu", s, p, (1, 1), keep)
     close(y, Backend.conv2d_bias_act(cpu, x, k, b, "relu", s, p, (1, 1)))
-    assert ks[:2] == (1, 1) or keep["cols"].shape == (y.size // ks[3], ks[0] * ks[1] * ks[2])
+    if cpu._ck is False:  # the C kernels build no columns; NumPy + BLAS keeps them
+        assert ks[:2] == (1, 1) or keep["cols"].shape == (y.size // ks[3], ks[0] * ks[1] * ks[2])
     dy = r(*y.shape)
     ref = Backend.conv2d_grad_filter(cpu, x, dy, k.shape, s, p, (1, 1))
     close(cpu.conv2d_grad_filter_kept(keep, x, dy, k.shape, s, p, (1, 1)), ref, rtol=1e-4)

@@ -1,0 +1,159 @@
+"""C kernels for the CPU backend, compiled on first use with the machine's C compiler.
+
+The source (``cpu_conv.c`` beside this file) is built once per machine with
+``-O3 -march=native`` into a shared library kept in the kernel cache
+(``$DEEPGPU_KERNEL_CACHE/cpu`` when set, else ``$XDG_CACHE_HOME/deepgpu/cpu``
+or ``~/.cache/deepgpu/cpu``), keyed by the source, the compiler, its flags
+and the CPU, and loaded with ctypes (calls release the GIL, so the backend's
+threads run them side by side).
+
+``DEEPGPU_CPU_KERNELS`` chooses: ``auto`` (default: use them when they build,
+else stay on NumPy + BLAS and say why in ``deepgpu info``), ``c`` (use them;
+a failed build raises ``KernelCompileError``), ``numpy`` (never).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from importlib import resources
+
+SOURCE = "cpu_conv.c"
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
+# Without -march=native (a compiler that does not know it): still vectorised, less wide.
+FALLBACK_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
+_COMPILE_TIMEOUT_S = 120
+
+_lock = threading.Lock()
+_state: dict = {}  # "lib": CDLL or None, "why": str
+
+
+class KernelCompileError(RuntimeError):
+    """The CPU kernels failed to build; names the compiler, its flags and its message."""
+
+
+def mode() -> str:
+    """``auto``, ``c`` or ``numpy``, from ``DEEPGPU_CPU_KERNELS``; ValueError for anything else."""
+    m = os.environ.get("DEEPGPU_CPU_KERNELS", "auto").strip().lower() or "auto"
+    if m not in ("auto", "c", "numpy"):
+        raise ValueError(f"DEEPGPU_CPU_KERNELS={m!r}: expected 'auto', 'c' or 'numpy'")
+    return m
+
+
+def cache_dir() -> str:
+    """Where the built library is kept."""
+    root = os.environ.get("DEEPGPU_KERNEL_CACHE")
+    if root:
+        return os.path.join(root, "cpu")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "deepgpu", "cpu")
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_id() -> str:
+    """The CPU's model and feature flags: a library built for one CPU may not run on another."""
+    ident = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            ident += "".join(ln for ln in f if ln.startswith(("model name", "flags", "Features")))
+    except OSError:
+        pass
+    return ident
+
+
+def _version(cc: str) -> str:
+    try:
+        return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _build(cc: str, src: str, flags, path: str) -> str | None:
+    """Compile ``src`` to ``path`` (atomically: a temp file renamed); the compiler's message on failure."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            c_file = os.path.join(d, SOURCE)
+            with open(c_file, "w") as f:
+                f.write(src)
+            r = subprocess.run([cc, *flags, "-o", tmp, c_file], capture_output=True, text=True,
+                               timeout=_COMPILE_TIMEOUT_S)
+        if r.returncode != 0:
+            return (r.stderr or r.stdout).strip() or f"exit status {r.returncode}"
+        os.replace(tmp, path)
+        return None
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _declare(lib):
+    P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+    lib.dg_conv2d_fwd.argtypes = [P, P, P, P] + [I] * 12 + [L, L, I]
+    lib.dg_conv2d_fwd.restype = None
+    return lib
+
+
+def _load():
+    m = mode()
+    if m == "numpy":
+        return None, "DEEPGPU_CPU_KERNELS=numpy"
+    cc = _compiler()
+    if cc is None:
+        why = "no C compiler found (set CC, or install gcc or clang)"
+        if m == "c":
+            raise KernelCompileError(f"CPU kernels: {why}")
+        return None, why
+    src = resources.files(__package__).joinpath(SOURCE).read_text()
+    version = _version(cc)
+    errors = []
+    for flags in (FLAGS, FALLBACK_FLAGS):
+        key = hashlib.sha256("\0".join((src, cc, version, " ".join(flags), _cpu_id())).encode()).hexdigest()[:24]
+        path = os.path.join(cache_dir(), f"dg_cpu_{key}.so")
+        err = None if os.path.exists(path) else _build(cc, src, flags, path)
+        if err is None:
+            try:
+                return _declare(ctypes.CDLL(path)), f"built with {os.path.basename(cc)} {' '.join(flags[:2])}"
+            except (OSError, AttributeError) as e:
+                err = f"could not load {path}: {e}"
+        errors.append(f"{cc} {' '.join(flags)}:\n{err}")
+    why = f"the C kernels ({SOURCE}) did not build: " + "\n".join(errors)
+    if m == "c":
+        raise KernelCompileError(why)
+    return None, why.splitlines()[0]
+
+
+def library():
+    """The loaded kernels (a ctypes CDLL), or None when unavailable; built on the first call."""
+    if "lib" not in _state:
+        with _lock:
+            if "lib" not in _state:
+                _state["lib"], _state["why"] = _load()
+    return _state["lib"]
+
+
+def status() -> str:
+    """One line: whether the CPU kernels are in use, and why not when they are not."""
+    lib = library()
+    return ("in use (" + _state["why"] + ")") if lib is not None else "not used: " + _state["why"]
+
+
+def reset():
+    """Forget the loaded library so the next ``library()`` call looks again (tests, mode changes)."""
+    with _lock:
+        _state.clear()

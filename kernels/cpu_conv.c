@@ -1,0 +1,104 @@
+/* Direct NHWC convolution for the CPU backend (float32), compiled on first use
+ * with the machine's C compiler (-O3 -march=native) by deepgpu/kernels/cpu.py.
+ *
+ * Why direct and not im2col + BLAS: with 32 or 64 output channels the GEMM of
+ * an im2col matrix is skinny (N = O) and the im2col copy moves 9x the input;
+ * together they ran at 200-290 GFLOP/s on a 2-core Zen 5 where this loop
+ * nest keeps every accumulator in registers and reaches 315-490 GFLOP/s
+ * (bench/NOTES.md, change 11).
+ *
+ * Portable C: GCC/Clang vector extensions. A v16 is 16 floats (one AVX-512
+ * register; two AVX2 or four SSE registers elsewhere), so the same source
+ * builds on every x86-64 and AArch64 compiler that knows the extension.
+ */
+#include <stddef.h>
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef int vi16 __attribute__((vector_size(64), aligned(4)));
+
+#define LOADU(p) (*(const v16 *)(p))
+#define STOREU(p, v) (*(v16 *)(p) = (v))
+
+/* R output pixels of one row x V*16 output channels, all R*V accumulators in
+ * registers: per input channel, V kernel vectors are loaded once and each of
+ * the R input values is broadcast once (R*V FMAs for R + V loads). */
+#define DG_BLOCK(R, V)                                                                         \
+    static inline void blk_##R##_##V(const float *x, const float *k, const float *bias,        \
+                                     float *y, int C, int O, size_t pixstep,                  \
+                                     int KH, int KW, size_t dy_off, size_t dx_off, int relu) { \
+        v16 acc[R][V];                                                                         \
+        for (int r = 0; r < R; r++)                                                            \
+            for (int v = 0; v < V; v++) acc[r][v] = bias ? LOADU(bias + 16 * v) : (v16){0};    \
+        for (int ky = 0; ky < KH; ky++)                                                        \
+            for (int kx = 0; kx < KW; kx++) {                                                  \
+                const float *xp = x + ky * dy_off + kx * dx_off;                               \
+                const float *kp = k + ((size_t)ky * KW + kx) * C * O;                          \
+                for (int c = 0; c < C; c++) {                                                  \
+                    v16 kv[V];                                                                 \
+                    for (int v = 0; v < V; v++) kv[v] = LOADU(kp + (size_t)c * O + 16 * v);    \
+                    for (int r = 0; r < R; r++) {                                              \
+                        float s = xp[r * pixstep + c];                                         \
+                        for (int v = 0; v < V; v++) acc[r][v] += s * kv[v];                    \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        for (int r = 0; r < R; r++)                                                            \
+            for (int v = 0; v < V; v++) {                                                      \
+                v16 a = acc[r][v];                                                             \
+                if (relu) a = (v16)((vi16)a & (a > 0));                                        \
+                STOREU(y + (size_t)r * O + 16 * v, a);                                         \
+            }                                                                                  \
+    }
+
+DG_BLOCK(1, 1) DG_BLOCK(2, 1) DG_BLOCK(3, 1) DG_BLOCK(4, 1) DG_BLOCK(5, 1) DG_BLOCK(6, 1) DG_BLOCK(7, 1) DG_BLOCK(8, 1) DG_BLOCK(9, 1) DG_BLOCK(10, 1) DG_BLOCK(11, 1) DG_BLOCK(12, 1) DG_BLOCK(13, 1) DG_BLOCK(14, 1)
+DG_BLOCK(1, 2) DG_BLOCK(2, 2) DG_BLOCK(3, 2) DG_BLOCK(4, 2) DG_BLOCK(5, 2) DG_BLOCK(6, 2) DG_BLOCK(7, 2) DG_BLOCK(8, 2) DG_BLOCK(9, 2) DG_BLOCK(10, 2) DG_BLOCK(11, 2) DG_BLOCK(12, 2)
+DG_BLOCK(1, 4) DG_BLOCK(2, 4) DG_BLOCK(3, 4) DG_BLOCK(4, 4) DG_BLOCK(5, 4) DG_BLOCK(6, 4)
+
+/* The widest register block per vector count: R * V accumulators plus V kernel
+ * vectors stay within the 32 AVX-512 registers. */
+#define DG_RMAX(V) ((V) == 4 ? 6 : (V) == 2 ? 12 : 14)
+
+#define DG_CASE(R, V) \
+    case R: blk_##R##_##V(x, k, bias, y, C, O, pixstep, KH, KW, dy_off, dx_off, relu); break;
+
+/* One block of R pixels (1 <= R <= DG_RMAX(V)): a switch to the unrolled versions. */
+static void block(int R, int V, const float *x, const float *k, const float *bias, float *y, int C,
+                  int O, size_t pixstep, int KH, int KW, size_t dy_off, size_t dx_off, int relu) {
+    if (V == 4) {
+        switch (R) { DG_CASE(1, 4) DG_CASE(2, 4) DG_CASE(3, 4) DG_CASE(4, 4) DG_CASE(5, 4) DG_CASE(6, 4) }
+    } else if (V == 2) {
+        switch (R) { DG_CASE(1, 2) DG_CASE(2, 2) DG_CASE(3, 2) DG_CASE(4, 2) DG_CASE(5, 2) DG_CASE(6, 2) DG_CASE(7, 2) DG_CASE(8, 2) DG_CASE(9, 2) DG_CASE(10, 2) DG_CASE(11, 2) DG_CASE(12, 2) }
+    } else {
+        switch (R) { DG_CASE(1, 1) DG_CASE(2, 1) DG_CASE(3, 1) DG_CASE(4, 1) DG_CASE(5, 1) DG_CASE(6, 1) DG_CASE(7, 1) DG_CASE(8, 1) DG_CASE(9, 1) DG_CASE(10, 1) DG_CASE(11, 1) DG_CASE(12, 1) DG_CASE(13, 1) DG_CASE(14, 1) }
+    }
+}
+
+/* y[n, oy, ox, :] = relu?(bias + sum_{ky,kx,c} x[n, oy*SH + ky*DH, ox*SW + kx*DW, c] * k[ky, kx, c, :])
+ * for the output rows row0 <= n*HO + oy < row1 (so threads can split the work).
+ * x: [N, H, W, C], already padded; k: [KH, KW, C, O]; bias: [O] or NULL;
+ * y: [N, HO, WO, O]; all C-contiguous float32; O a multiple of 16. */
+void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, int H, int W,
+                   int C, int KH, int KW, int O, int HO, int WO, int SH, int SW, int DH, int DW,
+                   long row0, long row1, int relu) {
+    const size_t pix = (size_t)SW * C;     /* to the next output pixel's window */
+    const size_t dyo = (size_t)DH * W * C; /* one kernel row down */
+    const size_t dxo = (size_t)DW * C;     /* one kernel column right */
+    for (long row = row0; row < row1; row++) {
+        const long n = row / HO, oy = row % HO;
+        const float *xr = x + ((size_t)n * H + (size_t)oy * SH) * W * C;
+        for (int o0 = 0; o0 < O;) {
+            const int V = O - o0 >= 64 ? 4 : O - o0 >= 32 ? 2 : 1;
+            const float *b = bias ? bias + o0 : 0;
+            float *yr = y + (size_t)row * WO * O + o0;
+            /* Blocks of near-equal width: 10 pixels as 5 + 5, not 6 + 2 + 2. */
+            const int nb = (WO + DG_RMAX(V) - 1) / DG_RMAX(V);
+            for (int i = 0, ox = 0; i < nb; i++) {
+                const int R = WO / nb + (i < WO % nb);
+                block(R, V, xr + (size_t)ox * pix, k + o0, b, yr + (size_t)ox * O, C, O, pix, KH, KW,
+                      dyo, dxo, relu);
+                ox += R;
+            }
+            o0 += 16 * V;
+        }
+    }
+}
