@@ -293,6 +293,9 @@ class NumpyBackend(Backend):
 
     def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         kh, kw, c, o = k_shape
+        lib = self._direct_kernels(o, x, dy) if kh * kw > 1 else None
+        if lib is not None:
+            return self._direct_grad_filter(lib, x, dy, k_shape, strides, padding, dilation)
         win, ho, wo = self._conv_setup(x, k_shape, strides, padding, dilation)
         dtype = np.result_type(x.dtype, dy.dtype)
         n = x.shape[0]
@@ -302,6 +305,26 @@ class NumpyBackend(Backend):
             part = self._filter_gemm(dy[a:b].reshape(-1, o), self._cols(win, a, b, dtype))
             dk = part if dk is None else np.add(dk, part, out=dk)
         return dk.reshape(k_shape)
+
+    def _direct_grad_filter(self, lib, x, dy, k_shape, strides, padding, dilation):
+        """The filter gradient by the C kernel: each thread sums its rows into its own [kh, kw, C, O]."""
+        kh, kw, c, o = k_shape
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        xp, ho, wo = self._padded(x, k_shape, (sh, sw), padding, (dh, dw))
+        xp, dyc = np.ascontiguousarray(xp), np.ascontiguousarray(dy)
+        parts = []
+
+        def run(r0, r1):
+            dk = np.zeros(k_shape, np.float32)
+            lib.dg_conv2d_grad_filter(xp.ctypes.data, dyc.ctypes.data, dk.ctypes.data, xp.shape[1], xp.shape[2],
+                                      c, kh, kw, o, ho, wo, sh, sw, dh, dw, r0, r1)
+            parts.append(dk)
+
+        self._parallel(x.shape[0] * ho, run, dyc.nbytes)
+        for more in parts[1:]:
+            parts[0] += more
+        return parts[0]
 
     def conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         sh, sw = _pair(strides, "strides")

@@ -106,6 +106,8 @@ def _declare(lib):
     P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     lib.dg_conv2d_fwd.argtypes = [P, P, P, P] + [I] * 12 + [L, L, I]
     lib.dg_conv2d_fwd.restype = None
+    lib.dg_conv2d_grad_filter.argtypes = [P, P, P] + [I] * 12 + [L, L]
+    lib.dg_conv2d_grad_filter.restype = None
     return lib
 
 

@@ -52,11 +52,14 @@ typedef int vi16 __attribute__((vector_size(64), aligned(4)));
 
 DG_BLOCK(1, 1) DG_BLOCK(2, 1) DG_BLOCK(3, 1) DG_BLOCK(4, 1) DG_BLOCK(5, 1) DG_BLOCK(6, 1) DG_BLOCK(7, 1) DG_BLOCK(8, 1) DG_BLOCK(9, 1) DG_BLOCK(10, 1) DG_BLOCK(11, 1) DG_BLOCK(12, 1) DG_BLOCK(13, 1) DG_BLOCK(14, 1)
 DG_BLOCK(1, 2) DG_BLOCK(2, 2) DG_BLOCK(3, 2) DG_BLOCK(4, 2) DG_BLOCK(5, 2) DG_BLOCK(6, 2) DG_BLOCK(7, 2) DG_BLOCK(8, 2) DG_BLOCK(9, 2) DG_BLOCK(10, 2) DG_BLOCK(11, 2) DG_BLOCK(12, 2)
-DG_BLOCK(1, 4) DG_BLOCK(2, 4) DG_BLOCK(3, 4) DG_BLOCK(4, 4) DG_BLOCK(5, 4) DG_BLOCK(6, 4)
+
 
 /* The widest register block per vector count: R * V accumulators plus V kernel
- * vectors stay within the 32 AVX-512 registers. */
-#define DG_RMAX(V) ((V) == 4 ? 6 : (V) == 2 ? 12 : 14)
+ * vectors stay within the 32 AVX-512 registers. Output channels go 32 at a time
+ * (V = 2) even when there are 64: with R = 12 each kernel vector serves twice
+ * the pixels of a V = 4 block, which ran 2.6 vs 1.2 ms on the seed's fourth
+ * layer (its 147 KB kernel streams from L2; bench/NOTES.md change 11). */
+#define DG_RMAX(V) ((V) == 2 ? 12 : 14)
 
 #define DG_CASE(R, V) \
     case R: blk_##R##_##V(x, k, bias, y, C, O, pixstep, KH, KW, dy_off, dx_off, relu); break;
@@ -64,9 +67,7 @@ DG_BLOCK(1, 4) DG_BLOCK(2, 4) DG_BLOCK(3, 4) DG_BLOCK(4, 4) DG_BLOCK(5, 4) DG_BL
 /* One block of R pixels (1 <= R <= DG_RMAX(V)): a switch to the unrolled versions. */
 static void block(int R, int V, const float *x, const float *k, const float *bias, float *y, int C,
                   int O, size_t pixstep, int KH, int KW, size_t dy_off, size_t dx_off, int relu) {
-    if (V == 4) {
-        switch (R) { DG_CASE(1, 4) DG_CASE(2, 4) DG_CASE(3, 4) DG_CASE(4, 4) DG_CASE(5, 4) DG_CASE(6, 4) }
-    } else if (V == 2) {
+    if (V == 2) {
         switch (R) { DG_CASE(1, 2) DG_CASE(2, 2) DG_CASE(3, 2) DG_CASE(4, 2) DG_CASE(5, 2) DG_CASE(6, 2) DG_CASE(7, 2) DG_CASE(8, 2) DG_CASE(9, 2) DG_CASE(10, 2) DG_CASE(11, 2) DG_CASE(12, 2) }
     } else {
         switch (R) { DG_CASE(1, 1) DG_CASE(2, 1) DG_CASE(3, 1) DG_CASE(4, 1) DG_CASE(5, 1) DG_CASE(6, 1) DG_CASE(7, 1) DG_CASE(8, 1) DG_CASE(9, 1) DG_CASE(10, 1) DG_CASE(11, 1) DG_CASE(12, 1) DG_CASE(13, 1) DG_CASE(14, 1) }
@@ -87,7 +88,7 @@ void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, 
         const long n = row / HO, oy = row % HO;
         const float *xr = x + ((size_t)n * H + (size_t)oy * SH) * W * C;
         for (int o0 = 0; o0 < O;) {
-            const int V = O - o0 >= 64 ? 4 : O - o0 >= 32 ? 2 : 1;
+            const int V = O - o0 >= 32 ? 2 : 1;
             const float *b = bias ? bias + o0 : 0;
             float *yr = y + (size_t)row * WO * O + o0;
             /* Blocks of near-equal width: 10 pixels as 5 + 5, not 6 + 2 + 2. */
@@ -100,5 +101,84 @@ void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, 
             }
             o0 += 16 * V;
         }
+    }
+}
+
+/* ------------------------------------------------------------- filter gradient */
+
+/* dk[tap, c0..c0+CB, o0..o0+16V] += sum over the rows' pixels of x * dy, with CB * V
+ * accumulators in registers: per pixel, V output-gradient vectors are loaded and
+ * each of the CB input values is broadcast once. */
+#define DG_GF_BLOCK(CB, V)                                                                     \
+    static inline void gfb_##CB##_##V(const float *x, const float *dy, float *dk, int O,      \
+                                      long rows, int HO, int WO, size_t xrow, size_t xpix,    \
+                                      size_t xn, long row0) {                                 \
+        v16 acc[CB][V];                                                                        \
+        for (int c = 0; c < CB; c++)                                                           \
+            for (int v = 0; v < V; v++) acc[c][v] = LOADU(dk + (size_t)c * O + 16 * v);       \
+        for (long i = 0; i < rows; i++) {                                                      \
+            const long row = row0 + i, n = row / HO, oy = row % HO;                            \
+            const float *xr = x + n * xn + oy * xrow;                                          \
+            const float *dr = dy + (size_t)row * WO * O;                                       \
+            for (int ox = 0; ox < WO; ox++) {                                                  \
+                v16 d[V];                                                                      \
+                for (int v = 0; v < V; v++) d[v] = LOADU(dr + (size_t)ox * O + 16 * v);        \
+                const float *xp = xr + ox * xpix;                                              \
+                for (int c = 0; c < CB; c++) {                                                 \
+                    float s = xp[c];                                                           \
+                    for (int v = 0; v < V; v++) acc[c][v] += s * d[v];                         \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int c = 0; c < CB; c++)                                                           \
+            for (int v = 0; v < V; v++) STOREU(dk + (size_t)c * O + 16 * v, acc[c][v]);        \
+    }
+
+DG_GF_BLOCK(1, 1) DG_GF_BLOCK(2, 1) DG_GF_BLOCK(3, 1) DG_GF_BLOCK(4, 1) DG_GF_BLOCK(5, 1) DG_GF_BLOCK(6, 1) DG_GF_BLOCK(7, 1) DG_GF_BLOCK(8, 1) DG_GF_BLOCK(9, 1) DG_GF_BLOCK(10, 1) DG_GF_BLOCK(11, 1) DG_GF_BLOCK(12, 1) DG_GF_BLOCK(13, 1) DG_GF_BLOCK(14, 1) DG_GF_BLOCK(15, 1) DG_GF_BLOCK(16, 1) DG_GF_BLOCK(17, 1) DG_GF_BLOCK(18, 1) DG_GF_BLOCK(19, 1) DG_GF_BLOCK(20, 1) DG_GF_BLOCK(21, 1) DG_GF_BLOCK(22, 1) DG_GF_BLOCK(23, 1) DG_GF_BLOCK(24, 1)
+DG_GF_BLOCK(1, 2) DG_GF_BLOCK(2, 2) DG_GF_BLOCK(3, 2) DG_GF_BLOCK(4, 2) DG_GF_BLOCK(5, 2) DG_GF_BLOCK(6, 2) DG_GF_BLOCK(7, 2) DG_GF_BLOCK(8, 2) DG_GF_BLOCK(9, 2) DG_GF_BLOCK(10, 2) DG_GF_BLOCK(11, 2) DG_GF_BLOCK(12, 2) DG_GF_BLOCK(13, 2) DG_GF_BLOCK(14, 2)
+
+
+#define DG_GF_CBMAX(V) ((V) == 2 ? 14 : 24)
+
+#define DG_GF_CASE(CB, V) \
+    case CB: gfb_##CB##_##V(x, dy, dk, O, rows, HO, WO, xrow, xpix, xn, row0); break;
+
+static void gf_block(int CB, int V, const float *x, const float *dy, float *dk, int O, long rows,
+                     int HO, int WO, size_t xrow, size_t xpix, size_t xn, long row0) {
+    if (V == 2) {
+        switch (CB) { DG_GF_CASE(1, 2) DG_GF_CASE(2, 2) DG_GF_CASE(3, 2) DG_GF_CASE(4, 2) DG_GF_CASE(5, 2) DG_GF_CASE(6, 2) DG_GF_CASE(7, 2) DG_GF_CASE(8, 2) DG_GF_CASE(9, 2) DG_GF_CASE(10, 2) DG_GF_CASE(11, 2) DG_GF_CASE(12, 2) DG_GF_CASE(13, 2) DG_GF_CASE(14, 2) }
+    } else {
+        switch (CB) { DG_GF_CASE(1, 1) DG_GF_CASE(2, 1) DG_GF_CASE(3, 1) DG_GF_CASE(4, 1) DG_GF_CASE(5, 1) DG_GF_CASE(6, 1) DG_GF_CASE(7, 1) DG_GF_CASE(8, 1) DG_GF_CASE(9, 1) DG_GF_CASE(10, 1) DG_GF_CASE(11, 1) DG_GF_CASE(12, 1) DG_GF_CASE(13, 1) DG_GF_CASE(14, 1) DG_GF_CASE(15, 1) DG_GF_CASE(16, 1) DG_GF_CASE(17, 1) DG_GF_CASE(18, 1) DG_GF_CASE(19, 1) DG_GF_CASE(20, 1) DG_GF_CASE(21, 1) DG_GF_CASE(22, 1) DG_GF_CASE(23, 1) DG_GF_CASE(24, 1) }
+    }
+}
+
+/* dk[ky, kx, c, o] += sum_{rows row0 <= n*HO + oy < row1, ox} x[n, oy*SH + ky*DH, ox*SW + kx*DW, c] * dy[n, oy, ox, o]
+ * x: [N, H, W, C], already padded; dy: [N, HO, WO, O]; dk: [KH, KW, C, O], accumulated
+ * into (threads give each its own); all C-contiguous float32; O a multiple of 16. */
+void dg_conv2d_grad_filter(const float *x, const float *dy, float *dk, int H, int W, int C, int KH,
+                           int KW, int O, int HO, int WO, int SH, int SW, int DH, int DW,
+                           long row0, long row1) {
+    const size_t xrow = (size_t)SH * W * C, xpix = (size_t)SW * C, xn = (size_t)H * W * C;
+    /* Rows in groups whose output gradient (~32 KB) stays in cache across every tap and channel block. */
+    long group = 32768 / ((long)WO * O * 4);
+    if (group < 1) group = 1;
+    for (long g0 = row0; g0 < row1; g0 += group) {
+        const long rows = (row1 - g0 < group) ? row1 - g0 : group;
+        for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++) {
+                const float *xt = x + (size_t)ky * DH * W * C + (size_t)kx * DW * C;
+                float *dkt = dk + ((size_t)ky * KW + kx) * C * O;
+                for (int o0 = 0; o0 < O;) {
+                    const int V = O - o0 >= 32 ? 2 : 1;
+                    const int nb = (C + DG_GF_CBMAX(V) - 1) / DG_GF_CBMAX(V);
+                    for (int i = 0, c0 = 0; i < nb; i++) {
+                        const int CB = C / nb + (i < C % nb);
+                        gf_block(CB, V, xt + c0, dy + o0, dkt + (size_t)c0 * O + o0, O, rows, HO, WO,
+                                 xrow, xpix, xn, g0);
+                        c0 += CB;
+                    }
+                    o0 += 16 * V;
+                }
+            }
     }
 }
