@@ -108,6 +108,10 @@ def _declare(lib):
     lib.dg_conv2d_fwd.restype = None
     lib.dg_conv2d_grad_filter.argtypes = [P, P, P] + [I] * 12 + [L, L]
     lib.dg_conv2d_grad_filter.restype = None
+    lib.dg_max_pool_fwd.argtypes = [P, P] + [I] * 5 + [L, L]
+    lib.dg_max_pool_fwd.restype = None
+    lib.dg_max_pool_bwd.argtypes = [P, P, P, P] + [I] * 5 + [L, L]
+    lib.dg_max_pool_bwd.restype = None
     return lib
 
 

@@ -182,3 +182,56 @@ void dg_conv2d_grad_filter(const float *x, const float *dy, float *dk, int H, in
             }
     }
 }
+
+/* ---------------------------------------------------------------- max pooling */
+
+/* Windows of KH x KW with the same strides, tiling x exactly (no padding needed).
+ * x: [N, H, W, C]; y: [N, H/KH, W/KW, C]; rows row0 <= n*HO + oy < row1. NaN wins its
+ * window, as NumPy's maximum does. */
+void dg_max_pool_fwd(const float *x, float *y, int H, int W, int C, int KH, int KW, long row0,
+                     long row1) {
+    const int HO = H / KH, WO = W / KW;
+    for (long row = row0; row < row1; row++) {
+        const long n = row / HO, oy = row % HO;
+        for (int ox = 0; ox < WO; ox++) {
+            float *yp = y + ((size_t)row * WO + ox) * C;
+            const float *x0 = x + (((size_t)n * H + (size_t)oy * KH) * W + (size_t)ox * KW) * C;
+            for (int c = 0; c < C; c++) yp[c] = x0[c];
+            for (int i = 0; i < KH; i++)
+                for (int j = (i == 0); j < KW; j++) {
+                    const float *xp = x0 + ((size_t)i * W + j) * C;
+                    for (int c = 0; c < C; c++) {
+                        const float v = xp[c], m = yp[c];
+                        yp[c] = (v > m || v != v) ? v : m;
+                    }
+                }
+        }
+    }
+}
+
+/* dx = dy at the first position of each window holding the window's maximum y, 0 elsewhere.
+ * Shapes as in dg_max_pool_fwd; dx: [N, H, W, C]; y must be finite (the caller checks). */
+void dg_max_pool_bwd(const float *x, const float *y, const float *dy, float *dx, int H, int W, int C,
+                     int KH, int KW, long row0, long row1) {
+    const int HO = H / KH, WO = W / KW;
+    for (long row = row0; row < row1; row++) {
+        const long n = row / HO, oy = row % HO;
+        for (int ox = 0; ox < WO; ox++) {
+            const size_t o = ((size_t)row * WO + ox) * C;
+            const size_t base = (((size_t)n * H + (size_t)oy * KH) * W + (size_t)ox * KW) * C;
+            for (int c0 = 0; c0 < C; c0 += 64) {
+                const int cn = C - c0 < 64 ? C - c0 : 64;
+                int taken[64] = {0};
+                for (int i = 0; i < KH; i++)
+                    for (int j = 0; j < KW; j++) {
+                        const size_t p = base + ((size_t)i * W + j) * C + c0;
+                        for (int c = 0; c < cn; c++) {
+                            const int hit = (x[p + c] == y[o + c0 + c]) & !taken[c];
+                            dx[p + c] = hit ? dy[o + c0 + c] : 0.0f;
+                            taken[c] |= hit;
+                        }
+                    }
+            }
+        }
+    }
+}
