@@ -318,6 +318,16 @@ class Backend:
         """dy where x > 0, else 0."""
         return dy * (x > 0)
 
+    def activation_grad(self, dy, y, activation):
+        """Gradient through a fused activation (None, "linear", "relu", "sigmoid", "tanh") from its output y."""
+        if activation == "relu":
+            return self.relu_grad(dy, y)
+        if activation == "sigmoid":
+            return self.multiply(dy, self.multiply(y, self.subtract(1, y)))
+        if activation == "tanh":
+            return self.multiply(dy, self.subtract(1, self.square(y)))
+        return dy
+
     def sigmoid(self, x):
         xp = self.xp
         # Split by sign so that exp never overflows.
@@ -555,6 +565,22 @@ class Backend:
         if b is not None:
             y = self.xp.add(y, b)
         return self.apply_activation(y, activation)
+
+    def conv2d_bias_act_grad(self, dy, x, y, k, activation=None, with_bias=False, need_input=True,
+                             need_kernel=True, strides=(1, 1), padding="valid", dilation=(1, 1), keep=None):
+        """Gradients of ``conv2d_bias_act`` from its output gradient ``dy``: (dx, dk, db).
+
+        y: the forward's output (read for relu, sigmoid and tanh); keep: the
+        dict the forward filled, or None. dx ([N, H, W, C]) is None unless
+        need_input, dk ([kh, kw, C, O]) None unless need_kernel, db ([O])
+        None unless with_bias. Backends may do it all in fewer passes (the
+        CPU masks, pads and sums the bias inside its C kernels).
+        """
+        g = self.activation_grad(dy, y, activation)
+        dx = self.conv2d_grad_input(g, k, x.shape, strides, padding, dilation) if need_input else None
+        dk = self.conv2d_grad_filter_kept(keep or {}, x, g, k.shape, strides, padding, dilation) if need_kernel else None
+        db = self.sum_to_shape(g, (k.shape[3],)) if with_bias else None
+        return dx, dk, db
 
     def conv2d_grad_filter_kept(self, keep, x, dy, k_shape, strides=(1, 1), padding="valid",
                                 dilation=(1, 1)):

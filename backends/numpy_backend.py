@@ -299,7 +299,7 @@ class NumpyBackend(Backend):
         kh, kw, c, o = k_shape
         lib = self._direct_kernels(o, x, dy) if kh * kw > 1 else None
         if lib is not None:
-            return self._direct_grad_filter(lib, x, dy, k_shape, strides, padding, dilation)
+            return self._direct_grad_filter(lib, x, dy, k_shape, strides, padding, dilation)[0]
         win, ho, wo = self._conv_setup(x, k_shape, strides, padding, dilation)
         dtype = np.result_type(x.dtype, dy.dtype)
         n = x.shape[0]
@@ -310,25 +310,85 @@ class NumpyBackend(Backend):
             dk = part if dk is None else np.add(dk, part, out=dk)
         return dk.reshape(k_shape)
 
-    def _direct_grad_filter(self, lib, x, dy, k_shape, strides, padding, dilation):
-        """The filter gradient by the C kernel: each thread sums its rows into its own [kh, kw, C, O]."""
+    def _direct_grad_filter(self, lib, x, dy, k_shape, strides, padding, dilation, relu_y=None,
+                            with_bias=False):
+        """(dk, db or None) by the C kernel, of g = dy, or dy where ``relu_y`` > 0.
+
+        Each thread sums its rows into its own [kh, kw, C, O] (and [O]).
+        """
         kh, kw, c, o = k_shape
         sh, sw = _pair(strides, "strides")
         dh, dw = _pair(dilation, "dilation_rate")
         xp, ho, wo = self._padded(x, k_shape, (sh, sw), padding, (dh, dw))
         xp, dyc = np.ascontiguousarray(xp), np.ascontiguousarray(dy)
+        ym = None if relu_y is None else np.ascontiguousarray(relu_y)
         parts = []
 
         def run(r0, r1):
             dk = np.zeros(k_shape, np.float32)
-            lib.dg_conv2d_grad_filter(xp.ctypes.data, dyc.ctypes.data, dk.ctypes.data, xp.shape[1], xp.shape[2],
-                                      c, kh, kw, o, ho, wo, sh, sw, dh, dw, r0, r1)
-            parts.append(dk)
+            db = np.zeros(o, np.float32) if with_bias else None
+            if lib.dg_conv2d_grad_filter(xp.ctypes.data, dyc.ctypes.data, None if ym is None else ym.ctypes.data,
+                                         dk.ctypes.data, None if db is None else db.ctypes.data, xp.shape[1],
+                                         xp.shape[2], c, kh, kw, o, ho, wo, sh, sw, dh, dw, r0, r1):
+                raise MemoryError("conv2d filter gradient: no memory for a work buffer")
+            parts.append((dk, db))
 
         self._parallel(x.shape[0] * ho, run, dyc.nbytes)
-        for more in parts[1:]:
-            parts[0] += more
-        return parts[0]
+        dk, db = parts[0]
+        for more_k, more_b in parts[1:]:
+            dk += more_k
+            if db is not None:
+                db += more_b
+        return dk, db
+
+    def _full_grad_input(self, lib, dy, relu_y, k, x_shape, dilation, ph, pw):
+        """The stride-1 input gradient as one direct full convolution.
+
+        dx_padded = correlate(dy padded by the kernel's reach, the flipped kernel
+        with in/out swapped), cropped by the forward's padding. The C pad also
+        applies the relu mask when ``relu_y`` is given, so g is never stored unpadded.
+        """
+        n, h, w, c = x_shape
+        kh, kw = k.shape[:2]
+        dh, dw = dilation
+        eh, ew = (kh - 1) * dh, (kw - 1) * dw
+        _, ho, wo, o = dy.shape
+        dyc = np.ascontiguousarray(dy)
+        ym = None if relu_y is None else np.ascontiguousarray(relu_y)
+        dyp = np.empty((n, ho + 2 * eh, wo + 2 * ew, o), np.float32)
+        self._parallel(n * dyp.shape[1], lambda r0, r1: lib.dg_pad_grad(
+            dyc.ctypes.data, None if ym is None else ym.ctypes.data, dyp.ctypes.data, ho, wo, o, eh, eh, ew, ew,
+            r0, r1), dyp.nbytes)
+        k2 = np.ascontiguousarray(k[::-1, ::-1].transpose(0, 1, 3, 2))
+        dxp = self.conv2d(dyp, k2, (1, 1), "valid", (dh, dw))
+        dx = dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
+        return dx if dx.shape[1:3] == dxp.shape[1:3] else np.ascontiguousarray(dx)
+
+    def conv2d_bias_act_grad(self, dy, x, y, k, activation=None, with_bias=False, need_input=True,
+                             need_kernel=True, strides=(1, 1), padding="valid", dilation=(1, 1), keep=None):
+        kh, kw, c, o = k.shape
+        relu = activation == "relu"
+        lib = None
+        if kh * kw > 1 and activation in (None, "linear", "relu") and not (relu and y is None):
+            lib = self._direct_kernels(o, x, dy, k, y if relu else None)
+        if lib is None:
+            return super().conv2d_bias_act_grad(dy, x, y, k, activation, with_bias, need_input, need_kernel,
+                                                strides, padding, dilation, keep)
+        ym = y if relu else None
+        dk = db = None
+        if need_kernel or with_bias:
+            dk, db = self._direct_grad_filter(lib, x, dy, k.shape, strides, padding, dilation, ym, with_bias)
+        dx = None
+        if need_input:
+            sh, sw = _pair(strides, "strides")
+            dh, dw = _pair(dilation, "dilation_rate")
+            _, _, ph, pw = self.conv_geometry(x.shape, k.shape, (sh, sw), padding, (dh, dw))
+            if (sh, sw) == (1, 1) and c % 16 == 0:
+                dx = self._full_grad_input(lib, dy, ym, k, x.shape, (dh, dw), ph, pw)
+            else:
+                g = self.relu_grad(dy, y) if relu else dy
+                dx = self.conv2d_grad_input(g, k, x.shape, strides, padding, dilation)
+        return dx, (dk if need_kernel else None), db
 
     def conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         sh, sw = _pair(strides, "strides")
@@ -340,9 +400,11 @@ class NumpyBackend(Backend):
         # pick the smaller (conv2 of the seed convnet 19 vs 55 ms, conv3 18 vs 7 ms). The C
         # kernels make the full convolution the faster one for every layer of the seed
         # convnet (conv3 1.6 vs 2.9 ms, conv4 2.0 vs 3.1 ms; bench/NOTES.md change 11).
-        direct = self._direct_kernels(c, dy, k) is not None
-        if (sh, sw) != (1, 1) or (not direct and h * w * o > 1.2 * ho * wo * c):
+        lib = self._direct_kernels(c, dy, k)
+        if (sh, sw) != (1, 1) or (lib is None and h * w * o > 1.2 * ho * wo * c):
             return self._grad_input_col2im(dy, k, x_shape, (sh, sw), (dh, dw), ho, wo, ph, pw)
+        if lib is not None:
+            return self._full_grad_input(lib, dy, None, k, x_shape, (dh, dw), ph, pw)
         eh, ew = (kh - 1) * dh, (kw - 1) * dw
         # dx_padded = correlate(pad(dy, reach), flipped kernel with in/out swapped); crop the padding.
         dyp = np.pad(dy, ((0, 0), (eh, eh), (ew, ew), (0, 0)))

@@ -945,13 +945,7 @@ def dense(x, kernel, bias=None, activation=None) -> Tensor:
 
 def _act_grad(B, dy, y, act):
     """Gradient through a fused activation, from its output ``y``."""
-    if act == "relu":
-        return B.relu_grad(dy, y)
-    if act == "sigmoid":
-        return B.multiply(dy, B.multiply(y, B.subtract(1, y)))
-    if act == "tanh":
-        return B.multiply(dy, B.subtract(1, B.square(y)))
-    return dy
+    return B.activation_grad(dy, y, act)
 
 
 @register_gradient("dense")
@@ -1044,16 +1038,12 @@ def _conv2d_bias_act_grad(node, dy):
     x, k = node.inputs[0], node.inputs[1]
     B, a = node.B, node.attrs
     y, keep = node.saved
-    g = _act_grad(B, dy, y, a["act"])
-    gx = B.conv2d_grad_input(g, k.data, x.shape, a["s"], a["p"], a["d"]) if x.requires_grad else None
-    gk = None
-    if k.requires_grad:
-        gk = B.conv2d_grad_filter_kept(keep or {}, x.data, g, k.shape, a["s"], a["p"], a["d"])
+    with_bias = len(node.inputs) == 3 and node.inputs[2].requires_grad
+    gx, gk, gb = B.conv2d_bias_act_grad(dy, x.data, y, k.data, a["act"], with_bias, x.requires_grad,
+                                        k.requires_grad, a["s"], a["p"], a["d"], keep)
     if keep:
         keep.clear()  # the columns are large: free them now, not when the graph goes
-    if len(node.inputs) == 2:
-        return gx, gk
-    return gx, gk, B.sum_to_shape(g, node.inputs[2].shape) if node.inputs[2].requires_grad else None
+    return (gx, gk) if len(node.inputs) == 2 else (gx, gk, gb)
 
 
 def conv2d_transpose(x, kernel, output_shape=None, strides=1, padding="valid", dilation_rate=1) -> Tensor:

@@ -12,6 +12,8 @@
  * builds on every x86-64 and AArch64 compiler that knows the extension.
  */
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int vi16 __attribute__((vector_size(64), aligned(4)));
@@ -50,8 +52,11 @@ typedef int vi16 __attribute__((vector_size(64), aligned(4)));
             }                                                                                  \
     }
 
-DG_BLOCK(1, 1) DG_BLOCK(2, 1) DG_BLOCK(3, 1) DG_BLOCK(4, 1) DG_BLOCK(5, 1) DG_BLOCK(6, 1) DG_BLOCK(7, 1) DG_BLOCK(8, 1) DG_BLOCK(9, 1) DG_BLOCK(10, 1) DG_BLOCK(11, 1) DG_BLOCK(12, 1) DG_BLOCK(13, 1) DG_BLOCK(14, 1)
-DG_BLOCK(1, 2) DG_BLOCK(2, 2) DG_BLOCK(3, 2) DG_BLOCK(4, 2) DG_BLOCK(5, 2) DG_BLOCK(6, 2) DG_BLOCK(7, 2) DG_BLOCK(8, 2) DG_BLOCK(9, 2) DG_BLOCK(10, 2) DG_BLOCK(11, 2) DG_BLOCK(12, 2)
+DG_BLOCK(1, 1) DG_BLOCK(2, 1) DG_BLOCK(3, 1) DG_BLOCK(4, 1) DG_BLOCK(5, 1) DG_BLOCK(6, 1)
+DG_BLOCK(7, 1) DG_BLOCK(8, 1) DG_BLOCK(9, 1) DG_BLOCK(10, 1) DG_BLOCK(11, 1) DG_BLOCK(12, 1)
+DG_BLOCK(13, 1) DG_BLOCK(14, 1) DG_BLOCK(1, 2) DG_BLOCK(2, 2) DG_BLOCK(3, 2) DG_BLOCK(4, 2)
+DG_BLOCK(5, 2) DG_BLOCK(6, 2) DG_BLOCK(7, 2) DG_BLOCK(8, 2) DG_BLOCK(9, 2) DG_BLOCK(10, 2)
+DG_BLOCK(11, 2) DG_BLOCK(12, 2)
 
 
 /* The widest register block per vector count: R * V accumulators plus V kernel
@@ -68,9 +73,16 @@ DG_BLOCK(1, 2) DG_BLOCK(2, 2) DG_BLOCK(3, 2) DG_BLOCK(4, 2) DG_BLOCK(5, 2) DG_BL
 static void block(int R, int V, const float *x, const float *k, const float *bias, float *y, int C,
                   int O, size_t pixstep, int KH, int KW, size_t dy_off, size_t dx_off, int relu) {
     if (V == 2) {
-        switch (R) { DG_CASE(1, 2) DG_CASE(2, 2) DG_CASE(3, 2) DG_CASE(4, 2) DG_CASE(5, 2) DG_CASE(6, 2) DG_CASE(7, 2) DG_CASE(8, 2) DG_CASE(9, 2) DG_CASE(10, 2) DG_CASE(11, 2) DG_CASE(12, 2) }
+        switch (R) {
+            DG_CASE(1, 2) DG_CASE(2, 2) DG_CASE(3, 2) DG_CASE(4, 2) DG_CASE(5, 2) DG_CASE(6, 2)
+            DG_CASE(7, 2) DG_CASE(8, 2) DG_CASE(9, 2) DG_CASE(10, 2) DG_CASE(11, 2) DG_CASE(12, 2)
+        }
     } else {
-        switch (R) { DG_CASE(1, 1) DG_CASE(2, 1) DG_CASE(3, 1) DG_CASE(4, 1) DG_CASE(5, 1) DG_CASE(6, 1) DG_CASE(7, 1) DG_CASE(8, 1) DG_CASE(9, 1) DG_CASE(10, 1) DG_CASE(11, 1) DG_CASE(12, 1) DG_CASE(13, 1) DG_CASE(14, 1) }
+        switch (R) {
+            DG_CASE(1, 1) DG_CASE(2, 1) DG_CASE(3, 1) DG_CASE(4, 1) DG_CASE(5, 1) DG_CASE(6, 1)
+            DG_CASE(7, 1) DG_CASE(8, 1) DG_CASE(9, 1) DG_CASE(10, 1) DG_CASE(11, 1) DG_CASE(12, 1)
+            DG_CASE(13, 1) DG_CASE(14, 1)
+        }
     }
 }
 
@@ -106,20 +118,20 @@ void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, 
 
 /* ------------------------------------------------------------- filter gradient */
 
-/* dk[tap, c0..c0+CB, o0..o0+16V] += sum over the rows' pixels of x * dy, with CB * V
- * accumulators in registers: per pixel, V output-gradient vectors are loaded and
- * each of the CB input values is broadcast once. */
+/* dk[tap, c0..c0+CB, o0..o0+16V] += sum over the group's pixels of x * g, with CB * V
+ * accumulators in registers: per pixel, V gradient vectors are loaded and each of the
+ * CB input values is broadcast once. g holds the group's rows, from output row row0. */
 #define DG_GF_BLOCK(CB, V)                                                                     \
-    static inline void gfb_##CB##_##V(const float *x, const float *dy, float *dk, int O,      \
+    static inline void gfb_##CB##_##V(const float *x, const float *g, float *dk, int O,       \
                                       long rows, int HO, int WO, size_t xrow, size_t xpix,    \
-                                      size_t xn, long row0) {                                 \
+                                      size_t xn, long row0, size_t grow) {                    \
         v16 acc[CB][V];                                                                        \
         for (int c = 0; c < CB; c++)                                                           \
             for (int v = 0; v < V; v++) acc[c][v] = LOADU(dk + (size_t)c * O + 16 * v);       \
         for (long i = 0; i < rows; i++) {                                                      \
             const long row = row0 + i, n = row / HO, oy = row % HO;                            \
             const float *xr = x + n * xn + oy * xrow;                                          \
-            const float *dr = dy + (size_t)row * WO * O;                                       \
+            const float *dr = g + (size_t)i * grow;                                            \
             for (int ox = 0; ox < WO; ox++) {                                                  \
                 v16 d[V];                                                                      \
                 for (int v = 0; v < V; v++) d[v] = LOADU(dr + (size_t)ox * O + 16 * v);        \
@@ -134,36 +146,69 @@ void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, 
             for (int v = 0; v < V; v++) STOREU(dk + (size_t)c * O + 16 * v, acc[c][v]);        \
     }
 
-DG_GF_BLOCK(1, 1) DG_GF_BLOCK(2, 1) DG_GF_BLOCK(3, 1) DG_GF_BLOCK(4, 1) DG_GF_BLOCK(5, 1) DG_GF_BLOCK(6, 1) DG_GF_BLOCK(7, 1) DG_GF_BLOCK(8, 1) DG_GF_BLOCK(9, 1) DG_GF_BLOCK(10, 1) DG_GF_BLOCK(11, 1) DG_GF_BLOCK(12, 1) DG_GF_BLOCK(13, 1) DG_GF_BLOCK(14, 1) DG_GF_BLOCK(15, 1) DG_GF_BLOCK(16, 1) DG_GF_BLOCK(17, 1) DG_GF_BLOCK(18, 1) DG_GF_BLOCK(19, 1) DG_GF_BLOCK(20, 1) DG_GF_BLOCK(21, 1) DG_GF_BLOCK(22, 1) DG_GF_BLOCK(23, 1) DG_GF_BLOCK(24, 1)
-DG_GF_BLOCK(1, 2) DG_GF_BLOCK(2, 2) DG_GF_BLOCK(3, 2) DG_GF_BLOCK(4, 2) DG_GF_BLOCK(5, 2) DG_GF_BLOCK(6, 2) DG_GF_BLOCK(7, 2) DG_GF_BLOCK(8, 2) DG_GF_BLOCK(9, 2) DG_GF_BLOCK(10, 2) DG_GF_BLOCK(11, 2) DG_GF_BLOCK(12, 2) DG_GF_BLOCK(13, 2) DG_GF_BLOCK(14, 2)
+DG_GF_BLOCK(1, 1) DG_GF_BLOCK(2, 1) DG_GF_BLOCK(3, 1) DG_GF_BLOCK(4, 1) DG_GF_BLOCK(5, 1) DG_GF_BLOCK(6, 1)
+DG_GF_BLOCK(7, 1) DG_GF_BLOCK(8, 1) DG_GF_BLOCK(9, 1) DG_GF_BLOCK(10, 1) DG_GF_BLOCK(11, 1) DG_GF_BLOCK(12, 1)
+DG_GF_BLOCK(13, 1) DG_GF_BLOCK(14, 1) DG_GF_BLOCK(15, 1) DG_GF_BLOCK(16, 1) DG_GF_BLOCK(17, 1) DG_GF_BLOCK(18, 1)
+DG_GF_BLOCK(19, 1) DG_GF_BLOCK(20, 1) DG_GF_BLOCK(21, 1) DG_GF_BLOCK(22, 1) DG_GF_BLOCK(23, 1) DG_GF_BLOCK(24, 1)
+DG_GF_BLOCK(1, 2) DG_GF_BLOCK(2, 2) DG_GF_BLOCK(3, 2) DG_GF_BLOCK(4, 2) DG_GF_BLOCK(5, 2) DG_GF_BLOCK(6, 2)
+DG_GF_BLOCK(7, 2) DG_GF_BLOCK(8, 2) DG_GF_BLOCK(9, 2) DG_GF_BLOCK(10, 2) DG_GF_BLOCK(11, 2) DG_GF_BLOCK(12, 2)
+DG_GF_BLOCK(13, 2) DG_GF_BLOCK(14, 2)
 
 
 #define DG_GF_CBMAX(V) ((V) == 2 ? 14 : 24)
 
 #define DG_GF_CASE(CB, V) \
-    case CB: gfb_##CB##_##V(x, dy, dk, O, rows, HO, WO, xrow, xpix, xn, row0); break;
+    case CB: gfb_##CB##_##V(x, g, dk, O, rows, HO, WO, xrow, xpix, xn, row0, grow); break;
 
-static void gf_block(int CB, int V, const float *x, const float *dy, float *dk, int O, long rows,
-                     int HO, int WO, size_t xrow, size_t xpix, size_t xn, long row0) {
+static void gf_block(int CB, int V, const float *x, const float *g, float *dk, int O, long rows,
+                     int HO, int WO, size_t xrow, size_t xpix, size_t xn, long row0, size_t grow) {
     if (V == 2) {
-        switch (CB) { DG_GF_CASE(1, 2) DG_GF_CASE(2, 2) DG_GF_CASE(3, 2) DG_GF_CASE(4, 2) DG_GF_CASE(5, 2) DG_GF_CASE(6, 2) DG_GF_CASE(7, 2) DG_GF_CASE(8, 2) DG_GF_CASE(9, 2) DG_GF_CASE(10, 2) DG_GF_CASE(11, 2) DG_GF_CASE(12, 2) DG_GF_CASE(13, 2) DG_GF_CASE(14, 2) }
+        switch (CB) {
+            DG_GF_CASE(1, 2) DG_GF_CASE(2, 2) DG_GF_CASE(3, 2) DG_GF_CASE(4, 2) DG_GF_CASE(5, 2) DG_GF_CASE(6, 2)
+            DG_GF_CASE(7, 2) DG_GF_CASE(8, 2) DG_GF_CASE(9, 2) DG_GF_CASE(10, 2) DG_GF_CASE(11, 2) DG_GF_CASE(12, 2)
+            DG_GF_CASE(13, 2) DG_GF_CASE(14, 2)
+        }
     } else {
-        switch (CB) { DG_GF_CASE(1, 1) DG_GF_CASE(2, 1) DG_GF_CASE(3, 1) DG_GF_CASE(4, 1) DG_GF_CASE(5, 1) DG_GF_CASE(6, 1) DG_GF_CASE(7, 1) DG_GF_CASE(8, 1) DG_GF_CASE(9, 1) DG_GF_CASE(10, 1) DG_GF_CASE(11, 1) DG_GF_CASE(12, 1) DG_GF_CASE(13, 1) DG_GF_CASE(14, 1) DG_GF_CASE(15, 1) DG_GF_CASE(16, 1) DG_GF_CASE(17, 1) DG_GF_CASE(18, 1) DG_GF_CASE(19, 1) DG_GF_CASE(20, 1) DG_GF_CASE(21, 1) DG_GF_CASE(22, 1) DG_GF_CASE(23, 1) DG_GF_CASE(24, 1) }
+        switch (CB) {
+            DG_GF_CASE(1, 1) DG_GF_CASE(2, 1) DG_GF_CASE(3, 1) DG_GF_CASE(4, 1) DG_GF_CASE(5, 1) DG_GF_CASE(6, 1)
+            DG_GF_CASE(7, 1) DG_GF_CASE(8, 1) DG_GF_CASE(9, 1) DG_GF_CASE(10, 1) DG_GF_CASE(11, 1) DG_GF_CASE(12, 1)
+            DG_GF_CASE(13, 1) DG_GF_CASE(14, 1) DG_GF_CASE(15, 1) DG_GF_CASE(16, 1) DG_GF_CASE(17, 1) DG_GF_CASE(18, 1)
+            DG_GF_CASE(19, 1) DG_GF_CASE(20, 1) DG_GF_CASE(21, 1) DG_GF_CASE(22, 1) DG_GF_CASE(23, 1) DG_GF_CASE(24, 1)
+        }
     }
 }
 
-/* dk[ky, kx, c, o] += sum_{rows row0 <= n*HO + oy < row1, ox} x[n, oy*SH + ky*DH, ox*SW + kx*DW, c] * dy[n, oy, ox, o]
- * x: [N, H, W, C], already padded; dy: [N, HO, WO, O]; dk: [KH, KW, C, O], accumulated
- * into (threads give each its own); all C-contiguous float32; O a multiple of 16. */
-void dg_conv2d_grad_filter(const float *x, const float *dy, float *dk, int H, int W, int C, int KH,
-                           int KW, int O, int HO, int WO, int SH, int SW, int DH, int DW,
-                           long row0, long row1) {
+/* dk[ky, kx, c, o] += sum over rows row0 <= n*HO + oy < row1 and all ox of
+ *     x[n, oy*SH + ky*DH, ox*SW + kx*DW, c] * g[n, oy, ox, o]
+ * and db[o] += sum g[n, oy, ox, o] (db may be NULL), where g = dy, or dy * (y > 0) when y
+ * (the output of a relu) is given. x: [N, H, W, C], already padded; dy, y: [N, HO, WO, O];
+ * dk: [KH, KW, C, O]; dk and db accumulate (threads give each its own); all C-contiguous
+ * float32; O a multiple of 16. Returns 0, or -1 when out of memory. */
+int dg_conv2d_grad_filter(const float *x, const float *dy, const float *y, float *dk, float *db,
+                          int H, int W, int C, int KH, int KW, int O, int HO, int WO, int SH,
+                          int SW, int DH, int DW, long row0, long row1) {
     const size_t xrow = (size_t)SH * W * C, xpix = (size_t)SW * C, xn = (size_t)H * W * C;
-    /* Rows in groups whose output gradient (~32 KB) stays in cache across every tap and channel block. */
-    long group = 32768 / ((long)WO * O * 4);
+    const size_t grow = (size_t)WO * O;
+    /* Rows in groups whose gradient (~32 KB) stays in cache across every tap and channel block;
+     * the masked gradient of a group is made once, in a buffer, with its bias sum. */
+    long group = 32768 / ((long)grow * 4);
     if (group < 1) group = 1;
+    float *buf = 0;
+    if (y || db) {
+        buf = malloc((size_t)group * grow * sizeof(float));
+        if (!buf) return -1;
+    }
     for (long g0 = row0; g0 < row1; g0 += group) {
         const long rows = (row1 - g0 < group) ? row1 - g0 : group;
+        const float *g = dy + (size_t)g0 * grow;
+        if (buf) {
+            const size_t m = (size_t)rows * grow;
+            for (size_t i = 0; i < m; i++) buf[i] = (!y || y[(size_t)g0 * grow + i] > 0) ? g[i] : 0.0f;
+            if (db)
+                for (size_t p = 0; p < m; p += O)
+                    for (int o = 0; o < O; o++) db[o] += buf[p + o];
+            g = buf;
+        }
         for (int ky = 0; ky < KH; ky++)
             for (int kx = 0; kx < KW; kx++) {
                 const float *xt = x + (size_t)ky * DH * W * C + (size_t)kx * DW * C;
@@ -173,13 +218,40 @@ void dg_conv2d_grad_filter(const float *x, const float *dy, float *dk, int H, in
                     const int nb = (C + DG_GF_CBMAX(V) - 1) / DG_GF_CBMAX(V);
                     for (int i = 0, c0 = 0; i < nb; i++) {
                         const int CB = C / nb + (i < C % nb);
-                        gf_block(CB, V, xt + c0, dy + o0, dkt + (size_t)c0 * O + o0, O, rows, HO, WO,
-                                 xrow, xpix, xn, g0);
+                        gf_block(CB, V, xt + c0, g + o0, dkt + (size_t)c0 * O + o0, O, rows, HO, WO,
+                                 xrow, xpix, xn, g0, grow);
                         c0 += CB;
                     }
                     o0 += 16 * V;
                 }
             }
+    }
+    free(buf);
+    return 0;
+}
+
+/* out = dy (times y > 0 when y, a relu's output, is given) inside a border of zeros:
+ * out[n, pt + i, pl + j, :] for dy[n, i, j, :]. dy, y: [N, HO, WO, C]; out: [N, HO + pt + pb,
+ * WO + pl + pr, C]; rows row0 <= n*(HO + pt + pb) + r < row1 of out. */
+void dg_pad_grad(const float *dy, const float *y, float *out, int HO, int WO, int C, int pt, int pb,
+                 int pl, int pr, long row0, long row1) {
+    const int HP = HO + pt + pb, WP = WO + pl + pr;
+    const size_t orow = (size_t)WP * C, irow = (size_t)WO * C;
+    for (long row = row0; row < row1; row++) {
+        const long n = row / HP, r = row % HP - pt;
+        float *o = out + (size_t)row * orow;
+        if (r < 0 || r >= HO) {
+            memset(o, 0, orow * sizeof(float));
+            continue;
+        }
+        memset(o, 0, (size_t)pl * C * sizeof(float));
+        memset(o + (size_t)(pl + WO) * C, 0, (size_t)pr * C * sizeof(float));
+        const size_t src = ((size_t)n * HO + r) * irow;
+        float *dst = o + (size_t)pl * C;
+        if (y)
+            for (size_t i = 0; i < irow; i++) dst[i] = y[src + i] > 0 ? dy[src + i] : 0.0f;
+        else
+            memcpy(dst, dy + src, irow * sizeof(float));
     }
 }
 

@@ -745,6 +745,50 @@ def test_conv2d_bias_act(B, xs, ks, s, p, d, activation):
     close(B, B.conv2d_bias_act(*up(B, x, k), None, activation, s, p, d), ACTS[activation](pre))
 
 
+ACT_GRADS = {None: lambda y: np.ones_like(y), "linear": lambda y: np.ones_like(y),
+             "relu": lambda y: (y > 0).astype(y.dtype), "sigmoid": lambda y: y * (1 - y),
+             "tanh": lambda y: 1 - y * y}
+
+
+@covers("activation_grad")
+@pytest.mark.parametrize("activation", list(ACT_GRADS))
+def test_activation_grad(B, activation):
+    y, dy = ACTS[activation](r(4, 6)).astype(F32), r(4, 6)
+    close(B, B.activation_grad(*up(B, dy, y), activation), dy * ACT_GRADS[activation](y.astype(np.float64)))
+
+
+# Sixteen output (and input) channels: the CPU backend's C kernels take these.
+GRAD_CASES = CONV_CASES[:3] + CONV_CASES[5:6] + [
+    ((2, 7, 6, 16), (3, 3, 16, 16), (1, 1), "same", (1, 1)),
+    ((2, 9, 8, 3), (3, 3, 3, 32), (2, 2), "same", (1, 1)),
+    ((1, 9, 9, 16), (3, 3, 16, 16), (1, 1), "valid", (2, 1)),
+]
+
+
+@covers("conv2d_bias_act_grad")
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("xs,ks,s,p,d", GRAD_CASES)
+def test_conv2d_bias_act_grad(B, xs, ks, s, p, d, activation):
+    x, k, b = r(*xs), r(*ks), r(ks[3])
+    y = ACTS[activation](ref_conv2d(x, k, s, p, d) + b).astype(F32)
+    dy = r(*y.shape)
+    g = dy * ACT_GRADS[activation](y.astype(np.float64))
+    dx, dk, db = B.conv2d_bias_act_grad(*up(B, dy, x, y, k), activation, True, True, True, s, p, d)
+    close(B, dx, ref_conv2d_grad_input(g, k, xs, s, p, d))
+    close(B, dk, ref_conv2d_grad_filter(x, g, ks, s, p, d))
+    close(B, db, g.sum(axis=(0, 1, 2)))
+    # Only what is asked for; the forward's kept work (if any) is used.
+    keep = {}
+    B.conv2d_bias_act(*up(B, x, k, b), activation, s, p, d, keep)
+    dx, dk, db = B.conv2d_bias_act_grad(*up(B, dy, x, y, k), activation, False, False, True, s, p, d, keep)
+    assert dx is None and db is None
+    close(B, dk, ref_conv2d_grad_filter(x, g, ks, s, p, d))
+    dx, dk, db = B.conv2d_bias_act_grad(*up(B, dy, x, y, k), activation, True, True, False, s, p, d)
+    assert dk is None
+    close(B, dx, ref_conv2d_grad_input(g, k, xs, s, p, d))
+    close(B, db, g.sum(axis=(0, 1, 2)))
+
+
 @covers("conv2d_grad_filter_kept")
 @pytest.mark.parametrize("xs,ks,s,p,d", CONV_CASES)
 def test_conv2d_grad_filter_kept(B, xs, ks, s, p, d):

@@ -107,6 +107,18 @@ def test_conv2d_and_its_gradients_match_the_generic_versions(cpu, xs, ks, s, p):
           np.ascontiguousarray(Backend.conv2d_grad_input(cpu, dy, k, x.shape, s, p, (1, 1))), rtol=1e-4)
 
 
+@pytest.mark.parametrize("xs,ks,s,p", CONVS)
+@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
+def test_fused_conv_backward_matches_the_generic_version(cpu, xs, ks, s, p, activation):
+    x, k, b = r(*xs), r(*ks), r(ks[3])
+    y = cpu.conv2d_bias_act(x, k, b, activation, s, p, (1, 1))
+    dy = r(*y.shape)
+    got = cpu.conv2d_bias_act_grad(dy, x, y, k, activation, True, True, True, s, p, (1, 1))
+    want = Backend.conv2d_bias_act_grad(cpu, dy, x, y, k, activation, True, True, True, s, p, (1, 1))
+    for a, e in zip(got, want):
+        close(a, np.ascontiguousarray(e), rtol=1e-4)
+
+
 @pytest.mark.parametrize("d", [(2, 1), (1, 3)])
 @pytest.mark.parametrize("p", ["valid", "same"])
 def test_dilated_convolution_matches_the_generic_version(cpu, d, p):
