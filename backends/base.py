@@ -218,9 +218,15 @@ class Backend:
         return Backend._rng.permutation(n)
 
     def dropout_mask(self, shape, rate: float, dtype="float32"):
-        """Array of 0 or 1/(1-rate), each element kept with probability 1-rate."""
-        keep = Backend._rng.random(size=shape) >= rate
-        return self.asarray(keep * (1.0 / (1.0 - rate)), dtype)
+        """Array of 0 or 1/(1-rate), each element kept with probability 1-rate (to 1/65536).
+
+        16-bit draws compared with round(rate * 65536): 0.9 vs 2.0 ms for float64
+        draws on the seed convnet's first dropout ([128, 9216]).
+        """
+        draws = Backend._rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)
+        mask = (draws >= round(rate * 65536)).astype(np.float32)
+        mask *= np.float32(1.0 / (1.0 - rate))
+        return self.asarray(mask, dtype)
 
     # ------------------------------------------------------------ elementwise
     # Binary primitives broadcast NumPy-style; the caller checks shapes.
