@@ -259,14 +259,8 @@ class NumpyBackend(Backend):
         if lib is not None:
             sh, sw = _pair(strides, "strides")
             dh, dw = _pair(dilation, "dilation_rate")
-            xp, ho, wo = self._padded(x, k.shape, (sh, sw), padding, (dh, dw))
-            xp, kc = np.ascontiguousarray(xp), np.ascontiguousarray(k)
-            bc = None if b is None else np.ascontiguousarray(b)
-            y = np.empty((n, ho, wo, o), np.float32)
-            args = (xp.ctypes.data, kc.ctypes.data, None if bc is None else bc.ctypes.data, y.ctypes.data,
-                    xp.shape[1], xp.shape[2], c, kh, kw, o, ho, wo, sh, sw, dh, dw)
-            self._parallel(n * ho, lambda r0, r1: lib.dg_conv2d_fwd(*args, r0, r1, int(bool(relu))), y.nbytes)
-            return y
+            ho, wo, ph, pw = self.conv_geometry(x.shape, k.shape, (sh, sw), padding, (dh, dw))
+            return self._direct_conv(lib, x, k, b, (ho, wo), (sh, sw), (dh, dw), (ph[0], pw[0]), relu)
         win, ho, wo = self._conv_setup(x, k.shape, strides, padding, dilation)
         dtype = np.result_type(x.dtype, k.dtype)
         kk = k.reshape(kh * kw * c, o)
@@ -310,6 +304,20 @@ class NumpyBackend(Backend):
             dk = part if dk is None else np.add(dk, part, out=dk)
         return dk.reshape(k_shape)
 
+    def _direct_conv(self, lib, x, k, b, out_hw, strides, dilation, pad_tl, relu):
+        """relu?(conv(x, k) + b) by the C kernel: [N, *out_hw, O]; the padding (top and left
+        amounts ``pad_tl``; the rest follows from ``out_hw``) is read as zeros, never stored."""
+        n, h, w, c = x.shape
+        kh, kw, _, o = k.shape
+        (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
+        xc, kc = np.ascontiguousarray(x), np.ascontiguousarray(k)
+        bc = None if b is None else np.ascontiguousarray(b)
+        y = np.empty((n, ho, wo, o), np.float32)
+        args = (xc.ctypes.data, kc.ctypes.data, None if bc is None else bc.ctypes.data, y.ctypes.data,
+                h, w, c, kh, kw, o, ho, wo, sh, sw, dh, dw, pad_tl[0], pad_tl[1])
+        self._parallel(n * ho, lambda r0, r1: lib.dg_conv2d_fwd(*args, r0, r1, int(bool(relu))), y.nbytes)
+        return y
+
     def _direct_grad_filter(self, lib, x, dy, k_shape, strides, padding, dilation, relu_y=None,
                             with_bias=False):
         """(dk, db or None) by the C kernel, of g = dy, or dy where ``relu_y`` > 0.
@@ -344,9 +352,11 @@ class NumpyBackend(Backend):
     def _full_grad_input(self, lib, dy, relu_y, k, x_shape, dilation, ph, pw):
         """The stride-1 input gradient as one direct full convolution.
 
-        dx_padded = correlate(dy padded by the kernel's reach, the flipped kernel
-        with in/out swapped), cropped by the forward's padding. The C pad also
-        applies the relu mask when ``relu_y`` is given, so g is never stored unpadded.
+        dx = correlate(g padded by the kernel's reach, the flipped kernel with in/out
+        swapped), only over the rows and columns of x. g = dy, or dy where ``relu_y``
+        > 0, is padded left and right in one C pass (so every pixel takes a wide
+        register block); the rows above and below are not stored: the kernel skips
+        those taps (conv2 of the seed convnet 3.3 vs 4.0 ms for a padded copy).
         """
         n, h, w, c = x_shape
         kh, kw = k.shape[:2]
@@ -355,14 +365,12 @@ class NumpyBackend(Backend):
         _, ho, wo, o = dy.shape
         dyc = np.ascontiguousarray(dy)
         ym = None if relu_y is None else np.ascontiguousarray(relu_y)
-        dyp = np.empty((n, ho + 2 * eh, wo + 2 * ew, o), np.float32)
-        self._parallel(n * dyp.shape[1], lambda r0, r1: lib.dg_pad_grad(
-            dyc.ctypes.data, None if ym is None else ym.ctypes.data, dyp.ctypes.data, ho, wo, o, eh, eh, ew, ew,
-            r0, r1), dyp.nbytes)
+        g = np.empty((n, ho, wo + 2 * ew, o), np.float32)
+        self._parallel(n * ho, lambda r0, r1: lib.dg_pad_grad(
+            dyc.ctypes.data, None if ym is None else ym.ctypes.data, g.ctypes.data, ho, wo, o, 0, 0, ew, ew,
+            r0, r1), g.nbytes)
         k2 = np.ascontiguousarray(k[::-1, ::-1].transpose(0, 1, 3, 2))
-        dxp = self.conv2d(dyp, k2, (1, 1), "valid", (dh, dw))
-        dx = dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
-        return dx if dx.shape[1:3] == dxp.shape[1:3] else np.ascontiguousarray(dx)
+        return self._direct_conv(lib, g, k2, None, (h, w), (1, 1), (dh, dw), (eh - ph[0], -pw[0]), False)
 
     def conv2d_bias_act_grad(self, dy, x, y, k, activation=None, with_bias=False, need_input=True,
                              need_kernel=True, strides=(1, 1), padding="valid", dilation=(1, 1), keep=None):

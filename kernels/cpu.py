@@ -104,7 +104,7 @@ def _build(cc: str, src: str, flags, path: str) -> str | None:
 
 def _declare(lib):
     P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-    lib.dg_conv2d_fwd.argtypes = [P, P, P, P] + [I] * 12 + [L, L, I]
+    lib.dg_conv2d_fwd.argtypes = [P, P, P, P] + [I] * 14 + [L, L, I]
     lib.dg_conv2d_fwd.restype = None
     lib.dg_conv2d_grad_filter.argtypes = [P, P, P, P, P] + [I] * 12 + [L, L]
     lib.dg_conv2d_grad_filter.restype = I

@@ -23,17 +23,20 @@ typedef int vi16 __attribute__((vector_size(64), aligned(4)));
 
 /* R output pixels of one row x V*16 output channels, all R*V accumulators in
  * registers: per input channel, V kernel vectors are loaded once and each of
- * the R input values is broadcast once (R*V FMAs for R + V loads). */
+ * the R input values is broadcast once (R*V FMAs for R + V loads). Only the taps
+ * ky0 <= ky < ky1, kx0 <= kx < kx1 are summed (the others fall in the padding);
+ * pixel r, tap (ky, kx) reads x[base + r*pixstep + ky*dy_off + kx*dx_off + c]. */
 #define DG_BLOCK(R, V)                                                                         \
-    static inline void blk_##R##_##V(const float *x, const float *k, const float *bias,        \
-                                     float *y, int C, int O, size_t pixstep,                  \
-                                     int KH, int KW, size_t dy_off, size_t dx_off, int relu) { \
+    static inline void blk_##R##_##V(const float *x, long base, const float *k,               \
+                                     const float *bias, float *y, int C, int O, size_t pixstep, \
+                                     int KW, int ky0, int ky1, int kx0, int kx1, size_t dy_off, \
+                                     size_t dx_off, int relu) {                                \
         v16 acc[R][V];                                                                         \
         for (int r = 0; r < R; r++)                                                            \
             for (int v = 0; v < V; v++) acc[r][v] = bias ? LOADU(bias + 16 * v) : (v16){0};    \
-        for (int ky = 0; ky < KH; ky++)                                                        \
-            for (int kx = 0; kx < KW; kx++) {                                                  \
-                const float *xp = x + ky * dy_off + kx * dx_off;                               \
+        for (int ky = ky0; ky < ky1; ky++)                                                     \
+            for (int kx = kx0; kx < kx1; kx++) {                                               \
+                const float *xp = x + (base + (long)(ky * dy_off + kx * dx_off));              \
                 const float *kp = k + ((size_t)ky * KW + kx) * C * O;                          \
                 for (int c = 0; c < C; c++) {                                                  \
                     v16 kv[V];                                                                 \
@@ -54,10 +57,9 @@ typedef int vi16 __attribute__((vector_size(64), aligned(4)));
 
 DG_BLOCK(1, 1) DG_BLOCK(2, 1) DG_BLOCK(3, 1) DG_BLOCK(4, 1) DG_BLOCK(5, 1) DG_BLOCK(6, 1)
 DG_BLOCK(7, 1) DG_BLOCK(8, 1) DG_BLOCK(9, 1) DG_BLOCK(10, 1) DG_BLOCK(11, 1) DG_BLOCK(12, 1)
-DG_BLOCK(13, 1) DG_BLOCK(14, 1) DG_BLOCK(1, 2) DG_BLOCK(2, 2) DG_BLOCK(3, 2) DG_BLOCK(4, 2)
-DG_BLOCK(5, 2) DG_BLOCK(6, 2) DG_BLOCK(7, 2) DG_BLOCK(8, 2) DG_BLOCK(9, 2) DG_BLOCK(10, 2)
-DG_BLOCK(11, 2) DG_BLOCK(12, 2)
-
+DG_BLOCK(13, 1) DG_BLOCK(14, 1)
+DG_BLOCK(1, 2) DG_BLOCK(2, 2) DG_BLOCK(3, 2) DG_BLOCK(4, 2) DG_BLOCK(5, 2) DG_BLOCK(6, 2)
+DG_BLOCK(7, 2) DG_BLOCK(8, 2) DG_BLOCK(9, 2) DG_BLOCK(10, 2) DG_BLOCK(11, 2) DG_BLOCK(12, 2)
 
 /* The widest register block per vector count: R * V accumulators plus V kernel
  * vectors stay within the 32 AVX-512 registers. Output channels go 32 at a time
@@ -66,12 +68,16 @@ DG_BLOCK(11, 2) DG_BLOCK(12, 2)
  * layer (its 147 KB kernel streams from L2; bench/NOTES.md change 11). */
 #define DG_RMAX(V) ((V) == 2 ? 12 : 14)
 
-#define DG_CASE(R, V) \
-    case R: blk_##R##_##V(x, k, bias, y, C, O, pixstep, KH, KW, dy_off, dx_off, relu); break;
+#define DG_CASE(R, V)                                                                          \
+    case R:                                                                                    \
+        blk_##R##_##V(x, base, k, bias, y, C, O, pixstep, KW, ky0, ky1, kx0, kx1, dy_off,     \
+                      dx_off, relu);                                                           \
+        break;
 
 /* One block of R pixels (1 <= R <= DG_RMAX(V)): a switch to the unrolled versions. */
-static void block(int R, int V, const float *x, const float *k, const float *bias, float *y, int C,
-                  int O, size_t pixstep, int KH, int KW, size_t dy_off, size_t dx_off, int relu) {
+static void block(int R, int V, const float *x, long base, const float *k, const float *bias,
+                  float *y, int C, int O, size_t pixstep, int KW, int ky0, int ky1, int kx0,
+                  int kx1, size_t dy_off, size_t dx_off, int relu) {
     if (V == 2) {
         switch (R) {
             DG_CASE(1, 2) DG_CASE(2, 2) DG_CASE(3, 2) DG_CASE(4, 2) DG_CASE(5, 2) DG_CASE(6, 2)
@@ -86,30 +92,58 @@ static void block(int R, int V, const float *x, const float *k, const float *bia
     }
 }
 
-/* y[n, oy, ox, :] = relu?(bias + sum_{ky,kx,c} x[n, oy*SH + ky*DH, ox*SW + kx*DW, c] * k[ky, kx, c, :])
- * for the output rows row0 <= n*HO + oy < row1 (so threads can split the work).
- * x: [N, H, W, C], already padded; k: [KH, KW, C, O]; bias: [O] or NULL;
- * y: [N, HO, WO, O]; all C-contiguous float32; O a multiple of 16. */
+/* The taps t in [0, K) whose input coordinate i0 + t*D lies in [0, L): [*t0, *t1). */
+static void tap_range(long i0, int K, int D, int L, int *t0, int *t1) {
+    int a = 0, b = K;
+    if (i0 < 0) a = (int)((-i0 + D - 1) / D);
+    if (i0 + (long)(K - 1) * D >= L) b = i0 >= L ? 0 : (int)((L - 1 - i0) / D + 1);
+    *t0 = a;
+    *t1 = b > a ? b : a;
+}
+
+/* y[n, oy, ox, :] = relu?(bias + sum_{ky,kx,c} x[n, oy*SH + ky*DH - PT, ox*SW + kx*DW - PL, c] * k[ky, kx, c, :])
+ * with x read as 0 outside [0, H) x [0, W) (the padding is never stored), for the output
+ * rows row0 <= n*HO + oy < row1 (so threads can split the work).
+ * x: [N, H, W, C]; k: [KH, KW, C, O]; bias: [O] or NULL; y: [N, HO, WO, O]; all
+ * C-contiguous float32; O a multiple of 16. */
 void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, int H, int W,
                    int C, int KH, int KW, int O, int HO, int WO, int SH, int SW, int DH, int DW,
-                   long row0, long row1, int relu) {
+                   int PT, int PL, long row0, long row1, int relu) {
     const size_t pix = (size_t)SW * C;     /* to the next output pixel's window */
     const size_t dyo = (size_t)DH * W * C; /* one kernel row down */
     const size_t dxo = (size_t)DW * C;     /* one kernel column right */
+    /* Pixels [lo, hi) have every kernel column inside the input: they go in wide blocks;
+     * the few at the edges one by one with their own column range. */
+    int lo = PL > 0 ? (PL + SW - 1) / SW : 0;
+    int hi = (W - 1 + PL - (KW - 1) * DW) >= 0 ? (W - 1 + PL - (KW - 1) * DW) / SW + 1 : 0;
+    if (lo > WO) lo = WO;
+    if (hi > WO) hi = WO;
+    if (hi < lo) hi = lo;
     for (long row = row0; row < row1; row++) {
-        const long n = row / HO, oy = row % HO;
-        const float *xr = x + ((size_t)n * H + (size_t)oy * SH) * W * C;
+        const long n = row / HO, oy = row % HO, iy0 = oy * SH - PT;
+        int ky0, ky1;
+        tap_range(iy0, KH, DH, H, &ky0, &ky1);
+        const long rbase = ((long)n * H + iy0) * W * C;
         for (int o0 = 0; o0 < O;) {
             const int V = O - o0 >= 32 ? 2 : 1;
             const float *b = bias ? bias + o0 : 0;
             float *yr = y + (size_t)row * WO * O + o0;
-            /* Blocks of near-equal width: 10 pixels as 5 + 5, not 6 + 2 + 2. */
-            const int nb = (WO + DG_RMAX(V) - 1) / DG_RMAX(V);
-            for (int i = 0, ox = 0; i < nb; i++) {
-                const int R = WO / nb + (i < WO % nb);
-                block(R, V, xr + (size_t)ox * pix, k + o0, b, yr + (size_t)ox * O, C, O, pix, KH, KW,
-                      dyo, dxo, relu);
-                ox += R;
+            for (int ox = 0; ox < WO; ox++) {
+                if (ox == lo) {
+                    /* Blocks of near-equal width: 10 pixels as 5 + 5, not 6 + 2 + 2. */
+                    const int w = hi - lo, nb = (w + DG_RMAX(V) - 1) / DG_RMAX(V);
+                    for (int i = 0; i < nb; i++) {
+                        const int R = w / nb + (i < w % nb);
+                        block(R, V, x, rbase + ((long)ox * SW - PL) * C, k + o0, b, yr + (size_t)ox * O,
+                              C, O, pix, KW, ky0, ky1, 0, KW, dyo, dxo, relu);
+                        ox += R;
+                    }
+                    if (ox >= WO) break;
+                }
+                int kx0, kx1;
+                tap_range((long)ox * SW - PL, KW, DW, W, &kx0, &kx1);
+                block(1, V, x, rbase + ((long)ox * SW - PL) * C, k + o0, b, yr + (size_t)ox * O, C, O,
+                      pix, KW, ky0, ky1, kx0, kx1, dyo, dxo, relu);
             }
             o0 += 16 * V;
         }

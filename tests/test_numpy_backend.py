@@ -81,6 +81,9 @@ CONVS = [  # x shape, kernel shape, strides, padding: the seed convnet's layers,
     ((4, 9, 23, 1), (3, 3, 1, 16), (1, 2), "valid"),
     ((2, 7, 9, 7), (2, 3, 7, 48), (1, 1), "valid"),
     ((1, 5, 5, 16), (5, 5, 16, 16), (1, 1), "valid"),
+    ((2, 8, 9, 16), (2, 2, 16, 16), (1, 1), "same"),  # even kernel: one more pad row below than above
+    ((2, 10, 7, 4), (4, 4, 4, 32), (1, 1), "same"),
+    ((2, 3, 4, 16), (5, 5, 16, 32), (1, 1), "same"),  # every pixel at an edge, no interior block
 ]
 
 
