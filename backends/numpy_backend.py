@@ -319,10 +319,11 @@ class NumpyBackend(Backend):
         return y
 
     def _direct_grad_filter(self, lib, x, dy, k_shape, strides, padding, dilation, relu_y=None,
-                            with_bias=False):
+                            with_bias=False, padded=0):
         """(dk, db or None) by the C kernel, of g = dy, or dy where ``relu_y`` > 0.
 
-        Each thread sums its rows into its own [kh, kw, C, O] (and [O]).
+        dy may be a ``_mask_pad`` result: ``padded`` zero pixels on each side of
+        every row, skipped. Each thread sums its rows into its own [kh, kw, C, O] (and [O]).
         """
         kh, kw, c, o = k_shape
         sh, sw = _pair(strides, "strides")
@@ -330,47 +331,63 @@ class NumpyBackend(Backend):
         xp, ho, wo = self._padded(x, k_shape, (sh, sw), padding, (dh, dw))
         xp, dyc = np.ascontiguousarray(xp), np.ascontiguousarray(dy)
         ym = None if relu_y is None else np.ascontiguousarray(relu_y)
+        g_ptr, g_stride = dyc.ctypes.data + padded * o * 4, (wo + 2 * padded) * o
         parts = []
 
         def run(r0, r1):
             dk = np.zeros(k_shape, np.float32)
             db = np.zeros(o, np.float32) if with_bias else None
-            if lib.dg_conv2d_grad_filter(xp.ctypes.data, dyc.ctypes.data, None if ym is None else ym.ctypes.data,
+            if lib.dg_conv2d_grad_filter(xp.ctypes.data, g_ptr, g_stride, None if ym is None else ym.ctypes.data,
                                          dk.ctypes.data, None if db is None else db.ctypes.data, xp.shape[1],
                                          xp.shape[2], c, kh, kw, o, ho, wo, sh, sw, dh, dw, r0, r1):
                 raise MemoryError("conv2d filter gradient: no memory for a work buffer")
             parts.append((dk, db))
 
         self._parallel(x.shape[0] * ho, run, dyc.nbytes)
-        dk, db = parts[0]
-        for more_k, more_b in parts[1:]:
-            dk += more_k
-            if db is not None:
-                db += more_b
-        return dk, db
+        return self._sum_parts(parts)
 
-    def _full_grad_input(self, lib, dy, relu_y, k, x_shape, dilation, ph, pw):
-        """The stride-1 input gradient as one direct full convolution.
+    @staticmethod
+    def _sum_parts(parts):
+        """Element-wise sums of the threads' partial results (tuples of arrays or None)."""
+        first = parts[0]
+        for more in parts[1:]:
+            for acc, part in zip(first, more):
+                if acc is not None:
+                    acc += part
+        return first
 
-        dx = correlate(g padded by the kernel's reach, the flipped kernel with in/out
-        swapped), only over the rows and columns of x. g = dy, or dy where ``relu_y``
-        > 0, is padded left and right in one C pass (so every pixel takes a wide
-        register block); the rows above and below are not stored: the kernel skips
-        those taps (conv2 of the seed convnet 3.3 vs 4.0 ms for a padded copy).
-        """
-        n, h, w, c = x_shape
-        kh, kw = k.shape[:2]
-        dh, dw = dilation
-        eh, ew = (kh - 1) * dh, (kw - 1) * dw
-        _, ho, wo, o = dy.shape
+    def _mask_pad(self, lib, dy, relu_y, pad, with_bias):
+        """(g with ``pad`` zero pixels left and right of every row, its bias sum or None), in one
+        C pass; g = dy, or dy where ``relu_y`` > 0."""
+        n, ho, wo, o = dy.shape
         dyc = np.ascontiguousarray(dy)
         ym = None if relu_y is None else np.ascontiguousarray(relu_y)
-        g = np.empty((n, ho, wo + 2 * ew, o), np.float32)
-        self._parallel(n * ho, lambda r0, r1: lib.dg_pad_grad(
-            dyc.ctypes.data, None if ym is None else ym.ctypes.data, g.ctypes.data, ho, wo, o, 0, 0, ew, ew,
-            r0, r1), g.nbytes)
+        g = np.empty((n, ho, wo + 2 * pad, o), np.float32)
+        parts = []
+
+        def run(r0, r1):
+            db = np.zeros(o, np.float32) if with_bias else None
+            lib.dg_mask_pad(dyc.ctypes.data, None if ym is None else ym.ctypes.data, g.ctypes.data,
+                            None if db is None else db.ctypes.data, ho, wo, o, pad, pad, r0, r1)
+            parts.append((db,))
+
+        self._parallel(n * ho, run, g.nbytes)
+        return g, self._sum_parts(parts)[0]
+
+    def _full_grad_input(self, lib, g, k, x_shape, dilation, ph, pw):
+        """The stride-1 input gradient as one direct full convolution of ``g`` from ``_mask_pad``
+        (padded left and right by the kernel's reach).
+
+        dx = correlate(g padded by the kernel's reach, the flipped kernel with in/out
+        swapped), only over the rows and columns of x. The rows above and below are
+        not stored: the kernel skips those taps (conv2 of the seed convnet 3.3 vs
+        4.0 ms for a padded copy), and dx is written without a crop.
+        """
+        h, w = x_shape[1:3]
+        kh, kw = k.shape[:2]
+        dh, dw = dilation
         k2 = np.ascontiguousarray(k[::-1, ::-1].transpose(0, 1, 3, 2))
-        return self._direct_conv(lib, g, k2, None, (h, w), (1, 1), (dh, dw), (eh - ph[0], -pw[0]), False)
+        return self._direct_conv(lib, g, k2, None, (h, w), (1, 1), (dh, dw), ((kh - 1) * dh - ph[0], -pw[0]), False)
 
     def conv2d_bias_act_grad(self, dy, x, y, k, activation=None, with_bias=False, need_input=True,
                              need_kernel=True, strides=(1, 1), padding="valid", dilation=(1, 1), keep=None):
@@ -383,19 +400,23 @@ class NumpyBackend(Backend):
             return super().conv2d_bias_act_grad(dy, x, y, k, activation, with_bias, need_input, need_kernel,
                                                 strides, padding, dilation, keep)
         ym = y if relu else None
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        _, _, ph, pw = self.conv_geometry(x.shape, k.shape, (sh, sw), padding, (dh, dw))
+        if need_input and (sh, sw) == (1, 1) and c % 16 == 0:
+            # One masking pass makes the padded g both gradients read, and the bias sum.
+            ew = (kw - 1) * dw
+            g, db = self._mask_pad(lib, dy, ym, ew, with_bias)
+            dk = self._direct_grad_filter(lib, x, g, k.shape, strides, padding, dilation,
+                                          padded=ew)[0] if need_kernel else None
+            return self._full_grad_input(lib, g, k, x.shape, (dh, dw), ph, pw), dk, db
         dk = db = None
         if need_kernel or with_bias:
             dk, db = self._direct_grad_filter(lib, x, dy, k.shape, strides, padding, dilation, ym, with_bias)
         dx = None
         if need_input:
-            sh, sw = _pair(strides, "strides")
-            dh, dw = _pair(dilation, "dilation_rate")
-            _, _, ph, pw = self.conv_geometry(x.shape, k.shape, (sh, sw), padding, (dh, dw))
-            if (sh, sw) == (1, 1) and c % 16 == 0:
-                dx = self._full_grad_input(lib, dy, ym, k, x.shape, (dh, dw), ph, pw)
-            else:
-                g = self.relu_grad(dy, y) if relu else dy
-                dx = self.conv2d_grad_input(g, k, x.shape, strides, padding, dilation)
+            dx = self.conv2d_grad_input(self.relu_grad(dy, y) if relu else dy, k, x.shape, strides, padding,
+                                        dilation)
         return dx, (dk if need_kernel else None), db
 
     def conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
@@ -412,7 +433,8 @@ class NumpyBackend(Backend):
         if (sh, sw) != (1, 1) or (lib is None and h * w * o > 1.2 * ho * wo * c):
             return self._grad_input_col2im(dy, k, x_shape, (sh, sw), (dh, dw), ho, wo, ph, pw)
         if lib is not None:
-            return self._full_grad_input(lib, dy, None, k, x_shape, (dh, dw), ph, pw)
+            return self._full_grad_input(lib, self._mask_pad(lib, dy, None, (kw - 1) * dw, False)[0], k, x_shape,
+                                         (dh, dw), ph, pw)
         eh, ew = (kh - 1) * dh, (kw - 1) * dw
         # dx_padded = correlate(pad(dy, reach), flipped kernel with in/out swapped); crop the padding.
         dyp = np.pad(dy, ((0, 0), (eh, eh), (ew, ew), (0, 0)))

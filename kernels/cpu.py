@@ -106,10 +106,10 @@ def _declare(lib):
     P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     lib.dg_conv2d_fwd.argtypes = [P, P, P, P] + [I] * 14 + [L, L, I]
     lib.dg_conv2d_fwd.restype = None
-    lib.dg_conv2d_grad_filter.argtypes = [P, P, P, P, P] + [I] * 12 + [L, L]
+    lib.dg_conv2d_grad_filter.argtypes = [P, P, L, P, P, P] + [I] * 12 + [L, L]
     lib.dg_conv2d_grad_filter.restype = I
-    lib.dg_pad_grad.argtypes = [P, P, P] + [I] * 7 + [L, L]
-    lib.dg_pad_grad.restype = None
+    lib.dg_mask_pad.argtypes = [P, P, P, P] + [I] * 5 + [L, L]
+    lib.dg_mask_pad.restype = None
     lib.dg_max_pool_fwd.argtypes = [P, P] + [I] * 5 + [L, L]
     lib.dg_max_pool_fwd.restype = None
     lib.dg_max_pool_bwd.argtypes = [P, P, P, P] + [I] * 5 + [L, L]

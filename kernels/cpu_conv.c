@@ -215,12 +215,13 @@ static void gf_block(int CB, int V, const float *x, const float *g, float *dk, i
 /* dk[ky, kx, c, o] += sum over rows row0 <= n*HO + oy < row1 and all ox of
  *     x[n, oy*SH + ky*DH, ox*SW + kx*DW, c] * g[n, oy, ox, o]
  * and db[o] += sum g[n, oy, ox, o] (db may be NULL), where g = dy, or dy * (y > 0) when y
- * (the output of a relu) is given. x: [N, H, W, C], already padded; dy, y: [N, HO, WO, O];
+ * (the output of a relu) is given. x: [N, H, W, C], already padded; y: [N, HO, WO, O]; dy
+ * the same but with dystride floats from one output row to the next (a padded row);
  * dk: [KH, KW, C, O]; dk and db accumulate (threads give each its own); all C-contiguous
  * float32; O a multiple of 16. Returns 0, or -1 when out of memory. */
-int dg_conv2d_grad_filter(const float *x, const float *dy, const float *y, float *dk, float *db,
-                          int H, int W, int C, int KH, int KW, int O, int HO, int WO, int SH,
-                          int SW, int DH, int DW, long row0, long row1) {
+int dg_conv2d_grad_filter(const float *x, const float *dy, long dystride, const float *y, float *dk,
+                          float *db, int H, int W, int C, int KH, int KW, int O, int HO, int WO,
+                          int SH, int SW, int DH, int DW, long row0, long row1) {
     const size_t xrow = (size_t)SH * W * C, xpix = (size_t)SW * C, xn = (size_t)H * W * C;
     const size_t grow = (size_t)WO * O;
     /* Rows in groups whose gradient (~32 KB) stays in cache across every tap and channel block;
@@ -234,10 +235,14 @@ int dg_conv2d_grad_filter(const float *x, const float *dy, const float *y, float
     }
     for (long g0 = row0; g0 < row1; g0 += group) {
         const long rows = (row1 - g0 < group) ? row1 - g0 : group;
-        const float *g = dy + (size_t)g0 * grow;
+        const float *g = dy + (size_t)g0 * dystride;
+        size_t gstride = dystride;
         if (buf) {
+            gstride = grow;
             const size_t m = (size_t)rows * grow;
-            for (size_t i = 0; i < m; i++) buf[i] = (!y || y[(size_t)g0 * grow + i] > 0) ? g[i] : 0.0f;
+            for (long i = 0; i < rows; i++)
+                for (size_t j = 0; j < grow; j++)
+                    buf[i * grow + j] = (!y || y[(g0 + i) * grow + j] > 0) ? g[i * dystride + j] : 0.0f;
             if (db)
                 for (size_t p = 0; p < m; p += O)
                     for (int o = 0; o < O; o++) db[o] += buf[p + o];
@@ -253,7 +258,7 @@ int dg_conv2d_grad_filter(const float *x, const float *dy, const float *y, float
                     for (int i = 0, c0 = 0; i < nb; i++) {
                         const int CB = C / nb + (i < C % nb);
                         gf_block(CB, V, xt + c0, g + o0, dkt + (size_t)c0 * O + o0, O, rows, HO, WO,
-                                 xrow, xpix, xn, g0, grow);
+                                 xrow, xpix, xn, g0, gstride);
                         c0 += CB;
                     }
                     o0 += 16 * V;
@@ -264,28 +269,27 @@ int dg_conv2d_grad_filter(const float *x, const float *dy, const float *y, float
     return 0;
 }
 
-/* out = dy (times y > 0 when y, a relu's output, is given) inside a border of zeros:
- * out[n, pt + i, pl + j, :] for dy[n, i, j, :]. dy, y: [N, HO, WO, C]; out: [N, HO + pt + pb,
- * WO + pl + pr, C]; rows row0 <= n*(HO + pt + pb) + r < row1 of out. */
-void dg_pad_grad(const float *dy, const float *y, float *out, int HO, int WO, int C, int pt, int pb,
-                 int pl, int pr, long row0, long row1) {
-    const int HP = HO + pt + pb, WP = WO + pl + pr;
-    const size_t orow = (size_t)WP * C, irow = (size_t)WO * C;
+/* g = dy, or dy where y > 0 when y (a relu's output) is given, stored with PL zero pixels
+ * before and PR after each row: out[n, i, PL + j, :] = g[n, i, j, :]; and db[c] += sum of
+ * g[..., c] when db is given. dy, y: [N, HO, WO, C]; out: [N, HO, PL + WO + PR, C]; rows
+ * row0 <= n*HO + i < row1. */
+void dg_mask_pad(const float *dy, const float *y, float *out, float *db, int HO, int WO, int C,
+                 int PL, int PR, long row0, long row1) {
+    const size_t orow = (size_t)(PL + WO + PR) * C, irow = (size_t)WO * C;
+    (void)HO;
     for (long row = row0; row < row1; row++) {
-        const long n = row / HP, r = row % HP - pt;
         float *o = out + (size_t)row * orow;
-        if (r < 0 || r >= HO) {
-            memset(o, 0, orow * sizeof(float));
-            continue;
-        }
-        memset(o, 0, (size_t)pl * C * sizeof(float));
-        memset(o + (size_t)(pl + WO) * C, 0, (size_t)pr * C * sizeof(float));
-        const size_t src = ((size_t)n * HO + r) * irow;
-        float *dst = o + (size_t)pl * C;
-        if (y)
-            for (size_t i = 0; i < irow; i++) dst[i] = y[src + i] > 0 ? dy[src + i] : 0.0f;
+        memset(o, 0, (size_t)PL * C * sizeof(float));
+        memset(o + (size_t)(PL + WO) * C, 0, (size_t)PR * C * sizeof(float));
+        const float *src = dy + (size_t)row * irow, *ys = y ? y + (size_t)row * irow : 0;
+        float *dst = o + (size_t)PL * C;
+        if (ys)
+            for (size_t i = 0; i < irow; i++) dst[i] = ys[i] > 0 ? src[i] : 0.0f;
         else
-            memcpy(dst, dy + src, irow * sizeof(float));
+            memcpy(dst, src, irow * sizeof(float));
+        if (db)
+            for (size_t p = 0; p < irow; p += C)
+                for (int c = 0; c < C; c++) db[c] += dst[p + c];
     }
 }
 
