@@ -165,6 +165,12 @@ def cmd_info(args):
     print(f"NumPy {numpy.__version__}")
     ok, why = cuda_status()
     print("backends: cpu (NumPy) - available")
+    try:
+        from .kernels import cpu as cpu_kernels
+
+        print(f"cpu C kernels: {cpu_kernels.status()}")
+    except Exception as e:  # a bad DEEPGPU_CPU_KERNELS or a failed forced build: report, don't fail info
+        print(f"cpu C kernels: not used: {e}")
     print(f"backends: cuda (CuPy) - {'available' if ok else 'unavailable'}: {why}")
     if ok:
         import cupy

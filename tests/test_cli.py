@@ -100,5 +100,7 @@ def test_info_names_backends_and_versions(capsys):
     out = capsys.readouterr().out
     assert f"deepgpu {dg.__version__}" in out and "NumPy" in out
     assert "cpu (NumPy) - available" in out
+    from deepgpu.kernels import cpu
+    assert f"cpu C kernels: {cpu.status()}" in out
     ok, why = dg.cuda_status()
     assert ("cuda (CuPy) - available" in out) if ok else (why in out)

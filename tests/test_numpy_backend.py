@@ -133,6 +133,30 @@ def test_dilated_convolution_matches_the_generic_version(cpu, d, p):
           np.ascontiguousarray(Backend.conv2d_grad_input(cpu, dy, k, x.shape, (1, 1), p, d)), rtol=1e-4)
 
 
+def test_cpu_kernels_fall_back_or_fail_clearly_without_a_working_compiler(tmp_path):
+    code = "from deepgpu.kernels import cpu\nprint(cpu.status())"
+    env = {"DEEPGPU_KERNEL_CACHE": str(tmp_path), "CC": "false", "PATH": "/nonexistent"}
+    assert run_python(code, **env).startswith("not used: no C compiler found")
+    failing = tmp_path / "bin"
+    failing.mkdir()
+    cc = failing / "cc"
+    cc.write_text("#!/bin/sh\necho 'cpu_conv.c:1: error: this compiler refuses' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    env = {"DEEPGPU_KERNEL_CACHE": str(tmp_path / "cache"), "CC": str(cc)}
+    out = run_python(code, **env)
+    assert out.startswith("not used: the C kernels (cpu_conv.c) did not build"), out
+    # The backend then runs its convolutions on NumPy + BLAS.
+    conv = ("import numpy as np, deepgpu.backends as b\nB = b.get('cpu')\n"
+            "y = B.conv2d(np.ones((1, 5, 5, 2), np.float32), np.ones((3, 3, 2, 16), np.float32))\n"
+            "print(float(y.sum()), B._ck)")
+    assert run_python(conv, **env) == "2592.0 False"
+    forced = ("from deepgpu.kernels import cpu\ntry:\n    cpu.library()\nexcept cpu.KernelCompileError as e:\n"
+              "    print('refused:', e)")
+    out = run_python(forced, DEEPGPU_CPU_KERNELS="c", **env)
+    assert out.startswith("refused:") and "this compiler refuses" in out
+    assert not list((tmp_path / "cache" / "cpu").glob("*.so"))  # nothing half-written left behind
+
+
 def test_cpu_kernels_can_be_turned_off():
     code = ("from deepgpu.kernels import cpu; import deepgpu.backends as b\n"
             "print(cpu.status().split()[0], b.get('cpu')._direct_kernels is not None)")

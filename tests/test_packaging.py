@@ -152,8 +152,12 @@ def test_folders_with_modules_are_packages():
 
 
 def test_kernel_sources_are_package_data():
-    data = _pyproject()["tool"]["setuptools"]["package-data"]
-    assert "*.cu" in data["deepgpu.kernels"]
+    import fnmatch
+    patterns = _pyproject()["tool"]["setuptools"]["package-data"]["deepgpu.kernels"]
+    sources = [p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".cu", ".cuh", ".c")]
+    assert "cpu_conv.c" in sources and "matmul.cu" in sources
+    for name in sources:  # the CUDA and the CPU kernels both ship in the wheel
+        assert any(fnmatch.fnmatch(name, pat) for pat in patterns), f"{name} is not package data"
 
 
 def test_installed_names():
