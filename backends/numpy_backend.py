@@ -1,7 +1,14 @@
-"""The CPU backend: NumPy, with BLAS doing the heavy lifting.
+"""The CPU backend: NumPy and BLAS, with C kernels for convolution and pooling.
 
 CPU-specific overrides (bench/NOTES.md has the measurements behind each):
 
+* Convolutions with a multiple of 16 output channels (forward, stride-1
+  input gradient as a full convolution, filter gradient with the relu mask
+  and bias sum folded in) and max pooling over tiling windows run on the C
+  kernels of ``deepgpu.kernels.cpu`` (built on first use; 2-2.7x the
+  im2col + BLAS path on the seed convnet). Everything below is the NumPy +
+  BLAS path, used for other shapes and dtypes and where no C compiler works
+  (``DEEPGPU_CPU_KERNELS=numpy`` forces it).
 * Convolutions copy the im2col columns into a reused per-thread work buffer
   (a fresh 85 MB array per call costs a page fault per 4 KB), split over
   the cores (NumPy releases the GIL while copying), in batch chunks so the
