@@ -109,6 +109,8 @@ def _declare(lib):
     lib.dg_conv2d_grad_filter.argtypes = [P, P, L, P, P, P] + [I] * 12 + [L, L]
     lib.dg_conv2d_grad_filter.restype = I
     lib.dg_mask_pad.argtypes = [P, P, P, P] + [I] * 5 + [L, L]
+    lib.dg_conv2d_wino.argtypes = [P, P, P, P] + [I] * 8 + [L, L, I]
+    lib.dg_conv2d_wino.restype = I
     lib.dg_mask_pad.restype = None
     lib.dg_max_pool_fwd.argtypes = [P, P] + [I] * 5 + [L, L]
     lib.dg_max_pool_fwd.restype = None

@@ -345,3 +345,152 @@ void dg_max_pool_bwd(const float *x, const float *y, const float *dy, float *dx,
         }
     }
 }
+
+/* ------------------------------------------- Winograd F(2x2, 3x3), stride 1 */
+
+/* A 3x3, stride-1, undilated convolution computed on 2x2 output tiles from 4x4 input
+ * tiles: y_tile = A^T [ (G g G^T) .* (B^T d B) ] A, summed over input channels. The
+ * elementwise product over the 16 transformed positions becomes 16 small products of
+ * [tiles, C] x [C, O]: 16 * C * O multiplies per tile instead of 36 * C * O, 2.25x fewer.
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
+ * The kernel transform U = G g G^T ([16, C, O]) is made by the caller. Tiles go through
+ * in blocks of up to DG_WR: transformed into a small buffer, multiplied with U 32 output
+ * channels at a time (register blocks as in the direct kernel), transformed back. */
+#define DG_WR 12
+
+/* Input transform of one tile's 16 channels: d[4][4] (rows i, columns j) -> B^T d B. */
+static inline void wino_in(const v16 d[4][4], v16 out[16]) {
+    v16 t[4][4]; /* B^T d: combine rows */
+    for (int j = 0; j < 4; j++) {
+        t[0][j] = d[0][j] - d[2][j];
+        t[1][j] = d[1][j] + d[2][j];
+        t[2][j] = d[2][j] - d[1][j];
+        t[3][j] = d[1][j] - d[3][j];
+    }
+    for (int i = 0; i < 4; i++) { /* (B^T d) B: combine columns */
+        out[4 * i + 0] = t[i][0] - t[i][2];
+        out[4 * i + 1] = t[i][1] + t[i][2];
+        out[4 * i + 2] = t[i][2] - t[i][1];
+        out[4 * i + 3] = t[i][1] - t[i][3];
+    }
+}
+
+/* M[xi][r][v] += sum_c V[xi][r][c] * U[xi][c][o0 + 16v] for r < R: the 16 products of a block. */
+#define DG_WGEMM(R, V)                                                                         \
+    static inline void wg_##R##_##V(const float *Vt, const float *U, float *M, int C, int O,  \
+                                    int R_stride) {                                            \
+        for (int xi = 0; xi < 16; xi++) {                                                      \
+            const float *vx = Vt + (size_t)xi * R_stride * C;                                  \
+            const float *ux = U + (size_t)xi * C * O;                                          \
+            v16 acc[R][V];                                                                     \
+            for (int r = 0; r < R; r++)                                                        \
+                for (int v = 0; v < V; v++) acc[r][v] = (v16){0};                              \
+            for (int c = 0; c < C; c++) {                                                      \
+                v16 kv[V];                                                                     \
+                for (int v = 0; v < V; v++) kv[v] = LOADU(ux + (size_t)c * O + 16 * v);        \
+                for (int r = 0; r < R; r++) {                                                  \
+                    float s = vx[(size_t)r * C + c];                                           \
+                    for (int v = 0; v < V; v++) acc[r][v] += s * kv[v];                        \
+                }                                                                              \
+            }                                                                                  \
+            for (int r = 0; r < R; r++)                                                        \
+                for (int v = 0; v < V; v++)                                                    \
+                    STOREU(M + ((size_t)xi * DG_WR + r) * 32 + 16 * v, acc[r][v]);             \
+        }                                                                                      \
+    }
+
+DG_WGEMM(1, 2) DG_WGEMM(2, 2) DG_WGEMM(3, 2) DG_WGEMM(4, 2) DG_WGEMM(5, 2) DG_WGEMM(6, 2)
+DG_WGEMM(7, 2) DG_WGEMM(8, 2) DG_WGEMM(9, 2) DG_WGEMM(10, 2) DG_WGEMM(11, 2) DG_WGEMM(12, 2)
+DG_WGEMM(1, 1) DG_WGEMM(2, 1) DG_WGEMM(3, 1) DG_WGEMM(4, 1) DG_WGEMM(5, 1) DG_WGEMM(6, 1)
+DG_WGEMM(7, 1) DG_WGEMM(8, 1) DG_WGEMM(9, 1) DG_WGEMM(10, 1) DG_WGEMM(11, 1) DG_WGEMM(12, 1)
+
+#define DG_WCASE(R, V) \
+    case R: wg_##R##_##V(Vt, U, M, C, O, DG_WR); break;
+
+static void wino_gemm(int R, int V, const float *Vt, const float *U, float *M, int C, int O) {
+    if (V == 2) {
+        switch (R) {
+            DG_WCASE(1, 2) DG_WCASE(2, 2) DG_WCASE(3, 2) DG_WCASE(4, 2) DG_WCASE(5, 2) DG_WCASE(6, 2)
+            DG_WCASE(7, 2) DG_WCASE(8, 2) DG_WCASE(9, 2) DG_WCASE(10, 2) DG_WCASE(11, 2) DG_WCASE(12, 2)
+        }
+    } else {
+        switch (R) {
+            DG_WCASE(1, 1) DG_WCASE(2, 1) DG_WCASE(3, 1) DG_WCASE(4, 1) DG_WCASE(5, 1) DG_WCASE(6, 1)
+            DG_WCASE(7, 1) DG_WCASE(8, 1) DG_WCASE(9, 1) DG_WCASE(10, 1) DG_WCASE(11, 1) DG_WCASE(12, 1)
+        }
+    }
+}
+
+/* y[n, oy, ox, :] = relu?(bias + sum_{ky,kx,c} x[n, oy + ky - PT, ox + kx - PL, c] * k[ky, kx, c, :]),
+ * x read as 0 outside [0, H) x [0, W), for the 2-row tile rows t0 <= n*ceil(HO/2) + ty < t1.
+ * x: [N, H, W, C]; U: [16, C, O] (the caller's G k G^T); bias: [O] or NULL; y: [N, HO, WO, O];
+ * C and O multiples of 16. Returns 0, or -1 when out of memory. */
+int dg_conv2d_wino(const float *x, const float *U, const float *bias, float *y, int H, int W, int C,
+                   int O, int HO, int WO, int PT, int PL, long t0, long t1, int relu) {
+    const int TY = (HO + 1) / 2, TX = (WO + 1) / 2;
+    float *Vt = malloc((size_t)16 * DG_WR * C * sizeof(float));
+    float *M = malloc((size_t)16 * DG_WR * 32 * sizeof(float));
+    if (!Vt || !M) {
+        free(Vt);
+        free(M);
+        return -1;
+    }
+    const v16 zero = {0};
+    /* Blocks of DG_WR consecutive tiles, across tile rows and images: short rows (a
+     * 10x10 input has 4 tiles a row) would otherwise reuse each U vector only 4 times. */
+    const long end = t1 * TX;
+    for (long id0 = t0 * TX; id0 < end; id0 += DG_WR) {
+        const int R = end - id0 < DG_WR ? (int)(end - id0) : DG_WR;
+        /* Input transform of the block's R tiles, 16 channels at a time. */
+        for (int r = 0; r < R; r++) {
+            const long id = id0 + r, trow = id / TX, n = trow / TY;
+            const long iy0 = 2 * (trow % TY) - PT, ix0 = 2 * (id % TX) - PL;
+            for (int c = 0; c < C; c += 16) {
+                v16 d[4][4], t[16];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) {
+                        const long iy = iy0 + i, ix = ix0 + j;
+                        d[i][j] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                      ? LOADU(x + (((size_t)n * H + iy) * W + ix) * C + c)
+                                      : zero;
+                    }
+                wino_in(d, t);
+                for (int xi = 0; xi < 16; xi++) STOREU(Vt + ((size_t)xi * DG_WR + r) * C + c, t[xi]);
+            }
+        }
+        for (int o0 = 0; o0 < O;) {
+            const int V = O - o0 >= 32 ? 2 : 1;
+            wino_gemm(R, V, Vt, U + o0, M, C, O);
+            /* Output transform A^T M A of each tile, bias, relu, and the store (edges clipped). */
+            for (int r = 0; r < R; r++) {
+                const long id = id0 + r, trow = id / TX, n = trow / TY, ty = trow % TY, tx = id % TX;
+                for (int v = 0; v < V; v++) {
+                    v16 m[16];
+                    for (int xi = 0; xi < 16; xi++) m[xi] = LOADU(M + ((size_t)xi * DG_WR + r) * 32 + 16 * v);
+                    v16 s[2][4]; /* A^T M: combine rows */
+                    for (int j = 0; j < 4; j++) {
+                        s[0][j] = m[j] + m[4 + j] + m[8 + j];
+                        s[1][j] = m[4 + j] - m[8 + j] - m[12 + j];
+                    }
+                    const v16 b = bias ? LOADU(bias + o0 + 16 * v) : zero;
+                    for (int i = 0; i < 2; i++) {
+                        const long oy = 2 * ty + i;
+                        if (oy >= HO) break;
+                        v16 out[2] = {s[i][0] + s[i][1] + s[i][2] + b, s[i][1] - s[i][2] - s[i][3] + b};
+                        for (int j = 0; j < 2; j++) {
+                            const long ox = 2 * tx + j;
+                            if (ox >= WO) break;
+                            v16 a = out[j];
+                            if (relu) a = (v16)((vi16)a & (a > 0));
+                            STOREU(y + (((size_t)n * HO + oy) * WO + ox) * O + o0 + 16 * v, a);
+                        }
+                    }
+                }
+            }
+            o0 += 16 * V;
+        }
+    }
+    free(Vt);
+    free(M);
+    return 0;
+}
