@@ -111,6 +111,9 @@ def _declare(lib):
     lib.dg_mask_pad.argtypes = [P, P, P, P] + [I] * 5 + [L, L]
     lib.dg_conv2d_wino.argtypes = [P, P, P, P] + [I] * 8 + [L, L, I]
     lib.dg_conv2d_wino.restype = I
+    F = ctypes.c_float
+    lib.dg_adam.argtypes = [P, P, P, P, L, L, F, F, F, F, F]
+    lib.dg_adam.restype = None
     lib.dg_mask_pad.restype = None
     lib.dg_max_pool_fwd.argtypes = [P, P] + [I] * 5 + [L, L]
     lib.dg_max_pool_fwd.restype = None

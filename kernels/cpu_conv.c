@@ -13,6 +13,7 @@
  */
 #include <stddef.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
@@ -493,4 +494,25 @@ int dg_conv2d_wino(const float *x, const float *U, const float *bias, float *y, 
     free(Vt);
     free(M);
     return 0;
+}
+
+/* ------------------------------------------------------------------- Adam */
+
+/* In-place Adam(W) on elements [i0, i1): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+ * p -= wd p (when wd > 0, the decoupled decay lr * weight_decay, with the old p); then
+ * p -= a m / (sqrt(v) + eps), a the bias-corrected step size. One pass instead of NumPy's
+ * twelve. */
+void dg_adam(float *p, const float *g, float *m, float *v, long i0, long i1, float a, float b1,
+             float b2, float eps, float wd) {
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (long i = i0; i < i1; i++) {
+        const float gi = g[i];
+        const float mi = b1 * m[i] + c1 * gi;
+        const float vi = b2 * v[i] + c2 * gi * gi;
+        float pi = p[i];
+        if (wd > 0) pi -= wd * pi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - a * mi / (sqrtf(vi) + eps);
+    }
 }
