@@ -51,9 +51,22 @@ from .base import Backend, _pair  # base sets OPENBLAS_THREAD_TIMEOUT before Num
 WORKSPACE_BYTES = 8 << 20  # im2col columns per chunk (2-128 MB measured alike; 8 keeps memory low)
 _PARALLEL_MIN_BYTES = 1 << 20  # smaller copies stay on one thread
 _FEW_CHANNELS = 4
-WINOGRAD = True  # 3x3 stride-1 convolutions with 16k input channels on Winograd F(2x2, 3x3) tiles
+WINOGRAD = True  # 3x3 stride-1 convolutions with 16k input channels on Winograd tiles
 # G of F(2x2, 3x3): the kernel transform U = G g G^T.
-_WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], np.float32)  # up to this many input channels, im2col columns are built transposed
+_WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], np.float32)
+# G of F(4x4, 3x3).
+_WINO_G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float32)
+WINOGRAD_TILE = "auto"  # 2, 4, or "auto": per layer, see _wino_tile
+
+
+def _wino_tile(ho, wo):
+    """2 or 4: the Winograd output tile with fewer multiplies once the tiles' overhang past
+    the output is counted (4 for every layer of the seed convnet, also for its 10x10 and 8x8
+    outputs, where it measured 0.60-0.65 vs 0.70-0.83 ms; 2 on a tie, e.g. 6x6)."""
+    def cost(t, per_tile):
+        return per_tile * -(-ho // t) * -(-wo // t)
+    return 4 if cost(4, 36) < cost(2, 16) else 2  # up to this many input channels, im2col columns are built transposed
 
 
 _KEEP_BYTES = 1 << 30  # blocks up to this size come from (and return to) the heap
@@ -324,15 +337,19 @@ class NumpyBackend(Backend):
         bc = None if b is None else np.ascontiguousarray(b)
         y = np.empty((n, ho, wo, o), np.float32)
         if WINOGRAD and (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1) and c % 16 == 0:
-            # 2.25x fewer multiplies on 2x2 output tiles (bench/NOTES.md change 16).
+            # Winograd F(2x2, 3x3) or F(4x4, 3x3): 2.25x or 4x fewer multiplies (bench/NOTES.md 16, 19).
+            t = _wino_tile(ho, wo) if WINOGRAD_TILE == "auto" else WINOGRAD_TILE
+            g = _WINO_G4 if t == 4 else _WINO_G
+            a = g.shape[0]
             # U = G k G^T by two matmuls: 19 us vs 640 us for np.einsum(optimize=True) at 3x3x64x64.
-            u = np.matmul(_WINO_G, (_WINO_G @ kc.reshape(3, -1)).reshape(4, 3, -1)).reshape(16, c, o)
-            rows = n * ((ho + 1) // 2)
+            u = np.matmul(g, (g @ kc.reshape(3, -1)).reshape(a, 3, -1)).reshape(a * a, c, o)
+            rows = n * ((ho + t - 1) // t)
+            fn = lib.dg_conv2d_wino4 if t == 4 else lib.dg_conv2d_wino
             args = (xc.ctypes.data, u.ctypes.data, None if bc is None else bc.ctypes.data, y.ctypes.data,
                     h, w, c, o, ho, wo, pad_tl[0], pad_tl[1])
 
             def run(t0, t1):
-                if lib.dg_conv2d_wino(*args, t0, t1, int(bool(relu))):
+                if fn(*args, t0, t1, int(bool(relu))):
                     raise MemoryError("conv2d: no memory for the Winograd work buffers")
 
             self._parallel(rows, run, y.nbytes)

@@ -111,6 +111,8 @@ def _declare(lib):
     lib.dg_mask_pad.argtypes = [P, P, P, P] + [I] * 5 + [L, L]
     lib.dg_conv2d_wino.argtypes = [P, P, P, P] + [I] * 8 + [L, L, I]
     lib.dg_conv2d_wino.restype = I
+    lib.dg_conv2d_wino4.argtypes = [P, P, P, P] + [I] * 8 + [L, L, I]
+    lib.dg_conv2d_wino4.restype = I
     F = ctypes.c_float
     lib.dg_adam.argtypes = [P, P, P, P, L, L, F, F, F, F, F]
     lib.dg_adam.restype = None

@@ -376,11 +376,11 @@ static inline void wino_in(const v16 d[4][4], v16 out[16]) {
     }
 }
 
-/* M[xi][r][v] += sum_c V[xi][r][c] * U[xi][c][o0 + 16v] for r < R: the 16 products of a block. */
+/* M[xi][r][v] = sum_c V[xi][r][c] * U[xi][c][o0 + 16v] for r < R and the nx positions of a block. */
 #define DG_WGEMM(R, V)                                                                         \
     static inline void wg_##R##_##V(const float *Vt, const float *U, float *M, int C, int O,  \
-                                    int R_stride) {                                            \
-        for (int xi = 0; xi < 16; xi++) {                                                      \
+                                    int R_stride, int nx) {                                    \
+        for (int xi = 0; xi < nx; xi++) {                                                      \
             const float *vx = Vt + (size_t)xi * R_stride * C;                                  \
             const float *ux = U + (size_t)xi * C * O;                                          \
             v16 acc[R][V];                                                                     \
@@ -396,7 +396,7 @@ static inline void wino_in(const v16 d[4][4], v16 out[16]) {
             }                                                                                  \
             for (int r = 0; r < R; r++)                                                        \
                 for (int v = 0; v < V; v++)                                                    \
-                    STOREU(M + ((size_t)xi * DG_WR + r) * 32 + 16 * v, acc[r][v]);             \
+                    STOREU(M + ((size_t)xi * R_stride + r) * 32 + 16 * v, acc[r][v]);           \
         }                                                                                      \
     }
 
@@ -406,9 +406,10 @@ DG_WGEMM(1, 1) DG_WGEMM(2, 1) DG_WGEMM(3, 1) DG_WGEMM(4, 1) DG_WGEMM(5, 1) DG_WG
 DG_WGEMM(7, 1) DG_WGEMM(8, 1) DG_WGEMM(9, 1) DG_WGEMM(10, 1) DG_WGEMM(11, 1) DG_WGEMM(12, 1)
 
 #define DG_WCASE(R, V) \
-    case R: wg_##R##_##V(Vt, U, M, C, O, DG_WR); break;
+    case R: wg_##R##_##V(Vt, U, M, C, O, DG_WR, nx); break;
 
-static void wino_gemm(int R, int V, const float *Vt, const float *U, float *M, int C, int O) {
+/* M[xi][r][:] = V[xi][r][:] U[xi] for the nx transform positions (16 or 36). */
+static void wino_gemm(int R, int V, const float *Vt, const float *U, float *M, int C, int O, int nx) {
     if (V == 2) {
         switch (R) {
             DG_WCASE(1, 2) DG_WCASE(2, 2) DG_WCASE(3, 2) DG_WCASE(4, 2) DG_WCASE(5, 2) DG_WCASE(6, 2)
@@ -461,7 +462,7 @@ int dg_conv2d_wino(const float *x, const float *U, const float *bias, float *y, 
         }
         for (int o0 = 0; o0 < O;) {
             const int V = O - o0 >= 32 ? 2 : 1;
-            wino_gemm(R, V, Vt, U + o0, M, C, O);
+            wino_gemm(R, V, Vt, U + o0, M, C, O, 16);
             /* Output transform A^T M A of each tile, bias, relu, and the store (edges clipped). */
             for (int r = 0; r < R; r++) {
                 const long id = id0 + r, trow = id / TX, n = trow / TY, ty = trow % TY, tx = id % TX;
@@ -515,4 +516,108 @@ void dg_adam(float *p, const float *g, float *m, float *v, long i0, long i1, flo
         v[i] = vi;
         p[i] = pi - a * mi / (sqrtf(vi) + eps);
     }
+}
+
+
+/* ------------------------------------------- Winograd F(4x4, 3x3), stride 1 */
+
+/* The same on 4x4 output tiles from 6x6 input tiles: 36 multiplies per 16 outputs (2.25 per
+ * output against 4 for F(2x2, 3x3) and 9 direct). Transforms (Lavin and Gray):
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * U = G g G^T ([36, C, O]) is made by the caller. */
+static inline void bt6(const v16 d[6], v16 r[6]) {
+    const v16 four = d[4] - 4 * d[2];           /* shared terms */
+    const v16 a = d[3] - 4 * d[1], b = d[3] - d[1];
+    r[0] = 4 * d[0] - 5 * d[2] + d[4];
+    r[1] = four + a;                              /* -4 d1 - 4 d2 + d3 + d4 */
+    r[2] = four - a;                              /*  4 d1 - 4 d2 - d3 + d4 */
+    r[3] = d[4] - d[2] + 2 * b;                   /* -2 d1 - d2 + 2 d3 + d4 */
+    r[4] = d[4] - d[2] - 2 * b;                   /*  2 d1 - d2 - 2 d3 + d4 */
+    r[5] = 4 * d[1] - 5 * d[3] + d[5];
+}
+
+static inline void at6(const v16 m[6], v16 o[4]) {
+    const v16 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    o[0] = m[0] + s12 + s34;
+    o[1] = d12 + 2 * d34;
+    o[2] = s12 + 4 * s34;
+    o[3] = d12 + 8 * d34 + m[5];
+}
+
+/* As dg_conv2d_wino, on 4-row tile rows t0 <= n*ceil(HO/4) + ty < t1 and U: [36, C, O]. */
+int dg_conv2d_wino4(const float *x, const float *U, const float *bias, float *y, int H, int W, int C,
+                    int O, int HO, int WO, int PT, int PL, long t0, long t1, int relu) {
+    const int TY = (HO + 3) / 4, TX = (WO + 3) / 4;
+    float *Vt = malloc((size_t)36 * DG_WR * C * sizeof(float));
+    float *M = malloc((size_t)36 * DG_WR * 32 * sizeof(float));
+    if (!Vt || !M) {
+        free(Vt);
+        free(M);
+        return -1;
+    }
+    const v16 zero = {0};
+    const long end = t1 * TX;
+    for (long id0 = t0 * TX; id0 < end; id0 += DG_WR) {
+        const int R = end - id0 < DG_WR ? (int)(end - id0) : DG_WR;
+        for (int r = 0; r < R; r++) {
+            const long id = id0 + r, trow = id / TX, n = trow / TY;
+            const long iy0 = 4 * (trow % TY) - PT, ix0 = 4 * (id % TX) - PL;
+            for (int c = 0; c < C; c += 16) {
+                v16 d[6][6], t[6][6];
+                for (int i = 0; i < 6; i++)
+                    for (int j = 0; j < 6; j++) {
+                        const long iy = iy0 + i, ix = ix0 + j;
+                        d[i][j] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                      ? LOADU(x + (((size_t)n * H + iy) * W + ix) * C + c)
+                                      : zero;
+                    }
+                for (int j = 0; j < 6; j++) { /* B^T d: down each column */
+                    v16 col[6], res[6];
+                    for (int i = 0; i < 6; i++) col[i] = d[i][j];
+                    bt6(col, res);
+                    for (int i = 0; i < 6; i++) t[i][j] = res[i];
+                }
+                for (int i = 0; i < 6; i++) { /* (B^T d) B: along each row */
+                    v16 res[6];
+                    bt6(t[i], res);
+                    for (int j = 0; j < 6; j++) STOREU(Vt + ((size_t)(6 * i + j) * DG_WR + r) * C + c, res[j]);
+                }
+            }
+        }
+        for (int o0 = 0; o0 < O;) {
+            const int V = O - o0 >= 32 ? 2 : 1;
+            wino_gemm(R, V, Vt, U + o0, M, C, O, 36);
+            for (int r = 0; r < R; r++) {
+                const long id = id0 + r, trow = id / TX, n = trow / TY, ty = trow % TY, tx = id % TX;
+                for (int v = 0; v < V; v++) {
+                    v16 s[4][6]; /* A^T M: down each column */
+                    for (int j = 0; j < 6; j++) {
+                        v16 col[6], res[4];
+                        for (int i = 0; i < 6; i++) col[i] = LOADU(M + ((size_t)(6 * i + j) * DG_WR + r) * 32 + 16 * v);
+                        at6(col, res);
+                        for (int i = 0; i < 4; i++) s[i][j] = res[i];
+                    }
+                    const v16 b = bias ? LOADU(bias + o0 + 16 * v) : zero;
+                    for (int i = 0; i < 4; i++) {
+                        const long oy = 4 * ty + i;
+                        if (oy >= HO) break;
+                        v16 out[4];
+                        at6(s[i], out);
+                        for (int j = 0; j < 4; j++) {
+                            const long ox = 4 * tx + j;
+                            if (ox >= WO) break;
+                            v16 a = out[j] + b;
+                            if (relu) a = (v16)((vi16)a & (a > 0));
+                            STOREU(y + (((size_t)n * HO + oy) * WO + ox) * O + o0 + 16 * v, a);
+                        }
+                    }
+                }
+            }
+            o0 += 16 * V;
+        }
+    }
+    free(Vt);
+    free(M);
+    return 0;
 }

@@ -122,6 +122,20 @@ def test_fused_conv_backward_matches_the_generic_version(cpu, xs, ks, s, p, acti
         close(a, np.ascontiguousarray(e), rtol=1e-4)
 
 
+@pytest.mark.parametrize("tile", [2, 4, None])
+@pytest.mark.parametrize("xs,p", [((3, 11, 13, 16), "valid"), ((2, 9, 7, 32), "same"), ((2, 5, 6, 16), "same")])
+def test_3x3_convolutions_on_each_winograd_tile_match_the_generic_version(cpu, monkeypatch, tile, xs, p):
+    """F(2x2, 3x3), F(4x4, 3x3) and the direct kernel (None) on sizes that leave partial tiles."""
+    monkeypatch.setattr(numpy_backend, "WINOGRAD", tile is not None)
+    monkeypatch.setattr(numpy_backend, "WINOGRAD_TILE", tile or "auto")
+    x, k, b = r(*xs), r(3, 3, xs[3], 48), r(48)
+    y = cpu.conv2d_bias_act(x, k, b, "relu", (1, 1), p, (1, 1))
+    close(y, Backend.conv2d_bias_act(cpu, x, k, b, "relu", (1, 1), p, (1, 1)), rtol=2e-5)
+    dy = r(*y.shape)
+    close(cpu.conv2d_bias_act_grad(dy, x, y, k, "relu", True, True, True, (1, 1), p, (1, 1))[0],
+          np.ascontiguousarray(Backend.conv2d_grad_input(cpu, dy * (y > 0), k, x.shape, (1, 1), p, (1, 1))), rtol=2e-5)
+
+
 @pytest.mark.parametrize("d", [(2, 1), (1, 3)])
 @pytest.mark.parametrize("p", ["valid", "same"])
 def test_dilated_convolution_matches_the_generic_version(cpu, d, p):
