@@ -81,9 +81,12 @@ def _version(cc: str) -> str:
 
 def _build(cc: str, src: str, flags, path: str) -> str | None:
     """Compile ``src`` to ``path`` (atomically: a temp file renamed); the compiler's message on failure."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-    os.close(fd)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+        os.close(fd)
+    except OSError as e:  # a cache folder we cannot write: say so, build nothing
+        return f"cannot write the kernel cache {os.path.dirname(path)}: {e}"
     try:
         with tempfile.TemporaryDirectory() as d:
             c_file = os.path.join(d, SOURCE)
@@ -146,11 +149,13 @@ def _load():
                 return _declare(ctypes.CDLL(path)), f"built with {os.path.basename(cc)} {' '.join(flags[:2])}"
             except (OSError, AttributeError) as e:
                 err = f"could not load {path}: {e}"
-        errors.append(f"{cc} {' '.join(flags)}:\n{err}")
-    why = f"the C kernels ({SOURCE}) did not build: " + "\n".join(errors)
+        errors.append((f"{cc} {' '.join(flags)}", err))
+    # One line for `deepgpu info` (the first failure's first line), everything for an error.
+    first = next((ln for ln in errors[0][1].splitlines() if ln.strip()), "")
     if m == "c":
-        raise KernelCompileError(why)
-    return None, why.splitlines()[0]
+        raise KernelCompileError(f"the C kernels ({SOURCE}) did not build:\n" +
+                                 "\n".join(f"{cmd}:\n{err}" for cmd, err in errors))
+    return None, f"the C kernels ({SOURCE}) did not build: {first}"
 
 
 def library():

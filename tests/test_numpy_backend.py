@@ -171,6 +171,13 @@ def test_cpu_kernels_fall_back_or_fail_clearly_without_a_working_compiler(tmp_pa
     assert not list((tmp_path / "cache" / "cpu").glob("*.so"))  # nothing half-written left behind
 
 
+def test_cpu_kernels_fall_back_when_the_cache_cannot_be_written(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    out = run_python("from deepgpu.kernels import cpu\nprint(cpu.status())", DEEPGPU_KERNEL_CACHE=str(blocker))
+    assert out.startswith("not used: the C kernels (cpu_conv.c) did not build") and "kernel cache" in out, out
+
+
 def test_cpu_kernels_can_be_turned_off():
     code = ("from deepgpu.kernels import cpu; import deepgpu.backends as b\n"
             "print(cpu.status().split()[0], b.get('cpu')._direct_kernels is not None)")
