@@ -223,6 +223,7 @@ class Tensor:
         _count(self._backend.name, -1, -self._nbytes)
         self._nbytes = 0
         self._node = None
+        self._logits = None
         self.data = self._backend.zeros((0,), self.dtype)
         _count(self._backend.name, 1, 0)
 
