@@ -347,33 +347,73 @@ void dg_max_pool_bwd(const float *x, const float *y, const float *dy, float *dx,
     }
 }
 
-/* ------------------------------------------- Winograd F(2x2, 3x3), stride 1 */
+/* ------------------------------------------------------------------- Adam */
 
-/* A 3x3, stride-1, undilated convolution computed on 2x2 output tiles from 4x4 input
- * tiles: y_tile = A^T [ (G g G^T) .* (B^T d B) ] A, summed over input channels. The
- * elementwise product over the 16 transformed positions becomes 16 small products of
- * [tiles, C] x [C, O]: 16 * C * O multiplies per tile instead of 36 * C * O, 2.25x fewer.
- *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
- * The kernel transform U = G g G^T ([16, C, O]) is made by the caller. Tiles go through
+/* In-place Adam(W) on elements [i0, i1): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+ * p -= wd p (when wd > 0, the decoupled decay lr * weight_decay, with the old p); then
+ * p -= a m / (sqrt(v) + eps), a the bias-corrected step size. One pass instead of NumPy's
+ * twelve. */
+void dg_adam(float *p, const float *g, float *m, float *v, long i0, long i1, float a, float b1,
+             float b2, float eps, float wd) {
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (long i = i0; i < i1; i++) {
+        const float gi = g[i];
+        const float mi = b1 * m[i] + c1 * gi;
+        const float vi = b2 * v[i] + c2 * gi * gi;
+        float pi = p[i];
+        if (wd > 0) pi -= wd * pi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - a * mi / (sqrtf(vi) + eps);
+    }
+}
+
+/* ------------------------------------------------ Winograd, 3x3, stride 1 */
+
+/* A 3x3, stride-1, undilated convolution computed on m x m output tiles from a x a input
+ * tiles (a = m + 2): y_tile = A^T [ (G g G^T) .* (B^T d B) ] A, summed over input channels.
+ * The elementwise product over the a*a transformed positions becomes a*a small products of
+ * [tiles, C] x [C, O]: a*a multiplies per m*m outputs instead of 9 each. Two tile sizes:
+ *   F(2x2, 3x3), a = 4: 4 multiplies per output.
+ *     B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1]
+ *   F(4x4, 3x3), a = 6: 2.25 per output, more rounding (Lavin and Gray).
+ *     B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *     A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * The kernel transform U = G g G^T ([a*a, C, O]) is made by the caller. Tiles go through
  * in blocks of up to DG_WR: transformed into a small buffer, multiplied with U 32 output
  * channels at a time (register blocks as in the direct kernel), transformed back. */
 #define DG_WR 12
 
-/* Input transform of one tile's 16 channels: d[4][4] (rows i, columns j) -> B^T d B. */
-static inline void wino_in(const v16 d[4][4], v16 out[16]) {
-    v16 t[4][4]; /* B^T d: combine rows */
-    for (int j = 0; j < 4; j++) {
-        t[0][j] = d[0][j] - d[2][j];
-        t[1][j] = d[1][j] + d[2][j];
-        t[2][j] = d[2][j] - d[1][j];
-        t[3][j] = d[1][j] - d[3][j];
-    }
-    for (int i = 0; i < 4; i++) { /* (B^T d) B: combine columns */
-        out[4 * i + 0] = t[i][0] - t[i][2];
-        out[4 * i + 1] = t[i][1] + t[i][2];
-        out[4 * i + 2] = t[i][2] - t[i][1];
-        out[4 * i + 3] = t[i][1] - t[i][3];
-    }
+/* B^T and A^T applied to one line of a tile (16 channels per v16). */
+static inline void bt4(const v16 d[4], v16 r[4]) {
+    r[0] = d[0] - d[2];
+    r[1] = d[1] + d[2];
+    r[2] = d[2] - d[1];
+    r[3] = d[1] - d[3];
+}
+
+static inline void at4(const v16 m[4], v16 o[2]) {
+    o[0] = m[0] + m[1] + m[2];
+    o[1] = m[1] - m[2] - m[3];
+}
+
+static inline void bt6(const v16 d[6], v16 r[6]) {
+    const v16 four = d[4] - 4 * d[2];           /* shared terms */
+    const v16 a = d[3] - 4 * d[1], b = d[3] - d[1];
+    r[0] = 4 * d[0] - 5 * d[2] + d[4];
+    r[1] = four + a;                              /* -4 d1 - 4 d2 + d3 + d4 */
+    r[2] = four - a;                              /*  4 d1 - 4 d2 - d3 + d4 */
+    r[3] = d[4] - d[2] + 2 * b;                   /* -2 d1 - d2 + 2 d3 + d4 */
+    r[4] = d[4] - d[2] - 2 * b;                   /*  2 d1 - d2 - 2 d3 + d4 */
+    r[5] = 4 * d[1] - 5 * d[3] + d[5];
+}
+
+static inline void at6(const v16 m[6], v16 o[4]) {
+    const v16 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    o[0] = m[0] + s12 + s34;
+    o[1] = d12 + 2 * d34;
+    o[2] = s12 + 4 * s34;
+    o[3] = d12 + 8 * d34 + m[5];
 }
 
 /* M[xi][r][v] = sum_c V[xi][r][c] * U[xi][c][o0 + 16v] for r < R and the nx positions of a block. */
@@ -423,15 +463,16 @@ static void wino_gemm(int R, int V, const float *Vt, const float *U, float *M, i
     }
 }
 
-/* y[n, oy, ox, :] = relu?(bias + sum_{ky,kx,c} x[n, oy + ky - PT, ox + kx - PL, c] * k[ky, kx, c, :]),
- * x read as 0 outside [0, H) x [0, W), for the 2-row tile rows t0 <= n*ceil(HO/2) + ty < t1.
- * x: [N, H, W, C]; U: [16, C, O] (the caller's G k G^T); bias: [O] or NULL; y: [N, HO, WO, O];
- * C and O multiples of 16. Returns 0, or -1 when out of memory. */
-int dg_conv2d_wino(const float *x, const float *U, const float *bias, float *y, int H, int W, int C,
-                   int O, int HO, int WO, int PT, int PL, long t0, long t1, int relu) {
-    const int TY = (HO + 1) / 2, TX = (WO + 1) / 2;
-    float *Vt = malloc((size_t)16 * DG_WR * C * sizeof(float));
-    float *M = malloc((size_t)16 * DG_WR * 32 * sizeof(float));
+
+/* The tile loop for input tiles of side A (4 or 6; inlined with A constant, so every
+ * transform loop unrolls): see dg_conv2d_wino and dg_conv2d_wino4. */
+static inline __attribute__((always_inline)) int wino_conv(
+        const int A, const float *x, const float *U, const float *bias, float *y, int H, int W,
+        int C, int O, int HO, int WO, int PT, int PL, long t0, long t1, int relu) {
+    const int T = A - 2, NX = A * A;
+    const int TY = (HO + T - 1) / T, TX = (WO + T - 1) / T;
+    float *Vt = malloc((size_t)NX * DG_WR * C * sizeof(float));
+    float *M = malloc((size_t)NX * DG_WR * 32 * sizeof(float));
     if (!Vt || !M) {
         free(Vt);
         free(M);
@@ -443,169 +484,54 @@ int dg_conv2d_wino(const float *x, const float *U, const float *bias, float *y, 
     const long end = t1 * TX;
     for (long id0 = t0 * TX; id0 < end; id0 += DG_WR) {
         const int R = end - id0 < DG_WR ? (int)(end - id0) : DG_WR;
-        /* Input transform of the block's R tiles, 16 channels at a time. */
+        /* Input transform B^T d B of the block's R tiles, 16 channels at a time. */
         for (int r = 0; r < R; r++) {
             const long id = id0 + r, trow = id / TX, n = trow / TY;
-            const long iy0 = 2 * (trow % TY) - PT, ix0 = 2 * (id % TX) - PL;
+            const long iy0 = (long)T * (trow % TY) - PT, ix0 = (long)T * (id % TX) - PL;
             for (int c = 0; c < C; c += 16) {
-                v16 d[4][4], t[16];
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) {
+                v16 d[6][6], t[6][6];
+                for (int i = 0; i < A; i++)
+                    for (int j = 0; j < A; j++) {
                         const long iy = iy0 + i, ix = ix0 + j;
                         d[i][j] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
                                       ? LOADU(x + (((size_t)n * H + iy) * W + ix) * C + c)
                                       : zero;
                     }
-                wino_in(d, t);
-                for (int xi = 0; xi < 16; xi++) STOREU(Vt + ((size_t)xi * DG_WR + r) * C + c, t[xi]);
+                for (int j = 0; j < A; j++) { /* B^T d: down each column */
+                    v16 col[6], res[6];
+                    for (int i = 0; i < A; i++) col[i] = d[i][j];
+                    if (A == 4) bt4(col, res); else bt6(col, res);
+                    for (int i = 0; i < A; i++) t[i][j] = res[i];
+                }
+                for (int i = 0; i < A; i++) { /* (B^T d) B: along each row */
+                    v16 res[6];
+                    if (A == 4) bt4(t[i], res); else bt6(t[i], res);
+                    for (int j = 0; j < A; j++) STOREU(Vt + ((size_t)(A * i + j) * DG_WR + r) * C + c, res[j]);
+                }
             }
         }
         for (int o0 = 0; o0 < O;) {
             const int V = O - o0 >= 32 ? 2 : 1;
-            wino_gemm(R, V, Vt, U + o0, M, C, O, 16);
+            wino_gemm(R, V, Vt, U + o0, M, C, O, NX);
             /* Output transform A^T M A of each tile, bias, relu, and the store (edges clipped). */
             for (int r = 0; r < R; r++) {
                 const long id = id0 + r, trow = id / TX, n = trow / TY, ty = trow % TY, tx = id % TX;
                 for (int v = 0; v < V; v++) {
-                    v16 m[16];
-                    for (int xi = 0; xi < 16; xi++) m[xi] = LOADU(M + ((size_t)xi * DG_WR + r) * 32 + 16 * v);
-                    v16 s[2][4]; /* A^T M: combine rows */
-                    for (int j = 0; j < 4; j++) {
-                        s[0][j] = m[j] + m[4 + j] + m[8 + j];
-                        s[1][j] = m[4 + j] - m[8 + j] - m[12 + j];
-                    }
-                    const v16 b = bias ? LOADU(bias + o0 + 16 * v) : zero;
-                    for (int i = 0; i < 2; i++) {
-                        const long oy = 2 * ty + i;
-                        if (oy >= HO) break;
-                        v16 out[2] = {s[i][0] + s[i][1] + s[i][2] + b, s[i][1] - s[i][2] - s[i][3] + b};
-                        for (int j = 0; j < 2; j++) {
-                            const long ox = 2 * tx + j;
-                            if (ox >= WO) break;
-                            v16 a = out[j];
-                            if (relu) a = (v16)((vi16)a & (a > 0));
-                            STOREU(y + (((size_t)n * HO + oy) * WO + ox) * O + o0 + 16 * v, a);
-                        }
-                    }
-                }
-            }
-            o0 += 16 * V;
-        }
-    }
-    free(Vt);
-    free(M);
-    return 0;
-}
-
-/* ------------------------------------------------------------------- Adam */
-
-/* In-place Adam(W) on elements [i0, i1): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
- * p -= wd p (when wd > 0, the decoupled decay lr * weight_decay, with the old p); then
- * p -= a m / (sqrt(v) + eps), a the bias-corrected step size. One pass instead of NumPy's
- * twelve. */
-void dg_adam(float *p, const float *g, float *m, float *v, long i0, long i1, float a, float b1,
-             float b2, float eps, float wd) {
-    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
-    for (long i = i0; i < i1; i++) {
-        const float gi = g[i];
-        const float mi = b1 * m[i] + c1 * gi;
-        const float vi = b2 * v[i] + c2 * gi * gi;
-        float pi = p[i];
-        if (wd > 0) pi -= wd * pi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi - a * mi / (sqrtf(vi) + eps);
-    }
-}
-
-
-/* ------------------------------------------- Winograd F(4x4, 3x3), stride 1 */
-
-/* The same on 4x4 output tiles from 6x6 input tiles: 36 multiplies per 16 outputs (2.25 per
- * output against 4 for F(2x2, 3x3) and 9 direct). Transforms (Lavin and Gray):
- *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
- *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
- * U = G g G^T ([36, C, O]) is made by the caller. */
-static inline void bt6(const v16 d[6], v16 r[6]) {
-    const v16 four = d[4] - 4 * d[2];           /* shared terms */
-    const v16 a = d[3] - 4 * d[1], b = d[3] - d[1];
-    r[0] = 4 * d[0] - 5 * d[2] + d[4];
-    r[1] = four + a;                              /* -4 d1 - 4 d2 + d3 + d4 */
-    r[2] = four - a;                              /*  4 d1 - 4 d2 - d3 + d4 */
-    r[3] = d[4] - d[2] + 2 * b;                   /* -2 d1 - d2 + 2 d3 + d4 */
-    r[4] = d[4] - d[2] - 2 * b;                   /*  2 d1 - d2 - 2 d3 + d4 */
-    r[5] = 4 * d[1] - 5 * d[3] + d[5];
-}
-
-static inline void at6(const v16 m[6], v16 o[4]) {
-    const v16 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
-    o[0] = m[0] + s12 + s34;
-    o[1] = d12 + 2 * d34;
-    o[2] = s12 + 4 * s34;
-    o[3] = d12 + 8 * d34 + m[5];
-}
-
-/* As dg_conv2d_wino, on 4-row tile rows t0 <= n*ceil(HO/4) + ty < t1 and U: [36, C, O]. */
-int dg_conv2d_wino4(const float *x, const float *U, const float *bias, float *y, int H, int W, int C,
-                    int O, int HO, int WO, int PT, int PL, long t0, long t1, int relu) {
-    const int TY = (HO + 3) / 4, TX = (WO + 3) / 4;
-    float *Vt = malloc((size_t)36 * DG_WR * C * sizeof(float));
-    float *M = malloc((size_t)36 * DG_WR * 32 * sizeof(float));
-    if (!Vt || !M) {
-        free(Vt);
-        free(M);
-        return -1;
-    }
-    const v16 zero = {0};
-    const long end = t1 * TX;
-    for (long id0 = t0 * TX; id0 < end; id0 += DG_WR) {
-        const int R = end - id0 < DG_WR ? (int)(end - id0) : DG_WR;
-        for (int r = 0; r < R; r++) {
-            const long id = id0 + r, trow = id / TX, n = trow / TY;
-            const long iy0 = 4 * (trow % TY) - PT, ix0 = 4 * (id % TX) - PL;
-            for (int c = 0; c < C; c += 16) {
-                v16 d[6][6], t[6][6];
-                for (int i = 0; i < 6; i++)
-                    for (int j = 0; j < 6; j++) {
-                        const long iy = iy0 + i, ix = ix0 + j;
-                        d[i][j] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                                      ? LOADU(x + (((size_t)n * H + iy) * W + ix) * C + c)
-                                      : zero;
-                    }
-                for (int j = 0; j < 6; j++) { /* B^T d: down each column */
-                    v16 col[6], res[6];
-                    for (int i = 0; i < 6; i++) col[i] = d[i][j];
-                    bt6(col, res);
-                    for (int i = 0; i < 6; i++) t[i][j] = res[i];
-                }
-                for (int i = 0; i < 6; i++) { /* (B^T d) B: along each row */
-                    v16 res[6];
-                    bt6(t[i], res);
-                    for (int j = 0; j < 6; j++) STOREU(Vt + ((size_t)(6 * i + j) * DG_WR + r) * C + c, res[j]);
-                }
-            }
-        }
-        for (int o0 = 0; o0 < O;) {
-            const int V = O - o0 >= 32 ? 2 : 1;
-            wino_gemm(R, V, Vt, U + o0, M, C, O, 36);
-            for (int r = 0; r < R; r++) {
-                const long id = id0 + r, trow = id / TX, n = trow / TY, ty = trow % TY, tx = id % TX;
-                for (int v = 0; v < V; v++) {
                     v16 s[4][6]; /* A^T M: down each column */
-                    for (int j = 0; j < 6; j++) {
+                    for (int j = 0; j < A; j++) {
                         v16 col[6], res[4];
-                        for (int i = 0; i < 6; i++) col[i] = LOADU(M + ((size_t)(6 * i + j) * DG_WR + r) * 32 + 16 * v);
-                        at6(col, res);
-                        for (int i = 0; i < 4; i++) s[i][j] = res[i];
+                        for (int i = 0; i < A; i++) col[i] = LOADU(M + ((size_t)(A * i + j) * DG_WR + r) * 32 + 16 * v);
+                        if (A == 4) at4(col, res); else at6(col, res);
+                        for (int i = 0; i < T; i++) s[i][j] = res[i];
                     }
                     const v16 b = bias ? LOADU(bias + o0 + 16 * v) : zero;
-                    for (int i = 0; i < 4; i++) {
-                        const long oy = 4 * ty + i;
+                    for (int i = 0; i < T; i++) {
+                        const long oy = (long)T * ty + i;
                         if (oy >= HO) break;
                         v16 out[4];
-                        at6(s[i], out);
-                        for (int j = 0; j < 4; j++) {
-                            const long ox = 4 * tx + j;
+                        if (A == 4) at4(s[i], out); else at6(s[i], out);
+                        for (int j = 0; j < T; j++) {
+                            const long ox = (long)T * tx + j;
                             if (ox >= WO) break;
                             v16 a = out[j] + b;
                             if (relu) a = (v16)((vi16)a & (a > 0));
@@ -620,4 +546,21 @@ int dg_conv2d_wino4(const float *x, const float *U, const float *bias, float *y,
     free(Vt);
     free(M);
     return 0;
+}
+
+/* y[n, oy, ox, :] = relu?(bias + sum_{ky,kx,c} x[n, oy + ky - PT, ox + kx - PL, c] * k[ky, kx, c, :]),
+ * x read as 0 outside [0, H) x [0, W), on F(2x2, 3x3) tiles, for the 2-row tile rows
+ * t0 <= n*ceil(HO/2) + ty < t1. x: [N, H, W, C]; U: [16, C, O] (the caller's G k G^T);
+ * bias: [O] or NULL; y: [N, HO, WO, O]; C and O multiples of 16. Returns 0, or -1 when out
+ * of memory. */
+int dg_conv2d_wino(const float *x, const float *U, const float *bias, float *y, int H, int W, int C,
+                   int O, int HO, int WO, int PT, int PL, long t0, long t1, int relu) {
+    return wino_conv(4, x, U, bias, y, H, W, C, O, HO, WO, PT, PL, t0, t1, relu);
+}
+
+/* As dg_conv2d_wino, on F(4x4, 3x3) tiles: 4-row tile rows t0 <= n*ceil(HO/4) + ty < t1 and
+ * U: [36, C, O]. */
+int dg_conv2d_wino4(const float *x, const float *U, const float *bias, float *y, int H, int W, int C,
+                    int O, int HO, int WO, int PT, int PL, long t0, long t1, int relu) {
+    return wino_conv(6, x, U, bias, y, H, W, C, O, HO, WO, PT, PL, t0, t1, relu);
 }
