@@ -60,6 +60,12 @@ _WINO_G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1
 WINOGRAD_TILE = "auto"  # 2, 4, or "auto": per layer, see _wino_tile
 
 
+def _flipped(k):
+    """The kernel of an input gradient as a full convolution: [kh, kw, C, O] turned 180
+    degrees, in and out swapped: [kh, kw, O, C], contiguous."""
+    return np.ascontiguousarray(k[::-1, ::-1].transpose(0, 1, 3, 2))
+
+
 def _wino_tile(ho, wo):
     """2 or 4: the Winograd output tile with fewer multiplies once the tiles' overhang past
     the output is counted (4 for every layer of the seed convnet, also for its 10x10 and 8x8
@@ -427,8 +433,7 @@ class NumpyBackend(Backend):
         h, w = x_shape[1:3]
         kh, kw = k.shape[:2]
         dh, dw = dilation
-        k2 = np.ascontiguousarray(k[::-1, ::-1].transpose(0, 1, 3, 2))
-        return self._direct_conv(lib, g, k2, None, (h, w), (1, 1), (dh, dw), ((kh - 1) * dh - ph[0], -pw[0]), False)
+        return self._direct_conv(lib, g, _flipped(k), None, (h, w), (1, 1), (dh, dw), ((kh - 1) * dh - ph[0], -pw[0]), False)
 
     def conv2d_bias_act_grad(self, dy, x, y, k, activation=None, with_bias=False, need_input=True,
                              need_kernel=True, strides=(1, 1), padding="valid", dilation=(1, 1), keep=None):
@@ -479,8 +484,7 @@ class NumpyBackend(Backend):
         eh, ew = (kh - 1) * dh, (kw - 1) * dw
         # dx_padded = correlate(pad(dy, reach), flipped kernel with in/out swapped); crop the padding.
         dyp = np.pad(dy, ((0, 0), (eh, eh), (ew, ew), (0, 0)))
-        k2 = np.ascontiguousarray(k[::-1, ::-1].transpose(0, 1, 3, 2))
-        dxp = self.conv2d(dyp, k2, (1, 1), "valid", (dh, dw))
+        dxp = self.conv2d(dyp, _flipped(k), (1, 1), "valid", (dh, dw))
         dx = dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
         return dx if dx.shape[1:3] == dxp.shape[1:3] else np.ascontiguousarray(dx)
 

@@ -169,7 +169,7 @@ def cmd_info(args):
         from .kernels import cpu as cpu_kernels
 
         print(f"cpu C kernels: {cpu_kernels.status()}")
-    except Exception as e:  # a bad DEEPGPU_CPU_KERNELS or a failed forced build: report, don't fail info
+    except (ValueError, RuntimeError) as e:  # a bad DEEPGPU_CPU_KERNELS, a failed forced build: report it
         print(f"cpu C kernels: not used: {e}")
     print(f"backends: cuda (CuPy) - {'available' if ok else 'unavailable'}: {why}")
     if ok:

@@ -943,15 +943,10 @@ def dense(x, kernel, bias=None, activation=None) -> Tensor:
     return _make("dense", y, inputs, B, saved=y, activation=activation)
 
 
-def _act_grad(B, dy, y, act):
-    """Gradient through a fused activation, from its output ``y``."""
-    return B.activation_grad(dy, y, act)
-
-
 @register_gradient("dense")
 def _dense_grad(node, dy):
     B, y, act = node.B, node.saved, node.attrs["activation"]
-    dy = _act_grad(B, dy, y, act)
+    dy = B.activation_grad(dy, y, act)
     x, k = node.inputs[0], node.inputs[1]
     gx = B.matmul(dy, k.data, False, True) if x.requires_grad else None
     gk = B.matmul(x.data, dy, True, False) if k.requires_grad else None

@@ -171,9 +171,3 @@ def status() -> str:
     """One line: whether the CPU kernels are in use, and why not when they are not."""
     lib = library()
     return ("in use (" + _state["why"] + ")") if lib is not None else "not used: " + _state["why"]
-
-
-def reset():
-    """Forget the loaded library so the next ``library()`` call looks again (tests, mode changes)."""
-    with _lock:
-        _state.clear()
