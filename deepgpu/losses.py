@@ -153,7 +153,7 @@ def _softmax_logits(y_pred, from_logits, axis):
     if from_logits:
         return y_pred
     logits = y_pred._logits
-    if logits is not None and axis in (-1, y_pred.ndim - 1) and logits.shape == y_pred.shape:
+    if logits is not None and axis in (-1, y_pred.ndim - 1):
         return logits
     return None
 
