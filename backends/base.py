@@ -82,6 +82,14 @@ class GraphCaptureError(RuntimeError):
     """A step could not be recorded as a CUDA graph; the message names what refused."""
 
 
+def _per_variable(what, ps, *lists, decays=None):
+    """The per-variable decay flags (all True by default); ValueError when the lists' lengths differ."""
+    lens = [len(ps)] + [len(x) for x in lists] + ([] if decays is None else [len(decays)])
+    if len(set(lens)) > 1:
+        raise ValueError(f"{what}: the per-variable lists have different lengths {lens}")
+    return [True] * len(ps) if decays is None else [bool(d) for d in decays]
+
+
 class Backend:
     """Base class of backends; subclasses set ``name`` and ``xp``."""
 
@@ -374,6 +382,25 @@ class Backend:
         logp = self.log_softmax(logits, axis)
         loss = -(labels * logp).sum(axis=axis)
         return loss, self.xp.exp(logp)
+
+    def softmax_cross_entropy_grad(self, prob, labels, dy, axis=-1):
+        """Gradient of ``softmax_cross_entropy`` with respect to the logits:
+        ``(prob - labels) * dy`` with dy of the loss's shape expanded at ``axis``."""
+        return (prob - labels) * self.xp.expand_dims(dy, axis)
+
+    def sparse_softmax_cross_entropy(self, logits, labels):
+        """``softmax_cross_entropy`` over the last axis for integer class ``labels``.
+
+        logits [..., C] float; labels [...] integer. An index outside [0, C)
+        has no class: its loss is 0, as for a one-hot row of zeros. Returns
+        (loss [...], softmax [..., C]).
+        """
+        return self.softmax_cross_entropy(logits, self.one_hot(labels, logits.shape[-1], logits.dtype), -1)
+
+    def sparse_softmax_cross_entropy_grad(self, prob, labels, dy):
+        """``(prob - one_hot(labels)) * dy[..., None]``: the logits' gradient of the loss above."""
+        onehot = self.one_hot(labels, prob.shape[-1], prob.dtype)
+        return self.softmax_cross_entropy_grad(prob, onehot, dy, -1)
 
     # ------------------------------------------------------------- reductions
     def sum(self, a, axis=None, keepdims=False):
@@ -730,6 +757,42 @@ class Backend:
     def weight_decay_update_dev(self, p, hp):
         """``weight_decay_update`` with lr * weight_decay read from hp[1]."""
         Backend.weight_decay_update(self, p, hp[1], 1.0)
+
+    # One rule over many variables: what an optimizer's step calls once, so a
+    # backend can do the whole step in one or a few launches (the CUDA one
+    # does eight variables per launch). Lists run in parallel, one entry per
+    # variable; with ``hp`` (a device array, as the *_dev forms take) the
+    # Python-number ``lr`` and ``step`` are not used. Raise ValueError for
+    # lists of different lengths.
+    def adam_update_many(self, ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0,
+                         decays=None, hp=None):
+        """``adam_update`` (``adam_update_dev`` with hp) of every variable; decays: per
+        variable, whether ``weight_decay`` (with hp: hp[1]) applies, default all."""
+        decays = _per_variable("adam_update_many", ps, gs, ms, vs, decays=decays)
+        for p, g, m, v, d in zip(ps, gs, ms, vs, decays):
+            if hp is None:
+                self.adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay if d else 0.0)
+            else:
+                self.adam_update_dev(p, g, m, v, hp, beta1, beta2, eps, bool(weight_decay) and d)
+
+    def sgd_update_many(self, ps, gs, ms, lr, momentum=0.0, nesterov=False, hp=None):
+        """``sgd_update`` (``sgd_update_dev`` with hp) of every variable; ms entries may be None."""
+        _per_variable("sgd_update_many", ps, gs, ms)
+        for p, g, m in zip(ps, gs, ms):
+            if hp is None:
+                self.sgd_update(p, g, m, lr, momentum, nesterov)
+            else:
+                self.sgd_update_dev(p, g, m, hp, momentum, nesterov)
+
+    def rmsprop_update_many(self, ps, gs, vs, mgs, moms, lr, rho, momentum, eps, hp=None):
+        """``rmsprop_update`` (``rmsprop_update_dev`` with hp) of every variable; mgs and moms
+        entries may be None."""
+        _per_variable("rmsprop_update_many", ps, gs, vs, mgs, moms)
+        for p, g, v, mg, mom in zip(ps, gs, vs, mgs, moms):
+            if hp is None:
+                self.rmsprop_update(p, g, v, mg, mom, lr, rho, momentum, eps)
+            else:
+                self.rmsprop_update_dev(p, g, v, mg, mom, hp, rho, momentum, eps)
 
     # Optimizer updates, Keras 3's formulas. Every array argument is a float
     # array of the parameter's shape and dtype, updated in place (nothing is

@@ -270,6 +270,36 @@ class CupyBackend(Backend):
             return
         super().rmsprop_update_dev(p, g, v, mg, mom, hp, rho, momentum, eps)
 
+    def _f32_many(self, ps, gs, *slot_lists) -> bool:
+        """The update_many lists are ones the multi-variable kernel takes (None slots skipped)."""
+        if not self._custom or any(len(x) != len(ps) for x in (gs,) + slot_lists):
+            return False
+        for i, p in enumerate(ps):
+            slots = [p] + [s[i] for s in slot_lists if s[i] is not None]
+            if not (self._f32_inplace(*slots) and self._f32(gs[i]) and gs[i].size == p.size):
+                return False
+        return True
+
+    def adam_update_many(self, ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0,
+                         decays=None, hp=None):
+        if self._f32_many(ps, gs, ms, vs) and (hp is None or self._f32(hp)) and (
+                decays is None or len(decays) == len(ps)):
+            _K.adam_many(ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay, decays, hp)
+            return
+        super().adam_update_many(ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay, decays, hp)
+
+    def sgd_update_many(self, ps, gs, ms, lr, momentum=0.0, nesterov=False, hp=None):
+        if self._f32_many(ps, gs, ms if momentum else [None] * len(ms)) and (hp is None or self._f32(hp)):
+            _K.sgd_many(ps, gs, ms, lr, momentum, nesterov, hp)
+            return
+        super().sgd_update_many(ps, gs, ms, lr, momentum, nesterov, hp)
+
+    def rmsprop_update_many(self, ps, gs, vs, mgs, moms, lr, rho, momentum, eps, hp=None):
+        if self._f32_many(ps, gs, vs, mgs, moms) and (hp is None or self._f32(hp)):
+            _K.rmsprop_many(ps, gs, vs, mgs, moms, lr, rho, momentum, eps, hp)
+            return
+        super().rmsprop_update_many(ps, gs, vs, mgs, moms, lr, rho, momentum, eps, hp)
+
     def sgd_update(self, p, g, m, lr, momentum=0.0, nesterov=False):
         slots = (p,) if m is None or not momentum else (p, m)
         if self._f32_inplace(*slots) and self._f32(g) and g.size == p.size:
@@ -291,6 +321,30 @@ class CupyBackend(Backend):
             loss, prob = _K.softmax_cross_entropy(logits.reshape(-1, cols), labels.reshape(-1, cols))
             return loss.reshape(logits.shape[:-1]), prob.reshape(logits.shape)
         return super().softmax_cross_entropy(logits, labels, axis)
+
+    def softmax_cross_entropy_grad(self, prob, labels, dy, axis=-1):
+        if (self._f32(prob, labels, dy) and prob.ndim >= 1 and prob.shape == labels.shape
+                and axis in (-1, prob.ndim - 1) and dy.shape == prob.shape[:-1]):
+            cols = prob.shape[-1]
+            return _K.softmax_cross_entropy_grad(prob.reshape(-1, cols), labels.reshape(-1, cols),
+                                                 dy.reshape(-1)).reshape(prob.shape)
+        return super().softmax_cross_entropy_grad(prob, labels, dy, axis)
+
+    def sparse_softmax_cross_entropy(self, logits, labels):
+        if (self._f32(logits) and logits.ndim >= 1 and labels.dtype == np.int32
+                and labels.shape == logits.shape[:-1]):
+            cols = logits.shape[-1]
+            loss, prob = _K.sparse_softmax_cross_entropy(logits.reshape(-1, cols), labels.reshape(-1))
+            return loss.reshape(labels.shape), prob.reshape(logits.shape)
+        return super().sparse_softmax_cross_entropy(logits, labels)
+
+    def sparse_softmax_cross_entropy_grad(self, prob, labels, dy):
+        if (self._f32(prob, dy) and prob.ndim >= 1 and labels.dtype == np.int32
+                and labels.shape == prob.shape[:-1] and dy.shape == labels.shape):
+            cols = prob.shape[-1]
+            return _K.sparse_softmax_cross_entropy_grad(prob.reshape(-1, cols), labels.reshape(-1),
+                                                        dy.reshape(-1)).reshape(prob.shape)
+        return super().sparse_softmax_cross_entropy_grad(prob, labels, dy)
 
     def relu_grad(self, dy, x):
         if self._f32(dy, x) and dy.shape == x.shape:

@@ -26,8 +26,8 @@ from .ops import (  # noqa: F401
     leaky_relu, less, less_equal, log, log1p, log_softmax, logical_and, logical_not, logical_or,
     logsumexp, mat_mul, matmul, max, max_pool, max_pool2d, maximum, mean, min, minimum, mod,
     multiply, negative, not_equal, one_hot, pad, pow, prod, reciprocal, relu, repeat, reshape,
-    round, rsqrt, sigmoid, sign, slice, softmax, softmax_cross_entropy, softplus, split, sqrt,
-    square, squeeze, stack, std, subtract, sum, tanh, tile, transpose, unstack, variance, where,
+    round, rsqrt, sigmoid, sign, slice, softmax, softmax_cross_entropy, softplus, sparse_softmax_cross_entropy,
+    split, sqrt, square, squeeze, stack, std, subtract, sum, tanh, tile, transpose, unstack, variance, where,
 )
 
 # TF.js short names.

@@ -196,8 +196,11 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
             f"{y_pred.shape[:-1] + (1,)})")
     if y_true.dtype.startswith("float"):
         y_true = ops.cast(y_true, "int32")
-    onehot = ops.one_hot(y_true, y_pred.shape[axis], dtype=y_pred.dtype)
     logits = _softmax_logits(y_pred, from_logits, axis)
+    if logits is not None and axis in (-1, y_pred.ndim - 1):
+        # Straight from the class indices: no one-hot array in either pass.
+        return ops.sparse_softmax_cross_entropy(y_true, logits)
+    onehot = ops.one_hot(y_true, y_pred.shape[axis], dtype=y_pred.dtype)
     if logits is not None:
         return ops.softmax_cross_entropy(onehot, logits, axis=axis)
     p = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
@@ -282,10 +285,11 @@ def reduce_losses(losses, sample_weight=None, reduction="sum_over_batch_size"):
         losses = _weighted(losses, sample_weight)
     if reduction in ("none", None):
         return losses
-    total = ops.sum(losses)
     if reduction == "sum":
-        return total
-    return total / float(max(losses.size, 1))
+        return ops.sum(losses)
+    if losses.size and losses.dtype.startswith("float"):
+        return ops.mean(losses)  # one reduction, where sum / n is two ops (and three back)
+    return ops.sum(losses) / float(max(losses.size, 1))
 
 
 class Loss:

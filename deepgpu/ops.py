@@ -474,13 +474,38 @@ def softmax_cross_entropy(labels, logits, axis=-1) -> Tensor:
 @register_gradient("softmax_cross_entropy")
 def _sxe_grad(node, dy):
     B, p, ax = node.B, node.saved, node.attrs["axis"]
-    labels = node.inputs[0].data
-    d = B.reshape(dy, _keep_shape(p.shape, ax))
-    g_logits = B.multiply(B.subtract(p, labels), d)
+    g_logits = B.softmax_cross_entropy_grad(p, node.inputs[0].data, dy, ax)
     g_labels = None
     if node.inputs[0].requires_grad:
+        d = B.reshape(dy, _keep_shape(p.shape, ax))
         g_labels = B.negative(B.multiply(B.log_softmax(node.inputs[1].data, ax), d))
     return g_labels, g_logits
+
+
+def sparse_softmax_cross_entropy(labels, logits) -> Tensor:
+    """Per-example ``-log_softmax(logits)[label]`` over the last axis, fused and stable.
+
+    labels: integer class indices of shape ``logits.shape[:-1]``; an index
+    outside [0, classes) gives loss 0 (a one-hot row of zeros). The labels get
+    no gradient. Raises ValueError when the shapes do not fit, TypeError for
+    labels that are not integers.
+    """
+    B = _backend_of(labels, logits)
+    logits = _t(logits, B)
+    labels = _t(labels, B)
+    if not labels.dtype.startswith(("int", "uint")):
+        raise TypeError(f"sparse_softmax_cross_entropy: labels must be integer class indices, got {labels.dtype}")
+    if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"sparse_softmax_cross_entropy: labels of shape {labels.shape} do not fit logits of "
+            f"shape {logits.shape} (expected {logits.shape[:-1]})")
+    loss, p = B.sparse_softmax_cross_entropy(logits.data, labels.data)
+    return _make("sparse_softmax_cross_entropy", loss, (labels, logits), B, saved=p)
+
+
+@register_gradient("sparse_softmax_cross_entropy")
+def _sparse_sxe_grad(node, dy):
+    return None, node.B.sparse_softmax_cross_entropy_grad(node.saved, node.inputs[0].data, dy)
 
 
 def _keep_shape(shape, axis):

@@ -255,10 +255,11 @@ class Optimizer:
             lr = self._lr_at(self.iterations)
             step = self.iterations + 1
             self._before_step(step)
-            for g, (_, v) in zip(grads, pairs):
-                B = v._backend
-                gd = g.data if g.dtype == v.dtype else B.cast(g.data, v.dtype)
-                self._update(B, v, gd, self._slot_vars[id(v)], lr, step)
+            vars_ = [v for _, v in pairs]
+            gds = [g.data if g.dtype == v.dtype else v._backend.cast(g.data, v.dtype)
+                   for g, v in zip(grads, vars_)]
+            self._update_all(vars_, gds, lr, step)
+            for v in vars_:
                 if getattr(v, "constraint", None) is not None:
                     v.assign(v.constraint(v))
         self.iterations = step
@@ -297,8 +298,38 @@ class Optimizer:
             gs = [Tensor(g if g.dtype == v.data.dtype else v._backend.cast(g, v.dtype), v._backend)
                   for g, v in pairs]
             gs = self._clip(gs)
-            for g, (_, v) in zip(gs, pairs):
-                self._update_graph(v._backend, v, g.data, self._slot_vars[id(v)], hp)
+            self._update_all([v for _, v in pairs], [g.data for g in gs], None, None, hp)
+
+    def _update_all(self, vars_, gs, lr, step, hp=None):
+        """Update every variable (raw gradients ``gs``): ``_update`` each, or with
+        ``hp`` (a captured step's device scalars) ``_update_graph`` each. Rules
+        with a backend ``*_update_many`` form override ``_many`` instead, and
+        then the whole step is one backend call."""
+        Bs = {id(v._backend): v._backend for v in vars_}
+        if len(Bs) == 1 and self._has_many():
+            self._many(next(iter(Bs.values())), vars_, gs, [self._slot_vars[id(v)] for v in vars_], lr, step, hp)
+            return
+        for v, g in zip(vars_, gs):
+            if hp is None:
+                self._update(v._backend, v, g, self._slot_vars[id(v)], lr, step)
+            else:
+                self._update_graph(v._backend, v, g, self._slot_vars[id(v)], hp)
+
+    def _has_many(self) -> bool:
+        """True when ``_many`` can do this optimizer's whole step."""
+        return False
+
+    def _many(self, B, vars_, gs, slots, lr, step, hp):
+        """The update of all ``vars_`` (on backend ``B``) in one backend call; see ``_update_all``."""
+        raise NotImplementedError
+
+    def _decay_all(self, B, vars_, lr, hp):
+        for v in vars_:
+            if self._decays(v):
+                if hp is None:
+                    B.weight_decay_update(v.data, lr, float(self.weight_decay))
+                else:
+                    B.weight_decay_update_dev(v.data, hp)
 
     def _before_step(self, step):
         """Hook run once per step before the updates (Nadam's momentum product)."""
@@ -371,6 +402,14 @@ class SGD(Optimizer):
             B.weight_decay_update_dev(v.data, hp)
         B.sgd_update_dev(v.data, g, slots[0].data if slots else None, hp, self.momentum, self.nesterov)
 
+    def _has_many(self):
+        return True
+
+    def _many(self, B, vars_, gs, slots, lr, step, hp):
+        self._decay_all(B, vars_, lr, hp)
+        B.sgd_update_many([v.data for v in vars_], gs, [s[0].data if s else None for s in slots], lr,
+                          self.momentum, self.nesterov, hp=hp)
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -409,6 +448,14 @@ class Adam(Optimizer):
     def _update_graph(self, B, v, g, slots, hp):
         B.adam_update_dev(v.data, g, slots[0].data, slots[1].data, hp, self.beta_1, self.beta_2,
                           self.epsilon, self._decays(v))
+
+    def _has_many(self):
+        return not self.amsgrad
+
+    def _many(self, B, vars_, gs, slots, lr, step, hp):
+        B.adam_update_many([v.data for v in vars_], gs, [s[0].data for s in slots], [s[1].data for s in slots],
+                           lr, self.beta_1, self.beta_2, self.epsilon, step, float(self.weight_decay or 0.0),
+                           [self._decays(v) for v in vars_], hp=hp)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
@@ -464,6 +511,16 @@ class RMSprop(Optimizer):
         mom = next(it).data if self.momentum > 0 else None
         mg = next(it).data if self.centered else None
         B.rmsprop_update_dev(v.data, g, slots[0].data, mg, mom, hp, self.rho, self.momentum, self.epsilon)
+
+    def _has_many(self):
+        return True
+
+    def _many(self, B, vars_, gs, slots, lr, step, hp):
+        self._decay_all(B, vars_, lr, hp)
+        moms = [s[1].data if self.momentum > 0 else None for s in slots]
+        mgs = [s[-1].data if self.centered else None for s in slots]
+        B.rmsprop_update_many([v.data for v in vars_], gs, [s[0].data for s in slots], mgs, moms, lr,
+                              self.rho, self.momentum, self.epsilon, hp=hp)
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,

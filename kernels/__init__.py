@@ -52,8 +52,8 @@ KERNELS = {
                        for t in CONV_TILES) + ("dg_conv2d_sum_splits",),
     "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_max_pool_bwd_tiles", "dg_avg_pool_fwd",
                 "dg_avg_pool_bwd", "dg_avg_pool_bwd_tiles"),
-    "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_softmax_xent_fwd",
-                       "dg_softmax_xent_bwd", "dg_dropout", "dg_bias_act", "dg_relu_grad",
+    "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_update_many", "dg_softmax_xent_fwd",
+                       "dg_softmax_xent_bwd", "dg_sparse_xent_fwd", "dg_sparse_xent_bwd", "dg_dropout", "dg_bias_act", "dg_relu_grad",
                        "dg_col_sum", "dg_sum_splits", "dg_set_scalars", "dg_counter_add"),
 }
 # Activation names -> the DG_ACT_* codes of gemm_core.cuh.
@@ -69,7 +69,9 @@ _INT_MAX = 2**31 - 1
 __all__ = ["KernelCompileError", "sources", "source", "cache_dir", "precompile", "function",
            "matmul", "dense", "conv2d", "conv2d_grad_input", "conv2d_grad_filter",
            "max_pool2d", "max_pool2d_grad", "avg_pool2d", "avg_pool2d_grad", "adam", "sgd",
-           "rmsprop", "softmax_cross_entropy", "softmax_cross_entropy_grad", "dropout",
+           "rmsprop", "adam_many", "sgd_many", "rmsprop_many", "softmax_cross_entropy",
+           "softmax_cross_entropy_grad", "sparse_softmax_cross_entropy",
+           "sparse_softmax_cross_entropy_grad", "dropout",
            "bias_act", "relu_grad", "col_sum", "set_scalars", "counter_add"]
 
 
@@ -753,6 +755,73 @@ def rmsprop(p, g, v, mg, mom, lr, rho, momentum, eps, hp=None):
                  _f32(momentum), _f32(eps), hp))
 
 
+MANY = 8  # variables per dg_update_many launch: the kernel spells out eight parameter sets
+
+
+def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, hp=None, hp_k=1):
+    """Launch dg_update_many over ``ps`` in groups of MANY; slot_lists: per slot, one array (or None) per variable."""
+    n = len(ps)
+    if len(gs) != n or any(len(s) != n for s in slot_lists):
+        raise ValueError(f"{what}: {n} parameters, {len(gs)} gradients and slot lists of "
+                         f"{[len(s) for s in slot_lists]}: one of each per variable")
+    hp = _scalars(hp, what, hp_k)
+    sets, total = [], 0
+    for i, (p, g) in enumerate(zip(ps, gs)):
+        size = p.size
+        _inplace(p, f"{what} parameter {i}", size)
+        slots = [s[i] for s in slot_lists]
+        for j, a in enumerate(slots):
+            if a is not None:
+                _inplace(a, f"{what} slot {j} of parameter {i}", size)
+        g = _check(g, f"{what} gradient {i}")
+        if g.size != size:
+            raise ValueError(f"{what}: gradient {i} has {g.size} elements for a parameter of {size}")
+        slots += [None] * (3 - len(slots))
+        sets.append(((p, g, *slots, _i64(size)), size, (decay_mask >> i) & 1))
+        total += size
+    f = [_f32(v) for v in floats] + [_f32(0.0)] * (5 - len(floats))
+    for start in range(0, n, MANY):
+        group = sets[start:start + MANY]
+        work = max(size for _, size, _ in group)
+        if not work:
+            continue
+        mask = np.int32(sum(bit << k for k, (_, _, bit) in enumerate(group)))
+        args = [a for s, _, _ in group for a in s] + [None, None, None, None, None, _i64(0)] * (MANY - len(group))
+        _launch("dg_update_many", _grid1d(work), (BLOCK,),
+                (np.int32(rule), np.int32(len(group)), mask, np.int32(flag), *f[:4], f[4], hp, *args))
+
+
+def adam_many(ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0, decays=None, hp=None):
+    """``adam`` over lists of variables in ceil(len / MANY) launches, in place.
+
+    decays: per variable, whether ``weight_decay`` applies (default: all).
+    hp: as in ``adam`` ([step_size, lr * weight_decay], read at run time).
+    Raises ValueError for lists of different lengths or mismatched arrays.
+    """
+    if hp is None:
+        step_size, decay = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step), lr * weight_decay
+    else:
+        step_size, decay = 0.0, 1.0 if weight_decay else 0.0
+    mask = sum(1 << i for i in range(len(ps)) if decays is None or decays[i]) if decay else 0
+    _update_many(0, "adam_many", ps, gs, (ms, vs), (beta1, beta2, eps, step_size, decay), mask, hp=hp, hp_k=2)
+
+
+def sgd_many(ps, gs, moms, lr, momentum=0.0, nesterov=False, hp=None):
+    """``sgd`` over lists of variables (moms: None entries, or all None, for plain SGD)."""
+    moms = [None] * len(ps) if moms is None or not momentum else moms
+    _update_many(1, "sgd_many", ps, gs, (moms,), (momentum, 0.0, 0.0, 0.0 if hp is not None else lr),
+                 flag=int(bool(nesterov)), hp=hp)
+
+
+def rmsprop_many(ps, gs, vs, mgs, moms, lr, rho, momentum, eps, hp=None):
+    """``rmsprop`` over lists of variables (mgs, moms: lists with None entries, or None)."""
+    n = len(ps)
+    mgs = [None] * n if mgs is None else mgs
+    moms = [None] * n if moms is None else moms
+    _update_many(2, "rmsprop_many", ps, gs, (vs, mgs, moms),
+                 (rho, momentum, eps, 0.0 if hp is not None else lr), hp=hp)
+
+
 # --------------------------------------------------- softmax, dropout, misc
 def softmax_cross_entropy(logits, labels, loss=None, prob=None):
     """Rows of logits, labels [rows, cols] -> (loss [rows], softmax [rows, cols])."""
@@ -764,10 +833,7 @@ def softmax_cross_entropy(logits, labels, loss=None, prob=None):
     loss = _output(xp, loss, (rows,), "softmax_cross_entropy loss")
     prob = _output(xp, prob, (rows, cols), "softmax_cross_entropy prob")
     if rows and cols:
-        threads = 32
-        while threads < min(cols, 256):
-            threads *= 2
-        _launch("dg_softmax_xent_fwd", (min(rows, 65536),), (threads,),
+        _launch("dg_softmax_xent_fwd", (min(rows, 65536),), (_row_threads(cols),),
                 (logits, labels, loss, prob, _i32(rows), _i32(cols)))
     return loss, prob
 
@@ -781,6 +847,56 @@ def softmax_cross_entropy_grad(prob, labels, dy, out=None):
     out = _output(_xp(prob), out, (rows, cols), "softmax_cross_entropy_grad out")
     if out.size:
         _launch("dg_softmax_xent_bwd", _grid1d(out.size), (BLOCK,),
+                (prob, labels, dy, out, _i32(rows), _i32(cols)))
+    return out
+
+
+def _labels(labels, what, rows):
+    if labels.dtype != np.int32:
+        raise TypeError(f"{what}: the custom kernels take int32 labels, got {labels.dtype}")
+    if labels.size != rows:
+        raise ValueError(f"{what}: {labels.size} labels for {rows} rows")
+    return labels if labels.flags.c_contiguous else _xp(labels).ascontiguousarray(labels)
+
+
+def _row_threads(cols):
+    # A power of two from 32 to 256 covering a row (dg_block_reduce's rule).
+    threads = 32
+    while threads < min(cols, 256):
+        threads *= 2
+    return threads
+
+
+def sparse_softmax_cross_entropy(logits, labels, loss=None, prob=None):
+    """Logits [rows, cols], int32 labels [rows] -> (loss [rows], softmax [rows, cols]).
+
+    A label outside [0, cols) gives loss 0 (Backend.sparse_softmax_cross_entropy's rule).
+    """
+    xp = _xp(logits)
+    logits = _check(logits, "sparse_softmax_cross_entropy logits")
+    if logits.ndim != 2:
+        raise ValueError(f"sparse_softmax_cross_entropy: expected 2-D [rows, cols], got {logits.shape}")
+    rows, cols = logits.shape
+    labels = _labels(labels, "sparse_softmax_cross_entropy", rows)
+    loss = _output(xp, loss, (rows,), "sparse_softmax_cross_entropy loss")
+    prob = _output(xp, prob, (rows, cols), "sparse_softmax_cross_entropy prob")
+    if rows and cols:
+        _launch("dg_sparse_xent_fwd", (min(rows, 65536),), (_row_threads(cols),),
+                (logits, labels, loss, prob, _i32(rows), _i32(cols)))
+    elif rows:
+        loss[...] = 0
+    return loss, prob
+
+
+def sparse_softmax_cross_entropy_grad(prob, labels, dy, out=None):
+    """``(prob - onehot(labels)) * dy[:, None]``; prob [rows, cols], int32 labels [rows], dy [rows]."""
+    prob = _check(prob, "sparse_softmax_cross_entropy_grad prob")
+    rows, cols = prob.shape
+    labels = _labels(labels, "sparse_softmax_cross_entropy_grad", rows)
+    dy = _check(dy, "sparse_softmax_cross_entropy_grad dy", (rows,))
+    out = _output(_xp(prob), out, (rows, cols), "sparse_softmax_cross_entropy_grad out")
+    if out.size:
+        _launch("dg_sparse_xent_bwd", _grid1d(out.size), (BLOCK,),
                 (prob, labels, dy, out, _i32(rows), _i32(cols)))
     return out
 

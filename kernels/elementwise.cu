@@ -12,12 +12,72 @@
          i += (long long)gridDim.x * blockDim.x)
 
 // ------------------------------------------------------------- optimizers
+// The update rules, one element each; the one-tensor kernels below and
+// dg_update_many apply them.
+//
 // Adam(W), as Backend.adam_update: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= decay p (decay = lr * weight_decay, 0 for plain Adam);
 // p -= step_size m / (sqrt(v) + eps), step_size = lr sqrt(1-b2^t) / (1-b1^t).
+__device__ __forceinline__ void dg_adam_at(long long i, float* p, const float* g, float* m, float* v,
+                                           float b1, float b2, float eps, float step_size, float decay)
+{
+    const float gi = g[i];
+    const float mi = b1 * m[i] + (1.0f - b1) * gi;
+    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float pi = p[i];
+    if (decay != 0.0f) pi -= decay * pi;
+    p[i] = pi - step_size * mi / (sqrtf(vi) + eps);
+}
+
+// SGD, as Backend.sgd_update. mom may be null (plain SGD: p -= lr g); else
+// mom = momentum mom - lr g and p += mom (nesterov: p += momentum mom - lr g).
+__device__ __forceinline__ void dg_sgd_at(long long i, float* p, const float* g, float* mom, float lr,
+                                          float momentum, int nesterov)
+{
+    const float gi = g[i];
+    if (!mom) {
+        p[i] -= lr * gi;
+        return;
+    }
+    const float mi = momentum * mom[i] - lr * gi;
+    mom[i] = mi;
+    p[i] += nesterov ? momentum * mi - lr * gi : mi;
+}
+
+// RMSprop, as Backend.rmsprop_update. v = rho v + (1-rho) g^2. mg may be null;
+// if given (centered), mg = rho mg + (1-rho) g and the denominator is
+// sqrt(v - mg^2 + eps), else sqrt(v + eps). inc = lr g / denominator. mom may
+// be null; if given, mom = momentum mom + inc and p -= mom, else p -= inc.
+__device__ __forceinline__ void dg_rmsprop_at(long long i, float* p, const float* g, float* v, float* mg,
+                                              float* mom, float lr, float rho, float momentum, float eps)
+{
+    const float gi = g[i];
+    const float vi = rho * v[i] + (1.0f - rho) * gi * gi;
+    v[i] = vi;
+    float denom;
+    if (mg) {
+        const float mgi = rho * mg[i] + (1.0f - rho) * gi;
+        mg[i] = mgi;
+        denom = sqrtf(vi - mgi * mgi + eps);
+    } else {
+        denom = sqrtf(vi + eps);
+    }
+    const float inc = lr * gi / denom;
+    if (mom) {
+        const float mo = momentum * mom[i] + inc;
+        mom[i] = mo;
+        p[i] -= mo;
+    } else {
+        p[i] -= inc;
+    }
+}
+
 // hp may be null; if given (a step inside a CUDA graph, whose launch
-// arguments are frozen), step_size = hp[0] and decay = hp[1] * decay, read
-// at run time so that each replay takes the host's values for its step.
+// arguments are frozen), Adam's step_size = hp[0] and decay = hp[1] * decay,
+// SGD's and RMSprop's lr = hp[0], read at run time so that each replay takes
+// the host's values for its step.
 extern "C" __global__ void dg_adam(float* p, const float* g, float* m, float* v, long long n,
                                    float b1, float b2, float eps, float step_size, float decay,
                                    const float* hp)
@@ -26,66 +86,64 @@ extern "C" __global__ void dg_adam(float* p, const float* g, float* m, float* v,
         step_size = hp[0];
         decay *= hp[1];
     }
-    DG_GRID_STRIDE(i, n) {
-        const float gi = g[i];
-        const float mi = b1 * m[i] + (1.0f - b1) * gi;
-        const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float pi = p[i];
-        if (decay != 0.0f) pi -= decay * pi;
-        p[i] = pi - step_size * mi / (sqrtf(vi) + eps);
-    }
+    DG_GRID_STRIDE(i, n) dg_adam_at(i, p, g, m, v, b1, b2, eps, step_size, decay);
 }
 
-// SGD, as Backend.sgd_update. mom may be null (plain SGD: p -= lr g); else
-// mom = momentum mom - lr g and p += mom (nesterov: p += momentum mom - lr g).
-// hp may be null; if given, lr = hp[0] (read at run time, as dg_adam's hp).
 extern "C" __global__ void dg_sgd(float* p, const float* g, float* mom, long long n, float lr,
                                   float momentum, int nesterov, const float* hp)
 {
     if (hp) lr = hp[0];
-    DG_GRID_STRIDE(i, n) {
-        const float gi = g[i];
-        if (!mom) {
-            p[i] -= lr * gi;
-            continue;
-        }
-        const float mi = momentum * mom[i] - lr * gi;
-        mom[i] = mi;
-        p[i] += nesterov ? momentum * mi - lr * gi : mi;
-    }
+    DG_GRID_STRIDE(i, n) dg_sgd_at(i, p, g, mom, lr, momentum, nesterov);
 }
 
-// RMSprop, as Backend.rmsprop_update. v = rho v + (1-rho) g^2. mg may be null;
-// if given (centered), mg = rho mg + (1-rho) g and the denominator is
-// sqrt(v - mg^2 + eps), else sqrt(v + eps). inc = lr g / denominator. mom may
-// be null; if given, mom = momentum mom + inc and p -= mom, else p -= inc.
-// hp may be null; if given, lr = hp[0] (read at run time, as dg_adam's hp).
 extern "C" __global__ void dg_rmsprop(float* p, const float* g, float* v, float* mg, float* mom,
                                       long long n, float lr, float rho, float momentum, float eps,
                                       const float* hp)
 {
     if (hp) lr = hp[0];
-    DG_GRID_STRIDE(i, n) {
-        const float gi = g[i];
-        const float vi = rho * v[i] + (1.0f - rho) * gi * gi;
-        v[i] = vi;
-        float denom;
-        if (mg) {
-            const float mgi = rho * mg[i] + (1.0f - rho) * gi;
-            mg[i] = mgi;
-            denom = sqrtf(vi - mgi * mgi + eps);
+    DG_GRID_STRIDE(i, n) dg_rmsprop_at(i, p, g, v, mg, mom, lr, rho, momentum, eps);
+}
+
+// One rule applied to up to eight variables in one launch (the optimizer's
+// whole step is one or a few launches instead of one per variable; the
+// launch, not the arithmetic, is what a small variable costs). Variable t is
+// (p_t, g_t, its slots a_t, b_t, c_t, n_t elements); the first `count` are
+// used, the rest are null. rule 0: Adam, slots (m, v), scalars (b1, b2, eps,
+// step_size, decay), decay applied to the variables whose bit is set in
+// decay_mask. rule 1: SGD, slot (mom or null), scalars (momentum, -, -, lr),
+// flag = nesterov. rule 2: RMSprop, slots (v, mg or null, mom or null),
+// scalars (rho, momentum, eps, lr). hp as in the kernels above.
+// The parameters are spelled out (not an array of pointers in device memory)
+// so that a CUDA graph records them with the launch.
+extern "C" __global__ void dg_update_many(int rule, int count, int decay_mask, int flag, float s0,
+                                          float s1, float s2, float s3, float decay, const float* hp,
+                                          float* p0, const float* g0, float* a0, float* b0, float* c0, long long n0,
+                                          float* p1, const float* g1, float* a1, float* b1, float* c1, long long n1,
+                                          float* p2, const float* g2, float* a2, float* b2, float* c2, long long n2,
+                                          float* p3, const float* g3, float* a3, float* b3, float* c3, long long n3,
+                                          float* p4, const float* g4, float* a4, float* b4, float* c4, long long n4,
+                                          float* p5, const float* g5, float* a5, float* b5, float* c5, long long n5,
+                                          float* p6, const float* g6, float* a6, float* b6, float* c6, long long n6,
+                                          float* p7, const float* g7, float* a7, float* b7, float* c7, long long n7)
+{
+    float* const P[8] = {p0, p1, p2, p3, p4, p5, p6, p7};
+    const float* const G[8] = {g0, g1, g2, g3, g4, g5, g6, g7};
+    float* const A[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    float* const B[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
+    float* const C[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
+    const long long N[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
+    if (hp) {
+        s3 = hp[0];
+        if (rule == 0) decay *= hp[1];
+    }
+    for (int t = 0; t < count && t < 8; ++t) {
+        if (rule == 0) {
+            const float dt = (decay_mask >> t) & 1 ? decay : 0.0f;
+            DG_GRID_STRIDE(i, N[t]) dg_adam_at(i, P[t], G[t], A[t], B[t], s0, s1, s2, s3, dt);
+        } else if (rule == 1) {
+            DG_GRID_STRIDE(i, N[t]) dg_sgd_at(i, P[t], G[t], A[t], s3, s0, flag);
         } else {
-            denom = sqrtf(vi + eps);
-        }
-        const float inc = lr * gi / denom;
-        if (mom) {
-            const float mo = momentum * mom[i] + inc;
-            mom[i] = mo;
-            p[i] -= mo;
-        } else {
-            p[i] -= inc;
+            DG_GRID_STRIDE(i, N[t]) dg_rmsprop_at(i, P[t], G[t], A[t], B[t], C[t], s3, s0, s1, s2);
         }
     }
 }
@@ -142,6 +200,41 @@ extern "C" __global__ void dg_softmax_xent_bwd(const float* prob, const float* l
     const long long n = (long long)rows * cols;
     DG_GRID_STRIDE(i, n) {
         dlogits[i] = (prob[i] - labels[i]) * dy[i / cols];
+    }
+}
+
+// As dg_softmax_xent_fwd for integer class labels [rows]: loss[r] =
+// -log_softmax(x_r)[labels[r]]; a label outside [0, cols) has no class and
+// gives 0 (as a one-hot row of zeros would). No one-hot array is made.
+extern "C" __global__ void dg_sparse_xent_fwd(const float* logits, const int* labels, float* loss,
+                                              float* prob, int rows, int cols)
+{
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float* x = logits + (long long)r * cols;
+        float mx = DG_NEG_INF;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, x[c]);
+        mx = dg_block_reduce(mx, 1);
+        float se = 0.0f;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) se += expf(x[c] - mx);
+        const float lse = logf(dg_block_reduce(se, 0));
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            prob[(long long)r * cols + c] = expf((x[c] - mx) - lse);
+        if (threadIdx.x == 0) {
+            const int k = labels[r];
+            loss[r] = (k >= 0 && k < cols) ? -((x[k] - mx) - lse) : 0.0f;
+        }
+    }
+}
+
+// Its gradient with respect to the logits: (prob - onehot(labels)) * dy[row].
+extern "C" __global__ void dg_sparse_xent_bwd(const float* prob, const int* labels, const float* dy,
+                                              float* dlogits, int rows, int cols)
+{
+    const long long n = (long long)rows * cols;
+    DG_GRID_STRIDE(i, n) {
+        const long long r = i / cols;
+        const float hit = labels[r] == (int)(i - r * cols) ? 1.0f : 0.0f;
+        dlogits[i] = (prob[i] - hit) * dy[r];
     }
 }
 

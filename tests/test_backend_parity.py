@@ -399,6 +399,38 @@ def test_softmax_cross_entropy(B, axis):
     close(B, p, ref_p)
 
 
+@covers("softmax_cross_entropy_grad")
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_cross_entropy_grad(B, axis):
+    p, labels = r(4, 6, lo=0, hi=1), r(4, 6, lo=0, hi=1)
+    dy = r(*np.delete(np.array((4, 6)), axis))
+    close(B, B.softmax_cross_entropy_grad(*up(B, p, labels, dy), axis),
+          (p.astype(np.float64) - labels) * np.expand_dims(dy, axis))
+
+
+@covers("sparse_softmax_cross_entropy", "sparse_softmax_cross_entropy_grad")
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 300), (1, 1)])
+@pytest.mark.parametrize("label_dtype", ["int32", "int64", "uint8"])
+def test_sparse_softmax_cross_entropy(B, shape, label_dtype):
+    logits = r(*shape, lo=-6, hi=6)
+    classes = shape[-1]
+    labels = RNG.integers(0, classes, shape[:-1])
+    flat = labels.reshape(-1)
+    if flat.size > 2 and label_dtype != "uint8":
+        flat[1] = -1  # no class: loss 0, the gradient is the softmax itself
+    if flat.size > 3:
+        flat[2] = classes
+    labels = labels.astype(label_dtype)
+    ref_p = _ref_softmax(logits, -1)
+    onehot = (labels[..., None].astype(np.int64) == np.arange(classes)).astype(np.float64)
+    loss, p = B.sparse_softmax_cross_entropy(B.asarray(logits), B.asarray(labels, label_dtype))
+    close(B, loss, -(onehot * np.log(ref_p)).sum(axis=-1))
+    close(B, p, ref_p)
+    dy = r(*shape[:-1])
+    g = B.sparse_softmax_cross_entropy_grad(p, B.asarray(labels, label_dtype), B.asarray(dy))
+    close(B, g, (ref_p - onehot) * dy[..., None])
+
+
 # ------------------------------------------------------------- reductions
 
 REDUCTIONS = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod}
@@ -948,6 +980,60 @@ def test_adam_update(B, weight_decay):
     close(B, dm, m)
     close(B, dv, v)
     close(B, dp, p, rtol=1e-4)
+
+
+@covers("adam_update_many", "sgd_update_many", "rmsprop_update_many")
+@pytest.mark.parametrize("rule", ["adam", "sgd", "rmsprop"])
+@pytest.mark.parametrize("graph", [False, True])
+def test_update_many_equals_one_update_per_variable(B, rule, graph):
+    """The many-variable forms (eleven variables: two launches of the CUDA kernel's eight) give
+    exactly what the one-variable rules give, variable by variable, with or without device scalars."""
+    shapes = [(3, 3, 2, 4), (4,), (0,), (7, 5), (1,), (33,), (2, 2), (5,), (9, 3), (6,), (257,)]
+    lr, wd, step = 0.01, 0.004, 3
+    decays = [i % 3 != 1 for i in range(len(shapes))]
+    nslots = {"adam": 2, "sgd": 1, "rmsprop": 3}[rule]
+
+    def fresh():
+        rng = np.random.default_rng(5)
+        ps = [B.asarray(rng.uniform(-1, 1, s).astype(F32)) for s in shapes]
+        slots = [[B.asarray(rng.uniform(0, 0.01, s).astype(F32)) for s in shapes] for _ in range(nslots)]
+        if rule == "rmsprop":
+            slots[1] = [None if i % 2 else B.zeros(s, "float32") for i, s in enumerate(shapes)]  # some centered
+        return ps, slots
+
+    gs = [B.asarray(r(*s)) for s in shapes]
+    hp = B.zeros((4,), "float32")
+    a_ps, a_slots = fresh()
+    b_ps, b_slots = fresh()
+    if rule == "adam":
+        step_size = lr * math.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
+        B.set_scalars(hp, [step_size, lr * wd])
+        for i in range(len(shapes)):
+            B.adam_update(a_ps[i], gs[i], a_slots[0][i], a_slots[1][i], lr, 0.9, 0.999, 1e-7, step,
+                          wd if decays[i] else 0.0)
+        B.adam_update_many(b_ps, gs, *b_slots, 0.0 if graph else lr, 0.9, 0.999, 1e-7, 0 if graph else step, wd,
+                           decays, hp=hp if graph else None)
+    elif rule == "sgd":
+        B.set_scalars(hp, [lr])
+        for i in range(len(shapes)):
+            B.sgd_update(a_ps[i], gs[i], a_slots[0][i], lr, 0.9, True)
+        B.sgd_update_many(b_ps, gs, b_slots[0], 0.0 if graph else lr, 0.9, True, hp=hp if graph else None)
+    else:
+        B.set_scalars(hp, [lr])
+        for i in range(len(shapes)):
+            B.rmsprop_update(a_ps[i], gs[i], a_slots[0][i], a_slots[1][i], a_slots[2][i], lr, 0.9, 0.5, 1e-7)
+        B.rmsprop_update_many(b_ps, gs, *b_slots, 0.0 if graph else lr, 0.9, 0.5, 1e-7,
+                              hp=hp if graph else None)
+    for a, b in zip(a_ps + [x for s in a_slots for x in s], b_ps + [x for s in b_slots for x in s]):
+        if a is not None:  # (device scalars are float32 where the host's are float64: 1e-5)
+            close(B, b, host(B, a).astype(np.float64), rtol=1e-5 if graph else 1e-6)
+    with pytest.raises(ValueError, match="different lengths"):
+        if rule == "adam":
+            B.adam_update_many(b_ps, gs[:-1], *b_slots, lr, 0.9, 0.999, 1e-7, step)
+        elif rule == "sgd":
+            B.sgd_update_many(b_ps, gs[:-1], b_slots[0], lr, 0.9)
+        else:
+            B.rmsprop_update_many(b_ps, gs[:-1], *b_slots, lr, 0.9, 0.5, 1e-7)
 
 
 def _ref_opt_step(name, p, g, s, step):

@@ -662,6 +662,53 @@ def test_rmsprop(xp, centered, momentum):
             check(a, r, what=f"rmsprop {what}")
 
 
+@pytest.mark.parametrize("rule", ["adam", "sgd", "rmsprop"])
+@pytest.mark.parametrize("with_hp", [False, True])
+def test_update_many(xp, rule, with_hp):
+    """Eleven variables (two launches: eight, then three), some empty, each as the one-variable kernel does it."""
+    sizes = [37, 1, 0, 300, 5, 2, 64, 9, 1000, 3, 17]
+    decays = [i % 2 == 0 for i in range(len(sizes))]
+    lr, wd, step = 1e-2, 0.05, 3
+    nslots = {"adam": 2, "sgd": 1, "rmsprop": 3}[rule]
+    ps = [rnd(n) for n in sizes]
+    gs = [rnd(n) for n in sizes]
+    slots = [[rnd(n, lo=0.1, hi=1.0) for n in sizes] for _ in range(nslots)]
+    if rule == "rmsprop":
+        slots[1] = [rnd(n, lo=-0.1, hi=0.1) if i % 3 else None for i, n in enumerate(sizes)]
+        slots[2] = [rnd(n) if i % 2 else None for i, n in enumerate(sizes)]
+    refs = [[f64(p).copy() for p in ps]] + [[None if a is None else f64(a).copy() for a in sl] for sl in slots]
+    C = _cpu()
+    for i in range(len(sizes)):
+        ref = [r[i] for r in refs]
+        if rule == "adam":
+            C.adam_update(ref[0], f64(gs[i]), ref[1], ref[2], lr, 0.9, 0.999, 1e-7, step, wd if decays[i] else 0.0)
+        elif rule == "sgd":
+            C.sgd_update(ref[0], f64(gs[i]), ref[1], lr, 0.9, True)
+        else:
+            C.rmsprop_update(ref[0], f64(gs[i]), ref[1], ref[2], ref[3], lr, 0.9, 0.5, 1e-7)
+    d = [[dev(xp, p) for p in ps]] + [[dev(xp, a) for a in sl] for sl in slots]
+    dg = [dev(xp, g) for g in gs]
+    hp = None
+    if with_hp:
+        hp = poisoned(xp, (4,))
+        K.set_scalars(hp, [lr * (1 - 0.999 ** step) ** 0.5 / (1 - 0.9 ** step), lr * wd] if rule == "adam" else [lr])
+    bad = 99.0 if with_hp else lr  # with hp the launch's own lr is ignored
+    if rule == "adam":
+        K.adam_many(d[0], dg, d[1], d[2], bad, 0.9, 0.999, 1e-7, 1 if with_hp else step, wd, decays, hp=hp)
+    elif rule == "sgd":
+        K.sgd_many(d[0], dg, d[1], bad, 0.9, True, hp=hp)
+    else:
+        K.rmsprop_many(d[0], dg, d[1], d[2], d[3], bad, 0.9, 0.5, 1e-7, hp=hp)
+    for j, (dl, rl) in enumerate(zip(d, refs)):
+        for i, (a, r) in enumerate(zip(dl, rl)):
+            if a is not None and a.size:
+                check(a, r, what=f"{rule}_many array {j} of variable {i}")
+    with pytest.raises(ValueError, match="one of each per variable"):
+        K.sgd_many(d[0], dg[:-1], None, lr)
+    with pytest.raises(ValueError, match="gradient 1 has"):
+        K.sgd_many(d[0][:2], [dg[0], dg[0]], None, lr)
+
+
 def test_optimizer_kernels_read_scalars_from_the_device(xp):
     """With hp given, the step's scalars come from that array, not from the launch arguments."""
     lr, wd, step = 1e-2, 0.05, 4
@@ -731,6 +778,27 @@ def test_softmax_cross_entropy(xp, rows, cols):
     gref = (pref - f64(labels)) * f64(dy)[:, None]
     g = K.softmax_cross_entropy_grad(prob, dev(xp, labels), dev(xp, dy), out=poisoned(xp, (rows, cols)))
     check(g, gref, what="softmax_cross_entropy_grad")
+
+
+@pytest.mark.parametrize("rows,cols", [(5, 3), (130, 10), (1, 300), (7, 1)])
+def test_sparse_softmax_cross_entropy(xp, rows, cols):
+    logits = rnd(rows, cols, lo=-5, hi=5)
+    labels = RNG.integers(0, cols, rows).astype(np.int32)
+    if rows > 2:
+        labels[1], labels[2] = -1, cols  # no class: loss 0, gradient = softmax
+    onehot = (labels[:, None] == np.arange(cols)).astype(np.float64)
+    lref, pref = _cpu().softmax_cross_entropy(f64(logits), onehot)
+    loss, prob = K.sparse_softmax_cross_entropy(dev(xp, logits), dev(xp, labels),
+                                                loss=poisoned(xp, (rows,)), prob=poisoned(xp, (rows, cols)))
+    check(loss, lref, what="sparse_softmax_cross_entropy loss")
+    check(prob, pref, what="sparse_softmax_cross_entropy prob")
+    dy = rnd(rows)
+    g = K.sparse_softmax_cross_entropy_grad(prob, dev(xp, labels), dev(xp, dy), out=poisoned(xp, (rows, cols)))
+    check(g, (pref - onehot) * f64(dy)[:, None], what="sparse_softmax_cross_entropy_grad")
+    with pytest.raises(TypeError, match="int32 labels"):
+        K.sparse_softmax_cross_entropy(dev(xp, logits), dev(xp, labels.astype(np.int64)))
+    with pytest.raises(ValueError, match="labels for"):
+        K.sparse_softmax_cross_entropy(dev(xp, logits), dev(xp, labels[:-1]))
 
 
 @pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
@@ -882,6 +950,20 @@ def test_backend_custom_path_matches_cpu(xp):
         loss, prob = B.softmax_cross_entropy(dX(logits), dX(labels))
         lref, pref = C.softmax_cross_entropy(f64(logits), f64(labels))
         check(host(loss), lref, what="backend xent")
+        ints = np.array([0, 3, 1], np.int32)
+        sl, sp = B.sparse_softmax_cross_entropy(dX(logits), dX(ints))
+        check(host(sl), lref, what="backend sparse xent")
+        check(host(B.sparse_softmax_cross_entropy_grad(sp, dX(ints), dX(np.ones(3, F32)))), pref - f64(labels),
+              what="backend sparse xent grad")
+        ps, gs = [rnd(4), rnd(3, 2)], [rnd(4), rnd(3, 2)]
+        ref = [f64(p).copy() for p in ps]
+        slots = [[np.zeros_like(p) for p in ref] for _ in range(2)]
+        C.adam_update_many(ref, [f64(g) for g in gs], *slots, 1e-2, 0.9, 0.999, 1e-7, 1)
+        dps = [dX(p) for p in ps]
+        B.adam_update_many(dps, [dX(g) for g in gs], [dX(np.zeros_like(p)) for p in ps],
+                           [dX(np.zeros_like(p)) for p in ps], 1e-2, 0.9, 0.999, 1e-7, 1)
+        for got, want in zip(dps, ref):
+            check(host(got), want, what="backend adam_update_many")
         # A case the kernels do not take (float64) falls back to the CuPy routines.
         check(host(B.matmul(dX(f64(a)), dX(f64(w)))), f64(a) @ f64(w), what="backend float64 fallback")
         mask = host(B.dropout_mask((3, 50), 0.5))
