@@ -236,6 +236,11 @@ class Backend:
         mask *= np.float32(1.0 / (1.0 - rate))
         return self.asarray(mask, dtype)
 
+    def dropout(self, x, rate: float):
+        """(``x * mask``, mask) with ``mask = dropout_mask(x.shape, rate, x.dtype)``."""
+        mask = self.dropout_mask(x.shape, rate, x.dtype)
+        return self.multiply(x, mask), mask
+
     # ------------------------------------------------------------ elementwise
     # Binary primitives broadcast NumPy-style; the caller checks shapes.
     def add(self, a, b):

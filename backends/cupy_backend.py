@@ -160,19 +160,27 @@ class CupyBackend(Backend):
     def permutation(self, n: int):
         return Backend.permutation(self, n)
 
+    def _philox_dropout(self, x, mask, rate):
+        # One launch, no cuRAND (which a CUDA graph capture refuses).
+        replay = None
+        if self.capturing:
+            replay, self._graph_uses_dropout = self._replay_count, True
+        y, mask = _K.dropout(x, rate, self._dropout_seed, self._dropout_offset, mask=mask,
+                             replay=replay)
+        self._dropout_offset += _K.dropout_offsets(mask.size)
+        return y, mask
+
     def dropout_mask(self, shape, rate: float, dtype="float32"):
         if self._custom and normalize_dtype(dtype) == np.float32 and 0 <= rate < 1:
-            # One launch, no cuRAND (which a CUDA graph capture refuses).
-            mask = self.xp.empty(shape, np.float32)
-            replay = None
-            if self.capturing:
-                replay, self._graph_uses_dropout = self._replay_count, True
-            _K.dropout(None, rate, self._dropout_seed, self._dropout_offset, mask=mask, replay=replay)
-            self._dropout_offset += _K.dropout_offsets(mask.size)
-            return mask
+            return self._philox_dropout(None, self.xp.empty(shape, np.float32), rate)[1]
         self._refuse_in_capture("a cuRAND dropout mask (only float32 masks on the custom kernels record)")
         keep = self.xp.random.random_sample(shape, dtype=np.float32) >= rate
         return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - rate))
+
+    def dropout(self, x, rate: float):
+        if self._f32(x) and 0 <= rate < 1:
+            return self._philox_dropout(x, None, rate)  # mask and product in one launch
+        return super().dropout(x, rate)
 
     def seed(self, n: int) -> None:
         super().seed(n)

@@ -248,13 +248,13 @@ class Mean(Metric):
             if isinstance(sample_weight, (int, float)) and not isinstance(sample_weight, bool):
                 if values.ndim > 1:
                     values = ops.mean(values, axis=tuple(range(1, values.ndim)))
-                self._add("total", ops.sum(values) * float(sample_weight))
+                self._add("total", (ops.sum(values) if values.ndim else values) * float(sample_weight))
                 self._host_count += float(sample_weight) * (values.size if values.ndim else 1)
                 return
             if sample_weight is None:
                 if values.ndim > 1:
                     values = ops.mean(values, axis=tuple(range(1, values.ndim)))
-                self._add("total", ops.sum(values))
+                self._add("total", ops.sum(values) if values.ndim else values)
                 self._host_count += values.shape[0] if values.ndim else 1
                 return
             sw = _sample_weight(sample_weight, values)

@@ -212,6 +212,24 @@ def test_dropout_mask(B):
     assert abs(m.mean() - 1.0) < 0.03
 
 
+@covers("dropout")
+@pytest.mark.parametrize("shape", [(100, 100), (3, 7, 5), (1,)])
+def test_dropout(B, shape):
+    """The product is x times the mask it returns; the mask as dropout_mask's."""
+    B.seed(2)
+    x = r(*shape, lo=0.5, hi=1.5)
+    y, mask = B.dropout(B.asarray(x), 0.25)
+    m = host(B, mask)
+    assert m.shape == shape and m.dtype == F32
+    assert set(np.unique(m).tolist()) <= {0.0, np.float32(1 / 0.75)}
+    close(B, y, x.astype(np.float64) * m, rtol=1e-6)
+    if m.size > 1000:
+        assert abs((m == 0).mean() - 0.25) < 0.02
+    y0, m0 = B.dropout(B.asarray(x), 0.0)
+    close(B, y0, x, rtol=0)
+    same(B, m0, np.ones(shape, F32))
+
+
 # ------------------------------------------------------------- elementwise
 
 BINARY = {

@@ -968,6 +968,10 @@ def test_backend_custom_path_matches_cpu(xp):
         check(host(B.matmul(dX(f64(a)), dX(f64(w)))), f64(a) @ f64(w), what="backend float64 fallback")
         mask = host(B.dropout_mask((3, 50), 0.5))
         assert set(np.unique(mask).tolist()) <= {0.0, 2.0}
+        xs = rnd(3, 50)
+        y, mask = B.dropout(dX(xs), 0.5)
+        assert set(np.unique(host(mask)).tolist()) == {0.0, 2.0}
+        check(host(y), f64(xs) * host(mask), what="backend dropout")
     finally:
         B.kernels = prev
 
