@@ -279,14 +279,10 @@ class CupyBackend(Backend):
         super().rmsprop_update_dev(p, g, v, mg, mom, hp, rho, momentum, eps)
 
     def _f32_many(self, ps, gs, *slot_lists) -> bool:
-        """The update_many lists are ones the multi-variable kernel takes (None slots skipped)."""
-        if not self._custom or any(len(x) != len(ps) for x in (gs,) + slot_lists):
-            return False
-        for i, p in enumerate(ps):
-            slots = [p] + [s[i] for s in slot_lists if s[i] is not None]
-            if not (self._f32_inplace(*slots) and self._f32(gs[i]) and gs[i].size == p.size):
-                return False
-        return True
+        """Every array float32 (None slots skipped): the multi-variable kernel's case. Its
+        launcher checks the rest (lengths, sizes, contiguity) before launching anything."""
+        f32 = np.float32
+        return self._custom and all(a is None or a.dtype == f32 for x in (ps, gs) + slot_lists for a in x)
 
     def adam_update_many(self, ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0,
                          decays=None, hp=None):

@@ -758,37 +758,57 @@ def rmsprop(p, g, v, mg, mom, lr, rho, momentum, eps, hp=None):
 MANY = 8  # variables per dg_update_many launch: the kernel spells out eight parameter sets
 
 
-def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, hp=None, hp_k=1):
-    """Launch dg_update_many over ``ps`` in groups of MANY; slot_lists: per slot, one array (or None) per variable."""
-    n = len(ps)
-    if len(gs) != n or any(len(s) != n for s in slot_lists):
-        raise ValueError(f"{what}: {n} parameters, {len(gs)} gradients and slot lists of "
-                         f"{[len(s) for s in slot_lists]}: one of each per variable")
-    hp = _scalars(hp, what, hp_k)
-    sets, total = [], 0
-    for i, (p, g) in enumerate(zip(ps, gs)):
+_many_plans: dict = {}  # (rule, ids of the parameter and slot arrays) -> their checked launch arguments
+
+
+def _many_plan(rule, what, ps, slot_lists):
+    """Per variable: (p, slot a, b, c, n) checked once per set of arrays (they live across steps)."""
+    key = (rule, tuple(map(id, ps)), tuple(tuple(map(id, s)) for s in slot_lists))
+    plan = _many_plans.get(key)
+    if plan is not None:
+        return plan[1]
+    sets = []
+    for i, p in enumerate(ps):
         size = p.size
         _inplace(p, f"{what} parameter {i}", size)
         slots = [s[i] for s in slot_lists]
         for j, a in enumerate(slots):
             if a is not None:
                 _inplace(a, f"{what} slot {j} of parameter {i}", size)
-        g = _check(g, f"{what} gradient {i}")
-        if g.size != size:
-            raise ValueError(f"{what}: gradient {i} has {g.size} elements for a parameter of {size}")
-        slots += [None] * (3 - len(slots))
-        sets.append(((p, g, *slots, _i64(size)), size, (decay_mask >> i) & 1))
-        total += size
-    f = [_f32(v) for v in floats] + [_f32(0.0)] * (5 - len(floats))
+        sets.append((p, *slots, *(None,) * (3 - len(slots)), _i64(size)))
+    if len(_many_plans) >= 8:
+        _many_plans.clear()
+    _many_plans[key] = (ps, sets)  # holding the arrays keeps their ids from being reused
+    return sets
+
+
+def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, hp=None, hp_k=1):
+    """Launch dg_update_many over ``ps`` in groups of MANY; slot_lists: per slot, one array (or None) per variable."""
+    n = len(ps)
+    if len(gs) != n or any(len(s) != n for s in slot_lists):
+        raise ValueError(f"{what}: the per-variable lists have different lengths: {n} parameters, "
+                         f"{len(gs)} gradients, slots {[len(s) for s in slot_lists]}")
+    hp = _scalars(hp, what, hp_k)
+    sets = _many_plan(rule, what, ps, slot_lists)
+    gs = [_check(g, f"{what} gradient {k}") for k, g in enumerate(gs)]  # all checked before any launch
+    for k, (g, p) in enumerate(zip(gs, ps)):
+        if g.size != p.size:
+            raise ValueError(f"{what}: gradient {k} has {g.size} elements for a parameter of {p.size}")
+    head = (np.int32(rule), None, None, np.int32(flag)) + tuple(
+        _f32(v) for v in tuple(floats) + (0.0,) * (5 - len(floats))) + (hp,)
     for start in range(0, n, MANY):
-        group = sets[start:start + MANY]
-        work = max(size for _, size, _ in group)
+        args, mask, work = list(head), 0, 0
+        for k in range(start, min(start + MANY, n)):
+            p, a, b, c, size = sets[k]
+            args += (p, gs[k], a, b, c, size)
+            mask |= ((decay_mask >> k) & 1) << (k - start)
+            work = max(work, p.size)
+        count = min(MANY, n - start)
         if not work:
             continue
-        mask = np.int32(sum(bit << k for k, (_, _, bit) in enumerate(group)))
-        args = [a for s, _, _ in group for a in s] + [None, None, None, None, None, _i64(0)] * (MANY - len(group))
-        _launch("dg_update_many", _grid1d(work), (BLOCK,),
-                (np.int32(rule), np.int32(len(group)), mask, np.int32(flag), *f[:4], f[4], hp, *args))
+        args[1], args[2] = np.int32(count), np.int32(mask)
+        args += [None, None, None, None, None, _i64(0)] * (MANY - count)
+        _launch("dg_update_many", _grid1d(work), (BLOCK,), tuple(args))
 
 
 def adam_many(ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0, decays=None, hp=None):
