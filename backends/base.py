@@ -427,6 +427,11 @@ class Backend:
     def argmax(self, a, axis=None):
         return a.argmax(axis=axis).astype(np.int32)
 
+    def argmax_hits(self, a, labels):
+        """float32 [...]: 1.0 where ``argmax(a, -1) == labels`` (a [..., C], C >= 1; labels
+        [...] integer), else 0.0. The first maximum counts, a NaN as the maximum."""
+        return (self.argmax(a, -1) == labels).astype(np.float32)
+
     def argmin(self, a, axis=None):
         return a.argmin(axis=axis).astype(np.int32)
 

@@ -326,6 +326,18 @@ class CupyBackend(Backend):
             return loss.reshape(logits.shape[:-1]), prob.reshape(logits.shape)
         return super().softmax_cross_entropy(logits, labels, axis)
 
+    def softmax(self, x, axis=-1):
+        if self._f32(x) and x.ndim >= 1 and axis in (-1, x.ndim - 1):
+            cols = x.shape[-1]
+            return _K.softmax(x.reshape(-1, cols)).reshape(x.shape)  # one launch, not five
+        return super().softmax(x, axis)
+
+    def argmax_hits(self, a, labels):
+        if (self._f32(a) and a.ndim >= 1 and a.shape[-1] >= 1 and labels.dtype == np.int32
+                and labels.shape == a.shape[:-1]):
+            return _K.argmax_hits(a.reshape(-1, a.shape[-1]), labels.reshape(-1)).reshape(labels.shape)
+        return super().argmax_hits(a, labels)
+
     def softmax_cross_entropy_grad(self, prob, labels, dy, axis=-1):
         if (self._f32(prob, labels, dy) and prob.ndim >= 1 and prob.shape == labels.shape
                 and axis in (-1, prob.ndim - 1) and dy.shape == prob.shape[:-1]):

@@ -85,7 +85,10 @@ def _sparse_labels(y_true, y_pred):
 def sparse_categorical_accuracy(y_true, y_pred):
     """1.0 where the integer label equals ``argmax(y_pred)``; labels [batch] or [batch, 1]."""
     y_true, y_pred = _pair(y_true, y_pred)
-    return _float(ops.equal(_sparse_labels(y_true, y_pred), ops.argmax(y_pred, axis=-1)))
+    labels = _sparse_labels(y_true, y_pred)
+    if y_pred.ndim and y_pred.shape[-1] and labels.shape == y_pred.shape[:-1]:
+        return ops.argmax_hits(y_pred, labels)  # one op where argmax, equal and cast are three
+    return _float(ops.equal(labels, ops.argmax(y_pred, axis=-1)))
 
 
 def _in_top_k(labels, y_pred, k):

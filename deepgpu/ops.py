@@ -625,6 +625,20 @@ def argmax(x, axis=None) -> Tensor:
     return Tensor(B.argmax(x.data, ax), B)
 
 
+def argmax_hits(x, labels) -> Tensor:
+    """float32 of ``labels``' shape: 1.0 where ``argmax(x, axis=-1) == labels``, else 0.0.
+
+    x [..., C] with C >= 1; labels integer, shape ``x.shape[:-1]``. One fused op
+    (accuracy metrics use it); no gradient. Raises ValueError when the shapes do not fit.
+    """
+    B = _backend_of(x, labels)
+    x, labels = _t(x, B), _t(labels, B)
+    if x.ndim < 1 or x.shape[-1] < 1 or labels.shape != x.shape[:-1]:
+        raise ValueError(f"argmax_hits: labels of shape {labels.shape} do not fit scores of shape {x.shape} "
+                         f"(expected {x.shape[:-1]}, with at least one class)")
+    return Tensor(B.argmax_hits(x.data, labels.data), B)
+
+
 def argmin(x, axis=None) -> Tensor:
     B = _backend_of(x)
     x = _t(x, B)

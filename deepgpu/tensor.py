@@ -17,6 +17,9 @@ _live: dict[str, list] = {}
 _live_lock = threading.Lock()
 
 
+_DTYPE_NAMES: dict = {}
+
+
 def _count(name, n, nbytes):
     with _live_lock:
         c = _live.setdefault(name, [0, 0])
@@ -60,7 +63,11 @@ class Tensor:
 
     @property
     def dtype(self) -> str:
-        return self.data.dtype.name
+        dt = self.data.dtype
+        name = _DTYPE_NAMES.get(dt)
+        if name is None:  # NumPy builds dtype.name in Python: ~1 us, and ops ask for it often
+            name = _DTYPE_NAMES[dt] = dt.name
+        return name
 
     @property
     def ndim(self) -> int:

@@ -53,7 +53,7 @@ KERNELS = {
     "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_max_pool_bwd_tiles", "dg_avg_pool_fwd",
                 "dg_avg_pool_bwd", "dg_avg_pool_bwd_tiles"),
     "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_update_many", "dg_softmax_xent_fwd",
-                       "dg_softmax_xent_bwd", "dg_sparse_xent_fwd", "dg_sparse_xent_bwd", "dg_dropout", "dg_bias_act", "dg_relu_grad",
+                       "dg_softmax_xent_bwd", "dg_sparse_xent_fwd", "dg_sparse_xent_bwd", "dg_softmax_rows", "dg_argmax_hits", "dg_dropout", "dg_bias_act", "dg_relu_grad",
                        "dg_col_sum", "dg_sum_splits", "dg_set_scalars", "dg_counter_add"),
 }
 # Activation names -> the DG_ACT_* codes of gemm_core.cuh.
@@ -71,7 +71,7 @@ __all__ = ["KernelCompileError", "sources", "source", "cache_dir", "precompile",
            "max_pool2d", "max_pool2d_grad", "avg_pool2d", "avg_pool2d_grad", "adam", "sgd",
            "rmsprop", "adam_many", "sgd_many", "rmsprop_many", "softmax_cross_entropy",
            "softmax_cross_entropy_grad", "sparse_softmax_cross_entropy",
-           "sparse_softmax_cross_entropy_grad", "dropout",
+           "sparse_softmax_cross_entropy_grad", "softmax", "argmax_hits", "dropout",
            "bias_act", "relu_grad", "col_sum", "set_scalars", "counter_add"]
 
 
@@ -918,6 +918,31 @@ def sparse_softmax_cross_entropy_grad(prob, labels, dy, out=None):
     if out.size:
         _launch("dg_sparse_xent_bwd", _grid1d(out.size), (BLOCK,),
                 (prob, labels, dy, out, _i32(rows), _i32(cols)))
+    return out
+
+
+def softmax(x, out=None):
+    """Softmax of each row of x [rows, cols] -> [rows, cols]."""
+    x = _check(x, "softmax x")
+    if x.ndim != 2:
+        raise ValueError(f"softmax: expected 2-D [rows, cols], got {x.shape}")
+    rows, cols = x.shape
+    out = _output(_xp(x), out, (rows, cols), "softmax out")
+    if rows and cols:
+        _launch("dg_softmax_rows", (min(rows, 65536),), (_row_threads(cols),), (x, out, _i32(rows), _i32(cols)))
+    return out
+
+
+def argmax_hits(x, labels, out=None):
+    """x [rows, cols] (cols >= 1), int32 labels [rows] -> float32 [rows]: 1 where argmax(x[r]) == labels[r]."""
+    x = _check(x, "argmax_hits x")
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"argmax_hits: expected 2-D [rows, cols] with cols >= 1, got {x.shape}")
+    rows, cols = x.shape
+    labels = _labels(labels, "argmax_hits", rows)
+    out = _output(_xp(x), out, (rows,), "argmax_hits out")
+    if rows:
+        _launch("dg_argmax_hits", _grid1d(rows), (BLOCK,), (x, labels, out, _i32(rows), _i32(cols)))
     return out
 
 

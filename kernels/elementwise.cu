@@ -238,6 +238,43 @@ extern "C" __global__ void dg_sparse_xent_bwd(const float* prob, const int* labe
     }
 }
 
+// Softmax over rows [rows, cols], as Backend.softmax on the last axis:
+// exp(x - max) / sum. One block per row; blockDim.x a power of two <= 256.
+extern "C" __global__ void dg_softmax_rows(const float* x, float* y, int rows, int cols)
+{
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float* xr = x + (long long)r * cols;
+        float mx = DG_NEG_INF;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, xr[c]);
+        mx = dg_block_reduce(mx, 1);
+        float se = 0.0f;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) se += expf(xr[c] - mx);
+        se = dg_block_reduce(se, 0);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            y[(long long)r * cols + c] = expf(xr[c] - mx) / se;
+    }
+}
+
+// hits[r] = 1 where the first maximum of row r of x [rows, cols] is at
+// column labels[r], else 0 (a NaN counts as the maximum, as NumPy's argmax
+// takes it). One thread per row: rows of class scores are short.
+extern "C" __global__ void dg_argmax_hits(const float* x, const int* labels, float* hits, int rows, int cols)
+{
+    DG_GRID_STRIDE(r, rows) {
+        const float* xr = x + r * cols;
+        int best = 0;
+        float bv = xr[0];
+        for (int c = 1; c < cols; ++c) {
+            const float v = xr[c];
+            if (v > bv || (v != v && bv == bv)) {
+                bv = v;
+                best = c;
+            }
+        }
+        hits[r] = best == labels[r] ? 1.0f : 0.0f;
+    }
+}
+
 // ----------------------------------------------------------------- dropout
 // Philox-4x32-10 (Salmon et al., SC'11): counter-based, so element i's random
 // number depends only on (seed, offset, i). No generator state lives on the

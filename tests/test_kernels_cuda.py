@@ -801,6 +801,22 @@ def test_sparse_softmax_cross_entropy(xp, rows, cols):
         K.sparse_softmax_cross_entropy(dev(xp, logits), dev(xp, labels[:-1]))
 
 
+@pytest.mark.parametrize("rows,cols", [(5, 3), (130, 10), (1, 300), (7, 1)])
+def test_softmax_rows_and_argmax_hits(xp, rows, cols):
+    x = rnd(rows, cols, lo=-8, hi=8)
+    check(K.softmax(dev(xp, x), out=poisoned(xp, (rows, cols))), _cpu().softmax(f64(x)), what="softmax")
+    if cols > 2 and rows > 1:
+        x[0, 1] = x[0, 2] = x[0].max() + 1  # tie: first maximum
+        x[1, 2] = np.nan  # NaN: the maximum
+    want = np.argmax(x, -1)
+    labels = want.astype(np.int32)
+    labels[::3] = (labels[::3] + 1) % cols
+    hits = host(K.argmax_hits(dev(xp, x), dev(xp, labels), out=poisoned(xp, (rows,))))
+    np.testing.assert_array_equal(hits, (want == labels).astype(F32))
+    with pytest.raises(ValueError, match="cols >= 1"):
+        K.argmax_hits(dev(xp, np.zeros((3, 0), F32)), dev(xp, np.zeros(3, np.int32)))
+
+
 @pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
 def test_bias_act(xp, activation):
     x, b = rnd(7, 13, lo=-4, hi=4), rnd(13)
@@ -950,6 +966,9 @@ def test_backend_custom_path_matches_cpu(xp):
         loss, prob = B.softmax_cross_entropy(dX(logits), dX(labels))
         lref, pref = C.softmax_cross_entropy(f64(logits), f64(labels))
         check(host(loss), lref, what="backend xent")
+        check(host(B.softmax(dX(logits))), pref, what="backend softmax")
+        np.testing.assert_array_equal(host(B.argmax_hits(dX(logits), dX(np.argmax(logits, -1).astype(np.int32)))),
+                                      np.ones(3, F32))
         ints = np.array([0, 3, 1], np.int32)
         sl, sp = B.sparse_softmax_cross_entropy(dX(logits), dX(ints))
         check(host(sl), lref, what="backend sparse xent")
@@ -1009,8 +1028,9 @@ def test_convnet_training_steps_cpu_vs_custom(xp):
         for name in ("cpu", "cuda"):
             backends._state.backend = backends._instances[name] if name == "cuda" else backends.get("cpu")
             model = build()
-            model.compile(optimizer=optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
-            losses[name] = [float(np.asarray(model.train_on_batch(x, y)).ravel()[0]) for _ in range(3)]
+            model.compile(optimizer=optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+            losses[name] = [model.train_on_batch(x, y) for _ in range(3)]  # [loss, accuracy] per step
     finally:
         B.kernels = saved[2]
         if saved[0] is None:
