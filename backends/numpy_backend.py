@@ -117,6 +117,7 @@ class NumpyBackend(Backend):
         self._local = threading.local()
         self._zeros = {}  # dtype -> read-only zeros, for _relu_
         self._ck = None  # the C kernels: None = not looked for yet, False = unavailable
+        self._adam_plans = {}  # ids of (params, m, v) -> their pointer arrays, for adam_update_many
 
     def is_array(self, a) -> bool:
         return isinstance(a, np.ndarray)
@@ -571,6 +572,45 @@ class NumpyBackend(Backend):
         # Twelve passes over each parameter-sized array: split the flat range over the threads.
         flat = [x.reshape(-1) for x in (p, g, m, v)]
         self._parallel(p.size, lambda lo, hi: part(*(x[lo:hi] for x in flat)), p.nbytes)
+
+    def adam_update_many(self, ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0,
+                         decays=None, hp=None):
+        lib = self._c_kernels(*ps, *gs, *ms, *vs) if hp is None and ps else None
+        plan = None if lib is None else self._adam_plan(ps, gs, ms, vs, decays)
+        if plan is None:
+            return super().adam_update_many(ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay,
+                                            decays, hp)
+        # All variables in one C call per thread: a step's thread hand-offs are one, not one per
+        # variable (bench/NOTES.md change 20).
+        pp, mp, vp, n, total, flags = plan
+        gp = (ctypes.c_void_p * len(gs))(*[g.ctypes.data for g in gs])
+        wd = (ctypes.c_float * len(ps))(*[lr * weight_decay if d else 0.0 for d in flags])
+        a = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
+        self._parallel(total, lambda lo, hi: lib.dg_adam_many(pp, gp, mp, vp, n, wd, len(ps), lo, hi, a, beta1,
+                                                              beta2, eps), 16 * total)
+
+    def _adam_plan(self, ps, gs, ms, vs, decays):
+        """(pointer arrays of ps, ms, vs, sizes, total, decay flags) when every array is
+        C-contiguous and the lists fit, else None. The parameters' and slots' part is kept
+        per set of arrays (they live across steps); the gradients are checked each call."""
+        n = len(ps)
+        if not (len(gs) == len(ms) == len(vs) == n and (decays is None or len(decays) == n)):
+            return None
+        if not all(g.flags.c_contiguous and g.size == p.size for g, p in zip(gs, ps)):
+            return None
+        key = (tuple(map(id, ps)), tuple(map(id, ms)), tuple(map(id, vs)))
+        hit = self._adam_plans.get(key)
+        if hit is None:
+            if not all(x.flags.c_contiguous and x.size == p.size for p, m, v in zip(ps, ms, vs) for x in (p, m, v)):
+                return None
+            ptrs = [(ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays]) for arrays in (ps, ms, vs)]
+            sizes = (ctypes.c_long * n)(*[p.size for p in ps])
+            if len(self._adam_plans) >= 8:
+                self._adam_plans.clear()
+            # Holding the arrays keeps their ids (the key) from being reused.
+            hit = self._adam_plans[key] = ((ps, ms, vs), *ptrs, sizes, sum(p.size for p in ps))
+        flags = [True] * n if decays is None else [bool(d) for d in decays]
+        return (*hit[1:], flags)
 
     def relu_grad(self, dy, x):
         if dy.shape != x.shape or dy.ndim == 0 or dy.dtype.kind != "f":

@@ -119,6 +119,8 @@ def _declare(lib):
     F = ctypes.c_float
     lib.dg_adam.argtypes = [P, P, P, P, L, L, F, F, F, F, F]
     lib.dg_adam.restype = None
+    lib.dg_adam_many.argtypes = [P, P, P, P, P, P, I, L, L, F, F, F, F]
+    lib.dg_adam_many.restype = None
     lib.dg_mask_pad.restype = None
     lib.dg_max_pool_fwd.argtypes = [P, P] + [I] * 5 + [L, L]
     lib.dg_max_pool_fwd.restype = None

@@ -368,6 +368,19 @@ void dg_adam(float *p, const float *g, float *m, float *v, long i0, long i1, flo
     }
 }
 
+/* dg_adam over several variables at once: elements [i0, i1) of their concatenation
+ * (variable t holds n[t] elements; wd[t] its decay). One call per thread for a whole
+ * optimizer step instead of one per variable. */
+void dg_adam_many(float *const *p, const float *const *g, float *const *m, float *const *v,
+                  const long *n, const float *wd, int count, long i0, long i1, float a, float b1,
+                  float b2, float eps) {
+    long off = 0;
+    for (int t = 0; t < count && off < i1; off += n[t], t++) {
+        const long lo = i0 > off ? i0 - off : 0, hi = i1 - off < n[t] ? i1 - off : n[t];
+        if (lo < hi) dg_adam(p[t], g[t], m[t], v[t], lo, hi, a, b1, b2, eps, wd[t]);
+    }
+}
+
 /* ------------------------------------------------ Winograd, 3x3, stride 1 */
 
 /* A 3x3, stride-1, undilated convolution computed on m x m output tiles from a x a input
