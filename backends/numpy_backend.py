@@ -42,6 +42,7 @@ import ctypes
 import os
 import sys
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -598,17 +599,20 @@ class NumpyBackend(Backend):
             return None
         if not all(g.flags.c_contiguous and g.size == p.size for g, p in zip(gs, ps)):
             return None
-        key = (tuple(map(id, ps)), tuple(map(id, ms)), tuple(map(id, vs)))
+        arrays = (*ps, *ms, *vs)
+        key = tuple(map(id, arrays))
         hit = self._adam_plans.get(key)
-        if hit is None:
+        # Weak references: a plan keeps no array alive, and one whose arrays died (their ids
+        # free for new arrays) no longer matches.
+        if hit is None or not all(r() is a for r, a in zip(hit[0], arrays)):
             if not all(x.flags.c_contiguous and x.size == p.size for p, m, v in zip(ps, ms, vs) for x in (p, m, v)):
                 return None
-            ptrs = [(ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays]) for arrays in (ps, ms, vs)]
+            ptrs = [(ctypes.c_void_p * n)(*[a.ctypes.data for a in group]) for group in (ps, ms, vs)]
             sizes = (ctypes.c_long * n)(*[p.size for p in ps])
             if len(self._adam_plans) >= 8:
                 self._adam_plans.clear()
-            # Holding the arrays keeps their ids (the key) from being reused.
-            hit = self._adam_plans[key] = ((ps, ms, vs), *ptrs, sizes, sum(p.size for p in ps))
+            hit = self._adam_plans[key] = (
+                [weakref.ref(a) for a in arrays], *ptrs, sizes, sum(p.size for p in ps))
         flags = [True] * n if decays is None else [bool(d) for d in decays]
         return (*hit[1:], flags)
 

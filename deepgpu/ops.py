@@ -1014,7 +1014,7 @@ def _dense_grad(node, dy):
     gk = B.matmul(x.data, dy, True, False) if k.requires_grad else None
     if len(node.inputs) == 2:
         return gx, gk
-    return gx, gk, B.sum(dy, axis=0)
+    return gx, gk, B.sum_to_shape(dy, (dy.shape[1],))  # the bias gradient: a column sum
 
 
 # -------------------------------------------------------------- convolution

@@ -758,30 +758,6 @@ def rmsprop(p, g, v, mg, mom, lr, rho, momentum, eps, hp=None):
 MANY = 8  # variables per dg_update_many launch: the kernel spells out eight parameter sets
 
 
-_many_plans: dict = {}  # (rule, ids of the parameter and slot arrays) -> their checked launch arguments
-
-
-def _many_plan(rule, what, ps, slot_lists):
-    """Per variable: (p, slot a, b, c, n) checked once per set of arrays (they live across steps)."""
-    key = (rule, tuple(map(id, ps)), tuple(tuple(map(id, s)) for s in slot_lists))
-    plan = _many_plans.get(key)
-    if plan is not None:
-        return plan[1]
-    sets = []
-    for i, p in enumerate(ps):
-        size = p.size
-        _inplace(p, f"{what} parameter {i}", size)
-        slots = [s[i] for s in slot_lists]
-        for j, a in enumerate(slots):
-            if a is not None:
-                _inplace(a, f"{what} slot {j} of parameter {i}", size)
-        sets.append((p, *slots, *(None,) * (3 - len(slots)), _i64(size)))
-    if len(_many_plans) >= 8:
-        _many_plans.clear()
-    _many_plans[key] = (ps, sets)  # holding the arrays keeps their ids from being reused
-    return sets
-
-
 def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, hp=None, hp_k=1):
     """Launch dg_update_many over ``ps`` in groups of MANY; slot_lists: per slot, one array (or None) per variable."""
     n = len(ps)
@@ -789,20 +765,28 @@ def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, h
         raise ValueError(f"{what}: the per-variable lists have different lengths: {n} parameters, "
                          f"{len(gs)} gradients, slots {[len(s) for s in slot_lists]}")
     hp = _scalars(hp, what, hp_k)
-    sets = _many_plan(rule, what, ps, slot_lists)
-    gs = [_check(g, f"{what} gradient {k}") for k, g in enumerate(gs)]  # all checked before any launch
-    for k, (g, p) in enumerate(zip(gs, ps)):
-        if g.size != p.size:
-            raise ValueError(f"{what}: gradient {k} has {g.size} elements for a parameter of {p.size}")
+    # Everything checked before the first launch: a step is applied whole or not at all.
+    f32 = np.float32
+    pad = (None,) * (3 - len(slot_lists))
+    sets = []
+    for k, p in enumerate(ps):
+        size = p.size
+        slots = [s[k] for s in slot_lists]
+        for a in [p] + slots:
+            if a is not None and (a.dtype != f32 or a.size != size or not a.flags.c_contiguous):
+                _inplace(a, f"{what} parameter {k} or its slots", size)  # raises, naming the rule
+        g = gs[k]
+        if g.size != size:
+            raise ValueError(f"{what}: gradient {k} has {g.size} elements for a parameter of {size}")
+        sets.append((p, _check(g, f"{what} gradient {k}"), *slots, *pad, _i64(size)))
     head = (np.int32(rule), None, None, np.int32(flag)) + tuple(
         _f32(v) for v in tuple(floats) + (0.0,) * (5 - len(floats))) + (hp,)
     for start in range(0, n, MANY):
         args, mask, work = list(head), 0, 0
         for k in range(start, min(start + MANY, n)):
-            p, a, b, c, size = sets[k]
-            args += (p, gs[k], a, b, c, size)
+            args += sets[k]
             mask |= ((decay_mask >> k) & 1) << (k - start)
-            work = max(work, p.size)
+            work = max(work, ps[k].size)
         count = min(MANY, n - start)
         if not work:
             continue

@@ -236,3 +236,45 @@ def test_adam_update_matches_the_generic_version(cpu, shape, weight_decay):
         Backend.adam_update(cpu, *want[:1], g, *want[1:], 1e-3, 0.9, 0.999, 1e-7, step, weight_decay)
         for got, ref in zip((p, m, v), want):
             np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_adam_update_many_matches_one_call_per_variable(cpu):
+    """One call for many variables, split over the threads across variable boundaries; a plan
+    for one set of arrays is not reused for new arrays, even when those get the freed ids."""
+    rng = np.random.default_rng(4)
+    shapes = [(300,), (1,), (0,), (17, 9), (2048,), (5,)]
+    decays = [True, False, True, True, False, True]
+
+    def arrays():
+        return [[rng.uniform(-1, 1, s).astype(np.float32) for s in shapes] for _ in range(4)]
+
+    def one_round():
+        ps, gs, ms, vs = arrays()
+        vs = [np.abs(v) for v in vs]
+        ref = [[a.copy() for a in group] for group in (ps, ms, vs)]
+        for i in range(len(shapes)):
+            cpu.adam_update(ref[0][i], gs[i], ref[1][i], ref[2][i], 0.01, 0.9, 0.999, 1e-7, 2,
+                            0.004 if decays[i] else 0.0)
+        cpu.adam_update_many(ps, gs, ms, vs, 0.01, 0.9, 0.999, 1e-7, 2, 0.004, decays)
+        for got, want in zip(ps + ms + vs, ref[0] + ref[1] + ref[2]):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+    for _ in range(3):  # fresh arrays each round (CPython often hands the old ids out again)
+        one_round()
+    assert not any(r() is not None for plan in cpu._adam_plans.values() for r in plan[0])  # nothing kept alive
+
+
+def test_adam_update_many_ignores_a_plan_of_dead_arrays(cpu):
+    """A plan found under the new arrays' ids but made for arrays since freed is rebuilt."""
+    if cpu._c_kernels(np.zeros(1, np.float32)) is None:
+        pytest.skip("the C kernels are off on this path")
+    ps, gs, ms, vs = ([np.full(7, v, np.float32)] for v in (1.0, 0.5, 0.0, 0.0))
+    stale = [np.zeros(7, np.float32)]
+    cpu.adam_update_many(stale, gs, [np.zeros(7, np.float32)], [np.zeros(7, np.float32)], 0.1, 0.9, 0.999,
+                         1e-7, 1)
+    (plan,) = cpu._adam_plans.values()
+    cpu._adam_plans.clear()
+    cpu._adam_plans[tuple(map(id, (*ps, *ms, *vs)))] = plan  # as if the freed ids had come back
+    del stale
+    cpu.adam_update_many(ps, gs, ms, vs, 0.1, 0.9, 0.999, 1e-7, 1)
+    np.testing.assert_allclose(ps[0], 1.0 - 0.1, rtol=1e-5)  # step size lr on step 1, m / sqrt(v) = 1
