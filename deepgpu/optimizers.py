@@ -303,11 +303,17 @@ class Optimizer:
     def _update_all(self, vars_, gs, lr, step, hp=None):
         """Update every variable (raw gradients ``gs``): ``_update`` each, or with
         ``hp`` (a captured step's device scalars) ``_update_graph`` each. Rules
-        with a backend ``*_update_many`` form override ``_many`` instead, and
-        then the whole step is one backend call."""
-        Bs = {id(v._backend): v._backend for v in vars_}
-        if len(Bs) == 1 and self._has_many():
-            self._many(next(iter(Bs.values())), vars_, gs, [self._slot_vars[id(v)] for v in vars_], lr, step, hp)
+        with a backend ``*_update_many`` form implement ``_many`` instead (and
+        ``_has_many``): then the whole step is one backend call."""
+        if self._has_many():
+            groups = {}  # one call per backend (variables on two backends are rare)
+            for v, g in zip(vars_, gs):
+                grp = groups.setdefault(id(v._backend), (v._backend, [], [], []))
+                grp[1].append(v)
+                grp[2].append(g)
+                grp[3].append(self._slot_vars[id(v)])
+            for B, vs, gs_, slots in groups.values():
+                self._many(B, vs, gs_, slots, lr, step, hp)
             return
         for v, g in zip(vars_, gs):
             if hp is None:
@@ -390,17 +396,8 @@ class SGD(Optimizer):
     def _slots(self):
         return ("momentum",) if self.momentum else ()
 
-    def _update(self, B, v, g, slots, lr, step):
-        self._maybe_decay(B, v, lr)
-        B.sgd_update(v.data, g, slots[0].data if slots else None, lr, self.momentum, self.nesterov)
-
     def _graph_scalars(self, lr, step):
         return (lr, lr * float(self.weight_decay or 0.0))
-
-    def _update_graph(self, B, v, g, slots, hp):
-        if self._decays(v):
-            B.weight_decay_update_dev(v.data, hp)
-        B.sgd_update_dev(v.data, g, slots[0].data if slots else None, hp, self.momentum, self.nesterov)
 
     def _has_many(self):
         return True
@@ -429,25 +426,16 @@ class Adam(Optimizer):
     def _slots(self):
         return ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
 
-    def _update(self, B, v, g, slots, lr, step):
-        if self.amsgrad:
-            self._maybe_decay(B, v, lr)
-            B.adam_amsgrad_update(v.data, g, slots[0].data, slots[1].data, slots[2].data, lr,
-                                  self.beta_1, self.beta_2, self.epsilon, step)
-        else:
-            wd = float(self.weight_decay) if self._decays(v) else 0.0
-            B.adam_update(v.data, g, slots[0].data, slots[1].data, lr, self.beta_1, self.beta_2,
-                          self.epsilon, step, wd)
+    def _update(self, B, v, g, slots, lr, step):  # AMSGrad; plain Adam goes through _many
+        self._maybe_decay(B, v, lr)
+        B.adam_amsgrad_update(v.data, g, slots[0].data, slots[1].data, slots[2].data, lr,
+                              self.beta_1, self.beta_2, self.epsilon, step)
 
     def _graph_scalars(self, lr, step):
         if self.amsgrad:
             return None
         step_size = lr * math.sqrt(1 - self.beta_2 ** step) / (1 - self.beta_1 ** step)
         return (step_size, lr * float(self.weight_decay or 0.0))
-
-    def _update_graph(self, B, v, g, slots, hp):
-        B.adam_update_dev(v.data, g, slots[0].data, slots[1].data, hp, self.beta_1, self.beta_2,
-                          self.epsilon, self._decays(v))
 
     def _has_many(self):
         return not self.amsgrad
@@ -494,23 +482,8 @@ class RMSprop(Optimizer):
             s.append("average_gradient")
         return tuple(s)
 
-    def _update(self, B, v, g, slots, lr, step):
-        self._maybe_decay(B, v, lr)
-        it = iter(slots[1:])
-        mom = next(it).data if self.momentum > 0 else None
-        mg = next(it).data if self.centered else None
-        B.rmsprop_update(v.data, g, slots[0].data, mg, mom, lr, self.rho, self.momentum, self.epsilon)
-
     def _graph_scalars(self, lr, step):
         return (lr, lr * float(self.weight_decay or 0.0))
-
-    def _update_graph(self, B, v, g, slots, hp):
-        if self._decays(v):
-            B.weight_decay_update_dev(v.data, hp)
-        it = iter(slots[1:])
-        mom = next(it).data if self.momentum > 0 else None
-        mg = next(it).data if self.centered else None
-        B.rmsprop_update_dev(v.data, g, slots[0].data, mg, mom, hp, self.rho, self.momentum, self.epsilon)
 
     def _has_many(self):
         return True
