@@ -112,6 +112,28 @@ class Backend:
         """Wait until all queued work on this backend has finished."""
         self._refuse_in_capture("a device synchronisation")
 
+    _SCALARS_MAX = 256
+
+    def _scalar(self, value, dtype):
+        """A 0-d array of ``value``, shared by every caller asking for the same one.
+
+        For Python numbers used as operands and for the autograd seed: on the
+        GPU each new one is a launch (a fill), and the same few (1.0, a batch
+        size) come back every step. Only for reading: ops never write into an
+        operand. Inside a capture a fresh one is made (a cached one made there
+        would live in the graph's pool).
+        """
+        if self.capturing:
+            return self.asarray(value, dtype)
+        cache = self.__dict__.setdefault("_scalars", {})
+        key = (dtype, type(value), value)
+        a = cache.get(key)
+        if a is None:
+            if len(cache) >= self._SCALARS_MAX:
+                cache.clear()
+            a = cache[key] = self.asarray(value, dtype)
+        return a
+
     def _refuse_in_capture(self, what: str) -> None:
         if self.capturing:
             raise GraphCaptureError(

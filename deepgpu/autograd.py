@@ -98,7 +98,7 @@ def backward(out: Tensor, sources, dy=None) -> list:
     """
     B = out._backend
     if dy is None:
-        g0 = B.ones(out.shape, out.dtype)
+        g0 = B._scalar(1, out.dtype) if out.ndim == 0 else B.ones(out.shape, out.dtype)
     else:
         g0 = dy.data if isinstance(dy, Tensor) else B.asarray(dy, out.dtype)
         if tuple(g0.shape) != out.shape:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import numbers
-import weakref
 
 from . import backends as _backends
 from .autograd import Node, is_grad_enabled, register_gradient
@@ -91,33 +90,11 @@ def _promote(a, b):
     return cast(a, "int32"), cast(b, "int32")
 
 
-# Python numbers met as operands, as 0-d device arrays, per backend: on the GPU
-# each new one is a launch (a fill), and the same few (a batch size, 1.0, 0.5)
-# come back every step. Safe to share: ops never write into an operand.
-_constants: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_CONSTANTS_MAX = 256
-
-
-def _constant(B, v, dtype):
-    if B.capturing:  # made inside a CUDA graph capture, it would live in the graph's pool
-        return B.asarray(v, dtype)
-    cache = _constants.get(B)
-    if cache is None:
-        cache = _constants[B] = {}
-    key = (dtype, type(v), v)
-    a = cache.get(key)
-    if a is None:
-        if len(cache) >= _CONSTANTS_MAX:
-            cache.clear()
-        a = cache[key] = B.asarray(v, dtype)
-    return a
-
-
 def _scalar_or_tensor(v, like, B):
     if isinstance(v, bool) or not isinstance(v, numbers.Number):
         return _t(v, B, like.dtype if not isinstance(v, bool) and _is_float(like.dtype) else None)
     dtype = like.dtype if (_is_float(like.dtype) or isinstance(v, numbers.Integral)) else "float32"
-    return Tensor(_constant(B, v, dtype), B)
+    return Tensor(B._scalar(v, dtype), B)  # shared 0-d arrays: no fill launch per op
 
 
 def _axes(axis, ndim):
