@@ -5,22 +5,28 @@
 # 3. the training-step and kernel benchmarks against PyTorch, 4. a per-primitive
 # profile, 5. Fashion-MNIST quality runs on the GPU (when DATA_DIR holds the IDX files).
 # Each part writes its log under OUT_DIR and prints its last lines; one failing part
-# does not stop the others.
+# does not stop the others. All five take longer than one 600 s device call: choose
+# some with PARTS, e.g. PARTS="tests step profile" then PARTS="fmnist memcheck".
 set -u
-out=${1:?usage: gpu_check.sh OUT_DIR [DATA_DIR] [STEPS]}
+out=${1:?usage: [PARTS="tests step profile fmnist memcheck"] gpu_check.sh OUT_DIR [DATA_DIR] [STEPS]}
 data=${2:-}
 steps=${3:-30}
+parts=" ${PARTS:-tests step profile fmnist memcheck} "
+want() { [[ "$parts" == *" $1 "* ]]; }
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-build-isolation --no-deps -e . >"$out/pip.log" 2>&1 || tail -5 "$out/pip.log"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$out/gpu.txt" 2>&1
 
+if want tests; then
 echo "== cuda tests"
 timeout ${TESTS_S:-180} python3 -m pytest -q -m cuda tests --durations=25 -o faulthandler_timeout=45 \
     >"$out/tests_cuda.log" 2>&1
 grep -E "passed|failed|error" "$out/tests_cuda.log" | tail -3
 grep -E "^FAILED|^ERROR|Timeout|File \"/" "$out/tests_cuda.log" | head -30
+fi
 
+if want step; then
 echo "== training step (seed convnet) and kernel targets"
 timeout 200 python3 bench/gpu_step.py --micro --batches 128 512 --steps "$steps" \
     --only deepgpu-custom deepgpu-graph torch-eager torch-graph torch-eager-fp32 torch-graph-fp32 \
@@ -32,12 +38,15 @@ m = json.load(open(sys.argv[1])).get("micro", {})
 for k, v in m.items():
     print(k, {a: (round(b, 4) if isinstance(b, float) else b) for a, b in v.items()} if isinstance(v, dict) else v)
 EOF
+fi
 
+if want profile; then
 echo "== profile"
 timeout 60 python3 bench/gpu_profile.py --batch 128 --json "$out/profile.json" >"$out/profile.log" 2>&1
-head -14 "$out/profile.log"
+cat "$out/profile.log" | head -40
+fi
 
-if [ -n "$data" ]; then
+if want fmnist && [ -n "$data" ]; then
     echo "== Fashion-MNIST on the GPU"
     for m in cnn dnn; do
         timeout 90 python3 bench/epoch_parity.py --backend cuda --model $m --epochs 3 --cuda-graph \
@@ -50,8 +59,9 @@ if [ -n "$data" ]; then
     grep -E "Test loss" "$out/train_cnn.log"
 fi
 
+if want memcheck; then
 echo "== memcheck (kernel tests)"
 timeout ${MEMCHECK_S:-300} compute-sanitizer --tool memcheck --print-limit 20 \
     python3 -m pytest -q -m cuda tests/test_kernels_cuda.py -k "not convnet_training" >"$out/memcheck.log" 2>&1
 grep -E "ERROR SUMMARY|passed|failed" "$out/memcheck.log" | tail -3
-
+fi
