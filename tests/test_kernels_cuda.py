@@ -24,6 +24,7 @@ and the same under ``compute-sanitizer --tool memcheck``.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -925,6 +926,27 @@ def test_dropout(xp):
 
 
 # ------------------------------------------------ the backend, custom path
+@contextlib.contextmanager
+def _current_custom(xp):
+    """The custom-kernel CuPy backend as the current one (under the emulation, registered as "cuda")."""
+    B = _custom_backend(xp)
+    saved = backends._instances.get("cuda"), getattr(backends._state, "backend", None), B.kernels
+    try:
+        if xp is np:
+            B.to_numpy = lambda a: np.array(a, copy=True)
+            backends._instances["cuda"] = B
+        B.kernels = "custom"
+        backends._state.backend = B
+        yield B
+    finally:
+        B.kernels = saved[2]
+        if saved[0] is None:
+            backends._instances.pop("cuda", None)
+        else:
+            backends._instances["cuda"] = saved[0]
+        backends._state.backend = saved[1]
+
+
 def _custom_backend(xp):
     """The CuPy backend with kernels="custom": the real one on a GPU, else its methods over NumPy."""
     from deepgpu.backends.cupy_backend import CupyBackend
@@ -995,9 +1017,41 @@ def test_backend_custom_path_matches_cpu(xp):
         B.kernels = prev
 
 
+@pytest.mark.parametrize("opt", ["adamw", "sgd-nesterov-wd", "rmsprop-centered", "adam-schedule-clip"])
+def test_in_graph_updates_on_the_custom_path(xp, opt):
+    """An optimizer's update written for a captured step (device scalars, one dg_update_many
+    launch per eight variables) gives apply_gradients's results on the custom path."""
+    from deepgpu import optimizers
+    from deepgpu.tensor import Tensor, Variable
+
+    make = {"adamw": lambda: optimizers.AdamW(1e-2, weight_decay=0.05),
+            "sgd-nesterov-wd": lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+            "rmsprop-centered": lambda: optimizers.RMSprop(1e-2, momentum=0.5, centered=True),
+            "adam-schedule-clip": lambda: optimizers.Adam(optimizers.schedules.ExponentialDecay(1e-2, 2, 0.5),
+                                                          clipnorm=0.5)}[opt]
+    with _current_custom(xp) as B:
+        shapes = [(3, 4), (4,), (2, 2, 3)] + [(5,)] * 8  # eleven variables: two launches
+        init = [rnd(*s) for s in shapes]
+        vs = {k: [Variable(Tensor(xp.asarray(a), B), name=f"w{i}") for i, a in enumerate(init)] for k in "eg"}
+        opts = {k: make() for k in "eg"}
+        for k in "eg":
+            opts[k].exclude_from_weight_decay(var_list=[vs[k][1]])
+        hp = xp.zeros(4, F32)
+        for _ in range(3):
+            gs = [rnd(*s) for s in shapes]
+            opts["e"].apply_gradients([(Tensor(xp.asarray(g), B), v) for g, v in zip(gs, vs["e"])])
+            B.set_scalars(hp, opts["g"].graph_scalars_for_next_step())
+            opts["g"].apply_gradients_in_graph([xp.asarray(g) for g in gs], vs["g"], hp)
+            opts["g"].iterations += 1
+        for e, g in zip(vs["e"] + opts["e"].variables, vs["g"] + opts["g"].variables):
+            np.testing.assert_allclose(host(g.data), host(e.data), rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------- a whole network
-def test_convnet_training_steps_cpu_vs_custom(xp):
-    """Adam steps of a small dropout-free convnet from the same weights: cpu vs the custom path.
+@pytest.mark.parametrize("opt", ["adam", "sgd", "rmsprop"])
+def test_convnet_training_steps_cpu_vs_custom(xp, opt):
+    """Steps of a small dropout-free convnet from the same weights: cpu vs the custom path
+    (the optimizer's whole update is one or two dg_update_many launches there).
 
     Emulated: the CuPy backend's methods over NumPy, registered as "cuda" for the test.
     """
@@ -1017,27 +1071,16 @@ def test_convnet_training_steps_cpu_vs_custom(xp):
 
     x = RNG.uniform(0, 1, (5, 10, 10, 1)).astype(F32)
     y = RNG.integers(0, 10, 5).astype(np.int32)
-    B = _custom_backend(xp)
-    saved = backends._instances.get("cuda"), getattr(backends._state, "backend", None), B.kernels
     losses = {}
-    try:
-        if xp is np:
-            B.to_numpy = lambda a: np.array(a, copy=True)
-            backends._instances["cuda"] = B
-        B.kernels = "custom"
+    with _current_custom(xp) as B:
         for name in ("cpu", "cuda"):
-            backends._state.backend = backends._instances[name] if name == "cuda" else backends.get("cpu")
+            backends._state.backend = B if name == "cuda" else backends.get("cpu")
             model = build()
-            model.compile(optimizer=optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
+            optimizer = {"adam": lambda: optimizers.Adam(1e-2),
+                         "sgd": lambda: optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+                         "rmsprop": lambda: optimizers.RMSprop(1e-3, momentum=0.5, centered=True)}[opt]()
+            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             losses[name] = [model.train_on_batch(x, y) for _ in range(3)]  # [loss, accuracy] per step
-    finally:
-        B.kernels = saved[2]
-        if saved[0] is None:
-            backends._instances.pop("cuda", None)
-        else:
-            backends._instances["cuda"] = saved[0]
-        backends._state.backend = saved[1]
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
 
 
