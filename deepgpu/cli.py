@@ -55,7 +55,7 @@ def build_parser():
     t.add_argument("--data-dir", default=None, help="folder holding the IDX files (MNIST / Fashion-MNIST)")
     t.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=None,
                    help="default: $DEEPGPU_BACKEND, else cpu")
-    t.add_argument("--epochs", type=_positive_int, default=None, help="default: 15 for digits, 3 otherwise")
+    t.add_argument("--epochs", type=_positive_int, default=None, help="default: 20 for digits, 3 otherwise")
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32 for digits, 128 otherwise")
     t.add_argument("--optimizer", default="adam")
     t.add_argument("--learning-rate", type=_positive_float, default=1e-3)
@@ -113,7 +113,7 @@ def cmd_train(args):
     _check_out(args.out)
     dg.set_seed(args.seed)
     (xtr, ytr), (xte, yte) = _load(args.dataset, args.data_dir)
-    epochs = args.epochs or (15 if args.dataset == "digits" else 3)
+    epochs = args.epochs or (20 if args.dataset == "digits" else 3)
     batch = args.batch_size or (32 if args.dataset == "digits" else 128)
     print(f"deepgpu {dg.__version__} on {backend}: {args.model} on {args.dataset} "
           f"({len(xtr)} training / {len(xte)} test images of {xtr.shape[1]}x{xtr.shape[2]})")

@@ -35,6 +35,15 @@ def test_train_digits_dnn_saves_a_loadable_model_and_a_plot(tmp_path, capsys):
         assert (tmp_path / "digits-dnn-history.png").stat().st_size > 1000
 
 
+def test_the_default_run_reaches_97_percent(tmp_path, capsys):
+    """`deepgpu train` with no options: the seed convnet on the bundled digits, >= 97% on the test split."""
+    pytest.importorskip("sklearn")
+    rc = main(["train", "--out", str(tmp_path), "--verbose", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert float(out.split("test accuracy: ")[1].split("%")[0]) >= 97.0, out
+
+
 def _fake_idx(folder, n_train=96, n_test=32, seed=0):
     """Four IDX files of a learnable 28x28 task (class = which quadrant is bright)."""
     rng = np.random.default_rng(seed)
