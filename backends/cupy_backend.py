@@ -319,7 +319,7 @@ class CupyBackend(Backend):
         super().rmsprop_update(p, g, v, mg, mom, lr, rho, momentum, eps)
 
     def softmax_cross_entropy(self, logits, labels, axis=-1):
-        if (self._f32(logits, labels) and logits.ndim >= 1 and logits.shape == labels.shape
+        if (self._f32(logits, labels) and logits.ndim >= 1 and logits.shape[-1] and logits.shape == labels.shape
                 and axis in (-1, logits.ndim - 1)):
             cols = logits.shape[-1]
             loss, prob = _K.softmax_cross_entropy(logits.reshape(-1, cols), labels.reshape(-1, cols))
@@ -327,7 +327,7 @@ class CupyBackend(Backend):
         return super().softmax_cross_entropy(logits, labels, axis)
 
     def softmax(self, x, axis=-1):
-        if self._f32(x) and x.ndim >= 1 and axis in (-1, x.ndim - 1):
+        if self._f32(x) and x.ndim >= 1 and x.shape[-1] and axis in (-1, x.ndim - 1):
             cols = x.shape[-1]
             return _K.softmax(x.reshape(-1, cols)).reshape(x.shape)  # one launch, not five
         return super().softmax(x, axis)
@@ -339,7 +339,7 @@ class CupyBackend(Backend):
         return super().argmax_hits(a, labels)
 
     def softmax_cross_entropy_grad(self, prob, labels, dy, axis=-1):
-        if (self._f32(prob, labels, dy) and prob.ndim >= 1 and prob.shape == labels.shape
+        if (self._f32(prob, labels, dy) and prob.ndim >= 1 and prob.shape[-1] and prob.shape == labels.shape
                 and axis in (-1, prob.ndim - 1) and dy.shape == prob.shape[:-1]):
             cols = prob.shape[-1]
             return _K.softmax_cross_entropy_grad(prob.reshape(-1, cols), labels.reshape(-1, cols),
@@ -347,7 +347,7 @@ class CupyBackend(Backend):
         return super().softmax_cross_entropy_grad(prob, labels, dy, axis)
 
     def sparse_softmax_cross_entropy(self, logits, labels):
-        if (self._f32(logits) and logits.ndim >= 1 and labels.dtype == np.int32
+        if (self._f32(logits) and logits.ndim >= 1 and logits.shape[-1] and labels.dtype == np.int32
                 and labels.shape == logits.shape[:-1]):
             cols = logits.shape[-1]
             loss, prob = _K.sparse_softmax_cross_entropy(logits.reshape(-1, cols), labels.reshape(-1))
@@ -355,7 +355,7 @@ class CupyBackend(Backend):
         return super().sparse_softmax_cross_entropy(logits, labels)
 
     def sparse_softmax_cross_entropy_grad(self, prob, labels, dy):
-        if (self._f32(prob, dy) and prob.ndim >= 1 and labels.dtype == np.int32
+        if (self._f32(prob, dy) and prob.ndim >= 1 and prob.shape[-1] and labels.dtype == np.int32
                 and labels.shape == prob.shape[:-1] and dy.shape == labels.shape):
             cols = prob.shape[-1]
             return _K.sparse_softmax_cross_entropy_grad(prob.reshape(-1, cols), labels.reshape(-1),
