@@ -989,11 +989,6 @@ def test_backend_custom_path_matches_cpu(xp):
         lref, pref = C.softmax_cross_entropy(f64(logits), f64(labels))
         check(host(loss), lref, what="backend xent")
         check(host(B.softmax(dX(logits))), pref, what="backend softmax")
-        empty = dX(np.zeros((3, 0), F32))  # no classes: the CuPy routines' answer, not a kernel's
-        assert host(B.softmax(empty)).shape == (3, 0)
-        el, ep = B.sparse_softmax_cross_entropy(empty, dX(np.zeros(3, np.int32)))
-        np.testing.assert_array_equal(host(el), np.zeros(3, F32))
-        assert host(ep).shape == (3, 0)
         np.testing.assert_array_equal(host(B.argmax_hits(dX(logits), dX(np.argmax(logits, -1).astype(np.int32)))),
                                       np.ones(3, F32))
         ints = np.array([0, 3, 1], np.int32)
