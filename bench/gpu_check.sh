@@ -29,7 +29,7 @@ fi
 if want step; then
 echo "== training step (seed convnet) and kernel targets"
 timeout 200 python3 bench/gpu_step.py --micro --batches 128 512 --steps "$steps" \
-    --only deepgpu-custom deepgpu-graph torch-eager torch-graph torch-eager-fp32 torch-graph-fp32 \
+    --only deepgpu-custom deepgpu-fitstep deepgpu-graph torch-eager torch-graph torch-eager-fp32 torch-graph-fp32 \
     --out "$out/gpu_step.json" >"$out/gpu_step.log" 2>&1
 grep -E "^batch" "$out/gpu_step.log"
 python3 - "$out/gpu_step.json" <<'EOF'

@@ -9,6 +9,9 @@ Adam, float32) per framework and path, in one process on one GPU:
 
 * ``deepgpu-cupy``: the CuPy backend on CuPy's routines (``kernels = "cupy"``).
 * ``deepgpu-custom``: the same on our kernels (``kernels = "custom"``, the default).
+* ``deepgpu-fitstep``: our kernels, the step as ``fit`` runs it for each
+  batch (forward, loss, backward, update, metric sums on the device): no
+  per-step reset and host read of the loss, as PyTorch's step has none.
 * ``deepgpu-graph``: our kernels with ``compile(cuda_graph=True)``: the step
   recorded once as a CUDA graph and replayed.
 * ``torch-eager`` and ``torch-graph`` (the whole step captured once, replayed),
@@ -46,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-PATHS = ("deepgpu-cupy", "deepgpu-custom", "deepgpu-graph", "torch-eager", "torch-graph",
+PATHS = ("deepgpu-cupy", "deepgpu-custom", "deepgpu-fitstep", "deepgpu-graph", "torch-eager", "torch-graph",
          "torch-eager-fp32", "torch-graph-fp32")
 
 
@@ -77,7 +80,7 @@ def _time_steps(step, sync, warmup, steps):
 
 
 # ------------------------------------------------------------------ deepgpu
-def bench_deepgpu(kernels, batch, warmup, steps, graph=False):
+def bench_deepgpu(kernels, batch, warmup, steps, graph=False, fitstep=False):
     import deepgpu as dg
     from deepgpu import backends, optimizers, zoo
     from deepgpu import kernels as kernels_mod
@@ -97,7 +100,8 @@ def bench_deepgpu(kernels, batch, warmup, steps, graph=False):
     x = Tensor(B.asarray(rng.uniform(0, 1, (batch, 28, 28, 1)).astype(np.float32)), B)
     y = Tensor(B.asarray(rng.integers(0, 10, batch).astype(np.int32)), B)
     B.xp.get_default_memory_pool().free_all_blocks()
-    res = _time_steps(lambda: model.train_on_batch(x, y), B.sync, warmup, steps)
+    step = (lambda: model._train_batch([x], [y], None)) if fitstep else (lambda: model.train_on_batch(x, y))
+    res = _time_steps(step, B.sync, warmup, steps)
     res["pool_total_bytes"] = int(B.memory_info()["pool_total_bytes"])
     if graph:
         gt = model._graph_trainer
@@ -313,6 +317,7 @@ def main(argv=None):
               "args": vars(args), "step": {}}
     runners = {"deepgpu-cupy": lambda b: bench_deepgpu("cupy", b, args.warmup, args.steps),
                "deepgpu-custom": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps),
+               "deepgpu-fitstep": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps, fitstep=True),
                "deepgpu-graph": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps, graph=True),
                "torch-eager": lambda b: bench_torch(False, b, args.warmup, args.steps),
                "torch-graph": lambda b: bench_torch(True, b, args.warmup, args.steps),
