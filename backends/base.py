@@ -419,15 +419,17 @@ class Backend:
         """``softmax_cross_entropy`` over the last axis for integer class ``labels``.
 
         logits [..., C] float; labels [...] integer. An index outside [0, C)
-        has no class: its loss is 0, as for a one-hot row of zeros. Returns
+        has no class: its loss is 0 (and its gradient, below, 0). Returns
         (loss [...], softmax [..., C]).
         """
         return self.softmax_cross_entropy(logits, self.one_hot(labels, logits.shape[-1], logits.dtype), -1)
 
     def sparse_softmax_cross_entropy_grad(self, prob, labels, dy):
-        """``(prob - one_hot(labels)) * dy[..., None]``: the logits' gradient of the loss above."""
+        """``(prob - one_hot(labels)) * dy[..., None]``, the logits' gradient of the loss above;
+        0 in the rows whose label has no class (their loss is the constant 0)."""
         onehot = self.one_hot(labels, prob.shape[-1], prob.dtype)
-        return self.softmax_cross_entropy_grad(prob, onehot, dy, -1)
+        valid = onehot.sum(axis=-1, keepdims=True)
+        return (prob * valid - onehot) * self.xp.expand_dims(dy, -1)
 
     # ------------------------------------------------------------- reductions
     def sum(self, a, axis=None, keepdims=False):

@@ -486,8 +486,8 @@ def sparse_softmax_cross_entropy(labels, logits) -> Tensor:
     """Per-example ``-log_softmax(logits)[label]`` over the last axis, fused and stable.
 
     labels: integer class indices of shape ``logits.shape[:-1]``; an index
-    outside [0, classes) gives loss 0 (a one-hot row of zeros). The labels get
-    no gradient. Raises ValueError when the shapes do not fit, TypeError for
+    outside [0, classes) marks a row to ignore: its loss and its gradient are
+    0. The labels get no gradient. Raises ValueError when the shapes do not fit, TypeError for
     labels that are not integers.
     """
     B = _backend_of(labels, logits)

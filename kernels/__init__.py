@@ -876,7 +876,8 @@ def _row_threads(cols):
 def sparse_softmax_cross_entropy(logits, labels, loss=None, prob=None):
     """Logits [rows, cols], int32 labels [rows] -> (loss [rows], softmax [rows, cols]).
 
-    A label outside [0, cols) gives loss 0 (Backend.sparse_softmax_cross_entropy's rule).
+    A label outside [0, cols) gives loss 0 and, in the gradient, a row of 0
+    (Backend.sparse_softmax_cross_entropy's rule).
     """
     xp = _xp(logits)
     logits = _check(logits, "sparse_softmax_cross_entropy logits")
@@ -895,7 +896,8 @@ def sparse_softmax_cross_entropy(logits, labels, loss=None, prob=None):
 
 
 def sparse_softmax_cross_entropy_grad(prob, labels, dy, out=None):
-    """``(prob - onehot(labels)) * dy[:, None]``; prob [rows, cols], int32 labels [rows], dy [rows]."""
+    """``(prob - onehot(labels)) * dy[:, None]`` (0 in rows without a class); prob [rows, cols],
+    int32 labels [rows], dy [rows]."""
     prob = _check(prob, "sparse_softmax_cross_entropy_grad prob")
     rows, cols = prob.shape
     labels = _labels(labels, "sparse_softmax_cross_entropy_grad", rows)

@@ -204,8 +204,8 @@ extern "C" __global__ void dg_softmax_xent_bwd(const float* prob, const float* l
 }
 
 // As dg_softmax_xent_fwd for integer class labels [rows]: loss[r] =
-// -log_softmax(x_r)[labels[r]]; a label outside [0, cols) has no class and
-// gives 0 (as a one-hot row of zeros would). No one-hot array is made.
+// -log_softmax(x_r)[labels[r]]; a label outside [0, cols) has no class: loss
+// 0, and gradient 0 below (the row is ignored). No one-hot array is made.
 extern "C" __global__ void dg_sparse_xent_fwd(const float* logits, const int* labels, float* loss,
                                               float* prob, int rows, int cols)
 {
@@ -226,15 +226,17 @@ extern "C" __global__ void dg_sparse_xent_fwd(const float* logits, const int* la
     }
 }
 
-// Its gradient with respect to the logits: (prob - onehot(labels)) * dy[row].
+// Its gradient with respect to the logits: (prob - onehot(labels)) * dy[row],
+// 0 in a row whose label has no class.
 extern "C" __global__ void dg_sparse_xent_bwd(const float* prob, const int* labels, const float* dy,
                                               float* dlogits, int rows, int cols)
 {
     const long long n = (long long)rows * cols;
     DG_GRID_STRIDE(i, n) {
         const long long r = i / cols;
-        const float hit = labels[r] == (int)(i - r * cols) ? 1.0f : 0.0f;
-        dlogits[i] = (prob[i] - hit) * dy[r];
+        const int k = labels[r];
+        const float hit = k == (int)(i - r * cols) ? 1.0f : 0.0f;
+        dlogits[i] = (k >= 0 && k < cols) ? (prob[i] - hit) * dy[r] : 0.0f;
     }
 }
 

@@ -369,6 +369,28 @@ def test_softmax_cross_entropy_3d():
     check_gradients(lambda lg: dg.softmax_cross_entropy(labels, lg), [rnd(2, 3, 4)])
 
 
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 6), (3, 1)])
+def test_sparse_softmax_cross_entropy(shape):
+    labels = RNG.integers(0, shape[-1], shape[:-1])
+    labels.reshape(-1)[0] = shape[-1]  # a label with no class: loss 0, gradient 0
+    t = dg.tensor(labels, "int32")
+    check_gradients(lambda lg: dg.sparse_softmax_cross_entropy(t, lg), [rnd(*shape, lo=-3, hi=3)])
+    onehot = dg.tensor((labels[..., None] == np.arange(shape[-1])).astype(np.float64), "float64")
+    lg = dg.tensor(rnd(*shape), "float64")
+    np.testing.assert_allclose(dg.sparse_softmax_cross_entropy(t, lg).data_sync(),
+                               dg.softmax_cross_entropy(onehot, lg).data_sync(), rtol=1e-12)
+
+
+def test_sparse_softmax_cross_entropy_errors():
+    lg = dg.tensor(rnd(4, 5))
+    with pytest.raises(TypeError, match="integer class indices"):
+        dg.sparse_softmax_cross_entropy(dg.tensor([0.0, 1.0, 2.0, 3.0]), lg)
+    with pytest.raises(ValueError, match=r"expected \(4,\)"):
+        dg.sparse_softmax_cross_entropy(dg.tensor([0, 1, 2], "int32"), lg)
+    with pytest.raises(ValueError, match="do not fit scores"):
+        dg.ops.argmax_hits(lg, dg.tensor([0, 1], "int32"))
+
+
 # -------------------------------------------------------------------- dense
 
 @pytest.mark.parametrize("activation", [None, "linear", "relu", "sigmoid", "tanh"])
