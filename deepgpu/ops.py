@@ -458,7 +458,9 @@ def _log_softmax_grad(node, dy):
 def softmax_cross_entropy(labels, logits, axis=-1) -> Tensor:
     """Per-example ``-sum(labels * log_softmax(logits))`` along ``axis``, fused and stable.
 
-    labels: probabilities of the logits' shape. Returns the shape without ``axis``.
+    labels: probabilities of the logits' shape, each row along ``axis`` summing
+    to 1 (the gradient used is ``softmax - labels``, as TensorFlow's, which is
+    the loss's derivative only for such rows). Returns the shape without ``axis``.
     """
     B = _backend_of(labels, logits)
     logits = _t(logits, B)
