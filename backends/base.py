@@ -126,13 +126,17 @@ class Backend:
         if self.capturing:
             return self.asarray(value, dtype)
         cache = self.__dict__.setdefault("_scalars", {})
-        key = (dtype, type(value), value)
+        key = (self._device(), dtype, type(value), value)
         a = cache.get(key)
         if a is None:
             if len(cache) >= self._SCALARS_MAX:
                 cache.clear()
             a = cache[key] = self.asarray(value, dtype)
         return a
+
+    def _device(self):
+        """Which device new arrays go to (None: one device only)."""
+        return None
 
     def _refuse_in_capture(self, what: str) -> None:
         if self.capturing:

@@ -121,6 +121,9 @@ class CupyBackend(Backend):
     def is_array(self, a) -> bool:
         return isinstance(a, self.xp.ndarray)
 
+    def _device(self):
+        return self.xp.cuda.runtime.getDevice()  # shared constants are per device
+
     def asarray(self, data, dtype=None):
         if isinstance(data, self.xp.ndarray):
             return super().asarray(data, dtype)

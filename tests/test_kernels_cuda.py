@@ -954,6 +954,7 @@ def _custom_backend(xp):
     if xp is np:
         b = CupyBackend.__new__(CupyBackend)
         b.xp = np
+        b._device = lambda: None  # no CUDA device to ask
         b._init_kernels("custom")
         return b
     b = backends.get("cuda")
