@@ -55,7 +55,8 @@ KERNELS = {
     "pool.cu": ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_max_pool_bwd_tiles", "dg_avg_pool_fwd",
                 "dg_avg_pool_bwd", "dg_avg_pool_bwd_tiles"),
     "elementwise.cu": ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_update_many", "dg_softmax_xent_fwd",
-                       "dg_softmax_xent_bwd", "dg_sparse_xent_fwd", "dg_sparse_xent_bwd", "dg_softmax_rows", "dg_argmax_hits", "dg_dropout", "dg_bias_act", "dg_relu_grad",
+                       "dg_softmax_xent_bwd", "dg_sparse_xent_fwd", "dg_sparse_xent_bwd", "dg_softmax_rows",
+                       "dg_argmax_hits", "dg_dropout", "dg_bias_act", "dg_relu_grad",
                        "dg_col_sum", "dg_sum_splits", "dg_set_scalars", "dg_counter_add"),
 }
 # Activation names -> the DG_ACT_* codes of gemm_core.cuh.
