@@ -14,7 +14,6 @@ launches can be checked by here; times are for bench/gpu_step.py on a GPU.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
@@ -37,17 +36,10 @@ def main(argv=None):
     from deepgpu import kernels as K
     from deepgpu.backends.cupy_backend import CupyBackend
     from deepgpu.tensor import Tensor
-    from test_kernels_cuda import Emulator
+    from test_kernels_cuda import Emulator, count_launches
 
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    emu = Emulator(tempfile.mkdtemp(prefix="dg-emu-"))
-    launches = collections.Counter()
-
-    def hook(name, grid, block, a):
-        launches[name] += 1
-        emu(name, grid, block, a)
-
-    K._emulator = hook
+    K._emulator = Emulator(tempfile.mkdtemp(prefix="dg-emu-"))
     B = CupyBackend.__new__(CupyBackend)  # its methods over NumPy: no GPU needed
     B.xp = np
     B._device = lambda: None  # no CUDA device to ask
@@ -63,33 +55,7 @@ def main(argv=None):
     x = Tensor(rng.uniform(0, 1, (args.batch, 28, 28, 1)).astype(np.float32), B)
     y = Tensor(rng.integers(0, 10, args.batch).astype(np.int32), B)
     model.train_on_batch(x, y)
-
-    rows = collections.defaultdict(lambda: [0, 0, 0])  # primitive -> calls, custom launches, calls without
-    depth = [0]
-    names = [n for n in dir(CupyBackend) if not n.startswith("_") and callable(getattr(CupyBackend, n))]
-
-    def wrap(name, fn):
-        def inner(*a, **k):
-            if depth[0]:
-                return fn(*a, **k)
-            depth[0] += 1
-            before = sum(launches.values())
-            try:
-                return fn(*a, **k)
-            finally:
-                depth[0] -= 1
-                n = sum(launches.values()) - before
-                r = rows[name]
-                r[0] += 1
-                r[1] += n
-                r[2] += n == 0
-        return inner
-
-    for n in names:
-        setattr(B, n, wrap(n, getattr(B, n)))
-    for _ in range(args.steps):
-        model.train_on_batch(x, y)
-    per = {n: [v / args.steps for v in r] for n, r in rows.items()}
+    per = count_launches(B, lambda: model.train_on_batch(x, y), args.steps)
     print(f"seed convnet, train_on_batch, metrics {args.metrics}: per step, on the custom-kernel path")
     print(f"{'primitive':34s} {'calls':>6s} {'ours':>6s} {'CuPy/view':>10s}")
     for n, (c, ours, other) in sorted(per.items(), key=lambda kv: (-kv[1][1], -kv[1][0])):

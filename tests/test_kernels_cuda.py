@@ -24,6 +24,7 @@ and the same under ``compute-sanitizer --tool memcheck``.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import math
@@ -1047,6 +1048,82 @@ def test_in_graph_updates_on_the_custom_path(xp, opt):
             opts["g"].iterations += 1
         for e, g in zip(vs["e"] + opts["e"].variables, vs["g"] + opts["g"].variables):
             np.testing.assert_allclose(host(g.data), host(e.data), rtol=1e-5, atol=1e-6)
+
+
+def count_launches(B, step, steps=2):
+    """Per backend primitive over ``steps`` calls of ``step()``: [calls, our kernel launches,
+    calls that launched none of ours] per step. Counts through ``K._emulator`` (which must
+    be set); ``B``'s public methods are wrapped meanwhile."""
+    from deepgpu.backends.cupy_backend import CupyBackend
+
+    emu = K._emulator
+    launches = [0]
+
+    def hook(name, grid, block, args):
+        launches[0] += 1
+        emu(name, grid, block, args)
+
+    rows = collections.defaultdict(lambda: [0, 0, 0])
+    depth = [0]
+
+    def wrap(name, fn):
+        def inner(*a, **k):
+            if depth[0]:
+                return fn(*a, **k)
+            depth[0] += 1
+            before = launches[0]
+            try:
+                return fn(*a, **k)
+            finally:
+                depth[0] -= 1
+                n = launches[0] - before
+                r = rows[name]
+                r[0], r[1], r[2] = r[0] + 1, r[1] + n, r[2] + (n == 0)
+        return inner
+
+    names = [n for n in dir(CupyBackend) if not n.startswith("_") and callable(getattr(CupyBackend, n))]
+    K._emulator = hook
+    try:
+        for n in names:
+            setattr(B, n, wrap(n, getattr(B, n)))
+        for _ in range(steps):
+            step()
+    finally:
+        K._emulator = emu
+        for n in names:
+            B.__dict__.pop(n, None)
+    return {n: [v / steps for v in r] for n, r in rows.items()}
+
+
+def test_seed_convnet_step_launch_budget(_emulator):
+    """The eager step's launches on the custom path (each costs host time on a GPU): a
+    primitive that loses its kernel, or a new CuPy routine in the step, shows up here.
+    The budget is this commit's count (bench/GPU_KERNELS.md, bench/launch_count.py)."""
+    from deepgpu import optimizers, zoo
+    from deepgpu.tensor import Tensor
+
+    K._emulator = _emulator
+    try:
+        with _current_custom(np) as B:
+            deepgpu.set_seed(0)
+            model = zoo.convnet(input_shape=(12, 12, 1))  # the seed's layers, "same" padding, small
+            model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+            x = Tensor(RNG.uniform(0, 1, (2, 12, 12, 1)).astype(F32), B)
+            y = Tensor(RNG.integers(0, 10, 2).astype(np.int32), B)
+            model.train_on_batch(x, y)
+            per = count_launches(B, lambda: model.train_on_batch(x, y))
+    finally:
+        K._emulator = None
+    ours = sum(r[1] for r in per.values())
+    without = {n: r[2] for n, r in per.items() if r[2]}
+    # Host-only calls and views launch nothing; activation_grad of the linear layer returns dy.
+    cupy_kernels = {n: c for n, c in without.items()
+                    if n not in ("conv_geometry", "reshape", "getitem", "broadcast_to", "to_numpy", "activation_grad")}
+    assert ours <= 44, per
+    assert per["adam_update_many"][1] == 2 and per["sparse_softmax_cross_entropy"][1] == 1, per
+    # The CuPy routines left: the loss's mean, the mean's gradient, the metrics' scale, sum and results.
+    assert sum(cupy_kernels.values()) <= 8, cupy_kernels
 
 
 # ------------------------------------------------------- a whole network
