@@ -17,6 +17,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 
@@ -126,7 +127,9 @@ class Backend:
         if self.capturing:
             return self.asarray(value, dtype)
         cache = self.__dict__.setdefault("_scalars", {})
-        key = (self._device(), dtype, type(value), value)
+        # -0.0 == 0.0 as dict keys: the sign tells them apart (1 / -0.0 is -inf).
+        sign = math.copysign(1.0, value) if isinstance(value, numbers.Real) else 0.0
+        key = (self._device(), dtype, type(value), value, sign)
         a = cache.get(key)
         if a is None:
             if len(cache) >= self._SCALARS_MAX:

@@ -228,3 +228,20 @@ def test_cuda_memory_reports_the_pool():
         assert m["num_bytes"] >= 4096
         assert m["pool_used_bytes"] >= 4096
         del t
+
+
+def test_shared_number_constants_keep_their_value_sign_and_dtype():
+    """Python numbers used as operands become shared 0-d arrays (no fill launch per op on a GPU);
+    sharing must never mix up 0.0 and -0.0, ints and floats, or dtypes."""
+    import deepgpu as dg
+    x = dg.tensor([1.0, 2.0])
+    assert (x * 0.0).data_sync().tolist() == [0.0, 0.0]
+    with np.errstate(divide="ignore"):
+        assert (1.0 / (x * -0.0)).data_sync().tolist() == [-np.inf, -np.inf]
+        assert (1.0 / (x * 0.0)).data_sync().tolist() == [np.inf, np.inf]
+    i = dg.tensor([3, 4], "int32")
+    assert (i * 2).dtype == "int32" and (x * 2).dtype == "float32"
+    assert (dg.cast(x, "float64") * 0.5).dtype == "float64"
+    B = dg.backends.get("cpu")
+    assert B._scalar(2.0, "float32") is B._scalar(2.0, "float32")
+    assert B._scalar(2.0, "float32") is not B._scalar(2.0, "float64")
