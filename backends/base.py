@@ -135,6 +135,8 @@ class Backend:
             if len(cache) >= self._SCALARS_MAX:
                 cache.clear()
             a = cache[key] = self.asarray(value, dtype)
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False  # shared: a write into it would be a bug, so make it raise
         return a
 
     def _device(self):
