@@ -194,7 +194,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
             f"sparse_categorical_crossentropy: labels of shape {y_true.shape} do not fit the "
             f"output of shape {y_pred.shape} (expected {y_pred.shape[:-1]} or "
             f"{y_pred.shape[:-1] + (1,)})")
-    if y_true.dtype.startswith("float"):
+    if not y_true.dtype.startswith(("int", "uint")):  # float (or bool) class labels
         y_true = ops.cast(y_true, "int32")
     logits = _softmax_logits(y_pred, from_logits, axis)
     if logits is not None and axis in (-1, y_pred.ndim - 1):
