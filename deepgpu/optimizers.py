@@ -322,8 +322,8 @@ class Optimizer:
                 self._update_graph(v._backend, v, g, self._slot_vars[id(v)], hp)
 
     def _has_many(self) -> bool:
-        """True when ``_many`` can do this optimizer's whole step."""
-        return False
+        """True when ``_many`` can do this optimizer's whole step (where a subclass defines it)."""
+        return type(self)._many is not Optimizer._many
 
     def _many(self, B, vars_, gs, slots, lr, step, hp):
         """The update of all ``vars_`` (on backend ``B``) in one backend call; see ``_update_all``."""
@@ -399,9 +399,6 @@ class SGD(Optimizer):
     def _graph_scalars(self, lr, step):
         return (lr, lr * float(self.weight_decay or 0.0))
 
-    def _has_many(self):
-        return True
-
     def _many(self, B, vars_, gs, slots, lr, step, hp):
         self._decay_all(B, vars_, lr, hp)
         B.sgd_update_many([v.data for v in vars_], gs, [s[0].data if s else None for s in slots], lr,
@@ -438,7 +435,7 @@ class Adam(Optimizer):
         return (step_size, lr * float(self.weight_decay or 0.0))
 
     def _has_many(self):
-        return not self.amsgrad
+        return not self.amsgrad  # AMSGrad has no many-variable form
 
     def _many(self, B, vars_, gs, slots, lr, step, hp):
         B.adam_update_many([v.data for v in vars_], gs, [s[0].data for s in slots], [s[1].data for s in slots],
@@ -484,9 +481,6 @@ class RMSprop(Optimizer):
 
     def _graph_scalars(self, lr, step):
         return (lr, lr * float(self.weight_decay or 0.0))
-
-    def _has_many(self):
-        return True
 
     def _many(self, B, vars_, gs, slots, lr, step, hp):
         self._decay_all(B, vars_, lr, hp)

@@ -166,6 +166,18 @@ __device__ __forceinline__ float dg_block_reduce(float v, int op)
     return r;
 }
 
+// The maximum of row x [cols] and the sum of exp(x - max) over it, for the
+// whole block (the three row kernels below share it).
+__device__ __forceinline__ void dg_row_max_sumexp(const float* x, int cols, float& mx, float& se)
+{
+    mx = DG_NEG_INF;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, x[c]);
+    mx = dg_block_reduce(mx, 1);
+    se = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) se += expf(x[c] - mx);
+    se = dg_block_reduce(se, 0);
+}
+
 // Rows of logits and labels [rows, cols]: loss[r] = -sum(labels * log_softmax),
 // prob = softmax (kept for the backward pass). One block per row; blockDim.x
 // a power of two <= 256.
@@ -175,12 +187,9 @@ extern "C" __global__ void dg_softmax_xent_fwd(const float* logits, const float*
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* x = logits + (long long)r * cols;
         const float* t = labels + (long long)r * cols;
-        float mx = DG_NEG_INF;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, x[c]);
-        mx = dg_block_reduce(mx, 1);
-        float se = 0.0f;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) se += expf(x[c] - mx);
-        const float lse = logf(dg_block_reduce(se, 0));
+        float mx, se;
+        dg_row_max_sumexp(x, cols, mx, se);
+        const float lse = logf(se);
         float l = 0.0f;
         for (int c = threadIdx.x; c < cols; c += blockDim.x) {
             const float lp = (x[c] - mx) - lse;
@@ -211,12 +220,9 @@ extern "C" __global__ void dg_sparse_xent_fwd(const float* logits, const int* la
 {
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* x = logits + (long long)r * cols;
-        float mx = DG_NEG_INF;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, x[c]);
-        mx = dg_block_reduce(mx, 1);
-        float se = 0.0f;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) se += expf(x[c] - mx);
-        const float lse = logf(dg_block_reduce(se, 0));
+        float mx, se;
+        dg_row_max_sumexp(x, cols, mx, se);
+        const float lse = logf(se);
         for (int c = threadIdx.x; c < cols; c += blockDim.x)
             prob[(long long)r * cols + c] = expf((x[c] - mx) - lse);
         if (threadIdx.x == 0) {
@@ -246,12 +252,8 @@ extern "C" __global__ void dg_softmax_rows(const float* x, float* y, int rows, i
 {
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
         const float* xr = x + (long long)r * cols;
-        float mx = DG_NEG_INF;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, xr[c]);
-        mx = dg_block_reduce(mx, 1);
-        float se = 0.0f;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) se += expf(xr[c] - mx);
-        se = dg_block_reduce(se, 0);
+        float mx, se;
+        dg_row_max_sumexp(xr, cols, mx, se);
         for (int c = threadIdx.x; c < cols; c += blockDim.x)
             y[(long long)r * cols + c] = expf(xr[c] - mx) / se;
     }
