@@ -7,22 +7,53 @@
  * nest keeps every accumulator in registers and reaches 315-490 GFLOP/s
  * (bench/NOTES.md, change 11).
  *
- * Portable C: GCC/Clang vector extensions. A v16 is 16 floats (one AVX-512
- * register; two AVX2 or four SSE registers elsewhere), so the same source
- * builds on every x86-64 and AArch64 compiler that knows the extension.
+ * Portable C: GCC/Clang vector extensions, one native register per vector. The
+ * width and the register blocks follow the instruction set the file is compiled
+ * for (-march=native), as BLAS kernels do: a block's accumulators plus its loaded
+ * vectors must fit the register file, or the compiler keeps them on the stack
+ * (64-byte vectors on an AVX2 machine compiled to 1,995 stack references for 56
+ * FMAs and ran 10x slower than BLAS; issue 13).
+ *   AVX-512: 16 floats, 32 registers.   AVX/AVX2: 8 floats, 16 registers.
+ *   AArch64 NEON: 4 floats, 32 registers.   anything else: 4 floats, 16 registers.
+ * Channel counts stay multiples of 16 (every width divides 16).
  */
 #include <stddef.h>
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
 
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-typedef int vi16 __attribute__((vector_size(64), aligned(4)));
+#if defined(__AVX512F__)
+#define VW 16
+#define DG_ISA "avx512"
+#elif defined(__AVX__)
+#define VW 8
+#define DG_ISA "avx2"
+#else
+#define VW 4
+#if defined(__aarch64__)
+#define DG_ISA "neon"
+#else
+#define DG_ISA "generic"
+#endif
+#endif
 
-#define LOADU(p) (*(const v16 *)(p))
-#define STOREU(p, v) (*(v16 *)(p) = (v))
+#if defined(__AVX512F__) || defined(__aarch64__)
+#define DG_REGS 32
+#else
+#define DG_REGS 16
+#endif
 
-/* R output pixels of one row x V*16 output channels, all R*V accumulators in
+typedef float vf __attribute__((vector_size(VW * 4), aligned(4)));
+typedef int vfi __attribute__((vector_size(VW * 4), aligned(4)));
+
+#define LOADU(p) (*(const vf *)(p))
+#define STOREU(p, v) (*(vf *)(p) = (v))
+
+/* The instruction set and vector width this build uses (for `deepgpu info`). */
+const char *dg_isa(void) { return DG_ISA; }
+int dg_vector_width(void) { return VW; }
+
+/* R output pixels of one row x V*VW output channels, all R*V accumulators in
  * registers: per input channel, V kernel vectors are loaded once and each of
  * the R input values is broadcast once (R*V FMAs for R + V loads). Only the taps
  * ky0 <= ky < ky1, kx0 <= kx < kx1 are summed (the others fall in the padding);
@@ -32,16 +63,16 @@ typedef int vi16 __attribute__((vector_size(64), aligned(4)));
                                      const float *bias, float *y, int C, int O, size_t pixstep, \
                                      int KW, int ky0, int ky1, int kx0, int kx1, size_t dy_off, \
                                      size_t dx_off, int relu) {                                \
-        v16 acc[R][V];                                                                         \
+        vf acc[R][V];                                                                         \
         for (int r = 0; r < R; r++)                                                            \
-            for (int v = 0; v < V; v++) acc[r][v] = bias ? LOADU(bias + 16 * v) : (v16){0};    \
+            for (int v = 0; v < V; v++) acc[r][v] = bias ? LOADU(bias + VW * v) : (vf){0};    \
         for (int ky = ky0; ky < ky1; ky++)                                                     \
             for (int kx = kx0; kx < kx1; kx++) {                                               \
                 const float *xp = x + (base + (long)(ky * dy_off + kx * dx_off));              \
                 const float *kp = k + ((size_t)ky * KW + kx) * C * O;                          \
                 for (int c = 0; c < C; c++) {                                                  \
-                    v16 kv[V];                                                                 \
-                    for (int v = 0; v < V; v++) kv[v] = LOADU(kp + (size_t)c * O + 16 * v);    \
+                    vf kv[V];                                                                 \
+                    for (int v = 0; v < V; v++) kv[v] = LOADU(kp + (size_t)c * O + VW * v);    \
                     for (int r = 0; r < R; r++) {                                              \
                         float s = xp[r * pixstep + c];                                         \
                         for (int v = 0; v < V; v++) acc[r][v] += s * kv[v];                    \
@@ -50,9 +81,9 @@ typedef int vi16 __attribute__((vector_size(64), aligned(4)));
             }                                                                                  \
         for (int r = 0; r < R; r++)                                                            \
             for (int v = 0; v < V; v++) {                                                      \
-                v16 a = acc[r][v];                                                             \
-                if (relu) a = (v16)((vi16)a & (a > 0));                                        \
-                STOREU(y + (size_t)r * O + 16 * v, a);                                         \
+                vf a = acc[r][v];                                                             \
+                if (relu) a = (vf)((vfi)a & (a > 0));                                        \
+                STOREU(y + (size_t)r * O + VW * v, a);                                         \
             }                                                                                  \
     }
 
@@ -67,7 +98,15 @@ DG_BLOCK(7, 2) DG_BLOCK(8, 2) DG_BLOCK(9, 2) DG_BLOCK(10, 2) DG_BLOCK(11, 2) DG_
  * (V = 2) even when there are 64: with R = 12 each kernel vector serves twice
  * the pixels of a V = 4 block, which ran 2.6 vs 1.2 ms on the seed's fourth
  * layer (its 147 KB kernel streams from L2; bench/NOTES.md change 11). */
+#if DG_REGS == 32
 #define DG_RMAX(V) ((V) == 2 ? 12 : 14)
+#else
+/* 16 registers: 6 x 2 vectors is the classic AVX2 GEMM block (12 accumulators, 2 kernel
+ * vectors, 1 broadcast). */
+#define DG_RMAX(V) ((V) == 2 ? 6 : 12)
+#endif
+/* The most output channels one pass covers (two vectors). */
+#define DG_CH (2 * VW)
 
 #define DG_CASE(R, V)                                                                          \
     case R:                                                                                    \
@@ -126,7 +165,7 @@ void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, 
         tap_range(iy0, KH, DH, H, &ky0, &ky1);
         const long rbase = ((long)n * H + iy0) * W * C;
         for (int o0 = 0; o0 < O;) {
-            const int V = O - o0 >= 32 ? 2 : 1;
+            const int V = O - o0 >= 2 * VW ? 2 : 1;
             const float *b = bias ? bias + o0 : 0;
             float *yr = y + (size_t)row * WO * O + o0;
             for (int ox = 0; ox < WO; ox++) {
@@ -146,30 +185,30 @@ void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, 
                 block(1, V, x, rbase + ((long)ox * SW - PL) * C, k + o0, b, yr + (size_t)ox * O, C, O,
                       pix, KW, ky0, ky1, kx0, kx1, dyo, dxo, relu);
             }
-            o0 += 16 * V;
+            o0 += VW * V;
         }
     }
 }
 
 /* ------------------------------------------------------------- filter gradient */
 
-/* dk[tap, c0..c0+CB, o0..o0+16V] += sum over the group's pixels of x * g, with CB * V
+/* dk[tap, c0..c0+CB, o0..o0+VW*V] += sum over the group's pixels of x * g, with CB * V
  * accumulators in registers: per pixel, V gradient vectors are loaded and each of the
  * CB input values is broadcast once. g holds the group's rows, from output row row0. */
 #define DG_GF_BLOCK(CB, V)                                                                     \
     static inline void gfb_##CB##_##V(const float *x, const float *g, float *dk, int O,       \
                                       long rows, int HO, int WO, size_t xrow, size_t xpix,    \
                                       size_t xn, long row0, size_t grow) {                    \
-        v16 acc[CB][V];                                                                        \
+        vf acc[CB][V];                                                                        \
         for (int c = 0; c < CB; c++)                                                           \
-            for (int v = 0; v < V; v++) acc[c][v] = LOADU(dk + (size_t)c * O + 16 * v);       \
+            for (int v = 0; v < V; v++) acc[c][v] = LOADU(dk + (size_t)c * O + VW * v);       \
         for (long i = 0; i < rows; i++) {                                                      \
             const long row = row0 + i, n = row / HO, oy = row % HO;                            \
             const float *xr = x + n * xn + oy * xrow;                                          \
             const float *dr = g + (size_t)i * grow;                                            \
             for (int ox = 0; ox < WO; ox++) {                                                  \
-                v16 d[V];                                                                      \
-                for (int v = 0; v < V; v++) d[v] = LOADU(dr + (size_t)ox * O + 16 * v);        \
+                vf d[V];                                                                      \
+                for (int v = 0; v < V; v++) d[v] = LOADU(dr + (size_t)ox * O + VW * v);        \
                 const float *xp = xr + ox * xpix;                                              \
                 for (int c = 0; c < CB; c++) {                                                 \
                     float s = xp[c];                                                           \
@@ -178,7 +217,7 @@ void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, 
             }                                                                                  \
         }                                                                                      \
         for (int c = 0; c < CB; c++)                                                           \
-            for (int v = 0; v < V; v++) STOREU(dk + (size_t)c * O + 16 * v, acc[c][v]);        \
+            for (int v = 0; v < V; v++) STOREU(dk + (size_t)c * O + VW * v, acc[c][v]);        \
     }
 
 DG_GF_BLOCK(1, 1) DG_GF_BLOCK(2, 1) DG_GF_BLOCK(3, 1) DG_GF_BLOCK(4, 1) DG_GF_BLOCK(5, 1) DG_GF_BLOCK(6, 1)
@@ -190,7 +229,11 @@ DG_GF_BLOCK(7, 2) DG_GF_BLOCK(8, 2) DG_GF_BLOCK(9, 2) DG_GF_BLOCK(10, 2) DG_GF_B
 DG_GF_BLOCK(13, 2) DG_GF_BLOCK(14, 2)
 
 
+#if DG_REGS == 32
 #define DG_GF_CBMAX(V) ((V) == 2 ? 14 : 24)
+#else
+#define DG_GF_CBMAX(V) ((V) == 2 ? 6 : 12)
+#endif
 
 #define DG_GF_CASE(CB, V) \
     case CB: gfb_##CB##_##V(x, g, dk, O, rows, HO, WO, xrow, xpix, xn, row0, grow); break;
@@ -254,7 +297,7 @@ int dg_conv2d_grad_filter(const float *x, const float *dy, long dystride, const 
                 const float *xt = x + (size_t)ky * DH * W * C + (size_t)kx * DW * C;
                 float *dkt = dk + ((size_t)ky * KW + kx) * C * O;
                 for (int o0 = 0; o0 < O;) {
-                    const int V = O - o0 >= 32 ? 2 : 1;
+                    const int V = O - o0 >= 2 * VW ? 2 : 1;
                     const int nb = (C + DG_GF_CBMAX(V) - 1) / DG_GF_CBMAX(V);
                     for (int i = 0, c0 = 0; i < nb; i++) {
                         const int CB = C / nb + (i < C % nb);
@@ -262,7 +305,7 @@ int dg_conv2d_grad_filter(const float *x, const float *dy, long dystride, const 
                                  xrow, xpix, xn, g0, gstride);
                         c0 += CB;
                     }
-                    o0 += 16 * V;
+                    o0 += VW * V;
                 }
             }
     }
@@ -393,26 +436,26 @@ void dg_adam_many(float *const *p, const float *const *g, float *const *m, float
  *     B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
  *     A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
  * The kernel transform U = G g G^T ([a*a, C, O]) is made by the caller. Tiles go through
- * in blocks of up to DG_WR: transformed into a small buffer, multiplied with U 32 output
+ * in blocks of up to DG_WR: transformed into a small buffer, multiplied with U DG_CH output
  * channels at a time (register blocks as in the direct kernel), transformed back. */
 #define DG_WR 12
 
-/* B^T and A^T applied to one line of a tile (16 channels per v16). */
-static inline void bt4(const v16 d[4], v16 r[4]) {
+/* B^T and A^T applied to one line of a tile (VW channels per vf). */
+static inline void bt4(const vf d[4], vf r[4]) {
     r[0] = d[0] - d[2];
     r[1] = d[1] + d[2];
     r[2] = d[2] - d[1];
     r[3] = d[1] - d[3];
 }
 
-static inline void at4(const v16 m[4], v16 o[2]) {
+static inline void at4(const vf m[4], vf o[2]) {
     o[0] = m[0] + m[1] + m[2];
     o[1] = m[1] - m[2] - m[3];
 }
 
-static inline void bt6(const v16 d[6], v16 r[6]) {
-    const v16 four = d[4] - 4 * d[2];           /* shared terms */
-    const v16 a = d[3] - 4 * d[1], b = d[3] - d[1];
+static inline void bt6(const vf d[6], vf r[6]) {
+    const vf four = d[4] - 4 * d[2];           /* shared terms */
+    const vf a = d[3] - 4 * d[1], b = d[3] - d[1];
     r[0] = 4 * d[0] - 5 * d[2] + d[4];
     r[1] = four + a;                              /* -4 d1 - 4 d2 + d3 + d4 */
     r[2] = four - a;                              /*  4 d1 - 4 d2 - d3 + d4 */
@@ -421,27 +464,27 @@ static inline void bt6(const v16 d[6], v16 r[6]) {
     r[5] = 4 * d[1] - 5 * d[3] + d[5];
 }
 
-static inline void at6(const v16 m[6], v16 o[4]) {
-    const v16 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+static inline void at6(const vf m[6], vf o[4]) {
+    const vf s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
     o[0] = m[0] + s12 + s34;
     o[1] = d12 + 2 * d34;
     o[2] = s12 + 4 * s34;
     o[3] = d12 + 8 * d34 + m[5];
 }
 
-/* M[xi][r][v] = sum_c V[xi][r][c] * U[xi][c][o0 + 16v] for r < R and the nx positions of a block. */
+/* M[xi][r][v] = sum_c V[xi][r][c] * U[xi][c][o0 + VW*v] for r < R and the nx positions of a block. */
 #define DG_WGEMM(R, V)                                                                         \
     static inline void wg_##R##_##V(const float *Vt, const float *U, float *M, int C, int O,  \
                                     int R_stride, int nx) {                                    \
         for (int xi = 0; xi < nx; xi++) {                                                      \
             const float *vx = Vt + (size_t)xi * R_stride * C;                                  \
             const float *ux = U + (size_t)xi * C * O;                                          \
-            v16 acc[R][V];                                                                     \
+            vf acc[R][V];                                                                     \
             for (int r = 0; r < R; r++)                                                        \
-                for (int v = 0; v < V; v++) acc[r][v] = (v16){0};                              \
+                for (int v = 0; v < V; v++) acc[r][v] = (vf){0};                              \
             for (int c = 0; c < C; c++) {                                                      \
-                v16 kv[V];                                                                     \
-                for (int v = 0; v < V; v++) kv[v] = LOADU(ux + (size_t)c * O + 16 * v);        \
+                vf kv[V];                                                                     \
+                for (int v = 0; v < V; v++) kv[v] = LOADU(ux + (size_t)c * O + VW * v);        \
                 for (int r = 0; r < R; r++) {                                                  \
                     float s = vx[(size_t)r * C + c];                                           \
                     for (int v = 0; v < V; v++) acc[r][v] += s * kv[v];                        \
@@ -449,7 +492,7 @@ static inline void at6(const v16 m[6], v16 o[4]) {
             }                                                                                  \
             for (int r = 0; r < R; r++)                                                        \
                 for (int v = 0; v < V; v++)                                                    \
-                    STOREU(M + ((size_t)xi * R_stride + r) * 32 + 16 * v, acc[r][v]);           \
+                    STOREU(M + ((size_t)xi * R_stride + r) * DG_CH + VW * v, acc[r][v]);           \
         }                                                                                      \
     }
 
@@ -461,8 +504,8 @@ DG_WGEMM(7, 1) DG_WGEMM(8, 1) DG_WGEMM(9, 1) DG_WGEMM(10, 1) DG_WGEMM(11, 1) DG_
 #define DG_WCASE(R, V) \
     case R: wg_##R##_##V(Vt, U, M, C, O, DG_WR, nx); break;
 
-/* M[xi][r][:] = V[xi][r][:] U[xi] for the nx transform positions (16 or 36). */
-static void wino_gemm(int R, int V, const float *Vt, const float *U, float *M, int C, int O, int nx) {
+/* M[xi][r][:] = V[xi][r][:] U[xi] for the nx transform positions (16 or 36), R <= DG_RMAX(V). */
+static void wino_gemm_block(int R, int V, const float *Vt, const float *U, float *M, int C, int O, int nx) {
     if (V == 2) {
         switch (R) {
             DG_WCASE(1, 2) DG_WCASE(2, 2) DG_WCASE(3, 2) DG_WCASE(4, 2) DG_WCASE(5, 2) DG_WCASE(6, 2)
@@ -476,6 +519,16 @@ static void wino_gemm(int R, int V, const float *Vt, const float *U, float *M, i
     }
 }
 
+/* wino_gemm_block over R <= DG_WR tiles, in register blocks of near-equal height. */
+static void wino_gemm(int R, int V, const float *Vt, const float *U, float *M, int C, int O, int nx) {
+    const int nb = (R + DG_RMAX(V) - 1) / DG_RMAX(V);
+    for (int i = 0, r0 = 0; i < nb; i++) {
+        const int Rb = R / nb + (i < R % nb);
+        wino_gemm_block(Rb, V, Vt + (size_t)r0 * C, U, M + (size_t)r0 * DG_CH, C, O, nx);
+        r0 += Rb;
+    }
+}
+
 
 /* The tile loop for input tiles of side A (4 or 6; inlined with A constant, so every
  * transform loop unrolls): see dg_conv2d_wino and dg_conv2d_wino4. */
@@ -485,24 +538,24 @@ static inline __attribute__((always_inline)) int wino_conv(
     const int T = A - 2, NX = A * A;
     const int TY = (HO + T - 1) / T, TX = (WO + T - 1) / T;
     float *Vt = malloc((size_t)NX * DG_WR * C * sizeof(float));
-    float *M = malloc((size_t)NX * DG_WR * 32 * sizeof(float));
+    float *M = malloc((size_t)NX * DG_WR * DG_CH * sizeof(float));
     if (!Vt || !M) {
         free(Vt);
         free(M);
         return -1;
     }
-    const v16 zero = {0};
+    const vf zero = {0};
     /* Blocks of DG_WR consecutive tiles, across tile rows and images: short rows (a
      * 10x10 input has 4 tiles a row) would otherwise reuse each U vector only 4 times. */
     const long end = t1 * TX;
     for (long id0 = t0 * TX; id0 < end; id0 += DG_WR) {
         const int R = end - id0 < DG_WR ? (int)(end - id0) : DG_WR;
-        /* Input transform B^T d B of the block's R tiles, 16 channels at a time. */
+        /* Input transform B^T d B of the block's R tiles, VW channels at a time. */
         for (int r = 0; r < R; r++) {
             const long id = id0 + r, trow = id / TX, n = trow / TY;
             const long iy0 = (long)T * (trow % TY) - PT, ix0 = (long)T * (id % TX) - PL;
-            for (int c = 0; c < C; c += 16) {
-                v16 d[6][6], t[6][6];
+            for (int c = 0; c < C; c += VW) {
+                vf d[6][6], t[6][6];
                 for (int i = 0; i < A; i++)
                     for (int j = 0; j < A; j++) {
                         const long iy = iy0 + i, ix = ix0 + j;
@@ -511,49 +564,49 @@ static inline __attribute__((always_inline)) int wino_conv(
                                       : zero;
                     }
                 for (int j = 0; j < A; j++) { /* B^T d: down each column */
-                    v16 col[6], res[6];
+                    vf col[6], res[6];
                     for (int i = 0; i < A; i++) col[i] = d[i][j];
                     if (A == 4) bt4(col, res); else bt6(col, res);
                     for (int i = 0; i < A; i++) t[i][j] = res[i];
                 }
                 for (int i = 0; i < A; i++) { /* (B^T d) B: along each row */
-                    v16 res[6];
+                    vf res[6];
                     if (A == 4) bt4(t[i], res); else bt6(t[i], res);
                     for (int j = 0; j < A; j++) STOREU(Vt + ((size_t)(A * i + j) * DG_WR + r) * C + c, res[j]);
                 }
             }
         }
         for (int o0 = 0; o0 < O;) {
-            const int V = O - o0 >= 32 ? 2 : 1;
+            const int V = O - o0 >= 2 * VW ? 2 : 1;
             wino_gemm(R, V, Vt, U + o0, M, C, O, NX);
             /* Output transform A^T M A of each tile, bias, relu, and the store (edges clipped). */
             for (int r = 0; r < R; r++) {
                 const long id = id0 + r, trow = id / TX, n = trow / TY, ty = trow % TY, tx = id % TX;
                 for (int v = 0; v < V; v++) {
-                    v16 s[4][6]; /* A^T M: down each column */
+                    vf s[4][6]; /* A^T M: down each column */
                     for (int j = 0; j < A; j++) {
-                        v16 col[6], res[4];
-                        for (int i = 0; i < A; i++) col[i] = LOADU(M + ((size_t)(A * i + j) * DG_WR + r) * 32 + 16 * v);
+                        vf col[6], res[4];
+                        for (int i = 0; i < A; i++) col[i] = LOADU(M + ((size_t)(A * i + j) * DG_WR + r) * DG_CH + VW * v);
                         if (A == 4) at4(col, res); else at6(col, res);
                         for (int i = 0; i < T; i++) s[i][j] = res[i];
                     }
-                    const v16 b = bias ? LOADU(bias + o0 + 16 * v) : zero;
+                    const vf b = bias ? LOADU(bias + o0 + VW * v) : zero;
                     for (int i = 0; i < T; i++) {
                         const long oy = (long)T * ty + i;
                         if (oy >= HO) break;
-                        v16 out[4];
+                        vf out[4];
                         if (A == 4) at4(s[i], out); else at6(s[i], out);
                         for (int j = 0; j < T; j++) {
                             const long ox = (long)T * tx + j;
                             if (ox >= WO) break;
-                            v16 a = out[j] + b;
-                            if (relu) a = (v16)((vi16)a & (a > 0));
-                            STOREU(y + (((size_t)n * HO + oy) * WO + ox) * O + o0 + 16 * v, a);
+                            vf a = out[j] + b;
+                            if (relu) a = (vf)((vfi)a & (a > 0));
+                            STOREU(y + (((size_t)n * HO + oy) * WO + ox) * O + o0 + VW * v, a);
                         }
                     }
                 }
             }
-            o0 += 16 * V;
+            o0 += VW * V;
         }
     }
     free(Vt);
