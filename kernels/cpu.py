@@ -1,6 +1,6 @@
 """C kernels for the CPU backend, compiled on first use with the machine's C compiler.
 
-The source (``cpu_conv.c`` beside this file) is built once per machine with
+The sources (``SOURCES``, beside this file) are built once per machine with
 ``-O3 -march=native`` into a shared library kept in the kernel cache
 (``$DEEPGPU_KERNEL_CACHE/cpu`` when set, else ``$XDG_CACHE_HOME/deepgpu/cpu``
 or ``~/.cache/deepgpu/cpu``), keyed by the source, the compiler, its flags
@@ -19,11 +19,12 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from importlib import resources
 
-SOURCE = "cpu_conv.c"
+SOURCES = ("cpu_conv.c",)  # compiled together into one shared library
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 # Without -march=native (a compiler that does not know it): still vectorised, less wide.
 FALLBACK_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
@@ -79,8 +80,9 @@ def _version(cc: str) -> str:
         return ""
 
 
-def _build(cc: str, src: str, flags, path: str) -> str | None:
-    """Compile ``src`` to ``path`` (atomically: a temp file renamed); the compiler's message on failure."""
+def _build(cc: str, srcs: dict, flags, path: str) -> str | None:
+    """Compile ``srcs`` (file name -> text) to ``path`` (atomically: a temp file renamed); the
+    compiler's message on failure."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
@@ -89,10 +91,12 @@ def _build(cc: str, src: str, flags, path: str) -> str | None:
         return f"cannot write the kernel cache {os.path.dirname(path)}: {e}"
     try:
         with tempfile.TemporaryDirectory() as d:
-            c_file = os.path.join(d, SOURCE)
-            with open(c_file, "w") as f:
-                f.write(src)
-            r = subprocess.run([cc, *flags, "-o", tmp, c_file], capture_output=True, text=True,
+            c_files = []
+            for name, text in srcs.items():
+                c_files.append(os.path.join(d, name))
+                with open(c_files[-1], "w") as f:
+                    f.write(text)
+            r = subprocess.run([cc, *flags, "-o", tmp, *c_files], capture_output=True, text=True,
                                timeout=_COMPILE_TIMEOUT_S)
         if r.returncode != 0:
             return (r.stderr or r.stdout).strip() or f"exit status {r.returncode}"
@@ -139,13 +143,18 @@ def _load():
         if m == "c":
             raise KernelCompileError(f"CPU kernels: {why}")
         return None, why
-    src = resources.files(__package__).joinpath(SOURCE).read_text()
+    srcs = {name: resources.files(__package__).joinpath(name).read_text() for name in SOURCES}
     version = _version(cc)
     errors = []
     for flags in (FLAGS, FALLBACK_FLAGS):
-        key = hashlib.sha256("\0".join((src, cc, version, " ".join(flags), _cpu_id())).encode()).hexdigest()[:24]
+        key = hashlib.sha256("\0".join((*srcs.values(), cc, version, " ".join(flags), _cpu_id())).encode()).hexdigest()[:24]
         path = os.path.join(cache_dir(), f"dg_cpu_{key}.so")
-        err = None if os.path.exists(path) else _build(cc, src, flags, path)
+        err = None
+        if not os.path.exists(path):
+            # A build takes seconds and happens once per machine and source: say what the pause is.
+            print(f"deepgpu: building the CPU kernels for this machine, once ({os.path.basename(cc)} "
+                  f"{' '.join(flags[:2])}; kept in {cache_dir()})", file=sys.stderr, flush=True)
+            err = _build(cc, srcs, flags, path)
         if err is None:
             try:
                 return _declare(ctypes.CDLL(path)), f"built with {os.path.basename(cc)} {' '.join(flags[:2])}"
@@ -155,9 +164,9 @@ def _load():
     # One line for `deepgpu info` (the first failure's first line), everything for an error.
     first = next((ln for ln in errors[0][1].splitlines() if ln.strip()), "")
     if m == "c":
-        raise KernelCompileError(f"the C kernels ({SOURCE}) did not build:\n" +
+        raise KernelCompileError(f"the C kernels ({', '.join(SOURCES)}) did not build:\n" +
                                  "\n".join(f"{cmd}:\n{err}" for cmd, err in errors))
-    return None, f"the C kernels ({SOURCE}) did not build: {first}"
+    return None, f"the C kernels ({', '.join(SOURCES)}) did not build: {first}"
 
 
 def library():
