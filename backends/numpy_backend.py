@@ -279,6 +279,49 @@ class NumpyBackend(Backend):
         return np.ascontiguousarray(np.matmul(dy2.T, cols).T)
 
     def _conv_forward(self, x, k, strides, padding, dilation, b, relu, keep=None):
+        """relu?(conv(x, k) + b) by the fastest path for this shape on this machine (``_tuned``):
+        Winograd tiles, the direct C kernel, or im2col + BLAS (``_conv_forward_blas``)."""
+        kh, kw, c, o = k.shape
+        lib = self._c_kernels(x, k, b) if kh * kw > 1 else None
+        ways = {}
+        if lib is not None:
+            sh, sw = _pair(strides, "strides")
+            dh, dw = _pair(dilation, "dilation_rate")
+            ho, wo, ph, pw = self.conv_geometry(x.shape, k.shape, (sh, sw), padding, (dh, dw))
+            geo = ((ho, wo), (sh, sw), (dh, dw), (ph[0], pw[0]), relu)
+            if WINOGRAD and (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1) and c % 16 == 0 and o % 16 == 0:
+                first = _wino_tile(ho, wo) if WINOGRAD_TILE == "auto" else WINOGRAD_TILE
+                for t in (first, 6 - first):
+                    ways[f"winograd{t}"] = (lambda t=t: self._direct_conv(lib, x, k, b, *geo, wino=t))
+            if o % 16 == 0:
+                ways["direct"] = lambda: self._direct_conv(lib, x, k, b, *geo)
+
+        def blas():
+            return self._conv_forward_blas(x, k, strides, padding, dilation, b, relu, keep)
+
+        if ways and o % 16 == 0:
+            ways["blas"] = blas
+        elif lib is not None:
+            # Few output channels: the C kernel on a kernel padded to 16k channels is a candidate,
+            # after BLAS (the rule), when measuring.
+            ways = {"blas": blas, "direct-padded": lambda: self._direct_conv(lib, x, k, b, *geo)}
+        else:
+            ways = {"blas": blas}
+        if keep is not None:
+            # Only BLAS leaves columns for the filter gradient; whichever way runs last must not
+            # find another's there.
+            ways = {name: (lambda fn=fn: (keep.clear(), fn())[1]) for name, fn in ways.items()}
+        return self._tuned("conv2d", (x.shape, k.shape, strides, padding, dilation, b is not None, relu,
+                                      keep is not None), ways)
+
+    def _tuned(self, op, key, ways):
+        """``cpu_tune.choose`` over ``ways`` (the rule's choice first), keyed by ``key`` and the threads."""
+        if len(ways) == 1:
+            return next(iter(ways.values()))()
+        from ..kernels import cpu_tune
+        return cpu_tune.choose(op, f"{key} threads={self.threads}", ways)
+
+    def _conv_forward_blas(self, x, k, strides, padding, dilation, b, relu, keep=None):
         """im2col + one GEMM per batch chunk; bias and relu applied to each chunk while it is in cache.
 
         With ``keep`` (a dict) the whole im2col matrix is built instead of
@@ -286,12 +329,6 @@ class NumpyBackend(Backend):
         """
         kh, kw, c, o = k.shape
         n = x.shape[0]
-        lib = self._direct_kernels(o, x, k, b) if kh * kw > 1 else None
-        if lib is not None:
-            sh, sw = _pair(strides, "strides")
-            dh, dw = _pair(dilation, "dilation_rate")
-            ho, wo, ph, pw = self.conv_geometry(x.shape, k.shape, (sh, sw), padding, (dh, dw))
-            return self._direct_conv(lib, x, k, b, (ho, wo), (sh, sw), (dh, dw), (ph[0], pw[0]), relu)
         win, ho, wo = self._conv_setup(x, k.shape, strides, padding, dilation)
         dtype = np.result_type(x.dtype, k.dtype)
         kk = k.reshape(kh * kw * c, o)
@@ -323,8 +360,15 @@ class NumpyBackend(Backend):
     def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         kh, kw, c, o = k_shape
         lib = self._direct_kernels(o, x, dy) if kh * kw > 1 else None
-        if lib is not None:
-            return self._direct_grad_filter(lib, x, dy, k_shape, strides, padding, dilation)[0]
+        blas = lambda: self._grad_filter_blas(x, dy, k_shape, strides, padding, dilation)  # noqa: E731
+        if lib is None:
+            return blas()
+        return self._tuned("conv2d_grad_filter", (x.shape, dy.shape, tuple(k_shape), strides, padding, dilation), {
+            "c": lambda: self._direct_grad_filter(lib, x, dy, k_shape, strides, padding, dilation)[0], "blas": blas})
+
+    def _grad_filter_blas(self, x, dy, k_shape, strides, padding, dilation):
+        """The filter gradient as im2col columns^T @ dy, per batch chunk."""
+        kh, kw, c, o = k_shape
         win, ho, wo = self._conv_setup(x, k_shape, strides, padding, dilation)
         dtype = np.result_type(x.dtype, dy.dtype)
         n = x.shape[0]
@@ -335,18 +379,29 @@ class NumpyBackend(Backend):
             dk = part if dk is None else np.add(dk, part, out=dk)
         return dk.reshape(k_shape)
 
-    def _direct_conv(self, lib, x, k, b, out_hw, strides, dilation, pad_tl, relu):
+    def _direct_conv(self, lib, x, k, b, out_hw, strides, dilation, pad_tl, relu, wino=None):
         """relu?(conv(x, k) + b) by the C kernel: [N, *out_hw, O]; the padding (top and left
-        amounts ``pad_tl``; the rest follows from ``out_hw``) is read as zeros, never stored."""
+        amounts ``pad_tl``; the rest follows from ``out_hw``) is read as zeros, never stored.
+
+        ``wino`` 2 or 4: on Winograd F(2x2, 3x3) or F(4x4, 3x3) tiles (3x3, stride 1,
+        undilated, C and O multiples of 16). O not a multiple of 16: the kernel and bias
+        are padded with zero channels, and the extra outputs dropped.
+        """
         n, h, w, c = x.shape
         kh, kw, _, o = k.shape
+        if o % 16:
+            op = -(-o // 16) * 16
+            k = np.concatenate([k, np.zeros((kh, kw, c, op - o), np.float32)], axis=3)
+            b = None if b is None else np.concatenate([b, np.zeros(op - o, np.float32)])
+            y = self._direct_conv(lib, x, k, b, out_hw, strides, dilation, pad_tl, relu)
+            return np.ascontiguousarray(y[..., :o])
         (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
         xc, kc = np.ascontiguousarray(x), np.ascontiguousarray(k)
         bc = None if b is None else np.ascontiguousarray(b)
         y = np.empty((n, ho, wo, o), np.float32)
-        if WINOGRAD and (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1) and c % 16 == 0:
+        if wino:
             # Winograd F(2x2, 3x3) or F(4x4, 3x3): 2.25x or 4x fewer multiplies (bench/NOTES.md 16, 19).
-            t = _wino_tile(ho, wo) if WINOGRAD_TILE == "auto" else WINOGRAD_TILE
+            t = wino
             g = _WINO_G4 if t == 4 else _WINO_G
             a = g.shape[0]
             # U = G k G^T by two matmuls: 19 us vs 640 us for np.einsum(optimize=True) at 3x3x64x64.
@@ -435,18 +490,36 @@ class NumpyBackend(Backend):
         h, w = x_shape[1:3]
         kh, kw = k.shape[:2]
         dh, dw = dilation
-        return self._direct_conv(lib, g, _flipped(k), None, (h, w), (1, 1), (dh, dw), ((kh - 1) * dh - ph[0], -pw[0]), False)
+        wino = None
+        if WINOGRAD and (kh, kw, dh, dw) == (3, 3, 1, 1) and k.shape[2] % 16 == 0 and k.shape[3] % 16 == 0:
+            wino = _wino_tile(h, w) if WINOGRAD_TILE == "auto" else WINOGRAD_TILE
+        return self._direct_conv(lib, g, _flipped(k), None, (h, w), (1, 1), (dh, dw),
+                                 ((kh - 1) * dh - ph[0], -pw[0]), False, wino)
 
     def conv2d_bias_act_grad(self, dy, x, y, k, activation=None, with_bias=False, need_input=True,
                              need_kernel=True, strides=(1, 1), padding="valid", dilation=(1, 1), keep=None):
         kh, kw, c, o = k.shape
         relu = activation == "relu"
+        args = (dy, x, y, k, activation, with_bias, need_input, need_kernel, strides, padding, dilation)
         lib = None
         if kh * kw > 1 and activation in (None, "linear", "relu") and not (relu and y is None):
             lib = self._direct_kernels(o, x, dy, k, y if relu else None)
+
+        def generic():
+            return Backend.conv2d_bias_act_grad(self, *args, keep)
+
         if lib is None:
-            return super().conv2d_bias_act_grad(dy, x, y, k, activation, with_bias, need_input, need_kernel,
-                                                strides, padding, dilation, keep)
+            return generic()
+        kept = bool(keep) and keep.get("cols") is not None
+        return self._tuned("conv2d_grad", (x.shape, k.shape, strides, padding, dilation, activation, with_bias,
+                                           need_input, need_kernel, kept),
+                           {"c": lambda: self._c_conv_grad(lib, *args), "blas": generic})
+
+    def _c_conv_grad(self, lib, dy, x, y, k, activation, with_bias, need_input, need_kernel, strides, padding,
+                     dilation):
+        """``conv2d_bias_act_grad`` on the C kernels (float32, O a multiple of 16, activation None or relu)."""
+        kh, kw, c, o = k.shape
+        relu = activation == "relu"
         ym = y if relu else None
         sh, sw = _pair(strides, "strides")
         dh, dw = _pair(dilation, "dilation_rate")
@@ -473,20 +546,47 @@ class NumpyBackend(Backend):
         kh, kw, _, o = k.shape
         dh, dw = _pair(dilation, "dilation_rate")
         ho, wo, ph, pw = self.conv_geometry(x_shape, k.shape, (sh, sw), padding, (dh, dw))
-        # Through im2col, a full convolution costs ~h*w*O per tap and GEMM + col2im ~ho*wo*C:
-        # pick the smaller (conv2 of the seed convnet 19 vs 55 ms, conv3 18 vs 7 ms). The C
-        # kernels make the full convolution the faster one for every layer of the seed
-        # convnet (conv3 1.6 vs 2.9 ms, conv4 2.0 vs 3.1 ms; bench/NOTES.md change 11).
         lib = self._direct_kernels(c, dy, k)
-        if (sh, sw) != (1, 1) or (lib is None and h * w * o > 1.2 * ho * wo * c):
-            return self._grad_input_col2im(dy, k, x_shape, (sh, sw), (dh, dw), ho, wo, ph, pw)
+        ways = {}
+        # The rule, first. Through im2col, a full convolution costs ~h*w*O per tap and GEMM +
+        # col2im ~ho*wo*C: pick the smaller (conv2 of the seed convnet 19 vs 55 ms, conv3 18 vs
+        # 7 ms). The C kernels make the full convolution the faster one for every layer of the
+        # seed convnet (conv3 1.6 vs 2.9 ms, conv4 2.0 vs 3.1 ms; bench/NOTES.md change 11).
+        if (sh, sw) == (1, 1) and lib is not None:
+            ways["c"] = lambda: self._full_grad_input(lib, self._mask_pad(lib, dy, None, (kw - 1) * dw, False)[0],
+                                                      k, x_shape, (dh, dw), ph, pw)
+        col2im = lambda: self._grad_input_col2im(dy, k, x_shape, (sh, sw), (dh, dw), ho, wo, ph, pw)  # noqa: E731
+        full = lambda: self._grad_input_full(dy, k, x_shape, (sh, sw), (dh, dw), ph, pw)  # noqa: E731
+        if (sh, sw) != (1, 1) or h * w * o > 1.2 * ho * wo * c:
+            ways.update(col2im=col2im, full=full)
+        else:
+            ways.update(full=full, col2im=col2im)
+        if (sh, sw) != (1, 1) and lib is not None:
+            # A strided convolution's input gradient is the stride-1 one of dy spread out with
+            # zeros (Conv2DTranspose's forward): more multiplies, but on the C kernel.
+            ways["c-spread"] = lambda: self._grad_input_full(dy, k, x_shape, (sh, sw), (dh, dw), ph, pw, lib)
+        return self._tuned("conv2d_grad_input", (dy.shape, k.shape, x_shape, strides, padding, dilation), ways)
+
+    def _grad_input_full(self, dy, k, x_shape, strides, dilation, ph, pw, lib=None):
+        """The input gradient as a full convolution of dy (spread out by the strides, with zeros
+        between) with the flipped kernel: on the C kernel with ``lib``, else through ``conv2d``."""
+        n, h, w, c = x_shape
+        kh, kw, _, o = k.shape
+        (sh, sw), (dh, dw) = strides, dilation
+        if (sh, sw) != (1, 1):
+            spread = np.zeros((n, (dy.shape[1] - 1) * sh + 1, (dy.shape[2] - 1) * sw + 1, o), dy.dtype)
+            spread[:, ::sh, ::sw] = dy
+            dy = spread
         if lib is not None:
-            return self._full_grad_input(lib, self._mask_pad(lib, dy, None, (kw - 1) * dw, False)[0], k, x_shape,
-                                         (dh, dw), ph, pw)
+            return self._full_grad_input(lib, self._mask_pad(lib, dy, None, (kw - 1) * dw, False)[0],
+                                         k, x_shape, (dh, dw), ph, pw)
         eh, ew = (kh - 1) * dh, (kw - 1) * dw
         # dx_padded = correlate(pad(dy, reach), flipped kernel with in/out swapped); crop the padding.
         dyp = np.pad(dy, ((0, 0), (eh, eh), (ew, ew), (0, 0)))
         dxp = self.conv2d(dyp, _flipped(k), (1, 1), "valid", (dh, dw))
+        if dxp.shape[1] < ph[0] + h or dxp.shape[2] < pw[0] + w:  # rows of x no output reached
+            dxp = np.pad(dxp, ((0, 0), (0, max(0, ph[0] + h - dxp.shape[1])),
+                               (0, max(0, pw[0] + w - dxp.shape[2])), (0, 0)))
         dx = dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
         return dx if dx.shape[1:3] == dxp.shape[1:3] else np.ascontiguousarray(dx)
 

@@ -152,6 +152,9 @@ def cmd_train(args):
     return 0
 
 
+_INFO_DECISIONS = 40  # the most path choices `deepgpu info` lists
+
+
 def cmd_info(args):
     import platform
 
@@ -169,6 +172,17 @@ def cmd_info(args):
         from .kernels import cpu as cpu_kernels
 
         print(f"cpu C kernels: {cpu_kernels.status()}")
+        if cpu_kernels.library() is not None:
+            from .kernels import cpu_tune
+
+            lines = cpu_tune.decisions(cached=True)
+            how = ("measured at each op shape's first use, kept in " + str(cpu_tune._path())
+                   if cpu_tune.mode() == "auto" else "off ($DEEPGPU_CPU_TUNE=off): fixed rules")
+            print(f"cpu path choice: {how}; {len(lines)} shape(s) decided" + (":" if lines else ""))
+            for line in lines[:_INFO_DECISIONS]:
+                print("  " + line)
+            if len(lines) > _INFO_DECISIONS:
+                print(f"  ... and {len(lines) - _INFO_DECISIONS} more")
     except (ValueError, RuntimeError) as e:  # a bad DEEPGPU_CPU_KERNELS, a failed forced build: report it
         print(f"cpu C kernels: not used: {e}")
     print(f"backends: cuda (CuPy) - {'available' if ok else 'unavailable'}: {why}")

@@ -130,6 +130,10 @@ def _declare(lib):
     lib.dg_max_pool_fwd.restype = None
     lib.dg_max_pool_bwd.argtypes = [P, P, P, P] + [I] * 5 + [L, L]
     lib.dg_max_pool_bwd.restype = None
+    lib.dg_isa.restype = ctypes.c_char_p
+    lib.dg_isa.argtypes = []
+    lib.dg_vector_width.restype = I
+    lib.dg_vector_width.argtypes = []
     return lib
 
 
@@ -157,6 +161,7 @@ def _load():
             err = _build(cc, srcs, flags, path)
         if err is None:
             try:
+                _state["path"] = path
                 return _declare(ctypes.CDLL(path)), f"built with {os.path.basename(cc)} {' '.join(flags[:2])}"
             except (OSError, AttributeError) as e:
                 err = f"could not load {path}: {e}"
@@ -178,7 +183,14 @@ def library():
     return _state["lib"]
 
 
+def library_path() -> str | None:
+    """The file of the loaded kernels, or None when they are not in use."""
+    return _state.get("path") if library() is not None else None
+
+
 def status() -> str:
     """One line: whether the CPU kernels are in use, and why not when they are not."""
     lib = library()
-    return ("in use (" + _state["why"] + ")") if lib is not None else "not used: " + _state["why"]
+    if lib is None:
+        return "not used: " + _state["why"]
+    return f"in use ({_state['why']}; {lib.dg_isa().decode()}, {lib.dg_vector_width()} floats a vector)"
