@@ -759,6 +759,69 @@ class Backend:
                 dxp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] += g
         return dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
 
+    # ---------------------------------------------------------- normalization
+    @staticmethod
+    def _bn_check(what, x, **per_channel):
+        """ValueError unless x has a last axis and every given array is [C], C = x.shape[-1]."""
+        if x.ndim < 1:
+            raise ValueError(f"{what}: x must have a channel axis, got shape {tuple(x.shape)}")
+        for name, a in per_channel.items():
+            if a is not None and tuple(a.shape) != (x.shape[-1],):
+                raise ValueError(f"{what}: {name} has shape {tuple(a.shape)}, expected ({x.shape[-1]},) "
+                                 f"for x of shape {tuple(x.shape)}")
+
+    def batch_norm_train(self, x, gamma=None, beta=None, epsilon=1e-3):
+        """Batch normalization with the batch's statistics over every axis but the last.
+
+        x: [..., C] float; gamma, beta: [C] or None (scale 1, shift 0).
+        Returns (y, mean, var, inv_std): y = (x - mean) * inv_std * gamma +
+        beta, x's shape and dtype; mean and var [C], var the biased batch
+        variance (as Keras); inv_std = 1 / sqrt(var + epsilon) [C], which
+        ``batch_norm_grad`` takes. Backends may do it in one read for the
+        statistics and one pass for y.
+        """
+        self._bn_check("batch_norm_train", x, gamma=gamma, beta=beta)
+        xp = self.xp
+        red = tuple(range(x.ndim - 1))
+        mean = xp.mean(x, axis=red)
+        y = xp.subtract(x, mean)
+        var = xp.mean(xp.square(y), axis=red)
+        inv = xp.divide(1.0, xp.sqrt(var + epsilon))
+        y *= inv
+        if gamma is not None:
+            y *= gamma
+        if beta is not None:
+            y += beta
+        return y, mean, var, inv
+
+    def batch_norm_grad(self, dy, x, mean, inv_std, gamma=None, need_input=True):
+        """Gradients of ``batch_norm_train`` from its output gradient dy: (dx, dgamma, dbeta).
+
+        dy, x: [..., C]; mean, inv_std: [C] as the forward returned them;
+        gamma: [C] or None. With xhat = (x - mean) * inv_std and sums over
+        every axis but the last (N rows): dbeta = sum(dy), dgamma =
+        sum(dy * xhat) ([C], also when gamma is None), dx = gamma * inv_std
+        / N * (N * dy - dbeta - xhat * dgamma) (x's shape; the gradient
+        through the batch statistics), None unless need_input. Backends may
+        take both sums in one read and dx in one more pass.
+        """
+        self._bn_check("batch_norm_grad", x, mean=mean, inv_std=inv_std, gamma=gamma)
+        if tuple(dy.shape) != tuple(x.shape):
+            raise ValueError(f"batch_norm_grad: dy has shape {tuple(dy.shape)}, x {tuple(x.shape)}")
+        xp = self.xp
+        red = tuple(range(x.ndim - 1))
+        xhat = xp.multiply(xp.subtract(x, mean), inv_std)
+        dbeta = xp.sum(dy, axis=red)
+        dgamma = xp.sum(xp.multiply(dy, xhat), axis=red)
+        if not need_input:
+            return None, dgamma, dbeta
+        n = x.size // x.shape[-1] if x.size else 1
+        scale = inv_std if gamma is None else xp.multiply(inv_std, gamma)
+        # As means (dy - mean(dy) - xhat * mean(dy * xhat)): no term N times larger than dx.
+        dx = xp.subtract(xp.subtract(dy, dbeta / n), xp.multiply(xhat, dgamma / n))
+        dx *= scale
+        return dx, dgamma, dbeta
+
     # -------------------------------------------------------------- optimizer
     def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
         """In-place Adam(W) step on parameter ``p`` with moments ``m`` and ``v``.

@@ -1,7 +1,8 @@
 """The GPU backend: CuPy for elementwise work and reductions.
 
 The hot primitives (matmul, dense, conv2d and its gradients, pooling,
-optimizer updates, softmax cross-entropy, dropout, relu and bias gradients)
+optimizer updates, softmax cross-entropy, dropout, relu and bias gradients,
+batch normalization)
 run on our own kernels from ``deepgpu.kernels`` behind the same names.
 Which path runs is chosen by ``$DEEPGPU_KERNELS`` when the backend is made,
 or later by setting ``backend.kernels``:
@@ -378,6 +379,30 @@ class CupyBackend(Backend):
             cols = int(np.prod(shape, dtype=np.int64))
             return _K.col_sum(g.reshape(-1, cols)).reshape(shape)
         return super().sum_to_shape(g, shape)
+
+    # ------------------------------------------------ batch normalization
+    # Two launches forward (statistics, y) and two backward (both sums, dx) instead of
+    # a dozen CuPy kernels each way (kernels/norm.cu).
+    def _bn_f32(self, x, *per_channel) -> bool:
+        """x [..., C] non-empty float32 and every given array (None skipped) [C] float32."""
+        given = [a for a in per_channel if a is not None]
+        return (x.ndim >= 1 and x.size > 0 and self._f32(x, *given)
+                and all(a.shape == x.shape[-1:] for a in given))
+
+    def batch_norm_train(self, x, gamma=None, beta=None, epsilon=1e-3):
+        if self._bn_f32(x, gamma, beta):
+            c = x.shape[-1]
+            y, mean, var, inv = _K.batch_norm_train(x.reshape(-1, c), gamma, beta, epsilon)
+            return y.reshape(x.shape), mean, var, inv
+        return super().batch_norm_train(x, gamma, beta, epsilon)
+
+    def batch_norm_grad(self, dy, x, mean, inv_std, gamma=None, need_input=True):
+        if self._bn_f32(x, mean, inv_std, gamma) and self._f32(dy) and dy.shape == x.shape:
+            c = x.shape[-1]
+            dx, dgamma, dbeta = _K.batch_norm_grad(dy.reshape(-1, c), x.reshape(-1, c), mean, inv_std, gamma,
+                                                   need_input)
+            return (None if dx is None else dx.reshape(x.shape)), dgamma, dbeta
+        return super().batch_norm_grad(dy, x, mean, inv_std, gamma, need_input)
 
 
 class _CudaGraph:

@@ -798,3 +798,103 @@ class NumpyBackend(Backend):
 
         self._parallel(n, part, dx.nbytes)
         return dx
+
+    # ------------------------------------------------ batch normalization
+    # One C read of x for the statistics and one pass for y forward; one read of dy and x
+    # for both sums and one pass for dx backward (kernels/cpu_norm.c). A large array's rows
+    # are split over the threads, each thread's per-channel partials combined here in
+    # float64; a small one takes one C call each way (a few pointers: each costs ~3 us from
+    # Python). Other dtypes, empty arrays and bad shapes take the generic version (which
+    # raises for the latter).
+    def _bn_lib(self, x, *per_channel):
+        """The C kernels for a [..., C] float32 x and these [C] float32 arrays (None skipped), else None."""
+        if x.ndim < 1 or x.size == 0 or any(a is not None and a.shape != x.shape[-1:] for a in per_channel):
+            return None
+        return self._c_kernels(x, *per_channel)
+
+    def _bn_split(self, nbytes):
+        """Whether the rows go over the threads (as _parallel decides)."""
+        return self.threads > 1 and nbytes >= _PARALLEL_MIN_BYTES
+
+    @staticmethod
+    def _contiguous(*arrays):
+        return [None if a is None else np.ascontiguousarray(a) for a in arrays]
+
+    @staticmethod
+    def _ptrs(*arrays):
+        return [None if a is None else a.ctypes.data for a in arrays]
+
+    def batch_norm_train(self, x, gamma=None, beta=None, epsilon=1e-3):
+        lib = self._bn_lib(x, gamma, beta)
+        if lib is None:
+            return super().batch_norm_train(x, gamma, beta, epsilon)
+        c = x.shape[-1]
+        rows = x.size // c
+        k = 16 // int(np.gcd(c, 16))  # K rows of C channels are whole vectors in cpu_norm.c
+        xc = np.ascontiguousarray(x)
+        y = np.empty(x.shape, np.float32)
+        stats = np.empty((3, c), np.float32)  # mean, var, inv_std
+        px, py, pg, pb, ps = self._ptrs(xc, y, *self._contiguous(gamma, beta), stats)
+        if not self._bn_split(xc.nbytes):
+            if lib.dg_bn_train(px, py, pg, pb, epsilon, c, k, rows, ps):
+                raise MemoryError("batch_norm: no memory for a work buffer")
+            return y, stats[0], stats[1], stats[2]
+        parts = {}
+
+        def part(r0, r1):
+            mean, m2 = np.empty(c), np.empty(c)
+            if lib.dg_bn_stats(px, c, k, r0, r1, mean.ctypes.data, m2.ctypes.data):
+                raise MemoryError("batch_norm: no memory for a work buffer")
+            parts[r0] = (r1 - r0, mean, m2)
+
+        self._parallel(rows, part, xc.nbytes)
+        # The threads' (count, mean, M2) merged in row order (Chan et al.): same result every run.
+        n, mean, m2 = parts.pop(0)
+        for r0 in sorted(parts):
+            nb, mb, qb = parts[r0]
+            d = mb - mean
+            mean = mean + d * (nb / (n + nb))
+            m2 = m2 + qb + d * d * (n * nb / (n + nb))
+            n += nb
+        tiles = np.empty((3, k * c), np.float32)  # mean, scale, shift, tiled
+        pt = tiles.ctypes.data
+        lib.dg_bn_finish(mean.ctypes.data, m2.ctypes.data, rows, c, k, epsilon, pg, pb, ps, pt)
+        step = tiles.strides[0]
+        shift = None if pb is None else pt + 2 * step
+        self._parallel(rows, lambda r0, r1: lib.dg_bn_apply(px, py, pt, pt + step, shift, c, k, r0, r1),
+                       2 * xc.nbytes)
+        return y, stats[0], stats[1], stats[2]
+
+    def batch_norm_grad(self, dy, x, mean, inv_std, gamma=None, need_input=True):
+        lib = self._bn_lib(x, mean, inv_std, gamma)
+        if lib is None or dy.shape != x.shape or dy.dtype != np.float32:
+            return super().batch_norm_grad(dy, x, mean, inv_std, gamma, need_input)
+        c = x.shape[-1]
+        rows = x.size // c
+        k = 16 // int(np.gcd(c, 16))
+        xc, dyc, meanc, invc = self._contiguous(x, dy, mean, inv_std)
+        dx = np.empty(x.shape, np.float32) if need_input else None
+        grads = np.empty((2, c), np.float32)  # dgamma, dbeta
+        pdy, px, pdx, pm, pi, pg, pgr = self._ptrs(dyc, xc, dx, meanc, invc, *self._contiguous(gamma), grads)
+        if not self._bn_split(xc.nbytes):
+            if lib.dg_bn_grad(pdy, px, pdx, pm, pi, pg, c, k, rows, pgr):
+                raise MemoryError("batch_norm gradient: no memory for a work buffer")
+            return dx, grads[0], grads[1]
+        tiles = np.empty((4, k * c), np.float32)  # p, q, s, mean, tiled
+        tiles[3] = np.tile(meanc, k)
+        pt, step = tiles.ctypes.data, tiles.strides[0]
+        parts = {}
+
+        def part(r0, r1):
+            sdy, sdx = np.empty(c), np.empty(c)
+            if lib.dg_bn_grad_sums(pdy, px, pt + 3 * step, c, k, r0, r1, sdy.ctypes.data, sdx.ctypes.data):
+                raise MemoryError("batch_norm gradient: no memory for a work buffer")
+            parts[r0] = (sdy, sdx)
+
+        self._parallel(rows, part, 2 * xc.nbytes)
+        sums = np.sum([parts[r0] for r0 in sorted(parts)], axis=0)  # in row order: same every run
+        lib.dg_bn_grad_finish(sums[0].ctypes.data, sums[1].ctypes.data, rows, c, k, pi, pg, pgr, pt)
+        if need_input:
+            self._parallel(rows, lambda r0, r1: lib.dg_bn_grad_input(
+                pdy, px, pdx, pt + 3 * step, pt, pt + step, pt + 2 * step, c, k, r0, r1), 3 * xc.nbytes)
+        return dx, grads[0], grads[1]

@@ -1247,14 +1247,14 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     ([C], C = x.shape[axis]) may be None. The variance is the biased one,
     as Keras uses. Returns ``(y, mean, variance)``; mean and variance have
     shape [C] and carry no gradient (they feed the moving averages). One
-    fused node: the backward pass goes through the batch statistics.
+    node, one ``batch_norm_train`` call forward and one ``batch_norm_grad``
+    backward (through the batch statistics); another axis than the last is
+    moved last around them.
     """
     B = _backend_of(x, gamma, beta)
     x = _t(x, B)
     ax = _axes(axis, x.ndim)[0]
     c = x.shape[ax]
-    red = tuple(i for i in range(x.ndim) if i != ax)
-    kshape = tuple(c if i == ax else 1 for i in range(x.ndim))
     params = []
     for name, p in (("gamma", gamma), ("beta", beta)):
         if p is not None:
@@ -1262,38 +1262,36 @@ def batch_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3):
             if p.shape != (c,):
                 raise ValueError(f"batch_norm: {name} has shape {p.shape}, expected ({c},) for input {x.shape}")
             params.append(p)
-    m = B.mean(x.data, axis=red, keepdims=True)
-    xc = B.subtract(x.data, m)
-    var = B.mean(B.square(xc), axis=red, keepdims=True)
-    inv = B.divide(1.0, B.sqrt(B.add(var, float(epsilon))))
-    xhat = B.multiply(xc, inv)
-    y = xhat
-    if gamma is not None:
-        y = B.multiply(y, B.reshape(params[0].data, kshape))
-    if beta is not None:
-        y = B.add(y, B.reshape(params[-1].data, kshape))
-    out = _make("batch_norm", y, (x, *params), B, saved=(xhat, inv), red=red, kshape=kshape,
+    perm = None if ax == x.ndim - 1 else tuple(i for i in range(x.ndim) if i != ax) + (ax,)
+    xl = x.data if perm is None else B.transpose(x.data, perm)
+    g = params[0].data if gamma is not None else None
+    b = params[-1].data if beta is not None else None
+    y, m, var, inv = B.batch_norm_train(xl, g, b, float(epsilon))
+    if perm is not None:
+        y = B.transpose(y, _inverse_perm(perm))
+    out = _make("batch_norm", y, (x, *params), B, saved=(xl, m, inv), perm=perm,
                 has_gamma=gamma is not None, has_beta=beta is not None)
-    return out, Tensor(B.reshape(m, (c,)), B), Tensor(B.reshape(var, (c,)), B)
+    return out, Tensor(m, B), Tensor(var, B)
+
+
+def _inverse_perm(perm):
+    return tuple(sorted(range(len(perm)), key=perm.__getitem__))
 
 
 @register_gradient("batch_norm")
 def _batch_norm_grad(node, dy):
-    B, (xhat, inv), a = node.B, node.saved, node.attrs
-    red = a["red"]
-    x = node.inputs[0]
-    g = dy
-    out = []
-    if a["has_gamma"]:
-        g = B.multiply(dy, B.reshape(node.inputs[1].data, a["kshape"]))
-    gx = None
-    if x.requires_grad:
-        mg = B.mean(g, axis=red, keepdims=True)
-        mgx = B.mean(B.multiply(g, xhat), axis=red, keepdims=True)
-        gx = B.multiply(inv, B.subtract(B.subtract(g, mg), B.multiply(xhat, mgx)))
-    out.append(gx)
-    if a["has_gamma"]:
-        out.append(B.sum(B.multiply(dy, xhat), axis=red) if node.inputs[1].requires_grad else None)
+    B, (xl, m, inv), a = node.B, node.saved, node.attrs
+    x, perm = node.inputs[0], a["perm"]
+    gamma = node.inputs[1] if a["has_gamma"] else None
+    if perm is not None:
+        dy = B.transpose(dy, perm)
+    dx, dgamma, dbeta = B.batch_norm_grad(dy, xl, m, inv, None if gamma is None else gamma.data,
+                                          need_input=x.requires_grad)
+    if dx is not None and perm is not None:
+        dx = B.transpose(dx, _inverse_perm(perm))
+    out = [dx]
+    if gamma is not None:
+        out.append(dgamma if gamma.requires_grad else None)
     if a["has_beta"]:
-        out.append(B.sum(dy, axis=red) if node.inputs[-1].requires_grad else None)
+        out.append(dbeta if node.inputs[-1].requires_grad else None)
     return tuple(out)

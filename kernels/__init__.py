@@ -14,8 +14,8 @@ launch on the current stream; they never synchronise or read values back.
 Status: checked by a CPU emulation of the kernels (tests/test_kernels_cuda.py)
 and, up to 5f89e4a, on an H100; the CuPy backend uses them by default
 (``DEEPGPU_KERNELS=cupy`` for CuPy's routines). dg_update_many,
-dg_sparse_xent_*, dg_softmax_rows and dg_argmax_hits came later and have
-run only under the emulation so far (bench/GPU_KERNELS.md).
+dg_sparse_xent_*, dg_softmax_rows, dg_argmax_hits and norm.cu's dg_bn_* came
+later and have run only under the emulation so far (bench/GPU_KERNELS.md).
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ KERNELS = {
                        "dg_softmax_xent_bwd", "dg_sparse_xent_fwd", "dg_sparse_xent_bwd", "dg_softmax_rows",
                        "dg_argmax_hits", "dg_dropout", "dg_bias_act", "dg_relu_grad",
                        "dg_col_sum", "dg_sum_splits", "dg_set_scalars", "dg_counter_add"),
+    "norm.cu": ("dg_bn_stats", "dg_bn_apply", "dg_bn_grad_sums", "dg_bn_grad_input"),  # launched by norm.py
 }
 # Activation names -> the DG_ACT_* codes of gemm_core.cuh.
 ACTIVATIONS = {None: 0, "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
@@ -75,7 +76,8 @@ __all__ = ["KernelCompileError", "sources", "source", "cache_dir", "precompile",
            "rmsprop", "adam_many", "sgd_many", "rmsprop_many", "softmax_cross_entropy",
            "softmax_cross_entropy_grad", "sparse_softmax_cross_entropy",
            "sparse_softmax_cross_entropy_grad", "softmax", "argmax_hits", "dropout",
-           "bias_act", "relu_grad", "col_sum", "set_scalars", "counter_add"]
+           "bias_act", "relu_grad", "col_sum", "set_scalars", "counter_add", "batch_norm_train",
+           "batch_norm_grad"]
 
 
 class KernelCompileError(RuntimeError):
@@ -1051,3 +1053,7 @@ def col_sum(x, out=None):
     _col_sum_pass(x, parts, rows, cols, splits)
     _col_sum_pass(parts, out, splits, cols, 1)
     return out
+
+
+# Launchers of the kernel families in their own modules (they use the helpers above).
+from .norm import batch_norm_grad, batch_norm_train  # noqa: E402

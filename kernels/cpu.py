@@ -24,7 +24,7 @@ import tempfile
 import threading
 from importlib import resources
 
-SOURCES = ("cpu_conv.c",)  # compiled together into one shared library
+SOURCES = ("cpu_conv.c", "cpu_norm.c")  # compiled together into one shared library
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 # Without -march=native (a compiler that does not know it): still vectorised, less wide.
 FALLBACK_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
@@ -134,6 +134,24 @@ def _declare(lib):
     lib.dg_isa.argtypes = []
     lib.dg_vector_width.restype = I
     lib.dg_vector_width.argtypes = []
+    D = ctypes.c_void_p  # double arrays
+    lib.dg_bn_stats.argtypes = [P, I, I, L, L, D, D]
+    lib.dg_bn_stats.restype = I
+    lib.dg_bn_apply.argtypes = [P, P, P, P, P, I, I, L, L]
+    lib.dg_bn_apply.restype = None
+    lib.dg_bn_grad_sums.argtypes = [P, P, P, I, I, L, L, D, D]
+    lib.dg_bn_grad_sums.restype = I
+    lib.dg_bn_grad_input.argtypes = [P, P, P, P, P, P, P, I, I, L, L]
+    lib.dg_bn_grad_input.restype = None
+    F = ctypes.c_float
+    lib.dg_bn_finish.argtypes = [D, D, L, I, I, F, P, P, P, P]
+    lib.dg_bn_finish.restype = None
+    lib.dg_bn_train.argtypes = [P, P, P, P, F, I, I, L, P]
+    lib.dg_bn_train.restype = I
+    lib.dg_bn_grad_finish.argtypes = [D, D, L, I, I, P, P, P, P]
+    lib.dg_bn_grad_finish.restype = None
+    lib.dg_bn_grad.argtypes = [P, P, P, P, P, P, I, I, L, P]
+    lib.dg_bn_grad.restype = I
     return lib
 
 

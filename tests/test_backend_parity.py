@@ -993,6 +993,65 @@ def test_avg_pool2d_grad(B, xs, ps, st, p):
     close(B, B.avg_pool2d_grad(B.asarray(dy), xs, ps, st, p), ref_avg_pool_grad(dy, xs, ps, st, p))
 
 
+# --------------------------------------------------------- normalization
+
+def _bn_ref(x, gamma, beta, eps):
+    """Batch normalization over every axis but the last, written out in float64."""
+    x = x.astype(np.float64)
+    red = tuple(range(x.ndim - 1))
+    mean, var = x.mean(red), x.var(red)
+    inv = 1.0 / np.sqrt(var + eps)
+    y = (x - mean) * inv * (1.0 if gamma is None else gamma) + (0.0 if beta is None else beta)
+    return y, mean, var, inv
+
+
+def _bn_grad_ref(dy, x, gamma, eps):
+    """Its gradients by the chain rule through mean and var, step by step (float64)."""
+    dy, x = dy.astype(np.float64), x.astype(np.float64)
+    red = tuple(range(x.ndim - 1))
+    n = x.size // x.shape[-1]
+    mean, var = x.mean(red), x.var(red)
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean) * inv
+    g = 1.0 if gamma is None else gamma.astype(np.float64)
+    dxhat = dy * g
+    dvar = (dxhat * (x - mean)).sum(red) * -0.5 * inv ** 3
+    dmean = -(dxhat * inv).sum(red) + dvar * -2.0 * (x - mean).sum(red) / n
+    dx = dxhat * inv + dvar * 2.0 * (x - mean) / n + dmean / n
+    return dx, (dy * xhat).sum(red), dy.sum(red)
+
+
+@covers("batch_norm_train", "batch_norm_grad")
+@pytest.mark.parametrize("shape", [(4, 3), (6, 5, 5, 16), (3, 7, 2, 37), (300, 9)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm(B, shape, affine):
+    c = shape[-1]
+    x = r(*shape, lo=-2.0, hi=4.0)
+    g, b = (r(c, lo=0.5, hi=1.5), r(c)) if affine else (None, None)
+    dy = r(*shape)
+    y, mean, var, inv = B.batch_norm_train(*up(B, x), *(up(B, g, b) if affine else (None, None)), 1e-3)
+    for got, want in zip((y, mean, var, inv), _bn_ref(x, g, b, 1e-3)):
+        close(B, got, want)
+    dx, dgamma, dbeta = B.batch_norm_grad(*up(B, dy, x), mean, inv, *(up(B, g) if affine else (None,)))
+    for got, want in zip((dx, dgamma, dbeta), _bn_grad_ref(dy, x, g, 1e-3)):
+        close(B, got, want)
+    none, dgamma2, _ = B.batch_norm_grad(*up(B, dy, x), mean, inv, None, need_input=False)
+    assert none is None
+    close(B, dgamma2, _bn_grad_ref(dy, x, None, 1e-3)[1])
+
+
+def test_batch_norm_float64_and_bad_shapes(B):
+    x = r(5, 4).astype(np.float64)
+    y, mean, var, inv = B.batch_norm_train(*up(B, x), None, None, 1e-3)
+    close(B, y, _bn_ref(x, None, None, 1e-3)[0], dtype=np.float64)
+    with pytest.raises(ValueError, match=r"gamma has shape \(3,\), expected \(4,\)"):
+        B.batch_norm_train(*up(B, r(5, 4), r(3)), None, 1e-3)
+    with pytest.raises(ValueError, match=r"beta has shape \(4, 1\), expected \(4,\)"):
+        B.batch_norm_train(*up(B, r(5, 4)), None, *up(B, r(4, 1)), 1e-3)
+    with pytest.raises(ValueError, match=r"dy has shape \(5, 3\)"):
+        B.batch_norm_grad(*up(B, r(5, 3), r(5, 4), r(4), r(4)))
+
+
 # ------------------------------------------------------------- optimizer
 
 @covers("adam_update")

@@ -887,6 +887,121 @@ def test_col_sum_vector_paths(xp, rows, cols, misalign):
     check(K.col_sum(xd, out=poisoned(xp, (cols,))), f64(x).sum(0), what=f"col_sum {rows}x{cols}")
 
 
+
+# ------------------------------------------------------- batch normalization
+@contextlib.contextmanager
+def _nan_empty(xp):
+    """The launchers' xp.empty gives NaN-filled arrays meanwhile: an output a kernel leaves unwritten shows."""
+    real = xp.empty
+
+    def empty(shape, dtype=F32, *a, **k):
+        out = real(shape, dtype, *a, **k)
+        if np.dtype(dtype).kind == "f":
+            out.fill(np.nan)
+        return out
+
+    xp.empty = empty
+    try:
+        yield
+    finally:
+        xp.empty = real
+
+
+# At least 3 rows: with 1 or 2, dx is 0 up to rounding (each x is its own mean, or xhat = +-1).
+BN_CASES = [(3, 1), (5, 3), (7, 1), (3, 33), (300, 16), (130, 70), (2000, 12), (4000, 5), (1500, 37)]
+
+
+@pytest.mark.parametrize("splits", [None, 1, 3, 64])
+@pytest.mark.parametrize("rows,c", BN_CASES)
+def test_batch_norm(xp, rows, c, splits):
+    """Forward (statistics, y) and backward (dgamma, dbeta, dx) against the generic version in
+    float64, with the rows in one block column or split (the last block merges the parts)."""
+    x = rnd(rows, c, lo=-3.0, hi=5.0)  # a mean away from 0: the variance is not the mean square
+    g, b, dy = rnd(c, lo=0.5, hi=1.5), rnd(c), rnd(rows, c)
+    ref = _cpu().batch_norm_train(f64(x), f64(g), f64(b), 1e-3)
+    with _nan_empty(xp):
+        got = K.batch_norm_train(dev(xp, x), dev(xp, g), dev(xp, b), 1e-3, splits=splits)
+    for name, a, want in zip(("y", "mean", "var", "inv_std"), got, ref):
+        check(a, want, what=f"batch_norm {name} {rows}x{c} splits={splits}")
+    gref = _cpu().batch_norm_grad(f64(dy), f64(x), ref[1], ref[3], f64(g))
+    with _nan_empty(xp):
+        grads = K.batch_norm_grad(dev(xp, dy), dev(xp, x), got[1], got[3], dev(xp, g), splits=splits)
+    for name, a, want in zip(("dx", "dgamma", "dbeta"), grads, gref):
+        check(a, want, what=f"batch_norm_grad {name} {rows}x{c} splits={splits}")
+    if xp is np and None in K._counters:
+        assert not K._counters[None].any(), "a launch left its block counters non-zero"
+
+
+@pytest.mark.parametrize("variant", EW_VARIANTS)
+@pytest.mark.parametrize("rows,c", [(600, 16), (97, 8), (50, 6)])
+def test_batch_norm_without_gamma_beta_and_vector_paths(xp, monkeypatch, rows, c, variant):
+    """gamma and beta None (scale 1, shift 0), dx not asked for; vec = 4 needs C % 4 == 0 and
+    aligned pointers (misaligned: the scalar path), small_grid: grid-stride loops go round."""
+    up = _ew_variant(xp, monkeypatch, variant)
+    x, dy = rnd(rows, c, lo=-2.0, hi=3.0), rnd(rows, c)
+    ref = _cpu().batch_norm_train(f64(x), None, None, 1e-2)
+    with _nan_empty(xp):
+        y, mean, var, inv = K.batch_norm_train(up(x), None, None, 1e-2)
+    for a, want in zip((y, mean, var, inv), ref):
+        check(a, want, what=f"batch_norm no gamma/beta {variant}")
+    gref = _cpu().batch_norm_grad(f64(dy), f64(x), ref[1], ref[3], None)
+    with _nan_empty(xp):
+        dx, dgamma, dbeta = K.batch_norm_grad(up(dy), up(x), mean, inv, None)
+        check(dx, gref[0], what=f"batch_norm_grad dx {variant}")
+        none, dg2, db2 = K.batch_norm_grad(up(dy), up(x), mean, inv, None, need_input=False)
+    assert none is None
+    for a in (dgamma, dg2):
+        check(a, gref[1], what="batch_norm_grad dgamma")
+    for a in (dbeta, db2):
+        check(a, gref[2], what="batch_norm_grad dbeta")
+
+
+def test_batch_norm_launcher_errors():
+    x = rnd(6, 4)
+    with pytest.raises(ValueError, match=r"gamma: expected shape \(4,\), got \(3,\)"):
+        K.batch_norm_train(x, rnd(3))
+    with pytest.raises(ValueError, match=r"non-empty \[rows, C\]"):
+        K.batch_norm_train(np.zeros((0, 4), F32))
+    with pytest.raises(TypeError, match="float32"):
+        K.batch_norm_grad(x.astype(np.float64), x, rnd(4), rnd(4))
+
+
+def test_backend_batch_norm_custom_path(xp):
+    """The CuPy backend's batch_norm_train / _grad: [..., C] through the kernels (2 launches each
+    way), float64 and bad shapes through the generic version and its errors."""
+    B = _custom_backend(xp)
+    C = _cpu()
+    x, g, b = rnd(3, 5, 4, 6, lo=-1.0, hi=3.0), rnd(6, lo=0.5, hi=1.5), rnd(6)
+    dy = rnd(*x.shape)
+    launches = []
+    real, prev = K._emulator, B.kernels
+
+    def count(name, grid, block, args):
+        launches.append(name)
+        if real is not None:
+            real(name, grid, block, args)
+        else:
+            K.function(name)(grid, block, tuple(K._NULL if a is None else a for a in args))
+
+    K._emulator, B.kernels = count, "custom"
+    try:
+        y, mean, var, inv = B.batch_norm_train(xp.asarray(x), xp.asarray(g), xp.asarray(b), 1e-3)
+        dx, dgamma, dbeta = B.batch_norm_grad(xp.asarray(dy), xp.asarray(x), mean, inv, xp.asarray(g), True)
+    finally:
+        K._emulator, B.kernels = real, prev
+    assert launches == ["dg_bn_stats", "dg_bn_apply", "dg_bn_grad_sums", "dg_bn_grad_input"], launches
+    ref = C.batch_norm_train(f64(x), f64(g), f64(b), 1e-3)
+    for a, want in zip((y, mean, var, inv), ref):
+        check(host(a), want, what="backend batch_norm_train")
+    gref = C.batch_norm_grad(f64(dy), f64(x), ref[1], ref[3], f64(g))
+    for a, want in zip((dx, dgamma, dbeta), gref):
+        check(host(a), want, what="backend batch_norm_grad")
+    y64 = B.batch_norm_train(xp.asarray(f64(x)), None, None, 1e-3)[0]
+    assert y64.dtype == np.float64
+    check(host(y64), C.batch_norm_train(f64(x), None, None, 1e-3)[0], what="backend float64 fallback")
+    with pytest.raises(ValueError, match=r"gamma has shape \(5,\), expected \(6,\)"):
+        B.batch_norm_train(xp.asarray(x), xp.asarray(rnd(5)), None, 1e-3)
+
 def _philox_ref(c, k):
     """Philox-4x32-10 in Python (the published algorithm), for the kernel's dropout."""
     c, k0, k1 = list(c), k[0], k[1]
@@ -1126,6 +1241,27 @@ def test_seed_convnet_step_launch_budget(_emulator):
     assert sum(cupy_kernels.values()) <= 8, cupy_kernels
 
 
+
+def test_batch_norm_op_launch_budget(_emulator):
+    """ops.batch_norm and its gradient on the custom path: one backend call each way, two of
+    our launches each, no CuPy routine (the chain of generic ops it replaced made about 25
+    calls; ResNet-style steps have one per convolution)."""
+    from deepgpu import autograd, ops
+    from deepgpu.tensor import Tensor
+
+    K._emulator = _emulator
+    try:
+        with _current_custom(np) as B:
+            x = Tensor(rnd(4, 5, 5, 16, lo=-1.0, hi=2.0), B)
+            g, b = Tensor(rnd(16, lo=0.5, hi=1.5), B), Tensor(rnd(16), B)
+            dy = Tensor(rnd(4, 5, 5, 16), B)
+            f = autograd.grads(lambda x, g, b: ops.batch_norm(x, g, b)[0])
+            per = count_launches(B, lambda: f([x, g, b], dy), steps=1)
+    finally:
+        K._emulator = None
+    assert per.pop("batch_norm_train") == [1, 2, 0] and per.pop("batch_norm_grad") == [1, 2, 0], per
+    assert not any(r[1] for r in per.values()), per  # nothing else launched one of ours
+
 # ------------------------------------------------------- a whole network
 @pytest.mark.parametrize("opt", ["adam", "sgd", "rmsprop"])
 def test_convnet_training_steps_cpu_vs_custom(xp, opt):
@@ -1162,6 +1298,36 @@ def test_convnet_training_steps_cpu_vs_custom(xp, opt):
             losses[name] = [model.train_on_batch(x, y) for _ in range(3)]  # [loss, accuracy] per step
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
 
+
+
+def test_batch_norm_network_steps_cpu_vs_custom(xp):
+    """Training steps of a small network with BatchNormalization (last axis and axis 1), cpu vs
+    the custom path: losses, then the moving statistics and a training-mode prediction."""
+    from deepgpu import layers as L, optimizers
+    from deepgpu.models import Sequential
+
+    def build():
+        deepgpu.set_seed(5)
+        return Sequential([
+            # No conv bias: before a BatchNormalization its gradient is 0 up to rounding, which Adam
+            # would turn into full steps that differ between the paths (and move the moving mean).
+            L.Conv2D(6, 3, use_bias=False, input_shape=(8, 8, 2)), L.BatchNormalization(momentum=0.5), L.ReLU(),
+            L.BatchNormalization(axis=1, center=False), L.Flatten(), L.Dense(10, activation="softmax"),
+        ])
+
+    x = RNG.uniform(0, 1, (6, 8, 8, 2)).astype(F32)
+    y = RNG.integers(0, 10, 6).astype(np.int32)
+    out = {}
+    with _current_custom(xp) as B:
+        for name in ("cpu", "cuda"):
+            backends._state.backend = B if name == "cuda" else backends.get("cpu")
+            model = build()
+            model.compile(optimizer=optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+            losses = [model.train_on_batch(x, y) for _ in range(3)]
+            out[name] = (losses, [host(w.data) for w in model.layers[1].weights])
+    np.testing.assert_allclose(out["cuda"][0], out["cpu"][0], rtol=1e-4)
+    for got, want in zip(out["cuda"][1], out["cpu"][1]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 # ------------------------------------------------ compiling on the device
 @pytest.mark.cuda

@@ -278,3 +278,51 @@ def test_adam_update_many_ignores_a_plan_of_dead_arrays(cpu):
     del stale
     cpu.adam_update_many(ps, gs, ms, vs, 0.1, 0.9, 0.999, 1e-7, 1)
     np.testing.assert_allclose(ps[0], 1.0 - 0.1, rtol=1e-5)  # step size lr on step 1, m / sqrt(v) = 1
+
+
+@pytest.mark.parametrize("shape", [(64, 8, 8, 16), (1000, 3), (513, 37), (20001, 1), (3, 70), (2, 5, 24)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_matches_the_generic_version(cpu, shape, affine):
+    """Rows split over two threads (any count, not a multiple of the C kernels' row groups), any
+    channel count; against the generic version on the same values in float64."""
+    c = shape[-1]
+    x = r(*shape) * 3 + 2
+    g, b = (r(c) + 1.5, r(c)) if affine else (None, None)
+    dy = r(*shape)
+    f64 = (lambda a: None if a is None else a.astype(np.float64))
+    got = cpu.batch_norm_train(x, g, b, 1e-3)
+    want = Backend.batch_norm_train(cpu, f64(x), f64(g), f64(b), 1e-3)
+    for a, w in zip(got, want):
+        close(a, w.astype(np.float32), rtol=2e-6)
+    grads = cpu.batch_norm_grad(dy, x, got[1], got[3], g)
+    want = Backend.batch_norm_grad(cpu, f64(dy), f64(x), f64(got[1]), f64(got[3]), f64(g))
+    for a, w in zip(grads, want):
+        close(a, w.astype(np.float32), rtol=2e-5)
+    dx, dgamma, dbeta = cpu.batch_norm_grad(dy, x, got[1], got[3], g, need_input=False)
+    assert dx is None
+    close(dgamma, grads[1], rtol=1e-6)
+    close(dbeta, grads[2], rtol=1e-6)
+
+
+def test_batch_norm_statistics_are_stable_far_from_zero(cpu):
+    """The C kernels, a mean 1000 standard deviations away: mean and variance right to float32
+    rounding (no sum of squares; sums of x - a shift). The generic version's float32 mean (NumPy
+    adds the rows one by one along axis 0) is off by about 3e-5 of the variance here."""
+    if cpu._c_kernels(np.zeros(1, np.float32)) is None:
+        pytest.skip("the C kernels are off on this path")
+    x = (r(4096, 16) + 1000.0).astype(np.float32)
+    _, mean, var, _ = cpu.batch_norm_train(x, None, None, 1e-3)
+    want = x.astype(np.float64).var(0)
+    close(var, want.astype(np.float32), rtol=1e-6)
+    close(mean, x.astype(np.float64).mean(0).astype(np.float32), rtol=1e-7)
+
+
+def test_batch_norm_takes_strided_input_and_keeps_the_errors(cpu):
+    x = r(6, 40, 5).transpose(1, 0, 2)  # not contiguous
+    y, mean, var, inv = cpu.batch_norm_train(x, None, None, 1e-3)
+    ref = Backend.batch_norm_train(cpu, x.astype(np.float64), None, None, 1e-3)
+    close(y, ref[0].astype(np.float32), rtol=2e-6)
+    with pytest.raises(ValueError, match=r"gamma has shape \(4,\), expected \(5,\)"):
+        cpu.batch_norm_train(x, r(4), None, 1e-3)
+    with pytest.raises(ValueError, match=r"inv_std has shape \(3,\)"):
+        cpu.batch_norm_grad(x, x, mean, r(3))

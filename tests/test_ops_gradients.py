@@ -514,6 +514,40 @@ def test_avg_pool2d(xs, ps, st, p):
     check_gradients(lambda x: dg.avg_pool2d(x, ps, strides=st, padding=p), [rnd(*xs)])
 
 
+# ----------------------------------------------------------- normalization
+
+@pytest.mark.parametrize("shape,axis", [((5, 4), -1), ((3, 2, 2, 3), -1), ((4, 3, 5), 1), ((3, 4, 2, 2), 2)])
+@pytest.mark.parametrize("affine", ["both", "gamma", "beta", "none"])
+def test_batch_norm(shape, axis, affine):
+    """Through the batch statistics; another axis than the last goes through transposes."""
+    c = shape[axis]
+    x = rnd(*shape) * 2 + 0.5
+    g, b = rnd(c, lo=0.5, hi=1.5), rnd(c)
+    if affine == "both":
+        check_gradients(lambda x, g, b: dg.ops.batch_norm(x, g, b, axis, 1e-3)[0], [x, g, b])
+    elif affine == "gamma":
+        check_gradients(lambda x, g: dg.ops.batch_norm(x, g, None, axis, 1e-3)[0], [x, g])
+    elif affine == "beta":
+        check_gradients(lambda x, b: dg.ops.batch_norm(x, None, b, axis, 1e-3)[0], [x, b])
+    else:
+        check_gradients(lambda x: dg.ops.batch_norm(x, None, None, axis, 1e-3)[0], [x])
+
+
+def test_batch_norm_statistics_and_errors():
+    x = rnd(6, 3, 4) * 3 + 1
+    y, mean, var = dg.ops.batch_norm(dg.tensor(x, "float64"), None, None, 1, 1e-2)
+    np.testing.assert_allclose(mean.data_sync(), x.mean((0, 2)), rtol=1e-12)
+    np.testing.assert_allclose(var.data_sync(), x.var((0, 2)), rtol=1e-12)  # biased, as Keras
+    want = (x - x.mean((0, 2), keepdims=True)) / np.sqrt(x.var((0, 2), keepdims=True) + 1e-2)
+    np.testing.assert_allclose(y.data_sync(), want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"batch_norm: gamma has shape \(4,\), expected \(3,\)"):
+        dg.ops.batch_norm(dg.tensor(x), dg.tensor(np.ones(4)), None, 1)
+    # A gamma that needs no gradient (a constant) gets none; x still does.
+    xt, gt = dg.tensor(x, "float64"), dg.tensor(np.ones(4), "float64")
+    gx, = dg.grads(lambda x: dg.sum(dg.square(dg.ops.batch_norm(x, gt, None)[0])))([xt])
+    assert gx.shape == x.shape and np.isfinite(gx.data_sync()).all()
+
+
 # ----------------------------------------------------------------- dropout
 
 @pytest.mark.parametrize("rate", [0.3, 0.5])
