@@ -23,13 +23,49 @@ import sys
 
 # OpenBLAS's worker threads poll for ~2^28 cycles (0.1 s) after every GEMM, taking a core
 # from the copies and elementwise passes that follow it; with 4 they sleep at once (-10 %
-# on a convnet's predict, bench/NOTES.md change 9). OpenBLAS reads this once, when NumPy
-# loads it, so it only helps when deepgpu is imported first; a value already set wins.
-BLAS_THREAD_TIMEOUT_SET = "numpy" not in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+# on a convnet's predict, bench/NOTES.md change 9; the seed convnet's step 90-105 vs
+# 136-143 ms on a 2-core AVX2 machine, issue 13). OpenBLAS reads the variable when NumPy
+# loads it: when NumPy came first, ``_apply_blas_thread_timeout`` has the loaded library
+# read it again and restart its threads. A value the user set wins.
+BLAS_THREAD_TIMEOUT_SET = "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+_NUMPY_FIRST = "numpy" in sys.modules
 if BLAS_THREAD_TIMEOUT_SET:
     os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
 
 import numpy as np  # noqa: E402
+
+
+def _apply_blas_thread_timeout() -> str:
+    """Make an OpenBLAS that NumPy loaded before deepgpu re-read ``OPENBLAS_THREAD_TIMEOUT``.
+
+    Its exported ``openblas_read_env`` re-reads the variables and
+    ``blas_thread_shutdown_`` (its fork handler) stops the workers, which the
+    next threaded call starts again with the new timeout. Returns how it went
+    (for ``memory_info``); does nothing off Linux or without those symbols.
+    """
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln})
+    except OSError:
+        return "not applied: /proc/self/maps unreadable"
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+            read_env, shutdown = lib.openblas_read_env, lib.blas_thread_shutdown_
+        except (OSError, AttributeError):
+            continue
+        read_env.restype = None
+        shutdown.restype = ctypes.c_int
+        read_env()
+        shutdown()
+        return f"applied to {os.path.basename(path)}, loaded before deepgpu"
+    return "not applied: no OpenBLAS with openblas_read_env loaded"
+
+
+BLAS_THREAD_TIMEOUT_HOW = (
+    ("set before NumPy loaded" if not _NUMPY_FIRST else _apply_blas_thread_timeout())
+    if BLAS_THREAD_TIMEOUT_SET else "left as set by the user")
 
 FLOAT_DTYPES = ("float32", "float64", "float16")
 DTYPES = FLOAT_DTYPES + ("int32", "int64", "int8", "uint8", "bool")

@@ -30,8 +30,9 @@ CPU-specific overrides (bench/NOTES.md has the measurements behind each):
 
 * OpenBLAS's threads spin for ~0.1 s after each GEMM, stealing the other
   core from the copies and passes that follow; ``base`` sets
-  ``OPENBLAS_THREAD_TIMEOUT=4`` (sleep at once) when it is imported before
-  NumPy and the variable is unset (``memory_info()`` shows the value).
+  ``OPENBLAS_THREAD_TIMEOUT=4`` (sleep at once) when the variable is unset,
+  and makes an OpenBLAS that NumPy loaded earlier re-read it
+  (``memory_info()`` shows the value and how it was applied).
 
 ``DEEPGPU_NUM_THREADS`` (default: the CPUs this process may use) sets how
 many threads copy; the BLAS keeps its own setting (threadpoolctl).
@@ -47,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .base import Backend, _pair  # base sets OPENBLAS_THREAD_TIMEOUT before NumPy loads
+from .base import BLAS_THREAD_TIMEOUT_HOW, Backend, _pair  # base sets OPENBLAS_THREAD_TIMEOUT first
 
 WORKSPACE_BYTES = 8 << 20  # im2col columns per chunk (2-128 MB measured alike; 8 keeps memory low)
 _PARALLEL_MIN_BYTES = 1 << 20  # smaller copies stay on one thread
@@ -126,7 +127,8 @@ class NumpyBackend(Backend):
     def memory_info(self) -> dict:
         ws = getattr(self._local, "ws", {})
         return {"workspace_bytes": sum(b.nbytes for b in ws.values()), "malloc_keeps_freed": self.malloc_tuned,
-                "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
+                "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+                "openblas_thread_timeout_how": BLAS_THREAD_TIMEOUT_HOW}
 
     # ------------------------------------------------------------ helpers
     def _scratch(self, key, shape, dtype):

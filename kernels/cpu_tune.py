@@ -25,7 +25,7 @@ import time
 
 # Below this (seconds, the rule's path once), timing noise outweighs any gain: keep the rule.
 MIN_TIME_S = 2e-4
-_RUNS = 2  # timed runs per candidate after one warm-up; the minimum counts
+_RUNS = 3  # timed runs per candidate after one warm-up; the minimum counts
 
 _lock = threading.Lock()
 _state: dict = {"path": None, "loaded": False, "table": {}, "session": {}}
@@ -95,8 +95,9 @@ def choose(op: str, key: str, candidates: dict):
 
     The first candidate is the rule's choice: used alone when tuning is off,
     when it is the only one, or when it takes under ``MIN_TIME_S``. Otherwise
-    the first call at ``key`` times each candidate (one warm-up and the best of
-    ``_RUNS``) and remembers the fastest, here and on disk.
+    the first call at ``key`` warms each candidate up once, then times them in
+    ``_RUNS`` interleaved rounds (the best of each counts) and remembers the
+    fastest, here and on disk.
     """
     names = list(candidates)
     if len(names) == 1 or mode() == "off":
@@ -113,20 +114,18 @@ def choose(op: str, key: str, candidates: dict):
         with _lock:
             _state["session"][full] = {"choice": names[0], "why": "rule (too quick to time)"}
         return out
-    times = {}
-    for name in names:
-        fn = candidates[name]
-        if name != names[0]:
-            fn()  # warm-up: first-touch page faults, work buffers
-        best = float("inf")
-        for _ in range(_RUNS):
+    for name in names[1:]:
+        candidates[name]()  # warm-up: first-touch page faults, work buffers, nested choices
+    # Rounds that take each candidate in turn, so a burst of load from elsewhere on a
+    # shared machine slows them alike; the best of each one's runs counts.
+    times = dict.fromkeys(names, float("inf"))
+    for _ in range(_RUNS):
+        for name in names:
             t = time.perf_counter()
-            out_n = fn()
-            best = min(best, time.perf_counter() - t)
-        times[name] = best
-        last, out = name, out_n
+            out = candidates[name]()
+            times[name] = min(times[name], time.perf_counter() - t)
     choice = min(times, key=times.get)
-    if last != choice:
+    if names[-1] != choice:
         out = candidates[choice]()  # the winner runs last: side effects (kept columns) are its own
     rec = {"choice": choice, "why": "measured", "ms": {n: round(s * 1e3, 3) for n, s in times.items()}}
     with _lock:

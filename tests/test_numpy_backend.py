@@ -15,6 +15,7 @@ import pytest
 from deepgpu.backends import numpy_backend
 from deepgpu.backends.base import Backend
 from deepgpu.backends.numpy_backend import NumpyBackend
+from deepgpu.kernels.cpu import SOURCES
 
 RNG = np.random.default_rng(11)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,7 +159,7 @@ def test_cpu_kernels_fall_back_or_fail_clearly_without_a_working_compiler(tmp_pa
     cc.chmod(0o755)
     env = {"DEEPGPU_KERNEL_CACHE": str(tmp_path / "cache"), "CC": str(cc)}
     out = run_python(code, **env)
-    assert out.startswith("not used: the C kernels (cpu_conv.c) did not build"), out
+    assert out.startswith(f"not used: the C kernels ({', '.join(SOURCES)}) did not build"), out
     # The backend then runs its convolutions on NumPy + BLAS.
     conv = ("import numpy as np, deepgpu.backends as b\nB = b.get('cpu')\n"
             "y = B.conv2d(np.ones((1, 5, 5, 2), np.float32), np.ones((3, 3, 2, 16), np.float32))\n"
@@ -175,7 +176,7 @@ def test_cpu_kernels_fall_back_when_the_cache_cannot_be_written(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     out = run_python("from deepgpu.kernels import cpu\nprint(cpu.status())", DEEPGPU_KERNEL_CACHE=str(blocker))
-    assert out.startswith("not used: the C kernels (cpu_conv.c) did not build") and "kernel cache" in out, out
+    assert out.startswith(f"not used: the C kernels ({', '.join(SOURCES)}) did not build") and "kernel cache" in out, out
 
 
 def test_cpu_kernels_can_be_turned_off():
@@ -292,8 +293,11 @@ def test_batch_norm_matches_the_generic_version(cpu, shape, affine):
     f64 = (lambda a: None if a is None else a.astype(np.float64))
     got = cpu.batch_norm_train(x, g, b, 1e-3)
     want = Backend.batch_norm_train(cpu, f64(x), f64(g), f64(b), 1e-3)
+    # NumPy's float32 mean over leading axes adds row after row (no pairwise sum), so its error
+    # grows with the row count (6.9e-6 of 3.06 seen at 4,096 rows); the C kernel's blocks do not.
+    rtol = 2e-6 if cpu._ck else 1e-5
     for a, w in zip(got, want):
-        close(a, w.astype(np.float32), rtol=2e-6)
+        close(a, w.astype(np.float32), rtol=rtol)
     grads = cpu.batch_norm_grad(dy, x, got[1], got[3], g)
     want = Backend.batch_norm_grad(cpu, f64(dy), f64(x), f64(got[1]), f64(got[3]), f64(g))
     for a, w in zip(grads, want):
