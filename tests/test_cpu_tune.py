@@ -167,3 +167,45 @@ def test_bad_switch_value_is_named(monkeypatch):
     monkeypatch.setenv("DEEPGPU_CPU_TUNE", "fastest")
     with pytest.raises(ValueError, match="DEEPGPU_CPU_TUNE='fastest'"):
         cpu_tune.mode()
+
+
+NUMPY_WAYS = {"blas", "full", "col2im"}  # the plain NumPy + BLAS path's own ways
+
+
+@pytest.mark.parametrize("fast", ["numpy", "c"])
+def test_the_default_takes_the_numpy_path_wherever_that_measures_faster(B, tmp_path, monkeypatch, fast):
+    """The seed convnet's whole training step offers the NumPy path's way at every tuned op and
+    follows the clock: so the default can be slower than ``DEEPGPU_CPU_KERNELS=numpy`` only by
+    measurement noise. A virtual clock makes one side's ways cost 0.1 s and the other's 1 s."""
+    import types
+
+    from deepgpu import zoo
+
+    clock = [0.0]
+    monkeypatch.setattr(cpu_tune, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setenv("DEEPGPU_CPU_TUNE", "auto")
+    monkeypatch.setattr(cpu_tune, "_state", {"path": str(tmp_path / "t.tune.json"), "loaded": True,
+                                             "table": {}, "session": {}})
+    real = cpu_tune.choose
+
+    def costed(op, key, candidates):
+        def wrap(name, fn):
+            def run():
+                out = fn()
+                clock[0] += 0.1 if (name in NUMPY_WAYS) == (fast == "numpy") else 1.0
+                return out
+            return run
+        return real(op, key, {n: wrap(n, f) for n, f in candidates.items()})
+
+    monkeypatch.setattr(cpu_tune, "choose", costed)
+    m = zoo.convnet()
+    m.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    m.train_on_batch(rng.random((16, 28, 28, 1), np.float32), rng.integers(0, 10, 16))
+    recs = cpu_tune._state["session"]
+    ops = {k.split()[0] for k in recs}
+    assert {"conv2d", "conv2d_grad", "conv2d_grad_input"} <= ops, ops
+    for key, rec in recs.items():
+        assert rec["why"] == "measured", (key, rec)
+        assert NUMPY_WAYS & set(rec["ms"]), f"{key}: no NumPy-path way among {sorted(rec['ms'])}"
+        assert (rec["choice"] in NUMPY_WAYS) == (fast == "numpy"), (key, rec)

@@ -22,7 +22,8 @@ def _fmt_time(sec: float) -> str:
         return f"{int(sec // 3600)}:{int(sec % 3600 // 60):02d}:{int(sec % 60):02d}"
     if sec >= 60:
         return f"{int(sec // 60)}:{int(sec % 60):02d}"
-    return f"{sec:.0f}s"
+    # A short epoch still says how long it took ("0.6s", not "0s" / "1s").
+    return f"{sec:.1f}s" if sec < 10 else f"{sec:.0f}s"
 
 
 def _fmt_per_step(sec: float) -> str:
