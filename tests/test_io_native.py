@@ -288,3 +288,107 @@ def test_trained_on_gpu_loads_on_cpu(tmp_path):
     with dg.use_backend("cpu"):
         m2 = dg.models.load_model(tmp_path / "g.dgm")
         np.testing.assert_allclose(m2.predict(x, verbose=0).data_sync(), pred_gpu, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------ checked before anything changes
+def _rezip(src, dst, replace=None, add=None):
+    """A copy of the zip ``src`` at ``dst`` with members replaced (name -> bytes) or added."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as b:
+        for n in a.namelist():
+            b.writestr(n, (replace or {}).get(n, a.read(n)))
+        for n, data in (add or {}).items():
+            b.writestr(n, data)
+    return dst
+
+
+def _npz(arrays):
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **{f"w{i:05d}": a for i, a in enumerate(arrays)})
+    return buf.getvalue()
+
+
+def test_a_dtype_other_than_the_manifest_says_is_refused(tmp_path):
+    m = Sequential([Dense(4, input_shape=(3,)), Dense(2)])
+    m.save_weights(tmp_path / "w.dgw")
+    manifest = json.loads(zipfile.ZipFile(tmp_path / "w.dgw").read("weights.json"))
+    manifest[1]["dtype"] = "float16"  # the array stays float32
+    bad = _rezip(tmp_path / "w.dgw", tmp_path / "bad.dgw", {"weights.json": json.dumps(manifest)})
+    before = m.get_weights()
+    with pytest.raises(ModelFileError, match=r"'dense\w*/bias' is float16 \(4,\) in weights.json but float32"):
+        m.load_weights(bad)
+    m.save(tmp_path / "m.dgm")
+    manifest = json.loads(zipfile.ZipFile(tmp_path / "m.dgm").read("weights.json"))
+    manifest[0]["dtype"] = "float64"
+    bad = _rezip(tmp_path / "m.dgm", tmp_path / "bad.dgm", {"weights.json": json.dumps(manifest)})
+    with pytest.raises(ModelFileError, match="float64.*in weights.json but float32"):
+        dg.models.load_model(bad)
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [np.array([1 + 2j, 3j], np.complex64), np.array(["ab", "cd"])],
+                         ids=["complex", "string"])
+def test_a_bad_last_array_leaves_the_model_as_it_was(tmp_path, bad):
+    """Every array is read and checked before the first is assigned: no half-loaded model."""
+    m = Sequential([Dense(2, input_shape=(3,)), Dense(2)])
+    m.save_weights(tmp_path / "w.dgw")
+    arrays = [np.full(w.shape, 7, np.float32) for w in m.weights]
+    arrays[-1] = bad
+    manifest = [{"name": w.name, "shape": list(w.shape), "dtype": str(a.dtype)} for w, a in zip(m.weights, arrays)]
+    path = _rezip(tmp_path / "w.dgw", tmp_path / "bad.dgw",
+                  {"weights.json": json.dumps(manifest), "weights.npz": _npz(arrays)})
+    before = m.get_weights()
+    with pytest.raises(ModelFileError, match="not a real number type"):
+        m.load_weights(path)
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    manifest[-1]["dtype"] = "float32"  # a manifest that lies about it
+    path = _rezip(tmp_path / "w.dgw", tmp_path / "bad2.dgw",
+                  {"weights.json": json.dumps(manifest), "weights.npz": _npz(arrays)})
+    with pytest.raises(ModelFileError, match="not real numbers"):
+        m.load_weights(path)
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_member_that_unpacks_to_much_more_is_not_read(tmp_path):
+    """A small file holding a member of 64 MiB of zeros: refused from the zip's directory, unread."""
+    import tracemalloc
+
+    m = Sequential([Dense(4, input_shape=(3,)), Dense(2)])
+    m.save(tmp_path / "m.dgm")
+    zeros = bytes(1 << 20)
+    for member in ("weights.npz", "config.json", "extra.bin"):
+        path = tmp_path / f"bomb-{member}.dgm"
+        with zipfile.ZipFile(tmp_path / "m.dgm") as a, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as b:
+            for n in a.namelist():
+                if n != member:
+                    b.writestr(n, a.read(n))
+            with b.open(member, "w") as f:
+                for _ in range(64):
+                    f.write(zeros)
+        assert path.stat().st_size < 1 << 20
+        tracemalloc.start()
+        try:
+            if member == "extra.bin":
+                dg.models.load_model(path)  # a member nobody asks for is never read
+            else:
+                with pytest.raises(ModelFileError, match=f"member '{member}' unpacks to 67108864 bytes"):
+                    dg.models.load_model(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 << 20, f"{member}: {peak} bytes allocated"
+
+
+def test_interrupted_saves_leave_temporaries_that_the_next_save_removes(tmp_path):
+    m = _mlp()
+    path = tmp_path / "m.dgm"
+    m.save(path)
+    # What a save killed mid-write leaves (an unlocked temporary), and another target's.
+    (tmp_path / ".deepgpu-m.dgm.0123abcd.tmp").write_bytes(b"PK\x03\x04half")
+    (tmp_path / ".deepgpu-other.dgm.0123abcd.tmp").write_bytes(b"x")
+    m.save(path)
+    assert sorted(os.listdir(tmp_path)) == [".deepgpu-other.dgm.0123abcd.tmp", "m.dgm"]
+    dg.models.load_model(path)

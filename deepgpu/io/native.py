@@ -12,28 +12,73 @@ first and ``weights.*``):
 - ``compile.json``: optimizer, loss, metrics and loss weights, when compiled
 - ``optimizer.npz``: the optimizer's full state (``get_weights()``), when built
 
-Writes go to a temporary file beside the target and are renamed over it only
-when complete, so a crash mid-save leaves the previous file intact. Loading
-checks everything (members, JSON, classes, weight count and shapes) before it
-changes anything.
+Writes go to a temporary file beside the target (``.deepgpu-<name>.<hex>.tmp``)
+and are renamed over it only when complete, so a crash mid-save leaves the
+previous file intact; the next save of the same target removes what an
+interrupted one left (``_atomic``). Loading reads each member within a size
+limit (JSON members up to ``JSON_LIMIT`` bytes; arrays up to what the manifest's
+shapes need) and checks everything (members, JSON, classes, weight count,
+shapes and dtypes) before it changes anything. Whatever is wrong with the file,
+the error is a ``ModelFileError``.
 """
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import json
+import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from . import _atomic
+
 FORMAT_VERSION = 1
 _MODEL = "deepgpu.model"
 _WEIGHTS = "deepgpu.weights"
+# No JSON member deepgpu, TF.js or Keras writes comes near this; a larger one is damage.
+JSON_LIMIT = 16 << 20
+# Room for one array's .npy header and zip entry beside its data.
+_ARRAY_SLACK = 64 << 10
 
 
 class ModelFileError(ValueError):
-    """A file that is not a readable deepgpu model / weights file (names the file and the problem)."""
+    """A file that cannot be loaded: damaged, truncated, of another kind, or with weights that do not
+    fit the model. Every loader (``load_model``, ``load_weights``, ``load_tfjs``, ``load_keras``)
+    raises this type, and no other, for a bad file; the message is one line naming the file and the
+    problem."""
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+class _Reading:
+    what = "the file"  # the part being read, for errors raised from inside a library
+
+
+@contextlib.contextmanager
+def reading(path):
+    """Context of a loader: any exception that a bad ``path`` makes a parser raise (``zlib.error``,
+    ``zipfile`` and h5py errors, ``KeyError``, ``TypeError``, ...) leaves it as a ModelFileError
+    naming ``path``. Set ``.what`` of the yielded object to name the part being read."""
+    ctx = _Reading()
+    try:
+        yield ctx
+    except ModelFileError as e:
+        if "\n" in str(e):
+            raise ModelFileError(_one_line(e)) from None
+        raise
+    except (FileNotFoundError, PermissionError, MemoryError, ImportError):
+        raise  # not the file's content: a missing file, no access, no memory, no h5py
+    except ValueError as e:  # deepgpu's own checks (an unknown layer class, ...) and numpy's
+        msg = _one_line(e)
+        raise ModelFileError(msg if repr(os.fspath(path)) in msg else f"{os.fspath(path)!r}: {msg}") from None
+    except Exception as e:
+        kind = type(e).__qualname__ if type(e).__module__ == "builtins" else \
+            f"{type(e).__module__}.{type(e).__qualname__}"
+        raise ModelFileError(f"{os.fspath(path)!r} is damaged ({ctx.what}): {kind}: {_one_line(e)}") from e
 
 
 # ------------------------------------------------------------------ writing
@@ -44,29 +89,23 @@ def _npz_bytes(arrays) -> bytes:
 
 
 def _atomic_zip(path, members: dict) -> None:
-    """Write ``members`` (name -> bytes) as a zip at ``path`` atomically."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    """Write ``members`` (name -> bytes) as a zip at ``path`` atomically; first remove what
+    interrupted saves of ``path`` left."""
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot save to {path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".deepgpu-", suffix=".tmp", dir=folder)
+    _atomic.clean(path)
+    tmp, fd = _atomic.create_temp(path)
+    f = os.fdopen(fd, "wb")
     try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
-                for name, data in members.items():
-                    z.writestr(name, data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; give the file the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+        _atomic.replace_file(f, tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _atomic.discard(tmp, None)
+        f.close()
         raise
 
 
@@ -153,81 +192,183 @@ def save_weights(model, path) -> None:
 
 
 # ------------------------------------------------------------------ reading
+def real_dtype(name, where):
+    """The numpy dtype a file names for an array; ModelFileError unless a real number or bool type."""
+    try:
+        dt = np.dtype(name) if isinstance(name, str) else None
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind not in "biuf":
+        raise ModelFileError(f"{where}: dtype {name!r} is not a real number type (weights are float, int "
+                             f"or bool)")
+    return dt
+
+
+def shape_of(value, where):
+    """A shape a file gives: a list of non-negative ints, as a tuple; ModelFileError otherwise."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise ModelFileError(f"{where}: shape {value!r} is not a list of non-negative integers")
+    return tuple(value)
+
+
+def fits(weight, dtype) -> bool:
+    """Whether values of ``dtype`` may be loaded into ``weight``: float into float, int or bool into
+    int or bool (cast to the weight's own dtype)."""
+    floating = np.dtype(weight.dtype).kind == "f"
+    return dtype.kind == "f" if floating else dtype.kind in "biu"
+
+
+def _npy(data: bytes, where):
+    """The array in .npy bytes; the header (shape, dtype) is checked against the data's length before
+    anything is allocated."""
+    fp = _io.BytesIO(data)
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+        raise ModelFileError(f"{where}: .npy format version {version} is not one numpy writes for numbers")
+    if dtype.kind not in "biuf" or dtype.hasobject:
+        raise ModelFileError(f"{where}: holds an array of dtype {dtype}, not real numbers")
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(data) - fp.tell():
+        raise ModelFileError(f"{where}: its header promises {shape} {dtype} ({count * dtype.itemsize} bytes), "
+                             f"it holds {len(data) - fp.tell()} bytes")
+    a = np.frombuffer(data, dtype, count, offset=fp.tell())
+    return a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+
+
 class _Archive:
-    """The checked members of a deepgpu file."""
+    """An open deepgpu file: members read on demand, each within a size limit."""
 
-    def __init__(self, path):
-        self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise FileNotFoundError(f"no such file: {self.path!r}")
-        if os.path.isdir(self.path):
-            raise ModelFileError(
-                f"{self.path!r} is a folder, not a deepgpu file (for a TF.js model.json folder use "
-                f"deepgpu.io.load_tfjs)")
+    def __init__(self, path, ctx):
+        self.path, self.ctx = path, ctx
         try:
-            with zipfile.ZipFile(self.path) as z:
-                self.members = {n: z.read(n) for n in z.namelist()}
+            self.zip = zipfile.ZipFile(path)
         except zipfile.BadZipFile as e:
-            raise ModelFileError(f"{self.path!r} is not a deepgpu file: not a complete zip archive ({e}); "
+            raise ModelFileError(f"{path!r} is not a deepgpu file: not a complete zip archive ({e}); "
                                  f"it may be truncated or of another type") from None
-        except (zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
-            raise ModelFileError(f"{self.path!r} could not be read as a deepgpu file: {e}") from None
-        if "deepgpu.json" not in self.members:
+        self.infos = {i.filename: i for i in self.zip.infolist()}
+        if "deepgpu.json" not in self.infos:
             hint = ""
-            if "config.json" in self.members and "model.weights.h5" in self.members:
+            if "config.json" in self.infos and "model.weights.h5" in self.infos:
                 hint = " (it looks like a Keras 3 .keras file: use deepgpu.io.load_keras)"
-            raise ModelFileError(f"{self.path!r} is a zip file but not a deepgpu file: it has no "
-                                 f"deepgpu.json{hint}")
+            raise ModelFileError(f"{path!r} is a zip file but not a deepgpu file: it has no deepgpu.json{hint}")
         self.meta = self.json("deepgpu.json")
-        fmt = self.meta.get("format")
+        if not isinstance(self.meta, dict):
+            raise ModelFileError(f"{path!r}: deepgpu.json is not a JSON object")
+        fmt, version = self.meta.get("format"), self.meta.get("format_version", 0)
         if fmt not in (_MODEL, _WEIGHTS):
-            raise ModelFileError(f"{self.path!r}: unknown format {fmt!r} in deepgpu.json")
-        if int(self.meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ModelFileError(
-                f"{self.path!r} was written by a newer deepgpu (format version {self.meta['format_version']}, "
-                f"this one reads up to {FORMAT_VERSION})")
+            raise ModelFileError(f"{path!r}: unknown format {fmt!r} in deepgpu.json")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ModelFileError(f"{path!r}: format_version {version!r} in deepgpu.json is not a number")
+        if version > FORMAT_VERSION:
+            raise ModelFileError(f"{path!r} was written by a newer deepgpu (format version {version}, this "
+                                 f"one reads up to {FORMAT_VERSION})")
 
-    def need(self, name):
-        if name not in self.members:
+    def read(self, name, limit):
+        if name not in self.infos:
             raise ModelFileError(f"{self.path!r} is incomplete: member {name!r} is missing")
-        return self.members[name]
+        info = self.infos[name]
+        if info.file_size > limit:
+            raise ModelFileError(f"{self.path!r}: member {name!r} unpacks to {info.file_size} bytes, more than "
+                                 f"the {limit} it can need; the file is damaged")
+        self.ctx.what = f"member {name!r}"
+        return self.zip.read(info)  # zipfile stops at the checked file_size
 
     def json(self, name):
         try:
-            return json.loads(self.need(name).decode("utf-8"))
+            return json.loads(self.read(name, JSON_LIMIT).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ModelFileError(f"{self.path!r}: member {name!r} is not valid JSON ({e})") from None
 
-    def arrays(self, name):
+    def arrays(self, name, limit, expect=None):
+        """The arrays ``w00000``, ``w00001``, ... of an .npz member. With ``expect`` (the manifest's
+        ``(name, shape, dtype)``), each one's header is checked against it before its data is read."""
+        where = f"{self.path!r} member {name!r}"
         try:
-            with np.load(_io.BytesIO(self.need(name)), allow_pickle=False) as z:
-                keys = sorted(z.files)
-                return [z[k] for k in keys]
-        except ModelFileError:
-            raise
-        except Exception as e:  # numpy raises several types for a damaged npz
-            raise ModelFileError(f"{self.path!r}: member {name!r} is damaged ({type(e).__name__}: {e})") from None
+            inner = zipfile.ZipFile(_io.BytesIO(self.read(name, limit)))
+        except zipfile.BadZipFile as e:
+            raise ModelFileError(f"{where} is damaged: not an .npz archive ({e})") from None
+        with inner:
+            infos = {i.filename: i for i in inner.infolist()}
+            keys = [f"w{i:05d}.npy" for i in range(len(infos))]
+            if sorted(infos) != keys:
+                raise ModelFileError(f"{where} is damaged: it holds {sorted(infos)[:4]}..., not the arrays "
+                                     f"w00000.npy, w00001.npy, ... in order")
+            if expect is not None and len(keys) != len(expect):
+                raise ModelFileError(f"{self.path!r}: weights.json lists {len(expect)} weights, {name} holds "
+                                     f"{len(keys)}")
+            if sum(i.file_size for i in infos.values()) > limit:
+                raise ModelFileError(f"{where} is damaged: its arrays unpack to more than {limit} bytes")
+            out = []
+            for i, key in enumerate(keys):
+                a = _npy(inner.read(infos[key]), f"{where} array {key}")
+                if expect is not None:
+                    wname, shape, dtype = expect[i]
+                    if a.shape != shape or a.dtype != dtype:
+                        raise ModelFileError(
+                            f"{self.path!r}: weight {wname!r} is {dtype} {shape} in weights.json but "
+                            f"{a.dtype} {a.shape} in {name}")
+                out.append(a)
+        return out
 
-    def weights(self):
-        manifest = self.json("weights.json")
-        arrays = self.arrays("weights.npz")
-        if len(manifest) != len(arrays):
-            raise ModelFileError(f"{self.path!r}: weights.json lists {len(manifest)} weights, "
-                                 f"weights.npz holds {len(arrays)}")
-        return manifest, arrays
+    def manifest(self):
+        """weights.json checked: ``[(name, shape, dtype)]``."""
+        m = self.json("weights.json")
+        where = f"{self.path!r} weights.json"
+        if not isinstance(m, list) or not all(isinstance(e, dict) for e in m):
+            raise ModelFileError(f"{where} is not a list of {{name, shape, dtype}} objects")
+        out = []
+        for i, e in enumerate(m):
+            name = e.get("name")
+            if not isinstance(name, str):
+                raise ModelFileError(f"{where}: entry {i} has no name")
+            out.append((name, shape_of(e.get("shape"), f"{where} weight {name!r}"),
+                        real_dtype(e.get("dtype"), f"{where} weight {name!r}")))
+        return out
+
+    def weights(self, model):
+        """The weight arrays, checked against the manifest and ``model`` and cast to its weights' dtypes."""
+        manifest = self.manifest()
+        _check_fit(model, manifest, self.path)
+        need = sum(math.prod(shape) * dt.itemsize + _ARRAY_SLACK for _, shape, dt in manifest) + _ARRAY_SLACK
+        arrays = self.arrays("weights.npz", need, manifest)
+        return [a.astype(w.dtype) for w, a in zip(model.weights, arrays)]
 
 
-def _check_fit(model, manifest, arrays, path):
+@contextlib.contextmanager
+def _archive(path):
+    """The open, checked archive at ``path``, inside ``reading(path)``."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path!r} is a folder, not a deepgpu file (for a TF.js model.json folder use "
+                             f"deepgpu.io.load_tfjs)")
+    with reading(path) as ctx:
+        ar = _Archive(path, ctx)
+        with ar.zip:
+            yield ar
+
+
+def _check_fit(model, manifest, path):
     ws = model.weights
-    if len(ws) != len(arrays):
-        raise ValueError(
-            f"the weights in {path!r} do not fit model {model.name!r}: the file has {len(arrays)} weight "
-            f"arrays ({[m['name'] for m in manifest][:6]}...), the model has {len(ws)}")
-    for w, m, a in zip(ws, manifest, arrays):
-        if tuple(a.shape) != tuple(w.shape):
-            raise ValueError(
-                f"the weights in {path!r} do not fit model {model.name!r}: weight {m['name']!r} in the file "
-                f"has shape {tuple(a.shape)}, the model's {w.name!r} has {tuple(w.shape)}")
+    if len(ws) != len(manifest):
+        raise ModelFileError(
+            f"the weights in {path!r} do not fit model {model.name!r}: the file has {len(manifest)} weight "
+            f"arrays ({[m[0] for m in manifest][:6]}...), the model has {len(ws)}")
+    for w, (name, shape, dtype) in zip(ws, manifest):
+        if shape != tuple(w.shape):
+            raise ModelFileError(
+                f"the weights in {path!r} do not fit model {model.name!r}: weight {name!r} in the file "
+                f"has shape {shape}, the model's {w.name!r} has {tuple(w.shape)}")
+        if not fits(w, dtype):
+            raise ModelFileError(
+                f"the weights in {path!r} do not fit model {model.name!r}: weight {name!r} in the file "
+                f"is {dtype}, the model's {w.name!r} is {w.dtype}")
 
 
 def _assign_all(model, arrays):
@@ -269,45 +410,48 @@ def load_model(path, custom_objects=None, compile=True):
 
     Restores the architecture, weights and (``compile=True``) the compile
     settings and optimizer state, so ``fit`` goes on where it stopped.
-    Raises FileNotFoundError, ModelFileError (not a deepgpu model file,
-    truncated, damaged), ValueError (unknown layer class, weights that do not
-    fit); nothing is half-loaded.
+    Raises FileNotFoundError, or ModelFileError for anything wrong with the
+    file (not a deepgpu model file, truncated, damaged, an unknown layer
+    class, weights that do not fit).
     """
     from .. import optimizers as O
     from ..models.serialization import deserialize_layer
 
-    ar = _Archive(path)
-    if ar.meta["format"] != _MODEL:
-        raise ModelFileError(f"{ar.path!r} holds only weights (save_weights); build the model in code and call "
-                             f"model.load_weights({ar.path!r})")
-    cfg = ar.json("config.json")
-    manifest, arrays = ar.weights()
-    compile_spec = ar.json("compile.json") if (compile and "compile.json" in ar.members) else None
-    opt_state = ar.arrays("optimizer.npz") if (compile_spec and "optimizer.npz" in ar.members) else None
-    model = deserialize_layer(cfg, custom_objects)
-    _check_fit(model, manifest, arrays, ar.path)
-    if compile_spec is not None:
-        opt = O.get(compile_spec["optimizer"])
-        model.compile(optimizer=opt, loss=_restore_fn(compile_spec["loss"], custom_objects, "loss"),
-                      metrics=_restore_fn(compile_spec["metrics"], custom_objects, "metric"),
-                      loss_weights=compile_spec.get("loss_weights"),
-                      cuda_graph=bool(compile_spec.get("cuda_graph", False)))
-        if opt_state is not None:
-            opt.set_weights(opt_state, var_list=model._vars_to_train())
-    _assign_all(model, arrays)
+    with _archive(path) as ar:
+        if ar.meta["format"] != _MODEL:
+            raise ModelFileError(f"{ar.path!r} holds only weights (save_weights); build the model in code and "
+                                 f"call model.load_weights({ar.path!r})")
+        cfg = ar.json("config.json")
+        compile_spec = ar.json("compile.json") if (compile and "compile.json" in ar.infos) else None
+        ar.ctx.what = "the architecture in config.json"
+        model = deserialize_layer(cfg, custom_objects)
+        arrays = ar.weights(model)
+        if compile_spec is not None:
+            ar.ctx.what = "the compile settings in compile.json"
+            opt = O.get(compile_spec["optimizer"])
+            model.compile(optimizer=opt, loss=_restore_fn(compile_spec["loss"], custom_objects, "loss"),
+                          metrics=_restore_fn(compile_spec["metrics"], custom_objects, "metric"),
+                          loss_weights=compile_spec.get("loss_weights"),
+                          cuda_graph=bool(compile_spec.get("cuda_graph", False)))
+            if "optimizer.npz" in ar.infos:
+                # Slots are a few per weight (Adam's two; three with amsgrad) and a counter.
+                need = 4 * sum(int(a.nbytes) + _ARRAY_SLACK for a in arrays) + 4 * _ARRAY_SLACK
+                ar.ctx.what = "the optimizer state in optimizer.npz"
+                opt.set_weights(ar.arrays("optimizer.npz", need), var_list=model._vars_to_train())
+        _assign_all(model, arrays)
     return model
 
 
 def load_weights(model, path) -> None:
     """Set ``model``'s weights from a file written by ``save_weights`` or ``save_model``.
 
-    Weights are matched by order; the count and every shape are checked
-    first (ValueError naming the weight), so a mismatch changes nothing.
+    Weights are matched by order; the count, every shape and dtype are
+    checked and every array read before the first is assigned, so a bad or
+    non-fitting file (ModelFileError, naming the weight) changes nothing.
     """
-    ar = _Archive(path)
-    manifest, arrays = ar.weights()
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built yet: build it (call it on data or give it an "
                          f"input shape) before loading weights into it")
-    _check_fit(model, manifest, arrays, ar.path)
-    _assign_all(model, arrays)
+    with _archive(path) as ar:
+        arrays = ar.weights(model)
+        _assign_all(model, arrays)
