@@ -152,13 +152,17 @@ class NumpyBackend(Backend):
         it takes the vectorised one.
         """
         flat = a.reshape(-1)
-        zeros = self._zeros.get(a.dtype)
-        if zeros is None or zeros.size < flat.size:
-            zeros = np.zeros(max(flat.size, 1 << 16), a.dtype)
-            zeros.flags.writeable = False  # shared by every call and thread
-            self._zeros[a.dtype] = zeros
-        np.maximum(flat, zeros[:flat.size], out=flat)
+        np.maximum(flat, self._zeros_of(a.dtype, flat.size), out=flat)
         return a
+
+    def _zeros_of(self, dtype, n):
+        """A read-only array of n zeros (shared by every call and thread)."""
+        zeros = self._zeros.get(dtype)
+        if zeros is None or zeros.size < n:
+            zeros = np.zeros(max(n, 1 << 16), dtype)
+            zeros.flags.writeable = False
+            self._zeros[dtype] = zeros
+        return zeros[:n]
 
     def _parallel(self, n, fn, nbytes):
         """Run ``fn(a, b)`` over ranges covering ``range(n)``, on the threads when ``nbytes`` is large.
@@ -186,7 +190,16 @@ class NumpyBackend(Backend):
         """(the input with its convolution padding, ho, wo)."""
         ho, wo, ph, pw = self.conv_geometry(x.shape, k_shape, strides, padding, dilation)
         if ph != (0, 0) or pw != (0, 0):
-            x = np.pad(x, ((0, 0), ph, pw, (0, 0)))
+            n, h, w, c = x.shape
+            out = np.empty((n, h + ph[0] + ph[1], w + pw[0] + pw[1], c), x.dtype)
+            # Only the border is zeroed and the copy runs on the threads (np.pad fills and copies
+            # the whole array on one).
+            out[:, :ph[0]] = 0
+            out[:, ph[0] + h:] = 0
+            out[:, ph[0]:ph[0] + h, :pw[0]] = 0
+            out[:, ph[0]:ph[0] + h, pw[0] + w:] = 0
+            self._copy(out[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w], x)
+            x = out
         return x, ho, wo
 
     def _conv_setup(self, x, k_shape, strides, padding, dilation):
@@ -717,6 +730,34 @@ class NumpyBackend(Backend):
                 [weakref.ref(a) for a in arrays], *ptrs, sizes, sum(p.size for p in ps))
         flags = [True] * n if decays is None else [bool(d) for d in decays]
         return (*hit[1:], flags)
+
+    def _flat_parts(self, out, fn):
+        """``fn(a, b)`` over flat element ranges of ``out``, on the threads when it is large."""
+        self._parallel(out.size, fn, out.nbytes)
+
+    def relu(self, x):
+        """On both cores once large (ReLU and Add between a ResNet's convolutions are single
+        NumPy passes otherwise); NaN stays NaN, as NumPy's ``maximum``."""
+        if not (isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.ndim and x.flags.c_contiguous
+                and x.nbytes >= _PARALLEL_MIN_BYTES):
+            return super().relu(x)
+        src = x.reshape(-1)
+        out = np.empty_like(x)
+        flat = out.reshape(-1)
+        zeros = self._zeros_of(x.dtype, src.size)
+        self._flat_parts(flat, lambda a, b: np.maximum(src[a:b], zeros[a:b], out=flat[a:b]))
+        return out
+
+    def add(self, a, b):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and a.dtype == b.dtype and a.dtype.kind == "f" and a.ndim and a.flags.c_contiguous
+                and b.flags.c_contiguous and a.nbytes >= _PARALLEL_MIN_BYTES):
+            return super().add(a, b)
+        fa, fb = a.reshape(-1), b.reshape(-1)
+        out = np.empty_like(a)
+        flat = out.reshape(-1)
+        self._flat_parts(flat, lambda i, j: np.add(fa[i:j], fb[i:j], out=flat[i:j]))
+        return out
 
     def relu_grad(self, dy, x):
         if dy.shape != x.shape or dy.ndim == 0 or dy.dtype.kind != "f":
