@@ -12,7 +12,7 @@ from .backends import (  # noqa: F401
     use_backend,
 )
 from .tensor import (  # noqa: F401
-    Tensor, Variable, arange, dispose, tensor1d, tensor2d, tidy, fill, memory, ones, ones_like, random_normal, random_uniform,
+    DisposedTensorError, Tensor, Variable, arange, dispose, tensor1d, tensor2d, tidy, fill, memory, ones, ones_like, random_normal, random_uniform,
     scalar, set_seed, tensor, truncated_normal, zeros, zeros_like,
 )
 from .autograd import (  # noqa: F401

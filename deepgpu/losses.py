@@ -13,12 +13,58 @@ log-softmax / a stable sigmoid formula, probabilities are clipped to
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 from . import ops
 from .tensor import Tensor, tensor
 
 EPSILON = 1e-7  # Keras's backend.epsilon()
+
+# ------------------------------------------------------------ class labels
+
+_labels = threading.local()
+
+
+@contextlib.contextmanager
+def labels_checked():
+    """Within this block the sparse losses and metrics skip their label-range check
+    (and its host read): ``fit`` / ``evaluate`` check all labels once beforehand."""
+    prev = getattr(_labels, "checked", False)
+    _labels.checked = True
+    try:
+        yield
+    finally:
+        _labels.checked = prev
+
+
+def check_labels(labels, classes, ignore_class=None, who="sparse_categorical_crossentropy"):
+    """Raise ValueError when a class label is outside ``[0, classes)`` (and is not
+    ``ignore_class``) or is NaN. One host read of a boolean."""
+    if classes is None:
+        return
+    t = _as_tensor(labels)
+    bad = ops.logical_or(ops.less(t, 0), ops.greater_equal(t, classes))
+    if t.dtype.startswith("float"):
+        bad = ops.logical_or(bad, ops.not_equal(t, t))
+    if ignore_class is not None:
+        bad = ops.logical_and(bad, ops.not_equal(t, ignore_class))
+    if not ops.any(bad).item():
+        return
+    flags = bad.data_sync().reshape(-1)
+    i = int(flags.argmax())
+    value = t.data_sync().reshape(-1)[i]
+    value = int(value) if value == value and float(value).is_integer() else value
+    hint = (f" or ignore_class={ignore_class}" if ignore_class is not None else
+            " (for a padding label, pass ignore_class=<label> to the loss)")
+    raise ValueError(f"{who}: class label {value!r} at flat index {i} is outside [0, {classes}): the "
+                     f"output has {classes} classes, so labels must be 0..{classes - 1}{hint}")
+
+
+def _check_labels_here(labels, classes, ignore_class, who):
+    if not getattr(_labels, "checked", False):
+        check_labels(labels, classes, ignore_class, who)
 
 # ------------------------------------------------------------------ helpers
 
@@ -179,11 +225,13 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     return -ops.sum(y_true * ops.log(p), axis=axis)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
     """Categorical crossentropy with integer class labels, shape [batch] or [batch, 1].
 
     A softmax output over ``axis`` is computed from its logits, as in
-    ``categorical_crossentropy``.
+    ``categorical_crossentropy``. A label outside ``[0, classes)`` raises
+    ValueError (as Keras does), except ``ignore_class`` (such as a padding
+    label): its entries get loss 0 and no gradient.
     """
     y_pred = _float(_as_tensor(y_pred))
     y_true = _as_tensor(y_true, y_pred)
@@ -194,8 +242,18 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
             f"sparse_categorical_crossentropy: labels of shape {y_true.shape} do not fit the "
             f"output of shape {y_pred.shape} (expected {y_pred.shape[:-1]} or "
             f"{y_pred.shape[:-1] + (1,)})")
+    _check_labels_here(y_true, y_pred.shape[axis], ignore_class, "sparse_categorical_crossentropy")
     if not y_true.dtype.startswith(("int", "uint")):  # float (or bool) class labels
         y_true = ops.cast(y_true, "int32")
+    valid = None
+    if ignore_class is not None:
+        valid = ops.not_equal(y_true, int(ignore_class))
+        y_true = ops.where(valid, y_true, 0)
+    per = _sparse_cce(y_true, y_pred, from_logits, axis)
+    return per if valid is None else ops.where(valid, per, 0.0)
+
+
+def _sparse_cce(y_true, y_pred, from_logits, axis):
     logits = _softmax_logits(y_pred, from_logits, axis)
     if logits is not None and axis in (-1, y_pred.ndim - 1):
         # Straight from the class indices: no one-hot array in either pass.
@@ -373,9 +431,25 @@ BinaryCrossentropy = type("BinaryCrossentropy", (LossFunctionWrapper,), _wrapper
 CategoricalCrossentropy = type("CategoricalCrossentropy", (LossFunctionWrapper,), _wrapper(
     categorical_crossentropy, "categorical_crossentropy",
     (("from_logits", False), ("label_smoothing", 0.0), ("axis", -1))))
-SparseCategoricalCrossentropy = type("SparseCategoricalCrossentropy", (LossFunctionWrapper,), _wrapper(
+_SparseCCE = type("SparseCategoricalCrossentropy", (LossFunctionWrapper,), _wrapper(
     sparse_categorical_crossentropy, "sparse_categorical_crossentropy",
-    (("from_logits", False), ("axis", -1))))
+    (("from_logits", False), ("ignore_class", None), ("axis", -1))))
+
+
+class SparseCategoricalCrossentropy(_SparseCCE):
+    """Crossentropy with integer class labels: ``SparseCategoricalCrossentropy(from_logits=False,
+    ignore_class=None, axis=-1, reduction=..., name=...)``. Entries labelled ``ignore_class``
+    count neither in the sum nor in the "sum_over_batch_size" mean, as in Keras 3."""
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if self.ignore_class is None or self.reduction != "sum_over_batch_size":
+            return super().__call__(y_true, y_pred, sample_weight)
+        y_t = _as_tensor(y_true, _as_tensor(y_pred))
+        per = self.call(y_t, y_pred)  # 0 at ignored entries
+        valid = ops.cast(ops.not_equal(ops.reshape(y_t, per.shape), int(self.ignore_class)), per.dtype)
+        if sample_weight is not None:
+            per = _weighted(per, sample_weight)
+        return ops.sum(per) / ops.maximum(ops.sum(valid), 1.0)
 KLDivergence = type("KLDivergence", (LossFunctionWrapper,), _wrapper(kl_divergence, "kl_divergence"))
 Poisson = type("Poisson", (LossFunctionWrapper,), _wrapper(poisson, "poisson"))
 Hinge = type("Hinge", (LossFunctionWrapper,), _wrapper(hinge, "hinge"))

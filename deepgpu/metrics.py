@@ -1,7 +1,7 @@
 """Stateful metrics with Keras semantics; their state stays on the device.
 
     m = metrics.get("accuracy", loss="categorical_crossentropy")
-    m.update_state(y_true, y_pred)          # no host transfer
+    m.update_state(y_true, y_pred)          # no host transfer (but see below)
     m.result()                              # a scalar Tensor, still on the device
     m.result().item()                       # the one host read, when you want it
     m.reset_state()
@@ -10,6 +10,9 @@ Metric functions (``binary_accuracy(y_true, y_pred)``, ...) return one value
 per sample. ``get(identifier, loss=None, output_shape=None)`` resolves a
 name (Keras or TF.js spelling), resolving "accuracy" / "acc" from the loss as
 Keras does, and names the metric as the user wrote it (the history key).
+The sparse metrics check that their labels lie in ``[0, classes)`` (one
+host read per call) except inside ``fit`` / ``evaluate``, which check all
+labels once beforehand.
 """
 from __future__ import annotations
 
@@ -83,8 +86,11 @@ def _sparse_labels(y_true, y_pred):
 
 
 def sparse_categorical_accuracy(y_true, y_pred):
-    """1.0 where the integer label equals ``argmax(y_pred)``; labels [batch] or [batch, 1]."""
+    """1.0 where the integer label equals ``argmax(y_pred)``; labels [batch] or [batch, 1].
+    A label outside ``[0, classes)`` raises ValueError."""
     y_true, y_pred = _pair(y_true, y_pred)
+    if y_pred.ndim:
+        _losses._check_labels_here(y_true, y_pred.shape[-1], None, "sparse_categorical_accuracy")
     labels = _sparse_labels(y_true, y_pred)
     if y_pred.ndim and y_pred.shape[-1] and labels.shape == y_pred.shape[:-1]:
         return ops.argmax_hits(y_pred, labels)  # one op where argmax, equal and cast are three
@@ -110,8 +116,10 @@ def top_k_categorical_accuracy(y_true, y_pred, k=5):
 
 
 def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
-    """1.0 where the integer label is among the ``k`` highest outputs."""
+    """1.0 where the integer label is among the ``k`` highest outputs; a label outside
+    ``[0, classes)`` raises ValueError."""
     y_true, y_pred = _pair(y_true, y_pred)
+    _losses._check_labels_here(y_true, y_pred.shape[-1], None, "sparse_top_k_categorical_accuracy")
     return _in_top_k(_sparse_labels(y_true, y_pred), y_pred, k)
 
 
@@ -697,6 +705,12 @@ def get(identifier, loss=None, output_shape=None, y_true_shape=None):
     if callable(identifier):
         return MeanMetricWrapper(identifier, name=getattr(identifier, "__name__", "metric"))
     raise TypeError(f"a metric must be a name, a Metric or a callable, got {type(identifier).__name__}")
+
+
+def is_sparse(metric) -> bool:
+    """True for the metrics that take integer class labels."""
+    return isinstance(metric, (SparseCategoricalAccuracy, SparseTopKCategoricalAccuracy,
+                               SparseCategoricalCrossentropy))
 
 
 def _unknown(name):

@@ -78,6 +78,8 @@ class Optimizer:
             lr = float(lr)
         except (TypeError, ValueError):
             raise TypeError(f"learning_rate must be a number or a LearningRateSchedule, got {lr!r}") from None
+        if not lr >= 0.0 or lr == math.inf:  # NaN fails the comparison
+            raise ValueError(f"learning_rate must be a finite number >= 0, got {lr}")
         return lr
 
     @property
@@ -164,6 +166,21 @@ class Optimizer:
         out = [cpu.asarray(self.iterations, "int64")]
         out += [cpu.asarray(x, "float64") for x in self._global_state()]
         out += [v.data_sync() for v in self.variables]
+        return out
+
+    def get_weights_for(self, var_list) -> list:
+        """``get_weights()`` restricted to ``var_list``, in its order: the state that
+        ``set_weights(state, var_list=var_list)`` on a fresh optimizer expects. A
+        variable without slots yet gets their initial values (what its first
+        step would create). A model saves its optimizer's state with this."""
+        cpu = _backends.get("cpu")
+        out = [cpu.asarray(self.iterations, "int64")]
+        out += [cpu.asarray(x, "float64") for x in self._global_state()]
+        for k, s in enumerate(self._slots()):
+            for v in var_list:
+                slots = self._slot_vars.get(id(v))
+                out.append(slots[k].data_sync() if slots is not None
+                           else cpu.full(v.shape, self._slot_init(s), v.dtype))
         return out
 
     def set_weights(self, weights, var_list=None):

@@ -20,6 +20,42 @@ _live_lock = threading.Lock()
 _DTYPE_NAMES: dict = {}
 
 
+class DisposedTensorError(RuntimeError):
+    """A tensor released by ``dispose()`` was read or used in an op (TF.js: "Tensor is disposed")."""
+
+
+def _disposed_error(*_args, **_kwargs):
+    raise DisposedTensorError("tensor is disposed: its memory was released by dispose(), so it cannot "
+                              "be read or used in an op")
+
+
+class _Disposed:
+    """Stands in for a disposed tensor's array: keeps ``shape`` and ``dtype`` (as TF.js
+    does) and raises DisposedTensorError on any other use, NumPy and CuPy calls included."""
+
+    __slots__ = ("shape", "dtype", "ndim", "size", "nbytes")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(shape), dtype
+        self.ndim, self.nbytes = len(self.shape), 0
+        self.size = 1
+        for d in self.shape:
+            self.size *= d
+
+    def __getattr__(self, name):
+        _disposed_error()
+
+    __array__ = __array_ufunc__ = __array_function__ = __getitem__ = __setitem__ = __iter__ = __len__ = _disposed_error
+    __float__ = __int__ = __bool__ = __index__ = __neg__ = __pos__ = __abs__ = __invert__ = _disposed_error
+
+
+for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
+            "lt", "le", "gt", "ge"):
+    setattr(_Disposed, f"__{_op}__", _disposed_error)
+    setattr(_Disposed, f"__r{_op}__", _disposed_error)
+    setattr(_Disposed, f"__i{_op}__", _disposed_error)
+
+
 def _count(name, n, nbytes):
     with _live_lock:
         c = _live.setdefault(name, [0, 0])
@@ -92,7 +128,12 @@ class Tensor:
 
     # ------------------------------------------------------------- transfers
     def data_sync(self):
-        """A NumPy copy of the values (waits for the device on CUDA)."""
+        """A NumPy copy of the values (waits for the device on CUDA).
+
+        Raises DisposedTensorError after ``dispose()``.
+        """
+        if type(self.data) is _Disposed:
+            _disposed_error()
         return self._backend.to_numpy(self.data)
 
     def array_sync(self):
@@ -143,7 +184,14 @@ class Tensor:
         return int(self.data)
 
     # --------------------------------------------------------------- display
+    @property
+    def is_disposed(self) -> bool:
+        """True after ``dispose()`` (TF.js's ``isDisposed``)."""
+        return type(self.data) is _Disposed
+
     def __repr__(self):
+        if self.is_disposed:
+            return f"Tensor(shape={self.shape}, dtype={self.dtype}, disposed)"
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor(shape={self.shape}, dtype={self.dtype}, backend={self.backend}{grad})"
 
@@ -226,12 +274,16 @@ class Tensor:
     def clip(self, lo, hi): return _ops().clip(self, lo, hi)
 
     def dispose(self):
-        """Release this tensor's memory now; it becomes an empty tensor of shape (0,)."""
+        """Release this tensor's memory now. It keeps its ``shape`` and ``dtype``;
+        reading it (``data_sync()``) or using it in an op then raises
+        DisposedTensorError, as TF.js does. Disposing twice is harmless."""
+        if self.is_disposed:
+            return
         _count(self._backend.name, -1, -self._nbytes)
         self._nbytes = 0
         self._node = None
         self._logits = None
-        self.data = self._backend.zeros((0,), self.dtype)
+        self.data = _Disposed(self.data.shape, self.data.dtype)
         _count(self._backend.name, 1, 0)
 
     def backward(self, dy=None):
@@ -355,7 +407,7 @@ def tidy(fn):
 
 
 def dispose(*tensors):
-    """TF.js ``tf.dispose``: release the given tensors' memory now (each becomes empty)."""
+    """TF.js ``tf.dispose``: release the given tensors' memory now (each then raises on use)."""
     for t in tensors:
         for x in (t if isinstance(t, (list, tuple)) else [t]):
             if isinstance(x, Tensor):

@@ -156,10 +156,13 @@ def _compile_members(model) -> dict:
     cc = model._compile_config
     spec = {"optimizer": O.serialize(model.optimizer), "loss": _fn_name(cc["loss"], "loss"),
             "metrics": _fn_name(cc["metrics"], "metric"), "loss_weights": cc["loss_weights"],
+            "weighted_metrics": _fn_name(cc.get("weighted_metrics"), "metric"),
             "cuda_graph": bool(cc.get("cuda_graph", False))}
     out = {"compile.json": json.dumps(spec).encode()}
     if model.optimizer.built:
-        out["optimizer.npz"] = _npz_bytes(model.optimizer.get_weights())
+        # Only this model's slots, in the order load_model builds them: what
+        # set_weights(state, var_list=model._vars_to_train()) accepts.
+        out["optimizer.npz"] = _npz_bytes(model.optimizer.get_weights_for(model._vars_to_train()))
     return out
 
 
@@ -432,6 +435,7 @@ def load_model(path, custom_objects=None, compile=True):
             model.compile(optimizer=opt, loss=_restore_fn(compile_spec["loss"], custom_objects, "loss"),
                           metrics=_restore_fn(compile_spec["metrics"], custom_objects, "metric"),
                           loss_weights=compile_spec.get("loss_weights"),
+                          weighted_metrics=_restore_fn(compile_spec.get("weighted_metrics"), custom_objects, "metric"),
                           cuda_graph=bool(compile_spec.get("cuda_graph", False)))
             if "optimizer.npz" in ar.infos:
                 # Slots are a few per weight (Adam's two; three with amsgrad) and a counter.

@@ -61,17 +61,27 @@ class WeightedLayer(Layer):
     and float inputs cast to its dtype."""
 
     def _setup_activity(self, activity_regularizer):
+        import threading
+
         self.activity_regularizer = regularizers.get(activity_regularizer)
-        self._activity_losses = []
+        # Per thread: evaluate in one thread must not read the penalty of a
+        # predict running in another.
+        self._activity_state = threading.local()
 
     def _activity(self, y):
         if self.activity_regularizer is not None:
-            self._activity_losses = [self.activity_regularizer(y)]
+            penalty = self.activity_regularizer(y)
+            if y.ndim and y.shape[0]:
+                # Divided by the batch size, as Keras 3 does: the strength does
+                # not depend on the batch size.
+                penalty = penalty / float(y.shape[0])
+            self._activity_state.losses = [penalty]
         return y
 
     @property
     def losses(self):
-        return Layer.losses.fget(self) + list(getattr(self, "_activity_losses", []))
+        state = getattr(self, "_activity_state", None)
+        return Layer.losses.fget(self) + list(getattr(state, "losses", ()))
 
     def _cast_in(self, x):
         return x if x.dtype == self.dtype else ops.cast(x, self.dtype)

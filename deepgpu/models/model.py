@@ -159,15 +159,27 @@ class Model(Trainer, Layer):
 
     # ---------------------------------------------------------------- calls
     def _structure_inputs(self, inputs):
-        """Flat list of Tensors in model-input order from a tensor, list or dict."""
+        """Flat list of Tensors in model-input order from a tensor, list or dict.
+
+        A dict is matched by name (the keys of a dict given as ``inputs`` to
+        Model, else the input layers' names); an unknown or missing key is a
+        ValueError listing the expected names.
+        """
         if isinstance(inputs, dict):
-            if not self._input_is_dict:
-                names = self.input_names
-                return [inputs[n] for n in names] if all(n in inputs for n in names) else list(inputs.values())
-            missing = [k for k in self._input_names_dict if k not in inputs]
-            if missing:
-                raise ValueError(f"model {self.name!r}: inputs are missing the key(s) {missing}")
-            return [inputs[k] for k in self._input_names_dict]
+            if getattr(self, "_input_is_dict", False):
+                names = list(self._input_names_dict)
+            else:
+                names = self.input_names if (self._functional or self.inputs) else []
+            if not names:
+                raise ValueError(f"model {self.name!r} has no named inputs yet, so a dict of inputs "
+                                 f"({sorted(inputs)}) cannot be matched; pass the arrays themselves")
+            missing = [k for k in names if k not in inputs]
+            unknown = [k for k in inputs if k not in names]
+            if missing or unknown:
+                raise ValueError(
+                    f"model {self.name!r}: the input dict's keys must be the input names {names}; "
+                    f"got {list(inputs)} (missing {missing}, unknown {unknown})")
+            return [inputs[k] for k in names]
         if isinstance(inputs, (list, tuple)):
             return list(inputs)
         return [inputs]
@@ -204,6 +216,9 @@ class Model(Trainer, Layer):
     def __call__(self, inputs, training=None, **kwargs):
         if not self._functional and not self.built:
             self.built = True
+        if self._functional and isinstance(inputs, dict):
+            flat = self._structure_inputs(inputs)
+            inputs = flat[0] if len(flat) == 1 else flat
         return Layer.__call__(self, inputs, training=training, **kwargs)
 
     def compute_output_shape(self, input_shape):

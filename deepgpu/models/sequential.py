@@ -125,6 +125,8 @@ class Sequential(Model):
             return Layer.__call__(self, inputs, training=training, **kwargs)
         if not self._stack:
             raise ValueError(f"model {self.name!r} has no layers")
+        if isinstance(inputs, dict):
+            inputs = self._structure_inputs(inputs)[0]
         x = inputs if isinstance(inputs, Tensor) else tensor(inputs)
         if self._chain is None:
             self.build((None,) + x.shape[1:])

@@ -8,11 +8,18 @@ data already on the device (Tensors) is batched there.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
+import functools
+import gc
 import math
+import numbers
+import threading
+import warnings
+import weakref
 
 from .. import backends
 from ..autograd import backward, enable_grad, no_grad
-from ..tensor import Tensor, tensor
+from ..tensor import Tensor, Variable, tensor, zeros
 from .graph_step import GraphTrainer
 from .progbar import Progbar
 
@@ -62,6 +69,95 @@ def _length(a):
     return a.shape[0] if hasattr(a, "shape") and len(a.shape) else len(a)
 
 
+def _int_arg(where, name, value, minimum):
+    """``value`` as an int >= ``minimum``; ValueError naming the argument and the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{where}(): {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _short(value) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _check_array(a, what, where):
+    """Refuse what cannot be a batch of samples (a string, a number, None)."""
+    if isinstance(a, Tensor):
+        return
+    if isinstance(a, (str, bytes)) or not (hasattr(a, "shape") or isinstance(a, (list, tuple))):
+        raise ValueError(f"{where}(): {what} must be a NumPy array or a Tensor (or a list / dict of them), "
+                         f"got {type(a).__name__} {_short(a)}")
+    if hasattr(a, "shape") and len(a.shape) == 0:
+        raise ValueError(f"{where}(): {what} must have a batch axis, got a scalar array {_short(a)}")
+
+
+def _check_finite(a, what, where):
+    """ValueError when the float array ``a`` holds NaN or Inf (read in chunks; one
+    host read per chunk for a Tensor)."""
+    if isinstance(a, Tensor):
+        B, data = a._backend, a.data
+    elif hasattr(a, "dtype") and hasattr(a, "shape"):
+        B, data = backends.get("cpu"), a
+    else:
+        return
+    if not str(data.dtype).startswith(("float", "complex", "bfloat")) or not data.shape[0]:
+        return
+    n = data.shape[0]
+    row = max(1, data.size // n)
+    chunk = max(1, (1 << 22) // row)
+    for start in range(0, n, chunk):
+        part = data[start:start + chunk]
+        finite = B.isfinite(part)
+        if bool(B.to_numpy(B.all(finite))):
+            continue
+        rows = B.to_numpy(finite).reshape(part.shape[0], -1)
+        first = start + int(rows.all(axis=1).argmin())
+        count = int(rows.size - rows.sum())
+        for rest in range(start + chunk, n, chunk):
+            more = data[rest:rest + chunk]
+            count += int(more.size) - int(B.to_numpy(B.sum(B.isfinite(more))))
+        raise ValueError(
+            f"{where}(): {what} contains {count} NaN or Inf value(s), the first in sample {first}; "
+            f"fix the data, or pass check_numerics=False to {where}() to use it as it is")
+
+
+def _check_class_weight(class_weight, where):
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"{where}(): class_weight must be a dict {{class index: weight}}, "
+                         f"got {type(class_weight).__name__} {_short(class_weight)}")
+    for k, v in class_weight.items():
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+            raise ValueError(f"{where}(): class_weight keys must be integer class indices >= 0, got "
+                             f"{k!r} ({type(k).__name__}) in class_weight={_short(class_weight)}")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{where}(): class_weight[{k!r}] must be a finite number >= 0, got {v!r}")
+
+
+_LOCK_GUARD = threading.Lock()
+
+
+def _model_lock(model):
+    lock = model.__dict__.get("_run_lock")
+    if lock is None:
+        with _LOCK_GUARD:
+            lock = model.__dict__.setdefault("_run_lock", threading.RLock())
+    return lock
+
+
+def _serialised(method):
+    """Run ``method`` holding the model's lock. The metrics' state, the optimizer and
+    the layers' last activity penalties belong to the model, so fit / evaluate /
+    train_on_batch / test_on_batch calls from several threads take turns (predict
+    does not need to)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with _model_lock(self):
+            return method(self, *args, **kwargs)
+    return run
+
+
 def _take(a, idx, B):
     """Rows ``idx`` (host int array or a slice) of ``a`` as a Tensor on backend ``B``."""
     if isinstance(a, Tensor):
@@ -82,17 +178,25 @@ class Trainer:
         self.history = None
         self._loss_fns = None
         self._graph_trainer = None
+        self._metrics = []
+        self._weighted_metrics = []
+        self._finite_steps = None  # see _count_finite_step
 
     # -------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
                 weighted_metrics=None, cuda_graph=False, **kwargs):
         """Configure training.
 
-        optimizer: name or Optimizer. loss: name, Loss, callable
+        optimizer: name or Optimizer; an Optimizer instance serves one model
+        (it keeps per-variable state): one that another model uses is
+        refused with a ValueError. loss: name, Loss, callable
         ``loss(y_true, y_pred)``, or a list / dict (by output name) for
         several outputs. metrics: list of names or Metric objects (applied
-        to every output), or a list of lists / dict per output.
-        loss_weights: list or dict scaling each output's loss.
+        to every output), or a list of lists / dict per output; they are
+        not weighted. weighted_metrics: the same, weighted by
+        ``sample_weight`` / ``class_weight`` and logged under their own
+        names ("weighted_" in front where a name is already taken), as
+        in Keras 3. loss_weights: list or dict scaling each output's loss.
         cuda_graph: on the "cuda" backend, record the training step as a
         CUDA graph (per batch shape, from the second batch on) and replay it
         (see deepgpu.models.graph_step); no effect on other backends.
@@ -117,41 +221,75 @@ class Trainer:
         else:
             lw = self._per_output(loss_weights, names, "loss_weights")
             lw = [1.0 if w is None else float(w) for w in lw]
-        if metrics is None:
-            per_metrics = [[] for _ in range(n)]
-        elif isinstance(metrics, dict):
-            per_metrics = [_as_list(metrics.get(nm)) or [] for nm in names]
-            bad = set(metrics) - set(names)
-            if bad:
-                raise ValueError(f"compile(): metrics for unknown output(s) {sorted(bad)}; outputs are {names}")
-        elif isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
-            if len(metrics) != n:
-                raise ValueError(f"compile(): {len(metrics)} metric lists for {n} outputs")
-            per_metrics = [list(m) for m in metrics]
-        else:
-            per_metrics = [list(_as_list(metrics)) for _ in range(n)]
         out_shapes = self._output_shapes()
-        metric_objs = []
-        for i, ms in enumerate(per_metrics):
+
+        def build(spec, what):
             objs = []
-            for m in ms:
-                obj = metrics_mod.get(m, loss=loss_fns[i], output_shape=out_shapes[i] if out_shapes else None)
+            for i, ms in enumerate(_per_output_metrics(spec, names, what)):
+                objs.append([metrics_mod.get(m, loss=loss_fns[i], output_shape=out_shapes[i] if out_shapes else None)
+                             for m in ms])
+            return objs
+
+        metric_objs = build(metrics, "metrics")
+        weighted_objs = build(weighted_metrics, "weighted_metrics")
+        if {id(m) for ms in metric_objs for m in ms} & {id(m) for ms in weighted_objs for m in ms}:
+            raise ValueError("compile(): the same Metric object is in both metrics and weighted_metrics; "
+                             "each needs its own instance (a metric's state is its own)")
+        self._check_optimizer_owner(opt)
+        # Everything resolved: only now change the model (and the metrics' names).
+        taken = set()
+        for i, objs in enumerate(metric_objs):
+            for obj in objs:
                 if n > 1:
                     obj.name = f"{names[i]}_{obj.name}"
-                objs.append(obj)
-            metric_objs.append(objs)
-        # Everything resolved: only now change the model.
+                taken.add(obj.name)
+        for i, objs in enumerate(weighted_objs):
+            for obj in objs:
+                name = f"{names[i]}_{obj.name}" if n > 1 else obj.name
+                if name in taken:  # Keras 3's rule for a name already logged
+                    name = f"{names[i]}_weighted_{obj.name}" if n > 1 else f"weighted_{obj.name}"
+                obj.name = name
+                taken.add(name)
         self.optimizer = opt
+        opt._model_ref = weakref.ref(self)
         self._loss_fns = loss_fns
         self._loss_weights = lw
         self._metrics = metric_objs
+        self._weighted_metrics = weighted_objs
         self._loss_tracker = metrics_mod.Mean(name="loss")
         self._out_loss_trackers = [metrics_mod.Mean(name=f"{nm}_loss") for nm in names] if n > 1 else []
         self._compile_config = {"optimizer": opt, "loss": loss, "metrics": metrics, "loss_weights": loss_weights,
-                                "cuda_graph": bool(cuda_graph)}
+                                "weighted_metrics": weighted_metrics, "cuda_graph": bool(cuda_graph)}
         self._train_vars = None
         self._graph_trainer = GraphTrainer(self) if cuda_graph else None
         self.compiled = True
+
+    def _check_optimizer_owner(self, opt):
+        """ValueError when ``opt`` is another model's: its slots would then mix two
+        models' variables (Keras 3 refuses this too, at the first step)."""
+        ref = getattr(opt, "_model_ref", None)
+
+        def other_user():
+            m = ref() if ref is not None else None
+            return m if (m is not None and m is not self and getattr(m, "optimizer", None) is opt) else None
+
+        if other_user() is not None:
+            gc.collect()  # a model the caller dropped may live on in a reference cycle
+        other = other_user()
+        if other is not None:
+            raise ValueError(
+                f"compile(): this {type(opt).__name__} optimizer is already used by model {other.name!r}; an "
+                f"optimizer keeps per-variable state for one model, so give model {self.name!r} its own "
+                f"(a new {type(opt).__name__}(...), or optimizers.get(optimizers.serialize(opt)) for a copy "
+                f"of its settings)")
+        if opt.built:
+            mine = {id(w) for w in self.weights}
+            foreign = [v.name for v in opt._vars if id(v) not in mine]
+            if foreign:
+                raise ValueError(
+                    f"compile(): this {type(opt).__name__} optimizer was built for other variables "
+                    f"({foreign[:3]}{'...' if len(foreign) > 3 else ''}) than model {self.name!r}'s; an optimizer "
+                    f"serves one model: give this one a new {type(opt).__name__}(...)")
 
     def _per_output(self, spec, names, what):
         n = len(names)
@@ -173,7 +311,7 @@ class Trainer:
     @property
     def metrics_names(self) -> list:
         names = ["loss"] + [t.name for t in getattr(self, "_out_loss_trackers", [])]
-        for ms in getattr(self, "_metrics", []):
+        for ms in list(getattr(self, "_metrics", [])) + list(getattr(self, "_weighted_metrics", [])):
             names += [m.name for m in ms]
         return names
 
@@ -184,52 +322,121 @@ class Trainer:
                 f"call model.compile(optimizer=..., loss=...)")
 
     # ------------------------------------------------------------ the data
-    def _inputs_list(self, x, what="x"):
+    def _inputs_list(self, x, what="x", where="fit"):
+        """The input arrays in model-input order (a dict is matched by input name)."""
         if x is None:
-            raise ValueError(f"{what} is None")
+            raise ValueError(f"{where}(): {what} is None")
         if isinstance(x, dict):
-            return self._structure_inputs(x) if hasattr(self, "_structure_inputs") else list(x.values())
-        return _as_list(x)
+            if not hasattr(self, "_structure_inputs"):
+                raise ValueError(f"{where}(): model {self.name!r} cannot take a dict {what}")
+            xs = self._structure_inputs(x)
+        else:
+            xs = _as_list(x)
+        if not xs:
+            raise ValueError(f"{where}(): {what} is an empty {type(x).__name__}")
+        for a in xs:
+            _check_array(a, what, where)
+        return xs
 
-    def _targets_list(self, y):
+    def _targets_list(self, y, what="y", where="fit"):
         if y is None:
             return None
         names = self.output_names
         if isinstance(y, dict):
             missing = [k for k in names if k not in y]
-            if missing:
-                raise ValueError(f"y is missing the output(s) {missing}; outputs are {names}")
-            return [y[k] for k in names]
-        ys = _as_list(y)
+            unknown = [k for k in y if k not in names]
+            if missing or unknown:
+                raise ValueError(f"{where}(): the keys of {what} must be the output names {names}; "
+                                 f"got {list(y)} (missing {missing}, unknown {unknown})")
+            ys = [y[k] for k in names]
+        else:
+            ys = _as_list(y)
         if len(ys) != len(names):
-            raise ValueError(f"y has {len(ys)} array(s) but the model has {len(names)} output(s) {names}")
+            raise ValueError(f"{where}(): {what} has {len(ys)} array(s) but the model has {len(names)} "
+                             f"output(s) {names}")
+        for a in ys:
+            _check_array(a, what, where)
         return ys
 
-    def _check_data(self, xs, ys, sw=None):
+    def _check_data(self, xs, ys, sw=None, where="fit", what="x"):
         n = _length(xs[0])
         for i, a in enumerate(xs):
             if _length(a) != n:
-                raise ValueError(f"input arrays have different lengths: {[_length(a) for a in xs]}")
+                raise ValueError(f"{where}(): the arrays of {what} have different lengths: "
+                                 f"{[_length(a) for a in xs]}")
+        if n == 0:
+            raise ValueError(f"{where}(): {what} is empty (0 samples, shape {tuple(xs[0].shape)})")
         if ys is not None:
             for a in ys:
                 if _length(a) != n:
                     raise ValueError(
-                        f"x and y have different numbers of samples: x has {n}, y has {_length(a)}")
-        if sw is not None and _length(sw) != n:
-            raise ValueError(f"sample_weight has {_length(sw)} entries for {n} samples")
+                        f"{where}(): x and y have different numbers of samples: x has {n}, y has {_length(a)}")
+        if sw is not None:
+            _check_array(sw, "sample_weight", where)
+            if _length(sw) != n:
+                raise ValueError(f"{where}(): sample_weight has {_length(sw)} entries for {n} samples")
         return n
 
-    def _check_targets(self, ys):
+    def _check_input_shapes(self, xs, what, where, like=None):
+        """ValueError before any step when the arrays ``xs`` do not fit the model's
+        inputs (or, for a model not built yet, the arrays ``like``)."""
+        expected = [tuple(t.shape) for t in self.inputs]
+        if not expected and like is not None and all(hasattr(a, "shape") for a in like):
+            expected = [(None,) + tuple(a.shape[1:]) for a in like]
+        if len(expected) != len(xs):
+            return  # the call reports a wrong count, naming the inputs
+        for i, (exp, a) in enumerate(zip(expected, xs)):
+            got = tuple(a.shape) if hasattr(a, "shape") else None
+            if got is None:
+                continue
+            e = exp[1:]
+            if len(e) != len(got) - 1 or any(d is not None and d != g for d, g in zip(e, got[1:])):
+                names = self.input_names if self.inputs else []
+                name = f" {names[i]!r}" if i < len(names) else ""
+                raise ValueError(f"{where}(): {what} does not fit input {i}{name} of model {self.name!r}: "
+                                 f"expected shape {(None,) + tuple(e)}, got {got}")
+
+    def _check_labels(self, ys, what, where) -> bool:
+        """Check the integer class labels of every output with a sparse loss or metric
+        (one host read each). True when every such output was checked, so the
+        per-batch checks can be skipped."""
+        from .. import losses as losses_mod
+        from .. import metrics as metrics_mod
+
+        shapes = self._output_shapes()
+        names = self.output_names
+        all_checked = True
+        for i, (fn, yt) in enumerate(zip(self._loss_fns, ys)):
+            sparse_loss = fn is not None and losses_mod.canonical_name(fn) == "sparse_categorical_crossentropy"
+            ms = list(self._metrics[i]) + list(self._weighted_metrics[i])
+            if not (sparse_loss or any(metrics_mod.is_sparse(m) for m in ms)):
+                continue
+            classes = shapes[i][-1] if shapes else None
+            if classes is None:
+                all_checked = False
+                continue
+            ignore = getattr(fn, "ignore_class", None) if sparse_loss else None
+            who = f"{where}(): {what}" + (f" (output {names[i]!r})" if len(names) > 1 else "")
+            losses_mod.check_labels(yt if isinstance(yt, Tensor) else tensor(yt, backend="cpu"),
+                                    classes, ignore, who)
+        return all_checked
+
+    def _check_targets(self, ys, what=None):
         from .. import losses as losses_mod
 
         shapes = self._output_shapes()
         if not shapes or not hasattr(losses_mod, "check_shapes"):
             return
         for fn, yt, shape in zip(self._loss_fns, ys, shapes):
-            if fn is None:
+            if fn is None or not hasattr(yt, "shape"):
                 continue
             name = getattr(fn, "name", getattr(fn, "__name__", "loss"))
-            losses_mod.check_shapes((None,) + tuple(yt.shape[1:]), shape, name)
+            try:
+                losses_mod.check_shapes((None,) + tuple(yt.shape[1:]), shape, name)
+            except ValueError as e:
+                if what is None:
+                    raise
+                raise ValueError(f"{what}: {e}") from None
 
     def _class_weights(self, ys, class_weight):
         # Host-side: map each sample's class to its weight once, before training.
@@ -275,11 +482,25 @@ class Trainer:
                 tr.update_state(v, sample_weight=n)
         for ms, yt, yp in zip(self._metrics, ys, outs):
             for m in ms:
+                m.update_state(yt, yp)
+        for ms, yt, yp in zip(self._weighted_metrics, ys, outs):
+            for m in ms:
                 m.update_state(yt, yp, sample_weight=sw)
+
+    def _count_finite_step(self):
+        """After a training step, on the device: +1 while the epoch's running loss
+        total is still finite. A non-finite total stays so, so at the epoch's end
+        this count is the index of the step whose loss first was NaN / Inf."""
+        total = self._loss_tracker._state()["total"]
+        w = self._finite_steps
+        if w is None or w._backend is not total._backend:
+            w = self._finite_steps = Variable(zeros((), "float32", backend=total.backend), trainable=False,
+                                              name="finite_steps")
+        w.data += total._backend.isfinite(total.data)
 
     def _all_metrics(self):
         out = [self._loss_tracker] + list(self._out_loss_trackers)
-        for ms in self._metrics:
+        for ms in list(self._metrics) + list(self._weighted_metrics):
             out.extend(ms)
         return out
 
@@ -312,6 +533,7 @@ class Trainer:
             with no_grad():
                 self._update_metrics(yb, [Tensor(o.data, B) for o in outs], swb,
                                      Tensor(total.data, B), per_out)
+                self._count_finite_step()
         return gs, finish
 
     def _test_batch(self, xb, yb, swb):
@@ -339,46 +561,84 @@ class Trainer:
         return [_take(a, idx, B) for a in arrays]
 
     # ------------------------------------------------------------------ fit
+    @_serialised
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_batch_size=None,
-            validation_freq=1):
+            validation_freq=1, check_numerics=True):
         """Train for ``epochs`` epochs; returns a History (``.history`` holds
         ``loss``, each metric, and ``val_`` versions).
 
-        x / y: NumPy arrays or Tensors, or lists / dicts of them for several
-        inputs / outputs. Raises RuntimeError before compile(), ValueError for
-        mismatched lengths or targets that do not fit the outputs.
+        x / y: NumPy arrays or Tensors, or lists / dicts (by input / output
+        name) of them. Every argument and the data are checked before the
+        first step: a bad one raises ValueError naming it and its value, and
+        leaves the model as it was. check_numerics: refuse NaN / Inf in x, y,
+        sample weights and validation data (False allows them). A loss that
+        turns NaN / Inf during training is reported once (a RuntimeWarning
+        naming the epoch and step). Raises RuntimeError before compile().
         """
         from .. import callbacks as cb_mod
 
         self._require_compiled()
-        batch_size = 32 if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        w = "fit"
+        epochs = _int_arg(w, "epochs", epochs, 0)
+        initial_epoch = _int_arg(w, "initial_epoch", initial_epoch, 0)
+        if initial_epoch > epochs:
+            raise ValueError(f"fit(): initial_epoch={initial_epoch} is greater than epochs={epochs}")
+        batch_size = 32 if batch_size is None else _int_arg(w, "batch_size", batch_size, 1)
+        if steps_per_epoch is not None:
+            steps_per_epoch = _int_arg(w, "steps_per_epoch", steps_per_epoch, 1)
+        if validation_batch_size is not None:
+            validation_batch_size = _int_arg(w, "validation_batch_size", validation_batch_size, 1)
+        validation_freq = _int_arg(w, "validation_freq", validation_freq, 1)
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+                or not 0 <= validation_split < 1:
+            raise ValueError(f"fit(): validation_split must be a number in [0, 1), got {validation_split!r}")
         verbose = 1 if verbose == "auto" else int(verbose)
-        xs, ys = self._inputs_list(x), self._targets_list(y)
+        xs, ys = self._inputs_list(x, "x", w), self._targets_list(y, "y", w)
         if ys is None:
-            raise ValueError("fit() needs targets y")
-        n = self._check_data(xs, ys, sample_weight)
+            raise ValueError("fit(): needs targets y")
+        n = self._check_data(xs, ys, sample_weight, w)
+        self._check_input_shapes(xs, "x", w)
         self._check_targets(ys)
+        if class_weight is not None:
+            _check_class_weight(class_weight, w)
+            if sample_weight is not None and class_weight:
+                raise ValueError("fit(): class_weight and sample_weight cannot both be given (as in Keras); "
+                                 "fold the class weights into sample_weight")
+        if check_numerics:
+            for a in xs:
+                _check_finite(a, "x", w)
+            for a in ys:
+                _check_finite(a, "y", w)
+            if sample_weight is not None:
+                _check_finite(sample_weight, "sample_weight", w)
+        labels_ok = self._check_labels(ys, "y", w)
         sw = sample_weight
         if class_weight:
             sw = self._class_weights(ys, class_weight)
         val = None
         if validation_data is not None:
+            if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
+                raise ValueError("fit(): validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight), "
+                                 f"got {_short(validation_data)}")
             vd = list(validation_data)
-            if len(vd) not in (2, 3):
-                raise ValueError("validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight)")
-            vx, vy = self._inputs_list(vd[0], "x_val"), self._targets_list(vd[1])
-            self._check_data(vx, vy)
-            val = (vx, vy, vd[2] if len(vd) == 3 else None)
+            vx, vy = self._inputs_list(vd[0], "validation_data x", w), self._targets_list(vd[1], "validation_data y", w)
+            vsw = vd[2] if len(vd) == 3 else None
+            self._check_data(vx, vy, vsw, w, "validation_data x")
+            self._check_input_shapes(vx, "validation_data x", w, like=xs)
+            self._check_targets(vy, "fit(): validation_data y")
+            if check_numerics:
+                for a in vx:
+                    _check_finite(a, "validation_data x", w)
+                for a in vy:
+                    _check_finite(a, "validation_data y", w)
+            labels_ok = self._check_labels(vy, "validation_data y", w) and labels_ok
+            val = (vx, vy, vsw)
         elif validation_split:
             split = int(n * (1 - validation_split))
             if split == 0 or split == n:
-                raise ValueError(f"validation_split={validation_split} leaves no samples on one side of {n}")
+                raise ValueError(f"fit(): validation_split={validation_split} leaves no samples on one side of {n}")
             cut = slice(split, n)
             val = ([a[cut] for a in xs], [a[cut] for a in ys], None if sw is None else sw[cut])
             xs, ys = [a[:split] for a in xs], [a[:split] for a in ys]
@@ -386,26 +646,40 @@ class Trainer:
             n = split
         steps = math.ceil(n / batch_size)
         if steps_per_epoch is not None:
-            steps = min(steps, int(steps_per_epoch))
+            steps = min(steps, steps_per_epoch)
         if isinstance(callbacks, dict):  # TF.js style: {"onEpochEnd": fn, ...}
             callbacks = [cb_mod.LambdaCallback(**callbacks)]
         history = cb_mod.History()
         cbs = _Callbacks(list(callbacks or []) + [history], self,
                          {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
                           "samples": n})
+        # Everything checked: from here on the model changes.
         self.stop_training = False
         self.history = history
+        with contextlib.ExitStack() as trust:
+            if labels_ok:
+                trust.enter_context(_trusting_labels(True))
+            self._fit_loop(xs, ys, sw, val, n, batch_size, epochs, initial_epoch, steps, shuffle, verbose,
+                           cbs, validation_freq, validation_batch_size, None if labels_ok else trust)
+        return history
+
+    def _fit_loop(self, xs, ys, sw, val, n, batch_size, epochs, initial_epoch, steps, shuffle, verbose, cbs,
+                  validation_freq, validation_batch_size, trust):
         cbs("on_train_begin", {})
         epoch_logs = {}
+        nan_reported = False
         try:
             for epoch in range(initial_epoch, epochs):
                 if self.stop_training:
                     break
                 self._reset_metrics()
+                if self._finite_steps is not None:
+                    self._finite_steps.data[...] = 0
                 cbs("on_epoch_begin", epoch, {})
                 if verbose:
                     print(f"Epoch {epoch + 1}/{epochs}")
                 bar = Progbar(steps, verbose=verbose)
+                step = 0
                 for step, idx in enumerate(self._batches(n, batch_size, shuffle)):
                     if step >= steps:
                         break
@@ -413,11 +687,28 @@ class Trainer:
                     xb, yb = self._slice(xs, idx), self._slice(ys, idx)
                     swb = None if sw is None else self._slice([sw], idx)[0]
                     self._train_batch(xb, yb, swb)
+                    if trust is not None:
+                        # A model built by its first step: its classes are known now, so
+                        # the labels are checked once and the per-step checks stop (a
+                        # step recorded as a CUDA graph cannot read labels back).
+                        if self._check_labels(ys, "y", "fit") and (
+                                val is None or self._check_labels(val[1], "validation_data y", "fit")):
+                            trust.enter_context(_trusting_labels(True))
+                        trust = None
                     cbs("on_train_batch_end", step, self._lazy_logs())
                     bar.update(step + 1, lambda: list(self._read_metrics().items()))
                     if self.stop_training:
                         break
                 epoch_logs = self._read_metrics()
+                loss = epoch_logs.get("loss")
+                if not nan_reported and loss is not None and not math.isfinite(loss):
+                    nan_reported = True
+                    at = int(self._finite_steps.item()) + 1 if self._finite_steps is not None else None
+                    where = f"step {at}/{steps}" if at is not None else "a step"
+                    warnings.warn(
+                        f"fit(): the loss became {loss} at epoch {epoch + 1}/{epochs}, {where}; the weights are "
+                        f"likely not finite from there on (try a lower learning rate, clipnorm=..., or "
+                        f"callbacks.TerminateOnNaN() to stop at once)", RuntimeWarning, stacklevel=3)
                 if val is not None and (epoch + 1) % validation_freq == 0:
                     vlogs = self._evaluate_arrays(*val, validation_batch_size or batch_size, cbs)
                     epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
@@ -425,11 +716,10 @@ class Trainer:
                 cbs("on_epoch_end", epoch, epoch_logs)
         finally:
             cbs("on_train_end", epoch_logs)
-        return history
 
     # ------------------------------------------------------------- evaluate
     def _evaluate_arrays(self, xs, ys, sw, batch_size, cbs=None, verbose=0):
-        n = self._check_data(xs, ys, sw)
+        n = self._check_data(xs, ys, sw, "evaluate")
         self._reset_metrics()
         if cbs:
             cbs("on_test_begin", {})
@@ -450,17 +740,31 @@ class Trainer:
             cbs("on_test_end", logs)
         return logs
 
+    @_serialised
     def evaluate(self, x=None, y=None, batch_size=None, verbose=0, sample_weight=None,
-                 callbacks=None, return_dict=False):
-        """Loss and metrics on (x, y): a float, a list [loss, metric...], or a dict."""
+                 callbacks=None, return_dict=False, check_numerics=True):
+        """Loss and metrics on (x, y): a float, a list [loss, metric...], or a dict.
+
+        Calls from several threads take turns (each gets its own results).
+        check_numerics: refuse NaN / Inf in x, y and sample_weight.
+        """
         self._require_compiled()
-        xs, ys = self._inputs_list(x), self._targets_list(y)
+        w = "evaluate"
+        batch_size = 32 if batch_size is None else _int_arg(w, "batch_size", batch_size, 1)
+        xs, ys = self._inputs_list(x, "x", w), self._targets_list(y, "y", w)
         if ys is None:
-            raise ValueError("evaluate() needs targets y")
-        self._check_data(xs, ys, sample_weight)
+            raise ValueError("evaluate(): needs targets y")
+        self._check_data(xs, ys, sample_weight, w)
+        self._check_input_shapes(xs, "x", w)
         self._check_targets(ys)
+        if check_numerics:
+            for what, arrays in (("x", xs), ("y", ys), ("sample_weight", [] if sample_weight is None else [sample_weight])):
+                for a in arrays:
+                    _check_finite(a, what, w)
+        labels_ok = self._check_labels(ys, "y", w)
         cbs = _Callbacks(callbacks, self, {"verbose": verbose}) if callbacks else None
-        logs = self._evaluate_arrays(xs, ys, sample_weight, int(batch_size or 32), cbs, verbose)
+        with _trusting_labels(labels_ok):
+            logs = self._evaluate_arrays(xs, ys, sample_weight, batch_size, cbs, verbose)
         if return_dict:
             return logs
         vals = list(logs.values())
@@ -471,12 +775,15 @@ class Trainer:
         """Outputs for ``x`` as a Tensor (a list of Tensors for several outputs).
 
         The values stay on the device; call ``.data_sync()`` for NumPy.
+        Safe to call from several threads at once.
         """
         from .. import ops
 
-        xs = self._inputs_list(x)
-        n = self._check_data(xs, None)
-        batch_size = int(batch_size or 32)
+        w = "predict"
+        batch_size = 32 if batch_size is None else _int_arg(w, "batch_size", batch_size, 1)
+        xs = self._inputs_list(x, "x", w)
+        n = self._check_data(xs, None, None, w)
+        self._check_input_shapes(xs, "x", w)
         cbs = _Callbacks(callbacks, self, {"verbose": verbose}) if callbacks else None
         if cbs:
             cbs("on_predict_begin", {})
@@ -496,39 +803,49 @@ class Trainer:
         bar.update(steps, final=True)
         if cbs:
             cbs("on_predict_end", {})
-        if parts is None:
-            raise ValueError("predict() got no samples")
         res = [p[0] if len(p) == 1 else ops.concat(p, axis=0) for p in parts]
         return res[0] if len(res) == 1 else res
 
     # ---------------------------------------------------- single-batch API
+    @_serialised
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
         """One optimizer step on one batch; returns the loss (and metrics) for that batch."""
         self._require_compiled()
-        xs, ys = self._inputs_list(x), self._targets_list(y)
-        self._check_data(xs, ys, sample_weight)
+        w = "train_on_batch"
+        xs, ys = self._inputs_list(x, "x", w), self._targets_list(y, "y", w)
+        self._check_data(xs, ys, sample_weight, w)
+        self._check_input_shapes(xs, "x", w)
         self._check_targets(ys)
+        if class_weight is not None:
+            _check_class_weight(class_weight, w)
+        labels_ok = self._check_labels(ys, "y", w)
         sw = self._class_weights(ys, class_weight) if class_weight else sample_weight
         B = backends.current()
         idx = slice(0, _length(xs[0]))
         self._reset_metrics()
-        self._train_batch([_take(a, idx, B) for a in xs], [_take(a, idx, B) for a in ys],
-                          None if sw is None else _take(sw, idx, B))
+        with _trusting_labels(labels_ok):
+            self._train_batch([_take(a, idx, B) for a in xs], [_take(a, idx, B) for a in ys],
+                              None if sw is None else _take(sw, idx, B))
         return self._single_result(return_dict)
 
+    @_serialised
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         self._require_compiled()
-        xs, ys = self._inputs_list(x), self._targets_list(y)
-        self._check_data(xs, ys, sample_weight)
+        w = "test_on_batch"
+        xs, ys = self._inputs_list(x, "x", w), self._targets_list(y, "y", w)
+        self._check_data(xs, ys, sample_weight, w)
+        self._check_input_shapes(xs, "x", w)
+        labels_ok = self._check_labels(ys, "y", w)
         B = backends.current()
         idx = slice(0, _length(xs[0]))
         self._reset_metrics()
-        self._test_batch([_take(a, idx, B) for a in xs], [_take(a, idx, B) for a in ys],
-                         None if sample_weight is None else _take(sample_weight, idx, B))
+        with _trusting_labels(labels_ok):
+            self._test_batch([_take(a, idx, B) for a in xs], [_take(a, idx, B) for a in ys],
+                             None if sample_weight is None else _take(sample_weight, idx, B))
         return self._single_result(return_dict)
 
     def predict_on_batch(self, x):
-        xs = self._inputs_list(x)
+        xs = self._inputs_list(x, "x", "predict_on_batch")
         with no_grad():
             xs = [a if isinstance(a, Tensor) else tensor(a) for a in xs]
             return self(xs if len(xs) > 1 else xs[0], training=False)
@@ -553,6 +870,29 @@ class Trainer:
     def load_weights(self, filepath):
         from ..io import native
         native.load_weights(self, filepath)
+
+
+def _trusting_labels(on):
+    """``losses.labels_checked()`` when ``on`` (all labels were checked beforehand), else nothing."""
+    from .. import losses as losses_mod
+    return losses_mod.labels_checked() if on else contextlib.nullcontext()
+
+
+def _per_output_metrics(spec, names, what):
+    """compile()'s ``metrics`` / ``weighted_metrics``: one list of identifiers per output."""
+    n = len(names)
+    if spec is None:
+        return [[] for _ in range(n)]
+    if isinstance(spec, dict):
+        bad = set(spec) - set(names)
+        if bad:
+            raise ValueError(f"compile(): {what} for unknown output(s) {sorted(bad)}; outputs are {names}")
+        return [_as_list(spec.get(nm)) or [] for nm in names]
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(m, (list, tuple)) for m in spec):
+        if len(spec) != n:
+            raise ValueError(f"compile(): {len(spec)} {what} lists for {n} outputs")
+        return [list(m) for m in spec]
+    return [list(_as_list(spec)) for _ in range(n)]
 
 
 def _apply_loss(fn, y_true, y_pred, sample_weight):
