@@ -580,7 +580,37 @@ class NumpyBackend(Backend):
             # A strided convolution's input gradient is the stride-1 one of dy spread out with
             # zeros (Conv2DTranspose's forward): more multiplies, but on the C kernel.
             ways["c-spread"] = lambda: self._grad_input_full(dy, k, x_shape, (sh, sw), (dh, dw), ph, pw, lib)
+            if (dh, dw) == (1, 1):
+                ways["c-phase"] = lambda: self._grad_input_phases(lib, dy, k, x_shape, (sh, sw), ph[0], pw[0])
         return self._tuned("conv2d_grad_input", (dy.shape, k.shape, x_shape, strides, padding, dilation), ways)
+
+    def _grad_input_phases(self, lib, dy, k, x_shape, strides, pt, pl):
+        """A strided, undilated convolution's input gradient as sh*sw stride-1 convolutions on the
+        C kernel, one per output phase: padded rows u = r + sh*m take only the taps r, r + sh,
+        ..., so each phase is dy correlated with that sub-kernel, flipped, channels swapped. No
+        multiply by an inserted zero (the spread way does sh*sw times the work)."""
+        n, h, w, c = x_shape
+        kh, kw, _, o = k.shape
+        sh, sw = strides
+        dx = np.empty(x_shape, np.float32)
+        for r in range(sh):
+            for q in range(sw):
+                # Padded rows r, r + sh, ... that are rows of x (from pt on).
+                m0, m1 = -(-max(pt - r, 0) // sh), -(-(pt + h - r) // sh)
+                n0, n1 = -(-max(pl - q, 0) // sw), -(-(pl + w - q) // sw)
+                if m1 <= m0 or n1 <= n0:
+                    continue
+                rows = dx[:, r + sh * m0 - pt::sh, q + sw * n0 - pl::sw]
+                sub = k[r::sh, q::sw]
+                if sub.size == 0:  # a kernel smaller than the stride reaches no row of this phase
+                    rows[...] = 0
+                    continue
+                t, u = sub.shape[:2]
+                sub = np.ascontiguousarray(sub[::-1, ::-1].transpose(0, 1, 3, 2))
+                # Phase row m needs dy rows m - t + 1 .. m: the out-of-range ones read as zeros.
+                y = self._direct_conv(lib, dy, sub, None, (m1, n1), (1, 1), (1, 1), (t - 1, u - 1), False)
+                rows[...] = y[:, m0:m1, n0:n1]
+        return dx
 
     def _grad_input_full(self, dy, k, x_shape, strides, dilation, ph, pw, lib=None):
         """The input gradient as a full convolution of dy (spread out by the strides, with zeros
