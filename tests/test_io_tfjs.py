@@ -366,6 +366,81 @@ def test_save_creates_missing_parent_folders(tmp_path):
     assert load_tfjs(tmp_path / "web" / "models" / "m").count_params() == _dense_net().count_params()
 
 
+def _can_exchange(tmp_path):
+    from deepgpu.io import _atomic
+    a, b = tmp_path / "probe_a", tmp_path / "probe_b"
+    a.mkdir(), b.mkdir()
+    try:
+        return _atomic._exchange(str(a), str(b))
+    finally:
+        a.rmdir(), b.rmdir()
+
+
+def test_the_folder_is_old_or_new_at_every_instant(tmp_path, monkeypatch):
+    """No step of a save that replaces an export leaves the target missing (renameat2 exchange)."""
+    if not _can_exchange(tmp_path):
+        pytest.skip("this file system cannot exchange two folders; the fallback is tested below")
+    old, new = _dense_net(), _convnet()
+    target = tmp_path / "m"
+    save_tfjs(old, target)
+    seen = []
+    real_rename, real_replace = os.rename, os.replace
+
+    def watch(real):
+        def run(a, b, *args, **kw):
+            seen.append((os.fspath(a), os.path.isfile(target / "model.json")))
+            return real(a, b, *args, **kw)
+        return run
+
+    monkeypatch.setattr(os, "rename", watch(real_rename))
+    monkeypatch.setattr(os, "replace", watch(real_replace))
+    save_tfjs(new, target)
+    assert all(present for _, present in seen), seen
+    x = _x((2, 28, 28, 1))
+    np.testing.assert_array_equal(_predict(load_tfjs(target), x), _predict(new, x))
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def test_a_save_killed_between_two_renames_is_undone_by_the_next_load_or_save(tmp_path, monkeypatch):
+    """Where folders cannot be exchanged the old one is moved aside first; a process killed right
+    then leaves no model folder, and load_tfjs (or the next save) puts the old one back."""
+    from deepgpu.io import _atomic
+
+    old = _dense_net()
+    target = tmp_path / "m"
+    save_tfjs(old, target)
+    before = {p: (target / p).read_bytes() for p in os.listdir(target)}
+    # What the dead process left: the old export aside, the new one complete but not in place.
+    os.rename(target, tmp_path / ".deepgpu-m.0123abcd.old")
+    save_tfjs(_convnet(), tmp_path / "elsewhere")
+    os.rename(tmp_path / "elsewhere", tmp_path / ".deepgpu-m.0123abcd.tmp")
+    x = _x((5, 7))
+    np.testing.assert_array_equal(_predict(load_tfjs(target), x), _predict(old, x))
+    assert {p: (target / p).read_bytes() for p in os.listdir(target)} == before
+    # The next save removes the rest, and with the exchange unavailable still ends old-or-new.
+    monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)
+    save_tfjs(_convnet(), target)
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+    os.rename(target, tmp_path / ".deepgpu-m.4567cdef.old")
+    save_tfjs(old, target)  # the next save, too, recovers first and then replaces
+    np.testing.assert_array_equal(_predict(load_tfjs(target), x), _predict(old, x))
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def test_a_running_save_s_temporary_is_not_removed(tmp_path):
+    """Only temporaries no process holds (flock) are litter: a concurrent save's are left alone."""
+    from deepgpu.io import _atomic
+
+    target = str(tmp_path / "m")
+    tmp, fd = _atomic.create_temp(target, folder=True)
+    try:
+        save_tfjs(_dense_net(), target)
+        assert os.path.isdir(tmp)
+    finally:
+        _atomic.discard(tmp, fd)
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
 # -------------------------------------------------------------- bad folders
 @pytest.fixture
 def saved(tmp_path):

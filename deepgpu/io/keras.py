@@ -33,14 +33,14 @@ import zipfile
 
 import numpy as np
 
-from .native import ModelFileError, _atomic_zip
+from .native import JSON_LIMIT, ModelFileError, _atomic_zip, _one_line, fits, reading
 
 _CONFIG, _METADATA, _WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 _MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
 class KerasFileError(ModelFileError):
-    """A file that is not a readable Keras model (names the file and the problem)."""
+    """A file that is not a readable Keras model (names the file and the problem); a ModelFileError."""
 
 
 def _h5py():
@@ -279,11 +279,19 @@ def _own_weights(layer):
     return [] if isinstance(layer, Model) else layer.weights
 
 
-def _check_shapes(pairs, path):
-    for w, a, where in pairs:
-        if tuple(a.shape) != tuple(w.shape):
-            raise KerasFileError(f"{path!r}: weight {where} has shape {tuple(a.shape)}, but deepgpu's "
-                                 f"{w.name!r} has shape {tuple(w.shape)}")
+def _read_dataset(node, w, where, path):
+    """The array of the HDF5 dataset ``node`` for weight ``w``: its kind, shape and dtype are checked
+    before its data is read (a damaged header may claim any size)."""
+    h5py = _h5py()
+    if not isinstance(node, h5py.Dataset):
+        raise KerasFileError(f"{path!r}: {where} is not an HDF5 dataset")
+    if tuple(node.shape or ()) != tuple(w.shape):
+        raise KerasFileError(f"{path!r}: weight {where} has shape {tuple(node.shape or ())}, but deepgpu's "
+                             f"{w.name!r} has shape {tuple(w.shape)}")
+    if node.dtype.kind not in "biuf" or not fits(w, node.dtype):
+        raise KerasFileError(f"{path!r}: weight {where} is {node.dtype}, which cannot be loaded into "
+                             f"deepgpu's {w.dtype} {w.name!r}")
+    return np.asarray(node[()], dtype=w.dtype)
 
 
 def _read_keras3_weights(model, spec, h5bytes, path):
@@ -292,7 +300,7 @@ def _read_keras3_weights(model, spec, h5bytes, path):
     try:
         f = h5py.File(_io.BytesIO(h5bytes), "r")
     except OSError as e:
-        raise KerasFileError(f"{path!r}: {_WEIGHTS} is not a readable HDF5 file ({e})") from None
+        raise KerasFileError(f"{path!r}: {_WEIGHTS} is not a readable HDF5 file ({_one_line(e)})") from None
     with f:
         # tf.keras 2.13+ wrote the same layout under another top-level name.
         rename = "layers" not in f and "_layer_checkpoint_dependencies" in f
@@ -301,6 +309,8 @@ def _read_keras3_weights(model, spec, h5bytes, path):
             gpath = group_path.replace("layers", "_layer_checkpoint_dependencies") if rename else group_path
             vars_path = f"{gpath}/vars"
             stored = f[vars_path] if vars_path in f else None
+            if stored is not None and not isinstance(stored, h5py.Group):
+                raise KerasFileError(f"{path!r}: {vars_path!r} in {_WEIGHTS} is not a group")
             n = 0 if stored is None else len(stored)
             if n != len(weights):
                 raise KerasFileError(
@@ -310,9 +320,8 @@ def _read_keras3_weights(model, spec, h5bytes, path):
                 key = str(i)
                 if key not in stored:
                     raise KerasFileError(f"{path!r}: {_WEIGHTS} has no dataset {vars_path}/{key}")
-                pairs.append((w, np.asarray(stored[key]), f"{vars_path}/{key}"))
-    _check_shapes(pairs, path)
-    return [(w, a) for w, a, _ in pairs]
+                pairs.append((w, _read_dataset(stored[key], w, f"{vars_path}/{key}", path)))
+    return pairs
 
 
 def _decode(v):
@@ -323,15 +332,15 @@ def _read_legacy_weights(model, group, path):
     """Weights from tf.keras's ``model_weights`` group: per layer by order, in a nested model by name."""
     from ..models.model import Model
 
-    stored = {}
+    stored = {}  # layer name -> [(weight name, dataset)], read once checked against the model
     for lname in group.attrs.get("layer_names", []):
         lname = _decode(lname)
         try:
             g = group[lname]
-            stored[lname] = [(_decode(n), np.asarray(g[_decode(n)])) for n in g.attrs.get("weight_names", [])]
+            stored[lname] = [(_decode(n), g[_decode(n)]) for n in g.attrs.get("weight_names", [])]
         except (KeyError, OSError) as e:
             raise KerasFileError(f"{path!r}: the weights of layer {lname!r} are missing or damaged "
-                                 f"under model_weights ({e})") from None
+                                 f"under model_weights ({_one_line(e)})") from None
     pairs = []
     for layer in model.layers:
         weights = layer.weights
@@ -357,8 +366,7 @@ def _read_legacy_weights(model, group, path):
                 pairs.append((w, a, f"model_weights/{layer.name}/{n}"))
         else:
             pairs += [(w, a, f"model_weights/{layer.name}/{n}") for w, (n, a) in zip(weights, entries)]
-    _check_shapes(pairs, path)
-    return [(w, a) for w, a, _ in pairs]
+    return [(w, _read_dataset(a, w, where, path)) for w, a, where in pairs]
 
 
 def _json(data, what, path):
@@ -368,24 +376,39 @@ def _json(data, what, path):
         raise KerasFileError(f"{path!r}: {what} is not valid JSON ({e})") from None
 
 
-def _load_keras_zip(path, custom):
+def _member(z, name, limit, path):
+    info = z.getinfo(name)
+    if info.file_size > limit:
+        raise KerasFileError(f"{path!r}: member {name!r} unpacks to {info.file_size} bytes, more than the "
+                             f"{limit} it can need; the file is damaged")
+    return z.read(info)  # zipfile stops at the checked file_size
+
+
+def _load_keras_zip(path, custom, ctx):
     try:
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-            if "deepgpu.json" in names:
-                raise KerasFileError(f"{path!r} is a deepgpu file, not a Keras file: use deepgpu.models.load_model")
-            for member in (_CONFIG, _WEIGHTS):
-                if member not in names:
-                    extra = ""
-                    if member == _WEIGHTS and any(n.startswith("model.weights") for n in names):
-                        extra = " (weights in another store, e.g. .npz or sharded, are not supported)"
-                    raise KerasFileError(f"{path!r} is not a complete .keras file: member {member!r} is "
-                                         f"missing{extra}")
-            config, h5bytes = z.read(_CONFIG), z.read(_WEIGHTS)
+        z = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
         raise KerasFileError(f"{path!r} is not a readable .keras file: damaged zip archive ({e})") from None
-    spec = _json(config, _CONFIG, path)
-    model = _build(spec, custom, path)
+    with z:
+        names = set(z.namelist())
+        if "deepgpu.json" in names:
+            raise KerasFileError(f"{path!r} is a deepgpu file, not a Keras file: use deepgpu.models.load_model")
+        for member in (_CONFIG, _WEIGHTS):
+            if member not in names:
+                extra = ""
+                if member == _WEIGHTS and any(n.startswith("model.weights") for n in names):
+                    extra = " (weights in another store, e.g. .npz or sharded, are not supported)"
+                raise KerasFileError(f"{path!r} is not a complete .keras file: member {member!r} is "
+                                     f"missing{extra}")
+        ctx.what = f"member {_CONFIG!r}"
+        spec = _json(_member(z, _CONFIG, JSON_LIMIT, path), _CONFIG, path)
+        ctx.what = "the architecture"
+        model = _build(spec, custom, path)
+        # The weights, the optimizer's slots beside them (Keras keeps them in the same file: a few per
+        # weight) and HDF5's own structures, with room to spare.
+        limit = 4 * sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) + (16 << 20)
+        ctx.what = f"member {_WEIGHTS!r}"
+        h5bytes = _member(z, _WEIGHTS, limit, path)
     return model, _read_keras3_weights(model, spec, h5bytes, path)
 
 
@@ -394,7 +417,7 @@ def _load_legacy_h5(path, custom):
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise KerasFileError(f"{path!r} could not be read as an HDF5 file ({e})") from None
+        raise KerasFileError(f"{path!r} could not be read as an HDF5 file ({_one_line(e)})") from None
     with f:
         if "model_config" not in f.attrs:
             raise KerasFileError(f"{path!r} is an HDF5 file without a model_config attribute (a weights-only "
@@ -402,6 +425,8 @@ def _load_legacy_h5(path, custom):
         spec = _json(f.attrs["model_config"], "the model_config attribute", path)
         model = _build(spec, custom, path)
         group = f["model_weights"] if "model_weights" in f else f
+        if not isinstance(group, h5py.Group):
+            raise KerasFileError(f"{path!r}: model_weights is not an HDF5 group")
         return model, _read_legacy_weights(model, group, path)
 
 
@@ -409,9 +434,10 @@ def load_keras(path, custom_objects=None):
     """A deepgpu model from a Keras 3 ``.keras`` file or a legacy Keras ``.h5`` file.
 
     The kind is told from the content, not the name. Raises FileNotFoundError,
-    KerasFileError (not a Keras file, missing member, damaged, weights that do
-    not fit) or ValueError (a layer class or option deepgpu lacks; pass
-    custom classes in ``custom_objects``). The model is returned uncompiled.
+    or ModelFileError for anything wrong with the file (KerasFileError, its
+    subclass: not a Keras file, a missing member, damage, weights that do not
+    fit; a layer class or option deepgpu lacks: pass custom classes in
+    ``custom_objects``). The model is returned uncompiled.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -421,15 +447,17 @@ def load_keras(path, custom_objects=None):
                              f".h5 files")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if zipfile.is_zipfile(path) or head.startswith(b"PK"):
-        model, pairs = _load_keras_zip(path, custom_objects)
-    elif head == b"\x89HDF\r\n\x1a\n":
-        model, pairs = _load_legacy_h5(path, custom_objects)
-    else:
-        raise KerasFileError(f"{path!r} is neither a Keras .keras file (zip) nor a legacy Keras .h5 file "
-                             f"(HDF5)")
-    for w, a in pairs:
-        w.assign(a.astype(w.dtype, copy=False))
+    with reading(path) as ctx:
+        if zipfile.is_zipfile(path) or head.startswith(b"PK"):
+            model, pairs = _load_keras_zip(path, custom_objects, ctx)
+        elif head == b"\x89HDF\r\n\x1a\n":
+            ctx.what = "the HDF5 file"
+            model, pairs = _load_legacy_h5(path, custom_objects)
+        else:
+            raise KerasFileError(f"{path!r} is neither a Keras .keras file (zip) nor a legacy Keras .h5 file "
+                                 f"(HDF5)")
+        for w, a in pairs:
+            w.assign(a)
     return model
 
 

@@ -22,14 +22,14 @@ weight names ``<model>/<layer>/<weight>``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import shutil
-import tempfile
 
 import numpy as np
 
-from .native import ModelFileError
+from . import _atomic
+from .native import JSON_LIMIT, ModelFileError, reading, real_dtype, shape_of
 
 SHARD_BYTES = 4 * 1024 * 1024
 # The tf.keras release whose config dialect the topology follows; readers look
@@ -190,10 +190,14 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
 
     Weights are stored as float32 little-endian, cut into shards of at most
     ``shard_bytes`` (4 MiB, as tensorflowjs_converter). The folder is written
-    beside the target and renamed into place, so a crash leaves either the
-    old folder or the new one. An existing ``directory`` is replaced only if
+    beside the target (``.deepgpu-<name>.<hex>.tmp``) and moved into place, so a
+    crash leaves either the old folder or the new one. An existing ``directory`` is replaced only if
     it is empty or holds nothing but a previous TF.js export (FileExistsError
-    otherwise, and for a file); missing parent folders are created. Raises
+    otherwise, and for a file); missing parent folders are created. On Linux
+    the two folders are exchanged in one step, so ``directory`` is the old or
+    the new export at every instant; elsewhere a crash between two renames
+    leaves the old folder aside, and the next save or ``load_tfjs`` puts it
+    back. Each save removes what interrupted ones left. Raises
     ValueError for an unbuilt model, or for a layer, activation or option
     that TF.js lacks or computes differently (naming the layer), and
     NotImplementedError for a subclassed model (no config).
@@ -222,41 +226,29 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
     doc = _model_json(model, [{"paths": names, "weights": entries}])
     text = json.dumps(doc).encode("utf-8")
 
-    base = os.path.basename(target) or "model"
     os.makedirs(parent, exist_ok=True)  # as tfjs-node's file:// saver and the converter do
-    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-    old = None
+    _atomic.clean(target)  # what interrupted saves of this target left
+    tmp, fd = _atomic.create_temp(target, folder=True)
     try:
         for i, name in enumerate(names):
             _write_file(os.path.join(tmp, name), data[i * shard_bytes:(i + 1) * shard_bytes])
         _write_file(os.path.join(tmp, "model.json"), text)
-        # mkdtemp makes the folder 0700; give it the mode a plain mkdir would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if os.path.exists(target):
-            # A folder cannot be renamed over a non-empty one: move the old one
-            # aside first, and back if the new one cannot take its place.
-            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            if old is not None:
-                os.rename(old, target)
-                old = None
-            raise
+        _atomic.replace_folder(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _atomic.discard(tmp, None)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------ reading
 def _read_model_json(directory):
     path = os.fspath(directory)
+    if not os.path.exists(path):
+        # A save that died between its two renames (where folders cannot be exchanged) left the
+        # old folder aside: put it back.
+        is_json = os.path.basename(path).endswith(".json")
+        _atomic.recover(os.path.abspath(os.path.dirname(path) if is_json else path))
     if os.path.isfile(path) and os.path.basename(path).endswith(".json"):
         folder, json_path = os.path.dirname(os.path.abspath(path)), path
     else:
@@ -268,6 +260,9 @@ def _read_model_json(directory):
         folder, json_path = path, os.path.join(path, "model.json")
         if not os.path.isfile(json_path):
             raise ModelFileError(f"{path!r} is not a TF.js model folder: it has no model.json")
+    if os.path.getsize(json_path) > JSON_LIMIT:
+        raise ModelFileError(f"{json_path!r} is {os.path.getsize(json_path)} bytes, more than a model.json can "
+                             f"need ({JSON_LIMIT}); it is not a TF.js model.json")
     try:
         with open(json_path, "rb") as f:
             doc = json.loads(f.read().decode("utf-8"))
@@ -332,33 +327,35 @@ def _from_tfjs_dialect(node, keras3, json_path):
 
 
 def _entry_layout(entry, where):
-    """(stored numpy dtype, element count, target dtype, dequantization or None) of a manifest entry."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
-            or not isinstance(entry.get("shape"), list):
-        raise ModelFileError(f"{where}: a weight entry must be {{name, shape, dtype}}, got {entry!r}")
+    """(stored numpy dtype, shape, target dtype, dequantization or None) of a manifest entry, checked."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise ModelFileError(f"{where}: a weight entry must be {{name, shape, dtype}}, got {entry!r:.200}")
+    where = f"{where} weight {entry['name']!r}"
+    shape = shape_of(entry.get("shape"), where)
     dtype = entry.get("dtype", "float32")
     if dtype not in ("float32", "int32", "bool"):
-        raise ModelFileError(f"{where}: weight {entry['name']!r} has dtype {dtype!r}; only float32, int32 "
-                             f"and bool are supported")
-    count = int(np.prod(entry["shape"], dtype=np.int64))
+        raise ModelFileError(f"{where} has dtype {dtype!r}; only float32, int32 and bool are supported")
     q = entry.get("quantization")
     if q is None:
-        return _DTYPES[dtype], count, dtype, None
-    qd = q.get("dtype")
+        return _DTYPES[dtype], shape, dtype, None
+    qd = q.get("dtype") if isinstance(q, dict) else None
     if qd not in ("uint8", "uint16", "float16"):
-        raise ModelFileError(f"{where}: weight {entry['name']!r} is quantized as {qd!r}; only uint8, uint16 "
-                             f"and float16 are supported")
-    return _DTYPES[qd], count, dtype, q
+        raise ModelFileError(f"{where} is quantized as {qd!r}; only uint8, uint16 and float16 are supported")
+    if qd != "float16" and not all(isinstance(q.get(k), (int, float)) and not isinstance(q.get(k), bool)
+                                   for k in ("scale", "min")):
+        raise ModelFileError(f"{where}: its quantization needs numbers scale and min, got {q!r:.200}")
+    return _DTYPES[qd], shape, dtype, q
 
 
 def _read_weights(folder, json_path, manifest):
-    """{manifest name: numpy array} for every weight in every group, shards checked."""
+    """{manifest name: numpy array} for every weight in every group; shard sizes are checked against
+    the manifest before any is read."""
     out = {}
     for gi, group in enumerate(manifest, start=1):
         where = f"{json_path!r} weight group {gi}"
         layouts = [_entry_layout(e, where) for e in group["weights"]]
-        need = sum(np.dtype(st).itemsize * n for st, n, _, _ in layouts)
-        blobs = []
+        need = sum(np.dtype(st).itemsize * math.prod(shape) for st, shape, _, _ in layouts)
+        files = []
         for p in group["paths"]:
             if not isinstance(p, str):
                 raise ModelFileError(f"{where}: shard path {p!r} is not a string")
@@ -368,18 +365,24 @@ def _read_weights(folder, json_path, manifest):
                 raise ModelFileError(f"{where}: weight shard {p!r} lies outside the model's folder")
             if not os.path.isfile(file):
                 raise ModelFileError(f"{where}: weight shard {p!r} is missing (looked for {file!r})")
+            files.append(file)
+        sizes = [os.path.getsize(f) for f in files]
+        if sum(sizes) != need:
+            listed = ", ".join(f"{p} {n} B" for p, n in zip(group["paths"], sizes))
+            raise ModelFileError(f"{where}: the shards hold {sum(sizes)} bytes ({listed}) but the manifest's "
+                                 f"weights need {need}; a shard is truncated or from another model")
+        blobs = []
+        for file in files:
             with open(file, "rb") as f:
-                blobs.append(f.read())
+                blobs.append(f.read(need + 1))
         data = b"".join(blobs)
         if len(data) != need:
-            sizes = ", ".join(f"{p} {len(b)} B" for p, b in zip(group["paths"], blobs))
-            raise ModelFileError(f"{where}: the shards hold {len(data)} bytes ({sizes}) but the manifest's "
-                                 f"weights need {need}; a shard is truncated or from another model")
+            raise ModelFileError(f"{where}: the shards changed while being read")
         offset = 0
-        for entry, (stored, count, dtype, q) in zip(group["weights"], layouts):
-            nbytes = np.dtype(stored).itemsize * count
-            a = np.frombuffer(data, dtype=stored, count=count, offset=offset).reshape(entry["shape"])
-            offset += nbytes
+        for entry, (stored, shape, dtype, q) in zip(group["weights"], layouts):
+            count = math.prod(shape)
+            a = np.frombuffer(data, dtype=stored, count=count, offset=offset).reshape(shape)
+            offset += np.dtype(stored).itemsize * count
             if q is not None and q.get("dtype") != "float16":
                 # tensorflowjs_converter's affine quantization: value = q * scale + min.
                 a = a.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
@@ -439,29 +442,35 @@ def load_tfjs(directory, custom_objects=None):
     (from tf.keras 2 or Keras 3). Weights are matched by name and cast to the
     layers' dtype. Raises FileNotFoundError; ModelFileError (no model.json,
     invalid JSON, a graph model, a missing or wrongly sized shard, weights
-    that do not fit the architecture); ValueError for a layer class or option
-    deepgpu lacks (custom layers go in ``custom_objects``). Everything is
-    checked before the model is returned: nothing is half-loaded.
+    that do not fit the architecture, a layer class or option deepgpu lacks:
+    custom layers go in ``custom_objects``), and no other type for a bad
+    folder. Everything is checked before the model is returned.
     """
     from ..models.serialization import model_from_config
     from .keras import _from_keras
 
-    folder, json_path, doc = _read_model_json(directory)
-    spec, manifest = _topology(doc, json_path)
-    stored = _read_weights(folder, json_path, manifest)
-    if spec["class_name"] not in ("Sequential", "Model", "Functional"):
-        raise ModelFileError(f"{json_path!r}: the topology is a {spec['class_name']!r}, not a Sequential or "
-                             f"functional model")
-    try:
-        converted = _from_keras(spec, custom_objects)
-    except (KeyError, IndexError, TypeError) as e:
-        raise ModelFileError(f"{json_path!r}: the model config is malformed ({type(e).__name__}: {e})") from None
-    except ValueError as e:
-        raise ValueError(f"cannot load the TF.js model {json_path!r}: {e}") from None
-    try:
-        model = model_from_config(converted, custom_objects)
-    except ValueError as e:
-        raise ValueError(f"cannot load the TF.js model {json_path!r}: {e}") from None
-    for w, a in _match(model, stored, json_path):
-        w.assign(a.astype(w.dtype, copy=False))
+    with reading(directory) as ctx:
+        ctx.what = "model.json"
+        folder, json_path, doc = _read_model_json(directory)
+        ctx.what = "the topology"
+        spec, manifest = _topology(doc, json_path)
+        ctx.what = "the weight shards"
+        stored = _read_weights(folder, json_path, manifest)
+        if spec["class_name"] not in ("Sequential", "Model", "Functional"):
+            raise ModelFileError(f"{json_path!r}: the topology is a {spec['class_name']!r}, not a Sequential or "
+                                 f"functional model")
+        ctx.what = "the model config"
+        try:
+            converted = _from_keras(spec, custom_objects)
+        except (KeyError, IndexError, TypeError) as e:
+            raise ModelFileError(f"{json_path!r}: the model config is malformed ({type(e).__name__}: {e})") from None
+        except ValueError as e:
+            raise ModelFileError(f"cannot load the TF.js model {json_path!r}: {e}") from None
+        try:
+            model = model_from_config(converted, custom_objects)
+        except ValueError as e:
+            raise ModelFileError(f"cannot load the TF.js model {json_path!r}: {e}") from None
+        pairs = [(w, a.astype(w.dtype, copy=False)) for w, a in _match(model, stored, json_path)]
+        for w, a in pairs:
+            w.assign(a)
     return model
