@@ -57,7 +57,9 @@ class GraphTrainer:
         if not getattr(B, "supports_graphs", False):
             return False
         vars_ = self.model._vars_to_train()
-        key = (_signature(list(xb) + list(yb) + [swb]), tuple(id(v) for v in vars_))
+        # fit records a step that also counts finite losses; train_on_batch one that does not.
+        key = (_signature(list(xb) + list(yb) + [swb]), tuple(id(v) for v in vars_),
+               bool(getattr(self.model, "_count_finite", False)))
         step = self.steps.get(key)
         if step is None:
             if key in self.failed or len(self.steps) >= MAX_GRAPHS:

@@ -181,6 +181,7 @@ class Trainer:
         self._metrics = []
         self._weighted_metrics = []
         self._finite_steps = None  # see _count_finite_step
+        self._count_finite = False  # on during fit only: train_on_batch adds no device work
 
     # -------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
@@ -417,8 +418,9 @@ class Trainer:
                 continue
             ignore = getattr(fn, "ignore_class", None) if sparse_loss else None
             who = f"{where}(): {what}" + (f" (output {names[i]!r})" if len(names) > 1 else "")
-            losses_mod.check_labels(yt if isinstance(yt, Tensor) else tensor(yt, backend="cpu"),
-                                    classes, ignore, who)
+            # On the host: a device array is copied once, and no kernel is launched.
+            host = yt.data_sync() if isinstance(yt, Tensor) else yt
+            losses_mod.check_labels(tensor(host, backend="cpu"), classes, ignore, who)
         return all_checked
 
     def _check_targets(self, ys, what=None):
@@ -533,7 +535,8 @@ class Trainer:
             with no_grad():
                 self._update_metrics(yb, [Tensor(o.data, B) for o in outs], swb,
                                      Tensor(total.data, B), per_out)
-                self._count_finite_step()
+                if self._count_finite:
+                    self._count_finite_step()
         return gs, finish
 
     def _test_batch(self, xb, yb, swb):
@@ -668,6 +671,7 @@ class Trainer:
         cbs("on_train_begin", {})
         epoch_logs = {}
         nan_reported = False
+        self._count_finite = True
         try:
             for epoch in range(initial_epoch, epochs):
                 if self.stop_training:
@@ -715,6 +719,7 @@ class Trainer:
                 bar.update(step + 1, lambda: list(epoch_logs.items()), final=True)
                 cbs("on_epoch_end", epoch, epoch_logs)
         finally:
+            self._count_finite = False
             cbs("on_train_end", epoch_logs)
 
     # ------------------------------------------------------------- evaluate
