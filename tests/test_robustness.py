@@ -292,6 +292,8 @@ BAD_FIT = [
     ({"batch_size": -4}, "batch_size", "-4"),
     ({"steps_per_epoch": 0}, "steps_per_epoch", "0"),
     ({"validation_freq": 0}, "validation_freq", "0"),
+    ({"verbose": "yes"}, "verbose", "'yes'"),
+    ({"validation_split": 1.5}, "validation_split", "1.5"),
     ({"class_weight": {"0": 1.0, "1": 2.0}}, "class_weight", "'0'"),
     ({"validation_data": (np.ones((5, 7), np.float32), np.zeros(5, np.int32))}, "validation_data", "(5, 7)"),
     ({"validation_data": (np.ones((5, 4), np.float32), np.zeros((5, 2, 2), np.int32))}, "validation_data y",
@@ -305,7 +307,7 @@ def test_fit_checks_every_argument_before_the_first_update(kw, name, value):
     m = dense_model()
     before = weights_of(m)
     with pytest.raises(ValueError) as e:
-        m.fit(x, y, verbose=0, **kw)
+        m.fit(x, y, **{"verbose": 0, **kw})
     assert name in str(e.value) and value in str(e.value), str(e.value)
     assert same_weights(before, weights_of(m))
     assert m.optimizer.iterations == 0 and m.history is None

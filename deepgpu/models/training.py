@@ -597,6 +597,8 @@ class Trainer:
         if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
                 or not 0 <= validation_split < 1:
             raise ValueError(f"fit(): validation_split must be a number in [0, 1), got {validation_split!r}")
+        if verbose not in ("auto", 0, 1, 2):
+            raise ValueError(f"fit(): verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
         verbose = 1 if verbose == "auto" else int(verbose)
         xs, ys = self._inputs_list(x, "x", w), self._targets_list(y, "y", w)
         if ys is None:
