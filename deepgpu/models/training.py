@@ -628,7 +628,8 @@ class Trainer:
                 raise ValueError("fit(): validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight), "
                                  f"got {_short(validation_data)}")
             vd = list(validation_data)
-            vx, vy = self._inputs_list(vd[0], "validation_data x", w), self._targets_list(vd[1], "validation_data y", w)
+            vx = self._inputs_list(vd[0], "validation_data x", w)
+            vy = self._targets_list(vd[1], "validation_data y", w)
             vsw = vd[2] if len(vd) == 3 else None
             self._check_data(vx, vy, vsw, w, "validation_data x")
             self._check_input_shapes(vx, "validation_data x", w, like=xs)
@@ -638,6 +639,8 @@ class Trainer:
                     _check_finite(a, "validation_data x", w)
                 for a in vy:
                     _check_finite(a, "validation_data y", w)
+                if vsw is not None:
+                    _check_finite(vsw, "validation_data sample_weight", w)
             labels_ok = self._check_labels(vy, "validation_data y", w) and labels_ok
             val = (vx, vy, vsw)
         elif validation_split:
@@ -765,7 +768,8 @@ class Trainer:
         self._check_input_shapes(xs, "x", w)
         self._check_targets(ys)
         if check_numerics:
-            for what, arrays in (("x", xs), ("y", ys), ("sample_weight", [] if sample_weight is None else [sample_weight])):
+            sws = [] if sample_weight is None else [sample_weight]
+            for what, arrays in (("x", xs), ("y", ys), ("sample_weight", sws)):
                 for a in arrays:
                     _check_finite(a, what, w)
         labels_ok = self._check_labels(ys, "y", w)
