@@ -97,6 +97,8 @@ def _check_finite(a, what, where):
     host read per chunk for a Tensor)."""
     if isinstance(a, Tensor):
         B, data = a._backend, a.data
+    elif hasattr(a, "__cuda_array_interface__"):  # a CuPy array given as is
+        B, data = backends.current(), a
     elif hasattr(a, "dtype") and hasattr(a, "shape"):
         B, data = backends.get("cpu"), a
     else:
@@ -419,7 +421,12 @@ class Trainer:
             ignore = getattr(fn, "ignore_class", None) if sparse_loss else None
             who = f"{where}(): {what}" + (f" (output {names[i]!r})" if len(names) > 1 else "")
             # On the host: a device array is copied once, and no kernel is launched.
-            host = yt.data_sync() if isinstance(yt, Tensor) else yt
+            if isinstance(yt, Tensor):
+                host = yt.data_sync()
+            elif hasattr(yt, "__cuda_array_interface__"):
+                host = backends.current().to_numpy(yt)
+            else:
+                host = yt
             losses_mod.check_labels(tensor(host, backend="cpu"), classes, ignore, who)
         return all_checked
 
