@@ -36,7 +36,8 @@ def main(argv=None):
     from deepgpu import kernels as K
     from deepgpu.backends.cupy_backend import CupyBackend
     from deepgpu.tensor import Tensor
-    from test_kernels_cuda import Emulator, count_launches
+    from deepgpu.testing.emulation import Emulator
+    from test_kernels_cuda import count_launches
 
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     K._emulator = Emulator(tempfile.mkdtemp(prefix="dg-emu-"))

@@ -66,7 +66,10 @@ def build_parser():
     t.add_argument("--out", default="deepgpu-out", help="folder for the saved model and the history plot")
     t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
 
-    sub.add_parser("info", help="versions, backends, and the GPU if any")
+    i = sub.add_parser("info", help="versions, backends, and the GPU if any")
+    i.add_argument("--layers", action="store_true",
+                   help="the layer-coverage table instead: every TF.js Layers and Keras layer name, "
+                        "with deepgpu's class or 'missing'")
 
     b = sub.add_parser("bench", help="time training steps against PyTorch and Keras (see bench/)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
@@ -155,7 +158,41 @@ def cmd_train(args):
 _INFO_DECISIONS = 40  # the most path choices `deepgpu info` lists
 
 
+def layer_coverage():
+    """{"tfjs" | "keras": (version, [(name, deepgpu's object as text or None)])} from deepgpu/layer_names.json."""
+    import json
+    from importlib import resources
+
+    from . import layers
+
+    doc = json.loads(resources.files("deepgpu").joinpath("layer_names.json").read_text())
+
+    def ours(name):
+        obj = getattr(layers, name, None)
+        if obj is None or name.startswith("_"):
+            return None
+        what = f"deepgpu.layers.{getattr(obj, '__name__', name)}"
+        return what if getattr(obj, "__name__", name) == name else f"{what} (as {name})"
+
+    return {"tfjs": (doc["tfjs"]["version"], [(n, ours(n)) for n in doc["tfjs"]["classes"]]),
+            "keras": (doc["keras"]["version"], [(n, ours(n)) for n in doc["keras"]["names"]])}
+
+
+def print_layer_coverage():
+    table = layer_coverage()
+    for key, title, what in (("tfjs", "TF.js Layers", "layer classes"), ("keras", "Keras", "keras.layers names")):
+        version, rows = table[key]
+        have = sum(1 for _, o in rows if o)
+        print(f"{title} {version}: deepgpu has {have} of {len(rows)} {what} ({len(rows) - have} missing)")
+        width = max(len(n) for n, _ in rows) + 2
+        for name, obj in rows:
+            print(f"  {name:{width}s}{obj or 'missing'}")
+    return 0
+
+
 def cmd_info(args):
+    if getattr(args, "layers", False):
+        return print_layer_coverage()
     import platform
 
     import numpy

@@ -5,7 +5,7 @@ Every case runs in two modes through the same Python launchers:
 * ``cuda``: on the GPU via cupy.RawModule. Marked ``cuda``; skipped where no
   GPU is usable (tests/conftest.py).
 * ``emulated``: the same ``.cu`` sources compiled for the CPU with
-  ``g++ -fopenmp``: each CUDA thread of a block is an OpenMP thread,
+  ``g++ -fopenmp`` (deepgpu.testing.emulation): each CUDA thread of a block is an OpenMP thread,
   ``__syncthreads()`` an OpenMP barrier, ``__shared__`` a static array the
   block's threads share, blocks run one after another. Array arguments are
   copied into buffers with NaN margins that must come back untouched, and
@@ -26,18 +26,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
-import math
-import os
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 import deepgpu
 from deepgpu import backends, kernels as K
+from deepgpu.testing.emulation import emulation_status, emulator
+from deepgpu.testing.emulation import current_custom as _current_custom, custom_backend as _custom_backend
 
 RNG = np.random.default_rng(20240601)
 F32 = np.float32
@@ -48,164 +45,14 @@ def _cpu():
 
 
 # --------------------------------------------------------------- emulation
-_EMU_HEADER = r"""
-#include <math.h>
-#include <omp.h>
-struct dg_dim3 { unsigned int x, y, z; };
-static thread_local dg_dim3 emu_threadIdx, emu_blockIdx;
-static dg_dim3 emu_blockDim, emu_gridDim;
-#define threadIdx emu_threadIdx
-#define blockIdx emu_blockIdx
-#define blockDim emu_blockDim
-#define gridDim emu_gridDim
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
-#define __syncthreads() _Pragma("omp barrier")
-static inline float __int_as_float(int i)
-{ float f; __builtin_memcpy(&f, &i, sizeof f); return f; }
-static inline unsigned int __umulhi(unsigned int a, unsigned int b)
-{ return (unsigned int)(((unsigned long long)a * b) >> 32); }
-// CUDA's float4 for the kernels' 16-byte accesses. Only 4-byte aligned here,
-// so that any buffer works; the launchers enforce the GPU's 16-byte rule.
-struct float4 { float x, y, z, w; };
-static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-#define __align__(n) __attribute__((aligned(n)))
-#define __launch_bounds__(...)
-// Blocks run one after another here: fences and atomics need no hardware.
-#define __threadfence() __sync_synchronize()
-#define __ldcg(p) (*(p))
-static inline int atomicAdd(int* p, int v) { int old = *p; *p = old + v; return old; }
-#define EMU_RUN(CALL)                                                              \
-    emu_gridDim = {emu_gx, emu_gy, emu_gz};                                        \
-    emu_blockDim = {emu_bx, emu_by, emu_bz};                                       \
-    const int emu_nt = (int)(emu_bx * emu_by * emu_bz);                            \
-    for (unsigned int emu_z = 0; emu_z < emu_gz; ++emu_z)                          \
-    for (unsigned int emu_y = 0; emu_y < emu_gy; ++emu_y)                          \
-    for (unsigned int emu_x = 0; emu_x < emu_gx; ++emu_x) {                        \
-        int emu_bad = 0;                                                           \
-        _Pragma("omp parallel num_threads(emu_nt)")                                \
-        {                                                                          \
-            if (omp_get_num_threads() != emu_nt) { emu_bad = 1; } else {           \
-                const unsigned int t = (unsigned int)omp_get_thread_num();         \
-                emu_blockIdx = {emu_x, emu_y, emu_z};                              \
-                emu_threadIdx = {t % emu_bx, (t / emu_bx) % emu_by, t / (emu_bx * emu_by)}; \
-                CALL;                                                              \
-            }                                                                      \
-        }                                                                          \
-        if (emu_bad) return -1;                                                    \
-    }                                                                              \
-    return 0;
-"""
-
-_KERNEL_DEF = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
-_SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64, "float": np.float32}
-_CTYPES = {"int": ctypes.c_int32, "long long": ctypes.c_int64,
-           "unsigned long long": ctypes.c_uint64, "float": ctypes.c_float}
-_MARGIN = 257  # poisoned elements either side of every array argument
-# Pointer parameter type -> the NumPy dtype an argument must have, and its poison value.
-_POINTEES = {"float": np.dtype(np.float32), "unsigned long long": np.dtype(np.uint64), "int": np.dtype(np.int32)}
-_POISON = {np.dtype(np.float32): np.nan, np.dtype(np.uint64): np.uint64(0xDEADBEEFDEADBEEF),
-           np.dtype(np.int32): np.int32(-0x21524111)}
-
-
-def _poisoned(margin):
-    return bool(np.isnan(margin).all()) if margin.dtype.kind == "f" else bool((margin == _POISON[margin.dtype]).all())
-
-
-def _params(text):
-    out = []
-    for p in text.split(","):
-        p = " ".join(p.replace("*", " * ").split())
-        name = p.split()[-1]
-        ctype = p[: -len(name)].strip()
-        ptr = "*" in ctype
-        base = ctype.replace("const", "").replace("*", "").replace("__restrict__", "").strip()
-        out.append((name, ctype, ptr, " ".join(base.split())))
-    return out
-
-
-class Emulator:
-    """The kernel sources built for the CPU; ``emu(name, grid, block, args)`` runs one launch."""
-
-    def __init__(self, workdir):
-        self.sigs = {}
-        parts = [_EMU_HEADER]
-        for file in K.KERNELS:
-            src = K.source(file)
-            # Each file in its own namespace: the files share helper names, as separate modules do.
-            ns = "emu_" + file.replace(".", "_")
-            parts.append(f"namespace {ns} {{\n{src}\n}}\n")
-            for name, plist in _KERNEL_DEF.findall(src):
-                params = _params(plist)
-                self.sigs[name] = params
-                decl = ", ".join(f"{ct} {nm}" for nm, ct, _, _ in params)
-                call = ", ".join(nm for nm, _, _, _ in params)
-                parts.append(
-                    f'extern "C" int emu_{name}(unsigned int emu_gx, unsigned int emu_gy, unsigned int emu_gz, '
-                    f'unsigned int emu_bx, unsigned int emu_by, unsigned int emu_bz, {decl})\n'
-                    f'{{ EMU_RUN({ns}::{name}({call})) }}\n')
-        code = "\n".join(parts)
-        # extern "C" inside a namespace still defines a C symbol: rename the kernels themselves.
-        code = code.replace('extern "C" __global__', "__global__")
-        cpp = os.path.join(workdir, "kernels_emu.cpp")
-        lib = os.path.join(workdir, "kernels_emu.so")
-        with open(cpp, "w") as f:
-            f.write(code)
-        r = subprocess.run(["g++", "-std=c++17", "-O1", "-fopenmp", "-shared", "-fPIC", "-w",
-                            "-o", lib, cpp], capture_output=True, text=True)
-        if r.returncode:
-            raise RuntimeError(f"g++ failed on the emulated kernels:\n{r.stderr[-4000:]}")
-        self.lib = ctypes.CDLL(lib)
-
-    def __call__(self, name, grid, block, args):
-        params = self.sigs[name]
-        assert len(args) == len(params), f"{name}: {len(args)} arguments for {len(params)} parameters"
-        grid = tuple(grid) + (1,) * (3 - len(grid))
-        block = tuple(block) + (1,) * (3 - len(block))
-        assert all(int(g) >= 1 for g in grid), f"{name}: empty grid {grid}"
-        assert grid[1] <= 65535 and grid[2] <= 65535 and grid[0] <= 2**31 - 1, f"{name}: grid {grid}"
-        assert 1 <= int(np.prod(block)) <= 1024, f"{name}: block {block}"
-        cargs, guards = [], []
-        for a, (pname, ctype, ptr, base) in zip(args, params):
-            if ptr:
-                if a is None:
-                    cargs.append(ctypes.c_void_p(None))
-                    continue
-                assert isinstance(a, np.ndarray), f"{name}({pname}): expected an array, got {type(a)}"
-                want = _POINTEES[base]
-                assert a.dtype == want and a.flags.c_contiguous, f"{name}({pname}): {a.dtype}, needs {want}"
-                buf = np.full(a.size + 2 * _MARGIN, _POISON[want], want)
-                buf[_MARGIN:_MARGIN + a.size] = a.reshape(-1)
-                guards.append((pname, a, buf))
-                cargs.append(ctypes.c_void_p(buf.ctypes.data + buf.itemsize * _MARGIN))
-            else:
-                want = _SCALARS[base]
-                assert type(a) is want, f"{name}({pname}): {ctype} needs {want.__name__}, got {type(a).__name__}"
-                cargs.append(_CTYPES[base](a.item()))
-        fn = getattr(self.lib, "emu_" + name)
-        fn.restype = ctypes.c_int
-        rc = fn(*[ctypes.c_uint(int(v)) for v in grid + block], *cargs)
-        assert rc == 0, f"{name}: OpenMP did not give {int(np.prod(block))} threads"
-        for pname, a, buf in guards:
-            assert _poisoned(buf[:_MARGIN]) and _poisoned(buf[-_MARGIN:]), (
-                f"{name}: wrote outside the array argument {pname}")
-            a.reshape(-1)[...] = buf[_MARGIN:_MARGIN + a.size]
-
-
+# The emulation lives in deepgpu.testing.emulation (the layer harness uses it too);
+# it is built once per process and kept on disk, keyed by the kernel sources.
 @pytest.fixture(scope="session")
-def _emulator(tmp_path_factory):
-    if shutil.which("g++") is None:
-        pytest.skip("g++ is not on PATH: the CPU emulation of the kernels cannot be built")
-    # Many more OpenMP threads than cores wait at barriers: sleep there instead of spinning.
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    try:
-        return Emulator(str(tmp_path_factory.mktemp("kernels_emu")))
-    except RuntimeError as e:
-        if "omp.h" in str(e):
-            pytest.skip("g++ has no OpenMP here")
-        raise
+def _emulator():
+    ok, why = emulation_status()
+    if not ok:
+        pytest.skip(why)
+    return emulator()
 
 
 @pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
@@ -1043,40 +890,6 @@ def test_dropout(xp):
 
 
 # ------------------------------------------------ the backend, custom path
-@contextlib.contextmanager
-def _current_custom(xp):
-    """The custom-kernel CuPy backend as the current one (under the emulation, registered as "cuda")."""
-    B = _custom_backend(xp)
-    saved = backends._instances.get("cuda"), getattr(backends._state, "backend", None), B.kernels
-    try:
-        if xp is np:
-            B.to_numpy = lambda a: np.array(a, copy=True)
-            backends._instances["cuda"] = B
-        B.kernels = "custom"
-        backends._state.backend = B
-        yield B
-    finally:
-        B.kernels = saved[2]
-        if saved[0] is None:
-            backends._instances.pop("cuda", None)
-        else:
-            backends._instances["cuda"] = saved[0]
-        backends._state.backend = saved[1]
-
-
-def _custom_backend(xp):
-    """The CuPy backend with kernels="custom": the real one on a GPU, else its methods over NumPy."""
-    from deepgpu.backends.cupy_backend import CupyBackend
-    if xp is np:
-        b = CupyBackend.__new__(CupyBackend)
-        b.xp = np
-        b._device = lambda: None  # no CUDA device to ask
-        b._init_kernels("custom")
-        return b
-    b = backends.get("cuda")
-    return b
-
-
 def test_backend_custom_path_matches_cpu(xp):
     B = _custom_backend(xp)
     prev = B.kernels

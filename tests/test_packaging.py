@@ -24,7 +24,7 @@ ARRAY_LIBS = {"numpy", "cupy", "cupyx"}
 # path relative to ROOT -> None (the whole file or folder) or the set of
 # functions allowed to import numpy / cupy; each with its reason.
 ALLOWED_ARRAY_IMPORTS = {
-    "deepgpu/testing.py": None,          # compares results on the host, in NumPy
+    "deepgpu/testing": None,             # compares results on the host, in NumPy
     "deepgpu/tensor.py": {"to_string"},  # formats values for print(); after data_sync()
     "deepgpu/cli.py": {"cmd_info"},      # reports NumPy/CuPy versions and devices, no math
     "deepgpu/data": None,                # host I/O boundary: files to arrays

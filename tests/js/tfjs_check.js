@@ -16,7 +16,8 @@
 //       holding an input and TF.js's prediction for it.
 //
 // Arrays travel as JSON {"shape": [...], "data": [flat float32 values]}; a
-// model with several outputs gives a list of them.
+// model with several inputs takes a list of them, one with several outputs
+// gives a list.
 'use strict';
 
 const fs = require('fs');
@@ -53,7 +54,8 @@ function dirHandler(dir) {
 
 async function predict(modelDir, inputPath, outputPath) {
   const model = await tf.loadLayersModel(dirHandler(modelDir));
-  const x = fromJSONArray(JSON.parse(fs.readFileSync(inputPath, 'utf8')));
+  const doc = JSON.parse(fs.readFileSync(inputPath, 'utf8'));
+  const x = Array.isArray(doc) ? doc.map(fromJSONArray) : fromJSONArray(doc);  // a list: several inputs
   const y = model.predict(x);
   const out = Array.isArray(y) ? y.map(toJSONArray) : toJSONArray(y);
   fs.writeFileSync(outputPath, JSON.stringify(out));

@@ -1,0 +1,285 @@
+"""The CUDA backend's custom-kernel path on the CPU, without a GPU.
+
+Our ``.cu`` sources are compiled for the CPU with ``g++ -fopenmp``: each
+CUDA thread of a block is an OpenMP thread, ``__syncthreads()`` an OpenMP
+barrier, ``__shared__`` a static array the block's threads share, blocks
+run one after another. Array arguments are copied into buffers with
+poisoned margins that must come back untouched, and every scalar argument's
+NumPy type must match the C parameter's (CuPy would silently pass the wrong
+size). This checks index math, tiling, bounds, reductions and launch
+arguments; not the GPU's memory model, warps, speed or nvcc's code.
+
+* ``Emulator(workdir)``: the built library; ``emu(name, grid, block, args)``
+  runs one launch. ``emulator()`` builds it once per process, kept on disk
+  (keyed by the sources) beside the CPU kernel cache.
+* ``custom_backend(xp)``: the CuPy backend with ``kernels="custom"``; over
+  NumPy (``xp=numpy``) its methods run on the host through the emulation.
+* ``current_custom(xp)``: that backend as the current one, registered as "cuda".
+* ``emulated_cuda()``: ``current_custom(numpy)`` with the emulation hooked in.
+* ``emulation_status()``: ``(True, "")`` or ``(False, why)`` (no g++ / OpenMP).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import types
+
+import numpy as np
+
+from .. import backends
+from .. import kernels as K
+
+_EMU_HEADER = r"""
+#include <math.h>
+#include <omp.h>
+struct dg_dim3 { unsigned int x, y, z; };
+static thread_local dg_dim3 emu_threadIdx, emu_blockIdx;
+static dg_dim3 emu_blockDim, emu_gridDim;
+#define threadIdx emu_threadIdx
+#define blockIdx emu_blockIdx
+#define blockDim emu_blockDim
+#define gridDim emu_gridDim
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define __syncthreads() _Pragma("omp barrier")
+static inline float __int_as_float(int i)
+{ float f; __builtin_memcpy(&f, &i, sizeof f); return f; }
+static inline unsigned int __umulhi(unsigned int a, unsigned int b)
+{ return (unsigned int)(((unsigned long long)a * b) >> 32); }
+// CUDA's float4 for the kernels' 16-byte accesses. Only 4-byte aligned here,
+// so that any buffer works; the launchers enforce the GPU's 16-byte rule.
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+// Blocks run one after another here: fences and atomics need no hardware.
+#define __threadfence() __sync_synchronize()
+#define __ldcg(p) (*(p))
+static inline int atomicAdd(int* p, int v) { int old = *p; *p = old + v; return old; }
+#define EMU_RUN(CALL)                                                              \
+    emu_gridDim = {emu_gx, emu_gy, emu_gz};                                        \
+    emu_blockDim = {emu_bx, emu_by, emu_bz};                                       \
+    const int emu_nt = (int)(emu_bx * emu_by * emu_bz);                            \
+    for (unsigned int emu_z = 0; emu_z < emu_gz; ++emu_z)                          \
+    for (unsigned int emu_y = 0; emu_y < emu_gy; ++emu_y)                          \
+    for (unsigned int emu_x = 0; emu_x < emu_gx; ++emu_x) {                        \
+        int emu_bad = 0;                                                           \
+        _Pragma("omp parallel num_threads(emu_nt)")                                \
+        {                                                                          \
+            if (omp_get_num_threads() != emu_nt) { emu_bad = 1; } else {           \
+                const unsigned int t = (unsigned int)omp_get_thread_num();         \
+                emu_blockIdx = {emu_x, emu_y, emu_z};                              \
+                emu_threadIdx = {t % emu_bx, (t / emu_bx) % emu_by, t / (emu_bx * emu_by)}; \
+                CALL;                                                              \
+            }                                                                      \
+        }                                                                          \
+        if (emu_bad) return -1;                                                    \
+    }                                                                              \
+    return 0;
+"""
+
+_KERNEL_DEF = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
+_SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64, "float": np.float32}
+_CTYPES = {"int": ctypes.c_int32, "long long": ctypes.c_int64,
+           "unsigned long long": ctypes.c_uint64, "float": ctypes.c_float}
+_MARGIN = 257  # poisoned elements either side of every array argument
+# Pointer parameter type -> the NumPy dtype an argument must have, and its poison value.
+_POINTEES = {"float": np.dtype(np.float32), "unsigned long long": np.dtype(np.uint64), "int": np.dtype(np.int32)}
+_POISON = {np.dtype(np.float32): np.nan, np.dtype(np.uint64): np.uint64(0xDEADBEEFDEADBEEF),
+           np.dtype(np.int32): np.int32(-0x21524111)}
+_FLAGS = ["-std=c++17", "-O1", "-fopenmp", "-shared", "-fPIC", "-w"]
+
+
+def _poisoned(margin):
+    return bool(np.isnan(margin).all()) if margin.dtype.kind == "f" else bool((margin == _POISON[margin.dtype]).all())
+
+
+def _params(text):
+    out = []
+    for p in text.split(","):
+        p = " ".join(p.replace("*", " * ").split())
+        name = p.split()[-1]
+        ctype = p[: -len(name)].strip()
+        ptr = "*" in ctype
+        base = ctype.replace("const", "").replace("*", "").replace("__restrict__", "").strip()
+        out.append((name, ctype, ptr, " ".join(base.split())))
+    return out
+
+
+def _cache_dir():
+    root = os.environ.get("DEEPGPU_KERNEL_CACHE")
+    if root:
+        return os.path.join(root, "emulated")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "deepgpu", "emulated")
+
+
+class Emulator:
+    """The kernel sources built for the CPU; ``emu(name, grid, block, args)`` runs one launch.
+
+    ``workdir``: where the library is built, or None for the on-disk cache
+    (a library already there for the same sources and flags is reused).
+    Raises RuntimeError with g++'s message when the build fails.
+    """
+
+    def __init__(self, workdir=None):
+        self.sigs = {}
+        parts = [_EMU_HEADER]
+        for file in K.KERNELS:
+            src = K.source(file)
+            # Each file in its own namespace: the files share helper names, as separate modules do.
+            ns = "emu_" + file.replace(".", "_")
+            parts.append(f"namespace {ns} {{\n{src}\n}}\n")
+            for name, plist in _KERNEL_DEF.findall(src):
+                params = _params(plist)
+                self.sigs[name] = params
+                decl = ", ".join(f"{ct} {nm}" for nm, ct, _, _ in params)
+                call = ", ".join(nm for nm, _, _, _ in params)
+                parts.append(
+                    f'extern "C" int emu_{name}(unsigned int emu_gx, unsigned int emu_gy, unsigned int emu_gz, '
+                    f'unsigned int emu_bx, unsigned int emu_by, unsigned int emu_bz, {decl})\n'
+                    f'{{ EMU_RUN({ns}::{name}({call})) }}\n')
+        code = "\n".join(parts)
+        # extern "C" inside a namespace still defines a C symbol: rename the kernels themselves.
+        code = code.replace('extern "C" __global__', "__global__")
+        key = hashlib.sha256((code + " ".join(_FLAGS)).encode()).hexdigest()[:16]
+        folder = workdir if workdir is not None else _cache_dir()
+        os.makedirs(folder, exist_ok=True)
+        lib = os.path.join(folder, f"kernels_emu_{key}.so")
+        if workdir is not None or not os.path.exists(lib):
+            self._build(code, folder, lib)
+        self.lib = ctypes.CDLL(lib)
+
+    @staticmethod
+    def _build(code, folder, lib):
+        fd, tmp = tempfile.mkstemp(prefix=".emu-", suffix=".so", dir=folder)
+        os.close(fd)
+        cpp = tmp[:-3] + ".cpp"
+        try:
+            with open(cpp, "w") as f:
+                f.write(code)
+            r = subprocess.run(["g++", *_FLAGS, "-o", tmp, cpp], capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError(f"g++ failed on the emulated kernels:\n{r.stderr[-4000:]}")
+            os.replace(tmp, lib)  # whole or absent: a parallel process may be loading it
+        finally:
+            for p in (cpp, tmp):
+                if os.path.exists(p):
+                    os.unlink(p)
+
+    def __call__(self, name, grid, block, args):
+        params = self.sigs[name]
+        assert len(args) == len(params), f"{name}: {len(args)} arguments for {len(params)} parameters"
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        block = tuple(block) + (1,) * (3 - len(block))
+        assert all(int(g) >= 1 for g in grid), f"{name}: empty grid {grid}"
+        assert grid[1] <= 65535 and grid[2] <= 65535 and grid[0] <= 2**31 - 1, f"{name}: grid {grid}"
+        assert 1 <= int(np.prod(block)) <= 1024, f"{name}: block {block}"
+        cargs, guards = [], []
+        for a, (pname, ctype, ptr, base) in zip(args, params):
+            if ptr:
+                if a is None:
+                    cargs.append(ctypes.c_void_p(None))
+                    continue
+                assert isinstance(a, np.ndarray), f"{name}({pname}): expected an array, got {type(a)}"
+                want = _POINTEES[base]
+                assert a.dtype == want and a.flags.c_contiguous, f"{name}({pname}): {a.dtype}, needs {want}"
+                buf = np.full(a.size + 2 * _MARGIN, _POISON[want], want)
+                buf[_MARGIN:_MARGIN + a.size] = a.reshape(-1)
+                guards.append((pname, a, buf))
+                cargs.append(ctypes.c_void_p(buf.ctypes.data + buf.itemsize * _MARGIN))
+            else:
+                want = _SCALARS[base]
+                assert type(a) is want, f"{name}({pname}): {ctype} needs {want.__name__}, got {type(a).__name__}"
+                cargs.append(_CTYPES[base](a.item()))
+        fn = getattr(self.lib, "emu_" + name)
+        fn.restype = ctypes.c_int
+        rc = fn(*[ctypes.c_uint(int(v)) for v in grid + block], *cargs)
+        assert rc == 0, f"{name}: OpenMP did not give {int(np.prod(block))} threads"
+        for pname, a, buf in guards:
+            assert _poisoned(buf[:_MARGIN]) and _poisoned(buf[-_MARGIN:]), (
+                f"{name}: wrote outside the array argument {pname}")
+            a.reshape(-1)[...] = buf[_MARGIN:_MARGIN + a.size]
+
+
+_shared = {}
+_shared_lock = threading.Lock()
+
+
+def emulation_status():
+    """``(True, "")`` where the emulation can be built, else ``(False, why)``."""
+    if shutil.which("g++") is None:
+        return False, "g++ is not on PATH: the CPU emulation of the kernels cannot be built"
+    try:
+        emulator()
+    except RuntimeError as e:
+        if "omp.h" in str(e):
+            return False, "g++ has no OpenMP here: the CPU emulation of the kernels cannot be built"
+        raise
+    return True, ""
+
+
+def emulator() -> Emulator:
+    """The process's Emulator, built (or loaded from the cache) on first use."""
+    with _shared_lock:
+        if "emu" not in _shared:
+            # Many more OpenMP threads than cores wait at barriers: sleep there instead of spinning.
+            os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+            _shared["emu"] = Emulator()
+        return _shared["emu"]
+
+
+def custom_backend(xp):
+    """The CuPy backend with kernels="custom": the real one on a GPU, else its methods over NumPy."""
+    from ..backends.cupy_backend import CupyBackend
+    if xp is np:
+        b = CupyBackend.__new__(CupyBackend)
+        b.xp = np
+        b._cupyx = types.SimpleNamespace(scatter_add=np.add.at)  # cupyx's unbuffered add, in NumPy
+        b._device = lambda: None  # no CUDA device to ask
+        b._init_kernels("custom")
+        return b
+    return backends.get("cuda")
+
+
+@contextlib.contextmanager
+def current_custom(xp):
+    """The custom-kernel CuPy backend as the current one (over NumPy: registered as "cuda")."""
+    B = custom_backend(xp)
+    saved = backends._instances.get("cuda"), getattr(backends._state, "backend", None), B.kernels
+    try:
+        if xp is np:
+            B.to_numpy = lambda a: np.array(a, copy=True)
+            backends._instances["cuda"] = B
+        B.kernels = "custom"
+        backends._state.backend = B
+        yield B
+    finally:
+        B.kernels = saved[2]
+        if saved[0] is None:
+            backends._instances.pop("cuda", None)
+        else:
+            backends._instances["cuda"] = saved[0]
+        backends._state.backend = saved[1]
+
+
+@contextlib.contextmanager
+def emulated_cuda():
+    """The custom-kernel path over NumPy with every launch emulated; yields the backend."""
+    emu = emulator()
+    prev = K._emulator
+    K._emulator = emu
+    try:
+        with current_custom(np) as B:
+            yield B
+    finally:
+        K._emulator = prev

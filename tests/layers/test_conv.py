@@ -1,0 +1,49 @@
+"""Convolution layers (deepgpu/layers/conv.py) through the conformance harness.
+
+A new convolution layer adds its LayerCase entries here
+(tests/layers/test_every_layer_has_cases.py fails until it does).
+"""
+import pytest
+
+from deepgpu import layers as L
+from deepgpu.testing import LayerCase as C
+from deepgpu.testing import TfjsNodeBatch
+
+# TF.js's Conv2DTranspose has no output_padding: it computes another output size (test below).
+_OUTPUT_PADDING = "TF.js's Conv2DTranspose ignores output_padding; save_tfjs does not refuse it yet"
+CASES = [
+    C(L.Conv2D, dict(filters=3, kernel_size=3), (2, 5, 5, 2), (None, 3, 3, 3), expected_num_weights=2),
+    C(L.Conv2D, dict(filters=2, kernel_size=(2, 3), strides=(2, 1), padding="same", activation="relu"),
+      (2, 5, 4, 3), (None, 3, 4, 2)),
+    C(L.Conv2D, dict(filters=2, kernel_size=3, dilation_rate=2, padding="same", use_bias=False,
+                     activation="sigmoid"), (1, 6, 5, 2), (None, 6, 5, 2), expected_num_weights=1),
+    C(L.Conv2D, dict(filters=4, kernel_size=1, activation="tanh"), (3, 3, 3, 2), (None, 3, 3, 4)),
+    C(L.Conv2D, dict(filters=8, kernel_size=3, padding="same", activation="relu"), (2, 6, 6, 3), (None, 6, 6, 8),
+      expected_num_params=3 * 3 * 3 * 8 + 8),
+    C(L.Conv2D, dict(filters=2, kernel_size=(2, 3), strides=(1, 2), use_bias=False), (1, 5, 7, 2), (None, 4, 3, 2),
+      expected_num_params=2 * 3 * 2 * 2),
+    C(L.Conv2DTranspose, dict(filters=3, kernel_size=3, strides=2, padding="same"), (2, 3, 3, 2), (None, 6, 6, 3)),
+    C(L.Conv2DTranspose, dict(filters=2, kernel_size=(3, 2), strides=(2, 1), activation="relu"),
+      (2, 3, 4, 2), (None, 7, 5, 2)),
+    C(L.Conv2DTranspose, dict(filters=2, kernel_size=3, strides=2, output_padding=1, use_bias=False),
+      (1, 3, 3, 2), (None, 8, 8, 2), skip={"tfjs_node": _OUTPUT_PADDING}),
+    C(L.Conv2DTranspose, dict(filters=5, kernel_size=3, strides=2, padding="same", output_padding=1,
+                              activation="sigmoid"), (2, 4, 4, 3), (None, 8, 8, 5),
+      expected_num_params=3 * 3 * 5 * 3 + 5),
+]
+
+
+@pytest.fixture(scope="module")
+def tfjs_batch():
+    return TfjsNodeBatch(CASES)  # one node process for the whole family
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_layer(case, tfjs_batch):
+    case.run(tfjs_batch=tfjs_batch)
+
+
+@pytest.mark.xfail(strict=True, reason=_OUTPUT_PADDING)
+def test_tfjs_gap_conv2d_transpose_output_padding(tfjs_agrees_or_refuses):
+    tfjs_agrees_or_refuses(C(L.Conv2DTranspose, dict(filters=2, kernel_size=3, strides=2, output_padding=1),
+                             (1, 3, 3, 2)))
