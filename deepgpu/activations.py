@@ -141,7 +141,7 @@ def get(identifier):
         name = _NORMALIZED.get(identifier.replace("_", "").lower())
         fn = _BY_NAME.get(name) if name else None
         if fn is None:
-            from .models.serialization import custom_objects
+            from .registry import custom_objects
             fn = custom_objects().get(identifier)
         if fn is None:
             raise ValueError(

@@ -138,7 +138,7 @@ def _plain_object(value, getter, what, who):
 
 def _layer_from_keras(cls_name, cfg, custom):
     from .. import initializers, regularizers
-    from ..models.serialization import _lookup_class
+    from ..registry import lookup_class as _lookup_class
 
     cls = _lookup_class(cls_name, custom)
     who = _who(cls_name, cfg)

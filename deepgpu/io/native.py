@@ -126,7 +126,7 @@ def _fn_name(obj, what):
     """A JSON-able description of a loss / metric given at compile()."""
     from .. import losses as L
     from .. import metrics as M
-    from ..models.serialization import custom_objects
+    from ..registry import custom_objects
 
     if obj is None or isinstance(obj, (str, int, float)):
         return obj
@@ -175,7 +175,7 @@ def save_model(model, path, include_optimizer=True) -> None:
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built yet: call it on data or give it an input shape "
                          f"before saving")
-    from ..models.serialization import serialize_layer
+    from ..registry import serialize_layer
 
     members = {"deepgpu.json": _meta(_MODEL, model),
                "config.json": json.dumps(serialize_layer(model)).encode()}
@@ -394,7 +394,7 @@ def _restore_fn(spec, custom, what):
     if "__metric__" in spec:
         return M.get(spec["__metric__"])
     if "__callable__" in spec:
-        from ..models.serialization import custom_objects
+        from ..registry import custom_objects
         name = spec["__callable__"]
         reg = {**custom_objects(), **(custom or {})}
         if name in reg:
@@ -418,7 +418,7 @@ def load_model(path, custom_objects=None, compile=True):
     class, weights that do not fit).
     """
     from .. import optimizers as O
-    from ..models.serialization import deserialize_layer
+    from ..registry import deserialize_layer
 
     with _archive(path) as ar:
         if ar.meta["format"] != _MODEL:

@@ -146,7 +146,7 @@ def _shift_nested_refs(spec, by, json_path=None):
 
 def _model_json(model, manifest) -> dict:
     from .. import __version__
-    from ..models.serialization import serialize_layer
+    from ..registry import serialize_layer
 
     spec = json.loads(json.dumps(serialize_layer(model)))  # a private copy to adjust
     _tfjs_layer(spec)

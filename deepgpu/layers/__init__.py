@@ -3,6 +3,9 @@
 All run on every backend, build their weights from the first input shape,
 and round-trip through ``get_config()`` / ``from_config()``.
 """
+import sys as _sys
+
+from .. import registry as _registry
 from .base import Input, InputLayer, InputSpec, Layer  # noqa: F401
 from .conv import Conv2D, Conv2DTranspose  # noqa: F401
 from .core import (  # noqa: F401
@@ -22,6 +25,10 @@ from .reshaping import Cropping2D, UpSampling2D, ZeroPadding2D  # noqa: F401
 Convolution2D = Conv2D
 Convolution2DTranspose = Conv2DTranspose
 Conv2DTransposed = Conv2DTranspose
+
+# Configs name layers by class (aliases such as Convolution2D too): the
+# registry finds them on this module, including classes set on it later.
+_registry.register_namespace(_sys.modules[__name__])
 
 __all__ = [
     "Layer", "InputLayer", "Input", "InputSpec",

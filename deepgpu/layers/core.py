@@ -335,7 +335,7 @@ class Lambda(Layer):
     def __init__(self, function, output_shape=None, mask=None, arguments=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(function, str):
-            from ..models.serialization import custom_objects
+            from ..registry import custom_objects
             fn = custom_objects().get(function)
             if fn is None:
                 raise ValueError(

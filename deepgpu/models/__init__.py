@@ -2,8 +2,14 @@
 from .model import Model  # noqa: F401
 from .sequential import Sequential  # noqa: F401
 from .serialization import model_from_config, register_serializable  # noqa: F401
+from .. import registry as _registry
 
 Functional = Model
+
+# Configs name models by class; the registry below the layers cannot import these.
+_registry.register_builtin("Sequential", Sequential)
+_registry.register_builtin("Model", Model)
+_registry.register_builtin("Functional", Model)
 
 
 def load_model(filepath, custom_objects=None, compile=True):

@@ -6,60 +6,12 @@ The dialect is tf.keras 2's, which TF.js Layers reads: InputLayer with
 """
 from __future__ import annotations
 
-_CUSTOM: dict = {}
-
-
-def register_serializable(name=None):
-    """Decorator: make a custom Layer / loss / activation class or function loadable by name."""
-    def deco(obj):
-        _CUSTOM[name or obj.__name__] = obj
-        return obj
-    return deco
-
-
-def custom_objects() -> dict:
-    return dict(_CUSTOM)
-
-
-def _lookup_class(class_name, custom):
-    from .. import layers
-    from .model import Model
-    from .sequential import Sequential
-
-    if custom and class_name in custom:
-        return custom[class_name]
-    if class_name in _CUSTOM:
-        return _CUSTOM[class_name]
-    if class_name in ("Sequential",):
-        return Sequential
-    if class_name in ("Model", "Functional"):
-        return Model
-    if class_name == "InputLayer":
-        from ..layers.base import InputLayer
-        return InputLayer
-    cls = getattr(layers, class_name, None)
-    if isinstance(cls, type):
-        return cls
-    raise ValueError(
-        f"unknown layer class {class_name!r}: it is not a deepgpu layer; pass it in "
-        f"custom_objects={{'{class_name}': cls}} or decorate it with @register_serializable()")
-
-
-def serialize_layer(layer) -> dict:
-    return {"class_name": type(layer).__name__, "config": layer.get_config()}
-
-
-def deserialize_layer(spec, custom=None):
-    if not isinstance(spec, dict) or "class_name" not in spec:
-        raise ValueError(f"a layer must be described as {{'class_name':..., 'config':...}}, got {spec!r}")
-    cls = _lookup_class(spec["class_name"], custom)
-    cfg = dict(spec.get("config") or {})
-    try:
-        if "custom_objects" in cls.from_config.__code__.co_varnames:
-            return cls.from_config(cfg, custom_objects=custom)
-        return cls.from_config(cfg)
-    except TypeError as e:
-        raise ValueError(f"cannot build layer {spec['class_name']} from its config: {e}") from None
+# The registry lives below the layers (deepgpu/registry.py); its names stay
+# importable from here for code written against this module.
+from ..registry import (  # noqa: F401
+    _CUSTOM, custom_objects, deserialize_layer, lookup_class, register_serializable, serialize_layer,
+)
+from ..registry import lookup_class as _lookup_class  # noqa: F401
 
 
 def sequential_config(model) -> dict:
