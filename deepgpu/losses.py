@@ -9,7 +9,10 @@ number of losses``. ``get(identifier)`` resolves a name ("mse",
 "categorical_crossentropy", "meanSquaredError", ...), an instance or a
 callable. Every crossentropy is numerically stable: logits go through
 log-softmax / a stable sigmoid formula, probabilities are clipped to
-``[EPSILON, 1 - EPSILON]`` as Keras does.
+``[EPSILON, 1 - EPSILON]`` as Keras does. Sparse crossentropy raises
+ValueError for a class label outside ``[0, classes)`` (one host read per
+call; ``fit`` / ``evaluate`` check all labels once instead), unless it is
+the loss's ``ignore_class``.
 """
 from __future__ import annotations
 
