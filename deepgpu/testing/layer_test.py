@@ -173,6 +173,12 @@ def _is_float(dtype):
     return np.dtype(dtype).kind == "f"
 
 
+def _builtin(cls):
+    """Whether ``cls`` is one of deepgpu's own layer classes (TF.js knows those by name)."""
+    from .. import layers
+    return getattr(layers, cls.__name__, None) is cls
+
+
 def make_inputs(input_shape, input_dtype=None, seed=0):
     """Random arrays for ``input_shape`` (one shape or a list): normal floats, or ints in [0, 4)."""
     shapes = input_shape if isinstance(input_shape, list) else [input_shape]
@@ -291,7 +297,8 @@ class TfjsNodeBatch:
         self._work = tempfile.mkdtemp(prefix="dg-tfjs-batch-")
         self._jobs = {}
         for k, case in enumerate(self.cases):
-            if "tfjs" in case.unsupported or "tfjs" in case.skip or "tfjs_node" in case.skip:
+            if ("tfjs" in case.unsupported or "tfjs" in case.skip or "tfjs_node" in case.skip
+                    or not _builtin(case.layer_cls)):
                 continue
             kw = case.arguments()
             h = _Harness(case.layer_cls, dict(kw["init_kwargs"] or {}), kw["input_shape"], kw["input_dtype"],
@@ -586,6 +593,8 @@ class _Harness:
     def check_tfjs_node(self):
         if "tfjs" in self.unsupported:
             raise SkipCheck(f"not expressible in TF.js ({self.unsupported['tfjs']})")
+        if not _builtin(self.cls):
+            raise SkipCheck(f"{self.who} is not a deepgpu layer: TF.js would need a JavaScript class of that name")
         if self.tfjs_node is not None:
             y, y_js = self.tfjs_node()
         else:
