@@ -524,7 +524,9 @@ class _Harness:
                         self.call(layer, bad)
                 except ValueError as e:
                     msg = str(e)
-                    missing = [w for w in (layer.name, received, rank) if w is not None and w not in msg]
+                    built = layer._build_input_shape  # a built layer names the shape it expects
+                    expected = fmt_shape(built) if built is not None and not isinstance(built, list) else None
+                    missing = [w for w in (layer.name, received, rank, expected) if w is not None and w not in msg]
                     if missing:
                         self.fail(f"the error for a wrong-rank input on {how} does not name {missing}: {msg}")
                     continue
@@ -538,7 +540,7 @@ class _Harness:
                             else "the layer takes inputs of any rank (it sets no input_spec rank)")
 
     def check_config(self):
-        from ..models.serialization import deserialize_layer
+        from ..registry import deserialize_layer
 
         try:
             text = json.dumps(self.cfg)
