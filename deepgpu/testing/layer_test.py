@@ -33,7 +33,7 @@ CHECKS = (
     "onnx",           # export_onnx, run by onnxruntime: same predictions
     "gradients",      # float64 finite differences for the inputs and every trainable weight
     "training",       # training=True vs inference, as the case declares
-    "trainable",      # trainable=False: a fit step changes nothing; trainable: every weight moves
+    "trainable",      # frozen (config or setter): a fit step changes nothing; else every trainable weight moves
     "cuda_emulated",  # the CUDA backend's custom-kernel path, emulated on the CPU, vs NumPy (1e-4 rel)
     "cuda",           # the real CUDA backend vs NumPy, where a GPU is usable
 )
@@ -629,7 +629,7 @@ class _Harness:
 
         def load(path):
             sess = ort.InferenceSession(path + ".onnx", providers=["CPUExecutionProvider"])
-            feed = {i.name: a.astype(np.float32) for i, a in zip(sess.get_inputs(), self.data)}
+            feed = {i.name: a for i, a in zip(sess.get_inputs(), self.data)}
             return sess.run(None, feed)
         self._format("onnx", lambda m, p: export_onnx(m, p + ".onnx"), load, self.rtol, self.atol)
 
@@ -674,19 +674,23 @@ class _Harness:
         if not self.layer.weights:
             raise SkipCheck("the layer has no weights")
         ys = [np.random.default_rng(self.seed + 2).standard_normal(o.shape).astype(np.float32) for o in self.y]
-        for trainable in (False, True):
-            model = self.model(trainable=trainable)
+        # Frozen from the config, frozen by the setter after building (fine-tuning), and trainable.
+        for how in ("trainable=False", "layer.trainable = False", "trainable"):
+            model = self.model(trainable=how != "trainable=False")
             layer = model.layers[-1]
-            if not trainable and (layer.trainable_weights or model.trainable_weights):
-                self.fail(f"trainable=False leaves trainable weights {[w.name for w in layer.trainable_weights]}")
+            if how == "layer.trainable = False":
+                layer.trainable = False
+            frozen = how != "trainable"
+            if frozen and (layer.trainable_weights or model.trainable_weights):
+                self.fail(f"{how} leaves trainable weights {[w.name for w in layer.trainable_weights]}")
             before = [w.data_sync() for w in layer.weights]
             model.compile(optimizer=optimizers.SGD(0.1), loss="mse")
             model.train_on_batch(self.data if self.multi else self.data[0], ys if len(ys) > 1 else ys[0])
             after = [w.data_sync() for w in layer.weights]
             for w, b, a in zip(layer.weights, before, after):
-                if not trainable and not np.array_equal(a, b):
-                    self.fail(f"trainable=False, yet a fit step changed {w.name}")
-                if trainable and w.trainable and np.array_equal(a, b):
+                if frozen and not np.array_equal(a, b):
+                    self.fail(f"{how}, yet a fit step changed {w.name}")
+                if not frozen and w.trainable and np.array_equal(a, b):
                     self.fail(f"a fit step left the trainable weight {w.name} unchanged (no gradient reaches it?)")
 
     # --------------------------------------------------------------- parity
