@@ -21,7 +21,8 @@ EXEMPT = {
 
 
 def registered_layer_classes():
-    """Every class that the (de)serialization registry finds by name in deepgpu.layers."""
+    """Every Layer class that the registry finds by name: deepgpu.layers is its namespace
+    (deepgpu.registry.register_namespace), aliases such as MaxPool2D counted once."""
     out = []
     for name in dir(deepgpu.layers):
         obj = getattr(deepgpu.layers, name)
