@@ -30,6 +30,7 @@ CHECKS = (
     "tfjs",           # save_tfjs / load_tfjs: same predictions
     "tfjs_node",      # the real @tensorflow/tfjs loads the saved folder and predicts the same
     "keras",          # save_keras / load_keras (.keras): same predictions
+    "keras_real",     # Keras 3 itself (where installed) loads the .keras file and predicts the same
     "onnx",           # export_onnx, run by onnxruntime: same predictions
     "gradients",      # float64 finite differences for the inputs and every trainable weight
     "training",       # training=True vs inference, as the case declares
@@ -616,8 +617,27 @@ class _Harness:
 
     def check_keras(self):
         from ..io import load_keras, save_keras
-        self._format("keras", lambda m, p: save_keras(m, p + ".keras"),
-                     lambda p: load_keras(p + ".keras", custom_objects=self.custom or None))
+        self._keras_saved = self._format("keras", lambda m, p: save_keras(m, p + ".keras"),
+                                         lambda p: load_keras(p + ".keras", custom_objects=self.custom or None))
+
+    def check_keras_real(self):
+        if "keras" in self.unsupported:
+            raise SkipCheck(f"not expressible in Keras ({self.unsupported['keras']})")
+        try:
+            import keras
+        except ImportError:
+            raise SkipCheck("Keras 3 is not installed") from None
+        saved = getattr(self, "_keras_saved", None)
+        if saved is None:
+            from ..io import save_keras
+            model = self.model()
+            path = os.path.join(self.tmp, "keras_real")
+            save_keras(model, path + ".keras")
+            saved = path, _predict(model, self.data)
+        km = keras.saving.load_model(saved[0] + ".keras")
+        got = km(self.data if self.multi else self.data[0], training=False)  # eager: predict() traces
+        for a, b in zip(_as_list(got), saved[1]):
+            _close(keras.ops.convert_to_numpy(a), b, 1e-4, 1e-5, f"{self.who}: Keras 3's prediction from the .keras file vs deepgpu's")
 
     def check_onnx(self):
         try:
