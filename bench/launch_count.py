@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -36,11 +35,10 @@ def main(argv=None):
     from deepgpu import kernels as K
     from deepgpu.backends.cupy_backend import CupyBackend
     from deepgpu.tensor import Tensor
-    from deepgpu.testing.emulation import Emulator
+    from deepgpu.testing.emulation import emulator
     from test_kernels_cuda import count_launches
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    K._emulator = Emulator(tempfile.mkdtemp(prefix="dg-emu-"))
+    K._emulator = emulator()  # built once, kept on disk beside the CPU kernel cache
     B = CupyBackend.__new__(CupyBackend)  # its methods over NumPy: no GPU needed
     B.xp = np
     B._device = lambda: None  # no CUDA device to ask
