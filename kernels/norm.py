@@ -10,6 +10,9 @@ import numpy as np
 
 # The package's helpers, looked up at each call (tests replace some, e.g. K._grid_items).
 from .. import kernels as K
+from .runtime import register
+
+register("norm.cu", ("dg_bn_stats", "dg_bn_apply", "dg_bn_grad_sums", "dg_bn_grad_input"))
 
 
 def _reduce_plan(xp, rows, c, splits=None):
