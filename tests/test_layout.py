@@ -162,3 +162,19 @@ def test_the_registry_names_stay_where_they_were():
     assert serialization.deserialize_layer({"class_name": "Sequential", "config": {"layers": []}}).__class__ \
         is models.Sequential
     assert registry.lookup_class("Functional") is registry.lookup_class("Model") is models.Model
+
+
+def test_kernels_init_only_loads_and_re_exports():
+    """Launchers live in their family's module beside its .cu file (kernels/gemm.py, conv.py, ...)."""
+    tree = ast.parse((ROOT / "kernels" / "__init__.py").read_text())
+    defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    assert not defined, f"kernels/__init__.py defines {defined}; put them in the module of their kernel family"
+
+
+def test_every_kernel_launched_is_registered_by_its_family():
+    import deepgpu.kernels as K
+
+    for file, names in K.KERNELS.items():
+        assert (ROOT / "kernels" / file).is_file(), file
+        assert len(set(names)) == len(names), f"{file}: a kernel registered twice"
+        assert all(K._file_of[n] == file for n in names)
