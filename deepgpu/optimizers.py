@@ -102,10 +102,15 @@ class Optimizer:
     def _lr_at(self, step) -> float:
         lr = self._learning_rate
         if isinstance(lr, LearningRateSchedule):
-            return float(lr(step))
-        if callable(lr):
-            return float(lr())
-        return lr
+            value = float(lr(step))
+        elif callable(lr):
+            value = float(lr())
+        else:
+            return lr
+        if not value >= 0.0 or value == math.inf:  # a schedule must not turn the descent around
+            raise ValueError(f"{type(self).__name__}: the learning rate schedule {lr!r} gave {value} at step "
+                             f"{step}; a learning rate must be a finite number >= 0")
+        return value
 
     # ------------------------------------------------------------ slots
     def _slots(self) -> tuple:

@@ -343,6 +343,9 @@ def test_learning_rate_must_be_a_finite_non_negative_number(lr):
     with pytest.raises(ValueError, match="learning_rate"):
         opt.learning_rate = lr
     assert opt.learning_rate == 0.1
+    bad = optimizers.SGD(lambda: lr)
+    with pytest.raises(ValueError, match="learning rate schedule"):
+        bad.apply_gradients([(dg.ones((2,)), dg.Variable([1.0, 2.0]))])
 
 
 # ------------------------------------------------------------- NaN / Inf
