@@ -67,14 +67,15 @@ def reading(path):
     try:
         yield ctx
     except ModelFileError as e:
-        if "\n" in str(e):
-            raise ModelFileError(_one_line(e)) from None
+        msg = _one_line(e)
+        if msg != str(e) or os.fspath(path) not in msg:
+            raise type(e)(msg if os.fspath(path) in msg else f"{os.fspath(path)!r}: {msg}") from None
         raise
     except (FileNotFoundError, PermissionError, MemoryError, ImportError):
         raise  # not the file's content: a missing file, no access, no memory, no h5py
     except ValueError as e:  # deepgpu's own checks (an unknown layer class, ...) and numpy's
         msg = _one_line(e)
-        raise ModelFileError(msg if repr(os.fspath(path)) in msg else f"{os.fspath(path)!r}: {msg}") from None
+        raise ModelFileError(msg if os.fspath(path) in msg else f"{os.fspath(path)!r}: {msg}") from None
     except Exception as e:
         kind = type(e).__qualname__ if type(e).__module__ == "builtins" else \
             f"{type(e).__module__}.{type(e).__qualname__}"
