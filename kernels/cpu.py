@@ -7,6 +7,15 @@ or ``~/.cache/deepgpu/cpu``), keyed by the source, the compiler, its flags
 and the CPU, and loaded with ctypes (calls release the GIL, so the backend's
 threads run them side by side).
 
+The first build happens once per machine: concurrent processes take turns
+on a lock file beside the library (``filelock``), and the second finds the
+first one's library. The compiler runs in its own process group with its
+temporary files in a folder removed afterwards; it is bounded in CPU time
+(``BUILD_CPU_S`` per process, so a busy machine only makes it slower) and, as a
+backstop, in wall time (``$DEEPGPU_CPU_BUILD_TIMEOUT``, default ``BUILD_WALL_S``),
+after which the whole group is killed. A SHA-256 of the library is kept
+beside it and checked before loading: a damaged cached library is rebuilt.
+
 ``DEEPGPU_CPU_KERNELS`` chooses: ``auto`` (default: use them when they build,
 else stay on NumPy + BLAS and say why in ``deepgpu info``), ``c`` (use them;
 a failed build raises ``KernelCompileError``), ``numpy`` (never).
@@ -18,17 +27,21 @@ import hashlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from importlib import resources
 
+from filelock import FileLock, Timeout
+
 SOURCES = ("cpu_conv.c", "cpu_norm.c")  # compiled together into one shared library
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 # Without -march=native (a compiler that does not know it): still vectorised, less wide.
 FALLBACK_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
-_COMPILE_TIMEOUT_S = 120
+BUILD_CPU_S = 600  # CPU seconds each compiler process may use (the build needs about 10)
+BUILD_WALL_S = 1800  # wall-clock backstop for a compiler that hangs without using the CPU
 
 _lock = threading.Lock()
 _state: dict = {}  # "lib": CDLL or None, "why": str
@@ -80,33 +93,111 @@ def _version(cc: str) -> str:
         return ""
 
 
+def _wall_limit() -> float:
+    env = os.environ.get("DEEPGPU_CPU_BUILD_TIMEOUT")
+    return float(env) if env else BUILD_WALL_S
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _intact(path: str) -> bool:
+    """Whether ``path`` exists and matches the SHA-256 recorded beside it when it was built."""
+    try:
+        with open(path + ".sha256") as f:
+            return f.read().strip() == _digest(path)
+    except OSError:
+        return False
+
+
+def _compile(cmd, tmpdir: str) -> str | None:
+    """Run the compiler in its own process group, temporaries in ``tmpdir``, CPU-time bounded; the
+    whole group is killed at the wall-clock limit. Its message on failure."""
+    env = dict(os.environ, TMPDIR=tmpdir, TMP=tmpdir, TEMP=tmpdir)
+    if os.name == "posix" and os.path.exists("/bin/sh"):
+        # RLIMIT_CPU is inherited by cc1 and as; set by the shell rather than a preexec_fn, which is
+        # unsafe in a process with threads.
+        cmd = ["/bin/sh", "-c", 'ulimit -t "$0" 2>/dev/null; exec "$@"', str(BUILD_CPU_S), *cmd]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                         start_new_session=os.name == "posix")
+    try:
+        out, _ = p.communicate(timeout=_wall_limit())
+    except subprocess.TimeoutExpired:
+        if os.name == "posix":
+            os.killpg(p.pid, signal.SIGKILL)
+        else:
+            p.kill()
+        p.communicate()
+        return f"the compiler ran longer than {_wall_limit():g} s (DEEPGPU_CPU_BUILD_TIMEOUT) and was stopped"
+    if p.returncode != 0:  # past BUILD_CPU_S, the compiler's own message says "CPU time limit exceeded"
+        return out.strip() or f"exit status {p.returncode}"
+    return None
+
+
 def _build(cc: str, srcs: dict, flags, path: str) -> str | None:
-    """Compile ``srcs`` (file name -> text) to ``path`` (atomically: a temp file renamed); the
-    compiler's message on failure."""
+    """Compile ``srcs`` (file name -> text) to ``path`` with its checksum beside it; the compiler's
+    message on failure. Call with the build lock held: the temporary names are fixed, so what a
+    killed build left is overwritten."""
+    tmp = path + ".tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-        os.close(fd)
     except OSError as e:  # a cache folder we cannot write: say so, build nothing
         return f"cannot write the kernel cache {os.path.dirname(path)}: {e}"
     try:
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory(prefix="deepgpu-cc-") as d:
             c_files = []
             for name, text in srcs.items():
                 c_files.append(os.path.join(d, name))
                 with open(c_files[-1], "w") as f:
                     f.write(text)
-            r = subprocess.run([cc, *flags, "-o", tmp, *c_files], capture_output=True, text=True,
-                               timeout=_COMPILE_TIMEOUT_S)
-        if r.returncode != 0:
-            return (r.stderr or r.stdout).strip() or f"exit status {r.returncode}"
+            err = _compile([cc, *flags, "-o", tmp, *c_files], d)
+        if err is not None:
+            return err
+        with open(tmp + ".sha256", "w") as f:
+            f.write(_digest(tmp))
+        os.replace(tmp + ".sha256", path + ".sha256")
         os.replace(tmp, path)
         return None
     except (OSError, subprocess.SubprocessError) as e:
         return str(e)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, tmp + ".sha256"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def _ensure(cc: str, srcs: dict, flags, path: str) -> str | None:
+    """A checked library at ``path``, built under the cache's lock unless another process did; the
+    build's message on failure."""
+    if _intact(path):
+        return None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lock = FileLock(path + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"deepgpu: waiting for another process building the CPU kernels in {cache_dir()}",
+                  file=sys.stderr, flush=True)
+            lock.acquire(timeout=_wall_limit() + 60)
+    except (OSError, Timeout) as e:
+        return f"cannot lock the kernel cache {os.path.dirname(path)}: {e}"
+    try:
+        if _intact(path):  # built by the process we waited for
+            return None
+        if os.path.exists(path):
+            why = "are damaged (checksum mismatch)" if os.path.exists(path + ".sha256") else \
+                "have no checksum (an older deepgpu built them)"
+            print(f"deepgpu: the cached CPU kernels {path} {why}; building them again", file=sys.stderr,
+                  flush=True)
+        # A build takes seconds and happens once per machine and source: say what the pause is.
+        print(f"deepgpu: building the CPU kernels for this machine, once ({os.path.basename(cc)} "
+              f"{' '.join(flags[:2])}; kept in {cache_dir()})", file=sys.stderr, flush=True)
+        return _build(cc, srcs, flags, path)
+    finally:
+        lock.release()
 
 
 def _declare(lib):
@@ -171,12 +262,7 @@ def _load():
     for flags in (FLAGS, FALLBACK_FLAGS):
         key = hashlib.sha256("\0".join((*srcs.values(), cc, version, " ".join(flags), _cpu_id())).encode()).hexdigest()[:24]
         path = os.path.join(cache_dir(), f"dg_cpu_{key}.so")
-        err = None
-        if not os.path.exists(path):
-            # A build takes seconds and happens once per machine and source: say what the pause is.
-            print(f"deepgpu: building the CPU kernels for this machine, once ({os.path.basename(cc)} "
-                  f"{' '.join(flags[:2])}; kept in {cache_dir()})", file=sys.stderr, flush=True)
-            err = _build(cc, srcs, flags, path)
+        err = _ensure(cc, srcs, flags, path)
         if err is None:
             try:
                 _state["path"] = path
