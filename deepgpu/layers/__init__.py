@@ -8,10 +8,8 @@ import sys as _sys
 from .. import registry as _registry
 from .base import Input, InputLayer, InputSpec, Layer  # noqa: F401
 from .conv import Conv2D, Conv2DTranspose  # noqa: F401
-from .core import (  # noqa: F401
-    ELU, Activation, Dense, Dropout, Flatten, Lambda, LeakyReLU, Permute, ReLU, RepeatVector, Reshape,
-    Softmax,
-)
+from .activation import ELU, LeakyReLU, ReLU, Softmax  # noqa: F401
+from .core import Activation, Dense, Lambda  # noqa: F401
 from .merge import (  # noqa: F401
     Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, concatenate,
 )
@@ -20,7 +18,10 @@ from .pooling import (  # noqa: F401
     AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D, GlobalMaxPool2D,
     GlobalMaxPooling2D, MaxPool2D, MaxPooling2D,
 )
-from .reshaping import Cropping2D, UpSampling2D, ZeroPadding2D  # noqa: F401
+from .regularization import Dropout  # noqa: F401
+from .reshaping import (  # noqa: F401
+    Cropping2D, Flatten, Permute, RepeatVector, Reshape, UpSampling2D, ZeroPadding2D,
+)
 
 Convolution2D = Conv2D
 Convolution2DTranspose = Conv2DTranspose

@@ -1,10 +1,123 @@
-"""Spatial reshaping layers (NHWC): ZeroPadding2D, UpSampling2D, Cropping2D."""
+"""Reshaping layers: Flatten, Reshape, Permute, RepeatVector, and the spatial (NHWC)
+ZeroPadding2D, UpSampling2D, Cropping2D."""
 from __future__ import annotations
 
 from .. import ops
 from ..tensor import tensor
-from .base import InputSpec, Layer
+from .base import InputSpec, Layer, fmt_shape
 from ._utils import channels_last, pair, shape_error
+
+
+def _prod(dims):
+    p = 1
+    for d in dims:
+        if d is None:
+            return None
+        p *= d
+    return p
+
+
+class Flatten(Layer):
+    """Collapses every axis but the batch: [N, d1, d2, ...] -> [N, d1*d2*...]."""
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"Flatten: only data_format='channels_last' is supported, got {data_format!r}")
+        self.data_format = "channels_last"
+        self.input_spec = InputSpec(min_ndim=1)
+
+    def call(self, inputs):
+        return ops.reshape(inputs, (inputs.shape[0], _prod(inputs.shape[1:])))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], _prod(input_shape[1:]))
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+class Reshape(Layer):
+    """Reshapes each example to ``target_shape`` (one entry may be -1)."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(target_shape, int):
+            target_shape = (target_shape,)
+        target_shape = tuple(int(d) for d in target_shape)
+        if target_shape.count(-1) > 1 or any(d < -1 or d == 0 for d in target_shape):
+            raise ValueError(
+                f"Reshape: target_shape {target_shape} may hold one -1 and otherwise positive sizes")
+        self.target_shape = target_shape
+
+    def _resolve(self, input_shape):
+        n = _prod(input_shape[1:])
+        known = _prod(d for d in self.target_shape if d != -1)
+        if n is None:
+            return tuple(None if d == -1 else d for d in self.target_shape)
+        if -1 in self.target_shape:
+            if n % known:
+                raise shape_error(self, f"cannot reshape {n} values per example into target_shape "
+                                        f"{fmt_shape(self.target_shape)}", input_shape)
+            return tuple(n // known if d == -1 else d for d in self.target_shape)
+        if n != known:
+            raise shape_error(self, f"target_shape {fmt_shape(self.target_shape)} holds {known} values "
+                                    f"per example, the input {n}", input_shape)
+        return self.target_shape
+
+    def build(self, input_shape):
+        self._resolve(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        shape = self._resolve((None,) + inputs.shape[1:])
+        return ops.reshape(inputs, (inputs.shape[0],) + shape)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self._resolve(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+class Permute(Layer):
+    """Permutes the non-batch axes; ``dims`` is 1-indexed (``(2, 1)`` swaps the two)."""
+
+    def __init__(self, dims, **kwargs):
+        super().__init__(**kwargs)
+        self.dims = tuple(int(d) for d in dims)
+        if sorted(self.dims) != list(range(1, len(self.dims) + 1)):
+            raise ValueError(f"Permute: dims must be a permutation of 1..{len(self.dims)}, got {dims!r}")
+        self.input_spec = InputSpec(ndim=len(self.dims) + 1)
+
+    def call(self, inputs):
+        return ops.transpose(inputs, (0,) + self.dims)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + tuple(input_shape[d] for d in self.dims)
+
+    def get_config(self):
+        return {**super().get_config(), "dims": list(self.dims)}
+
+
+class RepeatVector(Layer):
+    """[N, features] -> [N, n, features]."""
+
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"RepeatVector: n must be a positive int, got {n!r}")
+        self.n = n
+        self.input_spec = InputSpec(ndim=2)
+
+    def call(self, inputs):
+        return ops.broadcast_to(ops.expand_dims(inputs, 1), (inputs.shape[0], self.n, inputs.shape[1]))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.n, input_shape[1])
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
 
 
 def _two_pairs(value, what, cls):

@@ -1,0 +1,32 @@
+"""Regularization layers: Dropout (the noise and dropout variants join it here)."""
+from __future__ import annotations
+
+from .. import ops
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Zeroes a fraction ``rate`` of the inputs (scaling the rest by 1/(1-rate)), only when training."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
+            raise ValueError(f"Dropout: rate must be a number in [0, 1], got {rate!r}")
+        self.rate = float(rate)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+        self.seed = seed
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0:
+            return inputs
+        if self.rate == 1:
+            return inputs * 0.0
+        return ops.dropout(inputs, self.rate, self.noise_shape, training=True)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate,
+                "noise_shape": None if self.noise_shape is None else list(self.noise_shape),
+                "seed": self.seed}
