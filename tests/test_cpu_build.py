@@ -7,7 +7,6 @@ instead of compiling, so these tests take seconds and log every call."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap

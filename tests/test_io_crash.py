@@ -31,9 +31,10 @@ _MODELS = textwrap.dedent("""
 
 _CHILD = _MODELS + textwrap.dedent("""
     import sys
-    from deepgpu.io import _atomic, save_tfjs
+    from deepgpu.io import save_tfjs
     kind, target, exchange = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     if not exchange:
+        from deepgpu.io import _atomic
         _atomic._exchange = lambda a, b: False
     models = [model(1), model(2)]
     i = 0

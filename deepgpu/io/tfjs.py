@@ -29,7 +29,7 @@ import re
 import numpy as np
 
 from . import _atomic
-from .native import JSON_LIMIT, ModelFileError, reading, real_dtype, shape_of
+from .native import JSON_LIMIT, ModelFileError, reading, shape_of
 
 SHARD_BYTES = 4 * 1024 * 1024
 # The tf.keras release whose config dialect the topology follows; readers look
@@ -190,9 +190,9 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
 
     Weights are stored as float32 little-endian, cut into shards of at most
     ``shard_bytes`` (4 MiB, as tensorflowjs_converter). The folder is written
-    beside the target (``.deepgpu-<name>.<hex>.tmp``) and moved into place, so a
-    crash leaves either the old folder or the new one. An existing ``directory`` is replaced only if
-    it is empty or holds nothing but a previous TF.js export (FileExistsError
+    beside the target (``.deepgpu-<name>.<hex>.tmp``) and moved into place,
+    so a crash leaves either the old folder or the new one. An existing
+    ``directory`` is replaced only if it is empty or holds nothing but a previous TF.js export (FileExistsError
     otherwise, and for a file); missing parent folders are created. On Linux
     the two folders are exchanged in one step, so ``directory`` is the old or
     the new export at every instant; elsewhere a crash between two renames
