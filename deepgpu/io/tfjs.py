@@ -57,11 +57,26 @@ _TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "l
                      "softplus", "softsign", "swish", "silu", "gelu", "mish"}
 
 
-def _tfjs_layer(entry):
-    """Check one ``{class_name, config}`` layer entry against what TF.js reads; rename keys in place."""
+def _input_ranks(model, into=None) -> dict:
+    """{layer name: rank of its built input} over ``model`` and its nested models (single-input layers)."""
+    into = {} if into is None else into
+    for layer in getattr(model, "layers", []):
+        shape = getattr(layer, "_build_input_shape", None)
+        if isinstance(shape, (tuple, list)) and shape and all(isinstance(d, (int, type(None))) for d in shape):
+            into[layer.name] = len(shape)
+        _input_ranks(layer, into)
+    return into
+
+
+def _tfjs_layer(entry, ranks=None):
+    """Check one ``{class_name, config}`` layer entry against what TF.js reads; rename keys in place.
+
+    ranks: {layer name: input rank}, for the checks that depend on it.
+    """
     from .. import layers as L
 
     cls, cfg = entry["class_name"], entry["config"]
+    rank = (ranks or {}).get(cfg.get("name"))
     who = f"layer {cfg.get('name')!r} ({cls})"
 
     def refuse(why):
@@ -101,9 +116,34 @@ def _tfjs_layer(entry):
         refuse(f"normalizes over axis {cfg.get('axis')}; TF.js's softmax supports only the last axis")
     elif cls in ("GlobalAveragePooling2D", "GlobalMaxPooling2D") and cfg.get("keepdims"):
         refuse("has keepdims=True, which TF.js ignores")
+    # Found by the conformance harness against the real tfjs 4.22 (tests/layers): TF.js loads
+    # these and then predicts other values, or refuses the folder.
+    elif cls == "BatchNormalization":
+        axis = cfg.get("axis", -1)
+        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+        if not (axis == -1 or (rank is not None and isinstance(axis, int) and axis % rank == rank - 1)):
+            refuse(f"normalizes over axis {axis}; TF.js's BatchNormalization gives other values for any "
+                   "axis but the last")
+    elif cls == "UpSampling2D" and cfg.get("interpolation", "nearest") != "nearest":
+        refuse(f"uses {cfg['interpolation']!r} interpolation, which TF.js computes without half-pixel centres "
+               "(other values than deepgpu and Keras)")
+    elif cls == "Conv2DTranspose" and cfg.get("output_padding") is not None:
+        from ..layers.conv import deconv_output_length as out_len
+        two = (lambda v: list(v) if isinstance(v, (list, tuple)) else [v, v])
+        ks, st, dl, op = (two(cfg.get(key, 1)) for key in ("kernel_size", "strides", "dilation_rate",
+                                                            "output_padding"))
+        pad = cfg.get("padding", "valid")
+        # TF.js has no output_padding: it writes the size Keras gives without one. Only an
+        # output_padding that changes that size cannot be carried.
+        if any(out_len(1, k, s, pad, p, d) != out_len(1, k, s, pad, None, d) for k, s, d, p in zip(ks, st, dl, op)):
+            refuse(f"has output_padding {cfg['output_padding']}, which changes the output size, and TF.js's "
+                   "Conv2DTranspose has no output_padding")
+    elif cls == "Flatten" and rank is not None and rank < 3:
+        refuse(f"flattens a rank-{rank} input, and TF.js's Flatten takes rank 3 or more (on rank 2 it does "
+               "nothing: remove it)")
     if cls in ("Sequential", "Model", "Functional"):
         for inner in cfg["layers"]:
-            _tfjs_layer(inner)
+            _tfjs_layer(inner, ranks)
 
 
 _MODELS = ("Sequential", "Model", "Functional")
@@ -149,7 +189,7 @@ def _model_json(model, manifest) -> dict:
     from ..registry import serialize_layer
 
     spec = json.loads(json.dumps(serialize_layer(model)))  # a private copy to adjust
-    _tfjs_layer(spec)
+    _tfjs_layer(spec, _input_ranks(model))
     _shift_nested_refs(spec, +1)
     return {
         "format": "layers-model",

@@ -10,7 +10,7 @@ from deepgpu.testing import LayerCase as C
 from deepgpu.testing import TfjsNodeBatch
 
 # TF.js's Conv2DTranspose has no output_padding: it computes another output size (test below).
-_OUTPUT_PADDING = "TF.js's Conv2DTranspose ignores output_padding; save_tfjs does not refuse it yet"
+_OUTPUT_PADDING = "TF.js's Conv2DTranspose has no output_padding"
 CASES = [
     C(L.Conv2D, dict(filters=3, kernel_size=3), (2, 5, 5, 2), (None, 3, 3, 3), expected_num_weights=2),
     C(L.Conv2D, dict(filters=2, kernel_size=(2, 3), strides=(2, 1), padding="same", activation="relu"),
@@ -26,7 +26,7 @@ CASES = [
     C(L.Conv2DTranspose, dict(filters=2, kernel_size=(3, 2), strides=(2, 1), activation="relu"),
       (2, 3, 4, 2), (None, 7, 5, 2)),
     C(L.Conv2DTranspose, dict(filters=2, kernel_size=3, strides=2, output_padding=1, use_bias=False),
-      (1, 3, 3, 2), (None, 8, 8, 2), skip={"tfjs_node": _OUTPUT_PADDING}),
+      (1, 3, 3, 2), (None, 8, 8, 2), unsupported={"tfjs": _OUTPUT_PADDING}),
     C(L.Conv2DTranspose, dict(filters=5, kernel_size=3, strides=2, padding="same", output_padding=1,
                               activation="sigmoid"), (2, 4, 4, 3), (None, 8, 8, 5),
       expected_num_params=3 * 3 * 5 * 3 + 5),
@@ -43,7 +43,6 @@ def test_layer(case, tfjs_batch):
     case.run(tfjs_batch=tfjs_batch)
 
 
-@pytest.mark.xfail(strict=True, reason=_OUTPUT_PADDING)
-def test_tfjs_gap_conv2d_transpose_output_padding(tfjs_agrees_or_refuses):
+def test_save_tfjs_refuses_conv2d_transpose_output_padding(tfjs_agrees_or_refuses):
     tfjs_agrees_or_refuses(C(L.Conv2DTranspose, dict(filters=2, kernel_size=3, strides=2, output_padding=1),
                              (1, 3, 3, 2)))

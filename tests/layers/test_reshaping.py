@@ -11,13 +11,13 @@ from deepgpu.testing import TfjsNodeBatch
 
 # TF.js resizes without half-pixel centres (tf.image.resizeBilinear's default), Keras and
 # deepgpu with them: the interior differs (test below).
-_BILINEAR = "TF.js's bilinear UpSampling2D samples without half-pixel centres; save_tfjs does not refuse it yet"
+_BILINEAR = "TF.js's bilinear UpSampling2D samples without half-pixel centres"
 # tfjs-layers' Flatten demands rank >= 3 and refuses the folder save_tfjs writes (test below).
-_FLATTEN_RANK2 = "TF.js's Flatten takes inputs of rank 3 or more; save_tfjs does not refuse rank 2 yet"
+_FLATTEN_RANK2 = "TF.js's Flatten takes inputs of rank 3 or more"
 CASES = [
     C(L.Flatten, {}, (2, 3, 4), (None, 12)),
     C(L.Flatten, {}, (2, 3, 4, 5), (None, 60)),
-    C(L.Flatten, {}, (2, 3), (None, 3), skip={"tfjs_node": _FLATTEN_RANK2}),
+    C(L.Flatten, {}, (2, 3), (None, 3), unsupported={"tfjs": _FLATTEN_RANK2}),
     C(L.Reshape, dict(target_shape=(6, 2)), (2, 3, 4), (None, 6, 2)),
     C(L.Reshape, dict(target_shape=(-1, 3)), (2, 12), (None, 4, 3)),
     C(L.Reshape, dict(target_shape=(4, -1)), (2, 3, 4, 5), (None, 4, 15)),
@@ -33,9 +33,9 @@ CASES = [
     C(L.UpSampling2D, {}, (2, 2, 3, 2), (None, 4, 6, 2)),
     C(L.UpSampling2D, dict(size=(2, 3)), (2, 3, 4, 2), (None, 6, 12, 2)),
     C(L.UpSampling2D, dict(size=2, interpolation="bilinear"), (2, 3, 4, 2), (None, 6, 8, 2),
-      skip={"tfjs_node": _BILINEAR}),
+      unsupported={"tfjs": _BILINEAR}),
     C(L.UpSampling2D, dict(size=(2, 3), interpolation="bilinear"), (2, 3, 2, 2), (None, 6, 6, 2),
-      skip={"tfjs_node": _BILINEAR}),
+      unsupported={"tfjs": _BILINEAR}),
 ]
 
 
@@ -49,11 +49,9 @@ def test_layer(case, tfjs_batch):
     case.run(tfjs_batch=tfjs_batch)
 
 
-@pytest.mark.xfail(strict=True, reason=_BILINEAR)
-def test_tfjs_gap_bilinear_upsampling(tfjs_agrees_or_refuses):
+def test_save_tfjs_refuses_bilinear_upsampling(tfjs_agrees_or_refuses):
     tfjs_agrees_or_refuses(C(L.UpSampling2D, dict(size=2, interpolation="bilinear"), (2, 3, 4, 2)))
 
 
-@pytest.mark.xfail(strict=True, reason=_FLATTEN_RANK2)
-def test_tfjs_gap_flatten_of_rank_2(tfjs_agrees_or_refuses):
+def test_save_tfjs_refuses_flatten_of_rank_2(tfjs_agrees_or_refuses):
     tfjs_agrees_or_refuses(C(L.Flatten, {}, (2, 3)))
