@@ -352,6 +352,9 @@ class ModelCheckpoint(Callback):
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
+        from .io import by_name
+        # As Keras 3: a path whose extension names no format fails here, not after the first epoch.
+        (by_name.weights_format if save_weights_only else by_name.model_format)(self.filepath)
         if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
             raise ValueError(f"save_freq must be 'epoch' or a positive int, got {save_freq!r}")
         self.save_freq = save_freq

@@ -195,7 +195,7 @@ def test_model_checkpoint_by_batches(tmp_path):
     fit(m, [cb], losses_(0.9, 0.8), steps=4)
     assert [p for _, p in m.saved] == [str(tmp_path / "e1-b3.dgm"), str(tmp_path / "e2-b2.dgm")]
     with pytest.raises(ValueError, match="save_freq"):
-        C.ModelCheckpoint("x", save_freq="batch")
+        C.ModelCheckpoint("x.dgm", save_freq="batch")
 
 
 # ------------------------------------------------ TerminateOnNaN, schedulers

@@ -318,9 +318,9 @@ def test_weights_that_do_not_fit(tmp_path):
 
 def test_deepgpu_file_and_weights_only_h5(tmp_path):
     model = Sequential([L.Dense(2, input_shape=(3,))])
-    model.save(tmp_path / "native.zip")
+    model.save(tmp_path / "native.dgm")
     with pytest.raises(KerasFileError, match="deepgpu file"):
-        load_keras(tmp_path / "native.zip")
+        load_keras(tmp_path / "native.dgm")
     with h5py.File(tmp_path / "w.h5", "w") as f:
         f.attrs["layer_names"] = np.array([b"dense"])
     with pytest.raises(KerasFileError, match="without a model_config"):

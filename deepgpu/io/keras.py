@@ -33,7 +33,7 @@ import zipfile
 
 import numpy as np
 
-from .native import JSON_LIMIT, ModelFileError, _atomic_zip, _one_line, fits, reading
+from .native import JSON_LIMIT, ModelFileError, _atomic_zip, _one_line, atomic_write, fits, reading
 
 _CONFIG, _METADATA, _WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 _MODEL_CLASSES = ("Sequential", "Functional", "Model")
@@ -465,7 +465,9 @@ def load_keras(path, custom_objects=None):
 # Activation names Keras 3 resolves; others (gelu_new, custom functions) cannot be written.
 _KERAS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "hard_sigmoid", "hard_silu", "tanh", "softmax",
                       "log_softmax", "elu", "selu", "softplus", "softsign", "swish", "silu", "gelu",
-                      "leaky_relu", "exponential", "mish"}
+                      "leaky_relu", "exponential", "mish", "celu", "glu", "hard_shrink", "hard_tanh",
+                      "log_sigmoid", "soft_shrink", "sparse_plus", "sparse_sigmoid", "sparsemax", "squareplus",
+                      "tanh_shrink", "threshold"}
 
 
 def _policy(dtype):
@@ -587,6 +589,41 @@ def _weights_h5(model, spec):
             for i, w in enumerate(_own_weights(layer)):
                 g.create_dataset(str(i), data=w.data_sync())
     return buf.getvalue()
+
+
+def save_keras_weights(model, path) -> None:
+    """Write ``model``'s weights as a Keras 3 ``.weights.h5`` file (what ``keras.Model.save_weights``
+    writes and ``load_weights`` reads; weights addressed by layer path, as in a ``.keras`` file).
+    Atomic. Raises ValueError for an unbuilt model or one Keras 3 cannot describe."""
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built yet, so it has no weights to save")
+    data = _weights_h5(model, _keras_model(model))
+    atomic_write(path, lambda f: f.write(data))
+
+
+def load_keras_weights(model, path) -> None:
+    """Set ``model``'s weights from a Keras 3 ``.weights.h5`` file, matched by layer path as Keras
+    does. Every array is read and checked before the first is assigned: a file that does not fit
+    raises KerasFileError (naming the layer) and changes nothing."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built yet: build it before loading weights into it")
+    spec = _keras_model(model)
+    with reading(path) as ctx:
+        ctx.what = "the HDF5 weights"
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise KerasFileError(f"{path!r} is not an HDF5 file, so not a Keras .weights.h5 file")
+        limit = 4 * sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) + (16 << 20)
+        if os.path.getsize(path) > limit:
+            raise KerasFileError(f"{path!r} is {os.path.getsize(path)} bytes, far more than the weights of "
+                                 f"model {model.name!r} need")
+        with open(path, "rb") as fh:
+            pairs = _read_keras3_weights(model, spec, fh.read(), path)
+    for w, a in pairs:
+        w.assign(a)
 
 
 def save_keras(model, path) -> None:

@@ -92,6 +92,17 @@ def _npz_bytes(arrays) -> bytes:
 def _atomic_zip(path, members: dict) -> None:
     """Write ``members`` (name -> bytes) as a zip at ``path`` atomically; first remove what
     interrupted saves of ``path`` left."""
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path, write) -> None:
+    """Have ``write(f)`` fill a temporary beside ``path``, then move it over ``path`` in one step;
+    first remove what interrupted saves of ``path`` left."""
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
@@ -100,9 +111,7 @@ def _atomic_zip(path, members: dict) -> None:
     tmp, fd = _atomic.create_temp(path)
     f = os.fdopen(fd, "wb")
     try:
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            for name, data in members.items():
-                z.writestr(name, data)
+        write(f)
         _atomic.replace_file(f, tmp, path)
     except BaseException:
         _atomic.discard(tmp, None)

@@ -13,6 +13,8 @@ _registry.register_builtin("Functional", Model)
 
 
 def load_model(filepath, custom_objects=None, compile=True):
-    """Load a model written by ``model.save`` (architecture, weights, optimizer state)."""
-    from ..io import native
-    return native.load_model(filepath, custom_objects=custom_objects, compile=compile)
+    """Load a model written by ``model.save``: deepgpu's ``.dgm`` (architecture, weights, compile
+    settings, optimizer state), a Keras 3 ``.keras`` or a legacy Keras ``.h5`` file (uncompiled),
+    told apart by content. Raises FileNotFoundError, or ModelFileError for a bad file."""
+    from ..io import by_name
+    return by_name.load_model(filepath, custom_objects=custom_objects, compile=compile)

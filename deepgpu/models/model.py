@@ -245,30 +245,29 @@ class Model(Trainer, Layer):
 
     # --------------------------------------------------------------- saving
     def save(self, filepath, overwrite=True, include_optimizer=True):
-        """Write the whole model (architecture, weights, compile settings,
-        optimizer state) to one zip file; ``deepgpu.models.load_model`` reads it.
+        """Write the whole model; the extension picks the format, as in Keras 3.
 
-        Atomic: the previous file survives a crash mid-save. Raises
-        FileExistsError when ``overwrite`` is false and the file exists.
+        ``.dgm``: deepgpu's zip (architecture, weights, compile settings,
+        optimizer state). ``.keras``: Keras 3's format (architecture and
+        weights), which ``keras.saving.load_model`` reads. Atomic: the previous
+        file survives a crash mid-save. Raises ValueError for another
+        extension (naming the choices), FileExistsError when ``overwrite`` is
+        false and the file exists. ``deepgpu.models.load_model`` reads both.
         """
-        import os
-        from ..io import native
-        if not overwrite and os.path.exists(filepath):
-            raise FileExistsError(f"{filepath!r} exists and overwrite=False")
-        native.save_model(self, filepath, include_optimizer=include_optimizer)
+        from ..io import by_name
+        by_name.save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 
     def save_weights(self, filepath, overwrite=True):
-        """Write only the weights (``weights`` order) to one zip file."""
-        import os
-        from ..io import native
-        if not overwrite and os.path.exists(filepath):
-            raise FileExistsError(f"{filepath!r} exists and overwrite=False")
-        native.save_weights(self, filepath)
+        """Write only the weights: ``.dgw`` (deepgpu's, ``weights`` order) or ``.weights.h5`` (Keras 3's,
+        by layer path). Raises ValueError for another extension."""
+        from ..io import by_name
+        by_name.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath):
-        """Set the weights from ``save_weights`` / ``save`` output; count and shapes checked first."""
-        from ..io import native
-        native.load_weights(self, filepath)
+        """Set the weights from a ``.weights.h5`` (Keras 3), ``.dgw`` or ``.dgm`` file; everything is
+        checked before the first weight is set."""
+        from ..io import by_name
+        by_name.load_weights(self, filepath)
 
     def get_config(self) -> dict:
         """The graph as Keras's functional config: layers with inbound nodes, inputs, outputs."""

@@ -876,18 +876,20 @@ class Trainer:
         return vals[0] if len(vals) == 1 else vals
 
     # ------------------------------------------------------------ weights
-    def save(self, filepath, overwrite=True):
-        """Write the whole model (architecture, weights, compile config, optimizer state)."""
-        from ..io import native
-        native.save_model(self, filepath, overwrite=overwrite)
+    def save(self, filepath, overwrite=True, include_optimizer=True):
+        """Write the whole model: ``.dgm`` (deepgpu's) or ``.keras`` (Keras 3's), by the extension."""
+        from ..io import by_name
+        by_name.save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 
     def save_weights(self, filepath, overwrite=True):
-        from ..io import native
-        native.save_weights(self, filepath, overwrite=overwrite)
+        """Write only the weights: ``.dgw`` (deepgpu's) or ``.weights.h5`` (Keras 3's), by the extension."""
+        from ..io import by_name
+        by_name.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath):
-        from ..io import native
-        native.load_weights(self, filepath)
+        """Set the weights from a ``.weights.h5`` (Keras 3), ``.dgw`` or ``.dgm`` file."""
+        from ..io import by_name
+        by_name.load_weights(self, filepath)
 
 
 def _trusting_labels(on):

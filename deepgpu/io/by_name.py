@@ -1,0 +1,100 @@
+"""Which file format a path asks for, by its extension, as Keras 3 decides it.
+
+``model.save`` / ``model.save_weights`` / ``model.load_weights`` and
+``deepgpu.models.load_model`` go through here, so ``model.save("m.keras")``
+writes what Keras reads, not deepgpu's own zip under Keras's name.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+
+MODEL_EXTENSIONS = {".dgm": "deepgpu's own (architecture, weights, compile settings, optimizer state)",
+                    ".keras": "Keras 3 (architecture and weights; keras.saving.load_model reads it)"}
+WEIGHTS_EXTENSIONS = {".dgw": "deepgpu's own", ".weights.h5": "Keras 3 (keras.Model.load_weights reads it)"}
+_LEGACY = (".h5", ".hdf5")
+
+
+def _ext(path, choices) -> str:
+    name = os.fspath(path).lower()
+    return next((e for e in sorted(choices, key=len, reverse=True) if name.endswith(e)), "")
+
+
+def model_format(path) -> str:
+    """'.dgm' or '.keras' for ``path``; ValueError naming the choices for any other extension."""
+    ext = _ext(path, MODEL_EXTENSIONS)
+    if ext:
+        return ext
+    if os.fspath(path).lower().endswith(_LEGACY):
+        raise ValueError(f"cannot save {os.fspath(path)!r}: deepgpu does not write Keras's legacy HDF5 (.h5) "
+                         f"models; save as .keras (Keras 3 and deepgpu read it) or .dgm. load_model reads .h5")
+    raise ValueError(f"cannot save {os.fspath(path)!r}: the extension names no model format; use "
+                     + " or ".join(f"{e} ({what})" for e, what in MODEL_EXTENSIONS.items()))
+
+
+def weights_format(path) -> str:
+    """'.dgw' or '.weights.h5' for ``path``; ValueError naming the choices for any other extension."""
+    ext = _ext(path, WEIGHTS_EXTENSIONS)
+    if ext:
+        return ext
+    raise ValueError(f"{os.fspath(path)!r}: the extension names no weights format; use "
+                     + " or ".join(f"{e} ({what})" for e, what in WEIGHTS_EXTENSIONS.items()))
+
+
+def save_model(model, path, overwrite=True, include_optimizer=True) -> None:
+    """``model.save``: .dgm (deepgpu) or .keras (Keras 3), by the extension."""
+    fmt = model_format(path)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{os.fspath(path)!r} exists and overwrite=False")
+    if fmt == ".keras":
+        from .keras import save_keras
+        save_keras(model, path)
+    else:
+        from .native import save_model as save_native
+        save_native(model, path, include_optimizer=include_optimizer)
+
+
+def save_weights(model, path, overwrite=True) -> None:
+    """``model.save_weights``: .dgw (deepgpu) or .weights.h5 (Keras 3), by the extension."""
+    fmt = weights_format(path)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{os.fspath(path)!r} exists and overwrite=False")
+    if fmt == ".weights.h5":
+        from .keras import save_keras_weights
+        save_keras_weights(model, path)
+    else:
+        from .native import save_weights as save_native
+        save_native(model, path)
+
+
+def load_weights(model, path) -> None:
+    """``model.load_weights``: a Keras 3 .weights.h5 file by its name, else deepgpu's own file
+    (.dgw, or the weights of a .dgm). Nothing is assigned unless everything fits."""
+    if os.fspath(path).lower().endswith(".weights.h5"):
+        from .keras import load_keras_weights
+        load_keras_weights(model, path)
+    else:
+        from .native import load_weights as load_native
+        load_native(model, path)
+
+
+def load_model(path, custom_objects=None, compile=True):
+    """``deepgpu.models.load_model``: deepgpu's .dgm, a Keras 3 .keras or a legacy Keras .h5 file,
+    told apart by content (a deepgpu zip holds ``deepgpu.json``)."""
+    from . import keras, native
+
+    p = os.fspath(path)
+    if os.path.isfile(p):
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+        keras_file = head == b"\x89HDF\r\n\x1a\n"
+        if not keras_file and zipfile.is_zipfile(p):
+            try:
+                with zipfile.ZipFile(p) as z:
+                    names = set(z.namelist())
+            except (zipfile.BadZipFile, OSError, ValueError):
+                names = set()  # the native loader says what is wrong with it
+            keras_file = "deepgpu.json" not in names and "config.json" in names
+        if keras_file:
+            return keras.load_keras(p, custom_objects=custom_objects)
+    return native.load_model(p, custom_objects=custom_objects, compile=compile)
