@@ -41,6 +41,21 @@ def test_save_dot_keras_writes_keras_3_format_and_load_model_reads_it(tmp_path):
     np.testing.assert_allclose(_pred(back), _pred(m), rtol=1e-6)
 
 
+@pytest.mark.parametrize("ext", [".h5", ".hdf5"])
+def test_save_dot_h5_writes_legacy_keras_hdf5(tmp_path, ext):
+    import h5py
+    a = L.Input((4,), name="a")
+    h = L.BatchNormalization()(L.Dense(3, activation="relu")(a))
+    m = dg.Model(a, L.Dense(2)(h))
+    rng = np.random.default_rng(3)
+    for w in m.weights:
+        w.assign(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
+    m.save(tmp_path / f"m{ext}")
+    with h5py.File(tmp_path / f"m{ext}") as f:
+        assert "model_config" in f.attrs and "model_weights" in f
+    np.testing.assert_allclose(_pred(dg.models.load_model(tmp_path / f"m{ext}")), _pred(m), rtol=1e-6)
+
+
 def test_dot_dgm_stays_deepgpus_own_with_the_optimizer(tmp_path):
     m = _model()
     m.fit(X, np.zeros((5, 2), np.float32), verbose=0)
@@ -61,7 +76,6 @@ def test_weights_round_trip_by_extension(tmp_path, ext):
 @pytest.mark.parametrize("call,name,match", [
     ("save", "m.zip", r"\.dgm .* or \.keras"),
     ("save", "m", r"\.dgm .* or \.keras"),
-    ("save", "m.h5", "legacy HDF5"),
     ("save_weights", "w.h5", r"\.dgw .* or \.weights\.h5"),
     ("save_weights", "w.bin", r"\.dgw .* or \.weights\.h5"),
 ])
@@ -102,8 +116,11 @@ def test_real_keras_reads_what_deepgpu_writes(tmp_path):
     m = _model()
     m.save(tmp_path / "m.keras")
     m.save_weights(tmp_path / "w.weights.h5")
-    km = keras.saving.load_model(str(tmp_path / "m.keras"))
-    np.testing.assert_allclose(np.asarray(km.predict(X, verbose=0)), _pred(m), rtol=1e-5, atol=1e-6)
+    m.save(tmp_path / "m.h5")
+    for name in ("m.keras", "m.h5"):
+        km = keras.saving.load_model(str(tmp_path / name))
+        np.testing.assert_allclose(np.asarray(km.predict(X, verbose=0)), _pred(m), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
     km2 = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)])
     km2.load_weights(str(tmp_path / "w.weights.h5"))
     np.testing.assert_allclose(np.asarray(km2.predict(X, verbose=0)), _pred(m), rtol=1e-5, atol=1e-6)

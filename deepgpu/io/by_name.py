@@ -10,9 +10,9 @@ import os
 import zipfile
 
 MODEL_EXTENSIONS = {".dgm": "deepgpu's own (architecture, weights, compile settings, optimizer state)",
-                    ".keras": "Keras 3 (architecture and weights; keras.saving.load_model reads it)"}
+                    ".keras": "Keras 3 (architecture and weights; keras.saving.load_model reads it)",
+                    ".h5": "Keras's legacy HDF5 (architecture and weights)", ".hdf5": "the same as .h5"}
 WEIGHTS_EXTENSIONS = {".dgw": "deepgpu's own", ".weights.h5": "Keras 3 (keras.Model.load_weights reads it)"}
-_LEGACY = (".h5", ".hdf5")
 
 
 def _ext(path, choices) -> str:
@@ -21,13 +21,10 @@ def _ext(path, choices) -> str:
 
 
 def model_format(path) -> str:
-    """'.dgm' or '.keras' for ``path``; ValueError naming the choices for any other extension."""
+    """'.dgm', '.keras', '.h5' or '.hdf5' for ``path``; ValueError naming the choices for any other."""
     ext = _ext(path, MODEL_EXTENSIONS)
     if ext:
         return ext
-    if os.fspath(path).lower().endswith(_LEGACY):
-        raise ValueError(f"cannot save {os.fspath(path)!r}: deepgpu does not write Keras's legacy HDF5 (.h5) "
-                         f"models; save as .keras (Keras 3 and deepgpu read it) or .dgm. load_model reads .h5")
     raise ValueError(f"cannot save {os.fspath(path)!r}: the extension names no model format; use "
                      + " or ".join(f"{e} ({what})" for e, what in MODEL_EXTENSIONS.items()))
 
@@ -42,13 +39,16 @@ def weights_format(path) -> str:
 
 
 def save_model(model, path, overwrite=True, include_optimizer=True) -> None:
-    """``model.save``: .dgm (deepgpu) or .keras (Keras 3), by the extension."""
+    """``model.save``: .dgm (deepgpu), .keras (Keras 3) or .h5 (legacy Keras), by the extension."""
     fmt = model_format(path)
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{os.fspath(path)!r} exists and overwrite=False")
     if fmt == ".keras":
         from .keras import save_keras
         save_keras(model, path)
+    elif fmt in (".h5", ".hdf5"):
+        from .keras import save_keras_h5
+        save_keras_h5(model, path)
     else:
         from .native import save_model as save_native
         save_native(model, path, include_optimizer=include_optimizer)

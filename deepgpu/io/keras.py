@@ -626,6 +626,36 @@ def load_keras_weights(model, path) -> None:
         w.assign(a)
 
 
+def save_keras_h5(model, path) -> None:
+    """Write ``model`` (architecture and weights) as a legacy Keras ``.h5`` file, laid out as Keras 3
+    writes one: the ``model_config`` attribute in the Keras 3 dialect, and per layer of
+    ``model.layers`` a group of ``model_weights`` naming its weights trainable first (a nested
+    model's: all of its layers'). ``keras.saving.load_model`` reads it. Atomic."""
+    from ..models.model import Model
+
+    h5py = _h5py()
+    spec = _keras_model(model)
+    buf = _io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["backend"], f.attrs["keras_version"] = "tensorflow", "3.0.0"
+        f.attrs["model_config"] = json.dumps({"class_name": spec["class_name"], "config": spec["config"]})
+        mw = f.create_group("model_weights")
+        mw.attrs["backend"], mw.attrs["keras_version"] = "tensorflow", "3.0.0"
+        mw.attrs["layer_names"] = np.array([layer.name.encode() for layer in model.layers], dtype="S")
+        for layer in model.layers:
+            g = mw.create_group(layer.name)
+            nested = isinstance(layer, Model)
+            weights = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+            names = [f"{layer.name if nested else model.name}/{w.name}" for w in weights]
+            g.attrs["weight_names"] = np.array([n.encode() for n in names], dtype="S")
+            for n, w in zip(names, weights):
+                g.create_dataset(n, data=w.data_sync())
+        top = mw.create_group("top_level_model_weights")
+        top.attrs["weight_names"] = np.array([], dtype="S")
+    data = buf.getvalue()
+    atomic_write(path, lambda fh: fh.write(data))
+
+
 def save_keras(model, path) -> None:
     """Write ``model`` (architecture and weights) as a Keras 3 ``.keras`` file.
 
