@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from . import ops
+from .autograd import no_grad
 
 
 def linear(x):
@@ -114,12 +115,111 @@ def mish(x):
     return x * ops.tanh(ops.softplus(x))
 
 
+def celu(x, alpha=1.0):
+    """Continuously differentiable ELU: ``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``,
+    written as ``alpha * elu(x / alpha)`` (the same for ``alpha > 0``, and safe for large ``x``)."""
+    alpha = float(alpha)
+    if alpha <= 0:
+        raise ValueError(f"celu: alpha must be positive, got {alpha}")
+    return ops.elu(x * (1.0 / alpha), 1.0) * alpha
+
+
+def glu(x, axis=-1):
+    """Gated linear unit: the input split in two halves ``a, b`` along ``axis``, ``a * sigmoid(b)``."""
+    n = x.shape[axis]
+    if n is not None and n % 2:
+        raise ValueError(f"glu: axis {axis} must have an even size to split in two halves, got {n} "
+                         f"(input shape {tuple(x.shape)})")
+    a, b = ops.split(x, 2, axis)
+    return a * ops.sigmoid(b)
+
+
+def hard_shrink(x, threshold=0.5):
+    """``x`` where ``|x| > threshold``, else 0."""
+    return ops.where(ops.greater(ops.abs(x), float(threshold)), x, 0.0)
+
+
+def hard_tanh(x):
+    """``x`` clipped to [-1, 1]."""
+    return ops.clip(x, -1.0, 1.0)
+
+
+def log_sigmoid(x):
+    """``log(sigmoid(x)) = -softplus(-x)``, stable for large ``|x|``."""
+    return ops.negative(ops.softplus(ops.negative(x)))
+
+
+def soft_shrink(x, threshold=0.5):
+    """``x - threshold`` above ``threshold``, ``x + threshold`` below ``-threshold``, else 0."""
+    t = float(threshold)
+    return ops.where(ops.greater(x, t), x - t, ops.where(ops.less(x, -t), x + t, 0.0))
+
+
+def sparse_plus(x):
+    """0 for ``x <= -1``, ``x`` for ``x >= 1``, ``(x + 1)**2 / 4`` between."""
+    mid = ops.square(x + 1.0) * 0.25
+    return ops.where(ops.less_equal(x, -1.0), 0.0, ops.where(ops.greater_equal(x, 1.0), x, mid))
+
+
+def sparse_sigmoid(x):
+    """0 for ``x <= -1``, 1 for ``x >= 1``, ``(x + 1) / 2`` between."""
+    return ops.clip(x * 0.5 + 0.5, 0.0, 1.0)
+
+
+def sparsemax(x, axis=-1):
+    """Sparsemax (Martins & Astudillo 2016): the Euclidean projection of ``x`` onto the
+    probability simplex along ``axis``, ``max(x - tau, 0)``.
+
+    The support (which entries stay positive) is found without sorting: entry ``i`` is in it
+    when ``1 + k_i x_i > sum_{x_j >= x_i} x_j`` with ``k_i = #{j : x_j >= x_i}``. That test
+    is on values only (no gradient); ``tau = (sum over the support of x - 1) / |support|``
+    is then built from differentiable ops, so autograd gives sparsemax's Jacobian.
+    Pairwise comparison costs O(n^2) memory in the size of ``axis``."""
+    ax = axis % x.ndim
+    with no_grad():  # values only: the support mask carries no gradient
+        xi = ops.expand_dims(x, ax + 1)   # [..., n_i, 1, ...]
+        xj = ops.expand_dims(x, ax)       # [..., 1, n_j, ...]
+        ge = ops.cast(ops.greater_equal(xj, xi), x.dtype)
+        k = ops.sum(ge, axis=ax + 1)
+        above = ops.sum(ge * xj, axis=ax + 1)
+        support = ops.cast(ops.greater(x * k + 1.0, above), x.dtype)
+    tau = (ops.sum(x * support, axis=ax, keepdims=True) - 1.0) / ops.sum(support, axis=ax, keepdims=True)
+    return ops.relu(x - tau)
+
+
+def squareplus(x, b=4):
+    """``(x + sqrt(x**2 + b)) / 2``."""
+    return (x + ops.sqrt(ops.square(x) + float(b))) * 0.5
+
+
+def tanh_shrink(x):
+    """``x - tanh(x)``."""
+    return x - ops.tanh(x)
+
+
+def threshold(x, threshold, default_value):
+    """``x`` where ``x > threshold``, else ``default_value`` (both required, as in Keras)."""
+    return ops.where(ops.greater(x, float(threshold)), x, float(default_value))
+
+
+def output_shape(fn, input_shape):
+    """The shape ``fn`` gives for ``input_shape``: the same, except glu (by name, so
+    over the last axis) halves that axis."""
+    if fn is glu and input_shape and input_shape[-1] is not None:
+        return tuple(input_shape[:-1]) + (input_shape[-1] // 2,)
+    return input_shape
+
+
 _BY_NAME = {
     "linear": linear, "relu": relu, "relu6": relu6, "sigmoid": sigmoid,
     "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu, "tanh": tanh, "softmax": softmax,
     "log_softmax": log_softmax, "elu": elu, "selu": selu, "softplus": softplus,
     "softsign": softsign, "swish": swish, "silu": silu, "gelu": gelu, "gelu_new": gelu_new,
     "leaky_relu": leaky_relu, "exponential": exponential, "mish": mish,
+    "celu": celu, "glu": glu, "hard_shrink": hard_shrink, "hard_tanh": hard_tanh,
+    "log_sigmoid": log_sigmoid, "soft_shrink": soft_shrink, "sparse_plus": sparse_plus,
+    "sparse_sigmoid": sparse_sigmoid, "sparsemax": sparsemax, "squareplus": squareplus,
+    "tanh_shrink": tanh_shrink, "threshold": threshold,
 }
 # Other spellings: TF.js camelCase ("hardSigmoid", "leakyRelu") and any case or
 # underscores are matched through this normalized table.

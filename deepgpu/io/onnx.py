@@ -134,6 +134,26 @@ def _activation(g, x, fn, hint, who):
                      f"{h}/inner")
         t = g.op("Add", [g.op("Tanh", [inner], f"{h}/tanh"), g.const(f"{h}/one", 1.0)], f"{h}/plus1")
         return g.op("Mul", [g.op("Mul", [x, g.const(f"{h}/half", 0.5)], f"{h}/half_x"), t], h)
+    if name == "celu":  # Keras's default alpha = 1
+        return g.op("Celu", [x], h, alpha=1.0)
+    if name == "hard_tanh":
+        return g.op("Clip", [x, g.const(f"{h}/min", -1.0), g.const(f"{h}/max", 1.0)], h)
+    if name == "sparse_sigmoid":  # clip((x + 1) / 2, 0, 1)
+        y = g.op("Add", [g.op("Mul", [x, g.const(f"{h}/half", 0.5)], f"{h}/half_x"),
+                         g.const(f"{h}/bias", 0.5)], f"{h}/affine")
+        return g.op("Clip", [y, g.const(f"{h}/min", 0.0), g.const(f"{h}/max", 1.0)], h)
+    if name == "log_sigmoid":  # -softplus(-x)
+        return g.op("Neg", [g.op("Softplus", [g.op("Neg", [x], f"{h}/neg_x")], f"{h}/softplus")], h)
+    if name == "hard_shrink":  # default threshold 0.5
+        return g.op("Shrink", [x], h, lambd=0.5, bias=0.0)
+    if name == "soft_shrink":
+        return g.op("Shrink", [x], h, lambd=0.5, bias=0.5)
+    if name == "tanh_shrink":
+        return g.op("Sub", [x, g.op("Tanh", [x], f"{h}/tanh")], h)
+    if name == "squareplus":  # (x + sqrt(x^2 + 4)) / 2, Keras's default b = 4
+        r = g.op("Sqrt", [g.op("Add", [g.op("Mul", [x, x], f"{h}/sq"), g.const(f"{h}/b", 4.0)], f"{h}/sq_b")],
+                 f"{h}/sqrt")
+        return g.op("Mul", [g.op("Add", [x, r], f"{h}/sum"), g.const(f"{h}/half", 0.5)], h)
     raise ValueError(f"{who}: activation {name!r} has no ONNX export")
 
 

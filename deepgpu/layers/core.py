@@ -59,7 +59,7 @@ class Dense(WeightedLayer):
         return self._activity(y)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
+        return activations.output_shape(self.activation, tuple(input_shape[:-1]) + (self.units,))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units,
@@ -84,7 +84,7 @@ class Activation(Layer):
         return self.activation(inputs)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return activations.output_shape(self.activation, input_shape)
 
     def get_config(self):
         return {**super().get_config(), "activation": act_config(self.activation)}

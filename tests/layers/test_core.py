@@ -20,6 +20,7 @@ def layer_cases_scaled_tanh(x):
 
 
 _NO_LAMBDA = "Lambda holds Python code"
+_NO_TFJS_ACT = "TF.js has no such activation"
 CASES = [
     C(L.Dense, dict(units=4), (3, 5), (None, 4), expected_num_weights=2),
     C(L.Dense, dict(units=3, activation="tanh", use_bias=False, kernel_regularizer="l2"), (2, 3, 4), (None, 3, 3),
@@ -30,6 +31,23 @@ CASES = [
                     kernel_regularizer=regularizers.L2(0.01)), (2, 13), (None, 7), expected_num_params=13 * 7 + 7),
     C(L.Activation, dict(activation="softmax"), (2, 3, 5), (None, 3, 5)),
     C(L.Activation, dict(activation="selu"), (2, 3, 4), (None, 3, 4)),
+    # Keras 3 activations TF.js lacks (save_tfjs refuses them, naming the layer)
+    C(L.Dense, dict(units=3, activation="log_sigmoid"), (2, 5), (None, 3), unsupported={"tfjs": _NO_TFJS_ACT}),
+    C(L.Dense, dict(units=4, activation="hard_tanh"), (2, 3, 5), (None, 3, 4), unsupported={"tfjs": _NO_TFJS_ACT}),
+    C(L.Dense, dict(units=4, activation="celu"), (3, 5), (None, 4), unsupported={"tfjs": _NO_TFJS_ACT}),
+    C(L.Activation, dict(activation="squareplus"), (2, 3, 4), (None, 3, 4), unsupported={"tfjs": _NO_TFJS_ACT}),
+    C(L.Activation, dict(activation="tanh_shrink"), (2, 6), (None, 6), unsupported={"tfjs": _NO_TFJS_ACT}),
+    C(L.Activation, dict(activation="soft_shrink"), (2, 3, 4), (None, 3, 4), unsupported={"tfjs": _NO_TFJS_ACT}),
+    C(L.Activation, dict(activation="sparse_sigmoid"), (2, 5), (None, 5), unsupported={"tfjs": _NO_TFJS_ACT}),
+    C(L.Activation, dict(activation="glu"), (2, 3, 6), (None, 3, 3),
+      unsupported={"tfjs": _NO_TFJS_ACT, "onnx": "glu's split has no ONNX export in deepgpu yet"}),
+    C(L.Activation, dict(activation="sparse_plus"), (2, 5), (None, 5),
+      unsupported={"tfjs": _NO_TFJS_ACT, "onnx": "sparse_plus has no ONNX export in deepgpu yet"}),
+    C(L.Dense, dict(units=5, activation="sparsemax"), (3, 4), (None, 5),
+      unsupported={"tfjs": _NO_TFJS_ACT, "onnx": "sparsemax has no ONNX export in deepgpu yet"},
+      skip={"keras_real": "Keras 3.15's sparsemax computes a wrong threshold when more than one entry is in "
+                          "the support (keras-team/keras#23425, fixed upstream by #23469); deepgpu computes "
+                          "the projection onto the simplex"}),
     C(L.Lambda, dict(function=layer_cases_scaled_tanh), (3, 4), (None, 4),
       unsupported={"tfjs": _NO_LAMBDA, "keras": _NO_LAMBDA, "onnx": _NO_LAMBDA}),
     C(L.Lambda, dict(function=layer_cases_scaled_tanh, output_shape=(2, 3)), (2, 2, 3), (None, 2, 3),
