@@ -154,6 +154,13 @@ def _activation(g, x, fn, hint, who):
         r = g.op("Sqrt", [g.op("Add", [g.op("Mul", [x, x], f"{h}/sq"), g.const(f"{h}/b", 4.0)], f"{h}/sq_b")],
                  f"{h}/sqrt")
         return g.op("Mul", [g.op("Add", [x, r], f"{h}/sum"), g.const(f"{h}/half", 0.5)], h)
+    if name == "sparse_plus":  # 0 for x <= -1, x for x >= 1, (x + 1)^2 / 4 between
+        p1 = g.op("Add", [x, g.const(f"{h}/one", 1.0)], f"{h}/plus1")
+        mid = g.op("Mul", [g.op("Mul", [p1, p1], f"{h}/sq"), g.const(f"{h}/quarter", 0.25)], f"{h}/mid")
+        hi = g.op("GreaterOrEqual", [x, g.const(f"{h}/hi", 1.0)], f"{h}/is_hi")
+        lo = g.op("LessOrEqual", [x, g.const(f"{h}/lo", -1.0)], f"{h}/is_lo")
+        upper = g.op("Where", [hi, x, mid], f"{h}/upper")
+        return g.op("Where", [lo, g.const(f"{h}/zero", 0.0), upper], h)
     raise ValueError(f"{who}: activation {name!r} has no ONNX export")
 
 

@@ -41,8 +41,7 @@ CASES = [
     C(L.Activation, dict(activation="sparse_sigmoid"), (2, 5), (None, 5), unsupported={"tfjs": _NO_TFJS_ACT}),
     C(L.Activation, dict(activation="glu"), (2, 3, 6), (None, 3, 3),
       unsupported={"tfjs": _NO_TFJS_ACT, "onnx": "glu's split has no ONNX export in deepgpu yet"}),
-    C(L.Activation, dict(activation="sparse_plus"), (2, 5), (None, 5),
-      unsupported={"tfjs": _NO_TFJS_ACT, "onnx": "sparse_plus has no ONNX export in deepgpu yet"}),
+    C(L.Activation, dict(activation="sparse_plus"), (2, 5), (None, 5), unsupported={"tfjs": _NO_TFJS_ACT}),
     C(L.Dense, dict(units=5, activation="sparsemax"), (3, 4), (None, 5),
       unsupported={"tfjs": _NO_TFJS_ACT, "onnx": "sparsemax has no ONNX export in deepgpu yet"},
       skip={"keras_real": "Keras 3.15's sparsemax computes a wrong threshold when more than one entry is in "
