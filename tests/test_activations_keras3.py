@@ -192,7 +192,7 @@ def test_keras_file_round_trip(tmp_path, name):
     assert_close(m2.predict(x, verbose=0), m.predict(x, verbose=0), 1e-6, 1e-7)
 
 
-ONNX_OK = ["celu", "hard_shrink", "hard_tanh", "log_sigmoid", "soft_shrink", "sparse_plus", "sparse_sigmoid",
+ONNX_OK = ["celu", "glu", "hard_shrink", "hard_tanh", "log_sigmoid", "soft_shrink", "sparse_plus", "sparse_sigmoid",
            "squareplus", "tanh_shrink"]
 
 

@@ -161,6 +161,14 @@ def _activation(g, x, fn, hint, who):
         lo = g.op("LessOrEqual", [x, g.const(f"{h}/lo", -1.0)], f"{h}/is_lo")
         upper = g.op("Where", [hi, x, mid], f"{h}/upper")
         return g.op("Where", [lo, g.const(f"{h}/zero", 0.0), upper], h)
+    if name == "glu":  # by name: halves of the last axis, a * sigmoid(b); the half size read at run time
+        n = g.op("Gather", [g.op("Shape", [x], f"{h}/shape"), g.const(f"{h}/last", [-1], np.int64)], f"{h}/n",
+                 axis=0)
+        half = g.op("Div", [n, g.const(f"{h}/two", [2], np.int64)], f"{h}/half")
+        axes = g.const(f"{h}/axes", [-1], np.int64)
+        a = g.op("Slice", [x, g.const(f"{h}/zero", [0], np.int64), half, axes], f"{h}/a")
+        b = g.op("Slice", [x, half, g.const(f"{h}/end", [np.iinfo(np.int64).max], np.int64), axes], f"{h}/b")
+        return g.op("Mul", [a, g.op("Sigmoid", [b], f"{h}/sigmoid")], h)
     raise ValueError(f"{who}: activation {name!r} has no ONNX export")
 
 
