@@ -45,26 +45,41 @@ def _fraction(s):
     return v
 
 
+def _version():
+    from importlib import metadata
+    try:
+        return metadata.version("deepgpu")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="deepgpu", description="Keras-style deep learning on NumPy or CUDA.")
+    p.add_argument("--version", action="version", version=f"deepgpu {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network on a real dataset (digits by default)")
-    t.add_argument("--model", choices=["dnn", "cnn", "resnet"], default="cnn")
-    t.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist"], default="digits")
+    t.add_argument("--model", choices=["dnn", "cnn", "resnet"], default="cnn",
+                   help="the network: a dense one, the seed convnet or a small ResNet (default: cnn)")
+    t.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist"], default="digits",
+                   help="digits ships with scikit-learn; the others are read from IDX files (default: digits)")
     t.add_argument("--data-dir", default=None, help="folder holding the IDX files (MNIST / Fashion-MNIST)")
     t.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=None,
-                   help="default: $DEEPGPU_BACKEND, else cpu")
+                   help="default: $DEEPGPU_BACKEND, else auto (the GPU where CuPy can use one, else the CPU)")
     t.add_argument("--epochs", type=_positive_int, default=None, help="default: 20 for digits, 3 otherwise")
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32 for digits, 128 otherwise")
-    t.add_argument("--optimizer", default="adam")
-    t.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    t.add_argument("--optimizer", default="adam",
+                   help="a Keras optimizer name: adam, sgd, rmsprop, adamw, ... (default: adam)")
+    t.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="default: 0.001")
     t.add_argument("--validation-split", type=_fraction, default=None,
                    help="fraction of the training images held out for validation; default 0.1 for digits, "
                         "0 for MNIST / Fashion-MNIST (all 60,000 train; the test set is shown as validation)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="deepgpu-out", help="folder for the saved model and the history plot")
-    t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
+    t.add_argument("--seed", type=int, default=0,
+                   help="seeds the weights, the shuffling and the validation split (default: 0)")
+    t.add_argument("--out", default="deepgpu-out",
+                   help="folder for the saved model and the history plot (default: deepgpu-out)")
+    t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
+                   help="0 quiet, 1 a progress bar, 2 one line per epoch (default: 1)")
 
     i = sub.add_parser("info", help="versions, backends, and the GPU if any")
     i.add_argument("--layers", action="store_true",
@@ -87,9 +102,12 @@ def _load(dataset, data_dir):
         try:
             (xtr, ytr), (xte, yte) = mod.load_data(path=data_dir)
         except FileNotFoundError as e:
-            # One line: the folders looked in and the how-to, joined.
+            # One line: the folders looked in and the how-to, joined, in the command's own terms.
             lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-            raise UserError(" ".join(lines)) from None
+            msg = " ".join(lines).replace("in the folder given as path", f"in --data-dir {data_dir!r}")
+            msg = msg.replace("pass path=THAT_FOLDER (deepgpu train --data-dir THAT_FOLDER)",
+                              "pass --data-dir THAT_FOLDER")
+            raise UserError(msg) from None
         scale = 255.0
     xtr = (xtr.astype("float32") / scale).reshape(xtr.shape[0], xtr.shape[1], xtr.shape[2], 1)
     xte = (xte.astype("float32") / scale).reshape(xte.shape[0], xte.shape[1], xte.shape[2], 1)
@@ -110,10 +128,17 @@ def cmd_train(args):
     from . import optimizers, zoo
 
     try:
-        backend = dg.set_backend(args.backend or os.environ.get("DEEPGPU_BACKEND", "cpu"))
+        backend = dg.set_backend(args.backend or os.environ.get("DEEPGPU_BACKEND", "auto"))
     except (dg.BackendUnavailableError, ValueError) as e:
         raise UserError(str(e)) from None
     _check_out(args.out)
+    if args.dataset == "digits" and args.data_dir is not None:
+        raise UserError(f"--data-dir {args.data_dir!r} is for --dataset mnist or fashion-mnist; the digits "
+                        f"ship with scikit-learn")
+    try:  # before the data loads: a misspelt optimizer should not cost a wait
+        opt = optimizers.get({"class_name": args.optimizer, "config": {"learning_rate": args.learning_rate}})
+    except ValueError as e:
+        raise UserError(str(e)) from None
     dg.set_seed(args.seed)
     (xtr, ytr), (xte, yte) = _load(args.dataset, args.data_dir)
     epochs = args.epochs or (20 if args.dataset == "digits" else 3)
@@ -122,10 +147,6 @@ def cmd_train(args):
           f"({len(xtr)} training / {len(xte)} test images of {xtr.shape[1]}x{xtr.shape[2]})")
     model = zoo.MODELS[args.model](input_shape=xtr.shape[1:], num_classes=int(ytr.max()) + 1)
     model.summary()
-    try:
-        opt = optimizers.get({"class_name": args.optimizer, "config": {"learning_rate": args.learning_rate}})
-    except ValueError as e:
-        raise UserError(str(e)) from None
     # On the GPU the step is recorded once as a CUDA graph and replayed (no effect on the CPU).
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], cuda_graph=True)
     t0 = time.perf_counter()

@@ -84,6 +84,8 @@ def test_train_fashion_mnist_from_a_data_dir(tmp_path, capsys, model):
     (["train", "--backend", "cuda"], "cuda"),
     (["train", "--optimizer", "nosuchopt", "--epochs", "1"], "nosuchopt"),
     (["train", "--out", "/proc/version/x"], "--out"),
+    (["train", "--data-dir", "/some/dir"], "--data-dir"),
+    (["train", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent/d", "--optimizer", "adamm"], "adamm"),
 ])
 def test_user_errors_are_one_line(args, message):
     if "--backend" in args and dg.cuda_status()[0]:
@@ -113,3 +115,14 @@ def test_info_names_backends_and_versions(capsys):
     assert f"cpu C kernels: {cpu.status()}" in out
     ok, why = dg.cuda_status()
     assert ("cuda (CuPy) - available" in out) if ok else (why in out)
+
+
+def test_version_and_help_texts():
+    p = _run("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"deepgpu {dg.__version__}", (p.stdout, p.stderr)
+    h = _run("train", "--help").stdout.split("options:", 1)[1]
+    for flag in ("--model", "--dataset", "--optimizer", "--learning-rate", "--seed", "--backend", "--out",
+                 "--verbose"):
+        line = h.split(flag, 1)[1].split("\n  --", 1)[0]
+        assert "default" in line, (flag, line)
+    assert "else auto" in h
