@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -12,16 +13,19 @@ from deepgpu import backends
 from deepgpu.backends.numpy_backend import NumpyBackend
 
 CUDA_OK, CUDA_WHY = backends.cuda_status()
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_python(code, **env):
-    """Run ``code`` in a fresh interpreter (outside the repository root) and return its stdout."""
+    """Run ``code`` in a fresh interpreter in an empty folder and return its stdout.
+
+    Not the repository's parent: a checkout folder named ``deepgpu`` there would be
+    imported as a namespace package instead of the installed one."""
     e = dict(os.environ)
     e.pop("DEEPGPU_BACKEND", None)
     e.update(env)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, cwd=os.path.dirname(REPO),
-                       timeout=60)
+    with tempfile.TemporaryDirectory() as empty:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, cwd=empty,
+                           timeout=60)
     assert p.returncode == 0, p.stderr
     return p.stdout.strip()
 

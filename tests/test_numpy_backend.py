@@ -8,6 +8,7 @@ the generic version in backends/base.py gives.
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,7 +19,6 @@ from deepgpu.backends.numpy_backend import NumpyBackend
 from deepgpu.kernels.cpu import SOURCES
 
 RNG = np.random.default_rng(11)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def r(*shape):
@@ -50,10 +50,13 @@ def close(a, b, rtol=1e-5):
 
 
 def run_python(code, **env):
+    """stdout of ``code`` in a fresh interpreter, in an empty folder (where no checkout named
+    ``deepgpu`` can shadow the installed package)."""
     e = dict(os.environ)
     e.update(env)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
-                       cwd=os.path.dirname(REPO), timeout=60)
+    with tempfile.TemporaryDirectory() as empty:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, cwd=empty,
+                           timeout=60)
     assert p.returncode == 0, p.stderr
     return p.stdout.strip()
 
