@@ -169,6 +169,20 @@ def _activation(g, x, fn, hint, who):
         a = g.op("Slice", [x, g.const(f"{h}/zero", [0], np.int64), half, axes], f"{h}/a")
         b = g.op("Slice", [x, half, g.const(f"{h}/end", [np.iinfo(np.int64).max], np.int64), axes], f"{h}/b")
         return g.op("Mul", [a, g.op("Sigmoid", [b], f"{h}/sigmoid")], h)
+    if name == "sparsemax":  # by name: over the last axis, the support found pairwise as deepgpu does
+        last, before = g.const(f"{h}/last", [-1], np.int64), g.const(f"{h}/before", [-2], np.int64)
+        xi = g.op("Unsqueeze", [x, last], f"{h}/xi")      # [..., n, 1]
+        xj = g.op("Unsqueeze", [x, before], f"{h}/xj")    # [..., 1, n]
+        ge = g.op("Cast", [g.op("GreaterOrEqual", [xj, xi], f"{h}/ge_bool")], f"{h}/ge", to=1)
+        # ReduceSum takes its axes as an input from opset 13, deepgpu's lowest
+        k = g.op("ReduceSum", [ge, last], f"{h}/k", keepdims=0)
+        above = g.op("ReduceSum", [g.op("Mul", [ge, xj], f"{h}/ge_x"), last], f"{h}/above", keepdims=0)
+        test = g.op("Add", [g.op("Mul", [x, k], f"{h}/kx"), g.const(f"{h}/one", 1.0)], f"{h}/kx1")
+        support = g.op("Cast", [g.op("Greater", [test, above], f"{h}/in_bool")], f"{h}/support", to=1)
+        total = g.op("ReduceSum", [g.op("Mul", [x, support], f"{h}/sx"), last], f"{h}/total", keepdims=1)
+        size = g.op("ReduceSum", [support, last], f"{h}/size", keepdims=1)
+        tau = g.op("Div", [g.op("Sub", [total, g.const(f"{h}/one_", 1.0)], f"{h}/total1"), size], f"{h}/tau")
+        return g.op("Relu", [g.op("Sub", [x, tau], f"{h}/shifted")], h)
     raise ValueError(f"{who}: activation {name!r} has no ONNX export")
 
 

@@ -42,7 +42,7 @@ CASES = [
     C(L.Activation, dict(activation="glu"), (2, 3, 6), (None, 3, 3), unsupported={"tfjs": _NO_TFJS_ACT}),
     C(L.Activation, dict(activation="sparse_plus"), (2, 5), (None, 5), unsupported={"tfjs": _NO_TFJS_ACT}),
     C(L.Dense, dict(units=5, activation="sparsemax"), (3, 4), (None, 5),
-      unsupported={"tfjs": _NO_TFJS_ACT, "onnx": "sparsemax has no ONNX export in deepgpu yet"},
+      unsupported={"tfjs": _NO_TFJS_ACT},
       skip={"keras_real": "Keras 3.15's sparsemax computes a wrong threshold when more than one entry is in "
                           "the support (keras-team/keras#23425, fixed upstream by #23469); deepgpu computes "
                           "the projection onto the simplex"}),
