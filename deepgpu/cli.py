@@ -159,6 +159,11 @@ def cmd_train(args):
     train_s = time.perf_counter() - t0
     loss, acc = model.evaluate(xte, yte, batch_size=256)
     print(f"Test loss: {loss:.4f} - test accuracy: {acc * 100:.2f}% (training took {train_s:.1f} s)")
+    train_acc = (history.history.get("accuracy") or [None])[-1]
+    if train_acc is not None and acc < train_acc - 0.2:
+        print(f"Note: the test accuracy is far below the training accuracy ({train_acc * 100:.1f}%): the "
+              f"model does not generalize yet (too few epochs for BatchNormalization's moving statistics, "
+              f"or overfitting); try more --epochs")
     path = os.path.join(args.out, f"{args.dataset}-{args.model}.dgm")
     try:
         os.makedirs(args.out, exist_ok=True)

@@ -44,6 +44,29 @@ def test_the_default_run_reaches_97_percent(tmp_path, capsys):
     assert float(out.split("test accuracy: ")[1].split("%")[0]) >= 97.0, out
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_short_resnet_run_works_at_test_time(tmp_path, capsys, seed):
+    """Two epochs of the ResNet: BatchNormalization's moving statistics settle (10% before)."""
+    pytest.importorskip("sklearn")
+    rc = main(["train", "--model", "resnet", "--epochs", "2", "--seed", str(seed), "--out", str(tmp_path),
+               "--verbose", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert float(out.split("test accuracy: ")[1].split("%")[0]) >= 90.0, out
+    assert "far below" not in out
+
+
+def test_a_test_accuracy_far_below_training_is_pointed_out(tmp_path, capsys, monkeypatch):
+    from deepgpu.models.training import Trainer
+    real = Trainer.evaluate
+    # A model whose test-time behaviour breaks (as unsettled moving statistics did): labels shifted.
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, x, y, **kw: real(self, x, (y + 1) % 10, **kw))
+    pytest.importorskip("sklearn")
+    assert main(["train", "--epochs", "2", "--out", str(tmp_path), "--verbose", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "far below" in out and "training accuracy" in out, out
+
+
 def _fake_idx(folder, n_train=96, n_test=32, seed=0):
     """Four IDX files of a learnable 28x28 task (class = which quadrant is bright)."""
     rng = np.random.default_rng(seed)
