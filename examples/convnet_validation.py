@@ -24,7 +24,7 @@ model.add(Conv2D(kernel_size=5, filters=16, strides=1, activation="relu",
 model.add(MaxPooling2D(pool_size=(2, 2), strides=(2, 2)))
 model.add(Flatten())
 model.add(Dense(10, kernel_initializer="VarianceScaling", activation="softmax"))
-model.compile(optimizer=dg.optimizers.SGD(0.15), loss="categoricalCrossentropy", metrics=["accuracy"])
+model.compile(optimizer="adam", loss="categoricalCrossentropy", metrics=["accuracy"])
 
 epochs = budget(10, 2)
 report = LambdaCallback(on_epoch_end=lambda epoch, logs: print(
