@@ -44,7 +44,7 @@ from .models import Model, Sequential, load_model, register_serializable  # noqa
 _SUBMODULES = {
     "layers", "models", "losses", "metrics", "optimizers", "callbacks", "activations",
     "initializers", "regularizers", "datasets", "preprocessing", "io", "testing", "kernels",
-    "backends", "tuning", "plotting", "data", "ops", "autograd", "cli", "zoo",
+    "backends", "tuning", "plotting", "data", "ops", "autograd", "cli", "zoo", "utils",
 }
 
 

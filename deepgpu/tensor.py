@@ -136,6 +136,10 @@ class Tensor:
             _disposed_error()
         return self._backend.to_numpy(self.data)
 
+    def numpy(self):
+        """The values as a NumPy array: an explicit host read, as ``data_sync()`` (Keras's spelling)."""
+        return self.data_sync()
+
     def array_sync(self):
         """The values as nested Python lists (or a scalar for 0-d)."""
         return self.data_sync().tolist()

@@ -119,3 +119,16 @@ def functional_from_config(config, custom=None):
 def model_from_config(spec, custom_objects=None):
     """A model from ``{"class_name": "Sequential" | "Model" | "Functional", "config": ...}``."""
     return deserialize_layer(spec, custom_objects)
+
+
+def model_from_json(json_string, custom_objects=None):
+    """A model (fresh weights) from ``model.to_json()``; ValueError naming what is wrong for bad JSON."""
+    import json
+    try:
+        spec = json.loads(json_string)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model_from_json: not a JSON model description ({e})") from None
+    if not isinstance(spec, dict) or "class_name" not in spec or "config" not in spec:
+        raise ValueError("model_from_json: expected {\"class_name\": ..., \"config\": ...} as model.to_json() "
+                         "writes")
+    return model_from_config(spec, custom_objects)

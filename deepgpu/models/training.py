@@ -876,6 +876,13 @@ class Trainer:
         return vals[0] if len(vals) == 1 else vals
 
     # ------------------------------------------------------------ weights
+    def to_json(self, **kwargs) -> str:
+        """The architecture as JSON (``{"class_name", "config"}``, no weights), which
+        ``deepgpu.models.model_from_json`` reads; ``kwargs`` go to ``json.dumps``."""
+        import json
+        from ..registry import serialize_layer
+        return json.dumps(serialize_layer(self), **kwargs)
+
     def save(self, filepath, overwrite=True, include_optimizer=True):
         """Write the whole model: ``.dgm`` (deepgpu's) or ``.keras`` (Keras 3's), by the extension."""
         from ..io import by_name

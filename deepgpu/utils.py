@@ -1,0 +1,34 @@
+"""Keras's ``keras.utils`` helpers under the same names: ``set_random_seed``,
+``to_categorical``, ``plot_model``, and ``clone_model`` (also ``deepgpu.models.clone_model``)."""
+from __future__ import annotations
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed deepgpu's random draws (weights, dropout, shuffling, splits): ``deepgpu.set_seed``."""
+    from . import set_seed
+    set_seed(seed)
+
+
+def to_categorical(y, num_classes=None, dtype="float32"):
+    """One-hot rows for integer class labels (Keras's ``to_categorical``; see deepgpu.preprocessing)."""
+    from .preprocessing import to_categorical as one_hot
+    return one_hot(y, num_classes, dtype)
+
+
+def plot_model(model, to_file="model.png", show_shapes=False, show_layer_names=True, dpi=200, **kwargs):
+    """Draw ``model``'s layer graph to ``to_file`` (Keras's signature; deepgpu.plotting.plot_model).
+
+    Keras's other options (``rankdir``, ``expand_nested``, ...) are accepted
+    and not yet used. Returns what deepgpu.plotting.plot_model returns.
+    """
+    from .plotting import plot_model as draw
+    return draw(model, to_file, show_shapes=show_shapes, dpi=dpi)
+
+
+def clone_model(model, custom_objects=None):
+    """A new model with ``model``'s architecture and freshly initialized weights (as Keras's
+    ``clone_model``): built from its config, sharing nothing with it. Raises NotImplementedError
+    for a subclassed model (no config)."""
+    from .models.serialization import model_from_config
+    from .registry import serialize_layer
+    return model_from_config(serialize_layer(model), custom_objects)
