@@ -20,22 +20,22 @@ def _ext(path, choices) -> str:
     return next((e for e in sorted(choices, key=len, reverse=True) if name.endswith(e)), "")
 
 
-def model_format(path) -> str:
-    """'.dgm', '.keras', '.h5' or '.hdf5' for ``path``; ValueError naming the choices for any other."""
-    ext = _ext(path, MODEL_EXTENSIONS)
+def _format(path, choices, what, lead) -> str:
+    ext = _ext(path, choices)
     if ext:
         return ext
-    raise ValueError(f"cannot save {os.fspath(path)!r}: the extension names no model format; use "
-                     + " or ".join(f"{e} ({what})" for e, what in MODEL_EXTENSIONS.items()))
+    raise ValueError(f"{lead}{os.fspath(path)!r}: the extension names no {what} format; use "
+                     + " or ".join(f"{e} ({desc})" for e, desc in choices.items()))
+
+
+def model_format(path) -> str:
+    """'.dgm', '.keras', '.h5' or '.hdf5' for ``path``; ValueError naming the choices for any other."""
+    return _format(path, MODEL_EXTENSIONS, "model", "cannot save ")
 
 
 def weights_format(path) -> str:
     """'.dgw' or '.weights.h5' for ``path``; ValueError naming the choices for any other extension."""
-    ext = _ext(path, WEIGHTS_EXTENSIONS)
-    if ext:
-        return ext
-    raise ValueError(f"{os.fspath(path)!r}: the extension names no weights format; use "
-                     + " or ".join(f"{e} ({what})" for e, what in WEIGHTS_EXTENSIONS.items()))
+    return _format(path, WEIGHTS_EXTENSIONS, "weights", "")
 
 
 def save_model(model, path, overwrite=True, include_optimizer=True) -> None:
@@ -87,7 +87,7 @@ def load_model(path, custom_objects=None, compile=True):
     if os.path.isfile(p):
         with open(p, "rb") as fh:
             head = fh.read(8)
-        keras_file = head == b"\x89HDF\r\n\x1a\n"
+        keras_file = head == keras.HDF5_MAGIC
         if not keras_file and zipfile.is_zipfile(p):
             try:
                 with zipfile.ZipFile(p) as z:

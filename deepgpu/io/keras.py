@@ -39,6 +39,9 @@ _CONFIG, _METADATA, _WEIGHTS = "config.json", "metadata.json", "model.weights.h5
 _MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # the first 8 bytes of every HDF5 file
+
+
 class KerasFileError(ModelFileError):
     """A file that is not a readable Keras model (names the file and the problem); a ModelFileError."""
 
@@ -294,6 +297,13 @@ def _read_dataset(node, w, where, path):
     return np.asarray(node[()], dtype=w.dtype)
 
 
+def _weights_limit(model) -> int:
+    """The most bytes a Keras weights file for ``model`` may hold: its weights, the optimizer's
+    slots beside them (Keras keeps them in the same file: a few per weight) and HDF5's own
+    structures, with room to spare."""
+    return 4 * sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) + (16 << 20)
+
+
 def _read_keras3_weights(model, spec, h5bytes, path):
     h5py = _h5py()
     pairs = []
@@ -404,9 +414,7 @@ def _load_keras_zip(path, custom, ctx):
         spec = _json(_member(z, _CONFIG, JSON_LIMIT, path), _CONFIG, path)
         ctx.what = "the architecture"
         model = _build(spec, custom, path)
-        # The weights, the optimizer's slots beside them (Keras keeps them in the same file: a few per
-        # weight) and HDF5's own structures, with room to spare.
-        limit = 4 * sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) + (16 << 20)
+        limit = _weights_limit(model)
         ctx.what = f"member {_WEIGHTS!r}"
         h5bytes = _member(z, _WEIGHTS, limit, path)
     return model, _read_keras3_weights(model, spec, h5bytes, path)
@@ -450,7 +458,7 @@ def load_keras(path, custom_objects=None):
     with reading(path) as ctx:
         if zipfile.is_zipfile(path) or head.startswith(b"PK"):
             model, pairs = _load_keras_zip(path, custom_objects, ctx)
-        elif head == b"\x89HDF\r\n\x1a\n":
+        elif head == HDF5_MAGIC:
             ctx.what = "the HDF5 file"
             model, pairs = _load_legacy_h5(path, custom_objects)
         else:
@@ -614,9 +622,9 @@ def load_keras_weights(model, path) -> None:
     with reading(path) as ctx:
         ctx.what = "the HDF5 weights"
         with open(path, "rb") as fh:
-            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+            if fh.read(8) != HDF5_MAGIC:
                 raise KerasFileError(f"{path!r} is not an HDF5 file, so not a Keras .weights.h5 file")
-        limit = 4 * sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) + (16 << 20)
+        limit = _weights_limit(model)
         if os.path.getsize(path) > limit:
             raise KerasFileError(f"{path!r} is {os.path.getsize(path)} bytes, far more than the weights of "
                                  f"model {model.name!r} need")

@@ -243,32 +243,6 @@ class Model(Trainer, Layer):
         """
         return print_summary(self, line_length, positions, print_fn, return_string)
 
-    # --------------------------------------------------------------- saving
-    def save(self, filepath, overwrite=True, include_optimizer=True):
-        """Write the whole model; the extension picks the format, as in Keras 3.
-
-        ``.dgm``: deepgpu's zip (architecture, weights, compile settings,
-        optimizer state). ``.keras``: Keras 3's format (architecture and
-        weights), which ``keras.saving.load_model`` reads. Atomic: the previous
-        file survives a crash mid-save. Raises ValueError for another
-        extension (naming the choices), FileExistsError when ``overwrite`` is
-        false and the file exists. ``deepgpu.models.load_model`` reads both.
-        """
-        from ..io import by_name
-        by_name.save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
-
-    def save_weights(self, filepath, overwrite=True):
-        """Write only the weights: ``.dgw`` (deepgpu's, ``weights`` order) or ``.weights.h5`` (Keras 3's,
-        by layer path). Raises ValueError for another extension."""
-        from ..io import by_name
-        by_name.save_weights(self, filepath, overwrite=overwrite)
-
-    def load_weights(self, filepath):
-        """Set the weights from a ``.weights.h5`` (Keras 3), ``.dgw`` or ``.dgm`` file; everything is
-        checked before the first weight is set."""
-        from ..io import by_name
-        by_name.load_weights(self, filepath)
-
     def get_config(self) -> dict:
         """The graph as Keras's functional config: layers with inbound nodes, inputs, outputs."""
         if not self._functional:

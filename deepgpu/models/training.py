@@ -92,6 +92,15 @@ def _check_array(a, what, where):
         raise ValueError(f"{where}(): {what} must have a batch axis, got a scalar array {_short(a)}")
 
 
+def _check_finite_data(xs, ys, sample_weight, prefix, where):
+    """``_check_finite`` on every input, target and the sample weights, named ``prefix`` + x / y /
+    sample_weight."""
+    sws = [] if sample_weight is None else [sample_weight]
+    for what, arrays in (("x", xs), ("y", ys), ("sample_weight", sws)):
+        for a in arrays:
+            _check_finite(a, prefix + what, where)
+
+
 def _check_finite(a, what, where):
     """ValueError when the float array ``a`` holds NaN or Inf (read in chunks; one
     host read per chunk for a Tensor)."""
@@ -619,12 +628,7 @@ class Trainer:
                 raise ValueError("fit(): class_weight and sample_weight cannot both be given (as in Keras); "
                                  "fold the class weights into sample_weight")
         if check_numerics:
-            for a in xs:
-                _check_finite(a, "x", w)
-            for a in ys:
-                _check_finite(a, "y", w)
-            if sample_weight is not None:
-                _check_finite(sample_weight, "sample_weight", w)
+            _check_finite_data(xs, ys, sample_weight, "", w)
         labels_ok = self._check_labels(ys, "y", w)
         sw = sample_weight
         if class_weight:
@@ -642,12 +646,7 @@ class Trainer:
             self._check_input_shapes(vx, "validation_data x", w, like=xs)
             self._check_targets(vy, "fit(): validation_data y")
             if check_numerics:
-                for a in vx:
-                    _check_finite(a, "validation_data x", w)
-                for a in vy:
-                    _check_finite(a, "validation_data y", w)
-                if vsw is not None:
-                    _check_finite(vsw, "validation_data sample_weight", w)
+                _check_finite_data(vx, vy, vsw, "validation_data ", w)
             labels_ok = self._check_labels(vy, "validation_data y", w) and labels_ok
             val = (vx, vy, vsw)
         elif validation_split:
@@ -775,10 +774,7 @@ class Trainer:
         self._check_input_shapes(xs, "x", w)
         self._check_targets(ys)
         if check_numerics:
-            sws = [] if sample_weight is None else [sample_weight]
-            for what, arrays in (("x", xs), ("y", ys), ("sample_weight", sws)):
-                for a in arrays:
-                    _check_finite(a, what, w)
+            _check_finite_data(xs, ys, sample_weight, "", w)
         labels_ok = self._check_labels(ys, "y", w)
         cbs = _Callbacks(callbacks, self, {"verbose": verbose}) if callbacks else None
         with _trusting_labels(labels_ok):
@@ -884,7 +880,16 @@ class Trainer:
         return json.dumps(serialize_layer(self), **kwargs)
 
     def save(self, filepath, overwrite=True, include_optimizer=True):
-        """Write the whole model: ``.dgm`` (deepgpu's) or ``.keras`` (Keras 3's), by the extension."""
+        """Write the whole model; the extension picks the format, as in Keras 3.
+
+        ``.dgm``: deepgpu's zip (architecture, weights, compile settings,
+        optimizer state). ``.keras`` / ``.h5``: Keras 3's format / legacy HDF5
+        (architecture and weights), which ``keras.saving.load_model`` reads.
+        Atomic: the previous file survives a crash mid-save. Raises ValueError
+        for another extension (naming the choices), FileExistsError when
+        ``overwrite`` is false and the file exists. ``deepgpu.models.load_model``
+        reads all three.
+        """
         from ..io import by_name
         by_name.save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 

@@ -1,6 +1,8 @@
 """Fixtures shared by the layer-family files."""
 import pytest
 
+from deepgpu.testing import TfjsNodeBatch
+
 
 @pytest.fixture
 def tfjs_agrees_or_refuses():
@@ -18,3 +20,9 @@ def tfjs_agrees_or_refuses():
         if "tfjs_node" in report.skipped:
             pytest.skip(report.skipped["tfjs_node"])
     return check
+
+
+@pytest.fixture(scope="module")
+def tfjs_batch(request):
+    """The real TF.js's predictions for every case of a family file's ``CASES``, from one node process."""
+    return TfjsNodeBatch(request.module.CASES)

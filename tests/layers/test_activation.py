@@ -7,7 +7,6 @@ import pytest
 
 from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
-from deepgpu.testing import TfjsNodeBatch
 
 CASES = [
     C(L.ReLU, {}, (3, 4), (None, 4)),
@@ -26,11 +25,6 @@ CASES = [
       unsupported={"tfjs": "TF.js's Softmax normalizes over the last axis only",
                    "onnx": "ONNX's Softmax takes one axis"}),
 ]
-
-
-@pytest.fixture(scope="module")
-def tfjs_batch():
-    return TfjsNodeBatch(CASES)  # one node process for the whole family
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -7,7 +7,6 @@ import pytest
 
 from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
-from deepgpu.testing import TfjsNodeBatch
 
 # TF.js's Conv2DTranspose has no output_padding: it computes another output size (test below).
 _OUTPUT_PADDING = "TF.js's Conv2DTranspose has no output_padding"
@@ -31,11 +30,6 @@ CASES = [
                               activation="sigmoid"), (2, 4, 4, 3), (None, 8, 8, 5),
       expected_num_params=3 * 3 * 5 * 3 + 5),
 ]
-
-
-@pytest.fixture(scope="module")
-def tfjs_batch():
-    return TfjsNodeBatch(CASES)  # one node process for the whole family
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

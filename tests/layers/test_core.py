@@ -10,7 +10,6 @@ import pytest
 from deepgpu import layers as L
 from deepgpu import ops, register_serializable, regularizers
 from deepgpu.testing import LayerCase as C
-from deepgpu.testing import TfjsNodeBatch
 
 
 @register_serializable()
@@ -51,11 +50,6 @@ CASES = [
     C(L.Lambda, dict(function=layer_cases_scaled_tanh, output_shape=(2, 3)), (2, 2, 3), (None, 2, 3),
       unsupported={"tfjs": _NO_LAMBDA, "keras": _NO_LAMBDA, "onnx": _NO_LAMBDA}),
 ]
-
-
-@pytest.fixture(scope="module")
-def tfjs_batch():
-    return TfjsNodeBatch(CASES)  # one node process for the whole family
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

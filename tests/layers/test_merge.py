@@ -7,7 +7,6 @@ import pytest
 
 from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
-from deepgpu.testing import TfjsNodeBatch
 
 TWO = [(2, 3, 4), (2, 3, 4)]
 CASES = [
@@ -24,11 +23,6 @@ CASES = [
     C(L.Concatenate, {}, [(2, 3, 4), (2, 3, 2)], (None, 3, 6)),
     C(L.Concatenate, dict(axis=1), [(2, 3, 4), (2, 2, 4)], (None, 5, 4)),
 ]
-
-
-@pytest.fixture(scope="module")
-def tfjs_batch():
-    return TfjsNodeBatch(CASES)  # one node process for the whole family
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

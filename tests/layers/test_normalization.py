@@ -7,7 +7,6 @@ import pytest
 
 from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
-from deepgpu.testing import TfjsNodeBatch
 
 # TF.js 4.22 normalizes over another layout when axis is not the last one (test below).
 _AXIS = "TF.js's BatchNormalization predicts other values for an axis other than the last"
@@ -21,11 +20,6 @@ CASES = [
     C(L.BatchNormalization, dict(momentum=0.9, epsilon=1e-5, gamma_regularizer="l2"), (4, 3, 3, 8), (None, 3, 3, 8),
       training="deterministic", expected_num_params=32, expected_num_weights=4, expected_num_trainable_weights=2),
 ]
-
-
-@pytest.fixture(scope="module")
-def tfjs_batch():
-    return TfjsNodeBatch(CASES)  # one node process for the whole family
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

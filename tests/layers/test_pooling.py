@@ -7,7 +7,6 @@ import pytest
 
 from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
-from deepgpu.testing import TfjsNodeBatch
 
 CASES = [
     C(L.MaxPooling2D, {}, (2, 4, 4, 3), (None, 2, 2, 3), expected_num_weights=0),
@@ -24,11 +23,6 @@ CASES = [
     C(L.GlobalMaxPooling2D, dict(keepdims=True), (2, 6, 5, 3), (None, 1, 1, 3),
       unsupported={"tfjs": "TF.js ignores keepdims"}),
 ]
-
-
-@pytest.fixture(scope="module")
-def tfjs_batch():
-    return TfjsNodeBatch(CASES)  # one node process for the whole family
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -7,18 +7,12 @@ import pytest
 
 from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
-from deepgpu.testing import TfjsNodeBatch
 
 CASES = [
     C(L.Dropout, dict(rate=0.5), (4, 6), (None, 6), training="random"),
     C(L.Dropout, dict(rate=0.3, noise_shape=[None, 1, 4], seed=3), (3, 5, 4), (None, 5, 4), training="random"),
     C(L.Dropout, dict(rate=0.2, noise_shape=[None, 1], seed=1), (3, 4), (None, 4), training="random"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tfjs_batch():
-    return TfjsNodeBatch(CASES)  # one node process for the whole family
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

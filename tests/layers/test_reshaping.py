@@ -7,7 +7,6 @@ import pytest
 
 from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
-from deepgpu.testing import TfjsNodeBatch
 
 # TF.js resizes without half-pixel centres (tf.image.resizeBilinear's default), Keras and
 # deepgpu with them: the interior differs (test below).
@@ -37,11 +36,6 @@ CASES = [
     C(L.UpSampling2D, dict(size=(2, 3), interpolation="bilinear"), (2, 3, 2, 2), (None, 6, 6, 2),
       unsupported={"tfjs": _BILINEAR}),
 ]
-
-
-@pytest.fixture(scope="module")
-def tfjs_batch():
-    return TfjsNodeBatch(CASES)  # one node process for the whole family
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
