@@ -730,6 +730,77 @@ class Backend:
                 dxp[:, r0:r0 + sh * (ho - 1) + 1:sh, c0:c0 + sw * (wo - 1) + 1:sw, :] += dcols[:, :, :, i, j, :]
         return dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
 
+    # -------------------------------------------------- depthwise convolution
+    def depthwise_geometry(self, x_shape, k_shape, strides, padding, dilation):
+        """(ho, wo, (pt, pb), (pl, pr)) for an NHWC input and a [kh, kw, C, M] depthwise kernel."""
+        if len(x_shape) != 4 or len(k_shape) != 4:
+            raise ValueError(f"depthwise_conv2d expects a 4-D NHWC input and a 4-D [kh, kw, C, M] kernel, "
+                             f"got shapes {tuple(x_shape)} and {tuple(k_shape)}")
+        if x_shape[3] != k_shape[2]:
+            raise ValueError(f"depthwise_conv2d: input has {x_shape[3]} channels but the kernel expects "
+                             f"{k_shape[2]} (input shape {tuple(x_shape)}, kernel shape {tuple(k_shape)})")
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        try:
+            ho, ph = conv_output_size(x_shape[1], k_shape[0], sh, dh, padding)
+            wo, pw = conv_output_size(x_shape[2], k_shape[1], sw, dw, padding)
+        except ValueError as e:
+            raise ValueError(f"depthwise_conv2d: {e} (input shape {tuple(x_shape)}, "
+                             f"kernel shape {tuple(k_shape)})") from None
+        return ho, wo, ph, pw
+
+    def _dw_taps(self, k_shape, strides, dilation, ho, wo):
+        """(i, j, row slice, col slice) of every kernel tap into the padded input."""
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        for i in range(k_shape[0]):
+            for j in range(k_shape[1]):
+                yield i, j, slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+
+    def depthwise_conv2d(self, x, k, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        """Depthwise 2-D convolution (TF's ``depthwise_conv2d_native``).
+
+        x: [N, H, W, C], k: [kh, kw, C, M] -> [N, Ho, Wo, C*M]; output channel
+        ``c*M + m`` is input channel c convolved with ``k[:, :, c, m]``.
+        ValueError when the channels differ or the window exceeds the input.
+        """
+        ho, wo, ph, pw = self.depthwise_geometry(x.shape, k.shape, strides, padding, dilation)
+        n, c, m = x.shape[0], x.shape[3], k.shape[3]
+        if ph != (0, 0) or pw != (0, 0):
+            x = self.xp.pad(x, ((0, 0), ph, pw, (0, 0)))
+        y = self.xp.zeros((n, ho, wo, c, m), dtype=x.dtype)
+        for i, j, rs, cs in self._dw_taps(k.shape, strides, dilation, ho, wo):
+            y += x[:, rs, cs, :, None] * k[i, j]
+        return y.reshape(n, ho, wo, c * m)
+
+    def depthwise_conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        """Gradient of depthwise_conv2d with respect to its input: an array of ``x_shape``."""
+        n, h, w, c = x_shape
+        kh, kw, _, m = k.shape
+        sh, sw = _pair(strides, "strides")
+        dh, dw = _pair(dilation, "dilation_rate")
+        ho, wo, ph, pw = self.depthwise_geometry(x_shape, k.shape, strides, padding, dilation)
+        dy5 = dy.reshape(n, ho, wo, c, m)
+        # Room for the last window's reach so every strided slice has ho/wo rows.
+        dxp = self.xp.zeros((n, max(h + ph[0] + ph[1], (ho - 1) * sh + (kh - 1) * dh + 1),
+                             max(w + pw[0] + pw[1], (wo - 1) * sw + (kw - 1) * dw + 1), c), dtype=dy.dtype)
+        for i, j, rs, cs in self._dw_taps(k.shape, strides, dilation, ho, wo):
+            dxp[:, rs, cs, :] += (dy5 * k[i, j]).sum(axis=-1)
+        return dxp[:, ph[0]:ph[0] + h, pw[0]:pw[0] + w, :]
+
+    def depthwise_conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        """Gradient of depthwise_conv2d with respect to the kernel: [kh, kw, C, M]."""
+        kh, kw, c, m = k_shape
+        ho, wo, ph, pw = self.depthwise_geometry(x.shape, k_shape, strides, padding, dilation)
+        if ph != (0, 0) or pw != (0, 0):
+            x = self.xp.pad(x, ((0, 0), ph, pw, (0, 0)))
+        dy3 = dy.reshape(-1, c, m)
+        dk = self.xp.empty(tuple(k_shape), dtype=dy.dtype)
+        for i, j, rs, cs in self._dw_taps(k_shape, strides, dilation, ho, wo):
+            xs = x[:, rs, cs, :].reshape(-1, c)
+            dk[i, j] = (xs[:, :, None] * dy3).sum(axis=0)
+        return dk
+
     # ---------------------------------------------------------------- pooling
     def _pool_setup(self, x, pool_size, strides, padding, fill):
         ph_, pw_ = _pair(pool_size, "pool_size")

@@ -1082,6 +1082,32 @@ def _conv2d_bias_act_grad(node, dy):
     return (gx, gk) if len(node.inputs) == 2 else (gx, gk, gb)
 
 
+def depthwise_conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1) -> Tensor:
+    """Depthwise 2-D convolution. x: [N, H, W, C] (or [H, W, C]), kernel: [kh, kw, C, M].
+
+    Returns [N, Ho, Wo, C*M] (channel ``c*M + m`` from input channel c and
+    ``kernel[:, :, c, m]``, as TF). ValueError when the channels differ or
+    the window does not fit the input.
+    """
+    B = _backend_of(x, kernel)
+    x, kernel = _promote(_t(x, B), _t(kernel, B))
+    if x.ndim == 3:
+        return squeeze(depthwise_conv2d(expand_dims(x, 0), kernel, strides, padding, dilation_rate), 0)
+    s, p, d = _conv_args(strides, padding, dilation_rate)
+    B.depthwise_geometry(x.shape, kernel.shape, s, p, d)
+    y = B.depthwise_conv2d(x.data, kernel.data, s, p, d)
+    return _make("depthwise_conv2d", y, (x, kernel), B, s=s, p=p, d=d)
+
+
+@register_gradient("depthwise_conv2d")
+def _depthwise_conv2d_grad(node, dy):
+    x, k = node.inputs
+    B, a = node.B, node.attrs
+    gx = B.depthwise_conv2d_grad_input(dy, k.data, x.shape, a["s"], a["p"], a["d"]) if x.requires_grad else None
+    gk = B.depthwise_conv2d_grad_filter(x.data, dy, k.shape, a["s"], a["p"], a["d"]) if k.requires_grad else None
+    return gx, gk
+
+
 def conv2d_transpose(x, kernel, output_shape=None, strides=1, padding="valid", dilation_rate=1) -> Tensor:
     """Transposed convolution (the gradient of conv2d with respect to its input).
 
