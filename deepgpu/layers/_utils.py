@@ -97,3 +97,14 @@ def init_config(init):
 
 def reg_config(reg):
     return regularizers.serialize(reg)
+
+
+def single(value, what, layer_cls, allow_zero=False):
+    """An int or a one-element list of ints (TF.js and Keras write ``[3]``) as a positive int."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    lo = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        kind = "an int >= 0" if allow_zero else "a positive int"
+        raise ValueError(f"{layer_cls}: {what} must be {kind} or a list of one, got {value!r}")
+    return value

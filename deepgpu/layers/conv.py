@@ -6,7 +6,7 @@ from ..backends.base import conv_output_size
 from .base import InputSpec
 from .core import _FUSED
 from ._utils import (WeightedLayer, act_config, channels_last, constraint_config, constraint_get,
-                     init_config, pair, padding_arg, reg_config, shape_error)
+                     init_config, pair, padding_arg, reg_config, shape_error, single)
 
 
 class _Conv(WeightedLayer):
@@ -187,3 +187,171 @@ class Conv2DTranspose(_Conv):
         cfg = super().get_config()
         cfg["output_padding"] = None if self.output_padding is None else list(self.output_padding)
         return cfg
+
+
+# ------------------------------------------------------------------ 1-D (issue 16)
+# A 1-D convolution runs as the 2-D one over a unit height axis ([N, 1, L, C],
+# kernel [1, k, in, out]): reshapes are views, and the 2-D primitives (im2col +
+# one GEMM on the CPU, the tiled kernel on the GPU) already do the work.
+def _conv1d_len(layer, n, k, s, d, padding, input_shape):
+    if n is None:
+        return None
+    if padding == "causal":
+        n, padding = n + (k - 1) * d, "valid"
+    try:
+        return conv_output_size(n, k, s, d, padding)[0]
+    except ValueError as e:
+        raise shape_error(layer, f"kernel_size {k} (dilation {d}) does not fit the input ({e})",
+                          input_shape) from None
+
+
+class Conv1D(_Conv):
+    """1-D convolution over [N, steps, channels]; kernel [k, channels / groups, filters], bias [filters].
+
+    ``padding``: "valid", "same" or "causal" (zeros on the left only, so
+    output step t sees input steps <= t). ``groups`` splits the channels and
+    the filters into that many independent convolutions, as in Keras.
+    Raises ValueError naming the layer when the kernel does not fit the input
+    or ``groups`` divides neither the channels nor ``filters``.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
+        cls = type(self).__name__
+        k = single(kernel_size, "kernel_size", cls)
+        s = single(strides, "strides", cls)
+        d = single(dilation_rate, "dilation_rate", cls)
+        pad = padding.lower() if isinstance(padding, str) else padding
+        if pad not in ("valid", "same", "causal"):
+            raise ValueError(f"{cls}: padding must be 'valid', 'same' or 'causal', got {padding!r}")
+        super().__init__(filters, (1, k), (1, s), "valid" if pad == "causal" else pad, data_format, (1, d),
+                         activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                         bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint, **kwargs)
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"{cls}: groups must be a positive int, got {groups!r}")
+        if self.filters % groups:
+            raise ValueError(f"{cls}: filters ({self.filters}) must be divisible by groups ({groups})")
+        self.groups = groups
+        self.kernel_size, self.strides, self.dilation_rate, self.padding = (k,), (s,), (d,), pad
+        self.input_spec = InputSpec(ndim=3)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise shape_error(self, "the channel axis (last) of the input must have a known size", input_shape)
+        if channels % self.groups:
+            raise shape_error(self, f"groups={self.groups} must divide the input channels ({channels})",
+                              input_shape)
+        self.compute_output_shape(input_shape)
+        self.kernel = self.add_weight("kernel", (self.kernel_size[0], channels // self.groups, self.filters),
+                                      self.kernel_initializer, self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer,
+                                        constraint=self.bias_constraint)
+        self.input_spec = InputSpec(ndim=3, axes={-1: channels})
+        self.built = True
+
+    def call(self, inputs):
+        x = self._cast_in(inputs)
+        (k,), (s,), (d,) = self.kernel_size, self.strides, self.dilation_rate
+        padding = self.padding
+        if padding == "causal":
+            x = ops.pad(x, ((0, 0), ((k - 1) * d, 0), (0, 0)))
+            padding = "valid"
+        n = x.shape[0]
+        x4 = ops.expand_dims(x, 1)                 # [N, 1, L, C]
+        k4 = ops.expand_dims(self.kernel, 0)       # [1, k, C/g, F]
+        if self.groups == 1:
+            act = _FUSED.get(self.activation, False)
+            if act is not False:
+                y = ops.conv2d_bias_act(x4, k4, self.bias, act, (1, s), padding, (1, d))
+                return self._activity(ops.reshape(y, (n, y.shape[2], self.filters)))
+            y = ops.conv2d(x4, k4, (1, s), padding, (1, d))
+        else:
+            ys = [ops.conv2d(xi, ki, (1, s), padding, (1, d))
+                  for xi, ki in zip(ops.split(x4, self.groups, axis=3), ops.split(k4, self.groups, axis=3))]
+            y = ops.concat(ys, axis=3)
+        return self._finish(ops.reshape(y, (n, y.shape[2], self.filters)))
+
+    def compute_output_shape(self, input_shape):
+        n = _conv1d_len(self, input_shape[1], self.kernel_size[0], self.strides[0], self.dilation_rate[0],
+                        self.padding, input_shape)
+        return (input_shape[0], n, self.filters)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["groups"] = self.groups
+        return cfg
+
+
+class Conv1DTranspose(_Conv):
+    """Transposed 1-D convolution over [N, steps, channels]; kernel [k, filters, channels] as in Keras.
+
+    ``padding`` "valid" or "same" ("causal" raises, as in Keras);
+    ``output_padding`` None or an int smaller than ``strides``.
+    """
+
+    _transpose = True
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None, data_format=None,
+                 dilation_rate=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
+        cls = type(self).__name__
+        k = single(kernel_size, "kernel_size", cls)
+        s = single(strides, "strides", cls)
+        d = single(dilation_rate, "dilation_rate", cls)
+        if isinstance(padding, str) and padding.lower() == "causal":
+            raise ValueError(f"{cls}: padding 'causal' is not supported by a transposed convolution "
+                             f"(as in Keras); use 'valid' or 'same'")
+        super().__init__(filters, (1, k), (1, s), padding, data_format, (1, d), activation, use_bias,
+                         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+                         activity_regularizer, kernel_constraint, bias_constraint, **kwargs)
+        if output_padding is not None:
+            output_padding = single(output_padding, "output_padding", cls, allow_zero=True)
+            if output_padding >= s:
+                raise ValueError(f"{cls}: output_padding ({output_padding}) must be smaller than strides ({s})")
+        self.output_padding = None if output_padding is None else (output_padding,)
+        self.kernel_size, self.strides, self.dilation_rate = (k,), (s,), (d,)
+        self.input_spec = InputSpec(ndim=3)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise shape_error(self, "the channel axis (last) of the input must have a known size", input_shape)
+        self.kernel = self.add_weight("kernel", (self.kernel_size[0], self.filters, channels),
+                                      self.kernel_initializer, self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer,
+                                        constraint=self.bias_constraint)
+        self.input_spec = InputSpec(ndim=3, axes={-1: channels})
+        self.built = True
+
+    def _out_len(self, n):
+        op = None if self.output_padding is None else self.output_padding[0]
+        return deconv_output_length(n, self.kernel_size[0], self.strides[0], self.padding, op,
+                                    self.dilation_rate[0])
+
+    def call(self, inputs):
+        x = self._cast_in(inputs)
+        n, length = x.shape[0], self._out_len(x.shape[1])
+        y = ops.conv2d_transpose(ops.expand_dims(x, 1), ops.expand_dims(self.kernel, 0),
+                                 (n, 1, length, self.filters), (1, self.strides[0]), self.padding,
+                                 (1, self.dilation_rate[0]))
+        return self._finish(ops.reshape(y, (n, length, self.filters)))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self._out_len(input_shape[1]), self.filters)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["output_padding"] = None if self.output_padding is None else list(self.output_padding)
+        return cfg
+
+
+Convolution1D = Conv1D
+Convolution1DTranspose = Conv1DTranspose

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import ops
-from .base import Layer
+from .base import InputSpec, Layer
 
 
 class Dropout(Layer):
@@ -30,3 +30,23 @@ class Dropout(Layer):
         return {**super().get_config(), "rate": self.rate,
                 "noise_shape": None if self.noise_shape is None else list(self.noise_shape),
                 "seed": self.seed}
+
+
+class SpatialDropout1D(Dropout):
+    """[N, steps, C]: drops whole channels (one decision per example and channel), only when training.
+
+    ``noise_shape`` is accepted only as None (TF.js writes it); the mask's shape is [N, 1, C].
+    """
+
+    def __init__(self, rate, seed=None, noise_shape=None, **kwargs):
+        if noise_shape is not None:
+            raise ValueError(f"SpatialDropout1D: noise_shape is fixed to [batch, 1, channels]; "
+                             f"got noise_shape={noise_shape!r}")
+        super().__init__(rate, None, seed, **kwargs)
+        self.noise_shape = (None, 1, None)
+        self.input_spec = InputSpec(ndim=3)
+
+    def get_config(self):
+        cfg = super().get_config()
+        del cfg["noise_shape"]
+        return cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import ops
 from ..tensor import tensor
 from .base import InputSpec, Layer, fmt_shape
-from ._utils import channels_last, pair, shape_error
+from ._utils import channels_last, pair, shape_error, single
 
 
 def _prod(dims):
@@ -242,3 +242,83 @@ class UpSampling2D(Layer):
     def get_config(self):
         return {**super().get_config(), "size": list(self.size), "data_format": self.data_format,
                 "interpolation": self.interpolation}
+
+
+# ------------------------------------------------------------------ 1-D (issue 16)
+def _before_after(value, what, cls):
+    """int or (before, after), both >= 0."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = (value, value)
+    else:
+        try:
+            out = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            out = ()
+    if len(out) != 2 or min(out) < 0:
+        raise ValueError(f"{cls}: {what} must be an int or a pair (before, after) of ints >= 0, got {value!r}")
+    return out
+
+
+class ZeroPadding1D(Layer):
+    """[N, steps, C] -> [N, before + steps + after, C] with zero steps added at each end."""
+
+    def __init__(self, padding=1, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = _before_after(padding, "padding", "ZeroPadding1D")
+        self.data_format = channels_last(data_format, "ZeroPadding1D")
+        self.input_spec = InputSpec(ndim=3)
+
+    def call(self, inputs):
+        return ops.pad(inputs, ((0, 0), self.padding, (0, 0)))
+
+    def compute_output_shape(self, input_shape):
+        n = input_shape[1]
+        return (input_shape[0], None if n is None else n + sum(self.padding), input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": list(self.padding), "data_format": self.data_format}
+
+
+class Cropping1D(Layer):
+    """[N, steps, C] -> [N, steps - before - after, C]: steps removed at each end."""
+
+    def __init__(self, cropping=(1, 1), **kwargs):
+        super().__init__(**kwargs)
+        self.cropping = _before_after(cropping, "cropping", "Cropping1D")
+        self.input_spec = InputSpec(ndim=3)
+
+    def build(self, input_shape):
+        self.compute_output_shape(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        a, b = self.cropping
+        return inputs[:, a:inputs.shape[1] - b, :]
+
+    def compute_output_shape(self, input_shape):
+        n = input_shape[1]
+        if n is not None and n - sum(self.cropping) <= 0:
+            raise shape_error(self, f"cropping {self.cropping} removes every step", input_shape)
+        return (input_shape[0], None if n is None else n - sum(self.cropping), input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "cropping": list(self.cropping)}
+
+
+class UpSampling1D(Layer):
+    """[N, steps, C] -> [N, steps * size, C]: each step repeated ``size`` times."""
+
+    def __init__(self, size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.size = single(size, "size", "UpSampling1D")
+        self.input_spec = InputSpec(ndim=3)
+
+    def call(self, inputs):
+        return inputs if self.size == 1 else ops.repeat(inputs, self.size, 1)
+
+    def compute_output_shape(self, input_shape):
+        n = input_shape[1]
+        return (input_shape[0], None if n is None else n * self.size, input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
