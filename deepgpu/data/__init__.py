@@ -1,4 +1,5 @@
-"""Data: the IDX reader, Fashion-MNIST, MNIST, scikit-learn's digits, and preprocessing.
+"""Data: ``Dataset`` (tf.data's pipeline, deepgpu/data/dataset.py), the IDX reader,
+Fashion-MNIST, MNIST, scikit-learn's digits, and preprocessing.
 
 Users reach the loaders as ``deepgpu.datasets`` (``load_idx``,
 ``fashion_mnist``, ``mnist``, ``digits``; each dataset module has
@@ -7,6 +8,10 @@ arrays, as Keras does) and the helpers as ``deepgpu.preprocessing``. This
 folder is the host I/O boundary, so it may use NumPy directly.
 """
 from . import digits, fashion_mnist, mnist  # noqa: F401
+from .dataset import (AUTOTUNE, INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, TensorSpec,  # noqa: F401
+                      array, generator, zip)
 from .idx import IDXError, load_idx, save_idx  # noqa: F401
 
-__all__ = ["load_idx", "save_idx", "IDXError", "fashion_mnist", "mnist", "digits"]
+__all__ = ["load_idx", "save_idx", "IDXError", "fashion_mnist", "mnist", "digits",
+           "Dataset", "TensorSpec", "AUTOTUNE", "INFINITE_CARDINALITY", "UNKNOWN_CARDINALITY",
+           "array", "generator", "zip"]
