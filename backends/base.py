@@ -308,6 +308,118 @@ class Backend:
         mask = self.dropout_mask(x.shape, rate, x.dtype)
         return self.multiply(x, mask), mask
 
+    # Randomness drawn inside a step (noise, augmentation): a counter-based hash of
+    # (seed, counter, element), so a call's values depend on its arguments alone
+    # (reproducible on the CPU; the CUDA backend adds its replay count when capturing).
+    def _keyed_key(self, seed: int, counter: int):
+        return np.uint64((int(seed) * 0x9E3779B97F4A7C15 + int(counter) * 0xD1B54A32D192ED03 + 1) % 2**64)
+
+    def random_keyed(self, shape, seed: int, counter: int, kind="uniform", dtype="float32"):
+        """Array of ``shape``: uniform in [0, 1) (24-bit) or standard normal (``kind``),
+        a pure function of (seed, counter, element index) (splitmix64 over the index)."""
+        xp = self.xp
+        n = 1
+        for d in shape:
+            n *= int(d)
+        with np.errstate(over="ignore"):
+            z = xp.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + self._keyed_key(seed, counter)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+        hi = (z >> np.uint64(40)).astype(np.float64)
+        if kind == "uniform":
+            out = hi * 2.0 ** -24
+        elif kind == "normal":  # Box-Muller on two 24-bit halves of the hash
+            lo = ((z >> np.uint64(8)) & np.uint64(0xFFFFFF)).astype(np.float64)
+            out = xp.sqrt(-2.0 * xp.log((hi + 0.5) * 2.0 ** -24)) * xp.cos(2 * np.pi * lo * 2.0 ** -24)
+        else:
+            raise ValueError(f"random_keyed: kind must be 'uniform' or 'normal', got {kind!r}")
+        return out.reshape(tuple(shape)).astype(normalize_dtype(dtype))
+
+    # ---------------------------------------------------- image transforms
+    _FILL_MODES = ("constant", "nearest", "reflect", "wrap")
+
+    def _fill_coord(self, c, n, mode):
+        """Source coordinates ``c`` (floats) mapped into [0, n-1] by ``mode``, as TF's
+        ImageProjectiveTransformV3 does ("constant" leaves them: out of range reads fill_value)."""
+        xp = self.xp
+        if mode == "constant":
+            return c
+        if n <= 1:
+            return xp.zeros_like(c)
+        if mode == "reflect":  # d c b a | a b c d | d c b a
+            sz2 = 2.0 * n
+            m = xp.mod(c, sz2)
+            m = xp.where(m >= n, sz2 - m - 1, m)
+        elif mode == "wrap":  # TF's own arithmetic, edges included
+            m = xp.where(c < 0, c + n * (xp.trunc(-c / (n - 1)) + 1),
+                         xp.where(c > n - 1, c - n * xp.trunc(c / (n - 1)), c))
+        elif mode == "nearest":
+            m = c
+        else:
+            raise ValueError(f"fill_mode must be one of {self._FILL_MODES}, got {mode!r}")
+        return xp.clip(m, 0, n - 1)
+
+    def _transform_taps(self, x_shape, transforms, out_h, out_w, interpolation, fill_mode):
+        """[(flat row index, in-range mask, weight)] of each tap, over N*out_h*out_w outputs."""
+        xp = self.xp
+        N, H, W = int(x_shape[0]), int(x_shape[1]), int(x_shape[2])
+        t = transforms.astype(np.float32).reshape(-1, 8)
+        if t.shape[0] not in (1, N):
+            raise ValueError(f"image_transform: transforms must have 1 or {N} rows of 8, got {t.shape[0]}")
+        t = xp.broadcast_to(t, (N, 8))[:, :, None, None]
+        yy, xx = xp.meshgrid(xp.arange(out_h, dtype=np.float32), xp.arange(out_w, dtype=np.float32), indexing="ij")
+        k = t[:, 6] * xx + t[:, 7] * yy + 1.0
+        sx = self._fill_coord((t[:, 0] * xx + t[:, 1] * yy + t[:, 2]) / k, W, fill_mode)
+        sy = self._fill_coord((t[:, 3] * xx + t[:, 4] * yy + t[:, 5]) / k, H, fill_mode)
+        base = (xp.arange(N, dtype=np.int64) * (H * W))[:, None, None]
+
+        def tap(iy, ix, w):
+            ok = (iy >= 0) & (iy <= H - 1) & (ix >= 0) & (ix <= W - 1)
+            flat = base + xp.clip(iy, 0, H - 1).astype(np.int64) * W + xp.clip(ix, 0, W - 1).astype(np.int64)
+            return flat.reshape(-1), ok.reshape(-1), None if w is None else w.reshape(-1)
+
+        if interpolation == "nearest":  # std::round: halves away from zero
+            rnd = (lambda c: xp.where(c >= 0, xp.floor(c + 0.5), xp.ceil(c - 0.5)))
+            return [tap(rnd(sy), rnd(sx), None)]
+        if interpolation != "bilinear":
+            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+        y0, x0 = xp.floor(sy), xp.floor(sx)
+        fy, fx = sy - y0, sx - x0
+        return [tap(y0, x0, (1 - fy) * (1 - fx)), tap(y0, x0 + 1, (1 - fy) * fx),
+                tap(y0 + 1, x0, fy * (1 - fx)), tap(y0 + 1, x0 + 1, fy * fx)]
+
+    def image_transform(self, x, transforms, out_h, out_w, interpolation="bilinear", fill_mode="constant",
+                        fill_value=0.0):
+        """Projective transform of NHWC images ``x`` [N, H, W, C] -> [N, out_h, out_w, C].
+
+        ``transforms``: [N, 8] or [1, 8] rows (a0, a1, a2, b0, b1, b2, c0, c1) mapping an output
+        pixel (x, y) to the input point ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1,
+        as tf.raw_ops.ImageProjectiveTransformV3 (and Keras's ops.image.affine_transform).
+        ``interpolation``: "bilinear" | "nearest"; ``fill_mode``: "constant" (reads outside are
+        ``fill_value``), "nearest", "reflect", "wrap". Raises ValueError for other values.
+        """
+        N, H, W, C = x.shape
+        rows = x.reshape(N * H * W, C)
+        out = None
+        fill = self.xp.asarray(fill_value, dtype=x.dtype)
+        for flat, ok, w in self._transform_taps(x.shape, transforms, out_h, out_w, interpolation, fill_mode):
+            v = self.xp.where(ok[:, None], rows[flat], fill)
+            v = v if w is None else v * w.astype(x.dtype)[:, None]
+            out = v if out is None else out + v
+        return out.reshape(N, out_h, out_w, C)
+
+    def image_transform_grad(self, dy, x_shape, transforms, interpolation="bilinear", fill_mode="constant"):
+        """Gradient of ``image_transform`` for its images: ``dy`` [N, out_h, out_w, C] -> [N, H, W, C]."""
+        N, H, W, C = (int(d) for d in x_shape)
+        g = dy.reshape(-1, C)
+        dx = self.xp.zeros((N * H * W, C), dtype=dy.dtype)
+        for flat, ok, w in self._transform_taps(x_shape, transforms, dy.shape[1], dy.shape[2], interpolation,
+                                                 fill_mode):
+            v = g if w is None else g * w.astype(dy.dtype)[:, None]
+            self._add_at(dx, flat[ok], v[ok])
+        return dx.reshape(N, H, W, C)
+
     # ------------------------------------------------------------ elementwise
     # Binary primitives broadcast NumPy-style; the caller checks shapes.
     def add(self, a, b):

@@ -1222,6 +1222,40 @@ def _dropout_grad(node, dy):
     return (node.B.multiply(dy, node.saved),)
 
 
+def image_transform(images, transforms, output_size=None, interpolation="bilinear", fill_mode="constant",
+                    fill_value=0.0) -> Tensor:
+    """Projective transform of NHWC ``images`` (the backend's ``image_transform``), differentiable in
+    the images. ``transforms``: [N or 1, 8] (Tensor or array; constants), ``output_size``: (h, w),
+    default the input's."""
+    B = _backend_of(images)
+    x = _t(images, B)
+    if x.ndim != 4:
+        raise ValueError(f"image_transform: images must be NHWC (rank 4), got shape {x.shape}")
+    t = transforms.data if isinstance(transforms, Tensor) else B.asarray(transforms, "float32")
+    oh, ow = (x.shape[1], x.shape[2]) if output_size is None else (int(output_size[0]), int(output_size[1]))
+    y = B.image_transform(x.data, t, oh, ow, interpolation, fill_mode, fill_value)
+    return _make("image_transform", y, (x,), B, saved=t, interpolation=interpolation, fill_mode=fill_mode)
+
+
+@register_gradient("image_transform")
+def _image_transform_grad(node, dy):
+    a = node.attrs
+    return (node.B.image_transform_grad(dy, node.inputs[0].shape, node.saved, a["interpolation"], a["fill_mode"]),)
+
+
+def resize(images, size, interpolation="bilinear") -> Tensor:
+    """NHWC ``images`` resized to ``size`` (h, w) as tf.image.resize / Keras 3 (half-pixel centres,
+    edges clamped, no antialiasing); "bilinear" or "nearest"."""
+    B = _backend_of(images)
+    x = _t(images, B)
+    (h, w), (oh, ow) = x.shape[1:3], (int(size[0]), int(size[1]))
+    if (h, w) == (oh, ow):
+        return x
+    sy, sx = h / oh, w / ow
+    t = [[sx, 0.0, 0.5 * sx - 0.5, 0.0, sy, 0.5 * sy - 0.5, 0.0, 0.0]]
+    return image_transform(x, t, (oh, ow), interpolation, "nearest")
+
+
 # ------------------------------------------------------- erf, batch norm
 
 
