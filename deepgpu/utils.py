@@ -2,6 +2,10 @@
 ``to_categorical``, ``plot_model``, and ``clone_model`` (also ``deepgpu.models.clone_model``)."""
 from __future__ import annotations
 
+# Keras's keras.utils data helpers (issue 19): deepgpu/data/image_folder.py.
+from .data.image_folder import (array_to_img, image_dataset_from_directory, img_to_array,  # noqa: F401
+                                load_img, save_img)
+
 
 def set_random_seed(seed: int) -> None:
     """Seed deepgpu's random draws (weights, dropout, shuffling, splits): ``deepgpu.set_seed``."""

@@ -10,8 +10,11 @@ folder is the host I/O boundary, so it may use NumPy directly.
 from . import digits, fashion_mnist, mnist  # noqa: F401
 from .dataset import (AUTOTUNE, INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Dataset, TensorSpec,  # noqa: F401
                       array, generator, zip)
+from .csv_reader import CSVError, csv, make_csv_dataset  # noqa: F401
 from .idx import IDXError, load_idx, save_idx  # noqa: F401
+from .image_folder import UnreadableImageError, image_dataset_from_directory  # noqa: F401
 
 __all__ = ["load_idx", "save_idx", "IDXError", "fashion_mnist", "mnist", "digits",
            "Dataset", "TensorSpec", "AUTOTUNE", "INFINITE_CARDINALITY", "UNKNOWN_CARDINALITY",
-           "array", "generator", "zip"]
+           "array", "generator", "zip", "csv", "make_csv_dataset", "CSVError",
+           "image_dataset_from_directory", "UnreadableImageError"]

@@ -1,0 +1,353 @@
+"""Images from files: ``image_dataset_from_directory``, ``load_img``, ``img_to_array``,
+``array_to_img``, ``save_img`` (Keras's ``keras.utils`` names and arguments; reached as
+``deepgpu.utils.*``).
+
+Decoding and resizing go through Pillow (the ``data`` extra), which releases
+the GIL while it decodes, so the reader decodes in worker threads. Pillow's
+resampling filters antialias when they shrink an image; ``tf.image.resize``
+(Keras's) does not by default, so resized pixels differ a little from Keras's
+(same size, same crop, same order, same labels).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _workers
+from .dataset import Dataset
+
+__all__ = ["image_dataset_from_directory", "load_img", "img_to_array", "array_to_img", "save_img",
+           "ALLOWLIST_FORMATS", "UnreadableImageError"]
+
+ALLOWLIST_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+_MODES = {"grayscale": ("L", 1), "rgb": ("RGB", 3), "rgba": ("RGBA", 4)}
+
+
+class UnreadableImageError(ValueError):
+    """An image file Pillow cannot open or decode (names the file)."""
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is in the data extra
+        raise ImportError("reading images needs Pillow: pip install 'deepgpu[data]' (or pip install pillow)") from None
+    return Image
+
+
+def _resample(interpolation, where):
+    Image = _pil()
+    table = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+             "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX,
+             "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+             "lanczos": Image.Resampling.LANCZOS, "lanczos3": Image.Resampling.LANCZOS,
+             "lanczos5": Image.Resampling.LANCZOS}
+    if interpolation not in table:
+        raise ValueError(f"{where}: interpolation must be one of {sorted(table)}, got {interpolation!r}")
+    return table[interpolation]
+
+
+def _color_mode(color_mode, where):
+    if color_mode not in _MODES:
+        raise ValueError(f"{where}: color_mode must be one of {list(_MODES)}, got {color_mode!r}")
+    return _MODES[color_mode]
+
+
+def _crop_box(w, h, tw, th):
+    """The centred (left, top, right, bottom) box of aspect tw:th, as large as fits in w x h."""
+    cw = min(w, round(h * tw / th))
+    ch = min(h, round(w * th / tw))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return left, top, left + cw, top + ch
+
+
+def _open(path, mode):
+    Image = _pil()
+    try:
+        with Image.open(path) as im:
+            im.load()
+            # palette images with transparency convert through RGBA, as Keras's loader does
+            if im.mode == "P" and mode != "P" and "transparency" in im.info:
+                im = im.convert("RGBA")
+            return im.convert(mode) if im.mode != mode else im.copy()
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow's "cannot identify", truncated data...
+        raise UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {e}") from e
+
+
+def _load_array(path, mode, size, resample, crop, pad):
+    """One decoded image as a float32 [H, W, C] array, resized to ``size`` = (h, w) (or as is)."""
+    Image = _pil()
+    im = _open(path, mode)
+    if size is not None:
+        th, tw = size
+        if crop and (im.width, im.height) != (tw, th):
+            im = im.resize((tw, th), resample, box=_crop_box(im.width, im.height, tw, th))
+        elif pad and (im.width, im.height) != (tw, th):
+            scale = min(tw / im.width, th / im.height)
+            nw, nh = max(1, round(im.width * scale)), max(1, round(im.height * scale))
+            canvas = Image.new(mode, (tw, th))
+            canvas.paste(im.resize((nw, nh), resample), ((tw - nw) // 2, (th - nh) // 2))
+            im = canvas
+        elif (im.width, im.height) != (tw, th):
+            im = im.resize((tw, th), resample)
+    a = np.asarray(im, dtype=np.float32)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def _list_files(directory, class_names_dirs, follow_links):
+    out = []
+    for label, sub in enumerate(class_names_dirs):
+        root = os.path.join(directory, sub) if sub is not None else directory
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                if fn.lower().endswith(ALLOWLIST_FORMATS):
+                    found.append(os.path.join(dirpath, fn))
+        out.extend((p, label) for p in sorted(found))
+    return out
+
+
+def image_dataset_from_directory(directory, labels="inferred", label_mode="int", class_names=None,
+                                 color_mode="rgb", batch_size=32, image_size=(256, 256), shuffle=True, seed=None,
+                                 validation_split=None, subset=None, interpolation="bilinear",
+                                 follow_links=False, crop_to_aspect_ratio=False, pad_to_aspect_ratio=False,
+                                 data_format=None, verbose=True, skip_unreadable=False, num_parallel_calls=None):
+    """A Dataset of ``(images, labels)`` batches from image files in class subfolders (Keras's).
+
+    directory/<class>/.../*.{bmp,gif,jpeg,jpg,png}. labels: "inferred" (the
+    subfolder, classes in alphanumeric order or ``class_names``' order), None
+    (images only, from every file under ``directory``), or a list of ints, one
+    per file in sorted path order. label_mode: "int" (int32 [batch]),
+    "categorical" (float32 one-hot [batch, classes]), "binary" (float32
+    [batch, 1], two classes), None. color_mode: "grayscale", "rgb", "rgba"
+    (1, 3, 4 channels). Images are float32 [batch, h, w, c] in 0..255, resized
+    to ``image_size`` with ``interpolation`` (through Pillow), after a centred
+    crop to the target aspect ratio with ``crop_to_aspect_ratio`` (or padding
+    with ``pad_to_aspect_ratio``). batch_size None gives single images.
+
+    shuffle / seed: the file order is shuffled with ``seed`` (a new order each
+    epoch; the split is made once, on the seeded order). validation_split with
+    subset "training", "validation" or "both" (a tuple of two datasets) needs
+    shuffle=False or a seed, as in Keras. Decoding runs in ``num_parallel_calls``
+    worker threads (default: one per core). An unreadable file raises
+    UnreadableImageError naming it; ``skip_unreadable=True`` drops such files
+    (with a warning naming each). The returned dataset has ``class_names`` and
+    ``file_paths`` attributes.
+    """
+    where = "image_dataset_from_directory()"
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{where}: no directory {os.fspath(directory)!r}")
+    if label_mode not in ("int", "categorical", "binary", None):
+        raise ValueError(f"{where}: label_mode must be 'int', 'categorical', 'binary' or None, got {label_mode!r}")
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"{where}: only data_format='channels_last' (NHWC) is supported, got {data_format!r}")
+    mode, channels = _color_mode(color_mode, where)
+    resample = _resample(interpolation, where)
+    size = tuple(int(s) for s in image_size) if image_size is not None else None
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"{where}: image_size must be (height, width), got {image_size!r}")
+    if crop_to_aspect_ratio and pad_to_aspect_ratio:
+        raise ValueError(f"{where}: crop_to_aspect_ratio and pad_to_aspect_ratio cannot both be True")
+    if size is None and batch_size is not None:
+        raise ValueError(f"{where}: image_size=None (images as they are) needs batch_size=None")
+    if subset not in (None, "training", "validation", "both"):
+        raise ValueError(f"{where}: subset must be 'training', 'validation', 'both' or None, got {subset!r}")
+    if validation_split is not None and not 0 < validation_split < 1:
+        raise ValueError(f"{where}: validation_split must be in (0, 1), got {validation_split!r}")
+    if (subset is None) != (validation_split is None):
+        raise ValueError(f"{where}: validation_split and subset go together; got validation_split="
+                         f"{validation_split!r}, subset={subset!r}")
+    if validation_split and shuffle and seed is None:
+        raise ValueError(f"{where}: with validation_split and shuffle=True give a seed, so the training and "
+                         f"validation subsets do not overlap")
+    if labels == "inferred":
+        subdirs = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
+        if class_names is not None:
+            missing = [c for c in class_names if c not in subdirs]
+            if missing or sorted(class_names) != sorted(subdirs):
+                raise ValueError(f"{where}: class_names {list(class_names)} must name exactly the subfolders of "
+                                 f"{os.fspath(directory)!r}: {subdirs}")
+            subdirs = list(class_names)
+        files = _list_files(directory, subdirs, follow_links)
+        names = list(subdirs)
+    else:
+        files = _list_files(directory, [None], follow_links)
+        names = None
+        if labels is not None:
+            labels = list(labels)
+            if len(labels) != len(files):
+                raise ValueError(f"{where}: {len(labels)} labels for {len(files)} image files in "
+                                 f"{os.fspath(directory)!r}")
+            files = [(p, int(lab)) for (p, _), lab in zip(files, labels)]
+            names = [str(i) for i in range(max(labels) + 1)] if labels else []
+        else:
+            label_mode = None
+    if label_mode == "binary" and names is not None and len(names) != 2:
+        raise ValueError(f"{where}: label_mode='binary' needs exactly 2 classes, found {len(names)}: {names}")
+    if not files:
+        raise ValueError(f"{where}: no image files ({', '.join(ALLOWLIST_FORMATS)}) in {os.fspath(directory)!r}")
+    if verbose:
+        cls = f" belonging to {len(names)} classes" if names is not None else ""
+        print(f"Found {len(files)} files{cls}.")
+    if shuffle:
+        if seed is None:
+            from ..backends.base import Backend
+            seed = int(Backend._rng.integers(2 ** 31))
+        order = np.random.default_rng(seed).permutation(len(files))
+        files = [files[i] for i in order]
+    num_classes = len(names) if names is not None else 0
+    opts = dict(mode=mode, channels=channels, size=size, resample=resample, crop=crop_to_aspect_ratio,
+                pad=pad_to_aspect_ratio, label_mode=label_mode, num_classes=num_classes, batch_size=batch_size,
+                shuffle=shuffle, seed=seed, skip=skip_unreadable,
+                workers=_workers.resolve_calls(num_parallel_calls, where) or _workers.default_workers())
+
+    def build(part, what):
+        if verbose and what:
+            print(f"Using {len(part)} files for {what}.")
+        ds = _FileImages(part, opts)
+        ds.class_names = names
+        ds.file_paths = [p for p, _ in part]
+        return ds
+
+    if validation_split:
+        cut = len(files) - int(validation_split * len(files))
+        train, val = files[:cut], files[cut:]
+        if subset == "both":
+            return build(train, "training"), build(val, "validation")
+        return build(train, "training") if subset == "training" else build(val, "validation")
+    return build(files, None)
+
+
+class _FileImages(Dataset):
+    """The decoded (and batched) images of a fixed list of (path, label) files."""
+
+    def __init__(self, files, opts):
+        self._files = files
+        self._opts = opts
+        self._passes = 0
+        n, bs = len(files), opts["batch_size"]
+        card = n if bs is None else -(-n // bs)
+        super().__init__(self._iterate, -2 if opts["skip"] else card, "ImageFolderDataset")
+
+    def _decode(self, item):
+        path, label = item
+        o = self._opts
+        try:
+            img = _load_array(path, o["mode"], o["size"], o["resample"], o["crop"], o["pad"])
+        except UnreadableImageError as e:
+            if not o["skip"]:
+                raise
+            import warnings
+            warnings.warn(f"image_dataset_from_directory: skipped an unreadable file: {e}", RuntimeWarning)
+            return None
+        return img, label
+
+    def _label(self, labels):
+        o = self._opts
+        y = np.asarray(labels, dtype=np.int32)
+        if o["label_mode"] == "categorical":
+            return np.eye(o["num_classes"], dtype=np.float32)[y]
+        if o["label_mode"] == "binary":
+            return y.astype(np.float32)[..., None]
+        return y
+
+    def _iterate(self):
+        o = self._opts
+        files = self._files
+        if o["shuffle"] and self._passes:
+            # each later epoch a new order, still decided by the seed
+            order = np.random.default_rng([o["seed"], self._passes]).permutation(len(files))
+            files = [files[i] for i in order]
+        self._passes += 1
+        decoded = _workers.parallel_map(files, self._decode, o["workers"], in_flight=4 * o["workers"]
+                                        + (o["batch_size"] or 0))
+        try:
+            imgs, labs = [], []
+            for got in decoded:
+                if got is None:
+                    continue
+                imgs.append(got[0])
+                labs.append(got[1])
+                if o["batch_size"] is None or len(imgs) == o["batch_size"]:
+                    yield self._element(imgs, labs)
+                    imgs, labs = [], []
+            if imgs:
+                yield self._element(imgs, labs)
+        finally:
+            decoded.close()
+
+    def _element(self, imgs, labs):
+        o = self._opts
+        x = imgs[0] if o["batch_size"] is None else np.stack(imgs)
+        if o["label_mode"] is None:
+            return x
+        y = self._label(labs[0] if o["batch_size"] is None else labs)
+        return x, y
+
+
+# ------------------------------------------------------------------ single images
+def load_img(path, color_mode="rgb", target_size=None, interpolation="nearest", keep_aspect_ratio=False):
+    """A PIL Image from ``path`` in ``color_mode`` ("grayscale", "rgb", "rgba"), resized to
+    ``target_size`` = (height, width) if given (``keep_aspect_ratio``: centre-crop to the target's
+    aspect first). Raises UnreadableImageError naming the file when Pillow cannot decode it."""
+    mode, _ = _color_mode(color_mode, "load_img()")
+    im = _open(os.fspath(path), mode)
+    if target_size is not None:
+        th, tw = (int(s) for s in target_size)
+        if (im.width, im.height) != (tw, th):
+            box = _crop_box(im.width, im.height, tw, th) if keep_aspect_ratio else None
+            im = im.resize((tw, th), _resample(interpolation, "load_img()"), box=box)
+    return im
+
+
+def img_to_array(img, data_format=None, dtype="float32"):
+    """A PIL Image as a NumPy array [H, W, C] (channels_last) or [C, H, W] (channels_first)."""
+    if data_format not in (None, "channels_last", "channels_first"):
+        raise ValueError(f"img_to_array(): data_format must be 'channels_last' or 'channels_first', "
+                         f"got {data_format!r}")
+    a = np.asarray(img, dtype=dtype)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    elif a.ndim != 3:
+        raise ValueError(f"img_to_array(): expected an image of rank 2 or 3, got shape {a.shape}")
+    return np.ascontiguousarray(a.transpose(2, 0, 1)) if data_format == "channels_first" else a
+
+
+def array_to_img(x, data_format=None, scale=True, dtype=None):
+    """A PIL Image from an array [H, W, C] with 1, 3 or 4 channels (or [C, H, W] with
+    channels_first). scale: map the array's range to 0..255 (min to 0, max to 255), as Keras does."""
+    Image = _pil()
+    a = np.asarray(x.data_sync() if hasattr(x, "data_sync") else x, dtype=np.float32)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3:
+        raise ValueError(f"array_to_img(): expected an image array of rank 3, got shape {a.shape}")
+    if data_format == "channels_first":
+        a = a.transpose(1, 2, 0)
+    if scale:
+        a = a - a.min()
+        top = a.max()
+        if top != 0:
+            a = a / top
+        a = a * 255
+    c = a.shape[2]
+    modes = {1: "L", 3: "RGB", 4: "RGBA"}
+    if c not in modes:
+        raise ValueError(f"array_to_img(): an image needs 1, 3 or 4 channels, got shape {a.shape}")
+    a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return Image.fromarray(a[:, :, 0] if c == 1 else a, modes[c])
+
+
+def save_img(path, x, data_format=None, file_format=None, scale=True, **kwargs):
+    """Write the image array ``x`` to ``path`` (the format from ``file_format`` or the extension);
+    ``kwargs`` go to Pillow's ``Image.save``. An RGBA image saved as JPEG is written as RGB."""
+    img = array_to_img(x, data_format=data_format, scale=scale)
+    fmt = file_format or os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    if img.mode == "RGBA" and fmt in ("jpg", "jpeg"):
+        img = img.convert("RGB")
+    img.save(path, format={"jpg": "jpeg"}.get(fmt, fmt) or None, **kwargs)
