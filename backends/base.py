@@ -1041,6 +1041,68 @@ class Backend:
         dx *= scale
         return dx, dgamma, dbeta
 
+    # ------------------------------------------------ layer / RMS normalization
+    def layer_norm(self, x, gamma=None, beta=None, epsilon=1e-3, rms=False):
+        """Normalization of each row of x [rows, D] over its own D values.
+
+        y = (x - mean) * inv_std * gamma + beta with the row's mean and biased
+        variance (``rms``: mean taken as 0, so var = mean(x^2): RMS norm);
+        gamma, beta: [D] or None. Returns (y [rows, D], mean [rows], inv_std
+        [rows]), x's dtype; ``layer_norm_grad`` takes mean and inv_std.
+        """
+        if x.ndim != 2:
+            raise ValueError(f"layer_norm: x must be [rows, D], got shape {tuple(x.shape)}")
+        for name, a in (("gamma", gamma), ("beta", beta)):
+            if a is not None and tuple(a.shape) != (x.shape[1],):
+                raise ValueError(f"layer_norm: {name} has shape {tuple(a.shape)}, expected ({x.shape[1]},)")
+        xp = self.xp
+        mean = xp.zeros(x.shape[:1], x.dtype) if rms else xp.mean(x, axis=1)
+        xc = x if rms else xp.subtract(x, mean[:, None])
+        inv = xp.divide(1.0, xp.sqrt(xp.mean(xp.square(xc), axis=1) + epsilon)).astype(x.dtype)
+        y = xp.multiply(xc, inv[:, None])
+        if gamma is not None:
+            y *= gamma
+        if beta is not None:
+            y += beta
+        return y, mean, inv
+
+    def layer_norm_grad(self, dy, x, mean, inv_std, gamma=None, rms=False, need_input=True):
+        """Gradients of ``layer_norm``: (dx or None unless need_input, dgamma [D], dbeta [D]).
+
+        With xhat = (x - mean) * inv_std and g = dy * gamma, per row:
+        dx = inv_std * (g - mean(g) - xhat * mean(g * xhat)) (``rms``: without
+        the mean(g) term); dgamma = sum over rows of dy * xhat, dbeta of dy.
+        """
+        if tuple(dy.shape) != tuple(x.shape) or x.ndim != 2:
+            raise ValueError(f"layer_norm_grad: dy {tuple(dy.shape)} and x {tuple(x.shape)} must be one [rows, D]")
+        xp = self.xp
+        xhat = xp.multiply(xp.subtract(x, mean[:, None]), inv_std[:, None])
+        dgamma = xp.sum(xp.multiply(dy, xhat), axis=0)
+        dbeta = xp.sum(dy, axis=0)
+        if not need_input:
+            return None, dgamma, dbeta
+        g = dy if gamma is None else xp.multiply(dy, gamma)
+        dx = xp.subtract(g, xp.multiply(xhat, xp.mean(xp.multiply(g, xhat), axis=1, keepdims=True)))
+        if not rms:
+            dx -= xp.mean(g, axis=1, keepdims=True)
+        dx *= inv_std[:, None]
+        return dx, dgamma, dbeta
+
+    def einsum(self, equation, a, b):
+        """Two-operand ``numpy.einsum(equation, a, b)`` (contractions through BLAS where it can)."""
+        return self.xp.einsum(equation, a, b, optimize=True)
+
+    def masked_softmax(self, x, mask=None, axis=-1):
+        """Softmax of x over ``axis`` where ``mask`` (bool, broadcastable to x) is True.
+
+        Masked-out entries get x - 1e9 first, as Keras's Softmax layer does, so
+        their probability is 0 and a row masked everywhere comes out uniform.
+        """
+        if mask is not None:
+            x = self.xp.add(x, self.xp.multiply(self.xp.subtract(1.0, mask.astype(x.dtype)),
+                                                 self.xp.asarray(-1e9, x.dtype)))
+        return self.softmax(x, axis)
+
     # -------------------------------------------------------------- optimizer
     def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
         """In-place Adam(W) step on parameter ``p`` with moments ``m`` and ``v``.

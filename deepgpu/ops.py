@@ -1355,3 +1355,7 @@ def _batch_norm_grad(node, dy):
     if a["has_beta"]:
         out.append(dbeta if node.inputs[-1].requires_grad else None)
     return tuple(out)
+
+
+# The Transformer's ops live in their own module; deepgpu.ops is where users find them.
+from .ops_nn import dot_product_attention, einsum, layer_norm, masked_softmax  # noqa: E402,F401

@@ -49,8 +49,11 @@ _TFJS_LAYERS = {
     "Softmax", "Dropout", "Flatten", "Reshape", "Permute", "RepeatVector", "Conv2D", "Conv2DTranspose",
     "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization",
     "Add", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "ZeroPadding2D", "UpSampling2D",
-    "Cropping2D",
+    "Cropping2D", "LayerNormalization",
 }
+_TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
+                 "SpatialDropout1D"}  # the 1-D layers TF.js has (issue 16)
+_TFJS_LAYERS |= {"DepthwiseConv2D", "SeparableConv2D"}  # issue 17
 _TO_TFJS_INIT = {"LecunNormal": "LeCunNormal", "LecunUniform": "LeCunUniform"}  # TF.js's spelling
 _FROM_TFJS_INIT = {v: k for k, v in _TO_TFJS_INIT.items()}
 _TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
@@ -124,6 +127,9 @@ def _tfjs_layer(entry, ranks=None):
         if not (axis == -1 or (rank is not None and isinstance(axis, int) and axis % rank == rank - 1)):
             refuse(f"normalizes over axis {axis}; TF.js's BatchNormalization gives other values for any "
                    "axis but the last")
+    elif cls == "LayerNormalization":
+        if cfg.pop("rms_scaling", False):
+            refuse("has rms_scaling=True, which TF.js's LayerNormalization does not have")
     elif cls == "UpSampling2D" and cfg.get("interpolation", "nearest") != "nearest":
         refuse(f"uses {cfg['interpolation']!r} interpolation, which TF.js computes without half-pixel centres "
                "(other values than deepgpu and Keras)")
@@ -141,6 +147,14 @@ def _tfjs_layer(entry, ranks=None):
     elif cls == "Flatten" and rank is not None and rank < 3:
         refuse(f"flattens a rank-{rank} input, and TF.js's Flatten takes rank 3 or more (on rank 2 it does "
                "nothing: remove it)")
+    if cls == "Conv1D" and cfg.get("padding") == "causal":
+        refuse("has padding='causal', which TF.js's Conv1D refuses to run")
+    if cls == "Conv2D" and cfg.get("groups", 1) != 1:
+        refuse(f"has groups={cfg['groups']}, which TF.js's Conv2D does not have")
+    if cls == "Conv1D" and cfg.get("groups", 1) != 1:
+        refuse(f"has groups={cfg['groups']}, which TF.js's Conv1D does not have")
+    if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and cfg.get("keepdims"):
+        refuse("has keepdims=True, which TF.js ignores")
     if cls in ("Sequential", "Model", "Functional"):
         for inner in cfg["layers"]:
             _tfjs_layer(inner, ranks)

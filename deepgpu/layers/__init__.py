@@ -7,13 +7,23 @@ import sys as _sys
 
 from .. import registry as _registry
 from .base import Input, InputLayer, InputSpec, Layer  # noqa: F401
-from .conv import Conv2D, Conv2DTranspose  # noqa: F401
-from .activation import ELU, LeakyReLU, ReLU, Softmax  # noqa: F401
-from .core import Activation, Dense, Lambda  # noqa: F401
-from .merge import (  # noqa: F401
-    Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, concatenate,
+from .conv import Conv1D, Conv1DTranspose, Conv2D, Conv2DTranspose, Convolution1D, Convolution1DTranspose  # noqa: F401
+from .pooling import (  # noqa: F401
+    AveragePooling1D, AvgPool1D, GlobalAveragePooling1D, GlobalAvgPool1D, GlobalMaxPool1D, GlobalMaxPooling1D,
+    MaxPool1D, MaxPooling1D,
 )
-from .normalization import BatchNormalization  # noqa: F401
+from .regularization import SpatialDropout1D  # noqa: F401
+from .reshaping import Cropping1D, UpSampling1D, ZeroPadding1D  # noqa: F401
+from .depthwise import DepthwiseConv2D, SeparableConv2D  # noqa: F401
+from .activation import ELU, LeakyReLU, ReLU, Softmax  # noqa: F401
+from .core import Activation, Dense, EinsumDense, Identity, Lambda  # noqa: F401
+from .merge import (  # noqa: F401
+    Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract, add, average, concatenate, dot, maximum,
+    minimum, multiply, subtract,
+)
+from .normalization import (  # noqa: F401
+    BatchNormalization, GroupNormalization, LayerNormalization, RMSNormalization, UnitNormalization,
+)
 from .pooling import (  # noqa: F401
     AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D, GlobalMaxPool2D,
     GlobalMaxPooling2D, MaxPool2D, MaxPooling2D,
@@ -26,6 +36,7 @@ from .reshaping import (  # noqa: F401
 Convolution2D = Conv2D
 Convolution2DTranspose = Conv2DTranspose
 Conv2DTransposed = Conv2DTranspose
+SeparableConvolution2D = SeparableConv2D
 
 # Configs name layers by class (aliases such as Convolution2D too): the
 # registry finds them on this module, including classes set on it later.
@@ -36,9 +47,14 @@ __all__ = [
     "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "Flatten", "Reshape",
     "Permute", "RepeatVector", "Lambda",
     "Conv2D", "Conv2DTranspose", "Convolution2D", "Convolution2DTranspose",
+    "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D",
     "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
     "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
-    "BatchNormalization",
+    "BatchNormalization", "LayerNormalization", "RMSNormalization", "GroupNormalization", "UnitNormalization",
     "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "add", "concatenate",
+    "Dot", "dot", "subtract", "multiply", "average", "maximum", "minimum", "EinsumDense", "Identity",
     "ZeroPadding2D", "UpSampling2D", "Cropping2D",
+    "Conv1D", "Conv1DTranspose", "Convolution1D", "Convolution1DTranspose", "MaxPooling1D", "AveragePooling1D",
+    "GlobalMaxPooling1D", "GlobalAveragePooling1D", "MaxPool1D", "AvgPool1D", "GlobalMaxPool1D", "GlobalAvgPool1D",
+    "UpSampling1D", "ZeroPadding1D", "Cropping1D", "SpatialDropout1D",
 ]

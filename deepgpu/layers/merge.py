@@ -1,4 +1,4 @@
-"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate.
+"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot (and their functional forms).
 
 Each takes a list of inputs. Elementwise merges broadcast as Keras's do
 (sizes equal, or one of them 1 or unknown); a mismatch raises ValueError
@@ -146,3 +146,109 @@ def add(inputs, **kwargs):
 
 def concatenate(inputs, axis=-1, **kwargs):
     return Concatenate(axis=axis, **kwargs)(inputs)
+
+
+class Dot(_Merge):
+    """Dot product of two inputs along ``axes`` (an int, or one axis per input), per example.
+
+    Keras's batch_dot: for inputs [b, n, d] and [b, m, d] with axes=2 the
+    output is [b, n, m]; two [b, d] inputs give [b, 1]. ``normalize=True``
+    L2-normalizes both along their axis first (cosine similarity). The batch
+    axis cannot be an axis of the product.
+    """
+    _min_inputs = _max_inputs = 2
+
+    def __init__(self, axes, normalize=False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axes, (list, tuple)):
+            if len(axes) != 2 or any(isinstance(a, bool) or not isinstance(a, int) for a in axes):
+                raise ValueError(f"Dot: axes must be an int or a pair of ints, got {axes!r}")
+            axes = list(axes)
+        elif isinstance(axes, bool) or not isinstance(axes, int):
+            raise ValueError(f"Dot: axes must be an int or a pair of ints, got {axes!r}")
+        self.axes = axes
+        self.normalize = bool(normalize)
+
+    def _axes_for(self, shapes):
+        pair = [self.axes, self.axes] if isinstance(self.axes, int) else self.axes
+        out = []
+        for a, s in zip(pair, shapes):
+            if not -len(s) <= a < len(s):
+                raise self._error(shapes, f"have no axis {a} to take the dot product over")
+            a %= len(s)
+            if a == 0:
+                raise self._error(shapes, "cannot take the dot product over the batch axis (axis 0)")
+            out.append(a)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        shapes = self._shapes(input_shape)
+        a1, a2 = self._axes_for(shapes)
+        s1, s2 = list(shapes[0]), list(shapes[1])
+        if s1[a1] is not None and s2[a2] is not None and s1[a1] != s2[a2]:
+            raise self._error(shapes, f"cannot be multiplied: axis {a1} of the first has size {s1[a1]}, "
+                                      f"axis {a2} of the second {s2[a2]}")
+        s1.pop(a1)
+        s2.pop(a2)
+        out = s1 + s2[1:]
+        return tuple(out + [1] if len(out) == 1 else out)
+
+    def call(self, inputs):
+        x1, x2 = inputs
+        shapes = [(None,) + tuple(x.shape[1:]) for x in inputs]
+        self.compute_output_shape(shapes)
+        if x1.shape[0] != x2.shape[0]:
+            raise self._error([x.shape for x in inputs], "have different batch sizes")
+        a1, a2 = self._axes_for(shapes)
+        if self.normalize:
+            x1, x2 = _l2_normalize(x1, a1), _l2_normalize(x2, a2)
+        letters = "bcdefghijklmnopqrstuvwxyz"
+        n1, n2 = x1.ndim, x2.ndim
+        s1 = "a" + letters[:n1 - 1]
+        rest = letters[n1 - 1:]
+        s2 = ["a"] + list(rest[:n2 - 1])
+        s2[a2] = s1[a1]
+        s2 = "".join(s2)
+        out = "a" + "".join(c for i, c in enumerate(s1[1:], 1) if i != a1) + \
+              "".join(c for i, c in enumerate(s2[1:], 1) if i != a2)
+        y = ops.einsum(f"{s1},{s2}->{out}", x1, x2)
+        return ops.reshape(y, (y.shape[0], 1)) if y.ndim == 1 else y
+
+    def get_config(self):
+        return {**super().get_config(), "axes": self.axes, "normalize": self.normalize}
+
+
+def _l2_normalize(x, axis):
+    # As keras.ops.normalize: x * min(1 / ||x||, 1 / epsilon), epsilon = 1e-7.
+    inv = ops.rsqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
+    return x * ops.minimum(inv, 1e7)
+
+
+def dot(inputs, axes=-1, normalize=False, **kwargs):
+    """Functional form: ``Dot(axes, normalize, **kwargs)(inputs)``."""
+    return Dot(axes=axes, normalize=normalize, **kwargs)(inputs)
+
+
+def subtract(inputs, **kwargs):
+    """Functional form: ``Subtract(**kwargs)(inputs)``."""
+    return Subtract(**kwargs)(inputs)
+
+
+def multiply(inputs, **kwargs):
+    """Functional form: ``Multiply(**kwargs)(inputs)``."""
+    return Multiply(**kwargs)(inputs)
+
+
+def average(inputs, **kwargs):
+    """Functional form: ``Average(**kwargs)(inputs)``."""
+    return Average(**kwargs)(inputs)
+
+
+def maximum(inputs, **kwargs):
+    """Functional form: ``Maximum(**kwargs)(inputs)``."""
+    return Maximum(**kwargs)(inputs)
+
+
+def minimum(inputs, **kwargs):
+    """Functional form: ``Minimum(**kwargs)(inputs)``."""
+    return Minimum(**kwargs)(inputs)
