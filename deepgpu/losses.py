@@ -338,6 +338,29 @@ def _weighted(losses, sample_weight):
     return losses * sw
 
 
+def apply_mask(sample_weight, mask, dtype, reduction):
+    """Merge a prediction's mask (bool, e.g. (batch, time)) into ``sample_weight``, as Keras 3 does.
+
+    For "sum_over_batch_size" the valid entries weigh total / valid (so the mean runs over
+    them only); otherwise 1. Returns ``sample_weight`` unchanged when ``mask`` is None.
+    """
+    if mask is None:
+        return sample_weight
+    m = ops.cast(mask, dtype)
+    if reduction == "sum_over_batch_size":
+        m = m * (float(max(m.size, 1)) / ops.maximum(ops.sum(m), 1.0))  # no valid entry: all weights 0
+    if sample_weight is None:
+        return m
+    sw = _as_tensor(sample_weight, m)
+    if sw.dtype != dtype:
+        sw = ops.cast(sw, dtype)
+    while sw.ndim > m.ndim and sw.shape[-1] == 1:
+        sw = ops.squeeze(sw, -1)
+    while sw.ndim < m.ndim:
+        sw = ops.expand_dims(sw, -1)
+    return sw * m
+
+
 def reduce_losses(losses, sample_weight=None, reduction="sum_over_batch_size"):
     """Weight and reduce per-sample losses as Keras does."""
     if reduction not in REDUCTIONS:
@@ -366,7 +389,11 @@ class Loss:
         raise NotImplementedError
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        return reduce_losses(self.call(y_true, y_pred), sample_weight, self.reduction)
+        per = self.call(y_true, y_pred)
+        mask = getattr(y_pred, "_keras_mask", None)  # Keras weighs by the prediction's mask
+        if mask is not None:
+            sample_weight = apply_mask(sample_weight, mask, per.dtype, self.reduction)
+        return reduce_losses(per, sample_weight, self.reduction)
 
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction}
@@ -450,6 +477,10 @@ class SparseCategoricalCrossentropy(_SparseCCE):
         y_t = _as_tensor(y_true, _as_tensor(y_pred))
         per = self.call(y_t, y_pred)  # 0 at ignored entries
         valid = ops.cast(ops.not_equal(ops.reshape(y_t, per.shape), int(self.ignore_class)), per.dtype)
+        mask = getattr(y_pred, "_keras_mask", None)
+        if mask is not None:
+            valid = valid * ops.cast(ops.reshape(mask, per.shape), per.dtype)
+            per = per * valid
         if sample_weight is not None:
             per = _weighted(per, sample_weight)
         return ops.sum(per) / ops.maximum(ops.sum(valid), 1.0)

@@ -334,8 +334,13 @@ class MeanMetricWrapper(Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         with no_grad():
+            mask = getattr(y_pred, "_keras_mask", None)
             y_true, y_pred = _pair(y_true, y_pred)
             values = self._fn(y_true, y_pred, **self._fn_kwargs)
+            if mask is not None:  # as Keras: the prediction's mask joins the sample weights
+                from .losses import apply_mask
+                sample_weight = apply_mask(sample_weight, mask, values.dtype if values.dtype.startswith("float")
+                                           else "float32", "sum")
             super().update_state(values, sample_weight)
 
     def get_config(self):

@@ -73,7 +73,8 @@ class Tensor:
     # _logits: for a softmax over the last axis, the tensor it was taken of, so
     # that crossentropy losses can use the fused, unclipped log-softmax form
     # (Keras does the same through ``_keras_logits``).
-    __slots__ = ("data", "_backend", "requires_grad", "_node", "_nbytes", "_logits", "__weakref__")
+    # _keras_mask: the boolean mask a layer attached (layers.base.get_keras_mask); unset means none.
+    __slots__ = ("data", "_backend", "requires_grad", "_node", "_nbytes", "_logits", "_keras_mask", "__weakref__")
     # NumPy defers to Tensor's reflected operators (np_array + tensor -> Tensor).
     __array_ufunc__ = None
 

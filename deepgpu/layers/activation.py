@@ -9,6 +9,8 @@ from ._utils import shape_error
 class ReLU(Layer):
     """``min(x, max_value)`` above ``threshold``, ``negative_slope * (x - threshold)`` below."""
 
+    supports_masking = True  # the input mask passes through, as in Keras
+
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
         super().__init__(**kwargs)
         if max_value is not None and max_value < 0:
@@ -35,6 +37,8 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     """``x`` for x > 0, ``negative_slope * x`` otherwise (Keras 3 default 0.3; ``alpha`` accepted)."""
 
+    supports_masking = True  # the input mask passes through, as in Keras
+
     def __init__(self, negative_slope=0.3, alpha=None, **kwargs):
         super().__init__(**kwargs)
         if alpha is not None:
@@ -58,6 +62,8 @@ class LeakyReLU(Layer):
 
 
 class ELU(Layer):
+    supports_masking = True  # the input mask passes through, as in Keras
+
     def __init__(self, alpha=1.0, **kwargs):
         super().__init__(**kwargs)
         self.alpha = float(alpha)

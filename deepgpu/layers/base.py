@@ -5,12 +5,28 @@ on a concrete Tensor (runs ``call``) or on a symbolic tensor from ``Input``
 (records a graph node and returns symbolic outputs, as Keras's functional
 API does). Shapes given to ``build`` / ``compute_output_shape`` include the
 batch axis as ``None``.
+
+Masks (Keras 3 semantics). A mask is a bool Tensor attached to a Tensor as
+``_keras_mask`` (read / write with ``get_keras_mask`` / ``set_keras_mask``);
+usually shaped like the input without its feature axis, e.g. (batch, time).
+- A layer whose ``call`` has a ``mask`` parameter receives the mask of its
+  input (a list of masks, or None when none has one, for a list input); with
+  several tensor arguments (``call(query, value, query_mask=None, ...)``),
+  each ``<arg>_mask`` parameter receives that argument's mask.
+- After the call, a layer with ``supports_masking`` (True when it overrides
+  ``compute_mask(inputs, previous_mask=None)``, or set it True) attaches
+  ``compute_mask(inputs, previous_mask)`` to its outputs (a list for several
+  outputs); the default ``compute_mask`` passes the input mask through. A
+  layer without it drops the mask, with Keras's warning.
+- Symbolic tensors carry ``_keras_mask`` too (a bool SymbolicTensor, or None);
+  losses and metrics weight by the prediction's mask (losses.apply_mask).
 """
 from __future__ import annotations
 
 import inspect
 import re
 import threading
+import warnings
 
 from ..autograd import no_grad
 from ..tensor import Tensor, Variable, tensor
@@ -38,6 +54,24 @@ def reset_names() -> None:
     _names.counts = {}
 
 
+def get_keras_mask(x):
+    """The mask attached to ``x`` (a Tensor or SymbolicTensor), or None."""
+    return getattr(x, "_keras_mask", None)
+
+
+def set_keras_mask(x, mask) -> None:
+    """Attach ``mask`` (a bool Tensor, or None to remove it) to the Tensor ``x``."""
+    x._keras_mask = mask
+
+
+def _masks_of(inputs):
+    """The mask of ``inputs``: one mask, a list of masks (None when no element has one), or None."""
+    if isinstance(inputs, (list, tuple)):
+        ms = [getattr(i, "_keras_mask", None) for i in inputs]
+        return ms if any(m is not None for m in ms) else None
+    return getattr(inputs, "_keras_mask", None)
+
+
 def _shape_tuple(shape):
     return tuple(None if d is None else int(d) for d in shape)
 
@@ -54,6 +88,8 @@ class SymbolicTensor:
     ``node`` is the graph Node that produced it, ``index`` its position
     among that node's outputs.
     """
+
+    _keras_mask = None
 
     def __init__(self, shape, dtype="float32", node=None, index=0, name=None):
         self.shape = _shape_tuple(shape)
@@ -150,7 +186,10 @@ class Layer:
         else:
             self._batch_input_shape = None
         self._build_input_shape = None
-        self._call_accepts_training = "training" in inspect.signature(self.call).parameters
+        params = inspect.signature(self.call).parameters
+        self._call_accepts_training = "training" in params
+        self._call_params = frozenset(params)
+        self._call_first_arg = next(iter(params), "inputs")
 
     # ------------------------------------------------------------- weights
     def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None,
@@ -298,6 +337,93 @@ class Layer:
                     f"expected axis {ax} of the input to have size {size}{built}, "
                     f"but received input with shape {fmt_shape(input_shape)}")
 
+    # ------------------------------------------------------------- masking
+    @property
+    def supports_masking(self) -> bool:
+        """Whether outputs get ``compute_mask``'s mask (default: True when ``compute_mask`` is overridden)."""
+        v = self.__dict__.get("_supports_masking")
+        return type(self).compute_mask is not Layer.compute_mask if v is None else v
+
+    @supports_masking.setter
+    def supports_masking(self, value):
+        self._supports_masking = bool(value)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        """The output mask for ``inputs`` given the input mask; by default the input mask."""
+        return previous_mask
+
+    def _fill_masks(self, inputs, kwargs):
+        """Add ``mask`` / ``<arg>_mask`` to ``kwargs`` as Keras does; returns the previous mask."""
+        first = _masks_of(inputs)
+        params = self._call_params
+        tensor_kw = [k for k, v in kwargs.items() if isinstance(v, (Tensor, SymbolicTensor))
+                     and not k.endswith("mask")]
+        if not tensor_kw:
+            if "mask" in params and kwargs.get("mask") is None:
+                kwargs["mask"] = first
+        else:
+            args = [(self._call_first_arg, inputs)] + [(k, kwargs[k]) for k in tensor_kw]
+            for k, v in args:
+                if f"{k}_mask" in params and kwargs.get(f"{k}_mask") is None:
+                    kwargs[f"{k}_mask"] = _masks_of(v)
+        return kwargs["mask"] if kwargs.get("mask") is not None else first
+
+    def _warn_mask_dropped(self):
+        warnings.warn(
+            f"Layer {self.name!r} (of type {type(self).__name__}) was passed an input with a mask attached "
+            f"to it. However, this layer does not support masking and will therefore destroy the mask "
+            f"information. Downstream layers will not see the mask.", stacklevel=3)
+
+    def _set_output_masks(self, inputs, outputs, previous_mask):
+        if not self.supports_masking:
+            if previous_mask is not None:
+                self._warn_mask_dropped()
+            return
+        outs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        if all(getattr(o, "_keras_mask", None) is not None for o in outs):
+            return
+        masks = self.compute_mask(inputs, previous_mask)
+        if masks is None:
+            return
+        for o, m in zip(outs, masks if isinstance(masks, (list, tuple)) else [masks]):
+            if m is not None and isinstance(o, Tensor) and getattr(o, "_keras_mask", None) is None:
+                o._keras_mask = m
+
+    def _symbolic_masks(self, syms, is_list, outs, previous_mask):
+        """Attach symbolic output masks: compute_mask run on stand-ins (None sizes -> 1), shapes mapped back."""
+        if not self.supports_masking:
+            if previous_mask is not None:
+                self._warn_mask_dropped()
+            return
+        if type(self).compute_mask is Layer.compute_mask:
+            masks = previous_mask
+        else:
+            def stand_in(s, dtype):
+                return tensor(_zeros(tuple(1 if d is None else d for d in s.shape)), dtype)
+
+            xs = [stand_in(s, s.dtype) for s in syms]
+            prev = previous_mask
+            if prev is not None:
+                prev = [None if m is None else stand_in(m, "bool") for m in prev] if isinstance(prev, list) \
+                    else stand_in(prev, "bool")
+            with no_grad():
+                got = self.compute_mask(xs if is_list else xs[0], prev)
+            if got is None:
+                return
+            ref = syms[0].shape
+            masks = []
+            for m in (got if isinstance(got, (list, tuple)) else [got]):
+                if m is None:
+                    masks.append(None)
+                    continue
+                dims = [None if (i < len(ref) and ref[i] is None) else d for i, d in enumerate(m.shape)]
+                masks.append(SymbolicTensor([None] + dims[1:], "bool", name=f"{self.name}/mask"))
+            masks = masks if isinstance(got, (list, tuple)) else masks[0]
+        if masks is None:
+            return
+        for o, m in zip(outs, masks if isinstance(masks, list) else [masks]):
+            o._keras_mask = m
+
     # ------------------------------------------------------------- calling
     def call(self, inputs, training=None):
         raise NotImplementedError(f"{type(self).__name__} does not implement call()")
@@ -314,7 +440,11 @@ class Layer:
             shapes = (None,) + inputs.shape[1:]
         self._maybe_build(shapes)
         self._check_spec(shapes)
-        return self.call(inputs, **self._training_kw(training), **kwargs)
+        previous_mask = self._fill_masks(inputs, kwargs)
+        out = self.call(inputs, **self._training_kw(training), **kwargs)
+        if previous_mask is not None or self.supports_masking:
+            self._set_output_masks(inputs, out, previous_mask)
+        return out
 
     def apply(self, inputs, training=None, **kwargs):
         """TF.js's name for calling a layer (``layer.apply(symbolic_tensor)``)."""
@@ -338,6 +468,10 @@ class Layer:
                 for i, s in enumerate(out_shape if multi else [out_shape])]
         node.outputs = outs
         self._inbound_nodes.append(node)
+        prev = _masks_of(syms if is_list else syms[0])
+        if isinstance(kwargs.get("mask"), SymbolicTensor):
+            prev = kwargs["mask"]
+        self._symbolic_masks(syms, is_list, outs, prev)
         return outs if multi else outs[0]
 
     # ---------------------------------------------------- graph properties

@@ -8,6 +8,8 @@ from .base import InputSpec, Layer
 class Dropout(Layer):
     """Zeroes a fraction ``rate`` of the inputs (scaling the rest by 1/(1-rate)), only when training."""
 
+    supports_masking = True  # the input mask passes through, as in Keras
+
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:

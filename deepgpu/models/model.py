@@ -221,6 +221,11 @@ class Model(Trainer, Layer):
             inputs = flat[0] if len(flat) == 1 else flat
         return Layer.__call__(self, inputs, training=training, **kwargs)
 
+    def compute_mask(self, inputs, previous_mask=None):
+        # The inner layers attached their masks to the outputs already (Keras's Functional does
+        # the same); a model adds none of its own, and does not warn that it drops one.
+        return None
+
     def compute_output_shape(self, input_shape):
         if not self._functional:
             return Layer.compute_output_shape(self, input_shape)

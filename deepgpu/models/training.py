@@ -549,7 +549,7 @@ class Trainer:
 
         def finish():
             with no_grad():
-                self._update_metrics(yb, [Tensor(o.data, B) for o in outs], swb,
+                self._update_metrics(yb, [_detached(o, B) for o in outs], swb,
                                      Tensor(total.data, B), per_out)
                 if self._count_finite:
                     self._count_finite_step()
@@ -927,6 +927,15 @@ def _per_output_metrics(spec, names, what):
     return [list(_as_list(spec)) for _ in range(n)]
 
 
+def _detached(o, B):
+    """``o``'s values without its autograd history, keeping its mask (metrics weigh by it)."""
+    t = Tensor(o.data, B)
+    mask = getattr(o, "_keras_mask", None)
+    if mask is not None:
+        t._keras_mask = mask
+    return t
+
+
 def _apply_loss(fn, y_true, y_pred, sample_weight):
     """Scalar mean loss; plain callables return per-sample values that are averaged here."""
     from .. import losses as losses_mod
@@ -937,6 +946,10 @@ def _apply_loss(fn, y_true, y_pred, sample_weight):
     per = fn(y_true, y_pred)
     if not isinstance(per, Tensor):
         raise TypeError(f"loss function {fn!r} returned {type(per).__name__}, not a Tensor")
+    mask = getattr(y_pred, "_keras_mask", None)
+    if mask is not None:  # as Keras's wrapper of a plain loss function: the mean over unmasked entries
+        return losses_mod.reduce_losses(per, losses_mod.apply_mask(sample_weight, mask, per.dtype,
+                                                                   "sum_over_batch_size"))
     if per.ndim > 1:
         per = ops.mean(per, axis=tuple(range(1, per.ndim)))
     if sample_weight is not None:

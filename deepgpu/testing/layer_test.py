@@ -24,6 +24,7 @@ from .. import backends
 CHECKS = (
     "build",          # call, output shape == compute_output_shape (and symbolic), float32 out, counts
     "batch_of_one",   # a batch of one gives the first row of the full batch's output
+    "mask",           # with input_mask: the output mask as expected, symbolic too; masked input values unseen
     "wrong_rank",     # an input of the wrong rank raises, naming the layer and both shapes
     "config",         # get_config is JSON; from_config and the registry rebuild it; same outputs
     "native",         # save_model / load_model: same predictions
@@ -68,6 +69,12 @@ class LayerCase:
     reproducibly (batch statistics), "random" when it draws (dropout,
     noise). ``unsupported``: {format: reason} for formats in ``FORMATS``
     that cannot hold the layer. ``skip``: {check: reason}.
+    ``input_mask``: a bool array (batch, ...) attached as ``_keras_mask`` to
+    the input (a list: one per input, None for none) in every direct call of
+    the layer (saved models are checked without it); ``expected_output_mask``:
+    the mask the outputs must carry (None: none; a list for several
+    outputs); ``mask_hides_inputs``: the outputs do not change when the input
+    values at masked positions do.
     """
 
     layer_cls: type
@@ -83,6 +90,9 @@ class LayerCase:
     expected_num_weights: int | None = None
     expected_num_trainable_weights: int | None = None
     expected_num_params: int | None = None
+    input_mask: object = None
+    expected_output_mask: object = None
+    mask_hides_inputs: bool = True
     id: str | None = None
 
     @property
@@ -116,7 +126,7 @@ def run_layer_test(layer_cls, init_kwargs=None, input_shape=None, expected_outpu
                    expected_num_non_trainable_weights=None, expected_num_params=None,
                    training=None, unsupported=None, skip=None, checks=None, custom_objects=None,
                    wrong_rank_shape=None, perturb_weights=True, tfjs_node=None, rtol=1e-4, atol=1e-5,
-                   seed=0) -> LayerTestReport:
+                   seed=0, input_mask=None, expected_output_mask=None, mask_hides_inputs=True) -> LayerTestReport:
     """Check ``layer_cls(**init_kwargs)`` on every path; raise AssertionError naming what differs.
 
     input_shape: with the batch axis (a list of shapes for several inputs),
@@ -144,6 +154,7 @@ def run_layer_test(layer_cls, init_kwargs=None, input_shape=None, expected_outpu
                     num_non_trainable=expected_num_non_trainable_weights, num_params=expected_num_params)
     h.wrong_rank_shape = wrong_rank_shape
     h.tfjs_node = tfjs_node
+    h.set_mask(input_mask, expected_output_mask, mask_hides_inputs)
     h.run()
     return h.report
 
@@ -368,6 +379,25 @@ class _Harness:
         self.tfjs_node = None
         self.report = LayerTestReport(None, [], {})
         self.tmp = None
+        self.masks = None
+
+    def set_mask(self, input_mask, expected_output_mask, hides):
+        if input_mask is None:
+            if expected_output_mask is not None:
+                raise ValueError("expected_output_mask needs input_mask")
+            return
+        ms = list(input_mask) if self.multi else [input_mask]
+        self.masks = [None if m is None else np.asarray(m, bool) for m in ms]
+        self.expect_mask, self.mask_hides = expected_output_mask, hides
+
+    def _attach(self, ts):
+        """Attach the case's input masks to the Tensors ``ts`` (cut to their batch size)."""
+        if self.masks is not None:
+            from ..tensor import tensor
+            for t, m in zip(ts, self.masks):
+                if m is not None:
+                    t._keras_mask = tensor(m[:t.shape[0]])
+        return ts
 
     # ------------------------------------------------------------ plumbing
     def setup(self):
@@ -388,11 +418,13 @@ class _Harness:
 
     def tensors(self, arrays, dtype=None):
         from ..tensor import tensor
-        return [tensor(a, dtype or str(a.dtype)) for a in arrays]
+        return self._attach([tensor(a, dtype or str(a.dtype)) for a in arrays])
 
-    def call(self, layer, arrays, training=False):
+    def call(self, layer, arrays, training=False, with_masks=False):
         xs = self.tensors(arrays)
         out = layer(xs if self.multi else xs[0], training=training)
+        if with_masks:
+            return [_host(o) for o in _as_list(out)], [getattr(o, "_keras_mask", None) for o in _as_list(out)]
         return [_host(o) for o in _as_list(out)]
 
     def clone(self, **cfg_over):
@@ -504,6 +536,52 @@ class _Harness:
         if spec.min_ndim is not None and spec.min_ndim > 1:
             return x.shape[:spec.min_ndim - 1], f"min_ndim={spec.min_ndim}"
         return None
+
+    def check_mask(self):
+        from ..layers.base import Input
+
+        if self.masks is None:
+            raise SkipCheck("no input_mask in this case")
+        ys, got = self.call(self.layer, self.data, with_masks=True)
+        want = _as_list(self.expect_mask) if self.expect_mask is not None else [None] * len(ys)
+        if len(want) != len(ys):
+            self.fail(f"expected_output_mask lists {len(want)} masks for {len(ys)} outputs")
+        for i, (g, w) in enumerate(zip(got, want)):
+            if w is None and g is not None:
+                self.fail(f"output {i} carries a mask of shape {g.shape}; expected none")
+            if w is not None:
+                if g is None:
+                    self.fail(f"output {i} carries no mask; expected one of shape {np.shape(w)}")
+                if g.dtype != "bool" or not np.array_equal(_host(g), np.asarray(w, bool)):
+                    self.fail(f"output {i}'s mask is {_host(g).tolist()} ({g.dtype}), expected "
+                              f"{np.asarray(w, bool).tolist()}")
+        # A symbolic call carries a mask where the real one does, of the same shape (batch None).
+        sym_layer = self.cls.from_config({k: v for k, v in self.cfg.items() if k != "name"})
+        syms = [Input(shape=a.shape[1:], dtype=str(a.dtype)) for a in self.data]
+        for s, m in zip(syms, self.masks):
+            if m is not None:
+                s._keras_mask = Input(shape=m.shape[1:], dtype="bool")
+        outs = _as_list(sym_layer(syms if self.multi else syms[0]))
+        for i, (o, g) in enumerate(zip(outs, got)):
+            sm = getattr(o, "_keras_mask", None)
+            if (sm is None) != (g is None) or (g is not None and tuple(sm.shape) != (None,) + g.shape[1:]):
+                self.fail(f"symbolic output {i} has mask {sm!r}, the real call "
+                          f"{None if g is None else (None,) + g.shape[1:]}")
+        if self.mask_hides:
+            rng = np.random.default_rng(self.seed + 5)
+            other = []
+            for a, m in zip(self.data, self.masks):
+                b = a.copy()
+                if m is not None and _is_float(a.dtype):
+                    hidden = ~m.reshape(m.shape + (1,) * (a.ndim - m.ndim))
+                    b = np.where(hidden, rng.standard_normal(a.shape).astype(a.dtype), a)
+                elif m is not None:
+                    hidden = ~m.reshape(m.shape + (1,) * (a.ndim - m.ndim))
+                    b = np.where(hidden, rng.integers(0, 4, a.shape).astype(a.dtype), a)
+                other.append(b)
+            for i, (a, b) in enumerate(zip(self.call(self.layer, other), ys)):
+                _close(a, b, self.rtol, self.atol,
+                       f"{self.who}: output {i} changed when only input values under the mask changed")
 
     def check_wrong_rank(self):
         from ..layers.base import Input, fmt_shape
@@ -779,7 +857,7 @@ def _fd_check(h, layer, xs, floats, training, eps=1e-6):
     from ..tensor import tensor
 
     rng = np.random.default_rng(h.seed + 4)
-    ts = [tensor(a, "float64") if k in floats else tensor(a) for k, a in enumerate(xs)]
+    ts = h._attach([tensor(a, "float64") if k in floats else tensor(a) for k, a in enumerate(xs)])
     for k in floats:
         ts[k].requires_grad = True
     with no_grad():
