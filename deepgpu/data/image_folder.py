@@ -198,7 +198,8 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
         if seed is None:
             from ..backends.base import Backend
             seed = int(Backend._rng.integers(2 ** 31))
-        order = np.random.default_rng(seed).permutation(len(files))
+        # Keras's own draw (RandomState(seed).shuffle), so a seed splits the files as Keras does
+        order = np.random.RandomState(seed).permutation(len(files))
         files = [files[i] for i in order]
     num_classes = len(names) if names is not None else 0
     opts = dict(mode=mode, channels=channels, size=size, resample=resample, crop=crop_to_aspect_ratio,

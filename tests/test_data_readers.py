@@ -1,0 +1,166 @@
+"""deepgpu.data.csv and the image-folder reader / image helpers (Pillow)."""
+import os
+
+import numpy as np
+import pytest
+
+import deepgpu as dg
+from deepgpu.data import CSVError, UnreadableImageError
+from deepgpu.utils import array_to_img, image_dataset_from_directory, img_to_array, load_img, save_img
+
+PIL = pytest.importorskip("PIL")
+pytest.importorskip("PIL.Image")
+import PIL.Image  # noqa: E402
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+# ------------------------------------------------------------------ CSV
+def test_csv_header_label_and_types(tmp_path):
+    f = write(tmp_path / "a.csv", "age,name,label\n30,ann,1\n41,bob,0\n")
+    rows = list(dg.data.csv(f, label_name="label"))
+    feats, lab = rows[0]
+    assert set(feats) == {"age", "name"} and feats["age"].dtype == np.float32 and float(feats["age"]) == 30
+    assert str(feats["name"]) == "ann" and float(lab) == 1
+    b = list(dg.data.csv(f, label_name="label", column_defaults=[0, "", 0]).batch(2))[0]
+    assert b[0]["age"].dtype == np.int32 and b[0]["age"].tolist() == [30, 41] and b[1].tolist() == [1, 0]
+
+
+def test_csv_defaults_select_and_no_header(tmp_path):
+    f = write(tmp_path / "b.csv", "1,,x\n2,5,y\n")
+    rows = list(dg.data.csv(f, header=False, column_names=["a", "b", "c"], column_defaults=[0.0, -1.0, ""],
+                            select_columns=["a", "b"]))
+    assert [float(r["b"]) for r in rows] == [-1.0, 5.0] and set(rows[0]) == {"a", "b"}
+
+
+def test_csv_tfjs_column_configs(tmp_path):
+    f = write(tmp_path / "c.csv", "x1,x2,y\n1,2,0\n3,4,1\n")
+    rows = list(dg.data.csv(f, columnConfigs={"y": {"isLabel": True}}))
+    assert float(rows[1]["xs"]["x2"]) == 4 and float(rows[1]["ys"]["y"]) == 1
+
+
+def test_csv_errors_name_file_line_column(tmp_path):
+    f = write(tmp_path / "bad.csv", "a,b\n1,2\n3,oops\n")
+    with pytest.raises(CSVError, match=r"bad\.csv, line 3, column 'b': cannot parse 'oops' as float32"):
+        list(dg.data.csv(f))
+    with pytest.raises(CSVError, match=r"bad\.csv, line 1: no column 'label'"):
+        dg.data.csv(f, label_name="label")
+    g = write(tmp_path / "short.csv", "a,b,c\n1,2,3\n4,5\n")
+    with pytest.raises(CSVError, match=r"short\.csv, line 3: 2 fields, expected 3 \(column 'c' is missing\)"):
+        list(dg.data.csv(g))
+    h = write(tmp_path / "gap.csv", "a,b\n1,\n")
+    with pytest.raises(CSVError, match=r"gap\.csv, line 2, column 'b': missing value"):
+        list(dg.data.csv(h, column_defaults=[0, []]))
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        dg.data.csv(str(tmp_path / "nothing*.csv"))
+
+
+def test_make_csv_dataset(tmp_path):
+    f = write(tmp_path / "m.csv", "a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(10)))
+    feats, y = next(iter(dg.data.make_csv_dataset(f, batch_size=4, label_name="y", num_epochs=1, shuffle_seed=1)))
+    assert feats["a"].shape == (4,) and y.shape == (4,)
+
+
+# ------------------------------------------------------------------ images
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for c, n in (("cat", 5), ("dog", 4), ("emu", 3)):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            a = rng.integers(0, 256, (10 + i, 14, 3), dtype=np.uint8)
+            PIL.Image.fromarray(a).save(root / c / f"{i}.png")
+    (root / "cat" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_labels_sizes_and_modes(folder, capsys):
+    ds = image_dataset_from_directory(folder, image_size=(8, 6), batch_size=5, shuffle=False)
+    assert "Found 12 files belonging to 3 classes." in capsys.readouterr().out
+    assert ds.class_names == ["cat", "dog", "emu"] and len(ds) == 3
+    batches = list(ds)
+    x, y = batches[0]
+    assert x.shape == (5, 8, 6, 3) and x.dtype == np.float32 and y.dtype == np.int32
+    assert np.concatenate([b[1] for b in batches]).tolist() == [0] * 5 + [1] * 4 + [2] * 3
+    g = next(iter(image_dataset_from_directory(folder, color_mode="grayscale", label_mode="categorical",
+                                               image_size=(4, 4), batch_size=12, shuffle=False, verbose=False)))
+    assert g[0].shape == (12, 4, 4, 1) and g[1].shape == (12, 3) and g[1].sum() == 12
+    only = next(iter(image_dataset_from_directory(folder, labels=None, image_size=(4, 4), batch_size=2,
+                                                  verbose=False)))
+    assert only.shape == (2, 4, 4, 3)
+    one = next(iter(image_dataset_from_directory(folder, image_size=(4, 4), batch_size=None, verbose=False)))
+    assert one[0].shape == (4, 4, 3) and one[1].shape == ()
+
+
+def test_image_folder_split_seeded_disjoint_and_reshuffled(folder):
+    tr, va = image_dataset_from_directory(folder, image_size=(4, 4), batch_size=3, validation_split=0.25,
+                                          subset="both", seed=11, verbose=False)
+    assert len(tr.file_paths) == 9 and len(va.file_paths) == 3
+    assert not set(tr.file_paths) & set(va.file_paths)
+    tr2 = image_dataset_from_directory(folder, image_size=(4, 4), validation_split=0.25, subset="training",
+                                       seed=11, verbose=False)
+    assert tr2.file_paths == tr.file_paths
+    e1 = np.concatenate([b[1] for b in tr])
+    e2 = np.concatenate([b[1] for b in tr])
+    assert sorted(e1.tolist()) == sorted(e2.tolist())
+    with pytest.raises(ValueError, match="give a seed"):
+        image_dataset_from_directory(folder, validation_split=0.2, subset="training")
+    with pytest.raises(ValueError, match="binary"):
+        image_dataset_from_directory(folder, label_mode="binary")
+
+
+def test_image_folder_split_matches_keras(folder):
+    keras = pytest.importorskip("keras")
+    kt = keras.utils.image_dataset_from_directory(str(folder), image_size=(4, 4), validation_split=0.25,
+                                                  subset="validation", seed=11, verbose=False)
+    ours = image_dataset_from_directory(folder, image_size=(4, 4), validation_split=0.25, subset="validation",
+                                        seed=11, verbose=False)
+    assert sorted(kt.file_paths) == sorted(ours.file_paths) and kt.class_names == ours.class_names
+
+
+def test_crop_to_aspect_ratio(tmp_path):
+    root = tmp_path / "r" / "a"
+    root.mkdir(parents=True)
+    a = np.zeros((10, 30, 3), np.uint8)
+    a[:, 10:20] = 255  # the centre third is white
+    PIL.Image.fromarray(a).save(root / "x.png")
+    x, _ = next(iter(image_dataset_from_directory(tmp_path / "r", image_size=(10, 10), batch_size=1,
+                                                  crop_to_aspect_ratio=True, interpolation="nearest",
+                                                  verbose=False)))
+    assert x.min() == 255  # only the centre square was kept
+
+
+def test_unreadable_image_named_or_skipped(folder):
+    (folder / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    ds = image_dataset_from_directory(folder, image_size=(4, 4), batch_size=4, shuffle=False, verbose=False)
+    with pytest.raises(UnreadableImageError, match=r"broken\.png"):
+        list(ds)
+    ok = image_dataset_from_directory(folder, image_size=(4, 4), batch_size=4, shuffle=False, verbose=False,
+                                      skip_unreadable=True)
+    with pytest.warns(RuntimeWarning, match=r"broken\.png"):
+        n = sum(b[0].shape[0] for b in ok)
+    assert n == 12
+
+
+def test_load_save_roundtrip(tmp_path):
+    a = np.random.default_rng(1).integers(0, 256, (6, 5, 3)).astype("float32")
+    p = tmp_path / "o.png"
+    save_img(p, a, scale=False)
+    img = load_img(p)
+    assert img.size == (5, 6)
+    np.testing.assert_array_equal(img_to_array(img), a)
+    assert img_to_array(img, data_format="channels_first").shape == (3, 6, 5)
+    g = img_to_array(load_img(p, color_mode="grayscale", target_size=(3, 2)))
+    assert g.shape == (3, 2, 1)
+    scaled = img_to_array(array_to_img(np.array([[[0.0], [0.5], [1.0]]])))
+    assert scaled.ravel().tolist() == [0, 128, 255]
+    (tmp_path / "junk.jpg").write_text("no")
+    with pytest.raises(UnreadableImageError, match=r"junk\.jpg"):
+        load_img(tmp_path / "junk.jpg")
+    with pytest.raises(FileNotFoundError):
+        load_img(tmp_path / "absent.png")
+    assert os.path.exists(p)
