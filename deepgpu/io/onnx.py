@@ -246,6 +246,28 @@ def _conv_transpose(g, x, layer, shape, out_shape, h, who):
     return _activation(g, y, layer.activation, h, who)
 
 
+def _depthwise(g, x, layer, shape, h, who):
+    """DepthwiseConv2D as one Conv with group=C; SeparableConv2D as that Conv then a 1x1 Conv."""
+    kh, kw, c, m = layer.depthwise_kernel.shape
+    # [kh, kw, C, M] -> [C*M, 1, kh, kw]: group c makes output channels c*M .. c*M+M-1, as TF orders them.
+    w = _weight(layer.depthwise_kernel).transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)
+    ins = [g.const(f"{h}/depthwise_kernel", w)]
+    separable = hasattr(layer, "pointwise_kernel")
+    if layer.bias is not None and not separable:
+        ins.append(g.const(f"{h}/bias", _weight(layer.bias)))
+    pads = _pads(shape[1:3], (kh, kw), layer.strides, layer.dilation_rate, layer.padding, who)
+    xt = g.op("Transpose", [x], f"{h}/nchw", perm=_TO_NCHW)
+    y = g.op("Conv", [xt] + ins, f"{h}/depthwise", kernel_shape=[kh, kw], strides=list(layer.strides),
+             dilations=list(layer.dilation_rate), pads=pads, group=c)
+    if separable:
+        ins = [g.const(f"{h}/pointwise_kernel", _weight(layer.pointwise_kernel).transpose(3, 2, 0, 1))]
+        if layer.bias is not None:
+            ins.append(g.const(f"{h}/bias", _weight(layer.bias)))
+        y = g.op("Conv", [y] + ins, f"{h}/pointwise", kernel_shape=[1, 1])
+    y = g.op("Transpose", [y], f"{h}/nhwc", perm=_TO_NHWC)
+    return _activation(g, y, layer.activation, h, who)
+
+
 def _layer(g, layer, xs, shapes, out_shapes):
     """Emit ``layer`` applied to tensor names ``xs`` (shapes ``shapes``); returns its output names."""
     from .. import layers as L
@@ -271,6 +293,8 @@ def _layer(g, layer, xs, shapes, out_shapes):
             if bias:
                 y = g.op("Add", [y] + bias, f"{h}/bias_add")
         return [_activation(g, y, layer.activation, h, who)]
+    if isinstance(layer, (L.DepthwiseConv2D, L.SeparableConv2D)):
+        return [_depthwise(g, x, layer, shape, h, who)]
     if isinstance(layer, L.Conv2D):
         kh, kw = layer.kernel_size
         w = _weight(layer.kernel).transpose(3, 2, 0, 1)  # [kh, kw, in, out] -> [out, in, kh, kw]
@@ -279,7 +303,7 @@ def _layer(g, layer, xs, shapes, out_shapes):
             ins.append(g.const(f"{h}/bias", _weight(layer.bias)))
         pads = _pads(shape[1:3], (kh, kw), layer.strides, layer.dilation_rate, layer.padding, who)
         y = _nchw(g, x, h, "Conv", ins, kernel_shape=[kh, kw], strides=list(layer.strides),
-                  dilations=list(layer.dilation_rate), pads=pads)
+                  dilations=list(layer.dilation_rate), pads=pads, group=layer.groups)
         return [_activation(g, y, layer.activation, h, who)]
     if isinstance(layer, L.Conv2DTranspose):
         return [_conv_transpose(g, x, layer, shape, out_shapes[0], h, who)]
@@ -347,7 +371,8 @@ def _layer(g, layer, xs, shapes, out_shapes):
             return [g.op(op, xs, h)]
     if isinstance(layer, L.Concatenate):
         return [g.op("Concat", xs, h, axis=layer.axis % len(shape))]
-    raise ValueError(f"{who} has no ONNX export (supported: Dense, Conv2D, Conv2DTranspose, pooling, "
+    raise ValueError(f"{who} has no ONNX export (supported: Dense, Conv2D, Conv2DTranspose, DepthwiseConv2D, "
+                     f"SeparableConv2D, pooling, "
                      f"activations, BatchNormalization, merges, Flatten, Reshape, Permute, RepeatVector, "
                      f"Dropout, ZeroPadding2D, Cropping2D, UpSampling2D, nested models)")
 

@@ -149,6 +149,9 @@ def _tfjs_layer(entry, ranks=None):
                "nothing: remove it)")
     if cls == "Conv1D" and cfg.get("padding") == "causal":
         refuse("has padding='causal', which TF.js's Conv1D refuses to run")
+    if cls == "DepthwiseConv2D" and cfg.get("dilation_rate", 1) not in (1, [1, 1], (1, 1)):
+        # tfjs-layers 4.22 calls tf.depthwiseConv2d with dilations=null: it would predict other values.
+        refuse(f"has dilation_rate={cfg['dilation_rate']}, which TF.js's DepthwiseConv2D ignores")
     if cls == "Conv2D" and cfg.get("groups", 1) != 1:
         refuse(f"has groups={cfg['groups']}, which TF.js's Conv2D does not have")
     if cls == "Conv1D" and cfg.get("groups", 1) != 1:

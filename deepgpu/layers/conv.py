@@ -86,16 +86,33 @@ class Conv2D(_Conv):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, **kwargs):
-        if groups != 1:
-            raise ValueError(f"Conv2D: groups={groups!r} is not supported (only 1)")
-        self.groups = 1
         super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, activation,
                          use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                          bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint,
                          **kwargs)
+        cls = type(self).__name__
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"{cls}: groups must be a positive int, got {groups!r}")
+        if self.filters % groups:
+            raise ValueError(f"{cls}: filters ({self.filters}) must be divisible by groups ({groups})")
+        self.groups = groups
+
+    def _kernel_shape(self, channels):
+        # Grouped: each of the `groups` filter blocks sees channels / groups inputs (Keras's layout).
+        return (*self.kernel_size, channels // self.groups, self.filters)
+
+    def build(self, input_shape):
+        if input_shape[-1] is not None and input_shape[-1] % self.groups:
+            raise shape_error(self, f"groups={self.groups} must divide the input channels ({input_shape[-1]})",
+                              input_shape)
+        super().build(input_shape)
 
     def call(self, inputs):
         x = self._cast_in(inputs)
+        if self.groups > 1:  # one convolution per group of channels and filters
+            ys = [ops.conv2d(xi, ki, self.strides, self.padding, self.dilation_rate) for xi, ki in
+                  zip(ops.split(x, self.groups, axis=3), ops.split(self.kernel, self.groups, axis=3))]
+            return self._finish(ops.concat(ys, axis=3))
         act = _FUSED.get(self.activation, False)
         if act is not False:  # one op: the backend adds the bias and activates in cache
             return self._activity(ops.conv2d_bias_act(x, self.kernel, self.bias, act, self.strides,
