@@ -283,6 +283,10 @@ def _layer(g, layer, xs, shapes, out_shapes):
         raise ValueError(f"{who}: only float32 layers can be exported, this one is {layer.dtype}")
     if isinstance(layer, InputLayer):
         return [x]
+    from ._onnx_1d import emit as _emit_1d
+    y1 = _emit_1d(g, layer, x, shape, out_shapes[0], h, who)
+    if y1 is not None:
+        return [y1]
     if isinstance(layer, L.Dense):
         kernel = g.const(f"{h}/kernel", _weight(layer.kernel))
         bias = [g.const(f"{h}/bias", _weight(layer.bias))] if layer.bias is not None else []

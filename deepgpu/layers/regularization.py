@@ -50,5 +50,71 @@ class SpatialDropout1D(Dropout):
 
     def get_config(self):
         cfg = super().get_config()
+        # Keras 3.15's SpatialDropout1D takes neither (its get_config leaves them out too).
         del cfg["noise_shape"]
+        cfg.pop("trainable", None)
         return cfg
+
+
+class _SpatialDropoutND(Dropout):
+    _rank = None
+
+    def __init__(self, rate, data_format=None, seed=None, noise_shape=None, **kwargs):
+        from ._utils import channels_last
+
+        name = type(self).__name__
+        if noise_shape is not None:
+            raise ValueError(f"{name}: noise_shape is fixed to [batch, 1, ..., channels]; got {noise_shape!r}")
+        super().__init__(rate, None, seed, **kwargs)
+        self.data_format = channels_last(data_format, name)
+        self.noise_shape = (None,) + (1,) * (self._rank - 2) + (None,)
+        self.input_spec = InputSpec(ndim=self._rank)
+
+    def get_config(self):
+        cfg = super().get_config()
+        del cfg["noise_shape"]
+        return {**cfg, "data_format": self.data_format}
+
+
+class SpatialDropout2D(_SpatialDropoutND):
+    """[N, H, W, C]: drops whole feature maps (one decision per example and channel), only when training."""
+
+    _rank = 4
+
+
+class SpatialDropout3D(_SpatialDropoutND):
+    """[N, D, H, W, C]: drops whole feature volumes (one decision per example and channel), only when training."""
+
+    _rank = 5
+
+
+class ActivityRegularization(Layer):
+    """Identity that adds ``l1 * sum|x| + l2 * sum(x^2)`` (divided by the batch size, as Keras 3)
+    to the model's losses."""
+
+    supports_masking = True
+
+    def __init__(self, l1=0.0, l2=0.0, **kwargs):
+        from ._utils import WeightedLayer
+
+        super().__init__(**kwargs)
+        for k, v in (("l1", l1), ("l2", l2)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"ActivityRegularization: {k} must be a number >= 0, got {v!r}")
+        self.l1, self.l2 = float(l1), float(l2)
+        WeightedLayer._setup_activity(self, {"class_name": "L1L2", "config": {"l1": self.l1, "l2": self.l2}})
+
+    def call(self, inputs):
+        from ._utils import WeightedLayer
+        return WeightedLayer._activity(self, inputs)
+
+    @property
+    def losses(self):
+        state = getattr(self, "_activity_state", None)
+        return Layer.losses.fget(self) + list(getattr(state, "losses", ()))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "l1": self.l1, "l2": self.l2}

@@ -31,6 +31,24 @@ CASES = [
       expected_num_params=3 * 3 * 5 * 3 + 5),
 ]
 
+# 1-D (issue 16): TF.js has Conv1D, but neither groups nor causal padding (which it refuses to run).
+CASES += [
+    C(L.Conv1D, dict(filters=3, kernel_size=3), (2, 7, 2), (None, 5, 3), expected_num_params=3 * 2 * 3 + 3),
+    C(L.Conv1D, dict(filters=4, kernel_size=2, strides=2, padding="same", activation="relu"), (2, 7, 3),
+      (None, 4, 4)),
+    C(L.Conv1D, dict(filters=2, kernel_size=3, dilation_rate=2, padding="same", use_bias=False,
+                     activation="tanh"), (1, 8, 2), (None, 8, 2), expected_num_weights=1),
+    C(L.Conv1D, dict(filters=3, kernel_size=3, padding="causal", dilation_rate=2), (2, 6, 2), (None, 6, 3),
+      unsupported={"tfjs": "TF.js's Conv1D refuses causal padding"}),
+    C(L.Conv1D, dict(filters=6, kernel_size=2, groups=2, activation="sigmoid"), (2, 5, 4), (None, 4, 6),
+      expected_num_params=2 * 2 * 6 + 6, unsupported={"tfjs": "TF.js's Conv1D has no groups"}),
+    C(L.Conv1DTranspose, dict(filters=3, kernel_size=3, strides=2, padding="same"), (2, 4, 2), (None, 8, 3),
+      unsupported={"tfjs": "TF.js has no Conv1DTranspose"}),
+    C(L.Conv1DTranspose, dict(filters=2, kernel_size=4, strides=3, output_padding=1, activation="relu"),
+      (2, 3, 3), (None, 11, 2), expected_num_params=4 * 2 * 3 + 2,
+      unsupported={"tfjs": "TF.js has no Conv1DTranspose"}),
+]
+
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_layer(case, tfjs_batch):

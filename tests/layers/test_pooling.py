@@ -24,6 +24,20 @@ CASES = [
       unsupported={"tfjs": "TF.js ignores keepdims"}),
 ]
 
+# 1-D (issue 16)
+CASES += [
+    C(L.MaxPooling1D, {}, (2, 6, 3), (None, 3, 3), expected_num_weights=0),
+    C(L.MaxPooling1D, dict(pool_size=3, strides=2, padding="same"), (2, 7, 2), (None, 4, 2)),
+    C(L.AveragePooling1D, dict(pool_size=3), (2, 7, 2), (None, 2, 2)),
+    C(L.AveragePooling1D, dict(pool_size=4, strides=3, padding="same"), (2, 8, 3), (None, 3, 3)),
+    C(L.GlobalAveragePooling1D, {}, (2, 5, 3), (None, 3)),
+    C(L.GlobalAveragePooling1D, dict(keepdims=True), (2, 5, 3), (None, 1, 3),
+      unsupported={"tfjs": "TF.js ignores keepdims"}),
+    C(L.GlobalMaxPooling1D, {}, (2, 5, 3), (None, 3)),
+    C(L.GlobalMaxPooling1D, dict(keepdims=True), (2, 4, 3), (None, 1, 3),
+      unsupported={"tfjs": "TF.js ignores keepdims"}),
+]
+
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_layer(case, tfjs_batch):

@@ -37,6 +37,17 @@ CASES = [
       unsupported={"tfjs": _BILINEAR}),
 ]
 
+# 1-D (issue 16): TF.js has none of these three.
+CASES += [
+    C(L.ZeroPadding1D, {}, (2, 3, 2), (None, 5, 2), unsupported={"tfjs": "TF.js has no ZeroPadding1D"}),
+    C(L.ZeroPadding1D, dict(padding=(0, 2)), (2, 3, 2), (None, 5, 2),
+      unsupported={"tfjs": "TF.js has no ZeroPadding1D"}),
+    C(L.Cropping1D, {}, (2, 5, 2), (None, 3, 2), unsupported={"tfjs": "TF.js has no Cropping1D"}),
+    C(L.Cropping1D, dict(cropping=(2, 0)), (2, 5, 3), (None, 3, 3), unsupported={"tfjs": "TF.js has no Cropping1D"}),
+    C(L.UpSampling1D, {}, (2, 3, 2), (None, 6, 2), unsupported={"tfjs": "TF.js has no UpSampling1D"}),
+    C(L.UpSampling1D, dict(size=3), (2, 2, 3), (None, 6, 3), unsupported={"tfjs": "TF.js has no UpSampling1D"}),
+]
+
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_layer(case, tfjs_batch):
