@@ -49,13 +49,12 @@ _TFJS_LAYERS = {
     "Softmax", "Dropout", "Flatten", "Reshape", "Permute", "RepeatVector", "Conv2D", "Conv2DTranspose",
     "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization",
     "Add", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "ZeroPadding2D", "UpSampling2D",
-    "Cropping2D", "LayerNormalization",
+    "Cropping2D", "LayerNormalization", "Dot",
 }
 _TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
                  "SpatialDropout1D"}  # the 1-D layers TF.js has (issue 16)
 _TFJS_LAYERS |= {"DepthwiseConv2D", "SeparableConv2D"}  # issue 17
-_TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
-                 "SpatialDropout1D"}  # the 1-D layers TF.js has (issue 16)
+_TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
 _TO_TFJS_INIT = {"LecunNormal": "LeCunNormal", "LecunUniform": "LeCunUniform"}  # TF.js's spelling
 _FROM_TFJS_INIT = {v: k for k, v in _TO_TFJS_INIT.items()}
 _TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
@@ -156,12 +155,6 @@ def _tfjs_layer(entry, ranks=None):
         refuse(f"has dilation_rate={cfg['dilation_rate']}, which TF.js's DepthwiseConv2D ignores")
     if cls == "Conv2D" and cfg.get("groups", 1) != 1:
         refuse(f"has groups={cfg['groups']}, which TF.js's Conv2D does not have")
-    if cls == "Conv1D" and cfg.get("groups", 1) != 1:
-        refuse(f"has groups={cfg['groups']}, which TF.js's Conv1D does not have")
-    if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and cfg.get("keepdims"):
-        refuse("has keepdims=True, which TF.js ignores")
-    if cls == "Conv1D" and cfg.get("padding") == "causal":
-        refuse("has padding='causal', which TF.js's Conv1D refuses to run")
     if cls == "Conv1D" and cfg.get("groups", 1) != 1:
         refuse(f"has groups={cfg['groups']}, which TF.js's Conv1D does not have")
     if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and cfg.get("keepdims"):
