@@ -154,10 +154,21 @@ class _GlobalPooling1D(Layer):
 
 
 class GlobalAveragePooling1D(_GlobalPooling1D):
-    """[N, steps, C] -> [N, C] (or [N, 1, C] with keepdims): the mean over the steps."""
+    """[N, steps, C] -> [N, C] (or [N, 1, C] with keepdims): the mean over the steps.
 
-    def call(self, inputs):
-        return ops.mean(inputs, 1, keepdims=self.keepdims)
+    With a mask [N, steps] (from Embedding(mask_zero=True) or Masking), the
+    mean over the unmasked steps only, as in Keras; the output has no mask.
+    """
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.mean(inputs, 1, keepdims=self.keepdims)
+        keep = ops.expand_dims(mask, 2)
+        total = ops.sum(ops.where(keep, inputs, 0.0), 1, keepdims=self.keepdims)
+        return total / ops.sum(ops.cast(keep, inputs.dtype), 1, keepdims=self.keepdims)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
 
 
 class GlobalMaxPooling1D(_GlobalPooling1D):

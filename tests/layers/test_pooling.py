@@ -3,6 +3,7 @@
 A new pooling layer adds its LayerCase entries here
 (tests/layers/test_every_layer_has_cases.py fails until it does).
 """
+import numpy as np
 import pytest
 
 from deepgpu import layers as L
@@ -31,6 +32,8 @@ CASES += [
     C(L.AveragePooling1D, dict(pool_size=3), (2, 7, 2), (None, 2, 2)),
     C(L.AveragePooling1D, dict(pool_size=4, strides=3, padding="same"), (2, 8, 3), (None, 3, 3)),
     C(L.GlobalAveragePooling1D, {}, (2, 5, 3), (None, 3)),
+    C(L.GlobalAveragePooling1D, {}, (3, 5, 2), (None, 2), id="masked",
+      input_mask=np.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool), expected_output_mask=None),
     C(L.GlobalAveragePooling1D, dict(keepdims=True), (2, 5, 3), (None, 1, 3),
       unsupported={"tfjs": "TF.js ignores keepdims"}),
     C(L.GlobalMaxPooling1D, {}, (2, 5, 3), (None, 3)),
