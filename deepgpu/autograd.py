@@ -7,7 +7,7 @@ primitives on raw arrays, so they hold on every backend. The graph lives
 only as long as the tensors that reference it; there is no global tape.
 
 Public: ``grad``, ``grads``, ``value_and_grad``, ``value_and_grads``,
-``variable_grads``, ``no_grad``, ``enable_grad``, ``is_grad_enabled``.
+``variable_grads``, ``no_grad``, ``enable_grad``, ``is_grad_enabled``, ``GradientTape``.
 """
 from __future__ import annotations
 
@@ -229,3 +229,73 @@ def _backward_all_variables(y, dy=None):
     var_list = [t for t in _topo(y) if isinstance(t, Variable) and t.trainable]
     gs = backward(y, var_list, dy)
     return {v: _wrap(g, v) for v, g in zip(var_list, gs)}
+
+
+class GradientTape:
+    """TF's tape, for Keras 3 ``train_step`` code::
+
+        with GradientTape() as tape:
+            loss = model.compute_loss(y=y, y_pred=model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+
+    deepgpu records every op on the tensors themselves, so the tape only turns
+    recording on (inside ``no_grad`` too) and runs ``backward``. Trainable
+    Variables are watched always; ``watch(t)`` makes a plain Tensor a source.
+    ``gradient`` may be called once (the pass frees the graph), and gives None
+    for a source the target does not depend on, as TF does.
+    """
+
+    def __init__(self, persistent=False, watch_accessed_variables=True):
+        if persistent:
+            raise ValueError("GradientTape(persistent=True) is not supported: the backward pass frees the "
+                             "graph; take one gradient of the sum of the targets, or record twice")
+        self._ctx = None
+        self._used = False
+
+    def __enter__(self):
+        self._ctx = enable_grad()
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        ctx, self._ctx = self._ctx, None
+        return ctx.__exit__(*exc)
+
+    def watch(self, tensor) -> None:
+        """Make ``tensor`` (a Tensor, or a list of them) a source of gradients from now on."""
+        for t in tensor if isinstance(tensor, (list, tuple)) else [tensor]:
+            if not isinstance(t, Tensor):
+                raise TypeError(f"GradientTape.watch takes Tensors, got {type(t).__name__}")
+            if not t.requires_grad:
+                t.requires_grad = True
+
+    def gradient(self, target, sources):
+        """d target / d sources: a Tensor (or None) per source, in the structure of ``sources``
+        (one, a list / tuple, or a dict). ``target`` must be a scalar Tensor (a non-scalar one
+        is summed, as TF does)."""
+        if self._used:
+            raise RuntimeError("GradientTape.gradient can only be called once on a tape (the backward pass "
+                               "frees the recorded graph)")
+        if not isinstance(target, Tensor):
+            raise TypeError(f"GradientTape.gradient: target must be a Tensor, got {type(target).__name__}")
+        self._used = True
+        if isinstance(sources, dict):
+            keys, flat = list(sources), list(sources.values())
+        elif isinstance(sources, (list, tuple)):
+            keys, flat = None, list(sources)
+        else:
+            keys, flat = None, [sources]
+        for s in flat:
+            if not isinstance(s, Tensor):
+                raise TypeError(f"GradientTape.gradient: sources must be Tensors / Variables, got "
+                                f"{type(s).__name__}")
+        dy = None
+        if target.ndim:
+            dy = target._backend.ones(target.shape, target.dtype)
+        gs = backward(target, flat, dy)
+        out = [None if g is None else _wrap(g, s) for g, s in zip(gs, flat)]
+        if keys is not None:
+            return dict(zip(keys, out))
+        if isinstance(sources, (list, tuple)):
+            return type(sources)(out) if isinstance(sources, tuple) else out
+        return out[0]

@@ -287,6 +287,21 @@ class Optimizer:
         self.iterations = step
         return self.iterations
 
+    def apply(self, grads, trainable_variables=None):
+        """Keras 3's form of ``apply_gradients``: ``grads`` paired with ``trainable_variables``
+        (default: the variables this optimizer was built for). Returns the new ``iterations``."""
+        grads = list(grads)
+        if trainable_variables is None:
+            if not self._vars:
+                raise ValueError(f"{type(self).__name__}.apply: pass trainable_variables on the first call (the "
+                                 f"optimizer is not built for any variables yet)")
+            trainable_variables = [v for v in self._vars if v.trainable]
+        trainable_variables = list(trainable_variables)
+        if len(grads) != len(trainable_variables):
+            raise ValueError(f"{type(self).__name__}.apply: {len(grads)} gradients for "
+                             f"{len(trainable_variables)} variables")
+        return self.apply_gradients(zip(grads, trainable_variables))
+
     # ------------------------------------------------ inside a CUDA graph
     # A captured training step freezes launch arguments, so an update inside
     # it reads this step's scalars (learning rate, Adam's step size) from a

@@ -58,7 +58,12 @@ def lookup_class(class_name, custom=None):
 
 
 def serialize_layer(layer) -> dict:
-    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+    spec = {"class_name": type(layer).__name__, "config": layer.get_config()}
+    build = getattr(layer, "get_build_config", None)
+    build = build() if build is not None else None
+    if build is not None:  # a subclassed model: the input shape that creates its weights
+        spec["build_config"] = build
+    return spec
 
 
 def deserialize_layer(spec, custom=None):
@@ -69,7 +74,12 @@ def deserialize_layer(spec, custom=None):
     cfg = dict(spec.get("config") or {})
     try:
         if "custom_objects" in cls.from_config.__code__.co_varnames:
-            return cls.from_config(cfg, custom_objects=custom)
-        return cls.from_config(cfg)
+            obj = cls.from_config(cfg, custom_objects=custom)
+        else:
+            obj = cls.from_config(cfg)
     except TypeError as e:
         raise ValueError(f"cannot build layer {spec['class_name']} from its config: {e}") from None
+    build = spec.get("build_config")
+    if isinstance(build, dict) and hasattr(obj, "build_from_config") and not obj.built:
+        obj.build_from_config(build)
+    return obj

@@ -554,8 +554,9 @@ def _keras_model(model):
                            "layers": layers, "build_input_shape": in_shape},
                 "registered_name": None, "build_config": {"input_shape": in_shape}}
     if not model._functional:
-        raise NotImplementedError(f"model {model.name!r} is a subclassed Model with no architecture config; "
-                                  f"only Sequential and functional models can be written for Keras")
+        raise NotImplementedError(f"model {model.name!r} ({type(model).__name__}) is a subclassed Model: Keras "
+                                  f"would need its Python class; only Sequential and functional models can be "
+                                  f"written for Keras")
     node_ids = _model_nodes(model)
 
     def tensor(t):

@@ -391,7 +391,8 @@ def _model(g, model, in_names):
             x = _layer(g, layer, [x], [t_in.shape], [t_out.shape])[0]
         return [x]
     if not model._functional:
-        raise NotImplementedError(f"model {model.name!r} is a subclassed Model: its call() cannot be traced to "
+        raise NotImplementedError(f"model {model.name!r} ({type(model).__name__}) is a subclassed Model: its call() "
+                                  f"cannot be traced to "
                                   f"ONNX; build it as a Sequential or functional model")
     env = {id(t): n for t, n in zip(model._inputs, in_names)}
     for node in model._nodes:

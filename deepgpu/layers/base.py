@@ -223,8 +223,10 @@ class Layer:
             layer.trainable = flag
 
     def _sublayers(self) -> list:
-        """Layers owned by this one (for wrappers and models)."""
-        return []
+        """Layers owned by this one: by default those held as attributes (directly or in
+        lists / dicts), as Keras tracks them; wrappers and models may say otherwise."""
+        from .tracking import tracked_layers
+        return tracked_layers(self)
 
     @property
     def weights(self) -> list:
@@ -295,6 +297,9 @@ class Layer:
             self.build(input_shape)
             self.built = True
             self._build_input_shape = input_shape
+            if not self._trainable:  # sublayers made in __init__ freeze with their owner
+                for layer in self._sublayers():
+                    layer.trainable = False
 
     def compute_output_shape(self, input_shape):
         """Output shape (batch None) for ``input_shape``; default: run on zeros."""

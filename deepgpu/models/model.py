@@ -8,18 +8,30 @@ inputs and nested in another model.
 from __future__ import annotations
 
 from ..layers.base import InputLayer, Layer, SymbolicTensor, _flatten
+from ..layers.tracking import tracked_layers
 from ..tensor import Tensor, tensor
+from .steps import StepsMixin, auto_config
 from .summary import print_summary
 from .training import Trainer
 
 
-class Model(Trainer, Layer):
+class Model(StepsMixin, Trainer, Layer):
     """A model of layers: ``Model(inputs, outputs, name=None)``.
 
     inputs / outputs: a SymbolicTensor from ``Input`` (or a layer's output),
     or a list / dict of them. Without them, subclass Model and define
-    ``call(inputs, training=None)``; layers set as attributes are tracked.
+    ``call(inputs, training=None)``: layers set as attributes (also in lists
+    and dicts) are tracked; the model is built by its first call (or
+    ``build(input_shape)``), and ``train_step`` / ``test_step`` /
+    ``predict_step`` may be overridden as in Keras 3 (see ``StepsMixin``).
     """
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        # Keras 3's automatic config: a subclass whose constructor takes plain values
+        # (str, int, float, bool, None, and lists / dicts of them) saves without get_config.
+        obj._auto_config = auto_config(cls, args, kwargs)
+        return obj
 
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
         self._tracked_layers = []
@@ -89,20 +101,20 @@ class Model(Trainer, Layer):
     def _sublayers(self):
         if self._functional:
             return [layer for layer in self._graph_layers if not isinstance(layer, InputLayer)]
-        return list(self._tracked_layers)
+        return tracked_layers(self)
 
-    def __setattr__(self, key, value):
-        if isinstance(value, Layer) and key != "_last_layer" and hasattr(self, "_tracked_layers"):
-            if all(value is not t for t in self._tracked_layers):
-                self._tracked_layers.append(value)
-        object.__setattr__(self, key, value)
+    def _subclassed(self) -> bool:
+        """True for a Model subclass defining its own ``call`` (neither functional nor Sequential)."""
+        from .sequential import Sequential
+        return not self._functional and not isinstance(self, Sequential)
 
     @property
     def layers(self) -> list:
-        """The model's layers in graph order (InputLayers included, as Keras does)."""
+        """The model's layers in graph order (InputLayers included, as Keras does); for a
+        subclassed model, the layers its attributes hold, in the order they were set."""
         if self._functional:
             return list(self._graph_layers)
-        return list(self._tracked_layers)
+        return tracked_layers(self)
 
     @property
     def inputs(self) -> list:
@@ -142,7 +154,9 @@ class Model(Trainer, Layer):
 
     @property
     def output_names(self) -> list:
-        if self._functional and self._output_is_dict:
+        if not self._functional:
+            return self._subclassed_output_names()
+        if self._output_is_dict:
             return list(self._output_names_dict)
         return [t.node.layer.name for t in self._outputs]
 
@@ -214,12 +228,13 @@ class Model(Trainer, Layer):
         return outs[0] if self._single_output else outs
 
     def __call__(self, inputs, training=None, **kwargs):
-        if not self._functional and not self.built:
-            self.built = True
         if self._functional and isinstance(inputs, dict):
             flat = self._structure_inputs(inputs)
             inputs = flat[0] if len(flat) == 1 else flat
-        return Layer.__call__(self, inputs, training=training, **kwargs)
+        out = Layer.__call__(self, inputs, training=training, **kwargs)
+        if not self._functional:
+            self._note_outputs(out)
+        return out
 
     def compute_mask(self, inputs, previous_mask=None):
         # The inner layers attached their masks to the outputs already (Keras's Functional does
@@ -235,7 +250,24 @@ class Model(Trainer, Layer):
     def _maybe_build(self, input_shape):
         if self._functional:
             return
+        if not self.built and type(self).build is Model.build:
+            # The call that follows builds every sublayer; no separate pass on zeros.
+            self.built = True
+            self._build_input_shape = input_shape
+            if not self._trainable:  # sublayers made in __init__ freeze with their owner
+                for layer in self._sublayers():
+                    layer.trainable = False
+            return
         Layer._maybe_build(self, input_shape)
+
+    def build(self, input_shape=None):
+        """Create the weights of a subclassed model for ``input_shape`` (batch axis included,
+        may be None; a list of shapes for several inputs) by one call on zeros, as Keras
+        builds one. A functional model is built already."""
+        if self._functional or self.built:
+            self.built = True
+            return
+        self._build_on_zeros(input_shape)
 
     # -------------------------------------------------------------- display
     def summary(self, line_length=None, positions=None, print_fn=None, return_string=False):
@@ -249,15 +281,21 @@ class Model(Trainer, Layer):
         return print_summary(self, line_length, positions, print_fn, return_string)
 
     def get_config(self) -> dict:
-        """The graph as Keras's functional config: layers with inbound nodes, inputs, outputs."""
+        """The graph as Keras's functional config: layers with inbound nodes, inputs, outputs.
+
+        A subclassed model returns ``{name, trainable, dtype}`` to an override
+        that calls ``super().get_config()``; without an override, its
+        constructor's arguments when they are plain values (Keras 3's automatic
+        config), else NotImplementedError saying to write ``get_config``."""
         if not self._functional:
-            raise NotImplementedError(
-                f"model {self.name!r} is a subclassed model; its architecture is Python code and "
-                f"has no config (save its weights instead)")
+            return self._subclassed_config()
         from .serialization import functional_config
         return functional_config(self)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        """A functional model from its graph config; a subclass from ``cls(**config)``."""
+        if not all(k in config for k in ("layers", "input_layers", "output_layers")) and cls is not Model:
+            return cls(**config)
         from .serialization import functional_from_config
         return functional_from_config(config, custom_objects)

@@ -221,7 +221,7 @@ class Trainer:
         for k in kwargs:
             if k not in ("run_eagerly", "jit_compile", "steps_per_execution"):
                 raise TypeError(f"compile() got an unexpected keyword argument {k!r}")
-        if loss is None:
+        if loss is None and not getattr(self, "_allows_no_loss", lambda: False)():
             raise ValueError("compile() needs a loss (a name such as 'mse', a Loss, or a callable)")
         names = self.output_names
         n = len(names)
@@ -562,6 +562,9 @@ class Trainer:
             total, per_out = self._compute_loss(yb, outs, swb)
             self._update_metrics(yb, outs, swb, total, per_out)
 
+    def _predict_batch(self, xb):
+        return self(xb if len(xb) > 1 else xb[0], training=False)
+
     def _lazy_logs(self, prefix=""):
         return _LazyLogs({prefix + m.name: m.result for m in self._all_metrics()})
 
@@ -809,7 +812,7 @@ class Trainer:
                 if cbs:
                     cbs("on_predict_batch_begin", step, {})
                 xb = self._slice(xs, idx)
-                outs = self._outs_list(self(xb if len(xb) > 1 else xb[0], training=False))
+                outs = self._outs_list(self._predict_batch(xb))
                 parts = [[o] for o in outs] if parts is None else [p + [o] for p, o in zip(parts, outs)]
                 if cbs:
                     cbs("on_predict_batch_end", step, {"outputs": outs})
