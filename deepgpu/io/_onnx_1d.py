@@ -56,6 +56,24 @@ def emit(g, layer, x, shape, out_shape, h, who):
         y = _ncl(g, x, h, "ConvTranspose", ins, kernel_shape=[k], strides=[s], dilations=[d],
                  pads=[before, max(end, 0)], output_padding=[max(-end, 0)])
         return _activation(g, y, layer.activation, h, who)
+    if isinstance(layer, (L.DepthwiseConv1D, L.SeparableConv1D)):
+        (k,), (s,), (d,) = layer.kernel_size, layer.strides, layer.dilation_rate
+        dw = _weight(layer.depthwise_kernel)  # [k, C, M] -> [C*M, 1, k]: output channel c*M + m reads channel c
+        c, m = dw.shape[1], dw.shape[2]
+        ins = [g.const(f"{h}/depthwise_kernel", dw.transpose(1, 2, 0).reshape(c * m, 1, k))]
+        separable = isinstance(layer, L.SeparableConv1D)
+        if layer.bias is not None and not separable:
+            ins.append(g.const(f"{h}/bias", _weight(layer.bias)))
+        xt = g.op("Transpose", [x], f"{h}/ncl", perm=_NCL)
+        y = g.op("Conv", [xt] + ins, f"{h}/depthwise", kernel_shape=[k], strides=[s], dilations=[d], group=c,
+                 pads=_pads(layer, shape[1], k, s, d, layer.padding, who))
+        if separable:  # [1, C*M, F] -> [F, C*M, 1]
+            pw = [g.const(f"{h}/pointwise_kernel", _weight(layer.pointwise_kernel)[0].T[:, :, None])]
+            if layer.bias is not None:
+                pw.append(g.const(f"{h}/bias", _weight(layer.bias)))
+            y = g.op("Conv", [y] + pw, f"{h}/pointwise", kernel_shape=[1])
+        y = g.op("Transpose", [y], f"{h}/nlc", perm=_NCL)
+        return _activation(g, y, layer.activation, h, who)
     if isinstance(layer, (L.MaxPooling1D, L.AveragePooling1D)):
         (p,), (s,) = layer.pool_size, layer.strides
         attrs = dict(kernel_shape=[p], strides=[s], pads=_pads(layer, shape[1], p, s, 1, layer.padding, who))

@@ -8,6 +8,7 @@ import sys as _sys
 from .. import registry as _registry
 from .base import Input, InputLayer, InputSpec, Layer  # noqa: F401
 from .conv import Conv1D, Conv1DTranspose, Conv2D, Conv2DTranspose, Convolution1D, Convolution1DTranspose  # noqa: F401
+from .conv import DepthwiseConv1D, SeparableConv1D, SeparableConvolution1D  # noqa: F401
 from .pooling import (  # noqa: F401
     AveragePooling1D, AvgPool1D, GlobalAveragePooling1D, GlobalAvgPool1D, GlobalMaxPool1D, GlobalMaxPooling1D,
     MaxPool1D, MaxPooling1D,
@@ -57,4 +58,5 @@ __all__ = [
     "Conv1D", "Conv1DTranspose", "Convolution1D", "Convolution1DTranspose", "MaxPooling1D", "AveragePooling1D",
     "GlobalMaxPooling1D", "GlobalAveragePooling1D", "MaxPool1D", "AvgPool1D", "GlobalMaxPool1D", "GlobalAvgPool1D",
     "UpSampling1D", "ZeroPadding1D", "Cropping1D", "SpatialDropout1D",
+    "DepthwiseConv1D", "SeparableConv1D", "SeparableConvolution1D",
 ]

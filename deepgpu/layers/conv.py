@@ -5,6 +5,7 @@ from .. import activations, initializers, ops, regularizers
 from ..backends.base import conv_output_size
 from .base import InputSpec
 from .core import _FUSED
+from .depthwise import DepthwiseConv2D, SeparableConv2D
 from ._utils import (WeightedLayer, act_config, channels_last, constraint_config, constraint_get,
                      init_config, pair, padding_arg, reg_config, shape_error, single)
 
@@ -372,3 +373,111 @@ class Conv1DTranspose(_Conv):
 
 Convolution1D = Conv1D
 Convolution1DTranspose = Conv1DTranspose
+
+
+class _Depthwise1D:
+    """The 1-D geometry of DepthwiseConv1D / SeparableConv1D over the 2-D depthwise layers
+    (a unit height axis, as Conv1D over Conv2D)."""
+
+    def _init_1d(self, kernel_size, strides, dilation_rate, padding):
+        cls = type(self).__name__
+        k = single(kernel_size, "kernel_size", cls)
+        s = single(strides, "strides", cls)
+        d = single(dilation_rate, "dilation_rate", cls)
+        if isinstance(padding, str) and padding.lower() == "causal":
+            raise ValueError(f"{cls}: padding 'causal' is not supported (as in Keras); use 'valid' or 'same'")
+        return k, s, d
+
+    def _set_1d(self, k, s, d):
+        self.kernel_size, self.strides, self.dilation_rate = (k,), (s,), (d,)
+        self.input_spec = InputSpec(ndim=3)
+
+    def _steps(self, input_shape):
+        return _conv1d_len(self, input_shape[1], self.kernel_size[0], self.strides[0], self.dilation_rate[0],
+                           self.padding, input_shape)
+
+    def _build_depthwise(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise shape_error(self, "the channel axis (last) of the input must have a known size", input_shape)
+        self._steps(input_shape)  # the window must fit
+        self.depthwise_kernel = self.add_weight(
+            "depthwise_kernel", (self.kernel_size[0], channels, self.depth_multiplier), self.depthwise_initializer,
+            self.depthwise_regularizer, constraint=self.depthwise_constraint)
+        self.input_spec = InputSpec(ndim=3, axes={-1: channels})
+        return channels
+
+    def _depthwise(self, x):
+        y = ops.depthwise_conv2d(ops.expand_dims(x, 1), ops.expand_dims(self.depthwise_kernel, 0),
+                                 (1, self.strides[0]), self.padding, (1, self.dilation_rate[0]))
+        return ops.reshape(y, (y.shape[0], y.shape[2], y.shape[3]))
+
+
+class DepthwiseConv1D(_Depthwise1D, DepthwiseConv2D):
+    """Each channel of [N, steps, C] convolved with its own ``depth_multiplier`` filters:
+    -> [N, steps', C*depth_multiplier]; depthwise_kernel [k, C, depth_multiplier], bias [C*depth_multiplier].
+
+    ``padding`` "valid" or "same". Raises ValueError naming the layer when the window does not fit.
+    """
+
+    def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1, data_format=None,
+                 dilation_rate=1, activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
+                 bias_initializer="zeros", depthwise_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, depthwise_constraint=None, bias_constraint=None, **kwargs):
+        k, s, d = self._init_1d(kernel_size, strides, dilation_rate, padding)
+        super().__init__((1, k), (1, s), padding, depth_multiplier, data_format, (1, d), activation, use_bias,
+                         depthwise_initializer, bias_initializer, depthwise_regularizer, bias_regularizer,
+                         activity_regularizer, depthwise_constraint, bias_constraint, **kwargs)
+        self._set_1d(k, s, d)
+
+    def compute_output_shape(self, input_shape):
+        c = input_shape[-1]
+        return (input_shape[0], self._steps(input_shape), None if c is None else c * self.depth_multiplier)
+
+
+class SeparableConv1D(_Depthwise1D, SeparableConv2D):
+    """A depthwise 1-D convolution, then a pointwise one to ``filters`` channels: [N, steps, C] ->
+    [N, steps', filters]; depthwise_kernel [k, C, depth_multiplier], pointwise_kernel
+    [1, C*depth_multiplier, filters], bias [filters]; the bias and activation follow the pointwise step.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 depth_multiplier=1, activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
+                 pointwise_initializer="glorot_uniform", bias_initializer="zeros", depthwise_regularizer=None,
+                 pointwise_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 depthwise_constraint=None, pointwise_constraint=None, bias_constraint=None, **kwargs):
+        k, s, d = self._init_1d(kernel_size, strides, dilation_rate, padding)
+        super().__init__(filters, (1, k), (1, s), padding, data_format, (1, d), depth_multiplier, activation,
+                         use_bias, depthwise_initializer, pointwise_initializer, bias_initializer,
+                         depthwise_regularizer, pointwise_regularizer, bias_regularizer, activity_regularizer,
+                         depthwise_constraint, pointwise_constraint, bias_constraint, **kwargs)
+        self._set_1d(k, s, d)
+
+    def build(self, input_shape):
+        channels = self._build_depthwise(input_shape)
+        self.pointwise_kernel = self.add_weight(
+            "pointwise_kernel", (1, channels * self.depth_multiplier, self.filters), self.pointwise_initializer,
+            self.pointwise_regularizer, constraint=self.pointwise_constraint)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer,
+                                        constraint=self.bias_constraint)
+        self.built = True
+
+    def call(self, inputs):
+        y = ops.expand_dims(self._depthwise(self._cast_in(inputs)), 1)
+        pw = ops.expand_dims(self.pointwise_kernel, 0)
+        act = _FUSED.get(self.activation, False)
+        if act is not False:
+            y = self._activity(ops.conv2d_bias_act(y, pw, self.bias, act))
+        else:
+            y = ops.conv2d(y, pw)
+            if self.bias is not None:
+                y = y + self.bias
+            y = self._activity(self.activation(y))
+        return ops.reshape(y, (y.shape[0], y.shape[2], self.filters))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self._steps(input_shape), self.filters)
+
+
+SeparableConvolution1D = SeparableConv1D

@@ -47,7 +47,44 @@ CASES += [
     C(L.Conv1DTranspose, dict(filters=2, kernel_size=4, strides=3, output_padding=1, activation="relu"),
       (2, 3, 3), (None, 11, 2), expected_num_params=4 * 2 * 3 + 2,
       unsupported={"tfjs": "TF.js has no Conv1DTranspose"}),
+    C(L.DepthwiseConv1D, dict(kernel_size=3, depth_multiplier=2, padding="same", strides=2), (2, 7, 3),
+      (None, 4, 6), expected_num_params=3 * 3 * 2 + 6, unsupported={"tfjs": "TF.js has no DepthwiseConv1D"}),
+    C(L.DepthwiseConv1D, dict(kernel_size=2, dilation_rate=2, activation="relu", use_bias=False), (2, 6, 2),
+      (None, 4, 2), expected_num_weights=1, unsupported={"tfjs": "TF.js has no DepthwiseConv1D"}),
+    C(L.SeparableConv1D, dict(filters=4, kernel_size=3, depth_multiplier=2, padding="same", activation="relu"),
+      (2, 6, 3), (None, 6, 4), expected_num_params=3 * 3 * 2 + 6 * 4 + 4,
+      unsupported={"tfjs": "TF.js has no SeparableConv1D"}),
+    C(L.SeparableConv1D, dict(filters=3, kernel_size=2, strides=2, activation="tanh"), (2, 7, 2), (None, 3, 3),
+      unsupported={"tfjs": "TF.js has no SeparableConv1D"}),
 ]
+
+
+@pytest.mark.parametrize("make, shape, match", [
+    (lambda: L.Conv1D(2, 5), (1, 3, 2), r"'conv1d[^']*' \(Conv1D\).*kernel_size 5.*\(None, 3, 2\)"),
+    (lambda: L.Conv1D(4, 2, groups=2), (1, 5, 3), r"\(Conv1D\): groups=2 must divide the input channels \(3\)"),
+    (lambda: L.Conv1D(3, 2, groups=2), None, r"Conv1D: filters \(3\) must be divisible by groups \(2\)"),
+    (lambda: L.Conv1D(3, 2, padding="full"), None, r"Conv1D: padding must be 'valid', 'same' or 'causal'"),
+    (lambda: L.Conv1D(3, (2, 2)), None, r"Conv1D: kernel_size must be a positive int or a list of one"),
+    (lambda: L.Conv1DTranspose(3, 2, padding="causal"), None, r"Conv1DTranspose: padding 'causal' is not supported"),
+    (lambda: L.Conv1DTranspose(3, 2, strides=2, output_padding=2), None,
+     r"Conv1DTranspose: output_padding \(2\) must be smaller than strides \(2\)"),
+    (lambda: L.DepthwiseConv1D(4), (1, 3, 2), r"\(DepthwiseConv1D\).*kernel_size 4"),
+    (lambda: L.SeparableConv1D(2, 3, padding="causal"), None, r"SeparableConv1D: padding 'causal'"),
+    (lambda: L.Conv1D(2, 3), (1, 5, 5, 2), r"\(Conv1D\)|conv1d"),
+])
+def test_conv1d_bad_input_names_the_layer(make, shape, match):
+    """Bad arguments fail at construction, a bad input at the first call; the layer stays unbuilt."""
+    import numpy as np
+
+    from deepgpu import tensor
+    if shape is None:
+        with pytest.raises(ValueError, match=match):
+            make()
+        return
+    layer = make()
+    with pytest.raises(ValueError, match=match):
+        layer(tensor(np.ones(shape, "float32")))
+    assert not layer.weights
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
