@@ -707,6 +707,11 @@ class Backend:
             b = self.xp.swapaxes(b, -1, -2)
         return self.xp.matmul(a, b)
 
+    def qr(self, a):
+        """Reduced QR of a 2-D float array [m, n] (m >= n): (q [m, n], r [n, n]); for the
+        Orthogonal initializer, not differentiable."""
+        return self.xp.linalg.qr(a)
+
     def dense(self, x, w, b=None, activation=None):
         """Fused ``activation(x @ w + b)``; x [m, k], w [k, n], b [n].
 

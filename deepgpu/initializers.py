@@ -214,8 +214,36 @@ class Identity(Initializer):
         return {"gain": self.gain}
 
 
+class Orthogonal(Initializer):
+    """``gain`` times a random orthogonal matrix (Keras's Orthogonal: the Q of a normal
+    matrix's QR, signs fixed by R's diagonal); shapes of rank >= 2 are flattened to
+    [prod(shape[:-1]), shape[-1]]. The default of recurrent kernels."""
+
+    def __init__(self, gain=1.0, seed=None):
+        self.gain, self.seed = gain, seed
+
+    def __call__(self, shape, dtype="float32"):
+        shape = _shape(shape)
+        if len(shape) < 2:
+            raise ValueError(f"Orthogonal initializer needs a shape of rank 2 or more, got {shape}")
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+        a = random_normal((max(rows, cols), min(rows, cols)), 0.0, 1.0, "float64", seed=self.seed)
+        B = a._backend
+        q, r = (Tensor(m, B) for m in B.qr(a.data))
+        n = min(rows, cols)
+        diag = ops.sum(r * ops.cast(ops.equal(ops.reshape(arange(n), (n, 1)), ops.reshape(arange(n), (1, n))),
+                                    "float64"), axis=0)
+        q = q * ops.where(ops.less(diag, 0.0), -1.0, 1.0)
+        if rows < cols:
+            q = ops.transpose(q)
+        return ops.cast(ops.reshape(q * float(self.gain), shape), dtype)
+
+    def get_config(self):
+        return {"gain": self.gain, "seed": self.seed}
+
+
 _CLASSES = [Zeros, Ones, Constant, RandomNormal, RandomUniform, TruncatedNormal, VarianceScaling,
-            GlorotUniform, GlorotNormal, HeNormal, HeUniform, LecunNormal, LecunUniform, Identity]
+            GlorotUniform, GlorotNormal, HeNormal, HeUniform, LecunNormal, LecunUniform, Identity, Orthogonal]
 
 
 def _snake(name):
@@ -233,6 +261,8 @@ for _c in _CLASSES:
     _BY_NAME[_snake(_c.__name__)] = _c
     _BY_NAME[_camel(_c.__name__)] = _c
 _BY_NAME.update({"zero": Zeros, "one": Ones})
+# Keras's short aliases (Embedding's default is "uniform")
+_BY_NAME.update({"uniform": RandomUniform, "normal": RandomNormal, "truncated_normal": TruncatedNormal})
 
 
 def _valid_names():

@@ -287,6 +287,10 @@ def _layer(g, layer, xs, shapes, out_shapes):
     y1 = _emit_1d(g, layer, x, shape, out_shapes[0], h, who)
     if y1 is not None:
         return [y1]
+    from ._onnx_seq import emit as _emit_seq
+    ys = _emit_seq(g, layer, xs, shapes, out_shapes, h, who)
+    if ys is not None:
+        return ys
     if isinstance(layer, L.Dense):
         kernel = g.const(f"{h}/kernel", _weight(layer.kernel))
         bias = [g.const(f"{h}/bias", _weight(layer.bias))] if layer.bias is not None else []
@@ -403,10 +407,12 @@ def _model(g, model, in_names):
     return [env[id(t)] for t in model._outputs]
 
 
-def _value_info(onnx, name, shape):
+def _value_info(onnx, name, shape, dtype="float32"):
     dims = ["batch" if i == 0 else (None if d is None else int(d)) for i, d in enumerate(shape)]
     dims = [f"{name}_dim{i}" if d is None else d for i, d in enumerate(dims)]
-    return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims)
+    # Integer inputs (token ids for an Embedding) keep their type.
+    kind = {"int32": onnx.TensorProto.INT32, "int64": onnx.TensorProto.INT64}.get(dtype, onnx.TensorProto.FLOAT)
+    return onnx.helper.make_tensor_value_info(name, kind, dims)
 
 
 def _atomic_write(path, data):
@@ -460,7 +466,7 @@ def export_onnx(model, path, opset=DEFAULT_OPSET):
     for n, out in zip(outs, out_names):
         g.nodes.append(onnx.helper.make_node("Identity", [n], [out], name=out))
     graph = onnx.helper.make_graph(
-        g.nodes, model.name, [_value_info(onnx, n, t.shape) for n, t in zip(in_names, ins)],
+        g.nodes, model.name, [_value_info(onnx, n, t.shape, t.dtype) for n, t in zip(in_names, ins)],
         [_value_info(onnx, n, t.shape) for n, t in zip(out_names, out_syms)], g.inits)
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
                                    producer_name="deepgpu", producer_version=__version__)

@@ -55,6 +55,7 @@ _TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePoo
                  "SpatialDropout1D"}  # the 1-D layers TF.js has (issue 16)
 _TFJS_LAYERS |= {"DepthwiseConv2D", "SeparableConv2D"}  # issue 17
 _TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
+_TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
 _TO_TFJS_INIT = {"LecunNormal": "LeCunNormal", "LecunUniform": "LeCunUniform"}  # TF.js's spelling
 _FROM_TFJS_INIT = {v: k for k, v in _TO_TFJS_INIT.items()}
 _TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
