@@ -16,7 +16,12 @@ from .pooling import (  # noqa: F401
 from .regularization import SpatialDropout1D  # noqa: F401
 from .reshaping import Cropping1D, UpSampling1D, ZeroPadding1D  # noqa: F401
 from .depthwise import DepthwiseConv2D, SeparableConv2D  # noqa: F401
+from .embedding import Embedding, Masking  # noqa: F401
+from .text import TextVectorization  # noqa: F401
 from .activation import ELU, LeakyReLU, ReLU, Softmax  # noqa: F401
+from .attention import (  # noqa: F401
+    AdditiveAttention, Attention, GroupedQueryAttention, GroupQueryAttention, MultiHeadAttention,
+)
 from .core import Activation, Dense, EinsumDense, Identity, Lambda  # noqa: F401
 from .merge import (  # noqa: F401
     Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract, add, average, concatenate, dot, maximum,
@@ -54,9 +59,13 @@ __all__ = [
     "BatchNormalization", "LayerNormalization", "RMSNormalization", "GroupNormalization", "UnitNormalization",
     "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "add", "concatenate",
     "Dot", "dot", "subtract", "multiply", "average", "maximum", "minimum", "EinsumDense", "Identity",
+    "MultiHeadAttention", "GroupedQueryAttention", "GroupQueryAttention", "Attention", "AdditiveAttention",
     "ZeroPadding2D", "UpSampling2D", "Cropping2D",
     "Conv1D", "Conv1DTranspose", "Convolution1D", "Convolution1DTranspose", "MaxPooling1D", "AveragePooling1D",
     "GlobalMaxPooling1D", "GlobalAveragePooling1D", "MaxPool1D", "AvgPool1D", "GlobalMaxPool1D", "GlobalAvgPool1D",
     "UpSampling1D", "ZeroPadding1D", "Cropping1D", "SpatialDropout1D",
+    "Embedding", "Masking",
     "DepthwiseConv1D", "SeparableConv1D", "SeparableConvolution1D",
+    "Embedding", "Masking",
+    "TextVectorization",
 ]
