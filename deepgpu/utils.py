@@ -5,6 +5,7 @@ from __future__ import annotations
 # Keras's keras.utils data helpers (issue 19): deepgpu/data/image_folder.py.
 from .data.image_folder import (array_to_img, image_dataset_from_directory, img_to_array,  # noqa: F401
                                 load_img, save_img)
+from .data.py_dataset import PyDataset, Sequence  # noqa: F401
 
 
 def set_random_seed(seed: int) -> None:

@@ -70,8 +70,8 @@ class Progbar:
         if self.target is not None:
             digits = len(str(self.target))
             count = f"{step:>{digits}}/{self.target}"
-        else:
-            count = f"{step}"
+        else:  # a data source of unknown length (Keras shows the same)
+            count = f"{step}/Unknown"
         if self.dynamic:
             bar = ""
             if self.target:

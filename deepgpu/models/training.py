@@ -587,12 +587,15 @@ class Trainer:
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_batch_size=None,
-            validation_freq=1, check_numerics=True):
+            validation_freq=1, check_numerics=True, validation_steps=None):
         """Train for ``epochs`` epochs; returns a History (``.history`` holds
         ``loss``, each metric, and ``val_`` versions).
 
         x / y: NumPy arrays or Tensors, or lists / dicts (by input / output
-        name) of them. Every argument and the data are checked before the
+        name) of them; or x a data source (a deepgpu.data.Dataset, PyDataset,
+        generator or iterable of batches, torch DataLoader, tf.data.Dataset; also
+        as validation_data, with validation_steps): see deepgpu/data/adapters.py.
+        Every argument and the data are checked before the
         first step: a bad one raises ValueError naming it and its value, and
         leaves the model as it was. check_numerics: refuse NaN / Inf in x, y,
         sample weights and validation data (False allows them). A loss that
@@ -600,7 +603,13 @@ class Trainer:
         naming the epoch and step). Raises RuntimeError before compile().
         """
         from .. import callbacks as cb_mod
+        from ..data import adapters
 
+        if adapters.is_data_source(x) or adapters.is_data_source(validation_data) or validation_steps:
+            return adapters.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                                validation_data, shuffle, class_weight, sample_weight, initial_epoch,
+                                steps_per_epoch, validation_steps, validation_batch_size, validation_freq,
+                                check_numerics)
         self._require_compiled()
         w = "fit"
         epochs = _int_arg(w, "epochs", epochs, 0)
@@ -765,8 +774,13 @@ class Trainer:
         """Loss and metrics on (x, y): a float, a list [loss, metric...], or a dict.
 
         Calls from several threads take turns (each gets its own results).
-        check_numerics: refuse NaN / Inf in x, y and sample_weight.
+        check_numerics: refuse NaN / Inf in x, y and sample_weight. x may be a
+        data source (deepgpu/data/adapters.py).
         """
+        from ..data import adapters
+        if adapters.is_data_source(x):
+            return adapters.evaluate(self, x, y, batch_size, verbose, sample_weight, None, callbacks, return_dict,
+                                     check_numerics)
         self._require_compiled()
         w = "evaluate"
         batch_size = 32 if batch_size is None else _int_arg(w, "batch_size", batch_size, 1)
@@ -792,8 +806,12 @@ class Trainer:
         """Outputs for ``x`` as a Tensor (a list of Tensors for several outputs).
 
         The values stay on the device; call ``.data_sync()`` for NumPy.
-        Safe to call from several threads at once.
+        Safe to call from several threads at once. x may be a data source
+        (deepgpu/data/adapters.py).
         """
+        from ..data import adapters
+        if adapters.is_data_source(x):
+            return adapters.predict(self, x, batch_size, verbose, None, callbacks)
         from .. import ops
 
         w = "predict"
@@ -822,6 +840,18 @@ class Trainer:
             cbs("on_predict_end", {})
         res = [p[0] if len(p) == 1 else ops.concat(p, axis=0) for p in parts]
         return res[0] if len(res) == 1 else res
+
+    def fit_dataset(self, dataset, args=None, **kwargs):
+        """TF.js's ``fitDataset(dataset, {epochs, batchesPerEpoch, validationData, ...})``."""
+        from ..data import adapters
+        return adapters.fit_dataset(self, dataset, args, **kwargs)
+
+    def evaluate_dataset(self, dataset, args=None, **kwargs):
+        """TF.js's ``evaluateDataset(dataset, {batches})``."""
+        from ..data import adapters
+        return adapters.evaluate_dataset(self, dataset, args, **kwargs)
+
+    fitDataset, evaluateDataset = fit_dataset, evaluate_dataset
 
     # ---------------------------------------------------- single-batch API
     @_serialised
