@@ -322,6 +322,11 @@ def _read_keras3_weights(model, spec, h5bytes, path):
             if stored is not None and not isinstance(stored, h5py.Group):
                 raise KerasFileError(f"{path!r}: {vars_path!r} in {_WEIGHTS} is not a group")
             n = 0 if stored is None else len(stored)
+            if stored is not None and hasattr(layer, "load_keras_variables"):
+                # Arrays Keras keeps by name, not as weights (TextVectorization's IDF weights).
+                named = {f"vars/{k}": np.asarray(stored[k][()]) for k in stored if not k.isdigit()}
+                n -= len(named)
+                layer.load_keras_variables(named)
             if n != len(weights):
                 raise KerasFileError(
                     f"{path!r}: layer {layer.name!r} ({type(layer).__name__}) has {len(weights)} weights in "
@@ -414,6 +419,12 @@ def _load_keras_zip(path, custom, ctx):
         spec = _json(_member(z, _CONFIG, JSON_LIMIT, path), _CONFIG, path)
         ctx.what = "the architecture"
         model = _build(spec, custom, path)
+        for group_path, layer in _keras3_paths(model, spec, "layers"):
+            if hasattr(layer, "load_keras_assets"):  # TextVectorization's vocabulary.txt
+                ctx.what = f"the assets of layer {layer.name!r}"
+                prefix = f"assets/{group_path}/"
+                layer.load_keras_assets({n[len(prefix):]: _member(z, n, JSON_LIMIT, path)
+                                         for n in names if n.startswith(prefix)})
         limit = _weights_limit(model)
         ctx.what = f"member {_WEIGHTS!r}"
         h5bytes = _member(z, _WEIGHTS, limit, path)
@@ -597,6 +608,8 @@ def _weights_h5(model, spec):
             g.attrs["name"] = layer.name
             for i, w in enumerate(_own_weights(layer)):
                 g.create_dataset(str(i), data=w.data_sync())
+            for rel, value in (layer.keras_variables() if hasattr(layer, "keras_variables") else {}).items():
+                f.create_dataset(f"{group_path}/{rel}", data=value)
     return buf.getvalue()
 
 

@@ -438,10 +438,10 @@ class Layer:
         if any(isinstance(t, SymbolicTensor) for t in flat):
             return self._call_symbolic(inputs, kwargs)
         if isinstance(inputs, (list, tuple)):
-            inputs = [i if isinstance(i, Tensor) else tensor(i) for i in inputs]
+            inputs = [_as_input(i, self) for i in inputs]
             shapes = [(None,) + i.shape[1:] for i in inputs]
         else:
-            inputs = inputs if isinstance(inputs, Tensor) else tensor(inputs)
+            inputs = _as_input(inputs, self)
             shapes = (None,) + inputs.shape[1:]
         self._maybe_build(shapes)
         self._check_spec(shapes)
@@ -534,6 +534,18 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
+
+
+def _as_input(x, layer):
+    """``x`` as a Tensor; text (strings) stays a host array for a layer that reads strings
+    (``_reads_strings``: models, TextVectorization), as no backend holds strings."""
+    if isinstance(x, Tensor):
+        return x
+    if getattr(layer, "_reads_strings", False):
+        from ..data.text import is_string_data
+        if is_string_data(x):
+            return x
+    return tensor(x)
 
 
 def _zeros(shape):

@@ -7,7 +7,7 @@ inputs and nested in another model.
 """
 from __future__ import annotations
 
-from ..layers.base import InputLayer, Layer, SymbolicTensor, _flatten
+from ..layers.base import InputLayer, Layer, SymbolicTensor, _as_input, _flatten
 from ..layers.tracking import tracked_layers
 from ..tensor import Tensor, tensor
 from .steps import StepsMixin, auto_config
@@ -32,6 +32,8 @@ class Model(StepsMixin, Trainer, Layer):
         # (str, int, float, bool, None, and lists / dicts of them) saves without get_config.
         obj._auto_config = auto_config(cls, args, kwargs)
         return obj
+
+    _reads_strings = True  # a model may start with a TextVectorization
 
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
         self._tracked_layers = []
@@ -208,7 +210,7 @@ class Model(StepsMixin, Trainer, Layer):
                 f"model {self.name!r} expects {len(self._inputs)} input(s), got {len(flat)}")
         values = {}
         for sym, x in zip(self._inputs, flat):
-            x = x if isinstance(x, Tensor) else tensor(x)
+            x = _as_input(x, self)  # text stays on the host for its TextVectorization
             exp = sym.shape[1:]
             got = x.shape[1:]
             if len(exp) != len(got) or any(e is not None and e != g for e, g in zip(exp, got)):

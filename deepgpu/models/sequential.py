@@ -1,7 +1,7 @@
 """Sequential: a plain stack of layers, each feeding the next."""
 from __future__ import annotations
 
-from ..layers.base import InputLayer, Layer, SymbolicTensor
+from ..layers.base import InputLayer, Layer, SymbolicTensor, _as_input
 from ..tensor import Tensor, tensor
 from .model import Model
 
@@ -109,7 +109,8 @@ class Sequential(Model):
             return
         if input_shape is None:
             raise ValueError(f"model {self.name!r} needs an input shape to build")
-        self._input_layer = InputLayer(batch_input_shape=tuple(input_shape), name=f"{self.name}_input")
+        self._input_layer = InputLayer(batch_input_shape=tuple(input_shape), name=f"{self.name}_input",
+                                       dtype=getattr(self, "_input_dtype", None))
         chain = [self._input_layer.output]
         for layer in self._stack:
             chain.append(layer(chain[-1]))
@@ -127,8 +128,9 @@ class Sequential(Model):
             raise ValueError(f"model {self.name!r} has no layers")
         if isinstance(inputs, dict):
             inputs = self._structure_inputs(inputs)[0]
-        x = inputs if isinstance(inputs, Tensor) else tensor(inputs)
+        x = _as_input(inputs, self)
         if self._chain is None:
+            self._input_dtype = None if isinstance(x, Tensor) else "string"
             self.build((None,) + x.shape[1:])
         return self.call(x, training=training)
 

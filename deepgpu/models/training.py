@@ -19,6 +19,7 @@ import weakref
 
 from .. import backends
 from ..autograd import backward, enable_grad, no_grad
+from ..data.text import fit_text_rank, is_text_list
 from ..tensor import Tensor, Variable, tensor, zeros
 from .graph_step import GraphTrainer
 from .progbar import Progbar
@@ -176,6 +177,8 @@ def _take(a, idx, B):
             return a[idx]
         return a[Tensor(B.asarray(idx, "int32"), B)]
     part = a[idx]
+    if getattr(getattr(part, "dtype", None), "kind", None) in ("U", "S", "O"):
+        return part  # text stays on the host, for the model's TextVectorization
     return Tensor(B.asarray(part), B)
 
 
@@ -343,9 +346,10 @@ class Trainer:
                 raise ValueError(f"{where}(): model {self.name!r} cannot take a dict {what}")
             xs = self._structure_inputs(x)
         else:
-            xs = _as_list(x)
+            xs = [x] if is_text_list(x) else _as_list(x)
         if not xs:
             raise ValueError(f"{where}(): {what} is an empty {type(x).__name__}")
+        xs = fit_text_rank(xs, [t.shape for t in self.inputs], f"{where}(): {what}")
         for a in xs:
             _check_array(a, what, where)
         return xs

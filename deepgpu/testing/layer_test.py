@@ -93,6 +93,7 @@ class LayerCase:
     input_mask: object = None
     expected_output_mask: object = None
     mask_hides_inputs: bool = True
+    input_data: object = None  # the inputs themselves (strings for text layers), instead of random ones
     id: str | None = None
 
     @property
@@ -181,6 +182,11 @@ def _rel_err(a, b):
     return float(np.abs(a - b).max(initial=0.0)) / max(float(np.abs(b).max(initial=0.0)), 1e-6)
 
 
+def _dtype_name(a):
+    """The dtype of array ``a`` as an Input takes it: "string" for text (str, bytes, object)."""
+    return "string" if a.dtype.kind in "USO" else str(a.dtype)
+
+
 def _is_float(dtype):
     return np.dtype(dtype).kind == "f"
 
@@ -217,7 +223,7 @@ def functional_model(layer, arrays):
     from ..layers.base import Input
     from ..models import Model
 
-    ins = [Input(shape=a.shape[1:], dtype=str(a.dtype)) for a in arrays]
+    ins = [Input(shape=a.shape[1:], dtype=_dtype_name(a)) for a in arrays]
     out = layer(ins if len(ins) > 1 else ins[0])
     return Model(ins if len(ins) > 1 else ins[0], out, name=f"{layer.name}_model")
 
@@ -418,7 +424,8 @@ class _Harness:
 
     def tensors(self, arrays, dtype=None):
         from ..tensor import tensor
-        return self._attach([tensor(a, dtype or str(a.dtype)) for a in arrays])
+        return self._attach([a if _dtype_name(a) == "string" else tensor(a, dtype or str(a.dtype))
+                             for a in arrays])
 
     def call(self, layer, arrays, training=False, with_masks=False):
         xs = self.tensors(arrays)
@@ -497,7 +504,7 @@ class _Harness:
             if exp != got:
                 self.fail(f"output shape {got}, expected {exp}")
         sym_layer = self.cls.from_config({k: v for k, v in self.cfg.items() if k != "name"})
-        syms = [Input(shape=a.shape[1:], dtype=str(a.dtype)) for a in self.data]
+        syms = [Input(shape=a.shape[1:], dtype=_dtype_name(a)) for a in self.data]
         out = sym_layer(syms if self.multi else syms[0])
         sym_shapes = [tuple(s.shape) for s in _as_list(out)]
         if sym_shapes != got:
@@ -557,7 +564,7 @@ class _Harness:
                               f"{np.asarray(w, bool).tolist()}")
         # A symbolic call carries a mask where the real one does, of the same shape (batch None).
         sym_layer = self.cls.from_config({k: v for k, v in self.cfg.items() if k != "name"})
-        syms = [Input(shape=a.shape[1:], dtype=str(a.dtype)) for a in self.data]
+        syms = [Input(shape=a.shape[1:], dtype=_dtype_name(a)) for a in self.data]
         for s, m in zip(syms, self.masks):
             if m is not None:
                 s._keras_mask = Input(shape=m.shape[1:], dtype="bool")
@@ -598,7 +605,7 @@ class _Harness:
                 checked += 1
                 try:
                     if symbolic:
-                        layer(Input(shape=shape[1:], dtype=str(bad[0].dtype)))
+                        layer(Input(shape=shape[1:], dtype=_dtype_name(bad[0])))
                     else:
                         self.call(layer, bad)
                 except ValueError as e:
