@@ -6,6 +6,8 @@ from __future__ import annotations
 from .data.image_folder import (array_to_img, image_dataset_from_directory, img_to_array,  # noqa: F401
                                 load_img, save_img)
 from .data.py_dataset import PyDataset, Sequence  # noqa: F401
+from .data.sequence import pad_sequences  # noqa: F401
+from .data.text_folder import text_dataset_from_directory  # noqa: F401
 
 
 def set_random_seed(seed: int) -> None:
