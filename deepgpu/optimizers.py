@@ -83,9 +83,12 @@ class Optimizer:
         return lr
 
     @property
-    def learning_rate(self) -> float:
-        """The learning rate of the next step (a schedule is evaluated at ``iterations``)."""
-        return self._lr_at(self.iterations)
+    def learning_rate(self) -> "LearningRate":
+        """The learning rate of the next step (a schedule is evaluated at ``iterations``), as a
+        float that also has Keras's variable methods: ``assign(value)`` sets the optimizer's
+        rate (as ``opt.learning_rate = value`` does), ``numpy()`` reads it. Each read is the
+        value at that moment."""
+        return LearningRate(self._lr_at(self.iterations), self)
 
     @learning_rate.setter
     def learning_rate(self, value):
@@ -415,6 +418,35 @@ class Optimizer:
 
     def __repr__(self):
         return f"<{type(self).__name__} learning_rate={self.learning_rate:g} iterations={self.iterations}>"
+
+
+class LearningRate(float):
+    """An optimizer's learning rate as read: a float, with ``assign`` / ``numpy`` as Keras's
+    learning-rate variable has them."""
+
+    def __new__(cls, value, optimizer=None):
+        obj = super().__new__(cls, value)
+        obj._optimizer = optimizer
+        return obj
+
+    def assign(self, value):
+        """Set the optimizer's learning rate (a number >= 0, or a Tensor holding one); returns
+        the new value. TypeError for an optimizer driven by a schedule."""
+        if self._optimizer is None:
+            raise TypeError("this learning rate belongs to no optimizer")
+        self._optimizer.learning_rate = value
+        return self._optimizer.learning_rate
+
+    def numpy(self):
+        """The value as a NumPy float32 scalar (Keras's ``variable.numpy()``)."""
+        return _backends.get("cpu").asarray(float(self), "float32")[()]
+
+    @property
+    def value(self) -> float:
+        return float(self)
+
+    def __reduce__(self):
+        return float, (float(self),)
 
 
 class SGD(Optimizer):

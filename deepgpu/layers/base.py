@@ -192,9 +192,20 @@ class Layer:
         self._call_first_arg = next(iter(params), "inputs")
 
     # ------------------------------------------------------------- weights
-    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None,
+    def add_weight(self, name=None, shape=None, initializer="glorot_uniform", regularizer=None,
                    trainable=True, constraint=None, dtype=None) -> Variable:
-        """Create, track and return a Variable named ``<layer>/<name>``."""
+        """Create, track and return a Variable named ``<layer>/<name>``. Keras 3's order
+        (``add_weight(shape, initializer, ...)``, the name optional) is taken too."""
+        if not isinstance(name, str) and name is not None:  # Keras 3: add_weight(shape, initializer, ...)
+            if shape is not None:
+                initializer = shape
+            name, shape = None, name
+        if shape is None:
+            raise TypeError(f"layer {self.name!r}: add_weight() needs a shape")
+        if name is None:
+            name = f"variable_{len(self._weights)}" if self._weights else "variable"
+        if initializer is None:
+            initializer = "glorot_uniform" if str(dtype or self.dtype).startswith(("float", "bfloat")) else "zeros"
         if callable(initializer) and not isinstance(initializer, type):
             init = initializer
         else:

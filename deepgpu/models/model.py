@@ -272,15 +272,21 @@ class Model(StepsMixin, Trainer, Layer):
         self._build_on_zeros(input_shape)
 
     # -------------------------------------------------------------- display
-    def summary(self, line_length=None, positions=None, print_fn=None, return_string=False):
+    def summary(self, line_length=None, positions=None, print_fn=None, return_string=False,
+                expand_nested=False, show_trainable=False, **kwargs):
         """Print the Keras layer table and the parameter totals.
 
         line_length: total width (default 65, or 98 with the "Connected to"
         column for functional models); positions: column ends, as fractions
         or absolute; print_fn: called with each line instead of print.
-        Returns the text when ``return_string`` is true.
+        expand_nested: list a nested model's layers under it (marked ``└``,
+        indented per level); show_trainable: a "Trainable" column (Y / N, "-"
+        for a layer without weights), as Keras 3 prints them. Returns the text
+        when ``return_string`` is true. ``layer_range`` is refused (TypeError).
         """
-        return print_summary(self, line_length, positions, print_fn, return_string)
+        if kwargs:
+            raise TypeError(f"summary() got unexpected keyword argument(s) {sorted(kwargs)}")
+        return print_summary(self, line_length, positions, print_fn, return_string, expand_nested, show_trainable)
 
     def get_config(self) -> dict:
         """The graph as Keras's functional config: layers with inbound nodes, inputs, outputs.
