@@ -69,3 +69,19 @@ __all__ = [
     "Embedding", "Masking",
     "TextVectorization",
 ]
+
+# Noise, activation and preprocessing layers (issue 17).
+from .activation import PReLU, ThresholdedReLU  # noqa: E402,F401
+from .noise import AlphaDropout, GaussianDropout, GaussianNoise  # noqa: E402,F401
+from .regularization import ActivityRegularization, SpatialDropout2D, SpatialDropout3D  # noqa: E402,F401
+from .preprocessing import (  # noqa: E402,F401
+    CategoryEncoding, CenterCrop, Discretization, Normalization, RandomBrightness, RandomContrast, RandomCrop,
+    RandomFlip, RandomHeight, RandomRotation, RandomTranslation, RandomWidth, RandomZoom, Rescaling, Resizing,
+)
+
+__all__ += [
+    "PReLU", "ThresholdedReLU", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+    "SpatialDropout2D", "SpatialDropout3D", "Rescaling", "Resizing", "CenterCrop", "Normalization",
+    "CategoryEncoding", "Discretization", "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+    "RandomContrast", "RandomBrightness", "RandomCrop", "RandomWidth", "RandomHeight",
+]

@@ -103,3 +103,70 @@ class Softmax(Layer):
 
     def get_config(self):
         return {**super().get_config(), "axis": list(self.axis) if isinstance(self.axis, tuple) else self.axis}
+
+
+class PReLU(Layer):
+    """``x`` for x >= 0, ``alpha * x`` below, with a learned ``alpha`` per element of the input
+    (one per channel with ``shared_axes=[1, 2]`` on images)."""
+
+    def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, alpha_constraint=None,
+                 shared_axes=None, **kwargs):
+        from .. import initializers, regularizers
+        from ._utils import constraint_get
+
+        super().__init__(**kwargs)
+        self.alpha_initializer = initializers.get(alpha_initializer)
+        self.alpha_regularizer = regularizers.get(alpha_regularizer)
+        self.alpha_constraint = constraint_get(alpha_constraint, "PReLU", "alpha_constraint")
+        if shared_axes is None:
+            self.shared_axes = None
+        else:
+            axes = [shared_axes] if isinstance(shared_axes, int) else list(shared_axes)
+            if not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in axes):
+                raise ValueError(f"PReLU: shared_axes must be axes >= 1 (the batch axis is 0), got {shared_axes!r}")
+            self.shared_axes = axes
+
+    def build(self, input_shape):
+        shape = list(input_shape[1:])
+        for a in self.shared_axes or []:
+            if a >= len(input_shape):
+                raise shape_error(self, f"shared axis {a} is out of range for an input of rank {len(input_shape)}",
+                                  input_shape)
+            shape[a - 1] = 1
+        if any(d is None for d in shape):
+            raise shape_error(self, "every axis that is not shared needs a known size", input_shape)
+        self.alpha = self.add_weight("alpha", shape, self.alpha_initializer, self.alpha_regularizer,
+                                     constraint=self.alpha_constraint)
+        self.built = True
+
+    def call(self, inputs):
+        alpha = self.alpha if self.alpha.dtype == inputs.dtype else ops.cast(self.alpha, inputs.dtype)
+        return ops.relu(inputs) - alpha * ops.relu(-inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        from ._utils import constraint_config, init_config, reg_config
+        return {**super().get_config(), "alpha_initializer": init_config(self.alpha_initializer),
+                "alpha_regularizer": reg_config(self.alpha_regularizer),
+                "alpha_constraint": constraint_config(self.alpha_constraint), "shared_axes": self.shared_axes}
+
+
+class ThresholdedReLU(Layer):
+    """``x`` where x > theta, else 0 (tf.keras 2 and TF.js; Keras 3 writes it as ReLU(threshold=theta))."""
+
+    def __init__(self, theta=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta < 0:
+            raise ValueError(f"ThresholdedReLU: theta must be a number >= 0, got {theta!r}")
+        self.theta = float(theta)
+
+    def call(self, inputs):
+        return inputs * ops.cast(ops.greater(inputs, self.theta), inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "theta": self.theta}
