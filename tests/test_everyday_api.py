@@ -86,3 +86,23 @@ def test_add_weight_in_keras_3_order():
     assert [w.name.split("/")[1] for w in lay.weights] == ["variable", "bias"]
     with pytest.raises(TypeError, match="needs a shape"):
         L.Layer().add_weight("w")
+
+
+def test_evaluate_and_predict_with_steps():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 3)).astype("float32")
+    y = rng.standard_normal((50, 1)).astype("float32")
+    m = dg.Sequential([L.Dense(1, input_shape=(3,))])
+    m.compile("sgd", "mse")
+    pred = m.predict(x).data_sync()
+    # steps=2 at batch 16: only the first 32 samples
+    assert m.predict(x, batch_size=16, steps=2).shape == (32, 1)
+    np.testing.assert_allclose(m.predict(x, batch_size=16, steps=2).data_sync(), pred[:32], rtol=1e-6)
+    want = float(((pred[:32] - y[:32]) ** 2).mean())
+    assert m.evaluate(x, y, batch_size=16, steps=2) == pytest.approx(want, rel=1e-5)
+    assert m.evaluate(x, y, batch_size=16, steps=100) == pytest.approx(float(((pred - y) ** 2).mean()), rel=1e-5)
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            m.evaluate(x, y, steps=bad)
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            m.predict(x, steps=bad)

@@ -750,14 +750,14 @@ class Trainer:
             cbs("on_train_end", epoch_logs)
 
     # ------------------------------------------------------------- evaluate
-    def _evaluate_arrays(self, xs, ys, sw, batch_size, cbs=None, verbose=0):
+    def _evaluate_arrays(self, xs, ys, sw, batch_size, cbs=None, verbose=0, max_steps=None):
         n = self._check_data(xs, ys, sw, "evaluate")
         self._reset_metrics()
         if cbs:
             cbs("on_test_begin", {})
-        steps = math.ceil(n / batch_size)
+        steps = math.ceil(n / batch_size) if max_steps is None else min(math.ceil(n / batch_size), max_steps)
         bar = Progbar(steps, verbose=verbose)
-        for step, idx in enumerate(self._batches(n, batch_size, False)):
+        for step, idx in zip(range(steps), self._batches(n, batch_size, False)):
             if cbs:
                 cbs("on_test_batch_begin", step, {})
             xb, yb = self._slice(xs, idx), self._slice(ys, idx)
@@ -773,17 +773,20 @@ class Trainer:
         return logs
 
     @_serialised
-    def evaluate(self, x=None, y=None, batch_size=None, verbose=0, sample_weight=None,
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=0, sample_weight=None, steps=None,
                  callbacks=None, return_dict=False, check_numerics=True):
         """Loss and metrics on (x, y): a float, a list [loss, metric...], or a dict.
 
         Calls from several threads take turns (each gets its own results).
         check_numerics: refuse NaN / Inf in x, y and sample_weight. x may be a
-        data source (deepgpu/data/adapters.py).
+        data source (deepgpu/data/adapters.py). steps: evaluate only the first
+        ``steps`` batches (an integer >= 1; None: all).
         """
         from ..data import adapters
+        if steps is not None:
+            steps = _int_arg("evaluate", "steps", steps, 1)
         if adapters.is_data_source(x):
-            return adapters.evaluate(self, x, y, batch_size, verbose, sample_weight, None, callbacks, return_dict,
+            return adapters.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict,
                                      check_numerics)
         self._require_compiled()
         w = "evaluate"
@@ -799,23 +802,26 @@ class Trainer:
         labels_ok = self._check_labels(ys, "y", w)
         cbs = _Callbacks(callbacks, self, {"verbose": verbose}) if callbacks else None
         with _trusting_labels(labels_ok):
-            logs = self._evaluate_arrays(xs, ys, sample_weight, batch_size, cbs, verbose)
+            logs = self._evaluate_arrays(xs, ys, sample_weight, batch_size, cbs, verbose, steps)
         if return_dict:
             return logs
         vals = list(logs.values())
         return vals[0] if len(vals) == 1 else vals
 
     # -------------------------------------------------------------- predict
-    def predict(self, x, batch_size=None, verbose=0, callbacks=None):
+    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
         """Outputs for ``x`` as a Tensor (a list of Tensors for several outputs).
 
         The values stay on the device; call ``.data_sync()`` for NumPy.
         Safe to call from several threads at once. x may be a data source
-        (deepgpu/data/adapters.py).
+        (deepgpu/data/adapters.py). steps: predict only the first ``steps``
+        batches (an integer >= 1; None: all).
         """
         from ..data import adapters
+        if steps is not None:
+            steps = _int_arg("predict", "steps", steps, 1)
         if adapters.is_data_source(x):
-            return adapters.predict(self, x, batch_size, verbose, None, callbacks)
+            return adapters.predict(self, x, batch_size, verbose, steps, callbacks)
         from .. import ops
 
         w = "predict"
@@ -827,10 +833,10 @@ class Trainer:
         if cbs:
             cbs("on_predict_begin", {})
         parts = None
-        steps = math.ceil(n / batch_size)
+        steps = math.ceil(n / batch_size) if steps is None else min(math.ceil(n / batch_size), steps)
         bar = Progbar(steps, verbose=verbose)
         with no_grad():
-            for step, idx in enumerate(self._batches(n, batch_size, False)):
+            for step, idx in zip(range(steps), self._batches(n, batch_size, False)):
                 if cbs:
                     cbs("on_predict_batch_begin", step, {})
                 xb = self._slice(xs, idx)
