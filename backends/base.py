@@ -244,6 +244,18 @@ class Backend:
         self._refuse_in_capture("a read of device values (data_sync, item, float)")
         return np.array(a, copy=True)
 
+    def stage_to_device(self, arrays):
+        """Start moving host NumPy ``arrays`` (one batch) to this backend: returns
+        ``(arrays, ticket)``, numeric ones as this backend's arrays (float64 cast to
+        float32, as ``asarray``), text arrays untouched. The copy may still be in
+        flight: call ``wait_staged(ticket)`` before the arrays are read. Generic: a
+        plain ``asarray`` (already done); the CUDA backend uploads from pinned buffers
+        on a second stream (backends/staging.py)."""
+        return [self.asarray(a) if np.asarray(a).dtype.kind in "biuf" else a for a in arrays], None
+
+    def wait_staged(self, ticket) -> None:
+        """Order later work after the copy ``stage_to_device`` returned ``ticket`` for."""
+
     def zeros(self, shape, dtype="float32"):
         return self.xp.zeros(shape, dtype=normalize_dtype(dtype))
 

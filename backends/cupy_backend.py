@@ -145,6 +145,20 @@ class CupyBackend(Backend):
         self._refuse_in_capture("a device synchronisation")
         self.xp.cuda.get_current_stream().synchronize()
 
+    def stage_to_device(self, arrays):
+        # pinned buffers and a second stream, so the upload overlaps the running step
+        stager = self.__dict__.get("_stager")
+        if stager is None:
+            from .staging import Stager
+            cuda = getattr(self.xp, "cuda", None)  # None over NumPy (the CPU emulation)
+            stager = self._stager = Stager(self.xp, lambda h: Backend.asarray(_HOST, h), cuda)
+        self._refuse_in_capture("a host-to-device upload of a batch")
+        return stager.stage(arrays)
+
+    def wait_staged(self, ticket) -> None:
+        if ticket is not None and "_stager" in self.__dict__:
+            self._stager.wait(ticket)
+
     def set_scalars(self, hp, values) -> None:
         if hp.dtype == np.float32:
             _K.set_scalars(hp, values)  # one launch, ordered before the replay that reads it

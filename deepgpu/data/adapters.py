@@ -39,7 +39,9 @@ import warnings
 import numpy as np
 
 from . import _workers
+from ..tensor import Tensor
 from .dataset import INFINITE_CARDINALITY, Dataset, map_structure
+from .device import staged
 
 __all__ = ["is_data_source", "get_adapter", "EpochIterator", "fit", "evaluate", "predict", "fit_dataset",
            "evaluate_dataset"]
@@ -273,15 +275,18 @@ def _kind(x):
 
 
 def _to_host(a):
+    """A batch component as a NumPy array; a deepgpu Tensor stays as it is (on its device)."""
+    if isinstance(a, Tensor):
+        return a
     if hasattr(a, "detach"):  # torch
         a = a.detach().cpu()
-    if hasattr(a, "data_sync"):
-        return a.data_sync()
     if hasattr(a, "numpy") and not isinstance(a, np.ndarray):
         return np.asarray(a.numpy())
-    if isinstance(a, np.ndarray) or (isinstance(a, (list,)) and a and isinstance(a[0], str)):
-        return np.asarray(a)
     return np.asarray(a)
+
+
+def _dt(a):
+    return np.dtype(str(a.dtype))
 
 
 def _batch_len(batch):
@@ -382,8 +387,8 @@ class _Signature:
     """The first batch's (rank, dtype kind, dtype) per component, to compare later batches with."""
 
     def __init__(self, xs, ys):
-        self.x = [(a.ndim, a.dtype.kind, a.dtype, a.shape) for a in xs]
-        self.y = None if ys is None else [(a.ndim, a.dtype.kind, a.dtype, a.shape) for a in ys]
+        self.x = [(a.ndim, _dt(a).kind, _dt(a), tuple(a.shape)) for a in xs]
+        self.y = None if ys is None else [(a.ndim, _dt(a).kind, _dt(a), tuple(a.shape)) for a in ys]
 
 
 def _kind_of(dtype):
@@ -407,8 +412,9 @@ def prepare(model, el, where, step, epoch, first, need_y, class_weight=None, che
             map_structure(_to_host, y if not isinstance(y, list) else tuple(y)), "y", where)
     except ValueError as e:
         raise ValueError(f"{at}: {e}") from None
-    xs = [np.asarray(a) for a in xs]
-    ys = None if ys is None else [np.asarray(a) for a in ys]
+    host = (lambda a: a if isinstance(a, Tensor) else np.asarray(a))
+    xs = [host(a) for a in xs]
+    ys = None if ys is None else [host(a) for a in ys]
     sw = None if (sw is None or not need_y) else _to_host(sw)
     n = xs[0].shape[0] if xs[0].ndim else None
     counts = [a.shape[0] if a.ndim else None for a in xs + (ys or []) + ([] if sw is None else [sw])]
@@ -423,8 +429,8 @@ def prepare(model, el, where, step, epoch, first, need_y, class_weight=None, che
             if got is None or ref is None:
                 continue
             for i, (a, (rank, kind, dt, shape)) in enumerate(zip(got, ref)):
-                if a.ndim != rank or _kind_of(a.dtype) != _kind_of(dt):
-                    raise ValueError(f"{at}: {what}[{i}] has shape {a.shape} and dtype {a.dtype}; the first batch "
+                if a.ndim != rank or _kind_of(_dt(a)) != _kind_of(dt):
+                    raise ValueError(f"{at}: {what}[{i}] has shape {tuple(a.shape)} and dtype {_dt(a)}; the first batch "
                                      f"had shape {shape} and dtype {dt}; every batch must have the same rank "
                                      f"and dtype")
     try:
@@ -432,7 +438,10 @@ def prepare(model, el, where, step, epoch, first, need_y, class_weight=None, che
         if ys is not None:
             model._check_targets(ys, f"{at}: y")
         if check_numerics:
-            T._check_finite_data(xs, ys or [], sw, "", where)
+            # batches already on the device (cache("device")) are not read back each step
+            T._check_finite_data([a for a in xs if not isinstance(a, Tensor)],
+                                 [a for a in (ys or []) if not isinstance(a, Tensor)],
+                                 None if isinstance(sw, Tensor) else sw, "", where)
     except ValueError as e:
         msg = str(e)
         raise ValueError(msg if msg.startswith(at) else f"{at}: {msg}") from None
@@ -441,17 +450,20 @@ def prepare(model, el, where, step, epoch, first, need_y, class_weight=None, che
     return xs, ys, sw
 
 
-def to_device(model, xs, ys, sw):
-    """Host arrays of one batch as Tensors on the current backend (text stays on the host)."""
-    from .. import backends
-    B = backends.current()
-    put = model._slice
-    dev = getattr(B, "stage_batch", None)
-    if dev is not None:
-        return dev(model, xs, ys, sw)
-    full = slice(None)
-    return (put(xs, full), None if ys is None else put(ys, full),
-            None if sw is None else put([sw], full)[0])
+def _prepared(model, items, where, epoch, sig_box, need_y, class_weight, check_numerics):
+    """(step, raw batch, or None and a prepared one) -> (step, prepared host batch); the first
+    batch's signature goes to ``sig_box[0]``."""
+    try:
+        for step, el, batch in items:
+            if batch is None:
+                batch = prepare(model, el, where, step, epoch, sig_box[0], need_y, class_weight, check_numerics)
+            if sig_box[0] is None:
+                sig_box[0] = _Signature(batch[0], batch[1])
+            yield step, batch
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def _check_labels_quietly(model, ys, where, at):
@@ -541,12 +553,16 @@ def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=N
             val.close()
 
 
-def _run_step(model, batch, train, where, step, epoch):
+def _run_step(model, B, dev, ticket, host_ys, train, where, step, epoch, checked):
+    """One train / test step on a staged batch ``dev``; labels are checked on the host copy
+    (``host_ys``; device-resident labels once per Tensor)."""
     from ..models import training as T
-    xs, ys, sw = batch
+    xb, yb, swb = dev
     at = f"{where}(): epoch {epoch + 1}, step {step + 1}"
-    trusted = _check_labels_quietly(model, ys, where, at)
-    xb, yb, swb = to_device(model, xs, ys, sw)
+    host = [a for a in host_ys if not isinstance(a, Tensor) or id(a) not in checked]
+    trusted = _check_labels_quietly(model, host_ys, where, at) if host else True
+    checked.update(id(a) for a in host_ys if isinstance(a, Tensor))
+    B.wait_staged(ticket)
     with T._trusting_labels(trusted):
         if train:
             model._train_batch(xb, yb, swb)
@@ -556,7 +572,10 @@ def _run_step(model, batch, train, where, step, epoch):
 
 def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_epoch, verbose, validation_freq,
           class_weight, check_numerics, Progbar):
+    from .. import backends
     w = "fit"
+    B = backends.current()
+    checked = set()  # device-resident label Tensors already checked
     cbs("on_train_begin", {})
     epoch_logs = {}
     nan_reported = False
@@ -570,22 +589,22 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
                 print(f"Epoch {epoch + 1}/{epochs}")
             if epoch_gen is None:
                 epoch_gen = train.epoch()
-                batches = ((s, el, None) for s, el in enumerate(epoch_gen))
+                raw = ((s, el, None) for s, el in enumerate(epoch_gen))
             else:
-                batches = itertools.chain([(0, None, first_batch)],
-                                          ((s, el, None) for s, el in enumerate(epoch_gen, 1)))
+                raw = itertools.chain([(0, None, first_batch)],
+                                      ((s, el, None) for s, el in enumerate(epoch_gen, 1)))
+            batches = staged(_prepared(model, raw, w, epoch, [sig], True, class_weight, check_numerics), B)
             bar = Progbar(train.steps, verbose=verbose)
             done = 0
-            for step, el, batch in batches:
-                if batch is None:
-                    batch = prepare(model, el, w, step, epoch, sig, True, class_weight, check_numerics)
+            for step, host, dev, ticket in batches:
                 cbs("on_train_batch_begin", step, {})
-                _run_step(model, batch, True, w, step, epoch)
+                _run_step(model, B, dev, ticket, host[1], True, w, step, epoch, checked)
                 done = step + 1
                 cbs("on_train_batch_end", step, model._lazy_logs())
                 bar.update(done, lambda: list(model._read_metrics().items()))
                 if model.stop_training:
                     break
+            batches.close()
             epoch_gen.close()
             epoch_gen = None
             if done == 0:
@@ -618,23 +637,25 @@ def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True):
     model._reset_metrics()
     if cbs:
         cbs("on_test_begin", {})
+    from .. import backends
+    B = backends.current()
     bar = Progbar(it.steps, verbose=verbose)
-    sig = None
     done = 0
     gen = it.epoch()
+    batches = staged(_prepared(model, ((s, el, None) for s, el in enumerate(gen)), where, 0, [None], True, None,
+                               check_numerics), B)
+    checked = set()
     try:
-        for step, el in enumerate(gen):
-            batch = prepare(model, el, where, step, 0, sig, True, None, check_numerics)
-            if sig is None:
-                sig = _Signature(batch[0], batch[1])
+        for step, host, dev, ticket in batches:
             if cbs:
                 cbs("on_test_batch_begin", step, {})
-            _run_step(model, batch, False, where, step, 0)
+            _run_step(model, B, dev, ticket, host[1], False, where, step, 0, checked)
             done = step + 1
             if cbs:
                 cbs("on_test_batch_end", step, model._lazy_logs())
             bar.update(done, lambda: list(model._read_metrics().items()))
     finally:
+        batches.close()
         gen.close()
     if done == 0:
         raise ValueError(f"{where}(): the {it.adapter.name} yielded no batches to evaluate on")
@@ -684,20 +705,20 @@ def predict(model, x, batch_size=None, verbose=0, steps=None, callbacks=None):
     cbs = T._Callbacks(callbacks, model, {"verbose": verbose, "steps": it.steps}) if callbacks else None
     if cbs:
         cbs("on_predict_begin", {})
+    from .. import backends
+    B = backends.current()
     bar = Progbar(it.steps, verbose=verbose)
     parts = None
-    sig = None
     gen = it.epoch()
+    batches = staged(_prepared(model, ((s, el, None) for s, el in enumerate(gen)), "predict", 0, [None], False,
+                               None, False), B)
     done = 0
     try:
         with no_grad():
-            for step, el in enumerate(gen):
-                xs, _, _ = prepare(model, el, "predict", step, 0, sig, False, None, False)
-                if sig is None:
-                    sig = _Signature(xs, None)
+            for step, _host, (xb, _, _), ticket in batches:
                 if cbs:
                     cbs("on_predict_batch_begin", step, {})
-                xb, _, _ = to_device(model, xs, None, None)
+                B.wait_staged(ticket)
                 predict_batch = getattr(model, "_predict_batch", None)
                 out = predict_batch(xb) if predict_batch else model(xb if len(xb) > 1 else xb[0], training=False)
                 outs = model._outs_list(out)
@@ -707,6 +728,7 @@ def predict(model, x, batch_size=None, verbose=0, steps=None, callbacks=None):
                     cbs("on_predict_batch_end", step, {"outputs": outs})
                 bar.update(done)
     finally:
+        batches.close()
         gen.close()
         it.close()
     if parts is None:
