@@ -38,17 +38,18 @@ def channels_last(data_format, layer_cls):
 
 
 def constraint_config(c):
-    if c is None:
-        return None
-    if hasattr(c, "get_config"):
-        return {"class_name": type(c).__name__, "config": c.get_config()}
-    return getattr(c, "__name__", type(c).__name__)
+    from .. import constraints
+    return constraints.serialize(c)
 
 
 def constraint_get(c, layer_cls, what):
-    if c is None or callable(c):
-        return c
-    raise ValueError(f"{layer_cls}: {what} must be None or a callable (weight -> weight), got {c!r}")
+    """``c`` as a constraint (deepgpu.constraints.get: a name, a config dict, an instance, a
+    callable); ValueError naming the layer and the argument otherwise."""
+    from .. import constraints
+    try:
+        return constraints.get(c)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{layer_cls}: {what}: {e}") from None
 
 
 def shape_error(layer, what, input_shape):
