@@ -551,6 +551,44 @@ def _keras_layer(layer):
             "registered_name": None, "build_config": {"input_shape": _shape_list(layer.input_shape)}}
 
 
+def _keras_order(model):
+    """``model``'s layers in Keras 3's order (``keras.src.ops.function.map_graph``): by depth from the
+    outputs, deepest first, ties by first visit in a depth-first walk from the outputs.
+
+    Keras names a functional model's weight groups by this order whatever the config's order, so the
+    config is written in it: two layers of one class on parallel branches then get the same paths in
+    Keras as in deepgpu.
+    """
+    visit, done, nodes = {}, set(), []
+
+    def walk(t):
+        node = t.node
+        if node is None or id(node) in done:
+            return
+        visit.setdefault(node.layer, len(visit))
+        for parent in node.inputs:
+            walk(parent)
+        done.add(id(node))
+        nodes.append(node)
+
+    for t in model._outputs:
+        walk(t)
+    in_graph = {id(n) for n in nodes}
+    node_depth, layer_depth = {}, {}
+    for node in reversed(nodes):
+        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(node.layer, 0))
+        layer_depth[node.layer] = node_depth[id(node)] = depth
+        for parent in node.inputs:
+            if parent.node is not None and id(parent.node) in in_graph:
+                node_depth[id(parent.node)] = max(depth + 1, node_depth.get(id(parent.node), 0))
+    for t in model._inputs:  # inputs that no output depends on
+        if t.node is not None and t.node.layer not in layer_depth:
+            layer_depth[t.node.layer], visit[t.node.layer] = 0, -1
+    order = sorted(layer_depth, key=lambda layer: (-layer_depth[layer], visit[layer]))
+    rest = [layer for layer in model.layers if layer not in layer_depth]
+    return order + rest
+
+
 def _keras_model(model):
     from ..models.sequential import Sequential
     from ..models.serialization import _model_nodes
@@ -577,7 +615,7 @@ def _keras_model(model):
                 "config": {"shape": list(t.shape), "dtype": t.dtype, "keras_history": [layer.name, node, t.index]}}
 
     layers = []
-    for layer in model.layers:
+    for layer in _keras_order(model):
         entry = _keras_layer(layer)
         entry["name"] = layer.name
         entry["inbound_nodes"] = []
@@ -663,8 +701,10 @@ def save_keras_h5(model, path) -> None:
         f.attrs["model_config"] = json.dumps({"class_name": spec["class_name"], "config": spec["config"]})
         mw = f.create_group("model_weights")
         mw.attrs["backend"], mw.attrs["keras_version"] = "tensorflow", "3.0.0"
-        mw.attrs["layer_names"] = np.array([layer.name.encode() for layer in model.layers], dtype="S")
-        for layer in model.layers:
+        # Keras 3 matches legacy weight groups to its layers by position: its order, not deepgpu's.
+        ordered = _keras_order(model) if getattr(model, "_functional", False) else model.layers
+        mw.attrs["layer_names"] = np.array([layer.name.encode() for layer in ordered], dtype="S")
+        for layer in ordered:
             g = mw.create_group(layer.name)
             nested = isinstance(layer, Model)
             weights = list(layer.trainable_weights) + list(layer.non_trainable_weights)

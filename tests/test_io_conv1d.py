@@ -1,0 +1,132 @@
+"""The 1-D layers (issue 16) through whole-model files: Keras 3's .keras / .h5 written by real
+Keras (tests/fixtures/keras/make_conv1d_fixtures.py), models built and trained by the real
+TF.js (tests/js/conv1d_build.js), ONNX run by onnxruntime, and Keras loading what deepgpu saves.
+Each layer's own format checks are its harness cases (tests/layers/test_conv.py, test_pooling.py,
+test_reshaping.py, test_regularization.py)."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras")
+
+from deepgpu.io import export_onnx, load_keras, load_tfjs, save_keras, save_tfjs  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "fixtures", "keras")
+JS_DIR = os.environ.get("DEEPGPU_TFJS_DIR") or os.path.join(HERE, "js")
+NAMES = ("conv1d_seq", "conv1d_func")
+
+
+def _fixture(name):
+    with np.load(os.path.join(FIXTURES, f"{name}.npz"), allow_pickle=False) as z:
+        return z["x"], z["y"]
+
+
+def _predict(model, x):
+    return model.predict(x, verbose=0).data_sync()
+
+
+@pytest.mark.parametrize("ext", ["keras", "h5"])
+@pytest.mark.parametrize("name", NAMES)
+def test_keras_written_1d_models_predict_as_keras(backend, name, ext):
+    pytest.importorskip("h5py")
+    x, y = _fixture(name)
+    model = load_keras(os.path.join(FIXTURES, f"{name}.{ext}"))
+    got = _predict(model, x)
+    assert got.shape == y.shape
+    assert np.abs(got - y).max() < 1e-5
+
+
+def test_keras_fixture_layers_keep_their_arguments():
+    pytest.importorskip("h5py")
+    model = load_keras(os.path.join(FIXTURES, "conv1d_seq.keras"))
+    conv, grouped = model.layers[0], model.layers[1]
+    assert (conv.padding, conv.dilation_rate, conv.kernel.shape) == ("causal", (2,), (3, 4, 6))
+    assert (grouped.groups, grouped.kernel.shape) == (3, (2, 2, 6))
+    sep = model.layers[3]
+    assert (sep.depthwise_kernel.shape, sep.pointwise_kernel.shape) == ((3, 6, 2), (1, 12, 5))
+    assert model.layers[7].kernel.shape == (3, 4, 5)  # Conv1DTranspose: [k, filters, in]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_keras_round_trip_and_keras_loads_it(tmp_path, name):
+    pytest.importorskip("h5py")
+    x, y = _fixture(name)
+    save_keras(load_keras(os.path.join(FIXTURES, f"{name}.h5")), tmp_path / "m.keras")
+    assert np.abs(_predict(load_keras(tmp_path / "m.keras"), x) - y).max() < 1e-5
+    try:
+        import keras
+    except Exception as e:  # not installed, or its backend missing
+        pytest.skip(f"Keras 3 is not importable here ({type(e).__name__}: {e})")
+    kmodel = keras.saving.load_model(str(tmp_path / "m.keras"))
+    assert np.abs(np.asarray(kmodel.predict(x, verbose=0)) - y).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_onnxruntime_predicts_as_keras(tmp_path, name):
+    pytest.importorskip("h5py")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x, y = _fixture(name)
+    model = load_keras(os.path.join(FIXTURES, f"{name}.keras"))
+    export_onnx(model, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.abs(got - y).max() < 1e-5
+
+
+def test_save_tfjs_refuses_what_tfjs_lacks_naming_the_layer(tmp_path):
+    pytest.importorskip("h5py")
+    model = load_keras(os.path.join(FIXTURES, "conv1d_seq.keras"))  # causal, grouped, separable, ...
+    with pytest.raises(ValueError, match=r"layer '[^']+' \(Conv1D\) has padding='causal'"):
+        save_tfjs(model, tmp_path / "js")
+    assert not (tmp_path / "js").exists()
+
+
+@pytest.fixture(scope="module")
+def tfjs_trained(tmp_path_factory):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed, so the real @tensorflow/tfjs cannot run")
+    if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@tensorflow", "tfjs")):
+        pytest.skip("@tensorflow/tfjs is not installed: run (cd tests/js && npm ci)")
+    out = tmp_path_factory.mktemp("tfjs_conv1d")
+    proc = subprocess.run([node, os.path.join(JS_DIR, "conv1d_build.js"), str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def _check(folder):
+    doc = json.loads((folder / "check.json").read_text())
+    return [np.asarray(doc[k]["data"], np.float32).reshape(doc[k]["shape"]) for k in ("input", "output")]
+
+
+@pytest.mark.parametrize("name", ["conv1d", "pools"])
+def test_tfjs_trained_1d_models_predict_as_tfjs(tfjs_trained, tmp_path, name):
+    x, y_js = _check(tfjs_trained / name)
+    model = load_tfjs(tfjs_trained / name)
+    y = _predict(model, x)
+    assert y.shape == y_js.shape
+    assert np.abs(y - y_js).max() < 1e-5
+    save_tfjs(model, tmp_path / "again")  # and back out in TF.js's dialect, same weights
+    assert np.abs(_predict(load_tfjs(tmp_path / "again"), x) - y).max() == 0
+
+
+def test_keras_reads_parallel_branches_of_one_class_by_its_own_layer_order(tmp_path):
+    """Keras names a functional model's weight groups in its graph order, whatever the config's:
+    the writers follow that order (conv1d_func has two Conv1D on parallel branches)."""
+    pytest.importorskip("h5py")
+    try:
+        import keras
+    except Exception as e:
+        pytest.skip(f"Keras 3 is not importable here ({type(e).__name__}: {e})")
+    x, y = _fixture("conv1d_func")
+    model = load_keras(os.path.join(FIXTURES, "conv1d_func.h5"))
+    model.save(tmp_path / "m.h5")
+    kmodel = keras.saving.load_model(str(tmp_path / "m.h5"))
+    assert np.abs(np.asarray(kmodel.predict(x, verbose=0)) - y).max() < 1e-5
