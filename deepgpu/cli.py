@@ -59,15 +59,24 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network on a real dataset (digits by default)")
-    t.add_argument("--model", choices=["dnn", "cnn", "resnet"], default="cnn",
-                   help="the network: a dense one, the seed convnet or a small ResNet (default: cnn)")
-    t.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist"], default="digits",
-                   help="digits ships with scikit-learn; the others are read from IDX files (default: digits)")
-    t.add_argument("--data-dir", default=None, help="folder holding the IDX files (MNIST / Fashion-MNIST)")
+    t.add_argument("--model", choices=["dnn", "cnn", "resnet", "lstm", "conv1d"], default=None,
+                   help="the network: for images a dense one, the seed convnet or a small ResNet; for fortunes "
+                        "an Embedding + bidirectional LSTM or a Conv1D text classifier; for seattle-weather an "
+                        "LSTM (default: cnn for images, lstm otherwise)")
+    t.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist", "fortunes", "seattle-weather"],
+                   default="digits",
+                   help="digits ships with scikit-learn; MNIST / Fashion-MNIST are read from IDX files; fortunes "
+                        "(apt-get install fortunes) and seattle-weather (pip install vega_datasets) are "
+                        "sequence tasks (default: digits)")
+    t.add_argument("--data-dir", default=None,
+                   help="folder holding the IDX files (MNIST / Fashion-MNIST), the fortune files (default "
+                        "/usr/share/games/fortunes) or seattle-weather.csv (default: vega_datasets' copy)")
     t.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=None,
                    help="default: $DEEPGPU_BACKEND, else auto (the GPU where CuPy can use one, else the CPU)")
-    t.add_argument("--epochs", type=_positive_int, default=None, help="default: 20 for digits, 3 otherwise")
-    t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32 for digits, 128 otherwise")
+    t.add_argument("--epochs", type=_positive_int, default=None,
+                   help="default: 20 for digits and seattle-weather, 6 for fortunes, 3 otherwise")
+    t.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="default: 32 for digits and seattle-weather, 64 for fortunes, 128 otherwise")
     t.add_argument("--optimizer", default="adam",
                    help="a Keras optimizer name: adam, sgd, rmsprop, adamw, ... (default: adam)")
     t.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="default: 0.001")
@@ -89,6 +98,9 @@ def build_parser():
     b = sub.add_parser("bench", help="time training steps against PyTorch and Keras (see bench/)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     return p
+
+
+_SEQUENCE_DATASETS = ("fortunes", "seattle-weather")
 
 
 def _load(dataset, data_dir):
@@ -132,6 +144,12 @@ def cmd_train(args):
     except (dg.BackendUnavailableError, ValueError) as e:
         raise UserError(str(e)) from None
     _check_out(args.out)
+    sequences = args.dataset in _SEQUENCE_DATASETS
+    model_name = args.model or ("lstm" if sequences else "cnn")
+    if sequences != (model_name in ("lstm", "conv1d")) or (args.dataset, model_name) == ("seattle-weather", "conv1d"):
+        fits = {"fortunes": "lstm or conv1d", "seattle-weather": "lstm"}.get(args.dataset, "dnn, cnn or resnet")
+        raise UserError(f"--model {model_name} does not fit --dataset {args.dataset}: use --model {fits}")
+    args.model = model_name
     if args.dataset == "digits" and args.data_dir is not None:
         raise UserError(f"--data-dir {args.data_dir!r} is for --dataset mnist or fashion-mnist; the digits "
                         f"ship with scikit-learn")
@@ -140,6 +158,9 @@ def cmd_train(args):
     except ValueError as e:
         raise UserError(str(e)) from None
     dg.set_seed(args.seed)
+    if sequences:
+        from .cli_sequences import train_sequence_model
+        return train_sequence_model(args, opt, backend, UserError)
     (xtr, ytr), (xte, yte) = _load(args.dataset, args.data_dir)
     epochs = args.epochs or (20 if args.dataset == "digits" else 3)
     batch = args.batch_size or (32 if args.dataset == "digits" else 128)

@@ -76,3 +76,45 @@ def resnet(input_shape=(28, 28, 1), num_classes=10, widths=(16, 32, 64), name="r
 
 
 MODELS = {"dnn": dnn, "cnn": convnet, "resnet": resnet}
+
+
+# ----------------------------------------------------------- sequence models (issue 16)
+def text_lstm(vocab_size, num_classes, sequence_length=None, embed_dim=64, units=64, dropout=0.3,
+              name="text_lstm"):
+    """Token ids (batch, sequence_length) -> Embedding (mask_zero: padded steps skipped) ->
+    Bidirectional LSTM -> Dropout -> softmax over ``num_classes``; for TextVectorization's output."""
+    inputs = Input(shape=(sequence_length,), dtype="int32")
+    x = L.Embedding(vocab_size, embed_dim, mask_zero=True)(inputs)
+    x = L.Bidirectional(L.LSTM(units))(x)
+    x = L.Dropout(dropout)(x)
+    outputs = L.Dense(num_classes, activation="softmax")(x)
+    return Model(inputs, outputs, name=name)
+
+
+def text_conv1d(vocab_size, num_classes, sequence_length=None, embed_dim=64, filters=128, kernel_size=5,
+                dropout=0.3, name="text_conv1d"):
+    """Token ids -> Embedding -> Conv1D (relu) -> GlobalMaxPooling1D -> Dropout -> softmax."""
+    inputs = Input(shape=(sequence_length,), dtype="int32")
+    x = L.Embedding(vocab_size, embed_dim)(inputs)
+    x = L.Conv1D(filters, kernel_size, activation="relu")(x)
+    x = L.GlobalMaxPooling1D()(x)
+    x = L.Dropout(dropout)(x)
+    outputs = L.Dense(num_classes, activation="softmax")(x)
+    return Model(inputs, outputs, name=name)
+
+
+def weather_lstm(input_shape=(14, 4), mean=None, variance=None, target_mean=0.0, target_std=1.0, units=32,
+                 name="weather_lstm"):
+    """Days (batch, window, features) -> Normalization (the training set's ``mean`` / ``variance``
+    per feature) -> LSTM -> Dense(1) -> Rescaling to the target's units (``target_std`` and
+    ``target_mean``), so the network itself works on standardized numbers."""
+    inputs = Input(shape=tuple(input_shape))
+    x = L.Normalization(mean=mean, variance=variance)(inputs) if mean is not None else inputs
+    x = L.LSTM(units)(x)
+    x = L.Dense(1)(x)
+    outputs = L.Rescaling(float(target_std), offset=float(target_mean))(x)
+    return Model(inputs, outputs, name=name)
+
+
+SEQUENCE_MODELS = {("fortunes", "lstm"): text_lstm, ("fortunes", "conv1d"): text_conv1d,
+                   ("seattle-weather", "lstm"): weather_lstm}
