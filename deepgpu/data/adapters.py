@@ -192,7 +192,8 @@ class _PyDatasetAdapter(_Adapter):
         if self.workers == 1 and not self.processes:
             return _until_end((self._get(i) for i in indices))
         return _until_end(_workers.parallel_map(indices, self._get, self.workers, ordered=True,
-                                                use_multiprocessing=self.processes, in_flight=self.queue))
+                                                use_multiprocessing=self.processes, in_flight=self.queue,
+                                                chunk=1))
 
     def on_epoch_begin(self):
         getattr(self.ds, "on_epoch_begin", lambda: None)()
