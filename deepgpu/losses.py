@@ -324,7 +324,60 @@ logcosh = log_cosh
 
 # ------------------------------------------------------------------ classes
 
-REDUCTIONS = ("sum_over_batch_size", "sum", "none", None)
+# Keras 3's names: "mean" is "sum_over_batch_size"; "mean_with_sample_weight" divides by the sum
+# of the sample weights instead of the number of losses.
+REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
+
+
+def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,
+                              from_logits=False, label_smoothing=0.0, axis=-1):
+    """Focal loss (Lin et al.) as Keras 3: ``mean((1 - p_t)^gamma * bce, axis)`` with ``p_t`` the
+    probability of the true label; ``apply_class_balancing`` weighs positives by ``alpha`` and
+    negatives by ``1 - alpha``; labels smoothed as binary_crossentropy's."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        y_pred = ops.sigmoid(y_pred)
+    bce = _binary_xent(y_true, y_pred, False)
+    p_t = y_true * y_pred + (1.0 - y_true) * (1.0 - y_pred)
+    focal = ops.pow(1.0 - p_t, float(gamma)) * bce
+    if apply_class_balancing:
+        focal = (y_true * alpha + (1.0 - y_true) * (1.0 - alpha)) * focal
+    return ops.mean(focal, axis=axis)
+
+
+def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                                   axis=-1):
+    """Categorical focal loss as Keras 3: ``sum(alpha (1 - p)^gamma * -y log p, axis)`` with ``p`` the
+    predictions renormalized to sum 1 and clipped to ``[EPSILON, 1 - EPSILON]``."""
+    y_true, y_pred = _prepare(y_true, y_pred, fix_rank=False)
+    _check_same_last_dim(y_true, y_pred, "categorical_focal_crossentropy")
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / float(y_true.shape[-1])
+    if from_logits:
+        y_pred = ops.softmax(y_pred, axis=axis)
+    out = ops.clip(y_pred / ops.sum(y_pred, axis=axis, keepdims=True), EPSILON, 1.0 - EPSILON)
+    cce = -y_true * ops.log(out)
+    return ops.sum(ops.pow(1.0 - out, float(gamma)) * alpha * cce, axis=axis)
+
+
+def dice(y_true, y_pred, axis=None):
+    """``1 - 2 sum(y_true y_pred) / (sum(y_true) + sum(y_pred) + EPSILON)`` over ``axis`` (None: all,
+    one value for the batch), as Keras 3."""
+    y_true, y_pred = _prepare(y_true, y_pred, fix_rank=False)
+    inter = ops.sum(y_true * y_pred, axis=axis)
+    return 1.0 - (inter * 2.0) / (ops.sum(y_true, axis=axis) + ops.sum(y_pred, axis=axis) + EPSILON)
+
+
+def tversky(y_true, y_pred, alpha=0.5, beta=0.5, axis=None):
+    """``1 - TP / (TP + alpha * sum((1 - y_pred) y_true) + beta * sum(y_pred (1 - y_true)) + EPSILON)``
+    over ``axis`` (None: all), Keras 3's formula as it is written there."""
+    y_true, y_pred = _prepare(y_true, y_pred, fix_rank=False)
+    inter = ops.sum(y_true * y_pred, axis=axis)
+    fp = ops.sum((1.0 - y_pred) * y_true, axis=axis)
+    fn = ops.sum(y_pred * (1.0 - y_true), axis=axis)
+    return 1.0 - inter / (inter + fp * alpha + fn * beta + EPSILON)
 
 
 def _weighted(losses, sample_weight):
@@ -347,7 +400,7 @@ def apply_mask(sample_weight, mask, dtype, reduction):
     if mask is None:
         return sample_weight
     m = ops.cast(mask, dtype)
-    if reduction == "sum_over_batch_size":
+    if reduction in ("sum_over_batch_size", "mean"):
         m = m * (float(max(m.size, 1)) / ops.maximum(ops.sum(m), 1.0))  # no valid entry: all weights 0
     if sample_weight is None:
         return m
@@ -367,10 +420,15 @@ def reduce_losses(losses, sample_weight=None, reduction="sum_over_batch_size"):
         raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
     if sample_weight is not None:
         losses = _weighted(losses, sample_weight)
-    if reduction in ("none", None):
+    if reduction in ("none", None) or losses.ndim == 0:
         return losses
     if reduction == "sum":
         return ops.sum(losses)
+    if reduction == "mean_with_sample_weight" and sample_weight is not None:
+        sw = _as_tensor(sample_weight, losses)
+        total = ops.sum(ops.cast(sw, losses.dtype) if sw.dtype != losses.dtype else sw)
+        zero = ops.cast(ops.equal(total, 0.0), losses.dtype)  # Keras's divide_no_nan: 0 for a zero total
+        return ops.sum(losses) * (1.0 - zero) / (total + zero)
     if losses.size and losses.dtype.startswith("float"):
         return ops.mean(losses)  # one reduction, where sum / n is two ops (and three back)
     return ops.sum(losses) / float(max(losses.size, 1))
@@ -472,7 +530,7 @@ class SparseCategoricalCrossentropy(_SparseCCE):
     count neither in the sum nor in the "sum_over_batch_size" mean, as in Keras 3."""
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        if self.ignore_class is None or self.reduction != "sum_over_batch_size":
+        if self.ignore_class is None or self.reduction not in ("sum_over_batch_size", "mean"):
             return super().__call__(y_true, y_pred, sample_weight)
         y_t = _as_tensor(y_true, _as_tensor(y_pred))
         per = self.call(y_t, y_pred)  # 0 at ignored entries
@@ -491,10 +549,21 @@ SquaredHinge = type("SquaredHinge", (LossFunctionWrapper,), _wrapper(squared_hin
 CategoricalHinge = type("CategoricalHinge", (LossFunctionWrapper,), _wrapper(categorical_hinge, "categorical_hinge"))
 CosineSimilarity = type("CosineSimilarity", (LossFunctionWrapper,),
                         _wrapper(cosine_similarity, "cosine_similarity", (("axis", -1),)))
+BinaryFocalCrossentropy = type("BinaryFocalCrossentropy", (LossFunctionWrapper,), _wrapper(
+    binary_focal_crossentropy, "binary_focal_crossentropy",
+    (("apply_class_balancing", False), ("alpha", 0.25), ("gamma", 2.0), ("from_logits", False),
+     ("label_smoothing", 0.0), ("axis", -1))))
+CategoricalFocalCrossentropy = type("CategoricalFocalCrossentropy", (LossFunctionWrapper,), _wrapper(
+    categorical_focal_crossentropy, "categorical_focal_crossentropy",
+    (("alpha", 0.25), ("gamma", 2.0), ("from_logits", False), ("label_smoothing", 0.0), ("axis", -1))))
+Dice = type("Dice", (LossFunctionWrapper,), _wrapper(dice, "dice", (("axis", None),)))
+Tversky = type("Tversky", (LossFunctionWrapper,), _wrapper(tversky, "tversky",
+                                                           (("alpha", 0.5), ("beta", 0.5), ("axis", None))))
 
 for _cls in (MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
              Huber, LogCosh, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
-             KLDivergence, Poisson, Hinge, SquaredHinge, CategoricalHinge, CosineSimilarity):
+             KLDivergence, Poisson, Hinge, SquaredHinge, CategoricalHinge, CosineSimilarity,
+             BinaryFocalCrossentropy, CategoricalFocalCrossentropy, Dice, Tversky):
     _cls.__module__ = __name__
 
 # -------------------------------------------------------------------- get
@@ -516,6 +585,10 @@ _CANONICAL = {
     "squared_hinge": (SquaredHinge, "elementwise"),
     "categorical_hinge": (CategoricalHinge, "categorical"),
     "cosine_similarity": (CosineSimilarity, "elementwise"),
+    "binary_focal_crossentropy": (BinaryFocalCrossentropy, "elementwise"),
+    "categorical_focal_crossentropy": (CategoricalFocalCrossentropy, "categorical"),
+    "dice": (Dice, "elementwise"),
+    "tversky": (Tversky, "elementwise"),
 }
 _ALIASES = {
     "mse": "mean_squared_error", "mae": "mean_absolute_error",
@@ -557,6 +630,8 @@ _FUNCTIONS = {
     "sparse_categorical_crossentropy": sparse_categorical_crossentropy, "kl_divergence": kl_divergence,
     "poisson": poisson, "hinge": hinge, "squared_hinge": squared_hinge,
     "categorical_hinge": categorical_hinge, "cosine_similarity": cosine_similarity,
+    "binary_focal_crossentropy": binary_focal_crossentropy,
+    "categorical_focal_crossentropy": categorical_focal_crossentropy, "dice": dice, "tversky": tversky,
 }
 
 
