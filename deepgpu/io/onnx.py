@@ -283,6 +283,10 @@ def _layer(g, layer, xs, shapes, out_shapes):
         raise ValueError(f"{who}: only float32 layers can be exported, this one is {layer.dtype}")
     if isinstance(layer, InputLayer):
         return [x]
+    from ._onnx_preprocessing import emit as _emit_pre  # issue 17: noise, PReLU, preprocessing
+    y17 = _emit_pre(g, layer, x, shape, out_shapes[0], h, who)
+    if y17 is not None:
+        return [y17]
     from ._onnx_1d import emit as _emit_1d
     y1 = _emit_1d(g, layer, x, shape, out_shapes[0], h, who)
     if y1 is not None:

@@ -55,7 +55,24 @@ _TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePoo
                  "SpatialDropout1D"}  # the 1-D layers TF.js has (issue 16)
 _TFJS_LAYERS |= {"DepthwiseConv2D", "SeparableConv2D"}  # issue 17
 _TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
-_TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
+_TFJS_LAYERS |= {"RNN", "SimpleRNN", "LSTM", "GRU", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells",
+                 "Bidirectional", "TimeDistributed"}  # issue 16; _rnn_interop.tfjs_out checks them
+# Noise, activation and preprocessing layers TF.js has (issue 17); _preprocessing_for_tfjs refuses
+# the ones TF.js computes otherwise.
+_TFJS_LAYERS |= {"GaussianNoise", "GaussianDropout", "AlphaDropout", "PReLU", "ThresholdedReLU", "Rescaling",
+                 "CenterCrop", "CategoryEncoding", "Resizing", "RandomWidth", "RandomHeight"}
+
+
+def _preprocessing_for_tfjs(cls, cfg, refuse):
+    """TF.js 4.22's spellings of the issue-17 layers, and refusals where it computes other values."""
+    if cls == "CategoryEncoding":
+        cfg["output_mode"] = {"one_hot": "oneHot", "multi_hot": "multiHot"}.get(cfg["output_mode"], cfg["output_mode"])
+    elif cls == "Resizing":
+        refuse("resizes with align_corners when crop_to_aspect_ratio is False and without half-pixel centres "
+               "otherwise, and it has no crop or pad to an aspect ratio: other values than deepgpu and Keras")
+    elif cls in ("RandomWidth", "RandomHeight"):
+        refuse("is resized at random by TF.js at inference too (deepgpu and Keras leave the input as it is); "
+               "remove the augmentation layers before saving for inference")
 _TO_TFJS_INIT = {"LecunNormal": "LeCunNormal", "LecunUniform": "LeCunUniform"}  # TF.js's spelling
 _FROM_TFJS_INIT = {v: k for k, v in _TO_TFJS_INIT.items()}
 _TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
@@ -91,6 +108,9 @@ def _tfjs_layer(entry, ranks=None):
         if isinstance(getattr(L, cls, None), type):
             refuse("has no TF.js counterpart")
         return  # a custom layer: the page must register a class of that name with TF.js
+    _preprocessing_for_tfjs(cls, cfg, refuse)
+    from ._rnn_interop import tfjs_out
+    tfjs_out(cls, cfg, refuse, lambda inner: _tfjs_layer(inner, ranks))
     act = cfg.get("activation")
     if act is not None and act not in _TFJS_ACTIVATIONS:
         if act == "hard_sigmoid":
