@@ -269,6 +269,16 @@ def test_progress_bar_steps_known_and_unknown(capsys):
     assert s.getvalue().startswith("5/Unknown")
 
 
+def test_evaluate_and_predict_steps_on_sources(clean):
+    m = make_model()
+    ds = Dataset.from_tensor_slices((X, Y)).batch(8)
+    full = m.evaluate(ds.take(2), return_dict=True)
+    assert m.evaluate(ds.repeat(), steps=2, return_dict=True) == full
+    assert m.predict(gen(3), steps=2).shape == (32, 2)
+    with pytest.raises(ValueError, match="infinite; give steps"):
+        m.predict(ds.repeat())
+
+
 def test_tfjs_fit_dataset():
     m = make_model()
     ds = dg.data.array([{"xs": X[i:i + 16], "ys": Y[i:i + 16]} for i in range(0, 48, 16)])
