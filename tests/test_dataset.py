@@ -244,6 +244,10 @@ def test_from_generator_signature_and_errors():
     bad = D.from_generator(lambda: iter([(np.ones((2, 2)), 1)]), output_signature=sig)
     with pytest.raises(ValueError, match=r"element 0, component 0: expected shape \(None,\), got \(2, 2\)"):
         list(bad)
+    with pytest.raises(ValueError, match=r"element 0 is ·, the output_signature expects \(·, ·\)"):
+        list(D.from_generator(lambda: iter([np.ones(2)]), output_signature=sig))
+    with pytest.raises(ValueError, match="expected dtype int64, got <U1|expected dtype int64, got str"):
+        list(D.from_generator(lambda: iter([(np.ones(2), "a")]), output_signature=sig))
     with pytest.raises(TypeError, match="callable"):
         D.from_generator(iter([1, 2]))
     assert D.from_generator(lambda: iter([])).batch(2).to_array() == []

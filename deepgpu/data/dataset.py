@@ -687,32 +687,34 @@ def _zip_struct(types, shapes):
 def _conform(el, sig, i):
     if sig is None:
         return map_structure(to_numpy, el)
-    if not _same_structure(sig, el) and not (not _is_struct(sig) and not _is_struct(el)):
-        el_as_tuple = tuple(el) if isinstance(el, list) else el
-        if not _same_structure(sig, el_as_tuple):
-            raise ValueError(f"from_generator(): element {i} has structure {_describe(el)}, "
-                             f"the output_signature expects {_describe(sig)}")
-        el = el_as_tuple
-    specs, leaves = flatten(sig), flatten(el)
+    if isinstance(el, list) and isinstance(sig, tuple):
+        el = tuple(el)
+    if not _same_structure(sig, el):
+        raise ValueError(f"from_generator(): element {i} is {_describe(el)}, the output_signature expects "
+                         f"{_describe(sig)}")
     out = []
-    for j, (spec, leaf) in enumerate(_builtin_zip(specs, leaves)):
+    for j, (spec, leaf) in enumerate(_builtin_zip(flatten(sig), flatten(el))):
         a = to_numpy(leaf)
         if not spec.compatible(a):
             raise ValueError(f"from_generator(): element {i}, component {j}: expected shape {spec.shape}, "
                              f"got {a.shape}")
         if a.dtype != spec.dtype:
             try:
-                cast = a.astype(spec.dtype, casting="same_kind") if a.dtype.kind != "O" else a.astype(spec.dtype)
+                a = a.astype(spec.dtype, casting="same_kind") if a.dtype.kind != "O" else a.astype(spec.dtype)
             except (TypeError, ValueError):
                 raise ValueError(f"from_generator(): element {i}, component {j}: expected dtype "
                                  f"{spec.dtype.name}, got {a.dtype.name}") from None
-            a = cast
         out.append(a)
     return pack_like(sig, out)
 
 
 def _describe(s):
-    return repr(map_structure(lambda x: "·" if not isinstance(x, TensorSpec) else "·", s)).replace("'", "")
+    """The nesting of ``s`` with its leaves as '·' (for messages)."""
+    if isinstance(s, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in s.items()) + "}"
+    if isinstance(s, tuple):
+        return "(" + ", ".join(_describe(v) for v in s) + ("," if len(s) == 1 else "") + ")"
+    return "·"
 
 
 def _batched_card(card, batch_size, drop_remainder):
@@ -750,26 +752,20 @@ def _stack(elements):
 
 
 def _leaves_like(first, spec, what):
-    if _is_struct(first):
-        if not _is_struct(spec):
-            spec = map_structure(lambda _: spec, first)
-        try:
-            leaves = flatten(spec) if _same_structure(first, spec) else None
-        except Exception:  # noqa: BLE001
-            leaves = None
-        if leaves is None:
-            # a shape given as a tuple of ints is a leaf, not a structure
-            leaves = _shape_leaves(first, spec, what)
-        return leaves
-    return [spec]
-
-
-def _shape_leaves(first, spec, what):
-    if isinstance(first, tuple) and isinstance(spec, tuple) and len(first) == len(spec):
-        return [leaf for f, s in _builtin_zip(first, spec) for leaf in _leaves_like(f, s, what)]
-    if isinstance(first, dict) and isinstance(spec, dict) and set(first) == set(spec):
+    """``spec`` (padded_shapes / padding_values) as one entry per component of ``first``;
+    None means the default for every component, and a padding value may be one scalar for all."""
+    if spec is None or (what == "padding_values" and not isinstance(spec, (tuple, list, dict))):
+        return [spec] * len(flatten(first))
+    if isinstance(first, dict):
+        if not isinstance(spec, dict) or set(spec) != set(first):
+            raise ValueError(f"padded_batch(): {what} {spec!r} must be a dict with the keys {list(first)}")
         return [leaf for k in first for leaf in _leaves_like(first[k], spec[k], what)]
-    raise ValueError(f"padded_batch(): {what} {spec!r} does not match the element structure")
+    if isinstance(first, tuple):
+        if not isinstance(spec, (tuple, list)) or len(spec) != len(first):
+            raise ValueError(f"padded_batch(): {what} {spec!r} must have one entry per component "
+                             f"({len(first)})")
+        return [leaf for f, sp in _builtin_zip(first, spec) for leaf in _leaves_like(f, sp, what)]
+    return [spec]
 
 
 def _pad_stack(col, shape, value, comp):
