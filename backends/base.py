@@ -930,6 +930,84 @@ class Backend:
             dk[i, j] = (xs[:, :, None] * dy3).sum(axis=0)
         return dk
 
+    # --------------------------------------------------- fused recurrent cells
+    # One time step of an LSTM / GRU after its matmuls: the gate math of Keras's cells
+    # (sigmoid gates, tanh candidate and output) in one pass, forward and backward. The
+    # backends' own versions (C on the CPU, kernels/rnn.cu on the GPU) compute the same.
+    def lstm_step(self, z, c_prev):
+        """One LSTM step from the pre-activations.
+
+        z: [N, 4U] = x_t @ kernel + bias + h_prev @ recurrent_kernel, gates in
+        Keras's order i, f, c (candidate), o; c_prev: [N, U]; both float, one dtype.
+        Returns ``(h, c, act)``: h = o * tanh(c), c = f * c_prev + i * tanh(z_c)
+        ([N, U] each) and act [N, 4U], the activated gates (i, f, tanh(z_c), o)
+        that ``lstm_step_grad`` needs.
+        """
+        xp = self.xp
+        u = c_prev.shape[-1]
+        act = self.sigmoid(z)
+        act[:, 2 * u:3 * u] = xp.tanh(z[:, 2 * u:3 * u])
+        i, f, g, o = act[:, :u], act[:, u:2 * u], act[:, 2 * u:3 * u], act[:, 3 * u:]
+        c = f * c_prev + i * g
+        return o * xp.tanh(c), c, act
+
+    def lstm_step_grad(self, dh, dc, act, c_prev, c):
+        """The gradients of ``lstm_step``: ``(dz [N, 4U], dc_prev [N, U])``.
+
+        dh, dc: the gradients reaching h and c ([N, U]; either may be None for
+        zeros, or a broadcast view); act, c_prev, c as ``lstm_step`` gave / took.
+        """
+        xp = self.xp
+        u = c.shape[-1]
+        i, f, g, o = act[:, :u], act[:, u:2 * u], act[:, 2 * u:3 * u], act[:, 3 * u:]
+        tc = xp.tanh(c)
+        dz = xp.empty(act.shape, act.dtype)
+        if dh is None:
+            dct = xp.zeros(c.shape, c.dtype) if dc is None else dc + 0
+            dz[:, 3 * u:] = 0
+        else:
+            dct = dh * o * (1 - tc * tc)
+            if dc is not None:
+                dct += dc
+            dz[:, 3 * u:] = dh * tc * o * (1 - o)
+        dz[:, :u] = dct * g * i * (1 - i)
+        dz[:, u:2 * u] = dct * c_prev * f * (1 - f)
+        dz[:, 2 * u:3 * u] = dct * i * (1 - g * g)
+        return dz, dct * f
+
+    def gru_step(self, xz, hz, h_prev):
+        """One GRU step, ``reset_after=True`` (Keras 3's default).
+
+        xz: [N, 3U] = x_t @ kernel + input bias; hz: [N, 3U] = h_prev @
+        recurrent_kernel + recurrent bias; both in Keras's gate order z, r, h;
+        h_prev: [N, U]. z = sigmoid(xz_z + hz_z), r = sigmoid(xz_r + hz_r),
+        hh = tanh(xz_h + r * hz_h), h = z * h_prev + (1 - z) * hh.
+        Returns ``(h [N, U], act [N, 3U])``, act = (z, r, hh) for ``gru_step_grad``.
+        """
+        xp = self.xp
+        u = h_prev.shape[-1]
+        act = xp.empty(xz.shape, xz.dtype)
+        act[:, :2 * u] = self.sigmoid(xz[:, :2 * u] + hz[:, :2 * u])
+        z, r = act[:, :u], act[:, u:2 * u]
+        act[:, 2 * u:] = xp.tanh(xz[:, 2 * u:] + r * hz[:, 2 * u:])
+        hh = act[:, 2 * u:]
+        return hh + z * (h_prev - hh), act
+
+    def gru_step_grad(self, dh, act, hz, h_prev):
+        """The gradients of ``gru_step`` from dh [N, U]: ``(dxz [N, 3U], dhz [N, 3U], dh_prev [N, U])``."""
+        xp = self.xp
+        u = h_prev.shape[-1]
+        z, r, hh = act[:, :u], act[:, u:2 * u], act[:, 2 * u:]
+        dxz = xp.empty(act.shape, act.dtype)
+        dzp = dh * (h_prev - hh) * z * (1 - z)
+        dhp = dh * (1 - z) * (1 - hh * hh)
+        dxz[:, :u] = dzp
+        dxz[:, u:2 * u] = dhp * hz[:, 2 * u:] * r * (1 - r)
+        dxz[:, 2 * u:] = dhp
+        dhz = dxz.copy()
+        dhz[:, 2 * u:] *= r
+        return dxz, dhz, dh * z
+
     # ---------------------------------------------------------------- pooling
     def _pool_setup(self, x, pool_size, strides, padding, fill):
         ph_, pw_ = _pair(pool_size, "pool_size")
