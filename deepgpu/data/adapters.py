@@ -431,9 +431,9 @@ def prepare(model, el, where, step, epoch, first, need_y, class_weight=None, che
                 continue
             for i, (a, (rank, kind, dt, shape)) in enumerate(zip(got, ref)):
                 if a.ndim != rank or _kind_of(_dt(a)) != _kind_of(dt):
-                    raise ValueError(f"{at}: {what}[{i}] has shape {tuple(a.shape)} and dtype {_dt(a)}; the first batch "
-                                     f"had shape {shape} and dtype {dt}; every batch must have the same rank "
-                                     f"and dtype")
+                    raise ValueError(f"{at}: {what}[{i}] has shape {tuple(a.shape)} and dtype {_dt(a)}; "
+                                     f"the first batch had shape {shape} and dtype {dt}; every batch must have "
+                                     f"the same rank and dtype")
     try:
         model._check_input_shapes(xs, "x", where)
         if ys is not None:

@@ -99,7 +99,8 @@ class TensorSpec:
     def compatible(self, a) -> bool:
         if self.shape is None:
             return True
-        return len(a.shape) == len(self.shape) and all(d is None or d == g for d, g in _builtin_zip(self.shape, a.shape))
+        return len(a.shape) == len(self.shape) and all(
+            d is None or d == g for d, g in _builtin_zip(self.shape, a.shape))
 
 
 def _spec_of(x):
