@@ -29,6 +29,7 @@ ALLOWED_ARRAY_IMPORTS = {
     "deepgpu/cli.py": {"cmd_info"},      # reports NumPy/CuPy versions and devices, no math
     "deepgpu/data": None,                # host I/O boundary: files to arrays
     "deepgpu/io": None,                  # host I/O boundary: weights to and from files
+    "deepgpu/applications/imagenet_utils.py": {"preprocess_input"},  # NumPy images in, NumPy out, as Keras
 }
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import warnings
 
-import numpy as np
-
 from .. import activations, ops
 from ..tensor import Tensor
 
@@ -131,6 +129,8 @@ def preprocess_input(x, data_format=None, mode="caffe"):
             return (x / 255.0 - _const(x, _TORCH_MEAN)) / _const(x, _TORCH_STD)
         bgr = ops.concat([x[..., 2:3], x[..., 1:2], x[..., 0:1]], axis=-1)
         return bgr - _const(x, _CAFFE_MEAN)
+    import numpy as np  # NumPy images in, NumPy images out (host data, as Keras returns them)
+
     a = np.asarray(x)
     a = a.astype(a.dtype if a.dtype.kind == "f" else np.float32, copy=True)
     if mode == "tf":
