@@ -182,6 +182,13 @@ def _ref(tensor_cfg, who):
 def _node_from_keras(node, who):
     if isinstance(node, list):  # tf.keras 2: [[name, node, tensor, kwargs], ...]
         return [[r[0], r[1], r[2], {}] for r in node]
+# Call options of attention layers that a Keras config records and deepgpu's calls take.
+_CALL_OPTIONS = ("use_causal_mask", "return_attention_scores")
+# Keras 3 exports some classes under another name than their class (which names weight groups).
+_KERAS_CLASS_OUT = {"GroupedQueryAttention": "GroupQueryAttention"}
+_KERAS_PATH_NAMES = {"GroupQueryAttention": "grouped_query_attention"}
+
+
     args, kwargs = list(node.get("args") or []), dict(node.get("kwargs") or {})
     if not args or any(a is not None for a in args[1:]):
         raise ValueError(f"{who}: only calls with one tensor or one list of tensors are supported, "
@@ -194,6 +201,10 @@ def _node_from_keras(node, who):
     return [_ref(t, who) for t in first] if isinstance(first, list) else [_ref(first, who)]
 
 
+        if k in _CALL_OPTIONS and isinstance(v, bool):
+            if v:
+                options[k] = v
+            continue
 def _refs(value, what):
     if isinstance(value, dict):
         raise ValueError(f"models with dict {what} are not supported when loading Keras files")
@@ -264,7 +275,7 @@ def _keras3_paths(model, spec, prefix):
         entries = [e for e in entries if e["class_name"] != "InputLayer"]
     layers, used, out = _by_name(model), {}, []
     for entry in entries:
-        base = _keras_snake(entry["class_name"])
+        base = _KERAS_PATH_NAMES.get(entry["class_name"]) or _keras_snake(entry["class_name"])
         path = f"{prefix}/{base}" if base not in used else f"{prefix}/{base}_{used[base] + 1}"
         used[base] = used.get(base, -1) + 1
         name = entry.get("name") or entry["config"].get("name")
@@ -547,8 +558,13 @@ def _keras_layer(layer):
                 "config": {"batch_shape": list(layer._batch_input_shape), "dtype": layer.dtype,
                            "sparse": False, "name": layer.name},
                 "registered_name": None}
-    return {"module": "keras.layers", "class_name": type(layer).__name__, "config": _keras_layer_config(layer),
-            "registered_name": None, "build_config": {"input_shape": _shape_list(layer.input_shape)}}
+    build = layer.keras_build_config() if hasattr(layer, "keras_build_config") else \
+        {"input_shape": _shape_list(layer.input_shape)}
+    name, cfg = type(layer).__name__, _keras_layer_config(layer)
+    if hasattr(layer, "keras3_class_config"):  # a layer Keras 3 spells as another class (ThresholdedReLU)
+        name, cfg = layer.keras3_class_config(cfg)
+    return {"module": "keras.layers", "class_name": _KERAS_CLASS_OUT.get(name, name),
+            "config": cfg, "registered_name": None, "build_config": build}
 
 
 def _keras_order(model):
@@ -623,7 +639,10 @@ def _keras_model(model):
             node = layer._inbound_nodes[i]
             if node.inputs:
                 arg = [tensor(t) for t in node.inputs] if node.is_list else tensor(node.inputs[0])
-                entry["inbound_nodes"].append({"args": [arg], "kwargs": {}})
+                # Attention's query, value, key are separate arguments in Keras.
+                args = arg if getattr(layer, "_keras_positional_inputs", False) else [arg]
+                kw = {k: True for k in getattr(layer, "_keras_call_kwargs", ()) if node.kwargs.get(k)}
+                entry["inbound_nodes"].append({"args": args, "kwargs": kw})
         layers.append(entry)
 
     def refs(ts):

@@ -4,7 +4,8 @@ Attention, AdditiveAttention, with Keras 3's arguments, weight layout and masks.
 MultiHeadAttention and GroupedQueryAttention are called as Keras's are,
 ``layer(query, value, key=None, attention_mask=None, ...)``; the tensors
 travel as one list input ``[query, value(, key)]`` (so ``layer([query,
-value])`` works too, and a functional model records one node). Masks:
+value])`` works too, and a functional model records one node); a Keras file
+writes them as separate arguments, as Keras does. Masks:
 Keras masks attached to query / value / key (``Embedding(mask_zero=True)``)
 are combined as Keras's ``_compute_attention_mask`` does, with
 ``attention_mask`` [B, T, S] and the causal mask. A mask of the wrong shape
@@ -13,7 +14,7 @@ or dtype is a ValueError naming the layer and the shapes.
 The projections are EinsumDense sublayers named as Keras names them
 (query, key, value, attention_output), so Keras files load: a
 ``.keras`` file keeps their weights under ``query_dense``, ``key_dense``,
-``value_dense``, ``output_dense`` (``keras_weight_groups``).
+``value_dense``, ``output_dense`` (``_keras_sublayers``).
 """
 from __future__ import annotations
 
@@ -93,6 +94,11 @@ def _common_sublayer_kwargs(layer):
 class _QKVAttention(WeightedLayer):
     """Shared by MultiHeadAttention and GroupedQueryAttention: the call convention, masks, config."""
 
+    # Keras calls these layers with query, value (, key) as separate arguments, and these call
+    # options are recorded in a model's config.
+    _keras_positional_inputs = True
+    _keras_call_kwargs = ("use_causal_mask", "return_attention_scores")
+
     def _init_common(self, dropout, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                      bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint, seed, use_gate,
                      sliding_window, flash_attention):
@@ -167,14 +173,22 @@ class _QKVAttention(WeightedLayer):
         return [s for s in (self._query_dense, self._key_dense, self._gate_dense, self._value_dense,
                             self._output_dense) if s is not None]
 
-    def keras_weight_groups(self):
-        """(HDF5 group relative to the layer's, weights) as Keras 3 saves this layer's sublayers."""
-        out = [("", []), ("query_dense", self._query_dense.weights), ("key_dense", self._key_dense.weights),
-               ("value_dense", self._value_dense.weights), ("output_dense", self._output_dense.weights),
-               ("_softmax", []), ("_dropout_layer", [])]
+    _keras_prefix = ""  # MultiHeadAttention's projections are public properties in Keras, GQA's are not
+
+    def _keras_sublayers(self):
+        """[(HDF5 group below this layer's, sublayer)] where Keras 3 keeps the projections' weights."""
+        p = self._keras_prefix
+        out = [(f"{p}query_dense", self._query_dense), (f"{p}key_dense", self._key_dense),
+               (f"{p}value_dense", self._value_dense), (f"{p}output_dense", self._output_dense)]
         if self._gate_dense is not None:
-            out.append(("_gate_dense", self._gate_dense.weights))
+            out.append(("_gate_dense", self._gate_dense))
         return out
+
+    def keras_build_config(self):
+        """Keras 3's build_config for this layer: the three shapes by name."""
+        shapes = self._build_input_shape
+        names = ("query_shape", "value_shape", "key_shape")
+        return {"shapes_dict": {n: list(s) for n, s in zip(names, shapes)}}
 
     def _check_masks(self, masks, inputs):
         """Each Keras mask [B, positions...] of query / value / key as a bool Tensor, checked against its input."""
@@ -227,6 +241,17 @@ class _QKVAttention(WeightedLayer):
         if isinstance(previous_mask, (list, tuple)):
             return previous_mask[0]
         return previous_mask
+
+    def _project(self, dense, x):
+        """``dense(x)`` with x's Keras mask set aside (it is applied through the attention mask)."""
+        m = getattr(x, "_keras_mask", None)
+        if m is None:
+            return dense(x)
+        x._keras_mask = None
+        try:
+            return dense(x)
+        finally:
+            x._keras_mask = m
 
     def _common_config(self):
         return {"dropout": self.dropout, "use_bias": self.use_bias, "use_gate": self.use_gate,
@@ -356,10 +381,10 @@ class MultiHeadAttention(_QKVAttention):
         tq = tuple(query.shape[a] for a in self._axes)
         ts = tuple(value.shape[a] for a in self._axes)
         am = self._combined_mask(query, value, masks, attention_mask, use_causal_mask, tq, ts)
-        gate = self._gate_dense(query) if self._gate_dense is not None else None
-        q = self._query_dense(query)
-        k = self._key_dense(key)
-        v = self._value_dense(value)
+        gate = self._project(self._gate_dense, query) if self._gate_dense is not None else None
+        q = self._project(self._query_dense, query)
+        k = self._project(self._key_dense, key)
+        v = self._project(self._value_dense, value)
         out, probs = self._attend(q, k, v, am, training)
         if gate is not None:
             out = out * gate
@@ -421,6 +446,7 @@ class GroupedQueryAttention(_QKVAttention):
                              f"num_key_value_heads ({num_key_value_heads})")
         self.head_dim, self.num_query_heads, self.num_key_value_heads = head_dim, num_query_heads, num_key_value_heads
         self.num_repeats = num_query_heads // num_key_value_heads
+        self._keras_prefix = "_"
         self._init_common(dropout, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                           bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint, seed,
                           use_gate, sliding_window, flash_attention)
@@ -452,6 +478,9 @@ class GroupedQueryAttention(_QKVAttention):
 
     def compute_output_shape(self, input_shape):
         q, v, k = self._shapes3(input_shape)
+        if q[-1] != v[-1]:
+            raise ValueError(f"layer {self.name!r} (GroupedQueryAttention): the last axes of query and value "
+                             f"must be equal, got query {fmt_shape(q)} and value {fmt_shape(v)}")
         if not self._want_scores:
             return q
         return [q, (q[0], self.num_query_heads, q[1], v[1])]
@@ -463,8 +492,9 @@ class GroupedQueryAttention(_QKVAttention):
         masks = self._check_masks(mask if isinstance(mask, (list, tuple)) else None, list(inputs))
         am = self._combined_mask(query, value, masks, attention_mask, use_causal_mask, (query.shape[1],),
                                  (value.shape[1],))
-        gate = self._gate_dense(query) if self._gate_dense is not None else None
-        q, k, v = self._query_dense(query), self._key_dense(key), self._value_dense(value)
+        gate = self._project(self._gate_dense, query) if self._gate_dense is not None else None
+        q, k, v = (self._project(d, x) for d, x in ((self._query_dense, query), (self._key_dense, key),
+                                                     (self._value_dense, value)))
         if self.num_repeats > 1:
             k, v = ops.repeat(k, self.num_repeats, 2), ops.repeat(v, self.num_repeats, 2)
         qh, kh, vh = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
@@ -511,6 +541,8 @@ class Attention(Layer):
         self.seed = seed
         self.scale = self.concat_score_weight = None
         self._want_scores = False
+
+    _keras_call_kwargs = ("use_causal_mask", "return_attention_scores")
 
     def __call__(self, inputs, training=None, mask=None, return_attention_scores=False, use_causal_mask=False,
                  **kwargs):

@@ -44,6 +44,11 @@ def _model_nodes(model):
     return {id(l): [i for i, n in enumerate(l._inbound_nodes) if id(n) in mine] for l in model.layers}
 
 
+def _call_kwargs(layer, node) -> dict:
+    """The call options a layer declares (``_keras_call_kwargs``) that this node was called with."""
+    return {k: node.kwargs[k] for k in getattr(layer, "_keras_call_kwargs", ()) if node.kwargs.get(k)}
+
+
 def functional_config(model) -> dict:
     node_ids = _model_nodes(model)
 
@@ -58,7 +63,11 @@ def functional_config(model) -> dict:
         for i in node_ids[id(layer)]:
             node = layer._inbound_nodes[i]
             if node.inputs:
-                inbound.append([ref(t) for t in node.inputs])
+                refs = [ref(t) for t in node.inputs]
+                kw = _call_kwargs(layer, node)
+                if kw:
+                    refs[0][3] = kw  # tf.keras 2's place for a call's keyword arguments
+                inbound.append(refs)
         entry = serialize_layer(layer)
         entry["name"] = layer.name
         entry["inbound_nodes"] = inbound
@@ -99,7 +108,8 @@ def functional_from_config(config, custom=None):
                 waiting.append((name, k, node))
                 continue
             args = [outputs[ref[0]][ref[1]][ref[2]] for ref in node]
-            out = created[name](args if len(args) > 1 else args[0])
+            kw = node[0][3] if len(node[0]) > 3 and isinstance(node[0][3], dict) else {}
+            out = created[name](args if len(args) > 1 else args[0], **kw)
             outputs[name].append(out if isinstance(out, list) else [out])
         if len(waiting) == len(pending):
             name, k, node = waiting[0]

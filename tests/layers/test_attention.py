@@ -1,0 +1,175 @@
+"""Attention layers (deepgpu/layers/attention.py) through the conformance harness, against
+Keras 3.15 itself (where installed), and their bad-input errors."""
+import warnings
+
+import numpy as np
+import pytest
+
+from deepgpu import layers as L
+from deepgpu.testing import LayerCase as C
+
+_NO_TFJS = "TF.js has no attention layer"
+_NO_ONNX = "not exported to ONNX yet"
+_U = {"tfjs": _NO_TFJS, "onnx": _NO_ONNX}
+# The key projection's bias adds q . b to every score of a query's row, which the softmax removes:
+# its gradient is zero up to rounding, so it neither moves reliably nor compares relatively.
+_KEY_BIAS = "the key projection's bias has a zero gradient (the softmax is shift-invariant per row)"
+QV = [(2, 5, 6), (2, 7, 4)]
+CASES = [
+    C(L.MultiHeadAttention, dict(num_heads=2, key_dim=3), QV, (None, 5, 6), expected_num_weights=8,
+      expected_num_params=(6 * 6 + 6) + 2 * (4 * 6 + 6) + (6 * 6 + 6), unsupported=_U,
+      skip={"cuda_emulated": _KEY_BIAS, "trainable": _KEY_BIAS}),
+    C(L.MultiHeadAttention, dict(num_heads=3, key_dim=2, value_dim=4, output_shape=5, use_bias=False),
+      [(2, 5, 6), (2, 7, 4), (2, 7, 3)], (None, 5, 5), expected_num_weights=4, unsupported=_U),
+    C(L.MultiHeadAttention, dict(num_heads=2, key_dim=2, attention_axes=(1, 2), use_bias=False),
+      [(2, 3, 4, 6), (2, 3, 4, 6)], (None, 3, 4, 6), unsupported=_U),
+    C(L.MultiHeadAttention, dict(num_heads=2, key_dim=3, dropout=0.3, use_bias=False), QV, (None, 5, 6),
+      training="random", unsupported=_U),
+    C(L.GroupedQueryAttention, dict(head_dim=3, num_query_heads=4, num_key_value_heads=2), [(2, 5, 6), (2, 7, 6)],
+      (None, 5, 6), expected_num_weights=8, unsupported=_U, skip={"cuda_emulated": _KEY_BIAS, "trainable": _KEY_BIAS}),
+    C(L.Attention, {}, [(2, 5, 4), (2, 7, 4)], (None, 5, 4), expected_num_weights=0, unsupported=_U),
+    C(L.Attention, dict(use_scale=True, score_mode="concat"), [(2, 5, 4), (2, 7, 3), (2, 7, 4)], (None, 5, 3),
+      expected_num_weights=2, unsupported=_U),
+    C(L.Attention, dict(dropout=0.4), [(2, 5, 4), (2, 7, 4)], (None, 5, 4), training="random", unsupported=_U),
+    C(L.AdditiveAttention, {}, [(2, 5, 4), (2, 7, 4)], (None, 5, 4), expected_num_params=4, unsupported=_U),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_layer(case, tfjs_batch):
+    case.run(tfjs_batch=tfjs_batch)
+
+
+RNG = np.random.default_rng(0)
+Q, V, K = (RNG.standard_normal(s).astype(np.float32) for s in ((2, 5, 6), (2, 7, 4), (2, 7, 3)))
+X4 = RNG.standard_normal((2, 3, 4, 6)).astype(np.float32)
+AM = RNG.integers(0, 2, (2, 5, 7)).astype(bool)
+AM[:, :, 0] = True
+QM = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+VM = np.array([[1, 1, 0, 0, 0, 0, 0], [1] * 7], bool)
+
+
+def _pair(ours, theirs, call):
+    call(ours)
+    call(theirs)
+    rng = np.random.default_rng(1)
+    assert len(ours.weights) == len(theirs.weights)
+    for a, b in zip(ours.weights, theirs.weights):
+        assert tuple(a.shape) == tuple(b.shape), (a.name, b.path)
+        v = (rng.standard_normal(b.shape) * 0.5).astype(np.float32)
+        a.assign(v)
+        b.assign(v)
+    got, want = call(ours), call(theirs)
+    got = got if isinstance(got, (list, tuple)) else [got]
+    want = want if isinstance(want, (list, tuple)) else [want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.data_sync(), np.asarray(w), rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("name,kwargs,call", [
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=3), lambda l: l(Q, V)),
+    ("MultiHeadAttention", dict(num_heads=3, key_dim=2, value_dim=4, output_shape=5, use_bias=False),
+     lambda l: l(Q, V, K)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=3),
+     lambda l: l(Q, V, attention_mask=AM, return_attention_scores=True)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=3), lambda l: l(Q, Q, use_causal_mask=True)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=3), lambda l: l(Q, V, value_mask=VM)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=3, attention_axes=(1, 2)), lambda l: l(X4, X4)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=3, attention_axes=2), lambda l: l(X4, X4)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=3, use_gate=True), lambda l: l(Q, V)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=3, sliding_window=2), lambda l: l(Q, Q, use_causal_mask=True)),
+    ("GroupQueryAttention", dict(head_dim=3, num_query_heads=4, num_key_value_heads=2), lambda l: l(Q, V)),
+    ("GroupQueryAttention", dict(head_dim=3, num_query_heads=4, num_key_value_heads=2),
+     lambda l: l(Q, Q, use_causal_mask=True, return_attention_scores=True)),
+    ("Attention", {}, lambda l: l([Q[..., :4], V])),
+    ("Attention", dict(use_scale=True, score_mode="concat"), lambda l: l([Q[..., :4], V, V])),
+    ("Attention", dict(use_scale=True),
+     lambda l: l([Q[..., :4], V], mask=[QM, VM], use_causal_mask=True, return_attention_scores=True)),
+    ("AdditiveAttention", {}, lambda l: l([Q[..., :4], V, V])),
+])
+def test_matches_keras(name, kwargs, call):
+    keras = pytest.importorskip("keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _pair(getattr(L, name)(**kwargs), getattr(keras.layers, name)(**kwargs), call)
+
+
+def test_grouped_query_attention_names():
+    assert L.GroupQueryAttention is L.GroupedQueryAttention
+
+
+def test_output_mask_is_the_query_mask():
+    from deepgpu.layers.base import get_keras_mask
+    from deepgpu.tensor import tensor
+
+    q = tensor(Q)
+    q._keras_mask = tensor(QM)
+    out = L.MultiHeadAttention(2, 3)(q, V)
+    np.testing.assert_array_equal(get_keras_mask(out).data_sync(), QM)
+
+
+def test_embedding_masks_reach_the_attention():
+    """Embedding(mask_zero=True) -> MultiHeadAttention: padded keys get no weight, as in Keras."""
+    if not hasattr(L, "Embedding"):
+        pytest.skip("Embedding is not in this checkout")
+    from deepgpu.models import Model
+
+    ids = np.array([[3, 1, 2, 0, 0], [4, 2, 0, 0, 0]], np.int32)
+    inp = L.Input((5,), dtype="int32")
+    x = L.Embedding(6, 4, mask_zero=True)(inp)
+    out, scores = L.MultiHeadAttention(2, 2)(x, x, return_attention_scores=True)
+    model = Model(inp, [out, scores])
+    _, s = model.predict(ids, verbose=0)
+    s = s.data_sync() if hasattr(s, "data_sync") else np.asarray(s)
+    keys = ids != 0
+    valid = np.broadcast_to(keys[:, None, :, None] & ~keys[:, None, None, :], s.shape)  # real query, padded key
+    assert np.all(s[valid] == 0)
+    np.testing.assert_allclose(s.sum(-1), 1.0, rtol=1e-5)
+    # A padded query attends uniformly (its row is masked everywhere), as in Keras.
+    np.testing.assert_allclose(s[0, :, 4], 0.2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("make,args,kwargs,match", [
+    (lambda: L.MultiHeadAttention(2, 3), (Q, V, K[:, :6]), {}, r"value and key must agree.*\(None, 7, 4\).*\(None, 6, 3\)"),
+    (lambda: L.MultiHeadAttention(2, 3), (Q, X4), {}, r"same rank"),
+    (lambda: L.MultiHeadAttention(2, 3, attention_axes=3), (Q, V), {}, r"attention_axes \(3,\) is out of range"),
+    (lambda: L.MultiHeadAttention(2, 3), (Q, V), dict(attention_mask=np.ones((2, 5, 6), bool)),
+     r"attention_mask must have shape \(2, 5, 7\).*\(2, 5, 6\)"),
+    (lambda: L.MultiHeadAttention(2, 3), (Q, V), dict(attention_mask=np.ones((2, 5, 7), np.float32)),
+     "must be bool"),
+    (lambda: L.MultiHeadAttention(2, 3), (Q, V), dict(value_mask=np.ones((2, 5), bool)),
+     r"value_mask must have shape \(2, 7\)"),
+    (lambda: L.Attention(), ([Q, V],), {}, r"query and key must have the same feature size"),
+    (lambda: L.Attention(), ([Q[..., :4], V],), dict(mask=[QM, VM[:, :3]]), r"value_mask must have shape"),
+])
+def test_bad_input_names_the_layer(make, args, kwargs, match):
+    layer = make()
+    with pytest.raises(ValueError, match=match) as e:
+        layer(*args, **kwargs)
+    assert layer.name in str(e.value)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: L.GroupedQueryAttention(4, 6, 4), r"num_query_heads \(6\) must be a multiple of num_key_value_heads \(4\)"),
+    (lambda: L.MultiHeadAttention(0, 3), "num_heads must be a positive int"),
+    (lambda: L.MultiHeadAttention(2, 3, dropout=1.5), "dropout"),
+    (lambda: L.Attention(score_mode="add"), "score_mode"),
+])
+def test_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_attention_ops_gradients():
+    from deepgpu import ops
+    from deepgpu.testing import check_gradients
+
+    rng = np.random.default_rng(2)
+    q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 3))
+    mask = rng.integers(0, 2, (2, 3, 5)).astype(bool)
+    mask[..., 0] = True
+    check_gradients(lambda q, k, v: ops.dot_product_attention(q, k, v, mask), [q, k, v])
+    check_gradients(lambda q, k, v: ops.dot_product_attention(q, k, v, None, is_causal=True, scale=0.7),
+                    [q, k[:, :3], v[:, :3]])
+    check_gradients(lambda a, b: ops.einsum("abc,cde->abde", a, b), [q, rng.standard_normal((4, 2, 3))])
+    check_gradients(lambda a, b: ops.einsum("...b,bc->...c", a, b), [q, rng.standard_normal((4, 2))])
