@@ -179,9 +179,6 @@ def _ref(tensor_cfg, who):
     return [name, node, index, {}]
 
 
-def _node_from_keras(node, who):
-    if isinstance(node, list):  # tf.keras 2: [[name, node, tensor, kwargs], ...]
-        return [[r[0], r[1], r[2], {}] for r in node]
 # Call options of attention layers that a Keras config records and deepgpu's calls take.
 _CALL_OPTIONS = ("use_causal_mask", "return_attention_scores")
 # Keras 3 exports some classes under another name than their class (which names weight groups).
@@ -189,22 +186,32 @@ _KERAS_CLASS_OUT = {"GroupedQueryAttention": "GroupQueryAttention"}
 _KERAS_PATH_NAMES = {"GroupQueryAttention": "grouped_query_attention"}
 
 
+def _node_from_keras(node, who):
+    if isinstance(node, list):  # tf.keras 2: [[name, node, tensor, kwargs], ...]
+        return [[r[0], r[1], r[2], {}] for r in node]
     args, kwargs = list(node.get("args") or []), dict(node.get("kwargs") or {})
+    tensors = [a for a in args if a is not None]
+    if len(tensors) > 1 and all(isinstance(a, dict) for a in tensors) and args[:len(tensors)] == tensors:
+        args = [tensors]  # attention's call(query, value, key): one list input in deepgpu
     if not args or any(a is not None for a in args[1:]):
         raise ValueError(f"{who}: only calls with one tensor or one list of tensors are supported, "
                          f"got args {args!r}")
+    options = {}
     for k, v in kwargs.items():
-        # training=False is what predict does anyway; mask=None is Keras's default.
-        if v is not None and not (k == "training" and v is False):
-            raise ValueError(f"{who}: the call argument {k}={v!r} is not supported")
-    first = args[0]
-    return [_ref(t, who) for t in first] if isinstance(first, list) else [_ref(first, who)]
-
-
         if k in _CALL_OPTIONS and isinstance(v, bool):
             if v:
                 options[k] = v
             continue
+        # training=False is what predict does anyway; mask=None is Keras's default.
+        if v is not None and not (k == "training" and v is False):
+            raise ValueError(f"{who}: the call argument {k}={v!r} is not supported")
+    first = args[0]
+    refs = [_ref(t, who) for t in first] if isinstance(first, list) else [_ref(first, who)]
+    if options:
+        refs[0][3] = options
+    return refs
+
+
 def _refs(value, what):
     if isinstance(value, dict):
         raise ValueError(f"models with dict {what} are not supported when loading Keras files")
@@ -560,11 +567,9 @@ def _keras_layer(layer):
                 "registered_name": None}
     build = layer.keras_build_config() if hasattr(layer, "keras_build_config") else \
         {"input_shape": _shape_list(layer.input_shape)}
-    name, cfg = type(layer).__name__, _keras_layer_config(layer)
-    if hasattr(layer, "keras3_class_config"):  # a layer Keras 3 spells as another class (ThresholdedReLU)
-        name, cfg = layer.keras3_class_config(cfg)
+    name = type(layer).__name__
     return {"module": "keras.layers", "class_name": _KERAS_CLASS_OUT.get(name, name),
-            "config": cfg, "registered_name": None, "build_config": build}
+            "config": _keras_layer_config(layer), "registered_name": None, "build_config": build}
 
 
 def _keras_order(model):
