@@ -604,6 +604,321 @@ class AUC(_Confusion):
                 "from_logits": self.from_logits}
 
 
+
+# ----------------------------------------------- F-scores, IoU, R2 (Keras 3)
+
+_EPS = 1e-7  # Keras's backend.epsilon()
+
+
+class FBetaScore(Metric):
+    """F-beta over classes, Keras 3's: ``FBetaScore(average=None, beta=1.0, threshold=None)``.
+
+    y_true / y_pred are ``(batch, classes)``. A prediction counts as positive
+    when ``> threshold``, or (threshold None) when it is the row's maximum (and
+    nonzero). ``average``: None (one score per class), "micro" (over all
+    entries), "macro" (mean of the class scores) or "weighted" (by each
+    class's true count). Scores use ``tp / (tp + fp + 1e-7)`` etc. as Keras.
+    """
+
+    def __init__(self, average=None, beta=1.0, threshold=None, name="fbeta_score", dtype="float32"):
+        super().__init__(name, dtype)
+        who = type(self).__name__
+        if average not in (None, "micro", "macro", "weighted"):
+            raise ValueError(f"{who}: average must be None, 'micro', 'macro' or 'weighted', got {average!r}")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+            raise ValueError(f"{who}: beta must be a number > 0, got {beta!r}")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not 0.0 < threshold <= 1.0):
+            raise ValueError(f"{who}: threshold must be None or a number in (0, 1], got {threshold!r}")
+        self.average, self.beta, self.threshold = average, float(beta), threshold
+        self._classes = None
+
+    def _state_shapes(self):
+        shape = () if self.average == "micro" else (self._classes,)
+        return {k: shape for k in ("true_positives", "false_positives", "false_negatives", "intermediate_weights")}
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        with no_grad():
+            y_true, y_pred = _pair(y_true, y_pred)
+            if y_pred.ndim != 2 or y_true.ndim != 2:
+                raise ValueError(f"{type(self).__name__} expects 2-D inputs (batch, classes); got y_true "
+                                 f"{y_true.shape}, y_pred {y_pred.shape}")
+            if self._classes is None:
+                self._classes = y_pred.shape[-1]
+            y_true = _cast_like(y_true, y_pred)
+            if self.threshold is None:
+                top = ops.max(y_pred, axis=-1, keepdims=True)
+                pred = ops.logical_and(ops.greater_equal(y_pred, top), ops.greater(ops.abs(y_pred), 1e-9))
+            else:
+                pred = ops.greater(y_pred, float(self.threshold))
+            pred = ops.cast(pred, y_pred.dtype)
+            axis = None if self.average == "micro" else 0
+
+            def wsum(v):
+                if sample_weight is not None:
+                    v = v * ops.expand_dims(_sample_weight(sample_weight, v[:, 0]), 1)
+                return ops.sum(v, axis=axis)
+            self._add("true_positives", wsum(pred * y_true))
+            self._add("false_positives", wsum(pred * (1.0 - y_true)))
+            self._add("false_negatives", wsum((1.0 - pred) * y_true))
+            self._add("intermediate_weights", wsum(y_true))
+
+    def result(self):
+        if self._classes is None:
+            return ops.multiply(tensor(0.0), 1.0)
+        st = self._state()
+        tp, fp, fn = st["true_positives"], st["false_positives"], st["false_negatives"]
+        precision = tp / (tp + fp + _EPS)
+        recall = tp / (tp + fn + _EPS)
+        b2 = self.beta ** 2
+        f = precision * recall / (precision * b2 + recall + _EPS) * (1.0 + b2)
+        if self.average == "weighted":
+            w = st["intermediate_weights"]
+            return ops.sum(f * (w / (ops.sum(w) + _EPS)))
+        if self.average is not None:
+            return ops.mean(f)
+        return f
+
+    def reset_state(self):
+        super().reset_state()
+
+    def get_config(self):
+        return {**super().get_config(), "average": self.average, "beta": self.beta, "threshold": self.threshold}
+
+
+class F1Score(FBetaScore):
+    """F1 (FBetaScore with beta 1): ``F1Score(average=None, threshold=None)``."""
+
+    def __init__(self, average=None, threshold=None, name="f1_score", dtype="float32"):
+        super().__init__(average, 1.0, threshold, name, dtype)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("beta")
+        return cfg
+
+
+class IoU(Metric):
+    """Intersection over union from a confusion matrix, Keras 3's: ``IoU(num_classes,
+    target_class_ids, ignore_class=None, sparse_y_true=True, sparse_y_pred=True, axis=-1)``.
+
+    Class ids outside ``[0, num_classes)`` (and ``ignore_class``) are left
+    out; not sparse means one-hot / scores, argmax over ``axis``. The result
+    is the mean IoU of the ``target_class_ids`` that occur (a class never seen
+    or predicted does not count). Weights count as given (Keras's default int
+    dtype would truncate them).
+    """
+
+    def __init__(self, num_classes, target_class_ids, name=None, dtype="float32", ignore_class=None,
+                 sparse_y_true=True, sparse_y_pred=True, axis=-1):
+        super().__init__(name, dtype)
+        who = type(self).__name__
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"{who}: num_classes must be an integer >= 1, got {num_classes!r}")
+        ids = list(target_class_ids)
+        if not ids or any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < num_classes for i in ids):
+            raise ValueError(f"{who}: target_class_ids must be class ids in [0, {num_classes}), got "
+                             f"{target_class_ids!r}")
+        self.num_classes, self.target_class_ids = num_classes, ids
+        self.ignore_class, self.sparse_y_true, self.sparse_y_pred, self.axis = (
+            ignore_class, bool(sparse_y_true), bool(sparse_y_pred), axis)
+        self._ids = None
+
+    def _state_shapes(self):
+        return {"total_cm": (self.num_classes, self.num_classes)}
+
+    def _classes_of(self, y, sparse):
+        if not sparse:
+            return ops.cast(ops.argmax(y, axis=self.axis), "int32")
+        return ops.reshape(ops.cast(y, "int32"), (-1,))
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        with no_grad():
+            y_true, y_pred = _pair(y_true, y_pred)
+            t = ops.reshape(self._classes_of(y_true, self.sparse_y_true), (-1,))
+            p = ops.reshape(self._classes_of(y_pred, self.sparse_y_pred), (-1,))
+            if t.shape != p.shape:
+                raise ValueError(f"{type(self).__name__}: {t.shape[0]} true classes for {p.shape[0]} predicted "
+                                 f"ones (y_true {y_true.shape}, y_pred {y_pred.shape})")
+            n = self.num_classes
+            ok = ops.logical_and(ops.logical_and(ops.greater_equal(t, 0), ops.less(t, n)),
+                                 ops.logical_and(ops.greater_equal(p, 0), ops.less(p, n)))
+            if self.ignore_class is not None:
+                ok = ops.logical_and(ok, ops.not_equal(t, int(self.ignore_class)))
+            w = ops.cast(ok, self.dtype)
+            if sample_weight is not None:
+                sw = ops.reshape(_sample_weight(sample_weight, _float(t)), (-1,))
+                w = w * ops.broadcast_to(sw, w.shape) if sw.size != 1 else w * ops.reshape(sw, ())
+            t1 = ops.one_hot(ops.where(ok, t, 0), n, self.dtype) * ops.expand_dims(w, 1)
+            p1 = ops.one_hot(ops.where(ok, p, 0), n, self.dtype)
+            self._add("total_cm", ops.matmul(t1, p1, transpose_a=True))  # rows: true, columns: predicted
+
+    def result(self):
+        cm = self._state()["total_cm"]
+        rows, cols = ops.sum(cm, axis=0), ops.sum(cm, axis=1)
+        eye = ops.one_hot(tensor(list(range(self.num_classes)), "int32", backend=cm.backend), self.num_classes,
+                          cm.dtype)
+        tp = ops.sum(cm * eye, axis=1)
+        denom = rows + cols - tp
+        if self._ids is None or self._ids.backend != cm.backend:
+            self._ids = tensor(self.target_class_ids, "int32", backend=cm.backend)
+        tp, denom = ops.gather(tp, self._ids), ops.gather(denom, self._ids)
+        valid = ops.cast(ops.greater(denom, 1e-9), cm.dtype)
+        iou = tp / (denom + _EPS) * valid
+        return ops.sum(iou) / (ops.sum(valid) + _EPS)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "target_class_ids": self.target_class_ids,
+                "ignore_class": self.ignore_class, "sparse_y_true": self.sparse_y_true,
+                "sparse_y_pred": self.sparse_y_pred, "axis": self.axis}
+
+
+class MeanIoU(IoU):
+    """IoU averaged over every class: ``MeanIoU(num_classes, ignore_class=None, sparse_y_true=True,
+    sparse_y_pred=True, axis=-1)``."""
+
+    def __init__(self, num_classes, name=None, dtype="float32", ignore_class=None, sparse_y_true=True,
+                 sparse_y_pred=True, axis=-1):
+        n = num_classes if isinstance(num_classes, int) and not isinstance(num_classes, bool) else 0
+        super().__init__(num_classes, list(range(max(n, 1))), name, dtype, ignore_class, sparse_y_true,
+                         sparse_y_pred, axis)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("target_class_ids")
+        return cfg
+
+
+class BinaryIoU(IoU):
+    """IoU of 0 / 1 labels with predictions thresholded at ``threshold`` (``>=``):
+    ``BinaryIoU(target_class_ids=(0, 1), threshold=0.5)``."""
+
+    def __init__(self, target_class_ids=(0, 1), threshold=0.5, name=None, dtype="float32"):
+        super().__init__(2, target_class_ids, name, dtype)
+        self.threshold = float(threshold)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        with no_grad():
+            y_true, y_pred = _pair(y_true, y_pred)
+            super().update_state(y_true, ops.cast(ops.greater_equal(y_pred, self.threshold), "float32"),
+                                 sample_weight)
+
+    def get_config(self):
+        return {"target_class_ids": self.target_class_ids, "threshold": self.threshold, "name": self.name,
+                "dtype": self.dtype}
+
+
+class OneHotIoU(IoU):
+    """IoU with one-hot y_true (and scores as y_pred unless ``sparse_y_pred``)."""
+
+    def __init__(self, num_classes, target_class_ids, name=None, dtype="float32", ignore_class=None,
+                 sparse_y_pred=False, axis=-1):
+        super().__init__(num_classes, target_class_ids, name, dtype, ignore_class, False, sparse_y_pred, axis)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("sparse_y_true")
+        return cfg
+
+
+class OneHotMeanIoU(MeanIoU):
+    """MeanIoU with one-hot y_true (and scores as y_pred unless ``sparse_y_pred``)."""
+
+    def __init__(self, num_classes, name=None, dtype="float32", ignore_class=None, sparse_y_pred=False, axis=-1):
+        super().__init__(num_classes, name, dtype, ignore_class, False, sparse_y_pred, axis)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("sparse_y_true")
+        return cfg
+
+
+class R2Score(Metric):
+    """Coefficient of determination, Keras 3's: ``R2Score(class_aggregation="uniform_average",
+    num_regressors=0)``; y ``(batch, outputs)``. class_aggregation: None (one score per output),
+    "uniform_average" or "variance_weighted_average"; num_regressors > 0 gives the adjusted R2
+    (as Keras, the plain one with a warning when there are too few samples)."""
+
+    def __init__(self, class_aggregation="uniform_average", num_regressors=0, name="r2_score", dtype="float32"):
+        super().__init__(name, dtype)
+        if class_aggregation not in (None, "uniform_average", "variance_weighted_average"):
+            raise ValueError(f"R2Score: class_aggregation must be None, 'uniform_average' or "
+                             f"'variance_weighted_average', got {class_aggregation!r}")
+        if isinstance(num_regressors, bool) or not isinstance(num_regressors, int) or num_regressors < 0:
+            raise ValueError(f"R2Score: num_regressors must be an integer >= 0, got {num_regressors!r}")
+        self.class_aggregation, self.num_regressors = class_aggregation, num_regressors
+        self._outputs = None
+        self._num_samples = 0  # elements seen, known on the host
+
+    def _state_shapes(self):
+        return {k: (self._outputs,) for k in ("squared_sum", "sum", "residual", "count")}
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        with no_grad():
+            y_true, y_pred = _pair(y_true, y_pred)
+            y_true, y_pred = _losses.squeeze_or_expand_to_same_rank(_cast_like(y_true, y_pred), y_pred)
+            if y_pred.ndim != 2:
+                raise ValueError(f"R2Score expects 2-D inputs (batch, outputs); got y_true {y_true.shape}, "
+                                 f"y_pred {y_pred.shape}")
+            if self._outputs is None:
+                self._outputs = y_pred.shape[-1]
+            if sample_weight is None:
+                sw = ops.multiply(y_true, 0.0) + 1.0
+            else:
+                sw = _sample_weight(sample_weight, y_true[:, 0])
+                sw = ops.broadcast_to(ops.reshape(sw, (-1, 1)) if sw.ndim == 1 else sw, y_true.shape)
+            wy = y_true * sw
+            self._add("sum", ops.sum(wy, axis=0))
+            self._add("squared_sum", ops.sum(y_true * wy, axis=0))
+            self._add("residual", ops.sum(ops.square(y_true - y_pred) * sw, axis=0))
+            self._add("count", ops.sum(sw, axis=0))
+            self._num_samples += y_true.size
+
+    def result(self):
+        import warnings
+        if self._outputs is None:
+            return ops.multiply(tensor(0.0), 1.0)
+        st = self._state()
+        mean = st["sum"] / st["count"]
+        total = st["squared_sum"] - st["sum"] * mean
+        raw = 1.0 - st["residual"] / total
+        raw = ops.where(ops.greater(ops.abs(raw), 3.4e38), 0.0, raw)  # an infinite score is 0, as Keras
+        if self.class_aggregation == "uniform_average":
+            r2 = ops.mean(raw)
+        elif self.class_aggregation == "variance_weighted_average":
+            r2 = ops.sum(total * raw) / ops.sum(total)
+        else:
+            r2 = raw
+        p, n = self.num_regressors, self._num_samples
+        if p:
+            if p > n - 1:
+                warnings.warn("More independent predictors than datapoints in adjusted R2 score. Falling back "
+                              "to standard R2 score.", stacklevel=2)
+            elif p == n - 1:
+                warnings.warn("Division by zero in Adjusted R2 score. Falling back to standard R2 score.",
+                              stacklevel=2)
+            else:
+                r2 = 1.0 - (1.0 - r2) * (float(n) - 1.0) / (float(n) - p - 1.0)
+        return r2
+
+    def reset_state(self):
+        super().reset_state()
+        self._num_samples = 0
+
+    def _host_state(self):
+        return self._num_samples
+
+    def _replay_host(self, before, after):
+        self._num_samples += after - before
+
+    def _set_host_state(self, state):
+        self._num_samples = state
+
+    def get_config(self):
+        return {**super().get_config(), "class_aggregation": self.class_aggregation,
+                "num_regressors": self.num_regressors}
+
+
 # -------------------------------------------------------------------- get
 
 _CLASSES = {
@@ -621,6 +936,8 @@ _CLASSES = {
     "logcosh": LogCoshError, "cosine_similarity": CosineSimilarity,
     "precision": Precision, "recall": Recall, "auc": AUC, "mean": Mean, "sum": Sum,
     "true_positives": TruePositives,
+    "f1_score": F1Score, "fbeta_score": FBetaScore, "iou": IoU, "mean_iou": MeanIoU, "binary_iou": BinaryIoU,
+    "one_hot_iou": OneHotIoU, "one_hot_mean_iou": OneHotMeanIoU, "r2_score": R2Score,
 }
 _ALIASES = {
     "acc": "accuracy", "mse": "mean_squared_error", "mae": "mean_absolute_error",
