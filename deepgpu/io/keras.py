@@ -567,9 +567,11 @@ def _keras_layer(layer):
                 "registered_name": None}
     build = layer.keras_build_config() if hasattr(layer, "keras_build_config") else \
         {"input_shape": _shape_list(layer.input_shape)}
-    name = type(layer).__name__
+    name, cfg = type(layer).__name__, _keras_layer_config(layer)
+    if hasattr(layer, "keras3_class_config"):  # a layer Keras 3 spells as another class (ThresholdedReLU)
+        name, cfg = layer.keras3_class_config(cfg)
     return {"module": "keras.layers", "class_name": _KERAS_CLASS_OUT.get(name, name),
-            "config": _keras_layer_config(layer), "registered_name": None, "build_config": build}
+            "config": cfg, "registered_name": None, "build_config": build}
 
 
 def _keras_order(model):

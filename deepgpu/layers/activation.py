@@ -170,3 +170,8 @@ class ThresholdedReLU(Layer):
 
     def get_config(self):
         return {**super().get_config(), "theta": self.theta}
+
+    def keras3_class_config(self, cfg):
+        """Keras 3 has no ThresholdedReLU: a .keras file gets ReLU(threshold=theta), which computes the same."""
+        keep = {k: cfg[k] for k in ("name", "trainable", "dtype") if k in cfg}
+        return "ReLU", {**keep, "max_value": None, "negative_slope": 0.0, "threshold": cfg["theta"]}

@@ -73,6 +73,7 @@ class _SpatialDropoutND(Dropout):
     def get_config(self):
         cfg = super().get_config()
         del cfg["noise_shape"]
+        cfg.pop("trainable", None)  # Keras 3.15's SpatialDropout2D/3D take no trainable argument
         return {**cfg, "data_format": self.data_format}
 
 

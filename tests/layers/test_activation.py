@@ -24,6 +24,12 @@ CASES = [
     C(L.Softmax, dict(axis=[1, 2]), (2, 3, 4), (None, 3, 4),
       unsupported={"tfjs": "TF.js's Softmax normalizes over the last axis only",
                    "onnx": "ONNX's Softmax takes one axis"}),
+    C(L.PReLU, {}, (3, 4), (None, 4), expected_num_params=4),
+    C(L.PReLU, dict(shared_axes=[1, 2], alpha_initializer="ones"), (2, 3, 4, 5), (None, 3, 4, 5),
+      expected_num_params=5),
+    C(L.PReLU, dict(shared_axes=1, alpha_regularizer="l2"), (2, 3, 4), (None, 3, 4), expected_num_params=4),
+    C(L.ThresholdedReLU, {}, (3, 4), (None, 4)),
+    C(L.ThresholdedReLU, dict(theta=0.3), (2, 3, 4), (None, 3, 4)),
 ]
 
 
