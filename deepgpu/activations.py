@@ -47,6 +47,12 @@ def hard_sigmoid(x):
     return ops.clip(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)
 
 
+def tfjs_hard_sigmoid(x):
+    """TF.js's and Keras 2's hard_sigmoid, ``clip(0.2 x + 0.5, 0, 1)``: the default recurrent
+    activation of TF.js's LSTM and GRU (loaded from TF.js files as this name)."""
+    return ops.clip(x * 0.2 + 0.5, 0.0, 1.0)
+
+
 def hard_silu(x):
     return x * hard_sigmoid(x)
 
@@ -219,7 +225,7 @@ _BY_NAME = {
     "celu": celu, "glu": glu, "hard_shrink": hard_shrink, "hard_tanh": hard_tanh,
     "log_sigmoid": log_sigmoid, "soft_shrink": soft_shrink, "sparse_plus": sparse_plus,
     "sparse_sigmoid": sparse_sigmoid, "sparsemax": sparsemax, "squareplus": squareplus,
-    "tanh_shrink": tanh_shrink, "threshold": threshold,
+    "tanh_shrink": tanh_shrink, "threshold": threshold, "tfjs_hard_sigmoid": tfjs_hard_sigmoid,
 }
 # Other spellings: TF.js camelCase ("hardSigmoid", "leakyRelu") and any case or
 # underscores are matched through this normalized table.

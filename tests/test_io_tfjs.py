@@ -304,12 +304,12 @@ def test_save_refuses_layers_tfjs_does_not_have(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_keras2_hard_sigmoid_is_refused_on_load(saved):
+def test_keras2_hard_sigmoid_loads_as_tfjs_defines_it(saved):
     def use_hard_sigmoid(doc):
         doc["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["activation"] = "hard_sigmoid"
     _edit_json(saved, use_hard_sigmoid)
-    with pytest.raises(ValueError, match="layer 'dense' uses hard_sigmoid as TF.js and tf.keras 2 define it"):
-        load_tfjs(saved)
+    # TF.js and tf.keras 2: clip(0.2 x + 0.5, 0, 1), the default recurrent activation of TF.js's LSTM
+    assert load_tfjs(saved).layers[0].activation is dg.activations.tfjs_hard_sigmoid
     _edit_json(saved, lambda doc: doc["modelTopology"].update(keras_version="3.5.0"))
     assert load_tfjs(saved).layers[0].activation is dg.activations.hard_sigmoid  # Keras 3's, as deepgpu's
 

@@ -29,4 +29,5 @@ def emit(g, layer, xs, shapes, out_shapes, h, who):
         keep = g.reduce("ReduceMax", g.op("Cast", [differs], f"{h}/keep_f", to=g.onnx.TensorProto.FLOAT),
                         [len(shapes[0]) - 1], f"{h}/keep", True)
         return [g.op("Mul", [x, keep], f"{h}/masked")]
-    return None
+    from . import _onnx_rnn
+    return _onnx_rnn.emit(g, layer, xs, shapes, out_shapes, h, who)

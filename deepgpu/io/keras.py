@@ -160,8 +160,11 @@ def _layer_from_keras(cls_name, cfg, custom):
             value = _plain_object(value, regularizers.get, "regularizer", who)
         elif key.endswith("_constraint") and value is not None:
             raise ValueError(f"{who}: weight constraints ({key}) are not supported when loading Keras files")
-        elif key == "activation":
+        elif key in ("activation", "recurrent_activation"):
             value = _activation(value, custom, who)
+        elif key in ("cell", "cells", "layer", "backward_layer"):  # an RNN's cell, a wrapper's layer
+            from ._rnn_interop import keras_in
+            value = keras_in(key, value, lambda c, v: _layer_from_keras(c, v, custom))
         if key not in accepted:
             if key in _IGNORABLE and _IGNORABLE[key](value, cfg):
                 continue
@@ -290,6 +293,8 @@ def _keras3_paths(model, spec, prefix):
         if layer is None:
             raise KerasFileError(f"layer {name!r} of the config is missing from the built model")
         out.append((path, layer))
+        from ._rnn_interop import keras_subpaths
+        out += keras_subpaths(path, layer)  # an RNN's cell, a wrapper's layers
         if entry["class_name"] in _MODEL_CLASSES:
             out += _keras3_paths(layer, entry, f"{path}/layers")
     return out
@@ -297,7 +302,8 @@ def _keras3_paths(model, spec, prefix):
 
 def _own_weights(layer):
     from ..models.model import Model
-    return [] if isinstance(layer, Model) else layer.weights
+    from ._rnn_interop import keras_sublayers
+    return [] if isinstance(layer, Model) or keras_sublayers(layer) else layer.weights
 
 
 def _read_dataset(node, w, where, path):
@@ -542,8 +548,11 @@ def _keras_layer_config(layer):
             value = _keras_object(value, "keras.regularizers", regularizers, who)
         elif key.endswith("_constraint") and value is not None:
             raise ValueError(f"{who}: weight constraints cannot be written for Keras")
-        elif key == "activation" and value not in _KERAS_ACTIVATIONS:
+        elif key in ("activation", "recurrent_activation") and value not in _KERAS_ACTIVATIONS:
             raise ValueError(f"{who}: activation {value!r} has no Keras 3 equivalent")
+        elif key in ("cell", "cells", "layer", "backward_layer"):
+            from ._rnn_interop import keras_out
+            value = keras_out(key, value, _keras_layer_config)
         out[key] = value
     return out
 

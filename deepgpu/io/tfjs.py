@@ -57,6 +57,8 @@ _TFJS_LAYERS |= {"DepthwiseConv2D", "SeparableConv2D"}  # issue 17
 _TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
 _TFJS_LAYERS |= {"RNN", "SimpleRNN", "LSTM", "GRU", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells",
                  "Bidirectional", "TimeDistributed"}  # issue 16; _rnn_interop.tfjs_out checks them
+_TFJS_LAYERS |= {"RNN", "SimpleRNN", "LSTM", "GRU", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells",
+                 "Bidirectional", "TimeDistributed"}  # issue 16; _rnn_interop.tfjs_out checks them
 # Noise, activation and preprocessing layers TF.js has (issue 17); _preprocessing_for_tfjs refuses
 # the ones TF.js computes otherwise.
 _TFJS_LAYERS |= {"GaussianNoise", "GaussianDropout", "AlphaDropout", "PReLU", "ThresholdedReLU", "Rescaling",
@@ -109,6 +111,8 @@ def _tfjs_layer(entry, ranks=None):
             refuse("has no TF.js counterpart")
         return  # a custom layer: the page must register a class of that name with TF.js
     _preprocessing_for_tfjs(cls, cfg, refuse)
+    from ._rnn_interop import tfjs_out
+    tfjs_out(cls, cfg, refuse, lambda inner: _tfjs_layer(inner, ranks))
     from ._rnn_interop import tfjs_out
     tfjs_out(cls, cfg, refuse, lambda inner: _tfjs_layer(inner, ranks))
     act = cfg.get("activation")
@@ -385,19 +389,16 @@ def _topology(doc, json_path):
 
 
 def _from_tfjs_dialect(node, keras3, json_path):
-    """In place: TF.js's initializer spellings to Keras's; refuse hard_sigmoid unless the file is Keras 3's.
-
-    TF.js and tf.keras 2 define hard_sigmoid as clip(0.2 x + 0.5, 0, 1);
-    deepgpu's is Keras 3's relu6(x + 3) / 6.
+    """In place: TF.js's initializer spellings to Keras's; hard_sigmoid, unless the file is Keras 3's,
+    as TF.js and tf.keras 2 define it (clip(0.2 x + 0.5, 0, 1)): deepgpu's ``tfjs_hard_sigmoid``
+    (its ``hard_sigmoid`` is Keras 3's relu6(x + 3) / 6); a GRU without reset_after: False, TF.js's.
     """
+    from ._rnn_interop import tfjs_in
+
     if isinstance(node, dict):
         if node.get("class_name") in _FROM_TFJS_INIT:
             node["class_name"] = _FROM_TFJS_INIT[node["class_name"]]
-        if not keras3 and node.get("activation") in ("hard_sigmoid", "hardSigmoid"):
-            raise ValueError(
-                f"cannot load the TF.js model {json_path!r}: layer {node.get('name')!r} uses hard_sigmoid as "
-                f"TF.js and tf.keras 2 define it (clip(0.2 x + 0.5, 0, 1)), which deepgpu does not have "
-                f"(its hard_sigmoid is Keras 3's)")
+        tfjs_in(node, keras3)
         for v in node.values():
             _from_tfjs_dialect(v, keras3, json_path)
     elif isinstance(node, list):

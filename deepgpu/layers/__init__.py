@@ -17,6 +17,9 @@ from .regularization import SpatialDropout1D  # noqa: F401
 from .reshaping import Cropping1D, UpSampling1D, ZeroPadding1D  # noqa: F401
 from .depthwise import DepthwiseConv2D, SeparableConv2D  # noqa: F401
 from .embedding import Embedding, Masking  # noqa: F401
+from .recurrent import (  # noqa: F401
+    GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell, StackedRNNCells, TimeDistributed,
+)
 from .text import TextVectorization  # noqa: F401
 from .activation import ELU, LeakyReLU, ReLU, Softmax  # noqa: F401
 from .attention import (  # noqa: F401
@@ -66,7 +69,8 @@ __all__ = [
     "UpSampling1D", "ZeroPadding1D", "Cropping1D", "SpatialDropout1D",
     "Embedding", "Masking",
     "DepthwiseConv1D", "SeparableConv1D", "SeparableConvolution1D",
-    "Embedding", "Masking",
+    "RNN", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells", "SimpleRNN", "LSTM", "GRU",
+    "Bidirectional", "TimeDistributed",
     "TextVectorization",
 ]
 

@@ -374,10 +374,11 @@ class Layer:
         params = self._call_params
         tensor_kw = [k for k, v in kwargs.items() if isinstance(v, (Tensor, SymbolicTensor))
                      and not k.endswith("mask")]
-        if not tensor_kw:
-            if "mask" in params and kwargs.get("mask") is None:
-                kwargs["mask"] = first
-        else:
+        # Keras fills ``mask`` only when the input is the one tensor argument; deepgpu also with
+        # others beside it (an RNN's initial_state), so that a mask is never silently lost.
+        if "mask" in params and kwargs.get("mask") is None:
+            kwargs["mask"] = first
+        if tensor_kw:
             args = [(self._call_first_arg, inputs)] + [(k, kwargs[k]) for k in tensor_kw]
             for k, v in args:
                 if f"{k}_mask" in params and kwargs.get(f"{k}_mask") is None:

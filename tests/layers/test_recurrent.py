@@ -1,0 +1,321 @@
+"""Recurrent layers (deepgpu/layers/recurrent.py) through the conformance harness, and their semantics:
+masks against hand-computed steps, the cell protocol, stateful layers, bad input, gradients of the cells."""
+import numpy as np
+import pytest
+
+import deepgpu as dg
+from deepgpu import layers as L
+from deepgpu import ops
+from deepgpu.autograd import backward, enable_grad
+from deepgpu.layers.base import Input, get_keras_mask
+from deepgpu.tensor import tensor
+from deepgpu.testing import LayerCase as C
+
+
+def _spec(cls, **config):
+    return {"class_name": cls, "config": config}
+
+
+_GRU_TFJS = "TF.js's GRU has only reset_after=False"
+MASK = np.array([[True, True, False], [False, True, True]])  # post- and pre-padding
+X = (2, 3, 2)
+CASES = [
+    C(L.SimpleRNN, dict(units=2), X, (None, 2), expected_num_params=2 * 2 + 2 * 2 + 2),
+    C(L.SimpleRNN, dict(units=3, activation="relu", return_sequences=True, go_backwards=True), X, (None, 3, 3)),
+    C(L.LSTM, dict(units=2), X, (None, 2), expected_num_params=4 * (2 * 2 + 2 * 2 + 2)),
+    C(L.LSTM, dict(units=2, return_sequences=True, use_bias=False, unit_forget_bias=False), X, (None, 3, 2),
+      expected_num_weights=2),
+    C(L.LSTM, dict(units=2, return_state=True, go_backwards=True), X, [(None, 2), (None, 2), (None, 2)]),
+    C(L.LSTM, dict(units=2, dropout=0.3, recurrent_dropout=0.3), X, (None, 2), training="random"),
+    C(L.GRU, dict(units=2), X, (None, 2), expected_num_params=3 * (2 * 2 + 2 * 2) + 2 * 3 * 2,
+      unsupported={"tfjs": _GRU_TFJS}),
+    C(L.GRU, dict(units=2, reset_after=False, return_sequences=True), X, (None, 3, 2),
+      expected_num_params=3 * (2 * 2 + 2 * 2 + 2)),
+    C(L.GRU, dict(units=2, reset_after=False, recurrent_activation="tfjs_hard_sigmoid", return_state=True), X,
+      [(None, 2), (None, 2)], unsupported={"keras": "Keras 3 has no TF.js-style hard_sigmoid"}),
+    C(L.RNN, dict(cell=_spec("LSTMCell", units=2), return_sequences=True), X, (None, 3, 2)),
+    C(L.RNN, dict(cell=_spec("GRUCell", units=2, reset_after=False)), X, (None, 2)),
+    C(L.RNN, dict(cell=_spec("SimpleRNNCell", units=2), go_backwards=True), X, (None, 2)),
+    C(L.RNN, dict(cell=_spec("StackedRNNCells", cells=[_spec("LSTMCell", units=3), _spec("SimpleRNNCell", units=2)]),
+                  return_sequences=True), X, (None, 3, 2),
+      unsupported={"tfjs": "TF.js names a stack's weights otherwise", "onnx": "one ONNX op per cell"}),
+    C(L.Bidirectional, dict(layer=_spec("LSTM", units=2, return_sequences=True)), X, (None, 3, 4)),
+    C(L.Bidirectional, dict(layer=_spec("GRU", units=2, reset_after=False), merge_mode="sum"), X, (None, 2)),
+    C(L.Bidirectional, dict(layer=_spec("SimpleRNN", units=2, return_sequences=True), merge_mode="ave"), X,
+      (None, 3, 2)),
+    C(L.Bidirectional, dict(layer=_spec("LSTM", units=2), merge_mode="mul"), X, (None, 2)),
+    C(L.Bidirectional, dict(layer=_spec("SimpleRNN", units=2), merge_mode=None), X, [(None, 2), (None, 2)]),
+    C(L.Bidirectional, dict(layer=_spec("LSTM", units=2), backward_layer=_spec("GRU", units=2, go_backwards=True)),
+      X, (None, 4), unsupported={"tfjs": "TF.js's Bidirectional takes no backward_layer",
+                                 "onnx": "one ONNX op for both directions"}),
+    C(L.TimeDistributed, dict(layer=_spec("Dense", units=3, activation="relu")), X, (None, 3, 3)),
+    # Masks: padded steps keep the state and repeat the output (Keras's semantics), so the values
+    # under the mask cannot change the outputs.
+    C(L.LSTM, dict(units=2, return_sequences=True), X, (None, 3, 2), input_mask=MASK, expected_output_mask=MASK,
+      id="masked-sequences"),
+    C(L.GRU, dict(units=2, reset_after=False), X, (None, 2), input_mask=MASK, id="masked-last"),
+    C(L.Bidirectional, dict(layer=_spec("LSTM", units=2, return_sequences=True)), X, (None, 3, 4), input_mask=MASK,
+      expected_output_mask=MASK, id="masked-bidirectional"),
+    C(L.TimeDistributed, dict(layer=_spec("Dense", units=2)), X, (None, 3, 2), input_mask=MASK,
+      expected_output_mask=MASK, mask_hides_inputs=False, id="masked-passthrough"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_layer(case, tfjs_batch):
+    case.run(tfjs_batch=tfjs_batch)
+
+
+# ---------------------------------------------------------- hand-computed
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _lstm_ref(x, k, rk, b, mask=None, backwards=False):
+    n, u = x.shape[0], rk.shape[0]
+    h, c, outs = np.zeros((n, u)), np.zeros((n, u)), []
+    prev = np.zeros((n, u))
+    steps = range(x.shape[1] - 1, -1, -1) if backwards else range(x.shape[1])
+    for t in steps:
+        z = x[:, t] @ k + h @ rk + b
+        i, f, g, o = np.split(z, 4, axis=-1)
+        c2 = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h2 = _sigmoid(o) * np.tanh(c2)
+        if mask is not None:
+            m = mask[:, t:t + 1]
+            h2, c2, out = np.where(m, h2, h), np.where(m, c2, c), np.where(m, h2, prev)
+        else:
+            out = h2
+        h, c, prev = h2, c2, out
+        outs.append(out)
+    return np.stack(outs, 1), h, c
+
+
+def test_lstm_matches_the_equations_with_masks_and_go_backwards():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 3)).astype("float32")
+    mask = np.array([[1, 1, 0, 0], [0, 1, 1, 1]], bool)
+    for backwards in (False, True):
+        layer = L.LSTM(2, return_sequences=True, return_state=True, go_backwards=backwards)
+        xt = tensor(x)
+        xt._keras_mask = tensor(mask)
+        seq, h, c = layer(xt)
+        k, rk, b = layer.get_weights()
+        want_seq, want_h, want_c = _lstm_ref(x.astype(np.float64), k, rk, b, mask, backwards)
+        np.testing.assert_allclose(seq.data_sync(), want_seq, atol=1e-6)
+        np.testing.assert_allclose(h.data_sync(), want_h, atol=1e-6)
+        np.testing.assert_allclose(c.data_sync(), want_c, atol=1e-6)
+        np.testing.assert_array_equal(get_keras_mask(seq).data_sync(), mask)
+        assert get_keras_mask(h) is None
+
+
+def test_unit_forget_bias_and_orthogonal_recurrent_kernel():
+    layer = L.LSTM(3)
+    layer(np.zeros((1, 2, 4), "float32"))
+    k, rk, b = layer.get_weights()
+    np.testing.assert_array_equal(b, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(rk @ rk.T, np.eye(3), atol=1e-5)  # [3, 12]: orthonormal rows
+    assert L.GRU(2).cell._bias_shape() == (2, 6) and L.GRU(2, reset_after=False).cell._bias_shape() == (6,)
+
+
+def test_embedding_mask_reaches_the_lstm_in_a_model_and_the_loss():
+    ids = np.array([[3, 1, 0, 0], [2, 2, 4, 0]])
+    inp = Input((4,), dtype="int32")
+    emb = L.Embedding(5, 3, mask_zero=True)
+    seq = L.LSTM(2, return_sequences=True)
+    out = L.TimeDistributed(L.Dense(1))(seq(emb(inp)))
+    assert out._keras_mask is not None and out._keras_mask.shape == (None, 4)
+    model = dg.Model(inp, out)
+    y = model(ids)
+    np.testing.assert_array_equal(get_keras_mask(y).data_sync(), ids != 0)
+    # the padded steps repeat the last real output
+    yv = y.data_sync()
+    np.testing.assert_array_equal(yv[0, 2], yv[0, 1])
+    np.testing.assert_array_equal(yv[1, 3], yv[1, 2])
+    # the loss is the mean over real steps only: padded targets do not count
+    model.compile(optimizer="sgd", loss="mse")
+    target = np.zeros((2, 4, 1), "float32")
+    noisy = target.copy()
+    noisy[ids == 0] = 100.0
+    assert model.evaluate(ids, target, verbose=0) == pytest.approx(model.evaluate(ids, noisy, verbose=0))
+    want = float(np.mean(yv[ids != 0] ** 2))
+    assert model.evaluate(ids, target, verbose=0) == pytest.approx(want, rel=1e-5)
+
+
+def test_sequential_text_classifier_trains():
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 6, (32, 5))
+    x[:, 3:] = 0
+    y = (x[:, 0] > 3).astype("float32")
+    model = dg.Sequential([L.Input((5,), dtype="int32"), L.Embedding(6, 4, mask_zero=True),
+                           L.Bidirectional(L.GRU(4)), L.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=dg.optimizers.Adam(0.05), loss="binary_crossentropy")
+    first = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=15, batch_size=8, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < 0.7 * first
+
+
+# --------------------------------------------------------------- protocol
+class MinimalRNNCell(L.Layer):
+    """The Keras documentation's example cell: state_size and call(inputs, states)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units))
+        self.recurrent_kernel = self.add_weight("recurrent_kernel", (self.units, self.units))
+
+    def call(self, inputs, states):
+        prev = states[0] if isinstance(states, list) else states
+        out = ops.matmul(inputs, self.kernel) + ops.matmul(prev, self.recurrent_kernel)
+        return out, [out]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_user_written_cell_and_stacks():
+    x = np.random.default_rng(2).standard_normal((2, 3, 4)).astype("float32")
+    layer = L.RNN(MinimalRNNCell(3), return_sequences=True)
+    y = layer(x).data_sync()
+    k, rk = layer.get_weights()
+    h = np.zeros((2, 3))
+    for t in range(3):
+        h = x[:, t] @ k + h @ rk
+        np.testing.assert_allclose(y[:, t], h, rtol=1e-5, atol=1e-6)
+    stacked = L.RNN([MinimalRNNCell(3), L.LSTMCell(2)], return_state=True)
+    out, s1, h2, c2 = stacked(x)
+    assert out.shape == (2, 2) and s1.shape == (2, 3) and c2.shape == (2, 2)
+    np.testing.assert_array_equal(out.data_sync(), h2.data_sync())
+    dg.register_serializable()(MinimalRNNCell)
+    clone = L.RNN.from_config(layer.get_config())
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(clone(x).data_sync(), y)
+    with pytest.raises(ValueError, match="state_size"):
+        L.RNN(L.Dense(2))
+
+
+def test_initial_state_and_its_errors():
+    x = np.ones((2, 3, 2), "float32")
+    layer = L.LSTM(2, name="enc")
+    h0, c0 = np.full((2, 2), 0.5, "float32"), np.full((2, 2), -0.5, "float32")
+    a = layer(x, initial_state=[h0, c0]).data_sync()
+    b = layer(x).data_sync()
+    assert not np.allclose(a, b)
+    with pytest.raises(ValueError, match=r"'enc'.*initial_state must be 2 tensor\(s\) of shape\(s\) \[\(2, 2\), "
+                                         r"\(2, 2\)\].*got 1"):
+        layer(x, initial_state=[h0])
+    with pytest.raises(ValueError, match=r"'enc'.*got 2 of shape\(s\) \[\(2, 3\), \(2, 2\)\]"):
+        layer(x, initial_state=[np.zeros((2, 3), "float32"), c0])
+
+
+def test_stateful_layer_carries_state_and_refuses_another_batch_size():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 3)).astype("float32")
+    whole = L.GRU(2, reset_after=False)
+    whole(x)
+    part = L.GRU(2, reset_after=False, stateful=True, name="carry")
+    part(x[:, :3])
+    part.set_weights(whole.get_weights())
+    part.reset_states()
+    part(x[:, :3])
+    np.testing.assert_allclose(part(x[:, 3:]).data_sync(), whole(x).data_sync(), rtol=1e-5, atol=1e-6)
+    before = [v.data_sync().copy() for v in part.states]
+    with pytest.raises(ValueError, match=r"'carry'.*stateful.*batches of 2.*a batch of 3"):
+        part(rng.standard_normal((3, 3, 3)).astype("float32"))
+    for v, b in zip(part.states, before):
+        np.testing.assert_array_equal(v.data_sync(), b)
+    part.reset_states()
+    assert not part.states[0].data_sync().any()
+    part(x[:, :3])
+    with pytest.raises(AttributeError, match="not stateful"):
+        whole.reset_states()
+
+
+def test_bad_masks_and_ragged_sequences_are_refused_naming_the_layer():
+    layer = L.SimpleRNN(2, name="rnn_a")
+    x = np.ones((2, 3, 2), "float32")
+    with pytest.raises(ValueError, match=r"'rnn_a'.*mask must have shape \(batch, time\) = \(2, 3\).*\(2, 4\)"):
+        layer(x, mask=np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match=r"'rnn_a'.*ragged.*lengths 1, 2"):
+        layer([[[1.0, 2.0]], [[1.0, 2.0], [3.0, 4.0]]])
+    with pytest.raises(ValueError, match="'rnn_a'.*min_ndim=3"):
+        layer(np.ones((2, 3), "float32"))
+
+
+def test_gru_reset_after_mismatch_is_named_and_changes_nothing():
+    keras_style = L.GRU(2, name="g")  # reset_after=True: bias [2, 6]
+    keras_style(np.ones((1, 2, 3), "float32"))
+    tfjs_style = L.GRU(2, reset_after=False)
+    tfjs_style(np.ones((1, 2, 3), "float32"))
+    before = keras_style.get_weights()
+    with pytest.raises(ValueError, match=r"'g'.*reset_after=True.*\(2, 6\).*\(6,\).*reset_after=False"):
+        keras_style.set_weights(tfjs_style.get_weights())
+    for a, b in zip(keras_style.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_symbolic_initial_state_in_a_functional_encoder_decoder():
+    enc_in, dec_in = Input((3, 2)), Input((4, 2))
+    _, h, c = L.LSTM(3, return_state=True)(enc_in)
+    dec = L.LSTM(3, return_sequences=True)
+    y = dec(dec_in, initial_state=[h, c])
+    model = dg.Model([enc_in, dec_in], y)
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((2, 3, 2)).astype("float32"), rng.standard_normal((2, 4, 2)).astype("float32")
+    out = model.predict([a, b], verbose=0)
+    assert out.shape == (2, 4, 3)
+    enc = model.layers[2] if isinstance(model.layers[2], L.LSTM) and not model.layers[2].return_sequences \
+        else [l for l in model.layers if isinstance(l, L.LSTM) and l.return_state][0]
+    _, h1, c1 = enc(a)
+    np.testing.assert_allclose(out, dec(b, initial_state=[h1, c1]).data_sync(), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------- gradients
+@pytest.mark.parametrize("cell", [L.SimpleRNNCell(2), L.LSTMCell(2), L.GRUCell(2), L.GRUCell(2, reset_after=False)],
+                         ids=["simple", "lstm", "gru", "gru_reset_before"])
+def test_cell_gradients_by_finite_differences(cell):
+    """One step of each cell, float64 on the NumPy backend: input, states and every weight."""
+    cell = type(cell).from_config({**cell.get_config(), "dtype": "float64"})
+    rng = np.random.default_rng(5)
+    x = tensor(rng.standard_normal((2, 3)), "float64")
+    sizes = cell.state_size if isinstance(cell.state_size, list) else [cell.state_size]
+    states = [tensor(rng.standard_normal((2, s)), "float64") for s in sizes]
+    cell.build((None, 3))
+    for w in cell.weights:
+        w.assign(rng.uniform(-0.5, 0.5, w.shape))
+    srcs = [x] + states
+    for s in srcs:
+        s.requires_grad = True
+    r = rng.standard_normal((2, cell.units))
+    rs = [rng.standard_normal((2, s)) for s in sizes]
+
+    def f():
+        out, new = cell.call(x, states if len(states) > 1 else states[0])
+        new = new if isinstance(new, list) else [new]
+        total = ops.sum(out * tensor(r, "float64"))
+        for n, rr in zip(new, rs):
+            total = total + ops.sum(n * tensor(rr, "float64"))
+        return total
+
+    with enable_grad():
+        total = f()
+    params = srcs + cell.trainable_weights
+    grads = backward(total, params)
+    eps = 1e-6
+    for p, g in zip(params, grads):
+        flat = p.data.reshape(-1)
+        num = np.empty(flat.size)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            plus = float(f().data_sync())
+            flat[i] = old - eps
+            minus = float(f().data_sync())
+            flat[i] = old
+            num[i] = (plus - minus) / (2 * eps)
+        np.testing.assert_allclose(np.asarray(g).reshape(-1), num, rtol=1e-6, atol=1e-8)
