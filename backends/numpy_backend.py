@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .base import BLAS_THREAD_TIMEOUT_HOW, Backend, _pair  # base sets OPENBLAS_THREAD_TIMEOUT first
+from . import cpu_depthwise  # noqa: E402
 
 WORKSPACE_BYTES = 8 << 20  # im2col columns per chunk (2-128 MB measured alike; 8 keeps memory low)
 _PARALLEL_MIN_BYTES = 1 << 20  # smaller copies stay on one thread
@@ -795,6 +796,25 @@ class NumpyBackend(Backend):
         out = np.empty(dy.shape, dy.dtype)
         self._parallel(dy.shape[0], lambda a, b: np.multiply(dy[a:b], x[a:b] > 0, out=out[a:b]), out.nbytes)
         return out
+
+    # ----------------------------------------------- depthwise convolution (kernels/cpu_depthwise.c)
+    def depthwise_conv2d(self, x, k, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        lib = self._c_kernels(x, k)
+        if lib is None:
+            return super().depthwise_conv2d(x, k, strides, padding, dilation)
+        return cpu_depthwise.forward(self, lib, x, k, strides, padding, dilation)
+
+    def depthwise_conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        lib = self._c_kernels(dy, k)
+        if lib is None:
+            return super().depthwise_conv2d_grad_input(dy, k, x_shape, strides, padding, dilation)
+        return cpu_depthwise.grad_input(self, lib, dy, k, x_shape, strides, padding, dilation)
+
+    def depthwise_conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        lib = self._c_kernels(x, dy)
+        if lib is None:
+            return super().depthwise_conv2d_grad_filter(x, dy, k_shape, strides, padding, dilation)
+        return cpu_depthwise.grad_filter(self, lib, x, dy, k_shape, strides, padding, dilation)
 
     # ------------------------------------------------------------ pooling
     def _tiles(self, x, pool_size, strides):

@@ -36,7 +36,7 @@ from importlib import resources
 
 from filelock import FileLock, Timeout
 
-SOURCES = ("cpu_conv.c", "cpu_norm.c")  # compiled together into one shared library
+SOURCES = ("cpu_conv.c", "cpu_norm.c", "cpu_depthwise.c")  # compiled together into one shared library
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 # Without -march=native (a compiler that does not know it): still vectorised, less wide.
 FALLBACK_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
@@ -243,6 +243,9 @@ def _declare(lib):
     lib.dg_bn_grad_finish.restype = None
     lib.dg_bn_grad.argtypes = [P, P, P, P, P, P, I, I, L, P]
     lib.dg_bn_grad.restype = I
+    for fn in (lib.dg_dw_fwd, lib.dg_dw_grad_input, lib.dg_dw_grad_filter):  # cpu_depthwise.c
+        fn.argtypes = [P, P, P] + [I] * 14 + [L, L]
+        fn.restype = None
     return lib
 
 
