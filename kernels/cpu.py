@@ -37,6 +37,7 @@ from importlib import resources
 from filelock import FileLock, Timeout
 
 SOURCES = ("cpu_conv.c", "cpu_norm.c", "cpu_depthwise.c")  # compiled together into one shared library
+SOURCES += ("cpu_rnn.c",)  # the fused LSTM / GRU cells (issue 16)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 # Without -march=native (a compiler that does not know it): still vectorised, less wide.
 FALLBACK_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
@@ -249,6 +250,17 @@ def _declare(lib):
     return lib
 
 
+def _declare_rnn(lib):
+    P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+    lib.dg_lstm_fwd.argtypes = [P, L, P, L, P, P, P, I, L, L]
+    lib.dg_lstm_bwd.argtypes = [P, L, P, L, P, P, L, P, P, P, I, L, L]
+    lib.dg_gru_fwd.argtypes = [P, L, P, L, P, L, P, P, I, L, L]
+    lib.dg_gru_bwd.argtypes = [P, L, P, P, L, P, L, P, P, P, I, L, L]
+    for fn in (lib.dg_lstm_fwd, lib.dg_lstm_bwd, lib.dg_gru_fwd, lib.dg_gru_bwd):
+        fn.restype = None
+    return lib
+
+
 def _load():
     m = mode()
     if m == "numpy":
@@ -269,7 +281,7 @@ def _load():
         if err is None:
             try:
                 _state["path"] = path
-                return _declare(ctypes.CDLL(path)), f"built with {os.path.basename(cc)} {' '.join(flags[:2])}"
+                return _declare_rnn(_declare(ctypes.CDLL(path))), f"built with {os.path.basename(cc)} {' '.join(flags[:2])}"
             except (OSError, AttributeError) as e:
                 err = f"could not load {path}: {e}"
         errors.append((f"{cc} {' '.join(flags)}", err))
