@@ -22,7 +22,8 @@ from .autograd import no_grad
 from .schedules import LearningRateSchedule
 from .tensor import Tensor, Variable, tensor
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Ftrl",
+           "Lamb", "Adafactor",
            "get", "serialize", "deserialize", "schedules"]
 
 
@@ -123,6 +124,11 @@ class Optimizer:
     def _slot_init(self, name) -> float:
         return 0.0
 
+    def _slot_shape(self, name, shape) -> tuple:
+        """The shape of slot ``name`` for a variable of ``shape`` (the variable's, unless a rule
+        keeps less, as Adafactor's factored second moments)."""
+        return shape
+
     def _global_state(self) -> list:
         """Extra scalar state (Python floats) saved after ``iterations``."""
         return []
@@ -139,8 +145,8 @@ class Optimizer:
             if not isinstance(v, Variable):
                 raise TypeError(f"optimizers update Variables, got {type(v).__name__}")
             self._slot_vars[id(v)] = [
-                Variable(tensor(v._backend.full(v.shape, self._slot_init(s), v.dtype), backend=v.backend),
-                         trainable=False, name=f"{v.name}/{s}")
+                Variable(tensor(v._backend.full(self._slot_shape(s, v.shape), self._slot_init(s), v.dtype),
+                                backend=v.backend), trainable=False, name=f"{v.name}/{s}")
                 for s in self._slots()]
             self._vars.append(v)
             new.append(v)
@@ -188,7 +194,7 @@ class Optimizer:
             for v in var_list:
                 slots = self._slot_vars.get(id(v))
                 out.append(slots[k].data_sync() if slots is not None
-                           else cpu.full(v.shape, self._slot_init(s), v.dtype))
+                           else cpu.full(self._slot_shape(s, v.shape), self._slot_init(s), v.dtype))
         return out
 
     def set_weights(self, weights, var_list=None):
@@ -663,10 +669,181 @@ class Nadam(Optimizer):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
 
+
+# ------------------------------------------------ Keras 3's other rules, as composite ops
+# Written with deepgpu.ops on the variable and its slots (a few small ops per variable),
+# not as fused backend primitives: the rules of Keras 3.15's update_step, term by term.
+
+def _t(B, array):
+    return Tensor(array, B)
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al., 2023): ``p -= lr * sign(beta_1 m + (1 - beta_1) g)``, then
+    ``m = beta_2 m + (1 - beta_2) g``. Use a learning rate 3-10x smaller than Adam's."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, name="lion", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        if not 0.0 < float(beta_1) <= 1.0:
+            raise ValueError(f"Lion: beta_1 must be in (0, 1] (0 makes it SignSGD), got {beta_1}")
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+
+    def _slots(self):
+        return ("momentum",)
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        m, g = slots[0], _t(B, g)
+        v.assign_sub(ops.sign(m * self.beta_1 + g * (1.0 - self.beta_1)) * lr)
+        m.assign(m * self.beta_2 + g * (1.0 - self.beta_2))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2}
+
+
+class Ftrl(Optimizer):
+    """FTRL-proximal (McMahan et al.) as Keras 3 writes it, with L1 / L2 / L2-shrinkage
+    regularization and ``beta``; accumulators start at ``initial_accumulator_value``."""
+
+    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
+                 l2_shrinkage_regularization_strength=0.0, beta=0.0, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, name="ftrl", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        checks = (("initial_accumulator_value", initial_accumulator_value, ">= 0"),
+                  ("l1_regularization_strength", l1_regularization_strength, ">= 0"),
+                  ("l2_regularization_strength", l2_regularization_strength, ">= 0"),
+                  ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength, ">= 0"))
+        for what, value, rule in checks:
+            if not float(value) >= 0.0:
+                raise ValueError(f"Ftrl: {what} must be {rule}, got {value}")
+        if not float(learning_rate_power) <= 0.0:
+            raise ValueError(f"Ftrl: learning_rate_power must be <= 0, got {learning_rate_power}")
+        self.learning_rate_power = float(learning_rate_power)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.l1_regularization_strength = float(l1_regularization_strength)
+        self.l2_regularization_strength = float(l2_regularization_strength)
+        self.l2_shrinkage_regularization_strength = float(l2_shrinkage_regularization_strength)
+        self.beta = float(beta)
+
+    def _slots(self):
+        return ("accumulator", "linear")
+
+    def _slot_init(self, name):
+        return self.initial_accumulator_value if name == "accumulator" else 0.0
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        if lr <= 0.0:
+            raise ValueError("Ftrl: the learning rate must be > 0 (the rule divides by it)")
+        accum, linear, g = slots[0], slots[1], _t(B, g)
+        p = -self.learning_rate_power
+        l2 = self.l2_regularization_strength + self.beta / (2.0 * lr)
+        w = _t(B, v.data)
+        grad = g + w * (2.0 * self.l2_shrinkage_regularization_strength)
+        new_accum = accum + ops.square(g)
+        new_pow = ops.pow(new_accum, p)
+        linear.assign_add(grad - (new_pow - ops.pow(_t(B, accum.data), p)) / lr * w)
+        quadratic = new_pow / lr + 2.0 * l2
+        l1 = self.l1_regularization_strength
+        lin = _t(B, linear.data)
+        v.assign((ops.clip(lin, -l1, l1) - lin) / quadratic)
+        accum.assign(new_accum)
+
+    def get_config(self):
+        return {**super().get_config(), "learning_rate_power": self.learning_rate_power,
+                "initial_accumulator_value": self.initial_accumulator_value,
+                "l1_regularization_strength": self.l1_regularization_strength,
+                "l2_regularization_strength": self.l2_regularization_strength,
+                "l2_shrinkage_regularization_strength": self.l2_shrinkage_regularization_strength,
+                "beta": self.beta}
+
+
+class Lamb(Optimizer):
+    """LAMB (You et al.): Adam's bias-corrected direction ``m_hat / (sqrt(v_hat) + epsilon)``
+    scaled per variable by the trust ratio ``||p|| / ||update||`` (1 where either is 0)."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name="lamb", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def _slots(self):
+        return ("momentum", "velocity")
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        m, vel, g = slots[0], slots[1], _t(B, g)
+        m.assign_add((g - m) * (1.0 - self.beta_1))
+        vel.assign_add((ops.square(g) - vel) * (1.0 - self.beta_2))
+        update = (m / (1.0 - self.beta_1 ** step)) / (ops.sqrt(vel / (1.0 - self.beta_2 ** step)) + self.epsilon)
+        w_norm = ops.sqrt(ops.sum(ops.square(_t(B, v.data))))
+        u_norm = ops.sqrt(ops.sum(ops.square(update)))
+        ok = ops.logical_and(ops.greater(w_norm, 0.0), ops.greater(u_norm, 0.0))
+        ratio = ops.where(ok, w_norm / ops.where(ok, u_norm, 1.0), 1.0)
+        v.assign_sub(update * (ratio * lr))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class Adafactor(Optimizer):
+    """Adafactor (Shazeer & Stern) as Keras 3: second moments factored into row and column
+    means for variables of rank >= 2 (a slot of ``shape[:-1]`` and one of ``shape[:-2] +
+    shape[-1:]``), a full one below; updates clipped by RMS to ``clip_threshold`` and scaled
+    by ``max(epsilon_2, RMS(p)) * min(lr, 1 / sqrt(step))``."""
+
+    def __init__(self, learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0,
+                 relative_step=True, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name="adafactor", **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.beta_2_decay, self.epsilon_1, self.epsilon_2 = float(beta_2_decay), float(epsilon_1), float(epsilon_2)
+        self.clip_threshold, self.relative_step = float(clip_threshold), bool(relative_step)
+
+    def _slots(self):
+        return ("r", "c", "velocity")
+
+    def _slot_shape(self, name, shape):
+        if len(shape) < 2:
+            return shape if name == "velocity" else ()
+        if name == "r":
+            return tuple(shape[:-1])
+        if name == "c":
+            return tuple(shape[:-2]) + (shape[-1],)
+        return shape
+
+    @staticmethod
+    def _rms(x):
+        return ops.sqrt(ops.mean(ops.square(x)))
+
+    def _update(self, B, v, g, slots, lr, step):
+        self._maybe_decay(B, v, lr)
+        r, c, vel, g = slots[0], slots[1], slots[2], _t(B, g)
+        rho = min(lr, 1.0 / math.sqrt(step))  # the relative step; Keras takes this min either way
+        alpha = ops.maximum(self._rms(_t(B, v.data)), self.epsilon_2) * rho
+        sq = ops.square(g) + self.epsilon_1
+        beta_2 = 1.0 - float(step) ** self.beta_2_decay
+        if v.ndim >= 2:
+            r.assign(r * beta_2 + ops.mean(sq, axis=-1) * (1.0 - beta_2))
+            c.assign(c * beta_2 + ops.mean(sq, axis=-2) * (1.0 - beta_2))
+            vel.assign(ops.expand_dims(r / ops.mean(r, axis=-1, keepdims=True), -1) * ops.expand_dims(c, -2))
+        else:
+            vel.assign(vel * beta_2 + sq * (1.0 - beta_2))
+        u = g / ops.sqrt(_t(B, vel.data))
+        u = u / ops.maximum(self._rms(u) / self.clip_threshold, 1.0)
+        v.assign_sub(u * alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_2_decay": self.beta_2_decay, "epsilon_1": self.epsilon_1,
+                "epsilon_2": self.epsilon_2, "clip_threshold": self.clip_threshold,
+                "relative_step": self.relative_step}
+
 # -------------------------------------------------------------------- get
 
 _CLASSES = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
-            "adadelta": Adadelta, "adamax": Adamax, "nadam": Nadam}
+            "adadelta": Adadelta, "adamax": Adamax, "nadam": Nadam, "lion": Lion, "ftrl": Ftrl, "lamb": Lamb,
+            "adafactor": Adafactor}
 
 
 def _key(name):
