@@ -418,6 +418,31 @@ class CupyBackend(Backend):
             return (None if dx is None else dx.reshape(x.shape)), dgamma, dbeta
         return super().batch_norm_grad(dy, x, mean, inv_std, gamma, need_input)
 
+    # ------------------------------------------------ fused recurrent cells
+    # One launch each way per time step (kernels/rnn.cu) instead of a dozen CuPy kernels.
+    def lstm_step(self, z, c_prev):
+        if self._f32(z, c_prev) and c_prev.ndim == 2 and c_prev.size and z.shape == (c_prev.shape[0],
+                                                                                    4 * c_prev.shape[1]):
+            return _K.lstm_step(z, c_prev)
+        return super().lstm_step(z, c_prev)
+
+    def lstm_step_grad(self, dh, dc, act, c_prev, c):
+        given = [a for a in (dh, dc) if a is not None]
+        if self._f32(act, c_prev, c, *given) and c.ndim == 2 and c.size and all(a.shape == c.shape for a in given):
+            return _K.lstm_step_grad(dh, dc, act, c_prev, c)
+        return super().lstm_step_grad(dh, dc, act, c_prev, c)
+
+    def gru_step(self, xz, hz, h_prev):
+        if self._f32(xz, hz, h_prev) and h_prev.ndim == 2 and h_prev.size and xz.shape == hz.shape == (
+                h_prev.shape[0], 3 * h_prev.shape[1]):
+            return _K.gru_step(xz, hz, h_prev)
+        return super().gru_step(xz, hz, h_prev)
+
+    def gru_step_grad(self, dh, act, hz, h_prev):
+        if self._f32(dh, act, hz, h_prev) and h_prev.ndim == 2 and h_prev.size and dh.shape == h_prev.shape:
+            return _K.gru_step_grad(dh, act, hz, h_prev)
+        return super().gru_step_grad(dh, act, hz, h_prev)
+
 
 class _CudaGraph:
     """A captured step: ``replay()`` reruns its device work on the current stream."""

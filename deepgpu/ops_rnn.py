@@ -33,7 +33,7 @@ def lstm_cell(z, c_prev):
     n, u = c_prev.shape if c_prev.ndim == 2 else (None, None)
     _check("lstm_cell", [("c_prev", c_prev, (n, u)), ("z", z, (n, 4 * (u or 0)))])
     h, c, act = B.lstm_step(z.data, c_prev.data)
-    stash = [None]  # dh, handed from h's node to c's
+    stash = [None, None]  # dh and the zero h's node gave c, handed from h's node to c's
     c_t = _make("lstm_cell", c, (z, c_prev), B, saved=(act, c_prev.data, c, stash))
     if not c_t.requires_grad:
         return Tensor(h, B), c_t
@@ -42,16 +42,19 @@ def lstm_cell(z, c_prev):
 
 @register_gradient("lstm_cell_h")
 def _lstm_cell_h_grad(node, dh):
-    node.saved[0] = dh
-    # c must get a gradient so that its node runs; a broadcast zero costs nothing.
-    return (node.B.broadcast_to(node.B._scalar(0, dh.dtype), dh.shape),)
+    # c must get a gradient so that its node runs: a broadcast zero, which costs nothing. When
+    # it is all c gets, c's rule is handed that very object and knows dc is zero (no host read).
+    zero = node.B.broadcast_to(node.B._scalar(0, dh.dtype), dh.shape)
+    node.saved[0], node.saved[1] = dh, zero
+    return (zero,)
 
 
 @register_gradient("lstm_cell")
 def _lstm_cell_grad(node, dc):
     act, c_prev, c, stash = node.saved
-    dh, stash[0] = stash[0], None
-    dz, dc_prev = node.B.lstm_step_grad(dh, dc, act, c_prev, c)
+    dh, zero = stash
+    stash[0] = stash[1] = None
+    dz, dc_prev = node.B.lstm_step_grad(dh, None if dc is zero else dc, act, c_prev, c)
     return dz, (dc_prev if node.inputs[1].requires_grad else None)
 
 

@@ -62,6 +62,7 @@ from .elementwise import (  # noqa: F401
     _col_sum_pass, bias_act, col_sum, counter_add, dropout, dropout_offsets, relu_grad,
 )
 from .norm import batch_norm_grad, batch_norm_train  # noqa: F401
+from .rnn import gru_step, gru_step_grad, lstm_step, lstm_step_grad  # noqa: F401  (rnn.cu: fused cells)
 
 # The launch hook, kept here where tests set it: None, or a CPU emulation of
 # the kernels, a callable (name, grid, block, args) taking a CuPy launch's
