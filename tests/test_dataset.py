@@ -156,6 +156,22 @@ def test_parallel_map_keeps_order_and_runs_concurrently(no_leftover_workers):
     assert sorted(unordered) == [3 * i for i in range(20)]
 
 
+def test_parallel_map_then_batch_is_fused_and_equal(no_leftover_workers):
+    for drop in (False, True):
+        fused = D.range(10).map(lambda v: (v, -v), num_parallel_calls=2).batch(3, drop_remainder=drop)
+        plain = D.range(10).map(lambda v: (v, -v)).batch(3, drop_remainder=drop)
+        assert fused.cardinality() == plain.cardinality()
+        got, want = list(fused), list(plain)
+        assert len(got) == len(want) == (3 if drop else 4)
+        for (a, b), (c, d) in zip(got, want):
+            assert a.tolist() == c.tolist() and b.tolist() == d.tolist()
+    with pytest.raises(KeyError, match="bad element 5") as info:
+        list(D.range(12).map(_boom, num_parallel_calls=2).batch(4))
+    assert "_boom" in "".join(traceback.format_tb(info.value.__traceback__))
+    procs = D.range(10).map(lambda v: v * 2, num_parallel_calls=2, use_multiprocessing=True).batch(4)
+    assert [b.tolist() for b in procs] == [[0, 2, 4, 6], [8, 10, 12, 14], [16, 18]]
+
+
 def _boom(v):
     if int(v) == 5:
         raise KeyError(f"bad element {int(v)}")

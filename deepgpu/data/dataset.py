@@ -327,7 +327,10 @@ class Dataset:
             def make():
                 return _workers.parallel_map(iter(src), fn, workers, ordered=deterministic is not False,
                                              use_multiprocessing=use_multiprocessing)
-        return Dataset(make, self._cardinality, "MapDataset")
+        out = Dataset(make, self._cardinality, "MapDataset")
+        if workers:  # batch() right after fuses with it (tf.data's map_and_batch)
+            out._parallel_map = (self, fn, workers, deterministic is not False, use_multiprocessing)
+        return out
 
     def mapAsync(self, map_func):  # noqa: N802 - TF.js spelling
         return self.map(map_func)
@@ -396,10 +399,21 @@ class Dataset:
             if v is not None:
                 drop_remainder = not v
         src = self
+        fused = getattr(self, "_parallel_map", None)
+        if fused is not None:
+            # A parallel map then batch: each worker task maps and stacks a whole batch, so the
+            # caller's thread handles one future per batch instead of one per element.
+            msrc, fn, workers, ordered, processes = fused
+            task = _MapAndStack(fn)
 
-        def make():
-            with _closing(iter(src)) as it:
-                yield from _batches(it, batch_size, drop_remainder, _stack)
+            def make():
+                groups = _groups(iter(msrc), batch_size, drop_remainder)
+                return _workers.parallel_map(groups, task, workers, ordered=ordered,
+                                             use_multiprocessing=processes, in_flight=2 * workers, chunk=1)
+        else:
+            def make():
+                with _closing(iter(src)) as it:
+                    yield from _batches(it, batch_size, drop_remainder, _stack)
         return Dataset(make, _batched_card(self._cardinality, batch_size, drop_remainder), "BatchDataset")
 
     def padded_batch(self, batch_size, padded_shapes=None, padding_values=None, drop_remainder=False, name=None):
@@ -722,6 +736,30 @@ def _batched_card(card, batch_size, drop_remainder):
     if card < 0:
         return card
     return card // batch_size if drop_remainder else -(-card // batch_size)
+
+
+class _MapAndStack:
+    """A worker task of a fused map + batch: the mapped elements of one batch, stacked."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, elements):
+        return _stack([self.fn(e) for e in elements])
+
+
+def _groups(it, size, drop_remainder):
+    try:
+        group = []
+        for el in it:
+            group.append(el)
+            if len(group) == size:
+                yield group
+                group = []
+        if group and not drop_remainder:
+            yield group
+    finally:
+        close_quietly(it)
 
 
 def _batches(it, batch_size, drop_remainder, stack):
