@@ -68,6 +68,7 @@ def emit(g, layer, x, shape, out_shape, h, who):
     if isinstance(layer, L.Rescaling):
         scale = np.asarray(layer.scale, np.float32)
         offset = np.asarray(layer.offset, np.float32)
+        x = g.op("Cast", [x], f"{h}/float", to=g.onnx.TensorProto.FLOAT)  # integer images become float32
         y = g.op("Mul", [x, g.const(f"{h}/scale", scale)], f"{h}/scaled")
         return g.op("Add", [y, g.const(f"{h}/offset", offset)], h)
     if isinstance(layer, L.Resizing):
@@ -78,11 +79,11 @@ def emit(g, layer, x, shape, out_shape, h, who):
             ph = max(H, int(float(W * layer.height) / layer.width))
             pw = max(W, int(float(H * layer.width) / layer.height))
             t, lft = int(float(ph - H) / 2), int(float(pw - W) / 2)
-            if (ph, pw) != (H, W):
-                pads = g.const(f"{h}/pads", [0, t, lft, 0, 0, ph - H - t, pw - W - lft, 0], np.int64)
+            if t or lft:
+                pads = g.const(f"{h}/pads", [0, t, lft, 0, 0, t, lft, 0], np.int64)
                 x = g.op("Pad", [x, pads, g.const(f"{h}/fill", np.float32(layer.fill_value))], f"{h}/pad",
                          mode="constant")
-                H, W = ph, pw
+                H, W = H + 2 * t, W + 2 * lft
         return _resize(g, x, h, (H, W), (layer.height, layer.width), layer.interpolation)
     if isinstance(layer, L.CenterCrop):
         H, W = _known_hw(shape, who)

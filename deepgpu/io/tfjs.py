@@ -72,6 +72,9 @@ def _preprocessing_for_tfjs(cls, cfg, refuse):
     elif cls == "Resizing":
         refuse("resizes with align_corners when crop_to_aspect_ratio is False and without half-pixel centres "
                "otherwise, and it has no crop or pad to an aspect ratio: other values than deepgpu and Keras")
+    elif cls == "CenterCrop":
+        refuse("cannot be loaded by TF.js 4.22: its CenterCrop.computeOutputShape overwrites the shape of its "
+               "input in place, so the model's input then expects the cropped size")
     elif cls in ("RandomWidth", "RandomHeight"):
         refuse("is resized at random by TF.js at inference too (deepgpu and Keras leave the input as it is); "
                "remove the augmentation layers before saving for inference")

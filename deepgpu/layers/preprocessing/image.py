@@ -69,7 +69,7 @@ class Rescaling(Layer):
 class Resizing(Layer):
     """Resizes NHWC images to (height, width) as tf.image.resize (half-pixel centres, no antialiasing);
     ``crop_to_aspect_ratio`` first takes the largest centred window of the target aspect ratio,
-    ``pad_to_aspect_ratio`` pads with ``fill_value`` to it instead."""
+    ``pad_to_aspect_ratio`` pads with ``fill_value`` towards it instead (Keras's symmetric rule)."""
 
     def __init__(self, height, width, interpolation="bilinear", crop_to_aspect_ratio=False,
                  pad_to_aspect_ratio=False, fill_mode="constant", fill_value=0.0, antialias=False,
@@ -100,8 +100,8 @@ class Resizing(Layer):
             ph = max(h, int(float(w * self.height) / self.width))
             pw = max(w, int(float(h * self.width) / self.height))
             t, l = int(float(ph - h) / 2), int(float(pw - w) / 2)
-            if (ph, pw) != (h, w):
-                x = ops.pad(x, ((0, 0), (t, ph - h - t), (l, pw - w - l), (0, 0)), self.fill_value)
+            if t or l:  # as Keras: the same t (l) on both sides, so an odd difference loses a row (column)
+                x = ops.pad(x, ((0, 0), (t, t), (l, l), (0, 0)), self.fill_value)
         return ops.resize(x, (self.height, self.width), self.interpolation)
 
     def compute_output_shape(self, input_shape):
