@@ -601,4 +601,7 @@ class ProgbarLogger(Callback):
 
 
 __all__ = ["Callback", "CallbackList", "History", "LambdaCallback", "EarlyStopping", "ModelCheckpoint",
-           "TerminateOnNaN", "LearningRateScheduler", "ReduceLROnPlateau", "CSVLogger", "ProgbarLogger"]
+           "TerminateOnNaN", "LearningRateScheduler", "ReduceLROnPlateau", "CSVLogger", "ProgbarLogger",
+           "TensorBoard", "BackupAndRestore", "SwapEMAWeights"]
+
+from .callbacks_extra import BackupAndRestore, SwapEMAWeights, TensorBoard  # noqa: E402

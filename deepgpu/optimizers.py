@@ -40,11 +40,12 @@ class Optimizer:
                  global_clipnorm=None, name=None, **kwargs):
         if "lr" in kwargs:  # the Keras 2 spelling
             learning_rate = kwargs.pop("lr")
-        for k in ("ema_momentum", "ema_overwrite_frequency", "jit_compile", "loss_scale_factor"):
+        for k in ("jit_compile", "loss_scale_factor"):
             kwargs.pop(k, None)  # accepted for Keras compatibility; no effect here
-        for k in ("use_ema", "gradient_accumulation_steps"):
-            if kwargs.pop(k, None):
-                raise NotImplementedError(f"{type(self).__name__}: {k} is not supported")
+        if kwargs.pop("gradient_accumulation_steps", None):
+            raise NotImplementedError(f"{type(self).__name__}: gradient_accumulation_steps is not supported")
+        self._set_ema(kwargs.pop("use_ema", False), kwargs.pop("ema_momentum", 0.99),
+                      kwargs.pop("ema_overwrite_frequency", None))
         if kwargs:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(kwargs)}")
         if sum(x is not None for x in (clipnorm, clipvalue, global_clipnorm)) > 1:
@@ -65,6 +66,62 @@ class Optimizer:
         self._pending = None  # weights given to set_weights before build
         self._exclude_ids = set()
         self._exclude_names = ()
+
+    # ------------------------------------------------------------- EMA
+    def _set_ema(self, use_ema, ema_momentum, ema_overwrite_frequency):
+        """Keras 3's exponential moving average of the trained variables: after each step
+        ``average = m * average + (1 - m) * variable`` (the first step copies the variable);
+        every ``ema_overwrite_frequency`` steps the variables take the averages;
+        ``finalize_variable_values`` (end of fit) and ``callbacks.SwapEMAWeights`` use them."""
+        who = type(self).__name__
+        if isinstance(ema_momentum, bool) or not isinstance(ema_momentum, (int, float)) \
+                or not 0.0 <= ema_momentum <= 1.0:
+            raise ValueError(f"{who}: ema_momentum must be a number in [0, 1], got {ema_momentum!r}")
+        if ema_overwrite_frequency is not None and (isinstance(ema_overwrite_frequency, bool) or not isinstance(
+                ema_overwrite_frequency, int) or ema_overwrite_frequency < 1):
+            raise ValueError(f"{who}: ema_overwrite_frequency must be an integer >= 1 or None, got "
+                             f"{ema_overwrite_frequency!r}")
+        self.use_ema = bool(use_ema)
+        self.ema_momentum = float(ema_momentum)
+        self.ema_overwrite_frequency = ema_overwrite_frequency
+        self._ema_vars = {}  # id(variable) -> its moving average (a Variable)
+
+    def _ema_list(self, var_list):
+        return [self._ema_vars[id(v)] for v in var_list if id(v) in self._ema_vars]
+
+    def _ema_step(self, step):
+        with no_grad():
+            m = self.ema_momentum if step > 1 else 0.0
+            for v in self._vars:
+                avg = self._ema_vars[id(v)]
+                avg.assign(avg * m + v * (1.0 - m))
+            if self.ema_overwrite_frequency and step % self.ema_overwrite_frequency == 0:
+                self.finalize_variable_values(self._vars)
+
+    def finalize_variable_values(self, var_list):
+        """With ``use_ema``: set each variable of ``var_list`` to its moving average (Keras 3 does
+        this at the end of ``fit``). Without: nothing."""
+        if not self.use_ema:
+            return
+        with no_grad():
+            for v in var_list:
+                avg = self._ema_vars.get(id(v))
+                if avg is not None:
+                    v.assign(avg)
+
+    def swap_ema_weights(self, var_list=None):
+        """Exchange the values of the variables and of their moving averages (SwapEMAWeights).
+        ValueError without ``use_ema``."""
+        if not self.use_ema:
+            raise ValueError(f"{type(self).__name__} keeps no moving averages: create it with use_ema=True "
+                             f"to swap them in")
+        with no_grad():
+            for v in (self._vars if var_list is None else var_list):
+                avg = self._ema_vars.get(id(v))
+                if avg is not None:
+                    tmp = v._backend.copy(v.data)
+                    v.assign(avg)
+                    avg.data[...] = tmp
 
     # ---------------------------------------------------- learning rate
     @staticmethod
@@ -149,6 +206,9 @@ class Optimizer:
                                 backend=v.backend), trainable=False, name=f"{v.name}/{s}")
                 for s in self._slots()]
             self._vars.append(v)
+            if self.use_ema:
+                self._ema_vars[id(v)] = Variable(tensor(v._backend.copy(v.data), backend=v.backend), trainable=False,
+                                                 name=f"{v.name}/average")
             new.append(v)
         if new and self._pending is not None:
             pending, self._pending = self._pending, None
@@ -163,7 +223,8 @@ class Optimizer:
         return bool(self._vars)
 
     def _num_weights(self):
-        return 1 + len(self._global_state()) + len(self._slots()) * len(self._vars)
+        ema = len(self._vars) if self.use_ema else 0
+        return 1 + len(self._global_state()) + len(self._slots()) * len(self._vars) + ema
 
     @property
     def variables(self) -> list:
@@ -171,6 +232,8 @@ class Optimizer:
         out = []
         for k in range(len(self._slots())):
             out.extend(self._slot_vars[id(v)][k] for v in self._vars)
+        if self.use_ema:  # the moving averages last
+            out.extend(self._ema_vars[id(v)] for v in self._vars)
         return out
 
     def get_weights(self) -> list:
@@ -195,6 +258,8 @@ class Optimizer:
                 slots = self._slot_vars.get(id(v))
                 out.append(slots[k].data_sync() if slots is not None
                            else cpu.full(self._slot_shape(s, v.shape), self._slot_init(s), v.dtype))
+        if self.use_ema:
+            out += [(self._ema_vars[id(v)] if id(v) in self._ema_vars else v).data_sync() for v in var_list]
         return out
 
     def set_weights(self, weights, var_list=None):
@@ -293,6 +358,8 @@ class Optimizer:
             for v in vars_:
                 if getattr(v, "constraint", None) is not None:
                     v.assign(v.constraint(v))
+        if self.use_ema:
+            self._ema_step(step)
         self.iterations = step
         return self.iterations
 
@@ -330,7 +397,7 @@ class Optimizer:
 
     def can_update_in_graph(self, var_list) -> bool:
         """True when one step over ``var_list`` can be recorded inside a CUDA graph."""
-        return (self.graph_scalars_for_next_step() is not None
+        return (self.graph_scalars_for_next_step() is not None and not self.use_ema
                 and not any(getattr(v, "constraint", None) is not None for v in var_list))
 
     def apply_gradients_in_graph(self, grads, var_list, hp):
@@ -411,9 +478,13 @@ class Optimizer:
             lr = schedules.serialize(lr)
         elif callable(lr):
             lr = float(lr())
-        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
-                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
-                "clipvalue": self.clipvalue}
+        cfg = {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
+               "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
+               "clipvalue": self.clipvalue}
+        if self.use_ema:
+            cfg.update(use_ema=True, ema_momentum=self.ema_momentum,
+                       ema_overwrite_frequency=self.ema_overwrite_frequency)
+        return cfg
 
     @classmethod
     def from_config(cls, config):

@@ -52,6 +52,7 @@ class _Callbacks:
         for cb in self.items:
             cb.set_model(model)
             cb.set_params(params)
+            cb._siblings = self.items  # BackupAndRestore saves the others' state
 
     def __call__(self, hook, *args):
         for cb in self.items:
@@ -696,6 +697,8 @@ class Trainer:
     def _fit_loop(self, xs, ys, sw, val, n, batch_size, epochs, initial_epoch, steps, shuffle, verbose, cbs,
                   validation_freq, validation_batch_size, trust):
         cbs("on_train_begin", {})
+        # callbacks.BackupAndRestore resumes an interrupted fit: at this epoch, past this many steps
+        initial_epoch, skip = self.__dict__.pop("_resume_at", (initial_epoch, 0))
         epoch_logs = {}
         nan_reported = False
         self._count_finite = True
@@ -714,6 +717,8 @@ class Trainer:
                 for step, idx in enumerate(self._batches(n, batch_size, shuffle)):
                     if step >= steps:
                         break
+                    if step < skip:
+                        continue
                     cbs("on_train_batch_begin", step, {})
                     xb, yb = self._slice(xs, idx), self._slice(ys, idx)
                     swb = None if sw is None else self._slice([sw], idx)[0]
@@ -745,6 +750,9 @@ class Trainer:
                     epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
                 bar.update(step + 1, lambda: list(epoch_logs.items()), final=True)
                 cbs("on_epoch_end", epoch, epoch_logs)
+                skip = 0
+            if self.optimizer is not None:  # use_ema: the variables take their moving averages
+                self.optimizer.finalize_variable_values(self._vars_to_train())
         finally:
             self._count_finite = False
             cbs("on_train_end", epoch_logs)
