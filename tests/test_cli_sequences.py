@@ -49,13 +49,29 @@ def _fake_fortunes(tmp_path):
     return d
 
 
-def test_fortunes_conv1d_learns_and_saves_a_model_that_reads_strings(capsys, tmp_path):
-    code, out, err = _run(["train", "--dataset", "fortunes", "--model", "conv1d", "--data-dir",
+@pytest.mark.parametrize("model", ["conv1d", "lstm"])
+def test_fortunes_classifier_learns_and_saves_a_model_that_reads_strings(model, capsys, tmp_path):
+    code, out, err = _run(["train", "--dataset", "fortunes", "--model", model, "--data-dir",
                            str(_fake_fortunes(tmp_path)), "--epochs", "2", "--verbose", "0",
                            "--out", str(tmp_path / "out")], capsys)
     assert code == 0, err
     acc = float(out.split("test accuracy: ")[1].split("%")[0])
     assert acc > 90, out  # the two categories use different words
-    model = dg.models.load_model(tmp_path / "out" / "fortunes-conv1d.dgm")
+    model = dg.models.load_model(tmp_path / "out" / f"fortunes-{model}.dgm")
     probs = model.predict(["meow purr the whisker", "sail the anchor wave"]).data_sync()
     assert probs.argmax(1).tolist() == [0, 1]
+
+
+def test_seattle_weather_lstm_runs_on_a_csv_and_reports_the_test_mae(capsys, tmp_path):
+    days = np.arange(120)
+    temp = 12 + 8 * np.sin(days / 10)
+    lines = ["date,precipitation,temp_max,temp_min,wind,weather"]
+    lines += [f"2013/{1 + d // 28:02d}/{1 + d % 28:02d},{d % 4}.0,{t:.1f},{t - 6:.1f},3.0,sun"
+              for d, t in zip(days, temp)]
+    (tmp_path / "seattle-weather.csv").write_text("\n".join(lines) + "\n")
+    code, out, err = _run(["train", "--dataset", "seattle-weather", "--data-dir", str(tmp_path), "--epochs", "2",
+                           "--verbose", "0", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert "test MAE:" in out and "tomorrow = today's maximum" in out
+    model = dg.models.load_model(tmp_path / "out" / "seattle-weather-lstm.dgm")
+    assert model.predict(np.zeros((3, 14, 4), np.float32)).shape == (3, 1)
