@@ -71,7 +71,8 @@ def _open(path, mode):
             # palette images with transparency convert through RGBA, as Keras's loader does
             if im.mode == "P" and mode != "P" and "transparency" in im.info:
                 im = im.convert("RGBA")
-            return im.convert(mode) if im.mode != mode else im.copy()
+            # the pixels are loaded: the image outlives its (now closed) file
+            return im.convert(mode) if im.mode != mode else im
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's "cannot identify", truncated data...
