@@ -204,6 +204,7 @@ class BackupAndRestore(Callback):
             self._save_pending = not self._completed
 
     def on_train_end(self, logs=None):
+        self.model.__dict__.pop("_resume_at", None)  # a loop that did not take it must not leave it
         completed, self._completed = getattr(self, "_completed", False), False
         if self.delete_checkpoint and completed:
             for p in (self._path, self._prev_path):

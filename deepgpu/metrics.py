@@ -1021,7 +1021,12 @@ def get(identifier, loss=None, output_shape=None, y_true_shape=None):
         if canon in ("accuracy", "crossentropy"):
             cls, kw = _resolve_from_loss(canon, loss, output_shape, y_true_shape)
             return cls(name=identifier, **kw)
-        return _CLASSES[canon](name=identifier)
+        cls = _CLASSES[canon]
+        try:
+            return cls(name=identifier)
+        except TypeError as e:  # IoU and friends need their number of classes
+            raise ValueError(f"metric {identifier!r} cannot be made from its name alone ({e}); pass "
+                             f"metrics.{cls.__name__}(...) with its arguments") from None
     if isinstance(identifier, type) and issubclass(identifier, Metric):
         return identifier()
     if callable(identifier):

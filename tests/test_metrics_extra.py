@@ -155,6 +155,8 @@ def test_bad_arguments_and_use_in_fit():
         M.F1Score(threshold=1.5)
     with pytest.raises(ValueError, match=r"target_class_ids must be class ids in \[0, 3\)"):
         M.IoU(3, [0, 3])
+    with pytest.raises(ValueError, match=r"'mean_iou' cannot be made from its name alone.*MeanIoU\(\.\.\.\)"):
+        M.get("mean_iou")
     with pytest.raises(ValueError, match="class_aggregation"):
         M.R2Score("mean")
     with pytest.raises(ValueError, match="expects 2-D inputs"):
