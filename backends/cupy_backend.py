@@ -250,6 +250,24 @@ class CupyBackend(Backend):
             return _K.conv2d_grad_input(dy, k, tuple(x_shape), strides, padding, dilation)
         return super().conv2d_grad_input(dy, k, x_shape, strides, padding, dilation)
 
+    def depthwise_conv2d(self, x, k, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        if self._f32(x, k):
+            self.depthwise_geometry(x.shape, k.shape, strides, padding, dilation)  # the interface's errors
+            return _K.depthwise_conv2d(x, k, strides, padding, dilation)
+        return super().depthwise_conv2d(x, k, strides, padding, dilation)
+
+    def depthwise_conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        if self._f32(dy, k):
+            self.depthwise_geometry(tuple(x_shape), k.shape, strides, padding, dilation)
+            return _K.depthwise_conv2d_grad_input(dy, k, tuple(x_shape), strides, padding, dilation)
+        return super().depthwise_conv2d_grad_input(dy, k, x_shape, strides, padding, dilation)
+
+    def depthwise_conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        if self._f32(x, dy):
+            self.depthwise_geometry(x.shape, tuple(k_shape), strides, padding, dilation)
+            return _K.depthwise_conv2d_grad_filter(x, dy, tuple(k_shape), strides, padding, dilation)
+        return super().depthwise_conv2d_grad_filter(x, dy, k_shape, strides, padding, dilation)
+
     def max_pool2d(self, x, pool_size=(2, 2), strides=None, padding="valid"):
         if self._f32(x) and x.ndim == 4:
             return _K.max_pool2d(x, pool_size, strides, padding)

@@ -101,3 +101,71 @@ def keras_out(key, value, layer_config):
     if key == "cells" and isinstance(value, list):
         return [one(v) for v in value]
     return value
+
+
+def _history(value):
+    """The keras_history of a Keras 3 ``__keras_tensor__`` dict, else None."""
+    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+        return (value.get("config") or {}).get("keras_history")
+    return None
+
+
+def _refs_in(v):
+    if isinstance(v, dict):
+        h = _history(v)
+        if h:
+            return [h[0]]
+        return [n for x in v.values() for n in _refs_in(x)]
+    if isinstance(v, list):
+        return [n for x in v for n in _refs_in(x)]
+    return []
+
+
+def keras3_masks_implicit(entries, outputs):
+    """Keras 3 writes a functional model's masks as explicit ops (``NotEqual``, ``Any``... feeding
+    ``mask=`` call arguments). deepgpu's layers make and pass the same masks themselves: the
+    ``mask`` arguments are dropped, and so are the layers that only fed them (not inputs, not
+    outputs). Returns the layer entries to read (copies where changed)."""
+    if any(not isinstance(n, dict) for e in entries for n in e.get("inbound_nodes") or []):
+        return entries  # tf.keras 2 nodes carry no masks
+    by_name = {e.get("name"): e for e in entries}
+    keep_always = {o[0] for o in outputs if isinstance(o, list) and o and isinstance(o[0], str)}
+    keep_always |= {e.get("name") for e in entries if e.get("class_name") == "InputLayer"}
+
+    def data_refs(e):  # what a layer reads besides masks
+        out = []
+        for node in e.get("inbound_nodes") or []:
+            out += _refs_in(node.get("args"))
+            out += _refs_in({k: v for k, v in (node.get("kwargs") or {}).items() if k != "mask"})
+        return out
+
+    candidates = {n for e in entries for node in e.get("inbound_nodes") or []
+                  for n in _refs_in((node.get("kwargs") or {}).get("mask"))}
+    drop = set()
+    while True:
+        readers = {}
+        for e in entries:
+            if e.get("name") not in drop:
+                for n in data_refs(e):
+                    readers.setdefault(n, set()).add(e.get("name"))
+        new = {n for n in candidates - drop - keep_always if n in by_name and not readers.get(n)}
+        if not new:
+            break
+        drop |= new
+        candidates |= {r for n in new for r in data_refs(by_name[n])}
+    out = []
+    for e in entries:
+        if e.get("name") in drop:
+            continue
+        nodes = [{**n, "kwargs": {k: v for k, v in (n.get("kwargs") or {}).items() if k != "mask"}}
+                 for n in e.get("inbound_nodes") or []]
+        out.append({**e, "inbound_nodes": nodes})
+    return out
+
+
+def keras3_initial_state(kwargs):
+    """An RNN call's ``initial_state`` keras tensors (removed from ``kwargs``), to join the node's inputs."""
+    states = kwargs.pop("initial_state", None)
+    if states is None:
+        return []
+    return list(states) if isinstance(states, list) else [states]

@@ -200,6 +200,10 @@ def _node_from_keras(node, who):
         raise ValueError(f"{who}: only calls with one tensor or one list of tensors are supported, "
                          f"got args {args!r}")
     options = {}
+    from ._rnn_interop import keras3_initial_state
+    states = keras3_initial_state(kwargs)  # an RNN's: inputs of the node after the sequence, as deepgpu runs them
+    if states:
+        args = [[args[0]] + states]
     for k, v in kwargs.items():
         if k in _CALL_OPTIONS and isinstance(v, bool):
             if v:
@@ -240,7 +244,8 @@ def _from_keras(spec, custom):
                 layers[0]["config"]["batch_input_shape"] = build
             return {"class_name": "Sequential", "config": {"name": cfg.get("name"), "layers": layers}}
         layers = []
-        for entry in cfg["layers"]:
+        from ._rnn_interop import keras3_masks_implicit
+        for entry in keras3_masks_implicit(cfg["layers"], _refs(cfg["output_layers"], "outputs")):
             conv = _from_keras(entry, custom)
             conv["name"] = entry.get("name") or entry["config"].get("name")
             who = _who(entry["class_name"], {"name": conv["name"]})
@@ -283,6 +288,9 @@ def _keras3_paths(model, spec, prefix):
     entries = spec["config"]["layers"]
     if spec["class_name"] == "Sequential":  # Keras's Sequential.layers leaves out its InputLayer
         entries = [e for e in entries if e["class_name"] != "InputLayer"]
+    elif "output_layers" in spec["config"]:  # Keras 3's mask ops: not built, and without weights
+        from ._rnn_interop import keras3_masks_implicit
+        entries = keras3_masks_implicit(entries, _refs(spec["config"]["output_layers"], "outputs"))
     layers, used, out = _by_name(model), {}, []
     for entry in entries:
         base = _KERAS_PATH_NAMES.get(entry["class_name"]) or _keras_snake(entry["class_name"])
@@ -658,6 +666,10 @@ def _keras_model(model):
                 # Attention's query, value, key are separate arguments in Keras.
                 args = arg if getattr(layer, "_keras_positional_inputs", False) else [arg]
                 kw = {k: True for k in getattr(layer, "_keras_call_kwargs", ()) if node.kwargs.get(k)}
+                if getattr(layer, "_keras_states_as_kwargs", False) and node.is_list:
+                    # an RNN's [x, *initial states]: Keras's call(x, initial_state=[...])
+                    args, kw = [arg[0]], dict(kw, initial_state=arg[1:])
+                    entry["build_config"] = {"input_shape": list(node.inputs[0].shape)}
                 entry["inbound_nodes"].append({"args": args, "kwargs": kw})
         layers.append(entry)
 

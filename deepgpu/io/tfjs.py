@@ -57,8 +57,6 @@ _TFJS_LAYERS |= {"DepthwiseConv2D", "SeparableConv2D"}  # issue 17
 _TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
 _TFJS_LAYERS |= {"RNN", "SimpleRNN", "LSTM", "GRU", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells",
                  "Bidirectional", "TimeDistributed"}  # issue 16; _rnn_interop.tfjs_out checks them
-_TFJS_LAYERS |= {"RNN", "SimpleRNN", "LSTM", "GRU", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells",
-                 "Bidirectional", "TimeDistributed"}  # issue 16; _rnn_interop.tfjs_out checks them
 # Noise, activation and preprocessing layers TF.js has (issue 17); _preprocessing_for_tfjs refuses
 # the ones TF.js computes otherwise.
 _TFJS_LAYERS |= {"GaussianNoise", "GaussianDropout", "AlphaDropout", "PReLU", "ThresholdedReLU", "Rescaling",
@@ -114,8 +112,6 @@ def _tfjs_layer(entry, ranks=None):
             refuse("has no TF.js counterpart")
         return  # a custom layer: the page must register a class of that name with TF.js
     _preprocessing_for_tfjs(cls, cfg, refuse)
-    from ._rnn_interop import tfjs_out
-    tfjs_out(cls, cfg, refuse, lambda inner: _tfjs_layer(inner, ranks))
     from ._rnn_interop import tfjs_out
     tfjs_out(cls, cfg, refuse, lambda inner: _tfjs_layer(inner, ranks))
     act = cfg.get("activation")

@@ -72,6 +72,12 @@ def _masks_of(inputs):
     return getattr(inputs, "_keras_mask", None)
 
 
+def _is_tensor_arg(v):
+    if isinstance(v, (list, tuple)):
+        return bool(v) and all(isinstance(i, (Tensor, SymbolicTensor)) for i in v)
+    return isinstance(v, (Tensor, SymbolicTensor))
+
+
 def _shape_tuple(shape):
     return tuple(None if d is None else int(d) for d in shape)
 
@@ -372,13 +378,13 @@ class Layer:
         """Add ``mask`` / ``<arg>_mask`` to ``kwargs`` as Keras does; returns the previous mask."""
         first = _masks_of(inputs)
         params = self._call_params
-        tensor_kw = [k for k, v in kwargs.items() if isinstance(v, (Tensor, SymbolicTensor))
-                     and not k.endswith("mask")]
-        # Keras fills ``mask`` only when the input is the one tensor argument; deepgpu also with
-        # others beside it (an RNN's initial_state), so that a mask is never silently lost.
-        if "mask" in params and kwargs.get("mask") is None:
-            kwargs["mask"] = first
-        if tensor_kw:
+        # As Keras: other tensor arguments (a tensor or a list of them, e.g. an RNN's initial_state)
+        # make each argument's mask go to ``<arg>_mask``, and ``mask`` is not filled.
+        tensor_kw = [k for k, v in kwargs.items() if not k.endswith("mask") and _is_tensor_arg(v)]
+        if not tensor_kw:
+            if "mask" in params and kwargs.get("mask") is None:
+                kwargs["mask"] = first
+        else:
             args = [(self._call_first_arg, inputs)] + [(k, kwargs[k]) for k in tensor_kw]
             for k, v in args:
                 if f"{k}_mask" in params and kwargs.get(f"{k}_mask") is None:

@@ -568,6 +568,7 @@ class RNN(WeightedLayer):
         self._symbolic_mask_seen = False
 
     supports_masking = True
+    _keras_states_as_kwargs = True  # a graph node [x, *states] is Keras's call(x, initial_state=[...])
 
     def _sublayers(self):
         return [self.cell] if isinstance(self.cell, Layer) else []
@@ -684,6 +685,10 @@ class RNN(WeightedLayer):
     def call(self, inputs, initial_state=None, mask=None, training=None):
         if isinstance(inputs, (list, tuple)):  # [x, *initial states] from a functional graph
             inputs, initial_state = inputs[0], list(inputs[1:]) or initial_state
+            if isinstance(mask, (list, tuple)):
+                # The masks that came with [x, *states]: Keras passes no mask with initial_state
+                # (only one given as mask= counts), so neither does deepgpu.
+                mask = None
         x = inputs
         if x.ndim < 3:
             raise ValueError(f"layer {self.name!r} ({type(self).__name__}) expects [batch, time, features], "
