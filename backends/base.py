@@ -1190,13 +1190,14 @@ class Backend:
     def masked_softmax(self, x, mask=None, axis=-1):
         """Softmax of x over ``axis`` where ``mask`` (bool, broadcastable to x) is True.
 
-        Masked-out entries get x - 1e9 first, as Keras's Softmax layer does, so
-        their probability is 0 and a row masked everywhere comes out uniform.
+        As Keras 3's Softmax layer: masked-out entries are replaced by -1e9
+        before, and set to 0 after, so a row masked everywhere is all zeros.
         """
-        if mask is not None:
-            x = self.xp.add(x, self.xp.multiply(self.xp.subtract(1.0, mask.astype(x.dtype)),
-                                                 self.xp.asarray(-1e9, x.dtype)))
-        return self.softmax(x, axis)
+        if mask is None:
+            return self.softmax(x, axis)
+        xp = self.xp
+        y = self.softmax(xp.where(mask, x, xp.asarray(-1e9, x.dtype)), axis)
+        return xp.where(mask, y, xp.asarray(0, y.dtype))
 
     # -------------------------------------------------------------- optimizer
     def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):

@@ -90,9 +90,9 @@ def _layer_norm_grad(node, dy):
 def masked_softmax(x, mask=None, axis=-1) -> Tensor:
     """Softmax over ``axis`` where ``mask`` (bool, broadcastable to x) is True.
 
-    Masked-out entries get probability 0 (x - 1e9 first, as Keras's Softmax
-    layer); a row masked everywhere comes out uniform, as in Keras. The
-    gradient is the softmax's (masked entries get 0).
+    Masked-out entries get probability 0 and a row masked everywhere is all
+    zeros, as Keras 3's Softmax layer computes. The gradient is the
+    softmax's (0 at masked entries).
     """
     B = _backend_of(x, mask)
     x = _t(x, B)

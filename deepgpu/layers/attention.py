@@ -6,9 +6,11 @@ MultiHeadAttention and GroupedQueryAttention are called as Keras's are,
 travel as one list input ``[query, value(, key)]`` (so ``layer([query,
 value])`` works too, and a functional model records one node); a Keras file
 writes them as separate arguments, as Keras does. Masks:
-Keras masks attached to query / value / key (``Embedding(mask_zero=True)``)
-are combined as Keras's ``_compute_attention_mask`` does, with
-``attention_mask`` [B, T, S] and the causal mask. A mask of the wrong shape
+Keras masks attached to query / value / key (``Embedding(mask_zero=True)``),
+or passed as query_mask / value_mask / key_mask, are combined as Keras's
+``_compute_attention_mask`` does, with ``attention_mask`` [B, T, S] and the
+causal mask (GroupedQueryAttention, as Keras 3.15's, uses only the masks
+passed as arguments). A mask of the wrong shape
 or dtype is a ValueError naming the layer and the shapes.
 
 The projections are EinsumDense sublayers named as Keras names them
@@ -143,7 +145,7 @@ class _QKVAttention(WeightedLayer):
         if attention_mask is not None:
             kw["attention_mask"] = attention_mask
         if any(m is not None for m in (query_mask, value_mask, key_mask)):
-            kw["mask"] = [query_mask, value_mask] + ([key_mask] if len(inputs) == 3 else [])
+            kw["explicit_masks"] = [query_mask, value_mask] + ([key_mask] if len(inputs) == 3 else [])
         self._want_scores = bool(return_attention_scores)
         try:
             return super().__call__(inputs, training=training, **kw)
@@ -189,6 +191,17 @@ class _QKVAttention(WeightedLayer):
         shapes = self._build_input_shape
         names = ("query_shape", "value_shape", "key_shape")
         return {"shapes_dict": {n: list(s) for n, s in zip(names, shapes)}}
+
+    # Whether the inputs' own Keras masks are used. Keras 3.15's GroupedQueryAttention, unlike its
+    # MultiHeadAttention, uses only masks passed as arguments (a Keras-trained model computes so).
+    _auto_masks = True
+
+    def _masks(self, mask, explicit, inputs):
+        """The query / value / key masks: those passed as arguments, else the inputs' Keras masks."""
+        auto = mask if isinstance(mask, (list, tuple)) and self._auto_masks else [None] * len(inputs)
+        given = explicit if explicit is not None else [None] * len(inputs)
+        merged = [g if g is not None else (auto[i] if i < len(auto) else None) for i, g in enumerate(given)]
+        return self._check_masks(merged, inputs)
 
     def _check_masks(self, masks, inputs):
         """Each Keras mask [B, positions...] of query / value / key as a bool Tensor, checked against its input."""
@@ -374,10 +387,10 @@ class MultiHeadAttention(_QKVAttention):
         return [out, (q[0], self.num_heads) + tuple(q[a] for a in axes) + tuple(v[a] for a in axes)]
 
     def call(self, inputs, mask=None, attention_mask=None, return_attention_scores=False, training=None,
-             use_causal_mask=False):
+             use_causal_mask=False, explicit_masks=None):
         query, value = inputs[0], inputs[1]
         key = inputs[2] if len(inputs) > 2 else value
-        masks = self._check_masks(mask if isinstance(mask, (list, tuple)) else None, list(inputs))
+        masks = self._masks(mask, explicit_masks, list(inputs))
         tq = tuple(query.shape[a] for a in self._axes)
         ts = tuple(value.shape[a] for a in self._axes)
         am = self._combined_mask(query, value, masks, attention_mask, use_causal_mask, tq, ts)
@@ -447,6 +460,7 @@ class GroupedQueryAttention(_QKVAttention):
         self.head_dim, self.num_query_heads, self.num_key_value_heads = head_dim, num_query_heads, num_key_value_heads
         self.num_repeats = num_query_heads // num_key_value_heads
         self._keras_prefix = "_"
+        self._auto_masks = False
         self._init_common(dropout, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                           bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint, seed,
                           use_gate, sliding_window, flash_attention)
@@ -486,10 +500,10 @@ class GroupedQueryAttention(_QKVAttention):
         return [q, (q[0], self.num_query_heads, q[1], v[1])]
 
     def call(self, inputs, mask=None, attention_mask=None, return_attention_scores=False, training=None,
-             use_causal_mask=False):
+             use_causal_mask=False, explicit_masks=None):
         query, value = inputs[0], inputs[1]
         key = inputs[2] if len(inputs) > 2 else value
-        masks = self._check_masks(mask if isinstance(mask, (list, tuple)) else None, list(inputs))
+        masks = self._masks(mask, explicit_masks, list(inputs))
         am = self._combined_mask(query, value, masks, attention_mask, use_causal_mask, (query.shape[1],),
                                  (value.shape[1],))
         gate = self._project(self._gate_dense, query) if self._gate_dense is not None else None

@@ -56,6 +56,13 @@ class _Merge(Layer):
                 out.append(1)
         return tuple(reversed(out))
 
+    def compute_mask(self, inputs, previous_mask=None):
+        """The inputs' masks combined with AND (None when no input has one), as Keras's merges."""
+        if not isinstance(previous_mask, (list, tuple)):
+            return previous_mask
+        masks = [m for m in previous_mask if m is not None]
+        return reduce(ops.logical_and, masks) if masks else None
+
     def call(self, inputs):
         shapes = [(None,) + tuple(x.shape[1:]) for x in inputs]
         self.compute_output_shape(shapes)
@@ -106,6 +113,7 @@ class Concatenate(_Merge):
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = int(axis)
+        self.supports_masking = False  # its masks would join along the axis; not done: they are dropped
 
     def compute_output_shape(self, input_shape):
         shapes = self._shapes(input_shape)
@@ -168,6 +176,7 @@ class Dot(_Merge):
             raise ValueError(f"Dot: axes must be an int or a pair of ints, got {axes!r}")
         self.axes = axes
         self.normalize = bool(normalize)
+        self.supports_masking = False  # as Keras's Dot: the product has no mask
 
     def _axes_for(self, shapes):
         pair = [self.axes, self.axes] if isinstance(self.axes, int) else self.axes

@@ -202,6 +202,9 @@ class LayerNormalization(WeightedLayer):
             shape[a] = self.gamma.shape[self._resolved.index(a)]
         return tuple(shape)
 
+    def compute_mask(self, inputs, previous_mask=None):
+        return previous_mask  # masks pass through, as in Keras
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -309,6 +312,9 @@ class GroupNormalization(WeightedLayer):
             y = y + ops.reshape(self.beta, tuple(pshape))
         return y
 
+    def compute_mask(self, inputs, previous_mask=None):
+        return previous_mask  # masks pass through, as in Keras
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -339,6 +345,9 @@ class UnitNormalization(Layer):
         x = inputs if inputs.dtype == self.dtype else ops.cast(inputs, self.dtype)
         inv = ops.rsqrt(ops.sum(ops.square(x), axis=self._resolved, keepdims=True))
         return x * ops.minimum(inv, 1e12)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return previous_mask  # masks pass through, as in Keras
 
     def compute_output_shape(self, input_shape):
         return input_shape
