@@ -64,15 +64,13 @@ _TFJS_LAYERS |= {"GaussianNoise", "GaussianDropout", "AlphaDropout", "PReLU", "T
 
 
 def _preprocessing_for_tfjs(cls, cfg, refuse):
-    """TF.js 4.22's spellings of the issue-17 layers, and refusals where it computes other values."""
-    if cls == "CategoryEncoding":
-        cfg["output_mode"] = {"one_hot": "oneHot", "multi_hot": "multiHot"}.get(cfg["output_mode"], cfg["output_mode"])
-    elif cls == "Resizing":
+    """Refusals where TF.js 4.22 computes other values or cannot load the layer (issue 17)."""
+    if cls == "Resizing":
         refuse("resizes with align_corners when crop_to_aspect_ratio is False and without half-pixel centres "
                "otherwise, and it has no crop or pad to an aspect ratio: other values than deepgpu and Keras")
-    elif cls == "CenterCrop":
-        refuse("cannot be loaded by TF.js 4.22: its CenterCrop.computeOutputShape overwrites the shape of its "
-               "input in place, so the model's input then expects the cropped size")
+    elif cls in ("CenterCrop", "CategoryEncoding"):
+        refuse(f"cannot be loaded by TF.js 4.22: its {cls}.computeOutputShape overwrites the shape of its "
+               "input in place, so the model's input then expects the output's shape")
     elif cls in ("RandomWidth", "RandomHeight"):
         refuse("is resized at random by TF.js at inference too (deepgpu and Keras leave the input as it is); "
                "remove the augmentation layers before saving for inference")

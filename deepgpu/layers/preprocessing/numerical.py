@@ -206,5 +206,7 @@ class Discretization(Layer):
         return tuple(input_shape[:-1]) + (depth,)
 
     def get_config(self):
-        return {**super().get_config(), "bin_boundaries": self.bin_boundaries, "num_bins": self.num_bins,
+        cfg = super().get_config()
+        cfg.pop("trainable", None)  # Keras 3.15's Discretization takes no trainable argument
+        return {**cfg, "bin_boundaries": self.bin_boundaries, "num_bins": self.num_bins,
                 "epsilon": self.epsilon, "output_mode": self.output_mode, "sparse": self.sparse}
