@@ -157,3 +157,32 @@ def test_bad_shapes_are_named():
         ops.gru_cell(np.zeros((2, 9), "float32"), np.zeros((3, 9), "float32"), np.zeros((2, 3), "float32"))
     with pytest.raises(ValueError, match=r"gru_cell: .* must be a float tensor"):
         ops.gru_cell(np.zeros((2, 9), "int32"), np.zeros((2, 9), "int32"), np.zeros((2, 3), "int32"))
+
+
+# -------------------------------------------------------------- in the layers
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_layers_take_the_fused_cell_and_match_the_composite_gates(monkeypatch, kind):
+    """LSTM / GRU with tanh and sigmoid run the fused cell at every step; with the same functions
+    given as other callables they take the composite gate math: same outputs and gradients."""
+    from deepgpu import activations, autograd, layers as L
+
+    calls = []
+    name = "lstm_cell" if kind == "LSTM" else "gru_cell"
+    real = getattr(ops, name)
+    monkeypatch.setattr(ops, name, lambda *a: calls.append(1) or real(*a))
+    x = dg.tensor(RNG.normal(0, 1, (3, 5, 4)).astype("float32"))
+    fused = getattr(L, kind)(6, return_sequences=True)
+    composite = getattr(L, kind)(6, return_sequences=True, activation=lambda v: activations.tanh(v),
+                                 recurrent_activation=lambda v: activations.sigmoid(v))
+    fused(x), composite(x)
+    composite.set_weights([w + 0.1 * RNG.normal(0, 1, w.shape).astype("float32") for w in fused.get_weights()])
+    fused.set_weights(composite.get_weights())
+    calls.clear()
+    outs = []
+    for layer in (fused, composite):
+        y, grads = autograd.variable_grads(lambda: ops.sum(layer(x) ** 2), layer.trainable_weights)
+        outs.append((y.data_sync(), [grads[w].data_sync() for w in layer.trainable_weights]))
+    assert len(calls) == 5  # the fused layer's five steps; none for the composite one
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

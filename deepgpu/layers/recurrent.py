@@ -35,6 +35,8 @@ def _lstm_step(z, c_prev, activation, recurrent_activation):
     """LSTM from the pre-activations z = x_proj_t + h_prev @ recurrent_kernel [N, 4 units]
     (bias inside x_proj; gates in Keras's order i, f, c, o) and the carry c_prev [N, units].
     Returns (h, c)."""
+    if activation is activations.tanh and recurrent_activation is activations.sigmoid:
+        return ops.lstm_cell(z, c_prev)  # the fused cell: one pass each way (C / CUDA kernels)
     i, f, g, o = ops.split(z, 4, axis=-1)
     i, f, o = recurrent_activation(i), recurrent_activation(f), recurrent_activation(o)
     c = f * c_prev + i * activation(g)
@@ -45,6 +47,8 @@ def _gru_step(x_proj, h_rec, h_prev, activation, recurrent_activation):
     """GRU with reset_after=True (Keras's default). x_proj = x @ kernel + input_bias and
     h_rec = h_prev @ recurrent_kernel + recurrent_bias, both [N, 3 units] in Keras's gate
     order z, r, h. Returns h."""
+    if activation is activations.tanh and recurrent_activation is activations.sigmoid:
+        return ops.gru_cell(x_proj, h_rec, h_prev)  # the fused cell
     xz, xr, xh = ops.split(x_proj, 3, axis=-1)
     rz, rr, rh = ops.split(h_rec, 3, axis=-1)
     z = recurrent_activation(xz + rz)
