@@ -295,6 +295,10 @@ def _layer(g, layer, xs, shapes, out_shapes):
     ys = _emit_seq(g, layer, xs, shapes, out_shapes, h, who)
     if ys is not None:
         return ys
+    from ._onnx_attention import emit as _emit_attention  # issue 18: normalization, einsum, attention
+    ys = _emit_attention(g, layer, xs, shapes, out_shapes, h, who)
+    if ys is not None:
+        return ys
     if isinstance(layer, L.Dense):
         kernel = g.const(f"{h}/kernel", _weight(layer.kernel))
         bias = [g.const(f"{h}/bias", _weight(layer.bias))] if layer.bias is not None else []
@@ -405,6 +409,7 @@ def _model(g, model, in_names):
     env = {id(t): n for t, n in zip(model._inputs, in_names)}
     for node in model._nodes:
         xs = [env[id(t)] for t in node.inputs]
+        g.current_node = node  # its call options (use_causal_mask...) and input masks, for the emitters
         outs = _layer(g, node.layer, xs, [t.shape for t in node.inputs], [t.shape for t in node.outputs])
         for t, n in zip(node.outputs, outs):
             env[id(t)] = n

@@ -10,8 +10,7 @@ from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
 
 _NO_TFJS = "TF.js has no attention layer"
-_NO_ONNX = "not exported to ONNX yet"
-_U = {"tfjs": _NO_TFJS, "onnx": _NO_ONNX}
+_U = {"tfjs": _NO_TFJS}
 # The key projection's bias adds q . b to every score of a query's row, which the softmax removes:
 # its gradient is zero up to rounding, so it neither moves reliably nor compares relatively.
 _KEY_BIAS = "the key projection's bias has a zero gradient (the softmax is shift-invariant per row)"
@@ -23,7 +22,8 @@ CASES = [
     C(L.MultiHeadAttention, dict(num_heads=3, key_dim=2, value_dim=4, output_shape=5, use_bias=False),
       [(2, 5, 6), (2, 7, 4), (2, 7, 3)], (None, 5, 5), expected_num_weights=4, unsupported=_U),
     C(L.MultiHeadAttention, dict(num_heads=2, key_dim=2, attention_axes=(1, 2), use_bias=False),
-      [(2, 3, 4, 6), (2, 3, 4, 6)], (None, 3, 4, 6), unsupported=_U),
+      [(2, 3, 4, 6), (2, 3, 4, 6)], (None, 3, 4, 6),
+      unsupported={**_U, "onnx": "only rank-3 inputs attending over axis 1 are exported to ONNX"}),
     C(L.MultiHeadAttention, dict(num_heads=2, key_dim=3, dropout=0.3, use_bias=False), QV, (None, 5, 6),
       training="random", unsupported=_U),
     C(L.GroupedQueryAttention, dict(head_dim=3, num_query_heads=4, num_key_value_heads=2), [(2, 5, 6), (2, 7, 6)],
@@ -203,3 +203,39 @@ def test_keras_trained_transformer_loads_and_predicts_as_keras(tmp_path):
         warnings.simplefilter("ignore")
         again = keras.saving.load_model(path)
         assert np.abs(np.asarray(again.predict(x, verbose=0)) - want).max() < 1e-5
+
+
+def test_onnx_attention_is_matmul_and_softmax(tmp_path):
+    """MultiHeadAttention (causal, with its scores) exports as MatMul / Softmax, run by onnxruntime."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from deepgpu.io.onnx import export_onnx
+    from deepgpu.models import Model
+
+    inp = L.Input((5, 6))
+    out, scores = L.MultiHeadAttention(2, 3)(inp, inp, use_causal_mask=True, return_attention_scores=True)
+    model = Model(inp, [out, scores])
+    path = str(tmp_path / "mha.onnx")
+    export_onnx(model, path)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"MatMul", "Softmax", "Einsum"} <= ops, ops
+    want = [w.data_sync() for w in model.predict(Q, verbose=0)]
+    sess = ort.InferenceSession(path)
+    got = sess.run(None, {sess.get_inputs()[0].name: Q})
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert np.all(np.triu(got[1][0, 0], 1) == 0)  # causal: no weight on later positions
+
+
+def test_onnx_refuses_masked_attention(tmp_path):
+    from deepgpu.io.onnx import export_onnx
+    from deepgpu.models import Model
+
+    if not hasattr(L, "Embedding"):
+        pytest.skip("Embedding is not in this checkout")
+    pytest.importorskip("onnx")
+    inp = L.Input((5,), dtype="int32")
+    x = L.Embedding(6, 4, mask_zero=True)(inp)
+    model = Model(inp, L.MultiHeadAttention(2, 2, name="mha")(x, x))
+    with pytest.raises(ValueError, match="'mha'.*masks"):
+        export_onnx(model, str(tmp_path / "m.onnx"))

@@ -21,7 +21,7 @@ def layer_cases_scaled_tanh(x):
 
 _NO_LAMBDA = "Lambda holds Python code"
 _NO_TFJS_ACT = "TF.js has no such activation"
-_NO_EINSUM = {"tfjs": "TF.js has no EinsumDense", "onnx": "EinsumDense has no ONNX export yet"}
+_NO_EINSUM = {"tfjs": "TF.js has no EinsumDense"}
 
 CASES = [
     C(L.Dense, dict(units=4), (3, 5), (None, 4), expected_num_weights=2),
@@ -62,8 +62,7 @@ CASES = [
       unsupported=_NO_EINSUM),
     C(L.EinsumDense, dict(equation="ab,bc->ac", output_shape=3, bias_axes="c"), (4, 5), (None, 3),
       expected_num_params=18, unsupported=_NO_EINSUM),
-    C(L.Identity, {}, (2, 3, 4), (None, 3, 4), unsupported={"tfjs": "TF.js has no Identity layer",
-                                                           "onnx": "Identity has no ONNX export yet"}),
+    C(L.Identity, {}, (2, 3, 4), (None, 3, 4), unsupported={"tfjs": "TF.js has no Identity layer"}),
 ]
 
 

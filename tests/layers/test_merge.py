@@ -10,7 +10,6 @@ from deepgpu import layers as L
 from deepgpu.testing import LayerCase as C
 
 TWO = [(2, 3, 4), (2, 3, 4)]
-_NO_ONNX = "Dot has no ONNX export yet"
 CASES = [
     C(L.Add, {}, TWO, (None, 3, 4)),
     C(L.Add, {}, [(2, 5)] * 3, (None, 5)),
@@ -24,10 +23,10 @@ CASES = [
     C(L.Minimum, {}, [(2, 5)] * 3, (None, 5)),
     C(L.Concatenate, {}, [(2, 3, 4), (2, 3, 2)], (None, 3, 6)),
     C(L.Concatenate, dict(axis=1), [(2, 3, 4), (2, 2, 4)], (None, 5, 4)),
-    C(L.Dot, dict(axes=2), [(2, 3, 4), (2, 5, 4)], (None, 3, 5), unsupported={"onnx": _NO_ONNX}),
+    C(L.Dot, dict(axes=2), [(2, 3, 4), (2, 5, 4)], (None, 3, 5)),
     C(L.Dot, dict(axes=(1, 2), normalize=True), [(2, 4, 3), (2, 5, 4)], (None, 3, 5),
-      unsupported={"onnx": _NO_ONNX}),
-    C(L.Dot, dict(axes=-1), [(3, 4), (3, 4)], (None, 1), unsupported={"onnx": _NO_ONNX}),
+      ),
+    C(L.Dot, dict(axes=-1), [(3, 4), (3, 4)], (None, 1)),
 ]
 
 

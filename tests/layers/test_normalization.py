@@ -11,7 +11,6 @@ from deepgpu.testing import LayerCase as C
 
 # TF.js 4.22 normalizes over another layout when axis is not the last one (test below).
 _AXIS = "TF.js's BatchNormalization predicts other values for an axis other than the last"
-_NO_ONNX = "not exported to ONNX yet"
 CASES = [
     C(L.BatchNormalization, {}, (4, 3, 3, 2), (None, 3, 3, 2), training="deterministic",
       expected_num_weights=4, expected_num_trainable_weights=2),
@@ -22,25 +21,25 @@ CASES = [
     C(L.BatchNormalization, dict(momentum=0.9, epsilon=1e-5, gamma_regularizer="l2"), (4, 3, 3, 8), (None, 3, 3, 8),
       training="deterministic", expected_num_params=32, expected_num_weights=4, expected_num_trainable_weights=2),
     C(L.LayerNormalization, {}, (4, 5, 8), (None, 5, 8), expected_num_weights=2, expected_num_params=16,
-      unsupported={"onnx": _NO_ONNX}),
+      unsupported={}),
     C(L.LayerNormalization, dict(axis=[1, 2], epsilon=1e-5, center=False), (3, 4, 5), (None, 4, 5),
-      expected_num_params=20, unsupported={"onnx": _NO_ONNX}),
+      expected_num_params=20, unsupported={}),
     C(L.LayerNormalization, dict(axis=1, gamma_regularizer="l2"), (3, 6, 2), (None, 6, 2), expected_num_params=12,
-      unsupported={"onnx": _NO_ONNX}),
+      unsupported={}),
     C(L.LayerNormalization, dict(rms_scaling=True), (4, 7), (None, 7), expected_num_weights=1,
-      unsupported={"tfjs": "TF.js's LayerNormalization has no rms_scaling", "onnx": _NO_ONNX}),
+      unsupported={"tfjs": "TF.js's LayerNormalization has no rms_scaling"}),
     C(L.RMSNormalization, {}, (4, 3, 6), (None, 3, 6), expected_num_params=6,
-      unsupported={"tfjs": "TF.js has no RMSNormalization", "onnx": _NO_ONNX}),
+      unsupported={"tfjs": "TF.js has no RMSNormalization"}),
     C(L.RMSNormalization, dict(axis=[1, 2], epsilon=1e-3), (2, 3, 4), (None, 3, 4), expected_num_params=12,
-      unsupported={"tfjs": "TF.js has no RMSNormalization", "onnx": _NO_ONNX}),
+      unsupported={"tfjs": "TF.js has no RMSNormalization"}),
     C(L.GroupNormalization, dict(groups=2), (3, 4, 4, 6), (None, 4, 4, 6), expected_num_params=12,
-      unsupported={"tfjs": "TF.js has no GroupNormalization", "onnx": _NO_ONNX}),
+      unsupported={"tfjs": "TF.js has no GroupNormalization"}),
     C(L.GroupNormalization, dict(groups=-1, axis=1, center=False), (3, 4, 5), (None, 4, 5), expected_num_params=4,
-      unsupported={"tfjs": "TF.js has no GroupNormalization", "onnx": _NO_ONNX}),
+      unsupported={"tfjs": "TF.js has no GroupNormalization"}),
     C(L.UnitNormalization, {}, (4, 6), (None, 6), expected_num_weights=0,
-      unsupported={"tfjs": "TF.js has no UnitNormalization", "onnx": _NO_ONNX}),
+      unsupported={"tfjs": "TF.js has no UnitNormalization"}),
     C(L.UnitNormalization, dict(axis=[1, 2]), (3, 4, 5), (None, 4, 5),
-      unsupported={"tfjs": "TF.js has no UnitNormalization", "onnx": _NO_ONNX}),
+      unsupported={"tfjs": "TF.js has no UnitNormalization"}),
 ]
 
 
@@ -112,3 +111,22 @@ def test_layer_norm_op_gradients(axis, rms, shape):
     x, g, b = rng.uniform(-1, 2, shape), rng.uniform(0.5, 1.5, pshape), rng.uniform(-1, 1, pshape)
     check_gradients(lambda x, g, b: ops.layer_norm(x, g, b, axis, 1e-3, rms=rms), [x, g, b])
     check_gradients(lambda x: ops.layer_norm(x, None, None, axis, 1e-3, rms=rms), [x])
+
+
+def test_onnx_layer_norm_is_the_onnx_op():
+    """Opset 17 and later: ONNX's own LayerNormalization op (over trailing axes); opset 13: its arithmetic."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import os
+    import tempfile
+
+    from deepgpu.io.onnx import export_onnx
+    from deepgpu.models import Sequential
+
+    model = Sequential([L.Input((5, 6)), L.LayerNormalization(epsilon=1e-5)])
+    with tempfile.TemporaryDirectory() as d:
+        for opset, has in ((17, True), (13, False)):
+            path = os.path.join(d, f"ln{opset}.onnx")
+            export_onnx(model, path, opset=opset)
+            ops = {n.op_type for n in onnx.load(path).graph.node}
+            assert ("LayerNormalization" in ops) is has, ops
