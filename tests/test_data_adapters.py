@@ -44,13 +44,13 @@ def _threads():
 
 @pytest.fixture
 def clean():
-    before = _threads()
+    before, kids = _threads(), set(multiprocessing.active_children())
     yield
     deadline = time.time() + 5
-    while time.time() < deadline and (_threads() - before or multiprocessing.active_children()):
+    while time.time() < deadline and (_threads() - before or set(multiprocessing.active_children()) - kids):
         time.sleep(0.02)
     assert not (_threads() - before), f"threads left running: {_threads() - before}"
-    assert not multiprocessing.active_children(), "worker processes left running"
+    assert not set(multiprocessing.active_children()) - kids, "worker processes left running"
 
 
 class Batches(PyDataset):
