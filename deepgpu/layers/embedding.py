@@ -30,6 +30,23 @@ def check_not_ragged(layer, inputs):
                 f"and mask the padding (Embedding(mask_zero=True) or Masking)")
 
 
+def check_not_ragged_data(model, x, where):
+    """ValueError when ``x``, for a model of one input, is a ragged Python list of sequences
+    (names the model's first layer, which would get it)."""
+    if not (isinstance(x, (list, tuple)) and len(x) > 1 and all(isinstance(s, (list, tuple)) for s in x)):
+        return
+    lengths = sorted({len(s) for s in x})
+    if len(lengths) > 1 and all(not isinstance(v, (list, tuple)) for s in x for v in s):
+        first = next((layer for layer in getattr(model, "layers", []) if type(layer).__name__ != "InputLayer"),
+                     None)
+        who = f" (its first layer {first.name!r}, {type(first).__name__})" if first is not None else ""
+        shown = ", ".join(map(str, lengths[:6])) + (" ..." if len(lengths) > 6 else "")
+        raise ValueError(
+            f"{where}(): x is a ragged list of {len(x)} sequences (lengths {shown}); model {model.name!r}{who} "
+            f"needs one length: pad them to one length (pad_sequences) and mask the padding "
+            f"(Embedding(mask_zero=True) or Masking)")
+
+
 class Embedding(WeightedLayer):
     """Token ids [batch, ...] (ints in [0, input_dim)) -> vectors [batch, ..., output_dim].
 
@@ -134,4 +151,4 @@ class Masking(Layer):
         return {**super().get_config(), "mask_value": self.mask_value}
 
 
-__all__ = ["Embedding", "Masking", "check_not_ragged"]
+__all__ = ["Embedding", "Masking", "check_not_ragged", "check_not_ragged_data"]

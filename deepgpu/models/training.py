@@ -347,6 +347,9 @@ class Trainer:
                 raise ValueError(f"{where}(): model {self.name!r} cannot take a dict {what}")
             xs = self._structure_inputs(x)
         else:
+            if len(self.inputs or []) == 1:
+                from ..layers.embedding import check_not_ragged_data
+                check_not_ragged_data(self, x, where)
             xs = [x] if is_text_list(x) else _as_list(x)
         if not xs:
             raise ValueError(f"{where}(): {what} is an empty {type(x).__name__}")

@@ -79,3 +79,14 @@ def test_embedding_config_from_tfjs_and_keras2_names():
                                                                        "seed": None}}})
     model = dg.Sequential([e])
     assert model.output_shape == (None, 4, 2)
+
+
+def test_ragged_data_for_a_model_is_refused_naming_the_first_layer():
+    model = dg.Sequential([L.Input((None,), dtype="int32"), L.Embedding(10, 3, mask_zero=True, name="emb"),
+                           L.GlobalAveragePooling1D()])
+    model.compile(optimizer="sgd", loss="mse")
+    for call in (lambda: model.predict([[1, 2, 3], [4]], verbose=0),
+                 lambda: model.fit([[1, 2, 3], [4]], np.zeros((2, 3)), verbose=0)):
+        with pytest.raises(ValueError, match=r"ragged list of 2 sequences \(lengths 1, 3\).*'emb', Embedding"):
+            call()
+    assert model.predict([[1, 2, 3], [4, 5, 6]], verbose=0).shape == (2, 3)

@@ -319,3 +319,17 @@ def test_cell_gradients_by_finite_differences(cell):
             flat[i] = old
             num[i] = (plus - minus) / (2 * eps)
         np.testing.assert_allclose(np.asarray(g).reshape(-1), num, rtol=1e-6, atol=1e-8)
+
+
+def test_encoder_decoder_states_survive_native_and_tfjs_files(tmp_path):
+    from deepgpu.io import load_model, load_tfjs, save_model, save_tfjs
+    enc_in, dec_in = Input((3, 2)), Input((4, 2))
+    _, h, c = L.LSTM(3, return_state=True)(enc_in)
+    model = dg.Model([enc_in, dec_in], L.LSTM(3, return_sequences=True)(dec_in, initial_state=[h, c]))
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((2, 3, 2)).astype("float32"), rng.standard_normal((2, 4, 2)).astype("float32")]
+    want = model.predict(xs, verbose=0).data_sync()
+    save_model(model, str(tmp_path / "m.zip"))
+    np.testing.assert_allclose(load_model(str(tmp_path / "m.zip")).predict(xs, verbose=0).data_sync(), want)
+    save_tfjs(model, str(tmp_path / "tfjs"))
+    np.testing.assert_allclose(load_tfjs(str(tmp_path / "tfjs")).predict(xs, verbose=0).data_sync(), want)
