@@ -137,6 +137,10 @@ def test_validation_data_as_sources(clean):
     assert "val_accuracy" in h.history
     h = m.fit(X, Y, batch_size=16, validation_data=(X, Y), validation_steps=1, verbose=0)
     assert "val_loss" in h.history
+    seen = []
+    cb = callbacks.LambdaCallback(on_test_batch_end=lambda b, logs: seen.append(b))
+    h = m.fit(X, Y, batch_size=4, validation_split=0.25, validation_steps=2, verbose=0, callbacks=[cb])
+    assert "val_loss" in h.history and seen == [0, 1]
 
 
 def test_pydataset_workers_threads_and_processes_and_epoch_end(clean):

@@ -511,6 +511,21 @@ def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=N
         T._check_class_weight(class_weight, w)
     if batch_size is not None and not is_data_source(x):
         batch_size = T._int_arg(w, "batch_size", batch_size, 1)
+    if validation_split and validation_data is None and not is_data_source(x):
+        # arrays that came here for validation_steps: Keras's split, the last samples validate
+        if y is None:
+            raise ValueError("fit(): needs targets y")
+        host = (lambda a: None if a is None else map_structure(
+            _to_host, a if not isinstance(a, list) else tuple(a)))
+        x, y, sample_weight = host(x), host(y), host(sample_weight)
+        n = _batch_len(x)
+        cut = int(n * (1 - validation_split))
+        if cut in (0, n):
+            raise ValueError(f"fit(): validation_split={validation_split} leaves no samples on one side of {n}")
+        part = (lambda a, sl: None if a is None else map_structure(lambda v: v[sl], a))
+        validation_data = (part(x, slice(cut, None)), part(y, slice(cut, None)),
+                           part(sample_weight, slice(cut, None)))
+        x, y, sample_weight = part(x, slice(0, cut)), part(y, slice(0, cut)), part(sample_weight, slice(0, cut))
     adapter = get_adapter(x, y, sample_weight, batch_size, shuffle, w)
     if getattr(adapter, "infinite", False) and steps_per_epoch is None:
         raise ValueError(f"fit(): the {adapter.name} is infinite (repeat() without a count); give steps_per_epoch")
