@@ -245,15 +245,20 @@ class _Writer:
         self._emit(self._pb.Summary.Value(tag=tag, simple_value=float(value)), step)
 
     def histogram(self, tag, values, step, bins=30):
-        import numpy as np  # host statistics of a host copy, for the file
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
-        v = v[np.isfinite(v)]
+        """``values``: a host array (``data_sync()``); its finite entries in ``bins`` equal buckets."""
+        v = values.reshape(-1).astype("float64")
+        v = v[(v == v) & (abs(v) != float("inf"))]
         if not v.size:
             return
-        counts, edges = np.histogram(v, bins=bins)
-        hist = self._pb.HistogramProto(min=float(v.min()), max=float(v.max()), num=float(v.size),
-                                       sum=float(v.sum()), sum_squares=float((v * v).sum()),
-                                       bucket_limit=[float(e) for e in edges[1:]], bucket=[float(c) for c in counts])
+        lo, hi = float(v.min()), float(v.max())
+        width = (hi - lo) / bins if hi > lo else 1.0
+        limits = [lo + width * (i + 1) for i in range(bins)]
+        limits[-1] = max(limits[-1], hi)
+        below = [int((v <= e).sum()) for e in limits]  # counts at or below each bucket's right edge
+        counts = [below[0]] + [b - a for a, b in zip(below, below[1:])]
+        hist = self._pb.HistogramProto(min=lo, max=hi, num=float(v.size), sum=float(v.sum()),
+                                       sum_squares=float((v * v).sum()), bucket_limit=limits,
+                                       bucket=[float(c) for c in counts])
         self._emit(self._pb.Summary.Value(tag=tag, histo=hist), step)
 
     def keras_graph(self, config_json, step=0):

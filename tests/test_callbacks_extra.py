@@ -168,6 +168,9 @@ def test_tensorboard_writes_event_files_tensorboard_reads(tmp_path):
     h = train.Histograms(names[0] + "/histogram")[-1].histogram_value
     k = m.weights[0].data_sync()
     assert h.num == k.size and h.min == pytest.approx(float(k.min())) and h.max == pytest.approx(float(k.max()))
+    assert sum(h.bucket) == k.size and h.bucket_limit[-1] >= h.max
+    want, _ = np.histogram(k.astype("float64"), bins=30)
+    assert [int(c) for c in h.bucket] == list(want)
     assert "keras" in tags["tensors"]
     graph = train.Tensors("keras")[0].tensor_proto.string_val[0].decode()
     assert '"class_name": "Sequential"' in graph
