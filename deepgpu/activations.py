@@ -26,6 +26,8 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0, alpha=None):
         return ops.relu(x)
     if negative_slope != 0 and max_value is None and threshold == 0:
         return ops.leaky_relu(x, negative_slope)
+    if negative_slope == 0 and max_value is not None and threshold == 0:
+        return ops.clip(x, 0.0, float(max_value))  # ReLU(6) of MobileNets: one op each way
     pos = ops.where(ops.greater(x, threshold), x, 0.0)
     if max_value is not None:
         pos = ops.minimum(pos, float(max_value))
