@@ -895,6 +895,47 @@ class NumpyBackend(Backend):
         self._parallel(n, part, dx.nbytes)
         return dx
 
+    # ------------------------------------------------ small GEMMs on one BLAS thread
+    # A recurrent step's GEMMs ([64, 128] x [128, 512], forward and backward: 600 per LSTM
+    # training step at 200 steps) are too small to split: waking OpenBLAS's sleeping workers
+    # (OPENBLAS_THREAD_TIMEOUT=4, backends/base.py) costs more than the work, and far more on a
+    # busy machine (measured under load 16 on 2 cores: 1.4 ms on one thread vs 65-71 ms on two,
+    # per GEMM). OpenBLAS's thread-local setting (0.3.27+) limits only this call.
+    _SMALL_GEMM = 1 << 23  # multiply-adds
+    _blas_local = None
+
+    @classmethod
+    def _one_blas_thread(cls):
+        """NumPy's OpenBLAS ``openblas_set_num_threads_local`` (ctypes), or False where absent."""
+        if cls._blas_local is None:
+            import ctypes
+            cls._blas_local = False
+            try:
+                with open("/proc/self/maps") as f:
+                    libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln})
+            except OSError:
+                libs = []
+            for path in libs:
+                try:
+                    fn = ctypes.CDLL(path).openblas_set_num_threads_local
+                except (OSError, AttributeError):
+                    continue
+                fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
+                cls._blas_local = fn
+                break
+        return cls._blas_local
+
+    def matmul(self, a, b, transpose_a=False, transpose_b=False):
+        if a.ndim == 2 and b.ndim == 2 and a.size * (b.shape[0] if transpose_b else b.shape[1]) < self._SMALL_GEMM:
+            one = self._one_blas_thread()
+            if one:
+                prev = one(1)
+                try:
+                    return super().matmul(a, b, transpose_a, transpose_b)
+                finally:
+                    one(prev)
+        return super().matmul(a, b, transpose_a, transpose_b)
+
     # ------------------------------------------------ fused recurrent cells
     # kernels/cpu_rnn.c: one pass over the gates each way (about 17x the generic version's
     # dozen NumPy passes at [64, 4 x 128]). Operands need unit column strides (column

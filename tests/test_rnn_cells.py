@@ -186,3 +186,16 @@ def test_layers_take_the_fused_cell_and_match_the_composite_gates(monkeypatch, k
     np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5)
     for a, b in zip(outs[0][1], outs[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_small_gemms_run_on_one_blas_thread_and_give_the_same_values():
+    """NumpyBackend.matmul limits a small GEMM to one BLAS thread for that call only (a recurrent
+    step's; waking the BLAS's sleeping threads costs more than the work): values unchanged."""
+    B = _cpu()
+    a, b = RNG.normal(0, 1, (64, 128)).astype("float32"), RNG.normal(0, 1, (512, 128)).astype("float32")
+    np.testing.assert_allclose(B.matmul(a, b, transpose_b=True), a @ b.T, rtol=1e-5, atol=1e-4)
+    one = B._one_blas_thread()
+    if one:  # the thread-local setting is restored after the call
+        prev = one(3)
+        B.matmul(a, b, transpose_b=True)
+        assert one(prev) == 3
