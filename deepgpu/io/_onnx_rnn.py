@@ -39,6 +39,8 @@ def _act(fn, who):
 def _cell_of(layer, who):
     from ..layers import recurrent as R
     cell = layer.cell
+    if isinstance(cell, R.ConvLSTM2DCell):
+        raise ValueError(f"{who}: ONNX has no convolutional LSTM op, so it cannot be exported")
     if not isinstance(cell, (R.SimpleRNNCell, R.LSTMCell, R.GRUCell)):
         raise ValueError(f"{who}: only RNNs of one SimpleRNNCell, LSTMCell or GRUCell export to ONNX (use one "
                          f"RNN layer per cell); this one runs {type(cell).__name__}")

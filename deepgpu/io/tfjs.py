@@ -56,7 +56,7 @@ _TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePoo
 _TFJS_LAYERS |= {"DepthwiseConv2D", "SeparableConv2D"}  # issue 17
 _TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
 _TFJS_LAYERS |= {"RNN", "SimpleRNN", "LSTM", "GRU", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells",
-                 "Bidirectional", "TimeDistributed"}  # issue 16; _rnn_interop.tfjs_out checks them
+                 "Bidirectional", "TimeDistributed", "ConvLSTM2D", "ConvLSTM2DCell"}  # issue 16; _rnn_interop.tfjs_out checks them
 # Noise, activation and preprocessing layers TF.js has (issue 17); _preprocessing_for_tfjs refuses
 # the ones TF.js computes otherwise.
 _TFJS_LAYERS |= {"GaussianNoise", "GaussianDropout", "AlphaDropout", "PReLU", "ThresholdedReLU", "Rescaling",

@@ -18,7 +18,8 @@ from .reshaping import Cropping1D, UpSampling1D, ZeroPadding1D  # noqa: F401
 from .depthwise import DepthwiseConv2D, SeparableConv2D  # noqa: F401
 from .embedding import Embedding, Masking  # noqa: F401
 from .recurrent import (  # noqa: F401
-    GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell, StackedRNNCells, TimeDistributed,
+    GRU, LSTM, RNN, Bidirectional, ConvLSTM2D, ConvLSTM2DCell, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell,
+    StackedRNNCells, TimeDistributed,
 )
 from .text import TextVectorization  # noqa: F401
 from .activation import ELU, LeakyReLU, ReLU, Softmax  # noqa: F401
@@ -70,7 +71,7 @@ __all__ = [
     "Embedding", "Masking",
     "DepthwiseConv1D", "SeparableConv1D", "SeparableConvolution1D",
     "RNN", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells", "SimpleRNN", "LSTM", "GRU",
-    "Bidirectional", "TimeDistributed",
+    "Bidirectional", "TimeDistributed", "ConvLSTM2D", "ConvLSTM2DCell",
     "TextVectorization",
 ]
 

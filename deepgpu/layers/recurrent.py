@@ -204,13 +204,19 @@ class _Cell(WeightedLayer):
     def reset_recurrent_dropout_mask(self):
         self._rec_dp_mask = None
 
+    _step_rank = 2  # the rank of one step's input: [N, features]
+
     def _input_dropped(self, x, training):
+        """``x`` (one step, or a sequence [N, T, ...]) times the sequence's input dropout mask
+        (one mask of a step's shape, the same for every step, as Keras)."""
         if not training or self.dropout == 0:
             return x
+        seq = x.ndim > self._step_rank
         if self._dp_mask is None:
-            self._dp_mask = _dropout_mask(x, (x.shape[0], x.shape[-1]), self.dropout)
+            step = (x.shape[0],) + tuple(x.shape[2:] if seq else x.shape[1:])
+            self._dp_mask = _dropout_mask(x, step, self.dropout)
         m = self._dp_mask
-        return x * (ops.reshape(m, (m.shape[0],) + (1,) * (x.ndim - 2) + (m.shape[1],)) if x.ndim > 2 else m)
+        return x * (ops.reshape(m, (m.shape[0], 1) + tuple(m.shape[1:])) if seq else m)
 
     def _state_dropped(self, h, training):
         if not training or self.recurrent_dropout == 0:
@@ -657,7 +663,7 @@ class RNN(WeightedLayer):
     def _checked_initial(self, initial_state, batch, x):
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         states = [s if isinstance(s, Tensor) else _as_tensor(s, x) for s in states]
-        want = [(batch, s) for s in self.state_size]
+        want = self._state_shapes(tuple(x.shape))
         got = [tuple(s.shape) for s in states]
         if got != want:
             raise ValueError(
@@ -741,7 +747,9 @@ class RNN(WeightedLayer):
             raise ValueError(f"layer {self.name!r} ({type(self).__name__}) received a sequence of 0 time steps")
         ms = None
         if mask is not None:
-            m = mask.data.reshape(x.shape[0], x.shape[1], 1)
+            rank = len(self.compute_output_shape(tuple(x.shape))[0] if self.return_state
+                       else self.compute_output_shape(tuple(x.shape))) - (1 if self.return_sequences else 0)
+            m = mask.data.reshape((x.shape[0], x.shape[1]) + (1,) * (rank - 1))
             ms = [Tensor(m[:, t], mask._backend) for t in range(x.shape[1])]
         order = range(len(xs) - 1, -1, -1) if self.go_backwards else range(len(xs))
         single = not isinstance(cell.state_size, (list, tuple))
@@ -766,13 +774,20 @@ class RNN(WeightedLayer):
         outputs = ops.stack(outs, axis=1) if self.return_sequences else None
         return prev, outputs, states
 
+    def _state_shapes(self, input_shape):
+        """The shape of each state for a [batch, time, ...] input shape."""
+        return [(input_shape[0], s) for s in self.state_size]
+
+    def _step_output_shape(self, input_shape):
+        return (input_shape[0], self.output_size)
+
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, list):
             input_shape = input_shape[0]
-        batch, steps = input_shape[0], input_shape[1]
-        out = (batch, steps, self.output_size) if self.return_sequences else (batch, self.output_size)
+        one = self._step_output_shape(input_shape)
+        out = (one[0], input_shape[1]) + tuple(one[1:]) if self.return_sequences else one
         if self.return_state:
-            return [out] + [(batch, s) for s in self.state_size]
+            return [out] + self._state_shapes(input_shape)
         return out
 
     def compute_mask(self, inputs, previous_mask=None):
@@ -857,14 +872,16 @@ class _CellRNN(RNN):
 def _with_signature(cls):
     """Give ``cls.__init__`` the full signature (the cell's arguments, then RNN's), so that
     ``help()`` and the file loaders that check option names see every argument."""
-    def __init__(self, units, **kwargs):
-        _CellRNN.__init__(self, units, **kwargs)
+    inner = cls.__dict__.get("__init__", _CellRNN.__init__)
+
+    def __init__(self, *args, **kwargs):
+        inner(self, *args, **kwargs)
 
     cell = [p for n, p in inspect.signature(cls._cell_cls.__init__).parameters.items()
             if n not in ("self", "kwargs")]
     names = {p.name for p in cell}
-    rnn = [p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(_CellRNN.__init__).parameters.items()
-           if n not in ("self", "units", "cell_kwargs") and n not in names]
+    rnn = [p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(inner).parameters.items()
+           if n not in ("self", "units", "filters", "kernel_size", "cell_kwargs") and n not in names]
     self_p = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     kw = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)
     __init__.__signature__ = inspect.Signature([self_p] + cell + rnn + [kw])
@@ -903,6 +920,150 @@ class GRU(_CellRNN):
     def set_weights(self, weights):
         _check_gru_bias(self, self.cell, weights)
         super().set_weights(weights)
+
+
+# ------------------------------------------------------------ ConvLSTM2D
+def _conv_len(n, k, s, padding, d):
+    if n is None:
+        return None
+    if padding == "same":
+        return -(-n // s)
+    return (n - (k - 1) * d - 1) // s + 1
+
+
+class ConvLSTM2DCell(LSTMCell):
+    """An LSTM step whose matmuls are convolutions: input [N, H, W, C] -> h [N, H', W', filters].
+
+    kernel [kh, kw, C, 4 filters] (strides, padding, dilation_rate apply to it), recurrent_kernel
+    [kh, kw, filters, 4 filters] ('same', stride 1), bias [4 filters]; gates i, f, c, o as Keras.
+    """
+
+    _step_rank = 4
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, recurrent_constraint=None, bias_constraint=None, dropout=0.0,
+                 recurrent_dropout=0.0, seed=None, **kwargs):
+        from ._utils import channels_last, padding_arg, pair
+        super().__init__(filters, activation, recurrent_activation, use_bias, kernel_initializer,
+                         recurrent_initializer, bias_initializer, unit_forget_bias, kernel_regularizer,
+                         recurrent_regularizer, bias_regularizer, kernel_constraint, recurrent_constraint,
+                         bias_constraint, dropout, recurrent_dropout, seed, **kwargs)
+        cls = type(self).__name__
+        self.filters = self.units
+        self.kernel_size = pair(kernel_size, "kernel_size", cls)
+        self.strides = pair(strides, "strides", cls)
+        self.dilation_rate = pair(dilation_rate, "dilation_rate", cls)
+        self.padding = padding_arg(padding, cls)
+        self.data_format = channels_last(data_format, cls)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(f"{cls}: strides > 1 and dilation_rate > 1 cannot be combined (as in Keras)")
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(f"layer {self.name!r} ({type(self).__name__}) expects steps [batch, rows, cols, "
+                             f"channels] with known channels; received {fmt_shape(input_shape)}")
+        kh, kw = self.kernel_size
+        g = 4 * self.filters
+        self.kernel = self.add_weight("kernel", (kh, kw, input_shape[-1], g), self.kernel_initializer,
+                                      self.kernel_regularizer, constraint=self.kernel_constraint)
+        self.recurrent_kernel = self.add_weight("recurrent_kernel", (kh, kw, self.filters, g),
+                                                self.recurrent_initializer, self.recurrent_regularizer,
+                                                constraint=self.recurrent_constraint)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (g,), self._bias_init(), self.bias_regularizer,
+                                        constraint=self.bias_constraint)
+        self.built = True
+
+    def output_spatial(self, rows, cols):
+        return tuple(_conv_len(n, k, st, self.padding, d) for n, k, st, d in
+                     zip((rows, cols), self.kernel_size, self.strides, self.dilation_rate))
+
+    def _project(self, x, training=None):
+        x = self._input_dropped(self._cast_in(x), training)
+        seq = x.ndim == 5
+        folded = ops.reshape(x, (-1,) + tuple(x.shape[2:])) if seq else x
+        y = ops.conv2d(folded, self.kernel, self.strides, self.padding, self.dilation_rate)
+        if self.bias is not None:
+            y = y + self.bias
+        return ops.reshape(y, (x.shape[0], x.shape[1]) + tuple(y.shape[1:])) if seq else y
+
+    def _recur(self, xp, states, training=None):
+        h_prev, c_prev = states
+        z = xp + ops.conv2d(self._state_dropped(h_prev, training), self.recurrent_kernel, 1, "same")
+        g = z.shape[-1]
+        h, c = _lstm_step(ops.reshape(z, (-1, g)), ops.reshape(c_prev, (-1, g // 4)), self.activation,
+                          self.recurrent_activation)
+        return ops.reshape(h, h_prev.shape), [ops.reshape(h, h_prev.shape), ops.reshape(c, c_prev.shape)]
+
+    def get_initial_state(self, batch_size=None, like=None):
+        rows, cols = self.output_spatial(like.shape[-3], like.shape[-2])
+        return [zeros((batch_size, rows, cols, self.filters), self.dtype, backend=like.backend) for _ in range(2)]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self.output_spatial(input_shape[1], input_shape[2]) + (self.filters,)
+
+    def get_config(self):
+        cfg = super().get_config()
+        units = cfg.pop("units")
+        return {**cfg, "filters": units, "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding, "data_format": self.data_format,
+                "dilation_rate": list(self.dilation_rate)}
+
+
+class ConvLSTM2D(RNN):
+    _cell_cls = ConvLSTM2DCell
+
+    """A convolutional LSTM over [batch, time, rows, cols, channels]:
+    ``ConvLSTM2D(filters, kernel_size, strides=1, padding="valid", dilation_rate=1, activation="tanh",
+    recurrent_activation="sigmoid", ..., return_sequences=False, return_state=False, go_backwards=False,
+    stateful=False)`` (ConvLSTM2DCell's and RNN's arguments). Output [batch, rows', cols', filters], or
+    [batch, time, rows', cols', filters] with return_sequences."""
+
+    def __init__(self, filters, kernel_size, return_sequences=False, return_state=False, go_backwards=False,
+                 stateful=False, unroll=False, zero_output_for_mask=False, activity_regularizer=None, name=None,
+                 trainable=True, dtype=None, input_shape=None, batch_input_shape=None, batch_size=None,
+                 input_dim=None, **cell_kwargs):
+        shape_kw = {k: cell_kwargs.pop(k) for k in ("inputShape", "batchInputShape", "inputDim") if k in cell_kwargs}
+        cell = ConvLSTM2DCell(filters, kernel_size, dtype=dtype, trainable=trainable,
+                              name=f"{name}_cell" if name else None, **cell_kwargs)
+        super().__init__(cell, return_sequences, return_state, go_backwards, stateful, unroll, zero_output_for_mask,
+                         activity_regularizer, name=name, trainable=trainable, dtype=dtype, input_shape=input_shape,
+                         batch_input_shape=batch_input_shape, batch_size=batch_size, input_dim=input_dim, **shape_kw)
+        self.input_spec = InputSpec(ndim=5)
+
+    __getattr__ = _CellRNN.__getattr__
+
+    def build(self, input_shape):
+        if isinstance(input_shape, list):
+            input_shape = input_shape[0]
+        if len(input_shape) != 5:
+            raise ValueError(
+                f"Input 0 of layer {self.name!r} (ConvLSTM2D) is incompatible: expected [batch, time, rows, cols, "
+                f"channels] (ndim=5), found shape {fmt_shape(input_shape)}")
+        super().build(input_shape)
+
+    def _state_shapes(self, input_shape):
+        spatial = self.cell.output_spatial(input_shape[2], input_shape[3])
+        return [(input_shape[0],) + spatial + (self.cell.filters,)] * 2
+
+    def _step_output_shape(self, input_shape):
+        return self._state_shapes(input_shape)[0]
+
+    def get_config(self):
+        cell = self.cell.get_config()
+        for k in ("name", "trainable", "dtype"):
+            cell.pop(k, None)
+        return {**super().get_config(), **cell, "activity_regularizer": reg_config(self.activity_regularizer)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+
+ConvLSTM2D = _with_signature(ConvLSTM2D)
 
 
 # -------------------------------------------------------------- wrappers
@@ -1119,4 +1280,4 @@ class TimeDistributed(Layer):
 
 
 __all__ = ["RNN", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells", "SimpleRNN", "LSTM", "GRU",
-           "Bidirectional", "TimeDistributed"]
+           "Bidirectional", "TimeDistributed", "ConvLSTM2DCell", "ConvLSTM2D"]

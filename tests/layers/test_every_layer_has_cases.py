@@ -21,7 +21,8 @@ EXEMPT = {
 # Recurrent cells compute one step, called with states (cell.call(x, states)): their cases run
 # inside RNN (tests/layers/test_recurrent.py has RNN cases of each).
 EXEMPT.update({getattr(deepgpu.layers, n): "a recurrent cell; run through RNN's cases in test_recurrent.py"
-               for n in ("SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells") if hasattr(deepgpu.layers, n)})
+               for n in ("SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells", "ConvLSTM2DCell")
+               if hasattr(deepgpu.layers, n)})
 
 
 def registered_layer_classes():

@@ -17,6 +17,7 @@ def _spec(cls, **config):
 
 
 _GRU_TFJS = "TF.js's GRU has only reset_after=False"
+_NO_CONV_LSTM = "ONNX has no convolutional LSTM op"
 MASK = np.array([[True, True, False], [False, True, True]])  # post- and pre-padding
 X = (2, 3, 2)
 CASES = [
@@ -49,6 +50,10 @@ CASES = [
       X, (None, 4), unsupported={"tfjs": "TF.js's Bidirectional takes no backward_layer",
                                  "onnx": "one ONNX op for both directions"}),
     C(L.TimeDistributed, dict(layer=_spec("Dense", units=3, activation="relu")), X, (None, 3, 3)),
+    C(L.ConvLSTM2D, dict(filters=2, kernel_size=2), (2, 3, 4, 4, 2), (None, 3, 3, 2),
+      expected_num_params=2 * 2 * 2 * 8 + 2 * 2 * 2 * 8 + 8, unsupported={"onnx": _NO_CONV_LSTM}),
+    C(L.ConvLSTM2D, dict(filters=2, kernel_size=3, padding="same", strides=2, return_sequences=True), (1, 2, 4, 3, 1),
+      (None, 2, 2, 2, 2), unsupported={"onnx": _NO_CONV_LSTM}),
     # Masks: padded steps keep the state and repeat the output (Keras's semantics), so the values
     # under the mask cannot change the outputs.
     C(L.LSTM, dict(units=2, return_sequences=True), X, (None, 3, 2), input_mask=MASK, expected_output_mask=MASK,
@@ -333,3 +338,29 @@ def test_encoder_decoder_states_survive_native_and_tfjs_files(tmp_path):
     np.testing.assert_allclose(load_model(str(tmp_path / "m.zip")).predict(xs, verbose=0).data_sync(), want)
     save_tfjs(model, str(tmp_path / "tfjs"))
     np.testing.assert_allclose(load_tfjs(str(tmp_path / "tfjs")).predict(xs, verbose=0).data_sync(), want)
+
+
+def test_conv_lstm2d_matches_the_equations_with_a_mask():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 4, 4, 1)).astype("float32")
+    mask = np.array([[True, True, False], [False, True, True]])
+    layer = L.ConvLSTM2D(2, 3, padding="same", return_sequences=True)
+    xt = tensor(x)
+    xt._keras_mask = tensor(mask)
+    y = layer(xt).data_sync()
+    k, rk, b = layer.get_weights()
+
+    def conv_same(a, w):  # a [N, H, W, C], w [3, 3, C, O], stride 1, 'same'
+        p = np.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        return sum(np.einsum("nhwc,co->nhwo", p[:, i:i + a.shape[1], j:j + a.shape[2]], w[i, j])
+                   for i in range(3) for j in range(3))
+
+    h = c = prev = np.zeros((2, 4, 4, 2))
+    for t in range(3):
+        z = conv_same(x[:, t].astype(np.float64), k) + conv_same(h, rk) + b
+        i, f, g, o = np.split(z, 4, axis=-1)
+        c2 = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h2 = _sigmoid(o) * np.tanh(c2)
+        m = mask[:, t, None, None, None]
+        h, c, prev = np.where(m, h2, h), np.where(m, c2, c), np.where(m, h2, prev)
+        np.testing.assert_allclose(y[:, t], prev, atol=1e-5)
