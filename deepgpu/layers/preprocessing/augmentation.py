@@ -295,6 +295,10 @@ class _RandomSide(_Augment):
     def get_config(self):
         return {**super().get_config(), "factor": _cfg(self.factor), "interpolation": self.interpolation}
 
+    def keras3_class_config(self, cfg):
+        raise ValueError(f"layer {self.name!r} ({type(self).__name__}) cannot be written for Keras 3, which has "
+                         f"no {type(self).__name__} (tf.keras 2 and TF.js have it)")
+
 
 class RandomWidth(_RandomSide):
     _axis = 1
