@@ -309,3 +309,75 @@ CASES = [
 def test_harness(case):
     rep = case.run()
     assert {"build", "config", "native", "trainable"} <= set(rep.ran)
+
+
+# Keras 3's .weights.h5 layout for subclassed models: by attribute (what Keras 3.15 wrote for the
+# twins of these classes in tests below: h5py's listing of its file).
+KERAS_LAYOUT = {
+    "TwoTower": {"vars", "inp/vars/0", "inp/vars/1", "blocks/dense/vars/0", "blocks/dense/vars/1",
+                 "blocks/dense_1/vars/0", "blocks/dense_1/vars/1", "heads/dense/vars/0", "heads/dense/vars/1"},
+    "WithConfig": {"vars", "layers/dense/vars/0", "layers/dense/vars/1", "layers/residual/vars/0",
+                   "layers/residual/proj/vars/0", "layers/residual/proj/vars/1"},
+}
+
+
+def _datasets(path):
+    h5py = pytest.importorskip("h5py")
+    out = set()
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.add(n) if isinstance(o, h5py.Dataset) or n == "vars" else None)
+    return out
+
+
+@pytest.mark.parametrize("cls", [TwoTower, WithConfig])
+def test_keras_weights_file_of_a_subclassed_model(tmp_path, cls):
+    x, _ = _data()
+    m = cls(units=8, depth=2) if cls is TwoTower else cls(hidden=1)
+    m.build((None, 4))
+    path = str(tmp_path / "m.weights.h5")
+    m.save_weights(path)
+    assert _datasets(path) == KERAS_LAYOUT[cls.__name__]
+    other = cls(units=8, depth=2) if cls is TwoTower else cls(hidden=1)
+    other.build((None, 4))
+    other.load_weights(path)
+    np.testing.assert_array_equal(other.predict(x).data_sync(), m.predict(x).data_sync())
+    bad = TwoTower(units=3)
+    bad.build((None, 4))
+    with pytest.raises(dg.io.ModelFileError, match="m.weights.h5"):
+        bad.load_weights(path)
+
+
+def test_keras_3_reads_and_writes_the_same_subclassed_weights(tmp_path):
+    keras = pytest.importorskip("keras")
+
+    class KTwoTower(keras.Model):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.inp = keras.layers.Dense(8, activation="relu")
+            self.blocks = [keras.layers.Dense(8, activation="tanh") for _ in range(2)]
+            self.heads = {"out": keras.layers.Dense(1)}
+
+        def call(self, x):
+            h = self.inp(x)
+            for b in self.blocks:
+                h = h + b(h)
+            return self.heads["out"](h)
+
+    x, _ = _data()
+    km = KTwoTower()
+    km(x[:1])
+    kpath = str(tmp_path / "keras.weights.h5")
+    km.save_weights(kpath)
+    assert _datasets(kpath) == KERAS_LAYOUT["TwoTower"]
+    m = TwoTower(units=8, depth=2)
+    m.build((None, 4))
+    m.load_weights(kpath)
+    want = keras.ops.convert_to_numpy(km(x))
+    np.testing.assert_allclose(m.predict(x).data_sync(), want, rtol=1e-5, atol=1e-6)
+    # and back: deepgpu's file into Keras
+    m2 = TwoTower(units=8, depth=2)
+    m2.build((None, 4))
+    dpath = str(tmp_path / "dg.weights.h5")
+    m2.save_weights(dpath)
+    km.load_weights(dpath)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(km(x)), m2.predict(x).data_sync(), rtol=1e-5, atol=1e-6)

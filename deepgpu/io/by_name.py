@@ -59,7 +59,10 @@ def save_weights(model, path, overwrite=True) -> None:
     fmt = weights_format(path)
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{os.fspath(path)!r} exists and overwrite=False")
-    if fmt == ".weights.h5":
+    if fmt == ".weights.h5" and _subclassed(model):
+        from . import keras_subclassed
+        keras_subclassed.save(model, path)
+    elif fmt == ".weights.h5":
         from .keras import save_keras_weights
         save_keras_weights(model, path)
     else:
@@ -70,12 +73,21 @@ def save_weights(model, path, overwrite=True) -> None:
 def load_weights(model, path) -> None:
     """``model.load_weights``: a Keras 3 .weights.h5 file by its name, else deepgpu's own file
     (.dgw, or the weights of a .dgm). Nothing is assigned unless everything fits."""
-    if os.fspath(path).lower().endswith(".weights.h5"):
+    if os.fspath(path).lower().endswith(".weights.h5") and _subclassed(model):
+        from . import keras_subclassed
+        keras_subclassed.load(model, path)
+    elif os.fspath(path).lower().endswith(".weights.h5"):
         from .keras import load_keras_weights
         load_keras_weights(model, path)
     else:
         from .native import load_weights as load_native
         load_native(model, path)
+
+
+def _subclassed(model) -> bool:
+    """A Model subclass with its own call(): Keras lays its weights out by attribute."""
+    check = getattr(model, "_subclassed", None)
+    return bool(check()) if callable(check) else False
 
 
 def load_model(path, custom_objects=None, compile=True):
