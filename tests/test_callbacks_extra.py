@@ -187,3 +187,26 @@ def test_tensorboard_bad_input(tmp_path):
         C.TensorBoard(str(tmp_path), histogram_freq=-1)
     with pytest.raises(ValueError, match="profile_batch"):
         C.TensorBoard(str(tmp_path), profile_batch=2)
+
+
+def test_a_data_source_fit_resumes_at_the_epoch_and_ends_on_the_averages(tmp_path):
+    class Batches(dg.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return X[i * 16:(i + 1) * 16], Y[i * 16:(i + 1) * 16]
+
+    backup = str(tmp_path / "b")
+    m = _model(opt=O.Adam(0.05, use_ema=True))
+    with pytest.raises(RuntimeError, match="power cut"):
+        m.fit(Batches(), epochs=3, verbose=0, callbacks=[C.BackupAndRestore(backup), _Crash(2, 0)])
+    m2 = _model(seed=1, opt=O.Adam(0.05, use_ema=True))
+    m2(X[:1])
+    seen = []
+    m2.fit(Batches(), epochs=3, verbose=0,
+           callbacks=[C.BackupAndRestore(backup), C.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(e))])
+    assert seen == [2] and m2.optimizer.iterations == 9
+    opt = m2.optimizer
+    for v in opt._vars:  # fit ended on the moving averages
+        np.testing.assert_array_equal(v.data_sync(), opt._ema_vars[id(v)].data_sync())

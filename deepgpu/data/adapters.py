@@ -593,6 +593,8 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
     B = backends.current()
     checked = set()  # device-resident label Tensors already checked
     cbs("on_train_begin", {})
+    # callbacks.BackupAndRestore: a data source resumes at the saved epoch (its steps run again)
+    initial_epoch = model.__dict__.pop("_resume_at", (initial_epoch, 0))[0]
     epoch_logs = {}
     nan_reported = False
     try:
@@ -642,6 +644,8 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
             bar.target = bar.target if bar.target is not None else done
             bar.update(done, lambda: list(epoch_logs.items()), final=True)
             cbs("on_epoch_end", epoch, epoch_logs)
+        if model.optimizer is not None:  # use_ema: the variables take their moving averages
+            model.optimizer.finalize_variable_values(model._vars_to_train())
     finally:
         if epoch_gen is not None:
             epoch_gen.close()
