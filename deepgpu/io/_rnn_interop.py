@@ -169,3 +169,17 @@ def keras3_initial_state(kwargs):
     if states is None:
         return []
     return list(states) if isinstance(states, list) else [states]
+
+
+def shape_hint(weight_name, stored, wanted):
+    """A hint for a weight-shape mismatch that is a GRU's other reset_after form, else ""."""
+    stored, wanted = tuple(stored), tuple(wanted)
+    if not str(weight_name).endswith("bias"):
+        return ""
+    if len(stored) == 1 and len(wanted) == 2 and wanted[0] == 2 and wanted[1] == stored[0] and stored[0] % 3 == 0:
+        return ("; a GRU bias of shape (3 units,) comes from reset_after=False (TF.js's form): build the "
+                "layer with reset_after=False to load it")
+    if len(stored) == 2 and stored[0] == 2 and len(wanted) == 1 and stored[1] == wanted[0] and wanted[0] % 3 == 0:
+        return ("; a GRU bias of shape (2, 3 units) comes from reset_after=True (Keras 3's default): build the "
+                "layer with reset_after=True to load it")
+    return ""

@@ -321,8 +321,10 @@ def _read_dataset(node, w, where, path):
     if not isinstance(node, h5py.Dataset):
         raise KerasFileError(f"{path!r}: {where} is not an HDF5 dataset")
     if tuple(node.shape or ()) != tuple(w.shape):
+        from ._rnn_interop import shape_hint
         raise KerasFileError(f"{path!r}: weight {where} has shape {tuple(node.shape or ())}, but deepgpu's "
-                             f"{w.name!r} has shape {tuple(w.shape)}")
+                             f"{w.name!r} has shape {tuple(w.shape)}"
+                             + shape_hint(w.name, tuple(node.shape or ()), w.shape))
     if node.dtype.kind not in "biuf" or not fits(w, node.dtype):
         raise KerasFileError(f"{path!r}: weight {where} is {node.dtype}, which cannot be loaded into "
                              f"deepgpu's {w.dtype} {w.name!r}")

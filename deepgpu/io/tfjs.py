@@ -498,8 +498,9 @@ def _match(model, stored, json_path):
         used.add(key)
         a = stored[key]
         if tuple(a.shape) != tuple(w.shape):
+            from ._rnn_interop import shape_hint
             problems.append(f"stored weight {key!r} has shape {tuple(a.shape)}, the model's {w.name!r} "
-                            f"has {tuple(w.shape)}")
+                            f"has {tuple(w.shape)}" + shape_hint(w.name, a.shape, w.shape))
             continue
         pairs.append((w, a))
     extra = [n for n in stored if n not in used]

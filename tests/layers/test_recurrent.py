@@ -364,3 +364,25 @@ def test_conv_lstm2d_matches_the_equations_with_a_mask():
         m = mask[:, t, None, None, None]
         h, c, prev = np.where(m, h2, h), np.where(m, c2, c), np.where(m, h2, prev)
         np.testing.assert_allclose(y[:, t], prev, atol=1e-5)
+
+
+def test_gru_reset_after_mismatch_in_files_names_the_fix(tmp_path):
+    import json
+
+    from deepgpu.io import load_tfjs, save_tfjs
+    tfjs_style = dg.Sequential([Input((3, 2)), L.GRU(2, reset_after=False, name="gru")])
+    keras_style = dg.Sequential([Input((3, 2)), L.GRU(2, name="gru")])
+    before = keras_style.get_weights()
+    pytest.importorskip("h5py")
+    tfjs_style.save_weights(str(tmp_path / "w.weights.h5"))
+    with pytest.raises(ValueError, match=r"\(6,\).*'gru/bias'.*build the layer with reset_after=False"):
+        keras_style.load_weights(str(tmp_path / "w.weights.h5"))
+    for a, b in zip(keras_style.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    save_tfjs(tfjs_style, str(tmp_path / "t"))
+    path = tmp_path / "t" / "model.json"
+    doc = json.loads(path.read_text())
+    doc["modelTopology"]["model_config"]["config"]["layers"][1]["config"]["reset_after"] = True
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"'gru/bias' has shape \(6,\).*build the layer with reset_after=False"):
+        load_tfjs(str(tmp_path / "t"))
