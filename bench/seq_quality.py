@@ -37,12 +37,12 @@ EPOCHS = {"lstm": 5, "conv1d": 6, "weather": 30}
 MAX_TOKENS, SEQ_LEN = 10_000, 64
 
 
-def _fortunes_ids():
+def _fortunes_ids(seq_len):
     from deepgpu.datasets import fortunes
     from deepgpu.layers import TextVectorization
 
     (xtr, ytr), (xte, yte) = fortunes.load_data()
-    tv = TextVectorization(max_tokens=MAX_TOKENS, output_sequence_length=SEQ_LEN)
+    tv = TextVectorization(max_tokens=MAX_TOKENS, output_sequence_length=seq_len)
     tv.adapt(xtr)
     return (tv(xtr).data_sync(), ytr), (tv(xte).data_sync(), yte), tv.vocabulary_size(), int(ytr.max()) + 1
 
@@ -54,7 +54,7 @@ def _weather():
     return (xtr, ytr.reshape(-1, 1)), (xte, yte.reshape(-1, 1)), days.mean(0), days.var(0)
 
 
-def _keras_model(keras, task, vocab, classes, stats=None):
+def _keras_model(keras, task, vocab, classes, seq_len, stats=None):
     L = keras.layers
     if task == "weather":
         mean, var, ym, ys = stats
@@ -62,7 +62,7 @@ def _keras_model(keras, task, vocab, classes, stats=None):
         x = L.Normalization(mean=mean, variance=var)(inputs)
         x = L.Dense(1)(L.LSTM(32)(x))
         return keras.Model(inputs, L.Rescaling(ys, offset=ym)(x))
-    inputs = keras.Input((SEQ_LEN,), dtype="int32")
+    inputs = keras.Input((seq_len,), dtype="int32")
     if task == "lstm":
         x = L.Embedding(vocab, 64, mask_zero=True)(inputs)
         x = L.Bidirectional(L.LSTM(64))(x)
@@ -73,19 +73,19 @@ def _keras_model(keras, task, vocab, classes, stats=None):
     return keras.Model(inputs, L.Dense(classes, activation="softmax")(x))
 
 
-def worker(framework, task, seed, epochs):
+def worker(framework, task, seed, epochs, seq_len=SEQ_LEN):
     """Train one network; returns the result dict (test accuracy or MAE, seconds)."""
     if task == "weather":
         (x, y), (xt, yt), mean, var = _weather()
         ym, ys = float(y.mean()), float(y.std())
         vocab = classes = None
     else:
-        (x, y), (xt, yt), vocab, classes = _fortunes_ids()
+        (x, y), (xt, yt), vocab, classes = _fortunes_ids(seq_len)
     t0 = time.perf_counter()
     if framework == "keras":
         import keras
         keras.utils.set_random_seed(seed)
-        model = _keras_model(keras, task, vocab, classes, (mean, var, ym, ys) if task == "weather" else None)
+        model = _keras_model(keras, task, vocab, classes, seq_len, (mean, var, ym, ys) if task == "weather" else None)
         opt = keras.optimizers.Adam(1e-3)
         version = f"keras {keras.__version__} ({keras.backend.backend()})"
     else:
@@ -95,7 +95,7 @@ def worker(framework, task, seed, epochs):
         if task == "weather":
             model = zoo.weather_lstm(x.shape[1:], mean=mean, variance=var, target_mean=ym, target_std=ys)
         else:
-            model = zoo.SEQUENCE_MODELS[("fortunes", task)](vocab, classes, SEQ_LEN)
+            model = zoo.SEQUENCE_MODELS[("fortunes", task)](vocab, classes, seq_len)
         opt = dg.optimizers.Adam(1e-3)
         version = f"deepgpu {dg.__version__} ({dg.get_backend()})"
     if task == "weather":
@@ -107,6 +107,7 @@ def worker(framework, task, seed, epochs):
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
         _, score = model.evaluate(xt, yt, batch_size=256, verbose=0)
     return {"framework": version, "task": task, "seed": seed, "epochs": epochs,
+            "sequence_length": None if task == "weather" else seq_len,
             "metric": "test_mae" if task == "weather" else "test_accuracy", "value": float(score),
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -132,12 +133,13 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=None, help="default: 5 for lstm, 6 for conv1d, 30 for weather")
     ap.add_argument("--frameworks", nargs="+", choices=("deepgpu", "keras"), default=["deepgpu", "keras"])
+    ap.add_argument("--seq-len", type=int, default=SEQ_LEN, help="fortunes: tokens per quotation (default 64)")
     ap.add_argument("--out", default=None, help="append one JSON line per run here")
     ap.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "TASK", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         fw, task, seed = args.worker
-        print(json.dumps(worker(fw, task, int(seed), args.epochs or EPOCHS[task])))
+        print(json.dumps(worker(fw, task, int(seed), args.epochs or EPOCHS[task], args.seq_len)))
         return 0
     # One thread each: on a machine shared with other work, OpenBLAS's second thread spins and a
     # 64x64 @ 64x256 product took 7 ms instead of 0.1 ms (measured 2026-12-02); quality, not speed, is
@@ -148,7 +150,7 @@ def main(argv=None):
     for task in args.tasks:
         for seed in args.seeds:
             for fw in args.frameworks:
-                cmd = [sys.executable, __file__, "--worker", fw, task, str(seed)]
+                cmd = [sys.executable, __file__, "--worker", fw, task, str(seed), "--seq-len", str(args.seq_len)]
                 if args.epochs:
                     cmd += ["--epochs", str(args.epochs)]
                 p = subprocess.run(cmd, capture_output=True, text=True, env=env)
