@@ -20,6 +20,7 @@ One module per kernel family, beside its ``.cu`` file:
   softmax_xent.py  elementwise.cu: softmax, softmax cross-entropy, argmax_hits
   elementwise.py   elementwise.cu: dropout, bias_act, relu_grad, col_sum, counter_add
   norm.py          norm.cu: batch normalization, training forward and backward
+  depthwise.py     depthwise.cu: depthwise convolution and its two gradients
   layernorm.py     layernorm.cu: layer / RMS normalization, forward and backward
   depthwise.py     depthwise.cu: depthwise convolution and its two gradients
 
@@ -82,4 +83,4 @@ __all__ = ["KernelCompileError", "sources", "source", "cache_dir", "precompile",
            "softmax_cross_entropy_grad", "sparse_softmax_cross_entropy",
            "sparse_softmax_cross_entropy_grad", "softmax", "argmax_hits", "dropout",
            "bias_act", "relu_grad", "col_sum", "set_scalars", "counter_add", "batch_norm_train",
-           "batch_norm_grad"]
+           "batch_norm_grad", "depthwise_conv2d", "depthwise_conv2d_grad_input", "depthwise_conv2d_grad_filter"]

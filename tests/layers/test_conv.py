@@ -21,6 +21,12 @@ CASES = [
       expected_num_params=3 * 3 * 3 * 8 + 8),
     C(L.Conv2D, dict(filters=2, kernel_size=(2, 3), strides=(1, 2), use_bias=False), (1, 5, 7, 2), (None, 4, 3, 2),
       expected_num_params=2 * 3 * 2 * 2),
+    # Grouped (issue 17): each group of channels has its own filters.
+    C(L.Conv2D, dict(filters=4, kernel_size=3, groups=2), (2, 5, 5, 4), (None, 3, 3, 4),
+      expected_num_params=3 * 3 * 2 * 4 + 4, unsupported={"tfjs": "TF.js's Conv2D has no groups"}),
+    C(L.Conv2D, dict(filters=6, kernel_size=(2, 3), strides=2, padding="same", groups=3, activation="relu",
+                     use_bias=False), (1, 6, 5, 3), (None, 3, 3, 6), expected_num_params=2 * 3 * 1 * 6,
+      unsupported={"tfjs": "TF.js's Conv2D has no groups"}),
     C(L.Conv2DTranspose, dict(filters=3, kernel_size=3, strides=2, padding="same"), (2, 3, 3, 2), (None, 6, 6, 3)),
     C(L.Conv2DTranspose, dict(filters=2, kernel_size=(3, 2), strides=(2, 1), activation="relu"),
       (2, 3, 4, 2), (None, 7, 5, 2)),

@@ -8,7 +8,6 @@ from deepgpu.testing import LayerCase as C
 
 # tfjs-layers 4.22's DepthwiseConv2D passes dilations=null to tf.depthwiseConv2d (its SeparableConv2D does not).
 _TFJS_DILATION = "TF.js's DepthwiseConv2D ignores dilation_rate"
-_TFJS_GROUPS = "TF.js's Conv2D has no groups"
 CASES = [
     C(L.DepthwiseConv2D, dict(kernel_size=3), (2, 5, 5, 3), (None, 3, 3, 3), expected_num_weights=2,
       expected_num_params=3 * 3 * 3 + 3),
@@ -26,12 +25,6 @@ CASES = [
     C(L.SeparableConv2D, dict(filters=2, kernel_size=3, dilation_rate=2, padding="same", use_bias=False,
                               activation="tanh"), (1, 6, 6, 3), (None, 6, 6, 2), expected_num_weights=2),
     C(L.SeparableConv2D, dict(filters=5, kernel_size=3, activation="elu"), (2, 5, 5, 2), (None, 3, 3, 5)),
-    # Grouped Conv2D (deepgpu/layers/conv.py), the other convolution that mixes channels in blocks.
-    C(L.Conv2D, dict(filters=4, kernel_size=3, groups=2), (2, 5, 5, 4), (None, 3, 3, 4),
-      expected_num_params=3 * 3 * 2 * 4 + 4, unsupported={"tfjs": _TFJS_GROUPS}),
-    C(L.Conv2D, dict(filters=6, kernel_size=(2, 3), strides=2, padding="same", groups=3, activation="relu",
-                     use_bias=False), (1, 6, 5, 3), (None, 3, 3, 6), expected_num_params=2 * 3 * 1 * 6,
-      unsupported={"tfjs": _TFJS_GROUPS}),
 ]
 
 
