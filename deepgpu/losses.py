@@ -380,6 +380,60 @@ def tversky(y_true, y_pred, alpha=0.5, beta=0.5, axis=None):
     return 1.0 - inter / (inter + fp * alpha + fn * beta + EPSILON)
 
 
+_CTC_NEG = -1e30  # log(0) kept finite: exp(-1e30 - m) is 0 and its gradient 0, not NaN
+
+
+def _lse(*xs):
+    m = xs[0]
+    for x in xs[1:]:
+        m = ops.maximum(m, x)
+    total = None
+    for x in xs:
+        e = ops.exp(x - m)
+        total = e if total is None else total + e
+    return m + ops.log(total)
+
+
+def ctc(y_true, y_pred):
+    """Connectionist temporal classification loss per sample, as Keras 3's ``ctc``: ``y_true``
+    ``(batch, max_label_length)`` integer labels padded with 0 (0 is the blank and never a
+    class), ``y_pred`` ``(batch, time, classes)`` logits (not softmaxed); every sample uses all
+    ``time`` steps. ``-log`` of the summed probability of every alignment that collapses to the
+    label (the forward algorithm in log space, one step of differentiable ops per time step)."""
+    y_pred = _float(_as_tensor(y_pred))
+    y_true = _as_tensor(y_true, y_pred)
+    if y_true.ndim != 2 or y_pred.ndim != 3 or y_true.shape[0] != y_pred.shape[0]:
+        raise ValueError(f"ctc: expected y_true (batch, max_length) integer labels and y_pred (batch, time, "
+                         f"classes) logits for the same batch; got y_true {y_true.shape}, y_pred {y_pred.shape}")
+    b, t_len, classes = y_pred.shape
+    labels = ops.cast(y_true, "int32")
+    n_lab = labels.shape[1]
+    # the extended label: a blank before, between and after the labels (2 L + 1 positions)
+    blanks = ops.cast(labels * 0, "int32")
+    ext = ops.concat([ops.reshape(ops.stack([blanks, labels], axis=-1), (b, 2 * n_lab)), blanks[:, :1]], axis=1)
+    s_len = 2 * n_lab + 1
+    logp = ops.log_softmax(y_pred, axis=-1)
+    emit = ops.matmul(logp, ops.one_hot(ext, classes, logp.dtype), transpose_b=True)  # (batch, time, S)
+    # a label may follow the one two positions back directly, unless they are the same label
+    odd = tensor([[float(i % 2) for i in range(s_len)]], logp.dtype, backend=logp.backend)
+    differ = ops.cast(ops.not_equal(ext[:, 2:], ext[:, :-2]), logp.dtype)
+    skip = ops.concat([differ[:, :2] * 0.0, differ], axis=1) * odd
+    neg = emit[:, 0, :] * 0.0 + _CTC_NEG
+    start = tensor([[1.0, 1.0] + [0.0] * (s_len - 2)], logp.dtype, backend=logp.backend)
+    alpha = ops.where(ops.greater(start, 0.0), emit[:, 0, :], neg)
+    col = neg[:, :1]
+    for t in range(1, t_len):
+        a1 = ops.concat([col, alpha[:, :-1]], axis=1)
+        a2 = ops.concat([col, col, alpha[:, :-2]], axis=1) if s_len > 2 else neg
+        a2 = ops.where(ops.greater(skip, 0.0), a2, neg)
+        alpha = _lse(alpha, a1, a2) + emit[:, t, :]
+    length = ops.sum(ops.cast(ops.not_equal(labels, 0), "int32"), axis=-1)
+    last = ops.sum(alpha * ops.one_hot(length * 2, s_len, alpha.dtype), axis=-1)
+    before = ops.sum(alpha * ops.one_hot(ops.maximum(length * 2 - 1, 0), s_len, alpha.dtype), axis=-1)
+    before = ops.where(ops.greater(length, 0), before, last * 0.0 + _CTC_NEG)
+    return -_lse(last, before)
+
+
 def _weighted(losses, sample_weight):
     sw = _as_tensor(sample_weight, losses)
     if sw.dtype != losses.dtype:
@@ -557,13 +611,14 @@ CategoricalFocalCrossentropy = type("CategoricalFocalCrossentropy", (LossFunctio
     categorical_focal_crossentropy, "categorical_focal_crossentropy",
     (("alpha", 0.25), ("gamma", 2.0), ("from_logits", False), ("label_smoothing", 0.0), ("axis", -1))))
 Dice = type("Dice", (LossFunctionWrapper,), _wrapper(dice, "dice", (("axis", None),)))
+CTC = type("CTC", (LossFunctionWrapper,), _wrapper(ctc, "ctc"))
 Tversky = type("Tversky", (LossFunctionWrapper,), _wrapper(tversky, "tversky",
                                                            (("alpha", 0.5), ("beta", 0.5), ("axis", None))))
 
 for _cls in (MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
              Huber, LogCosh, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
              KLDivergence, Poisson, Hinge, SquaredHinge, CategoricalHinge, CosineSimilarity,
-             BinaryFocalCrossentropy, CategoricalFocalCrossentropy, Dice, Tversky):
+             BinaryFocalCrossentropy, CategoricalFocalCrossentropy, Dice, Tversky, CTC):
     _cls.__module__ = __name__
 
 # -------------------------------------------------------------------- get
@@ -589,6 +644,7 @@ _CANONICAL = {
     "categorical_focal_crossentropy": (CategoricalFocalCrossentropy, "categorical"),
     "dice": (Dice, "elementwise"),
     "tversky": (Tversky, "elementwise"),
+    "ctc": (CTC, "ctc"),
 }
 _ALIASES = {
     "mse": "mean_squared_error", "mae": "mean_absolute_error",
@@ -632,6 +688,7 @@ _FUNCTIONS = {
     "categorical_hinge": categorical_hinge, "cosine_similarity": cosine_similarity,
     "binary_focal_crossentropy": binary_focal_crossentropy,
     "categorical_focal_crossentropy": categorical_focal_crossentropy, "dice": dice, "tversky": tversky,
+    "ctc": ctc,
 }
 
 
@@ -715,7 +772,10 @@ def check_shapes(y_true_shape, y_pred_shape, loss_name):
     t = tuple(None if d is None else int(d) for d in y_true_shape)
     p = tuple(None if d is None else int(d) for d in y_pred_shape)
     hint = ""
-    if kind == "sparse":
+    if kind == "ctc":  # (batch, max_label_length) labels for (batch, time, classes) logits
+        ok = len(t) == 2 and len(p) == 3
+        expected = "(batch, max_label_length)"
+    elif kind == "sparse":
         ok = _dims_fit(t, p[:-1]) or _dims_fit(t, p[:-1] + (1,))
         if not ok and len(t) == len(p) and t[-1:] == p[-1:] and (p[-1] or 0) > 1:
             hint = "; one-hot targets need categorical_crossentropy"

@@ -119,3 +119,49 @@ def test_reductions():
     m.compile(dg.optimizers.Adam(0.05), "binary_focal_crossentropy")
     h = m.fit(x, t, epochs=10, verbose=0).history["loss"]
     assert h[-1] < h[0] / 2
+
+
+# ------------------------------------------------------------------------ CTC
+def _ctc_brute(logits, labels):
+    """-log of the summed probability of every path that collapses (merge repeats, drop blanks 0)
+    to the label: all classes ** time paths enumerated."""
+    import itertools
+    t_len, c = logits.shape
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p = p / p.sum(-1, keepdims=True)
+    target = [int(v) for v in labels if v != 0]
+    total = 0.0
+    for path in itertools.product(range(c), repeat=t_len):
+        collapsed = [k for k, _ in itertools.groupby(path) if k != 0]
+        if collapsed == target:
+            total += float(np.prod([p[t, path[t]] for t in range(t_len)], dtype="float64"))
+    return -np.log(total)
+
+
+CTC_LOGITS = RNG.normal(size=(4, 5, 4)).astype("float32")
+CTC_LABELS = np.array([[1, 2, 0], [3, 3, 0], [2, 0, 0], [1, 3, 2]], "int32")
+
+
+def test_ctc_against_every_alignment():
+    want = [_ctc_brute(CTC_LOGITS[i], CTC_LABELS[i]) for i in range(4)]
+    np.testing.assert_allclose(Ls.ctc(dg.tensor(CTC_LABELS), dg.tensor(CTC_LOGITS)).data_sync(), want, rtol=1e-5)
+    assert Ls.CTC()(dg.tensor(CTC_LABELS), dg.tensor(CTC_LOGITS)).item() == pytest.approx(np.mean(want), rel=1e-5)
+    assert type(Ls.get("ctc")) is Ls.CTC
+    # the gradient by autograd equals finite differences of the forward (float64 host copy)
+    g = dg.grad(lambda z: dg.ops.sum(Ls.ctc(dg.tensor(CTC_LABELS[:2]), z)))(dg.tensor(CTC_LOGITS[:2]))
+    eps, k = 1e-3, (1, 2, 3)
+    up, down = CTC_LOGITS[:2].astype("float64").copy(), CTC_LOGITS[:2].astype("float64").copy()
+    up[k] += eps
+    down[k] -= eps
+    fd = (sum(_ctc_brute(up[i], CTC_LABELS[i]) for i in range(2))
+          - sum(_ctc_brute(down[i], CTC_LABELS[i]) for i in range(2))) / (2 * eps)
+    assert g.data_sync()[k] == pytest.approx(fd, rel=1e-3, abs=1e-4)
+    with pytest.raises(ValueError, match=r"ctc: expected y_true \(batch, max_length\)"):
+        Ls.ctc(dg.tensor(CTC_LABELS[:, 0]), dg.tensor(CTC_LOGITS))
+
+
+def test_ctc_matches_keras():
+    keras = pytest.importorskip("keras")
+    want = keras.ops.convert_to_numpy(keras.losses.ctc(CTC_LABELS, CTC_LOGITS))
+    np.testing.assert_allclose(Ls.ctc(dg.tensor(CTC_LABELS), dg.tensor(CTC_LOGITS)).data_sync(), want,
+                               rtol=1e-4, atol=1e-5)
