@@ -1142,10 +1142,19 @@ class Bidirectional(Layer):
         if isinstance(inputs, SymbolicTensor) and inputs._keras_mask is not None:
             self.forward_layer._symbolic_mask_seen = self.backward_layer._symbolic_mask_seen = True
         if initial_state is not None:
+            states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            if any(isinstance(t, SymbolicTensor) for t in [inputs] + states):
+                return super().__call__([inputs] + states, training=training, **kwargs)  # as RNN does
             kwargs["initial_state"] = initial_state
         return super().__call__(inputs, training=training, **kwargs)
 
+    _keras_states_as_kwargs = True
+
     def call(self, inputs, initial_state=None, mask=None, training=None):
+        if isinstance(inputs, (list, tuple)):  # [x, *initial states] from a functional graph
+            inputs, initial_state = inputs[0], list(inputs[1:]) or initial_state
+            if isinstance(mask, (list, tuple)):
+                mask = None  # Keras passes no mask with initial_state
         fw_init = bw_init = None
         if initial_state is not None:
             states = list(initial_state)

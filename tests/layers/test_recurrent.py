@@ -386,3 +386,18 @@ def test_gru_reset_after_mismatch_in_files_names_the_fix(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=r"'gru/bias' has shape \(6,\).*build the layer with reset_after=False"):
         load_tfjs(str(tmp_path / "t"))
+
+
+def test_bidirectional_takes_symbolic_initial_states():
+    enc_in, dec_in = Input((3, 2)), Input((4, 2))
+    outs = L.Bidirectional(L.GRU(3, reset_after=False, return_state=True))(enc_in)
+    assert len(outs) == 3  # merged output, forward state, backward state
+    bi = L.Bidirectional(L.GRU(3, reset_after=False, return_sequences=True))
+    model = dg.Model([enc_in, dec_in], bi(dec_in, initial_state=outs[1:]))
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((2, 3, 2)).astype("float32"), rng.standard_normal((2, 4, 2)).astype("float32")
+    got = model.predict([a, b], verbose=0).data_sync()
+    enc = [layer for layer in model.layers if isinstance(layer, L.Bidirectional) and layer.return_state][0]
+    _, hf, hb = enc(a)
+    np.testing.assert_allclose(got, bi(b, initial_state=[hf, hb]).data_sync(), rtol=1e-5, atol=1e-6)
+    assert got.shape == (2, 4, 6)
