@@ -200,6 +200,15 @@ class CupyBackend(Backend):
             return self._philox_dropout(x, None, rate)  # mask and product in one launch
         return super().dropout(x, rate)
 
+    def _keyed_key(self, seed: int, counter: int):
+        key = super()._keyed_key(seed, counter)
+        if not self.capturing:
+            return key
+        # random_keyed's (seed, counter) are frozen in a captured step: the device replay count
+        # (advanced once per replay, as for dropout) is mixed into the key, so each replay draws anew.
+        self._graph_uses_dropout = True
+        return self._replay_count * np.uint64(0x632BE59BD9B4E019) + key
+
     def seed(self, n: int) -> None:
         super().seed(n)
         self.xp.random.seed(n)
