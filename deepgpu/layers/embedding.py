@@ -87,7 +87,9 @@ class Embedding(WeightedLayer):
 
     def _ids(self, inputs):
         ids = inputs if inputs.dtype == "int32" else ops.cast(inputs, "int32")
-        if ids.size:
+        # The check reads two numbers on the host, which a step being recorded as a CUDA graph
+        # cannot do: there the ids go unchecked.
+        if ids.size and not getattr(ids._backend, "capturing", False):
             lo, hi = int(ops.min(ids).item()), int(ops.max(ids).item())
             if lo < 0 or hi >= self.input_dim:
                 raise ValueError(

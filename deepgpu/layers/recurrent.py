@@ -131,8 +131,10 @@ def _units(value, cls):
 
 
 def _dropout_mask(like, shape, rate):
+    """0 or 1/(1-rate) of ``shape``, drawn by the backend's dropout (which a recorded CUDA graph
+    redraws at every replay)."""
     B = like._backend
-    return Tensor(B.dropout_mask(tuple(shape), rate, like.dtype), B)
+    return Tensor(B.dropout(B.ones(tuple(shape), like.dtype), rate)[0], B)
 
 
 class _Cell(WeightedLayer):

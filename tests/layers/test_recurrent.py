@@ -401,3 +401,27 @@ def test_bidirectional_takes_symbolic_initial_states():
     _, hf, hb = enc(a)
     np.testing.assert_allclose(got, bi(b, initial_state=[hf, hb]).data_sync(), rtol=1e-5, atol=1e-6)
     assert got.shape == (2, 4, 6)
+
+
+def test_a_recurrent_training_step_reads_nothing_back():
+    """What a CUDA graph recording needs (tests/test_graph_step.py's guard, on the CPU): Embedding with
+    masks, LSTM with dropout and Bidirectional GRU train without a host read."""
+    from deepgpu import backends, losses
+    from deepgpu.tensor import Tensor
+    model = dg.Sequential([L.Input((5,), dtype="int32"), L.Embedding(7, 4, mask_zero=True),
+                           L.LSTM(3, return_sequences=True, dropout=0.2, recurrent_dropout=0.2),
+                           L.Bidirectional(L.GRU(2)), L.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 7, (4, 5)).astype("int32")
+    y = rng.integers(0, 2, (4,)).astype("int32")
+    B = backends.current()
+    xb, yb = [Tensor(B.asarray(x), B)], [Tensor(B.asarray(y), B)]
+    model._train_batch(xb, yb, None)
+    B.capturing = True
+    try:
+        with losses.labels_checked():
+            model._train_batch(xb, yb, None)
+    finally:
+        B.capturing = False
+    assert model.optimizer.iterations == 2
