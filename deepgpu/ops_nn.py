@@ -195,8 +195,32 @@ def einsum(equation, a, b) -> Tensor:
             raise ValueError(f"einsum {equation!r}: axis {lone[0]!r} is summed within one operand alone")
     if "..." in sa + sb and "..." not in so:
         raise ValueError(f"einsum {equation!r}: '...' must appear in the output too")
+    proj = _projection(sa, sb, so, a, b)
+    if proj is not None:
+        return proj
     y = B.einsum(f"{sa},{sb}->{so}", a.data, b.data)
     return _make("einsum", y, (a, b), B, specs=(sa, sb, so))
+
+
+def _projection(sa, sb, so, a, b):
+    """A projection ``F C, C O -> F O`` (every EinsumDense of attention) as one 2-D matmul, or None.
+
+    One GEMM through the backend's matmul (its BLAS and kernels) instead of einsum's path search
+    and tensordot; F may be ``...``.
+    """
+    from .ops import reshape
+
+    nc = next((i for i in range(len(sb) + 1) if sb[:i] != sa[len(sa) - i:]), len(sb) + 1) - 1
+    c = sb[:nc]
+    f, o = sa[:len(sa) - nc], sb[nc:]
+    if not c or "..." in sb or so != f + o or "..." in c:
+        return None
+    lead = a.shape[:a.ndim - nc]
+    kdim = _prod(a.shape[a.ndim - nc:])
+    if tuple(b.shape[:nc]) != tuple(a.shape[a.ndim - nc:]):
+        return None
+    y = matmul(reshape(a, (-1, kdim)), reshape(b, (kdim, -1)))
+    return reshape(y, tuple(lead) + tuple(b.shape[nc:]))
 
 
 @register_gradient("einsum")

@@ -239,3 +239,16 @@ def test_onnx_refuses_masked_attention(tmp_path):
     model = Model(inp, L.MultiHeadAttention(2, 2, name="mha")(x, x))
     with pytest.raises(ValueError, match="'mha'.*masks"):
         export_onnx(model, str(tmp_path / "m.onnx"))
+
+
+@pytest.mark.parametrize("sa,sb,ta,tb", [((2, 3, 5, 4), (2, 3, 4, 6), False, False), ((4, 5, 3), (4, 6, 3), False, True),
+                                         ((2, 1, 4, 5), (3, 4, 6), True, False), ((6, 5, 4), (4, 7), False, False)])
+def test_cpu_stacked_matmul(sa, sb, ta, tb):
+    """The CPU backend's stacks of small GEMMs (one BLAS thread each, split over its threads) equal NumPy's."""
+    from deepgpu import backends
+
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal(sa).astype(np.float32), rng.standard_normal(sb).astype(np.float32)
+    want = np.matmul(np.swapaxes(a, -1, -2) if ta else a, np.swapaxes(b, -1, -2) if tb else b)
+    got = backends.get("cpu").matmul(a, b, ta, tb)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
