@@ -4,9 +4,11 @@ The pools are the standard library's ``concurrent.futures`` executors: they
 carry a worker's exception (and, from a process, its formatted traceback as
 ``__cause__``) to ``Future.result()``, and ``shutdown(wait=True,
 cancel_futures=True)`` joins every thread or process. Threads are the default:
-decoding in Pillow and NumPy math release the GIL, a thread costs no pickling
-and takes lambdas and closures (bench/input_pipeline.py measured it). Processes
-(``use_multiprocessing=True``) are for pure-Python work that holds the GIL.
+a thread costs no pickling and takes lambdas and closures, and Pillow's C decoding
+and NumPy math release the GIL; on 28x28 PNGs (mostly interpreter time in
+Pillow) threads and processes came out even (bench/input_pipeline.py: 303 vs
+320 us of CPU an image). Processes (``use_multiprocessing=True``) are for
+pure-Python work that holds the GIL; they take 16 items a task.
 
 Everything here is a generator or an object with ``close()``: closing (or
 garbage-collecting) it cancels what is queued and joins the workers, so a
