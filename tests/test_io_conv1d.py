@@ -130,3 +130,20 @@ def test_keras_reads_parallel_branches_of_one_class_by_its_own_layer_order(tmp_p
     model.save(tmp_path / "m.h5")
     kmodel = keras.saving.load_model(str(tmp_path / "m.h5"))
     assert np.abs(np.asarray(kmodel.predict(x, verbose=0)) - y).max() < 1e-5
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_onnx_refuses_a_masked_global_average_naming_the_layer(tmp_path, functional):
+    """The masked mean is not what ReduceMean computes: the export refuses, naming the layer."""
+    pytest.importorskip("onnx")
+    from deepgpu import Input, Model, Sequential, layers as L
+
+    if functional:
+        inp = Input((7,), dtype="int32")
+        model = Model(inp, L.Dense(2)(L.GlobalAveragePooling1D(name="gap")(L.Embedding(10, 4, mask_zero=True)(inp))))
+    else:
+        model = Sequential([Input((7,), dtype="int32"), L.Embedding(10, 4, mask_zero=True),
+                            L.GlobalAveragePooling1D(name="gap"), L.Dense(2)])
+    with pytest.raises(ValueError, match=r"layer 'gap' \(GlobalAveragePooling1D\): its input carries a Keras mask"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -81,6 +81,11 @@ def emit(g, layer, x, shape, out_shape, h, who):
             return _ncl(g, x, h, "MaxPool", [], **attrs)
         return _ncl(g, x, h, "AveragePool", [], count_include_pad=0, **attrs)
     if isinstance(layer, (L.GlobalAveragePooling1D, L.GlobalMaxPooling1D)):
+        if isinstance(layer, L.GlobalAveragePooling1D) and any(
+                getattr(t, "_keras_mask", None) is not None for node in getattr(layer, "_inbound_nodes", ())
+                for t in node.inputs):
+            raise ValueError(f"{who}: its input carries a Keras mask (Embedding(mask_zero=True) or Masking), and "
+                             f"the ONNX export computes the plain mean; export a model without the mask")
         op = "ReduceMean" if isinstance(layer, L.GlobalAveragePooling1D) else "ReduceMax"
         return g.reduce(op, x, [1], h, layer.keepdims)
     if isinstance(layer, L.ZeroPadding1D):
