@@ -147,8 +147,9 @@ class _Cell(WeightedLayer):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
                  bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
-                 bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None, **kwargs):
-        kwargs.pop("implementation", None)  # Keras 2 / TF.js: a speed choice, same values
+                 bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None, implementation=None,
+                 **kwargs):
+        del implementation  # Keras 2 / TF.js: a speed choice, the same values
         super().__init__(**kwargs)
         cls = type(self).__name__
         self.units = _units(units, cls)
@@ -559,9 +560,10 @@ class RNN(WeightedLayer):
     """
 
     def __init__(self, cell, return_sequences=False, return_state=False, go_backwards=False, stateful=False,
-                 unroll=False, zero_output_for_mask=False, activity_regularizer=None, **kwargs):
-        if kwargs.get("time_major") is False:  # Keras 2 wrote it; True is not supported
-            kwargs.pop("time_major")
+                 unroll=False, zero_output_for_mask=False, activity_regularizer=None, time_major=False, **kwargs):
+        if time_major:  # Keras 2 wrote it, always False in practice
+            raise ValueError(f"{type(self).__name__}: time_major=True is not supported; inputs are "
+                             f"[batch, time, features]")
         super().__init__(**kwargs)
         cell = _deserialize(cell)
         if isinstance(cell, (list, tuple)):
