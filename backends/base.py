@@ -1187,6 +1187,50 @@ class Backend:
         """Two-operand ``numpy.einsum(equation, a, b)`` (contractions through BLAS where it can)."""
         return self.xp.einsum(equation, a, b, optimize=True)
 
+    def _attention_scores(self, q, k, mask, heads, scale, causal):
+        xp = self.xp
+        bh, t, s = q.shape[0], q.shape[1], k.shape[1]
+        sc = xp.matmul(q, xp.swapaxes(k, -1, -2)) * q.dtype.type(scale)
+        keep = xp.ones((bh, t, s), bool)
+        if mask is not None:
+            m = xp.broadcast_to(mask != 0, (bh // heads, heads, t, s))
+            keep &= m.reshape(bh, t, s)
+        if causal:
+            keep &= xp.tril(xp.ones((t, s), bool))
+        return sc, keep
+
+    def attention(self, q, k, v, mask=None, heads=1, scale=1.0, causal=False):
+        """Fused scaled dot-product attention over slabs: (out, lse).
+
+        q [BH, T, D], k [BH, S, D], v [BH, S, E]; mask None or int32 [B|1, H|1, T|1, S]
+        (0 = masked; BH = B * heads); ``causal`` masks key j > query i. out [BH, T, E] =
+        softmax(q k^T * scale over the kept keys) v, 0 for a row with no key kept (as Keras's
+        masked softmax); lse [BH, T] = log of the row's softmax denominator (+inf for such a
+        row), which ``attention_grad`` takes.
+        """
+        xp = self.xp
+        sc, keep = self._attention_scores(q, k, mask, heads, scale, causal)
+        sc = xp.where(keep, sc, -xp.inf)
+        m = sc.max(axis=-1, keepdims=True)
+        any_kept = keep.any(axis=-1, keepdims=True)
+        m = xp.where(any_kept, m, 0)
+        p = xp.exp(sc - m)
+        denom = p.sum(axis=-1, keepdims=True)
+        out = xp.matmul(p / xp.where(any_kept, denom, 1), v)
+        lse = xp.where(any_kept, m + xp.log(xp.where(any_kept, denom, 1)), xp.inf)[..., 0]
+        return out.astype(q.dtype), lse.astype(q.dtype)
+
+    def attention_grad(self, dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causal=False):
+        """Gradients of ``attention`` for its output gradient dout: (dq, dk, dv)."""
+        xp = self.xp
+        sc, keep = self._attention_scores(q, k, mask, heads, scale, causal)
+        p = xp.where(keep, xp.exp(sc - lse[..., None]), 0)
+        dv = xp.matmul(xp.swapaxes(p, -1, -2), dout)
+        dp = xp.matmul(dout, xp.swapaxes(v, -1, -2))
+        delta = (dout * out).sum(axis=-1, keepdims=True)
+        ds = p * (dp - delta) * q.dtype.type(scale)
+        return xp.matmul(ds, k), xp.matmul(xp.swapaxes(ds, -1, -2), q), dv
+
     def masked_softmax(self, x, mask=None, axis=-1):
         """Softmax of x over ``axis`` where ``mask`` (bool, broadcastable to x) is True.
 

@@ -20,8 +20,8 @@ One module per kernel family, beside its ``.cu`` file:
   softmax_xent.py  elementwise.cu: softmax, softmax cross-entropy, argmax_hits
   elementwise.py   elementwise.cu: dropout, bias_act, relu_grad, col_sum, counter_add
   norm.py          norm.cu: batch normalization, training forward and backward
-  depthwise.py     depthwise.cu: depthwise convolution and its two gradients
   layernorm.py     layernorm.cu: layer / RMS normalization, forward and backward
+  attention.py     attention.cu: fused scaled dot-product attention, forward and backward
   depthwise.py     depthwise.cu: depthwise convolution and its two gradients
 
 This module loads them and re-exports their names, the private helpers too:
@@ -70,6 +70,7 @@ from .depthwise import (  # noqa: F401
 )
 from .rnn import gru_step, gru_step_grad, lstm_step, lstm_step_grad  # noqa: F401  (rnn.cu: fused cells)
 from .layernorm import layer_norm, layer_norm_grad  # noqa: F401  (layernorm.cu: layer / RMS norm)
+from .attention import attention, attention_grad  # noqa: F401  (attention.cu: fused attention)
 
 # The launch hook, kept here where tests set it: None, or a CPU emulation of
 # the kernels, a callable (name, grid, block, args) taking a CuPy launch's
