@@ -147,3 +147,17 @@ def test_onnx_refuses_a_masked_global_average_naming_the_layer(tmp_path, functio
     with pytest.raises(ValueError, match=r"layer 'gap' \(GlobalAveragePooling1D\): its input carries a Keras mask"):
         export_onnx(model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_save_tfjs_refuses_a_masked_global_average_naming_the_layer(tmp_path):
+    """TF.js's GlobalAveragePooling1D ignores masks (the plain mean): save_tfjs refuses, writing nothing."""
+    from deepgpu import Input, Sequential, layers as L
+
+    model = Sequential([Input((7,), dtype="int32"), L.Embedding(10, 4, mask_zero=True),
+                        L.GlobalAveragePooling1D(name="gap"), L.Dense(2)])
+    with pytest.raises(ValueError, match=r"layer 'gap' \(GlobalAveragePooling1D\) receives a mask"):
+        save_tfjs(model, tmp_path / "js")
+    assert not (tmp_path / "js").exists()
+    unmasked = Sequential([Input((7,), dtype="int32"), L.Embedding(10, 4), L.GlobalAveragePooling1D(), L.Dense(2)])
+    save_tfjs(unmasked, tmp_path / "ok")
+    assert (tmp_path / "ok" / "model.json").exists()

@@ -74,6 +74,8 @@ def _preprocessing_for_tfjs(cls, cfg, refuse):
     elif cls in ("RandomWidth", "RandomHeight"):
         refuse("is resized at random by TF.js at inference too (deepgpu and Keras leave the input as it is); "
                "remove the augmentation layers before saving for inference")
+_TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
+                 "SpatialDropout1D"}  # the 1-D layers TF.js has (issue 16)
 _TO_TFJS_INIT = {"LecunNormal": "LeCunNormal", "LecunUniform": "LeCunUniform"}  # TF.js's spelling
 _FROM_TFJS_INIT = {v: k for k, v in _TO_TFJS_INIT.items()}
 _TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
@@ -181,6 +183,12 @@ def _tfjs_layer(entry, ranks=None):
         refuse(f"has groups={cfg['groups']}, which TF.js's Conv1D does not have")
     if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and cfg.get("keepdims"):
         refuse("has keepdims=True, which TF.js ignores")
+    if cls == "Conv1D" and cfg.get("padding") == "causal":
+        refuse("has padding='causal', which TF.js's Conv1D refuses to run")
+    if cls == "Conv1D" and cfg.get("groups", 1) != 1:
+        refuse(f"has groups={cfg['groups']}, which TF.js's Conv1D does not have")
+    if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and cfg.get("keepdims"):
+        refuse("has keepdims=True, which TF.js ignores")
     if cls in ("Sequential", "Model", "Functional"):
         for inner in cfg["layers"]:
             _tfjs_layer(inner, ranks)
@@ -224,11 +232,24 @@ def _shift_nested_refs(spec, by, json_path=None):
             fix(ref)
 
 
+def _refuse_masked_pooling(model):
+    """TF.js's GlobalAveragePooling1D takes the plain mean: refuse one whose input carries a mask."""
+    for layer in getattr(model, "layers", []):
+        _refuse_masked_pooling(layer)
+        if type(layer).__name__ == "GlobalAveragePooling1D" and any(
+                getattr(t, "_keras_mask", None) is not None for node in getattr(layer, "_inbound_nodes", ())
+                for t in node.inputs):
+            raise ValueError(f"cannot save for TF.js: layer {layer.name!r} (GlobalAveragePooling1D) receives a "
+                             f"mask (Embedding(mask_zero=True) or Masking), which TF.js's GlobalAveragePooling1D "
+                             f"ignores (it takes the plain mean)")
+
+
 def _model_json(model, manifest) -> dict:
     from .. import __version__
     from ..registry import serialize_layer
 
     spec = json.loads(json.dumps(serialize_layer(model)))  # a private copy to adjust
+    _refuse_masked_pooling(model)
     _tfjs_layer(spec, _input_ranks(model))
     _shift_nested_refs(spec, +1)
     return {
