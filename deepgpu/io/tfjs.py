@@ -74,8 +74,6 @@ def _preprocessing_for_tfjs(cls, cfg, refuse):
     elif cls in ("RandomWidth", "RandomHeight"):
         refuse("is resized at random by TF.js at inference too (deepgpu and Keras leave the input as it is); "
                "remove the augmentation layers before saving for inference")
-_TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
-                 "SpatialDropout1D"}  # the 1-D layers TF.js has (issue 16)
 _TO_TFJS_INIT = {"LecunNormal": "LeCunNormal", "LecunUniform": "LeCunUniform"}  # TF.js's spelling
 _FROM_TFJS_INIT = {v: k for k, v in _TO_TFJS_INIT.items()}
 _TFJS_ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
@@ -179,12 +177,6 @@ def _tfjs_layer(entry, ranks=None):
         refuse(f"has dilation_rate={cfg['dilation_rate']}, which TF.js's DepthwiseConv2D ignores")
     if cls == "Conv2D" and cfg.get("groups", 1) != 1:
         refuse(f"has groups={cfg['groups']}, which TF.js's Conv2D does not have")
-    if cls == "Conv1D" and cfg.get("groups", 1) != 1:
-        refuse(f"has groups={cfg['groups']}, which TF.js's Conv1D does not have")
-    if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and cfg.get("keepdims"):
-        refuse("has keepdims=True, which TF.js ignores")
-    if cls == "Conv1D" and cfg.get("padding") == "causal":
-        refuse("has padding='causal', which TF.js's Conv1D refuses to run")
     if cls == "Conv1D" and cfg.get("groups", 1) != 1:
         refuse(f"has groups={cfg['groups']}, which TF.js's Conv1D does not have")
     if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and cfg.get("keepdims"):
