@@ -485,6 +485,23 @@ class CupyBackend(Backend):
             return _K.layer_norm_grad(dy, x, mean, inv_std, gamma, rms, need_input)
         return super().layer_norm_grad(dy, x, mean, inv_std, gamma, rms, need_input)
 
+    # ------------------------------------------------------ fused attention
+    # kernels/attention.cu: the score matrix never leaves the chip; one launch forward, two backward.
+    def _attn_ok(self, q, k, v, mask):
+        return (self._f32(q, k, v) and q.ndim == k.ndim == v.ndim == 3 and q.size and k.size and v.size
+                and q.shape[2] <= 64 and v.shape[2] <= 64
+                and (mask is None or (mask.dtype == np.int32 and mask.ndim == 4 and mask.flags.c_contiguous)))
+
+    def attention(self, q, k, v, mask=None, heads=1, scale=1.0, causal=False):
+        if self._attn_ok(q, k, v, mask):
+            return _K.attention(q, k, v, mask, heads, scale, causal)
+        return super().attention(q, k, v, mask, heads, scale, causal)
+
+    def attention_grad(self, dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causal=False):
+        if self._attn_ok(q, k, v, mask) and self._f32(dout, out, lse):
+            return _K.attention_grad(dout, q, k, v, out, lse, mask, heads, scale, causal)
+        return super().attention_grad(dout, q, k, v, out, lse, mask, heads, scale, causal)
+
 
 class _CudaGraph:
     """A captured step: ``replay()`` reruns its device work on the current stream."""

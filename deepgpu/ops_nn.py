@@ -145,6 +145,9 @@ def dot_product_attention(query, key, value, mask=None, scale=None, is_causal=Fa
                          f"fit ([..., Tq, D], [..., Tk, D], [..., Tk, Dv])")
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
+    dropping = training and dropout_rate > 0
+    if not return_probs and not dropping and _fused_applies(B, q, k, v, mask):
+        return _fused_attention(B, q, k, v, mask, float(scale), bool(is_causal))
     scores = matmul(q, k, transpose_b=True)
     if scale != 1.0:
         scores = multiply(scores, float(scale))
@@ -163,6 +166,43 @@ def dot_product_attention(query, key, value, mask=None, scale=None, is_causal=Fa
     return (out, probs) if return_probs else out
 
 
+
+
+def _fused_applies(B, q, k, v, mask):
+    """Whether the backend's fused attention kernel takes this case: the CUDA backend, float32
+    [B, N, T, D] slabs with D, E <= 64, and a mask (if any) [B|1, 1|N, T|1, S]."""
+    if B.name != "cuda" or q.ndim != 4 or q.dtype != "float32" or k.dtype != "float32" or v.dtype != "float32":
+        return False
+    if q.shape[-1] > 64 or v.shape[-1] > 64 or k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2]:
+        return False
+    if mask is None:
+        return True
+    ms = tuple(mask.shape)
+    return len(ms) == 4 and ms[0] in (1, q.shape[0]) and ms[1] in (1, q.shape[1]) and ms[2] in (1, q.shape[2]) \
+        and ms[3] == k.shape[2]
+
+
+def _fused_attention(B, q, k, v, mask, scale, causal):
+    """One ``attention`` backend call forward, one ``attention_grad`` backward (the fused kernels)."""
+    b, n, t, d = q.shape
+    s, e = k.shape[2], v.shape[-1]
+    m = None
+    if mask is not None:
+        m = mask.data if isinstance(mask, Tensor) else B.asarray(mask)
+        m = B.cast(m if m.dtype == bool else B.compare("!=", m, B.asarray(0, m.dtype)), "int32")
+    q3, k3, v3 = (B.reshape(a.data, (b * n,) + a.shape[2:]) for a in (q, k, v))
+    out, lse = B.attention(q3, k3, v3, m, n, scale, causal)
+    return _make("fused_attention", B.reshape(out, (b, n, t, e)), (q, k, v), B,
+                 saved=(q3, k3, v3, out, lse, m), heads=n, scale=scale, causal=causal, shapes=(q.shape, k.shape,
+                                                                                                 v.shape))
+
+
+@register_gradient("fused_attention")
+def _fused_attention_grad(node, dy):
+    B, (q3, k3, v3, out, lse, m), a = node.B, node.saved, node.attrs
+    dq, dk, dv = B.attention_grad(B.reshape(dy, out.shape), q3, k3, v3, out, lse, m, a["heads"], a["scale"],
+                                  a["causal"])
+    return tuple(B.reshape(g, shape) for g, shape in zip((dq, dk, dv), a["shapes"]))
 
 
 def _einsum_parts(equation):

@@ -124,3 +124,36 @@ def test_launcher_errors():
         K.attention(np.zeros((1, 2, 65), F32), np.zeros((1, 2, 65), F32), np.zeros((1, 2, 3), F32))
     with pytest.raises(ValueError, match="int32"):
         K.attention(q, q, q, np.ones((1, 1, 3, 3), bool))
+
+
+def test_layers_take_the_fused_kernels_on_the_custom_path(_emulator):
+    """MultiHeadAttention on the (emulated) CUDA backend: one dg_attn_fwd forward, dg_attn_bwd_dq and
+    dg_attn_bwd_dkv backward, and the same outputs and gradients as the CPU's composite path."""
+    from deepgpu import autograd, layers as L
+    from deepgpu.tensor import Tensor, tensor
+    from deepgpu.testing.emulation import current_custom
+
+    x = RNG.standard_normal((2, 6, 8)).astype(F32)
+    am = (RNG.uniform(size=(2, 6, 6)) > 0.3)
+    am[..., 0] = True
+    cpu_layer = L.MultiHeadAttention(2, 4, use_bias=False)
+    y_cpu = cpu_layer(x, x, attention_mask=am).data_sync()
+    f = autograd.grads(lambda t: cpu_layer(t, t, attention_mask=am))
+    g_cpu = f([tensor(x)], tensor(np.ones_like(y_cpu)))[0].data_sync()
+    calls = []
+    K._emulator = lambda name, grid, block, args: (calls.append(name), _emulator(name, grid, block, args))
+    try:
+        with current_custom(np) as B:
+            layer = L.MultiHeadAttention(2, 4, use_bias=False)
+            t = Tensor(x, B)
+            layer(t, t)
+            layer.set_weights(cpu_layer.get_weights())
+            calls.clear()
+            y = layer(t, t, attention_mask=am)
+            g = autograd.grads(lambda t: layer(t, t, attention_mask=am))([t], Tensor(np.ones_like(y_cpu), B))[0]
+    finally:
+        K._emulator = None
+    assert [c for c in calls if c.startswith("dg_attn")] == ["dg_attn_fwd", "dg_attn_fwd", "dg_attn_bwd_dq",
+                                                             "dg_attn_bwd_dkv"], calls
+    check(y.data, y_cpu, "output")
+    check(g.data, g_cpu, "input gradient")

@@ -398,13 +398,13 @@ class MultiHeadAttention(_QKVAttention):
         q = self._project(self._query_dense, query)
         k = self._project(self._key_dense, key)
         v = self._project(self._value_dense, value)
-        out, probs = self._attend(q, k, v, am, training)
+        out, probs = self._attend(q, k, v, am, training, return_attention_scores)
         if gate is not None:
             out = out * gate
         out = self._output_dense(out)
         return [out, probs] if return_attention_scores else out
 
-    def _attend(self, q, k, v, mask, training):
+    def _attend(self, q, k, v, mask, training, want_probs=True):
         """q [B, T..., N, H], k / v [B, S..., N, H]; mask [B|1, T..., S...] -> (out [B, T..., N, Hv], probs)."""
         scale = 1.0 / math.sqrt(float(self.key_dim))
         drop = self.dropout if training else 0.0
@@ -412,8 +412,9 @@ class MultiHeadAttention(_QKVAttention):
             # The common case: batched matmuls over [B, N] (one BLAS batched GEMM each way).
             qh, kh, vh = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
             m = None if mask is None else ops.expand_dims(mask, 1)
-            out, probs = ops.dot_product_attention(qh, kh, vh, m, scale=scale, dropout_rate=drop,
-                                                   training=bool(training), return_probs=True)
+            got = ops.dot_product_attention(qh, kh, vh, m, scale=scale, dropout_rate=drop,
+                                            training=bool(training), return_probs=want_probs)
+            out, probs = got if want_probs else (got, None)
             return ops.transpose(out, (0, 2, 1, 3)), probs
         scores = ops.einsum(self._dot_eq, k, q * scale)
         m = mask
@@ -514,8 +515,10 @@ class GroupedQueryAttention(_QKVAttention):
         qh, kh, vh = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
         m = None if am is None else ops.expand_dims(am, 1)
         drop = self.dropout if training else 0.0
-        out, probs = ops.dot_product_attention(qh, kh, vh, m, scale=1.0 / math.sqrt(float(self.head_dim)),
-                                               dropout_rate=drop, training=bool(training), return_probs=True)
+        got = ops.dot_product_attention(qh, kh, vh, m, scale=1.0 / math.sqrt(float(self.head_dim)),
+                                        dropout_rate=drop, training=bool(training),
+                                        return_probs=return_attention_scores)
+        out, probs = got if return_attention_scores else (got, None)
         out = ops.transpose(out, (0, 2, 1, 3))
         if gate is not None:
             out = out * gate
