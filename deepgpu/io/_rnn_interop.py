@@ -33,8 +33,6 @@ def tfjs_out(cls, cfg, refuse, check_nested):
                "with GRU(..., reset_after=False) to save for TF.js")
     if cls == "Bidirectional" and cfg.get("backward_layer") is not None:
         refuse("has a backward_layer of its own, which TF.js's Bidirectional does not take")
-    if cls == "RNN" and isinstance(cfg.get("cell"), dict) and cfg["cell"].get("class_name") == "StackedRNNCells":
-        refuse("runs stacked cells, whose weights TF.js names otherwise; use one RNN layer per cell")
     if cls in ("LSTM", "GRU", "SimpleRNN", "RNN") and cfg.get("zero_output_for_mask"):
         refuse("has zero_output_for_mask=True, which TF.js's RNN does not have")
     for key in ("zero_output_for_mask", "seed"):

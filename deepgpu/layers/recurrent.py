@@ -615,10 +615,10 @@ class RNN(WeightedLayer):
 
     def _name_weights(self):
         """Weights named ``<layer>/<weight>`` as TF.js names an RNN's (the cell is not in the name)."""
-        if isinstance(self.cell, StackedRNNCells):
-            for c in self.cell.cells:
+        if isinstance(self.cell, StackedRNNCells):  # TF.js numbers a stack's cells: <rnn>/RNNCell_0/kernel
+            for i, c in enumerate(self.cell.cells):
                 for w in getattr(c, "weights", []):
-                    w.name = f"{self.name}/{c.name}/{w.name.split('/')[-1]}"
+                    w.name = f"{self.name}/RNNCell_{i}/{w.name.split('/')[-1]}"
             return
         for w in getattr(self.cell, "weights", []):
             w.name = f"{self.name}/{w.name.split('/')[-1]}"

@@ -39,7 +39,7 @@ CASES = [
     C(L.RNN, dict(cell=_spec("SimpleRNNCell", units=2), go_backwards=True), X, (None, 2)),
     C(L.RNN, dict(cell=_spec("StackedRNNCells", cells=[_spec("LSTMCell", units=3), _spec("SimpleRNNCell", units=2)]),
                   return_sequences=True), X, (None, 3, 2),
-      unsupported={"tfjs": "TF.js names a stack's weights otherwise", "onnx": "one ONNX op per cell"}),
+      unsupported={"onnx": "one ONNX op per cell"}),
     C(L.Bidirectional, dict(layer=_spec("LSTM", units=2, return_sequences=True)), X, (None, 3, 4)),
     C(L.Bidirectional, dict(layer=_spec("GRU", units=2, reset_after=False), merge_mode="sum"), X, (None, 2)),
     C(L.Bidirectional, dict(layer=_spec("SimpleRNN", units=2, return_sequences=True), merge_mode="ave"), X,
