@@ -252,3 +252,21 @@ def test_cpu_stacked_matmul(sa, sb, ta, tb):
     want = np.matmul(np.swapaxes(a, -1, -2) if ta else a, np.swapaxes(b, -1, -2) if tb else b)
     got = backends.get("cpu").matmul(a, b, ta, tb)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_call_options_survive_saving(tmp_path):
+    """use_causal_mask / return_attention_scores given at the call are part of the saved model
+    (native and Keras files), so a reloaded model computes the same."""
+    from deepgpu.io.keras import load_keras, save_keras
+    from deepgpu.models import Model, load_model
+
+    inp = L.Input((5, 6))
+    out, scores = L.MultiHeadAttention(2, 3)(inp, inp, use_causal_mask=True, return_attention_scores=True)
+    model = Model(inp, [L.Dense(2)(out), scores])
+    want = [w.data_sync() for w in model.predict(Q, verbose=0)]
+    assert np.all(np.triu(want[1][0, 0], 1) == 0)
+    model.save(str(tmp_path / "m.dgm"))
+    save_keras(model, str(tmp_path / "m.keras"))
+    for again in (load_model(str(tmp_path / "m.dgm")), load_keras(str(tmp_path / "m.keras"))):
+        for g, w in zip(again.predict(Q, verbose=0), want):
+            np.testing.assert_allclose(g.data_sync(), w, rtol=1e-6, atol=1e-7)
