@@ -209,8 +209,10 @@ def _node_from_keras(node, who):
             if v:
                 options[k] = v
             continue
-        # training=False is what predict does anyway; mask=None is Keras's default.
-        if v is not None and not (k == "training" and v is False):
+        # A recorded training flag (Keras's image preprocessing layers record training=True) is replaced by
+        # the model call's own in Keras's Functional (operation_fn), as fit / predict set it here too;
+        # mask=None is Keras's default.
+        if v is not None and not (k == "training" and isinstance(v, bool)):
             raise ValueError(f"{who}: the call argument {k}={v!r} is not supported")
     first = args[0]
     refs = [_ref(t, who) for t in first] if isinstance(first, list) else [_ref(first, who)]
