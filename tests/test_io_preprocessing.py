@@ -58,3 +58,17 @@ def test_onnx_export_of_the_keras_model_runs_in_onnxruntime(tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, y, rtol=1e-4, atol=1e-5)
+
+
+def test_tfjs_written_model_with_prelu_noise_and_rescaling_predicts_as_tfjs():
+    import json
+
+    from deepgpu.io import load_tfjs
+
+    folder = os.path.join(os.path.dirname(KERAS), "tfjs", "tfjs_noise_prelu")  # make_noise_prelu_fixture.js
+    with open(os.path.join(folder, "check.json")) as f:
+        doc = json.load(f)
+    x, y = (np.asarray(doc[k]["data"], np.float32).reshape(doc[k]["shape"]) for k in ("input", "output"))
+    model = load_tfjs(folder)
+    assert model.get_layer("prelu").shared_axes == [1, 2] and model.get_layer("thresh").theta == 0.1
+    np.testing.assert_allclose(_predict(model, x), y, rtol=1e-4, atol=1e-5)
