@@ -507,13 +507,70 @@ def test_quantized_weights_are_dequantized(saved):
             top = 255 if kind == "uint8" else 65535
             lo, scale = float(v.min()), float(v.max() - v.min()) / top
             q = rng.integers(0, top + 1, v.shape).astype("<u1" if kind == "uint8" else "<u2")
-            expected.append(q.astype("float32") * np.float32(scale) + np.float32(lo))
+            # tfjs-core's decodeWeights: the affine map in double precision, stored as float32.
+            expected.append((q.astype("float64") * scale + lo).astype("float32"))
             entry["quantization"] = {"dtype": kind, "min": lo, "scale": scale}
         chunks.append(q.tobytes())
     (saved / "model.json").write_text(json.dumps(doc))
     (saved / "group1-shard1of1.bin").write_bytes(b"".join(chunks))
     for got, want in zip(load_tfjs(saved).get_weights(), expected):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"dtype": "uint8", "min": -1.0}, "needs finite numbers scale and min"),
+    ({"dtype": "uint16", "scale": "0.1", "min": 0.0}, "needs finite numbers scale and min"),
+    ({"dtype": "int4", "scale": 0.1, "min": 0.0}, "quantized as 'int4'; only uint8, uint16 and float16"),
+    ("uint8", "must be an object"),
+])
+def test_bad_quantization_is_refused_naming_file_and_weight(saved, bad, message):
+    def spoil(doc):
+        doc["weightsManifest"][0]["weights"][1]["quantization"] = bad
+    _edit_json(saved, spoil)
+    name = _model_json(saved)["weightsManifest"][0]["weights"][1]["name"]
+    with pytest.raises(ModelFileError, match=rf"model\.json.*weight {name!r}: .*{message}"):
+        load_tfjs(saved)
+
+
+@pytest.mark.parametrize("kind", ["uint8", "uint16", "float16"])
+@pytest.mark.parametrize("name", ["convnet", "functional"])
+def test_quantized_save_round_trips_within_the_quantization_error(tmp_path, kind, name):
+    make, shape = MODELS[name]
+    model = make()
+    save_tfjs(model, tmp_path / "web", quantization=kind)
+    entries = _model_json(tmp_path / "web")["weightsManifest"][0]["weights"]
+    assert all(e["dtype"] == "float32" and e["quantization"]["dtype"] == kind for e in entries)
+    itemsize = 1 if kind == "uint8" else 2
+    assert os.path.getsize(tmp_path / "web" / "group1-shard1of1.bin") == itemsize * sum(
+        int(np.prod(e["shape"])) for e in entries)
+    back = load_tfjs(tmp_path / "web")
+    for w, b, e in zip(model.weights, back.weights, entries):
+        a, got = np.asarray(w.data_sync()), np.asarray(b.data_sync())
+        if kind == "float16":
+            np.testing.assert_array_equal(got, a.astype("float16").astype("float32"))
+            continue
+        q = e["quantization"]
+        # Half a step of rounding (and float32 storage of the result).
+        assert np.abs(got - a).max() <= q["scale"] / 2 * (1 + 1e-5) + 1e-7 * np.abs(a).max()
+        if a.min() <= 0 <= a.max() and a.min() < a.max():
+            assert np.any(got == 0) or not np.any(a == 0)  # 0 is a stored value: zeros stay zeros
+            np.testing.assert_array_equal(got[a == 0], 0)
+    x = _x(shape)
+    tol = {"uint8": 0.1, "uint16": 1e-3, "float16": 1e-2}[kind]
+    assert np.abs(_predict(back, x) - _predict(model, x)).max() < tol
+
+
+def test_quantized_constant_tensor_and_bad_option(tmp_path):
+    model = MODELS["dense"][0]()
+    bias = model.weights[1]
+    bias.assign(np.full(bias.shape, 0.25, "float32"))
+    save_tfjs(model, tmp_path / "web", quantization="uint8")
+    e = _model_json(tmp_path / "web")["weightsManifest"][0]["weights"][1]
+    assert e["quantization"] == {"dtype": "uint8", "scale": 1.0, "min": 0.25}
+    np.testing.assert_array_equal(load_tfjs(tmp_path / "web").weights[1].data_sync(), bias.data_sync())
+    with pytest.raises(ValueError, match="quantization must be None, 'uint8', 'uint16' or 'float16', got 'int8'"):
+        save_tfjs(model, tmp_path / "other", quantization="int8")
+    assert not os.path.exists(tmp_path / "other")
 
 
 def test_unknown_layer_class(saved):
@@ -657,6 +714,26 @@ def test_real_tfjs_predicts_what_deepgpu_predicts(tfjs_predictions, name):
     y, y_js = tfjs_predictions[name]
     assert y_js.shape == y.shape
     assert np.abs(y_js - y).max() < 1e-5
+
+
+def test_real_tfjs_reads_quantized_weights_deepgpu_writes(tmp_path):
+    """TF.js dequantizes what save_tfjs(quantization=...) writes exactly as load_tfjs does."""
+    _node_or_skip()
+    make, shape = MODELS["functional"]
+    model, x = make(), _x(shape, seed=9)
+    _array_json(tmp_path / "x.json", x)
+    kinds, args = ("uint8", "uint16", "float16"), []
+    for kind in kinds:
+        save_tfjs(model, tmp_path / kind, quantization=kind)
+        args += [tmp_path / kind, tmp_path / "x.json", tmp_path / f"{kind}.y.json"]
+    _run_node("predict", *args)
+    y = _predict(model, x)
+    for kind in kinds:
+        y_back = _predict(load_tfjs(tmp_path / kind), x)
+        y_js = _from_json(json.loads((tmp_path / f"{kind}.y.json").read_text()), len(y))
+        assert y_js.shape == y.shape
+        assert np.abs(y_js - y_back).max() < 1e-5, kind
+        assert np.abs(y_js - y).max() < {"uint8": 0.1, "uint16": 1e-3, "float16": 1e-2}[kind], kind
 
 
 def test_real_tfjs_refuses_keras3_conversions_as_they_are(tmp_path):

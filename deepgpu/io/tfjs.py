@@ -28,7 +28,7 @@ import re
 
 import numpy as np
 
-from . import _atomic
+from . import _atomic, _tfjs_quant
 from .native import JSON_LIMIT, ModelFileError, reading, shape_of
 
 SHARD_BYTES = 4 * 1024 * 1024
@@ -253,8 +253,9 @@ def _model_json(model, manifest) -> dict:
     }
 
 
-def _weights_stream(model):
-    """(manifest entries, one bytes object of all weights as float32 little-endian)."""
+def _weights_stream(model, quantization=None):
+    """(manifest entries, one bytes object of all weights as float32 little-endian, or quantized
+    per tensor as ``quantization`` says: see deepgpu/io/_tfjs_quant.py)."""
     entries, chunks, seen = [], [], set()
     for w in model.weights:
         if w.name in seen:
@@ -263,7 +264,11 @@ def _weights_stream(model):
         seen.add(w.name)
         a = np.ascontiguousarray(w.data_sync(), dtype="<f4")
         entries.append({"name": w.name, "shape": [int(d) for d in a.shape], "dtype": "float32"})
-        chunks.append(a.tobytes())
+        if quantization is None:
+            chunks.append(a.tobytes())
+        else:
+            data, entries[-1]["quantization"] = _tfjs_quant.encode(a, quantization)
+            chunks.append(data)
     return entries, b"".join(chunks)
 
 
@@ -278,11 +283,15 @@ def _write_file(path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
+def save_tfjs(model, directory, shard_bytes=SHARD_BYTES, quantization=None) -> None:
     """Write ``model`` as a TF.js Layers model: ``directory/model.json`` + ``group1-shard{i}of{n}.bin``.
 
     Weights are stored as float32 little-endian, cut into shards of at most
-    ``shard_bytes`` (4 MiB, as tensorflowjs_converter). The folder is written
+    ``shard_bytes`` (4 MiB, as tensorflowjs_converter). ``quantization``
+    "uint8" / "uint16" stores each weight as integers q with a per-tensor
+    ``scale`` and ``min`` in the manifest (value = q * scale + min, range
+    nudged so 0 is exact, as ``tensorflowjs_converter --quantize_uint8``);
+    "float16" stores half floats (ValueError for another value). The folder is written
     beside the target (``.deepgpu-<name>.<hex>.tmp``) and moved into place,
     so a crash leaves either the old folder or the new one. An existing
     ``directory`` is replaced only if it is empty or holds nothing but a previous TF.js export (FileExistsError
@@ -301,6 +310,7 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
     if int(shard_bytes) <= 0:
         raise ValueError(f"shard_bytes must be a positive number of bytes, got {shard_bytes!r}")
     shard_bytes = int(shard_bytes)
+    _tfjs_quant.check(quantization)
     target = os.path.abspath(os.fspath(directory))
     parent = os.path.dirname(target)
     if os.path.exists(target):
@@ -313,7 +323,7 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES) -> None:
                 f"{', ...' if len(others) > 5 else ''}); it is replaced only when empty or a previous TF.js export")
 
     # Everything that can fail (config, TF.js checks, weights) is done before writing.
-    entries, data = _weights_stream(model)
+    entries, data = _weights_stream(model, quantization)
     n = max(1, -(-len(data) // shard_bytes))
     names = [f"group1-shard{i + 1}of{n}.bin" for i in range(n)]
     doc = _model_json(model, [{"paths": names, "weights": entries}])
@@ -428,13 +438,10 @@ def _entry_layout(entry, where):
     q = entry.get("quantization")
     if q is None:
         return _DTYPES[dtype], shape, dtype, None
-    qd = q.get("dtype") if isinstance(q, dict) else None
-    if qd not in ("uint8", "uint16", "float16"):
-        raise ModelFileError(f"{where} is quantized as {qd!r}; only uint8, uint16 and float16 are supported")
-    if qd != "float16" and not all(isinstance(q.get(k), (int, float)) and not isinstance(q.get(k), bool)
-                                   for k in ("scale", "min")):
-        raise ModelFileError(f"{where}: its quantization needs numbers scale and min, got {q!r:.200}")
-    return _DTYPES[qd], shape, dtype, q
+    why = _tfjs_quant.layout_error(q, dtype)
+    if why is not None:
+        raise ModelFileError(f"{where}: {why}")
+    return _tfjs_quant.stored_dtype(q["dtype"]), shape, dtype, q
 
 
 def _read_weights(folder, json_path, manifest):
@@ -473,9 +480,8 @@ def _read_weights(folder, json_path, manifest):
             count = math.prod(shape)
             a = np.frombuffer(data, dtype=stored, count=count, offset=offset).reshape(shape)
             offset += np.dtype(stored).itemsize * count
-            if q is not None and q.get("dtype") != "float16":
-                # tensorflowjs_converter's affine quantization: value = q * scale + min.
-                a = a.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
+            if q is not None:
+                a = _tfjs_quant.decode(a, q, dtype)
             name = entry["name"]
             if name in out:
                 raise ModelFileError(f"{where}: weight {name!r} appears twice in the manifest")
