@@ -283,3 +283,40 @@ def emulated_cuda():
             yield B
     finally:
         K._emulator = prev
+
+
+class _CountedRoutine:
+    """A routine of the array module that counts its calls (and its ``.at``, ``.reduce``, ... calls)."""
+
+    def __init__(self, fn, name, calls):
+        self._fn, self._name, self._calls = fn, name, calls
+
+    def __call__(self, *args, **kwargs):
+        self._calls[self._name] += 1
+        return self._fn(*args, **kwargs)
+
+    def __getattr__(self, attr):
+        sub = getattr(self._fn, attr)
+        return _CountedRoutine(sub, f"{self._name}.{attr}", self._calls) if callable(sub) else sub
+
+
+class CountingXP:
+    """An array module (NumPy under the emulation) whose routine calls are counted by name.
+
+    Set as a backend's ``xp``: each ``xp.<routine>(...)`` the backend calls is one CuPy routine
+    (one or more CuPy kernels, or an allocation for ``empty``) on a GPU. Types (``ndarray``,
+    dtypes) and submodules pass through uncounted, and so do array operators and methods
+    (``a + b``, ``a.sum()``) and the launchers' own ``xp`` (they use ``K._xp``): what this
+    counts is the backend's explicit routine calls.
+    """
+
+    def __init__(self, xp):
+        import collections
+        self._xp = xp
+        self.calls = collections.Counter()
+
+    def __getattr__(self, name):
+        a = getattr(self._xp, name)
+        if isinstance(a, (type, types.ModuleType)) or not callable(a):
+            return a
+        return _CountedRoutine(a, name, self.calls)
