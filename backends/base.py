@@ -127,7 +127,10 @@ def _per_variable(what, ps, *lists, decays=None):
     return [True] * len(ps) if decays is None else [bool(d) for d in decays]
 
 
-class Backend:
+from .conv3d import Conv3DMixin  # noqa: E402  (3-D convolution and pooling, over the 2-D primitives)
+
+
+class Backend(Conv3DMixin):
     """Base class of backends; subclasses set ``name`` and ``xp``."""
 
     name = "base"
