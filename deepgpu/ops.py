@@ -1360,3 +1360,4 @@ def _batch_norm_grad(node, dy):
 # The Transformer's ops live in their own module; deepgpu.ops is where users find them.
 from .ops_nn import dot_product_attention, einsum, layer_norm, masked_softmax  # noqa: E402,F401
 from .ops_rnn import gru_cell, lstm_cell  # noqa: E402,F401  (the fused recurrent cells)
+from .ops_3d import avg_pool3d, conv3d, conv3d_transpose, max_pool3d  # noqa: E402,F401  (issue 17)
