@@ -247,6 +247,15 @@ class CupyBackend(Backend):
             return _K.conv2d(x, k, strides, padding, dilation)
         return super().conv2d(x, k, strides, padding, dilation)
 
+    def conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
+                        dilation=(1, 1), keep=None):
+        if self._f32(x, k) and activation in _K.ACTIVATIONS and (
+                b is None or (b.dtype == np.float32 and b.shape == (k.shape[3],))):
+            self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
+            # bias and activation in the convolution's epilogue: one launch, not conv + add + activation
+            return _K.conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
+        return super().conv2d_bias_act(x, k, b, activation, strides, padding, dilation, keep)
+
     def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         if self._f32(x, dy):
             self.conv_geometry(x.shape, k_shape, strides, padding, dilation)

@@ -33,7 +33,7 @@ import pytest
 
 import deepgpu
 from deepgpu import backends, kernels as K
-from deepgpu.testing.emulation import emulation_status, emulator
+from deepgpu.testing.emulation import CountingXP, emulation_status, emulator
 from deepgpu.testing.emulation import current_custom as _current_custom, custom_backend as _custom_backend
 
 RNG = np.random.default_rng(20240601)
@@ -1040,7 +1040,12 @@ def test_seed_convnet_step_launch_budget(_emulator):
             x = Tensor(RNG.uniform(0, 1, (2, 12, 12, 1)).astype(F32), B)
             y = Tensor(RNG.integers(0, 10, 2).astype(np.int32), B)
             model.train_on_batch(x, y)
-            per = count_launches(B, lambda: model.train_on_batch(x, y))
+            real_xp = B.xp
+            B.xp = routines = CountingXP(real_xp)  # the CuPy routines the backend calls, by name
+            try:
+                per = count_launches(B, lambda: model.train_on_batch(x, y))
+            finally:
+                B.xp = real_xp
     finally:
         K._emulator = None
     ours = sum(r[1] for r in per.values())
@@ -1050,7 +1055,11 @@ def test_seed_convnet_step_launch_budget(_emulator):
                     if n not in ("conv_geometry", "reshape", "getitem", "broadcast_to", "to_numpy", "activation_grad")}
     assert ours <= 44, per
     assert per["adam_update_many"][1] == 2 and per["sparse_softmax_cross_entropy"][1] == 1, per
-    # The CuPy routines left: the loss's mean, the mean's gradient, the metrics' scale, sum and results.
+    # Each ReLU Conv2D is one fused launch (bias and relu in the epilogue): no conv2d call, no add or maximum.
+    assert per["conv2d_bias_act"] == [4, 4, 0] and "conv2d" not in per, per
+    by_routine = {n: c / 2 for n, c in routines.calls.items() if n not in ("empty", "empty_like")}
+    # The CuPy routines left per step: the loss's mean and its gradient, the metrics' scale and sum.
+    assert sum(by_routine.values()) <= 7 and not {"add", "maximum"} & set(by_routine), by_routine
     assert sum(cupy_kernels.values()) <= 8, cupy_kernels
 
 
