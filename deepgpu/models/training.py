@@ -21,7 +21,7 @@ from .. import backends
 from ..autograd import backward, enable_grad, no_grad
 from ..data.text import fit_text_rank, is_text_list
 from ..tensor import Tensor, Variable, tensor, zeros
-from .graph_step import GraphTrainer
+from .graph_step import GraphTrainer, graph_mode
 from .progbar import Progbar
 
 
@@ -200,7 +200,7 @@ class Trainer:
 
     # -------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
-                weighted_metrics=None, cuda_graph=False, **kwargs):
+                weighted_metrics=None, cuda_graph="auto", distribute=None, **kwargs):
         """Configure training.
 
         optimizer: name or Optimizer; an Optimizer instance serves one model
@@ -213,9 +213,14 @@ class Trainer:
         ``sample_weight`` / ``class_weight`` and logged under their own
         names ("weighted_" in front where a name is already taken), as
         in Keras 3. loss_weights: list or dict scaling each output's loss.
-        cuda_graph: on the "cuda" backend, record the training step as a
-        CUDA graph (per batch shape, from the second batch on) and replay it
-        (see deepgpu.models.graph_step); no effect on other backends.
+        cuda_graph: "auto" (the default), True or False. On the "cuda" backend
+        with its custom kernels, record the training step as a CUDA graph (per
+        batch shape, from the second batch on) and replay it (see
+        deepgpu.models.graph_step); under "auto" a step that cannot be recorded
+        runs eagerly, with one warning naming why; True raises GraphCaptureError
+        then; False never records. No effect on other backends.
+        distribute: a ``deepgpu.distributed.DataParallel`` to train one
+        replica per MPI rank (see its docstring for what changes in fit).
         Raises ValueError for unknown names (listing the valid ones).
         """
         from .. import losses as losses_mod
@@ -225,6 +230,8 @@ class Trainer:
         for k in kwargs:
             if k not in ("run_eagerly", "jit_compile", "steps_per_execution"):
                 raise TypeError(f"compile() got an unexpected keyword argument {k!r}")
+        mode = graph_mode(cuda_graph)
+        cuda_graph = mode is True  # from here on, true only where recording is insisted on
         if loss is None and not getattr(self, "_allows_no_loss", lambda: False)():
             raise ValueError("compile() needs a loss (a name such as 'mse', a Loss, or a callable)")
         names = self.output_names
@@ -252,6 +259,10 @@ class Trainer:
             raise ValueError("compile(): the same Metric object is in both metrics and weighted_metrics; "
                              "each needs its own instance (a metric's state is its own)")
         self._check_optimizer_owner(opt)
+        if distribute is not None and (cuda_graph or not hasattr(distribute, "reduce_gradients")):
+            raise ValueError(f"compile(): distribute must be a deepgpu.distributed.DataParallel, without "
+                             f"cuda_graph=True (not recorded yet), got {_short(distribute)}")
+        dist = distribute.attach(self) if distribute is not None else None  # joins MPI before any change
         # Everything resolved: only now change the model (and the metrics' names).
         taken = set()
         for i, objs in enumerate(metric_objs):
@@ -275,9 +286,10 @@ class Trainer:
         self._loss_tracker = metrics_mod.Mean(name="loss")
         self._out_loss_trackers = [metrics_mod.Mean(name=f"{nm}_loss") for nm in names] if n > 1 else []
         self._compile_config = {"optimizer": opt, "loss": loss, "metrics": metrics, "loss_weights": loss_weights,
-                                "weighted_metrics": weighted_metrics, "cuda_graph": bool(cuda_graph)}
+                                "weighted_metrics": weighted_metrics, "cuda_graph": mode}
         self._train_vars = None
-        self._graph_trainer = GraphTrainer(self) if cuda_graph else None
+        self._graph_trainer = GraphTrainer(self, mode) if mode is not False else None
+        self._distribute = dist
         self.compiled = True
 
     def _check_optimizer_owner(self, opt):
@@ -537,8 +549,13 @@ class Trainer:
     def _train_batch(self, xb, yb, swb):
         if self._graph_trainer is not None and self._graph_trainer.train_batch(xb, yb, swb):
             return
+        dist = getattr(self, "_distribute", None)
+        if dist is not None and not dist.synced:
+            dist.first_step(self, xb)
         vars_ = self._vars_to_train()
         gs, finish = self._gradients(xb, yb, swb, vars_)
+        if dist is not None:
+            gs = dist.reduce_gradients(gs, vars_)
         B = vars_[0]._backend if vars_ else backends.current()
         self.optimizer.apply_gradients(
             [(None if g is None else Tensor(g, B), v) for g, v in zip(gs, vars_)])
@@ -683,6 +700,9 @@ class Trainer:
             steps = min(steps, steps_per_epoch)
         if isinstance(callbacks, dict):  # TF.js style: {"onEpochEnd": fn, ...}
             callbacks = [cb_mod.LambdaCallback(**callbacks)]
+        dist = getattr(self, "_distribute", None)
+        if dist is not None:  # shards by rank; rank 0 alone prints and writes
+            steps, verbose, callbacks = dist.prepare_fit(n, batch_size, steps_per_epoch, verbose, callbacks)
         history = cb_mod.History()
         cbs = _Callbacks(list(callbacks or []) + [history], self,
                          {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
@@ -717,7 +737,9 @@ class Trainer:
                     print(f"Epoch {epoch + 1}/{epochs}")
                 bar = Progbar(steps, verbose=verbose)
                 step = 0
-                for step, idx in enumerate(self._batches(n, batch_size, shuffle)):
+                dist = getattr(self, "_distribute", None)
+                batches = dist.batches(n, batch_size, shuffle, epoch) if dist else self._batches(n, batch_size, shuffle)
+                for step, idx in enumerate(batches):
                     if step >= steps:
                         break
                     if step < skip:
@@ -751,6 +773,8 @@ class Trainer:
                 if val is not None and (epoch + 1) % validation_freq == 0:
                     vlogs = self._evaluate_arrays(*val, validation_batch_size or batch_size, cbs)
                     epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
+                if dist is not None:  # every rank's callbacks decide on the same numbers
+                    epoch_logs = dist.average_logs(epoch_logs)
                 bar.update(step + 1, lambda: list(epoch_logs.items()), final=True)
                 cbs("on_epoch_end", epoch, epoch_logs)
                 skip = 0
@@ -945,11 +969,15 @@ class Trainer:
         reads all three.
         """
         from ..io import by_name
+        if not getattr(getattr(self, "_distribute", None), "is_main", True):
+            return  # DataParallel: rank 0 writes
         by_name.save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 
     def save_weights(self, filepath, overwrite=True):
         """Write only the weights: ``.dgw`` (deepgpu's) or ``.weights.h5`` (Keras 3's), by the extension."""
         from ..io import by_name
+        if not getattr(getattr(self, "_distribute", None), "is_main", True):
+            return  # DataParallel: rank 0 writes
         by_name.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath):

@@ -1,0 +1,262 @@
+"""Communicators: one object per process that knows the world and moves buffers.
+
+``SingleCommunicator`` is the world of one process (no MPI needed);
+``MPICommunicator`` reduces host buffers through mpi4py's buffer API
+(``Allreduce`` / ``Iallreduce`` / ``Bcast`` on NumPy arrays, no pickling);
+``NCCLCommunicator`` reduces device buffers with ``cupy.cuda.nccl``, its
+unique id sent from rank 0 over MPI (the ChainerMN / Horovod pattern).
+Buffers are backend arrays; an MPI communicator brings device arrays to the
+host and back through the backend (``to_numpy`` / ``asarray``).
+"""
+from __future__ import annotations
+
+import os
+
+from .. import backends
+
+INSTALL_HINT = "pip install 'deepgpu[distributed]'  (mpi4py and the mpich wheel)"
+
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
+
+
+def launched_size() -> int:
+    """The world size a launcher (mpiexec / srun) asked for, read from its environment; 1 outside one."""
+    for var in _LAUNCHER_VARS:
+        v = os.environ.get(var)
+        if v and v.isdigit():
+            return int(v)
+    return 1
+
+
+class Communicator:
+    """The interface: ``rank``, ``size``, ``local_rank``, ``local_size``, ``name`` and the collectives.
+
+    ``all_reduce(buf, op)`` sums (``op="sum"``) or averages (``"mean"``) the
+    backend array ``buf`` across ranks in place and returns it;
+    ``broadcast(buf, root)`` copies root's ``buf`` into every rank's in place;
+    ``allgather_obj(obj)`` returns the list of every rank's small picklable
+    object; ``barrier()`` waits for every rank.
+    """
+
+    name = "base"
+    rank = 0
+    size = 1
+    local_rank = 0
+    local_size = 1
+
+    def all_reduce(self, buf, op="sum"):
+        raise NotImplementedError
+
+    def broadcast(self, buf, root=0):
+        raise NotImplementedError
+
+    def allgather_obj(self, obj):
+        raise NotImplementedError
+
+    def bcast_obj(self, obj, root=0):
+        raise NotImplementedError
+
+    def barrier(self):
+        raise NotImplementedError
+
+    def all_reduce_buckets(self, buf, bucket_elems, op="sum"):
+        """``all_reduce`` of the 1-D ``buf`` in slices of ``bucket_elems`` elements."""
+        n = buf.shape[0]
+        for start in range(0, n, bucket_elems):
+            self.all_reduce(buf[start:start + bucket_elems], op)
+        return buf
+
+    def __repr__(self):
+        return f"<{type(self).__name__} rank {self.rank}/{self.size} local {self.local_rank}/{self.local_size}>"
+
+
+def _check_op(op):
+    if op not in ("sum", "mean"):
+        raise ValueError(f"all_reduce: op must be 'sum' or 'mean', got {op!r}")
+
+
+class SingleCommunicator(Communicator):
+    """The world of one process: every collective returns its input."""
+
+    name = "single"
+
+    def all_reduce(self, buf, op="sum"):
+        _check_op(op)
+        return buf
+
+    def broadcast(self, buf, root=0):
+        if root != 0:
+            raise ValueError(f"broadcast: root must be a rank in [0, 1), got {root!r}")
+        return buf
+
+    def allgather_obj(self, obj):
+        return [obj]
+
+    def bcast_obj(self, obj, root=0):
+        return obj
+
+    def barrier(self):
+        pass
+
+
+def _import_mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise ImportError(f"deepgpu.distributed needs mpi4py for more than one rank: {INSTALL_HINT}") from e
+    return MPI
+
+
+class MPICommunicator(Communicator):
+    """Host-memory collectives over an mpi4py communicator (COMM_WORLD by default)."""
+
+    name = "mpi"
+
+    def __init__(self, comm=None):
+        MPI = _import_mpi()
+        self._MPI = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        # Node-local rank: the ranks that share memory (one node) in their world order.
+        self._local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank = self._local.Get_rank()
+        self.local_size = self._local.Get_size()
+
+    def _host(self, buf):
+        """(host array, backend to copy back through or None) for a backend array ``buf``."""
+        if hasattr(buf, "__cuda_array_interface__"):
+            B = backends.get("cuda")
+            return B.to_numpy(buf), B
+        return buf, None
+
+    def all_reduce(self, buf, op="sum"):
+        _check_op(op)
+        host, B = self._host(buf)
+        if not host.flags.c_contiguous:
+            raise ValueError("all_reduce: the buffer must be C-contiguous")
+        self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
+        if op == "mean":
+            host /= self.size
+        if B is not None:
+            buf[...] = B.asarray(host)
+        return buf
+
+    def all_reduce_buckets(self, buf, bucket_elems, op="sum"):
+        """Non-blocking ``Iallreduce`` of every bucket, then one wait: MPI may pipeline them."""
+        _check_op(op)
+        host, B = self._host(buf)
+        reqs = [self.comm.Iallreduce(self._MPI.IN_PLACE, host[s:s + bucket_elems], op=self._MPI.SUM)
+                for s in range(0, host.shape[0], bucket_elems)]
+        self._MPI.Request.Waitall(reqs)
+        if op == "mean":
+            host /= self.size
+        if B is not None:
+            buf[...] = B.asarray(host)
+        return buf
+
+    def broadcast(self, buf, root=0):
+        if not (isinstance(root, int) and 0 <= root < self.size):
+            raise ValueError(f"broadcast: root must be a rank in [0, {self.size}), got {root!r}")
+        host, B = self._host(buf)
+        self.comm.Bcast(host, root=root)
+        if B is not None:
+            buf[...] = B.asarray(host)
+        return buf
+
+    def allgather_obj(self, obj):
+        return self.comm.allgather(obj)
+
+    def bcast_obj(self, obj, root=0):
+        return self.comm.bcast(obj, root=root)
+
+    def barrier(self):
+        self.comm.Barrier()
+
+
+_NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
+                "int32": "NCCL_INT32", "int64": "NCCL_INT64", "uint8": "NCCL_UINT8", "int8": "NCCL_INT8",
+                "bfloat16": "NCCL_BFLOAT16"}
+
+
+def nccl_dtype(nccl, dtype):
+    """The NCCL data type constant for a dtype name; ValueError for one NCCL lacks."""
+    key = _NCCL_DTYPES.get(str(dtype))
+    if key is None or not hasattr(nccl, key):
+        raise ValueError(f"NCCL cannot reduce dtype {dtype}; it takes {sorted(_NCCL_DTYPES)}")
+    return getattr(nccl, key)
+
+
+def nccl_available() -> bool:
+    """True when CuPy with NCCL and at least one GPU are here."""
+    try:
+        from cupy.cuda import nccl  # noqa: F401
+        import cupy
+        return nccl.available if hasattr(nccl, "available") else cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+class NCCLCommunicator(Communicator):
+    """Device collectives with NCCL (``cupy.cuda.nccl``) between one GPU per rank.
+
+    MPI carries the world (ranks, node-local ranks) and NCCL's unique id from
+    rank 0; each rank uses GPU ``local_rank``. Raises RuntimeError with no
+    GPU / no NCCL, or when a node runs more ranks than it has GPUs (NCCL
+    refuses two ranks on one GPU).
+    """
+
+    name = "nccl"
+
+    def __init__(self, comm=None):
+        self.mpi = MPICommunicator(comm)
+        self.rank, self.size = self.mpi.rank, self.mpi.size
+        self.local_rank, self.local_size = self.mpi.local_rank, self.mpi.local_size
+        try:
+            import cupy
+            from cupy.cuda import nccl
+        except ImportError as e:
+            raise RuntimeError("NCCL was asked for but CuPy (with cupy.cuda.nccl) is not installed: "
+                               "pip install 'deepgpu[cuda]'") from e
+        try:
+            ngpu = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # no driver
+            raise RuntimeError(f"NCCL was asked for but no GPU is usable: {e}") from e
+        if ngpu == 0:
+            raise RuntimeError("NCCL was asked for but this node has no GPU")
+        if self.local_size > ngpu:
+            raise RuntimeError(f"NCCL needs one GPU per rank: this node runs {self.local_size} ranks on "
+                               f"{ngpu} GPU(s); launch at most {ngpu} rank(s) per node, or use backend='mpi'")
+        self._cupy, self._nccl = cupy, nccl
+        cupy.cuda.Device(self.local_rank).use()
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        uid = self.mpi.bcast_obj(uid, 0)
+        self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+
+    def _stream(self):
+        return self._cupy.cuda.get_current_stream().ptr
+
+    def all_reduce(self, buf, op="sum"):
+        _check_op(op)
+        n = int(buf.size)
+        self.comm.allReduce(buf.data.ptr, buf.data.ptr, n, nccl_dtype(self._nccl, buf.dtype),
+                            self._nccl.NCCL_SUM, self._stream())
+        if op == "mean":
+            buf /= self.size
+        return buf
+
+    def broadcast(self, buf, root=0):
+        if not (isinstance(root, int) and 0 <= root < self.size):
+            raise ValueError(f"broadcast: root must be a rank in [0, {self.size}), got {root!r}")
+        self.comm.bcast(buf.data.ptr, int(buf.size), nccl_dtype(self._nccl, buf.dtype), root, self._stream())
+        return buf
+
+    def allgather_obj(self, obj):
+        return self.mpi.allgather_obj(obj)
+
+    def bcast_obj(self, obj, root=0):
+        return self.mpi.bcast_obj(obj, root)
+
+    def barrier(self):
+        self._cupy.cuda.get_current_stream().synchronize()
+        self.mpi.barrier()

@@ -1,0 +1,114 @@
+"""Run under ``mpiexec -n N python3 -m mpi4py tests/distributed/worker.py MODE OUTDIR`` by
+tests/test_distributed.py. Every check raises (AssertionError), which aborts the job."""
+import os
+import sys
+
+import numpy as np
+
+import deepgpu as dg
+from deepgpu import layers as L
+from deepgpu import zoo
+
+MODE, OUT = sys.argv[1], sys.argv[2]
+comm = dg.distributed.init()
+R, P = comm.rank, comm.size
+
+
+def gather_weights(model):
+    return comm.allgather_obj([w.data_sync() for w in model.weights])
+
+
+def mlp(units=16):
+    return dg.Sequential([L.Dense(units, activation="tanh", input_shape=(6,)), L.Dense(3, activation="softmax")])
+
+
+def convnet():
+    m = zoo.convnet(input_shape=(8, 8, 1), num_classes=3)
+    for layer in m.layers:  # dropout draws differ by process; the comparison needs none
+        if isinstance(layer, L.Dropout):
+            layer.rate = 0.0
+    return m
+
+
+def check_same_as_one_process(make, x, y, batch, epochs, opt):
+    dg.set_seed(100 + R)  # different initial weights on every rank: rank 0's must win
+    model = make()
+    model.compile(dg.optimizers.get(opt), "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  distribute=dg.distributed.DataParallel(bucket_mb=0.01))  # several buckets
+    hist = model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=0)
+    every = gather_weights(model)
+    for r in range(1, P):
+        for a, b in zip(every[0], every[r]):
+            assert np.array_equal(a, b), f"rank {r}'s weights differ from rank 0's"
+    hs = comm.allgather_obj(hist.history)
+    assert all(h == hs[0] for h in hs), f"ranks logged different epoch logs: {hs}"
+    if R == 0:
+        dg.set_seed(100)
+        ref = make()
+        ref.compile(dg.optimizers.get(opt), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        rh = ref.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=0)
+        for a, b in zip(every[0], [w.data_sync() for w in ref.weights]):
+            assert np.allclose(a, b, rtol=1e-5, atol=1e-5), f"max diff {np.abs(a - b).max()}"
+        assert np.allclose(hs[0]["loss"], rh.history["loss"], rtol=1e-5, atol=1e-5), (hs[0], rh.history)
+
+
+def check_sharding():
+    dp = dg.distributed.DataParallel(seed=7).attach(None)
+    for n, batch in ((40, 8), (37, 8), (8 * P + P - 1, 8)):
+        epochs = []
+        for epoch in range(2):
+            mine = [list(map(int, idx)) for idx in dp.batches(n, batch, True, epoch)]
+            allr = comm.allgather_obj(mine)
+            assert len({len(a) for a in allr}) == 1, "ranks take different numbers of steps"
+            assert len(mine) == dp.steps(n, batch), (len(mine), dp.steps(n, batch))
+            seen = [i for a in allr for b in a for i in b]
+            assert len(seen) == len(set(seen)), "a sample went to two ranks"
+            tail = n % batch
+            assert len(seen) == n - tail % P, (n, len(seen))
+            assert all(len(b) == len(a[0]) or s == len(a) - 1 for a in allr for s, b in enumerate(a)), "uneven shards"
+            epochs.append(seen)
+        assert epochs[0] != epochs[1], "the shuffle did not change between epochs"
+
+
+def check_rank0_files():
+    dg.set_seed(1)
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    y = (np.arange(32) % 3).astype("int32")
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy",
+                  distribute=dg.distributed.DataParallel())
+    cbs = [dg.callbacks.ModelCheckpoint(os.path.join(OUT, f"ckpt_rank{R}.dgm")),
+           dg.callbacks.CSVLogger(os.path.join(OUT, f"log_rank{R}.csv")),
+           dg.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)]
+    hist = model.fit(x, y, batch_size=8, epochs=5, callbacks=cbs, verbose=2)
+    model.save(os.path.join(OUT, f"model_rank{R}.dgm"))
+    n_epochs = comm.allgather_obj(len(hist.history["loss"]))
+    assert len(set(n_epochs)) == 1 and n_epochs[0] < 5, f"ranks stopped at different epochs: {n_epochs}"
+    comm.barrier()
+    if R == 0:
+        names = sorted(os.listdir(OUT))
+        assert names == ["ckpt_rank0.dgm", "log_rank0.csv", "model_rank0.dgm"], names
+
+
+if MODE == "main":
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 3, size=64).astype("int32")
+    check_same_as_one_process(mlp, x, y, batch=16, epochs=2, opt="adam")
+    xi = rng.normal(size=(16, 8, 8, 1)).astype("float32")
+    yi = rng.integers(0, 3, size=16).astype("int32")
+    check_same_as_one_process(convnet, xi, yi, batch=8, epochs=1, opt="sgd")
+    check_sharding()
+    check_rank0_files()
+elif MODE == "raise":
+    comm.barrier()
+    if R == P - 1:
+        raise RuntimeError("rank failed on purpose")
+    comm.barrier()  # the others wait here until the job is aborted
+elif MODE == "mismatch":
+    model = mlp(units=16 if R == 0 else 17)
+    model.compile("sgd", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
+    model.fit(np.zeros((8, 6), "float32"), np.zeros(8, "int32"), batch_size=4 * P, verbose=0)
+else:
+    raise SystemExit(f"unknown mode {MODE}")
+print(f"rank {R}/{P}: {MODE} ok", flush=True)

@@ -1,0 +1,159 @@
+"""deepgpu.distributed: communicators, DataParallel's sharding and checks in one process, and
+real MPI jobs (``mpiexec -n N python3 -m mpi4py tests/distributed/worker.py MODE``) checked
+from here; those skip when mpiexec or mpi4py is missing."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+
+import deepgpu as dg
+from deepgpu.distributed import DataParallel, comm as comm_mod
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "distributed", "worker.py")
+
+
+class FakeComm(comm_mod.SingleCommunicator):
+    """A rank of a pretend world, for the checks that need no messages."""
+
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+
+def _dp(rank, size, **kw):
+    dp = DataParallel(seed=3, **kw)
+    dp.comm = FakeComm(rank, size)
+    return dp
+
+
+def test_single_communicator_collectives():
+    c = comm_mod.SingleCommunicator()
+    a = np.arange(5, dtype="float32")
+    assert c.all_reduce(a, "mean") is a and c.broadcast(a) is a
+    assert c.allgather_obj({"x": 1}) == [{"x": 1}]
+    with pytest.raises(ValueError, match="op must be 'sum' or 'mean'"):
+        c.all_reduce(a, "max")
+    with pytest.raises(ValueError, match="root must be a rank"):
+        c.broadcast(a, root=1)
+
+
+def test_shards_cover_every_sample_once_per_epoch():
+    for size in (2, 3, 4):
+        for n, batch in ((48, 12), (50, 12), (12 * 4 + 2, 12)):
+            per_rank = [list(_dp(r, size).batches(n, batch, True, 0)) for r in range(size)]
+            steps = _dp(0, size).steps(n, batch)
+            assert all(len(p) == steps for p in per_rank)
+            seen = np.concatenate([b for p in per_rank for b in p])
+            assert len(seen) == len(set(seen.tolist())) == n - (n % batch) % size
+            # every rank's share of a global batch is the same size
+            for s in range(steps):
+                assert len({len(p[s]) for p in per_rank}) == 1
+    e0 = np.concatenate(list(_dp(0, 2).batches(40, 8, True, 0)))
+    e1 = np.concatenate(list(_dp(0, 2).batches(40, 8, True, 1)))
+    assert not np.array_equal(e0, e1)  # a new shuffle each epoch
+    assert np.array_equal(np.concatenate(list(_dp(1, 2).batches(8, 8, False, 0))), np.arange(4, 8))
+
+
+def test_prepare_fit_checks_and_rank0_callbacks():
+    dp = _dp(1, 3)
+    with pytest.raises(ValueError, match="batch_size=16 is the global batch.*divisible by the number of ranks \\(3\\)"):
+        dp.prepare_fit(100, 16, None, 1, [])
+    with pytest.raises(ValueError, match="2 training samples cannot be shared by 3 ranks"):
+        dp.prepare_fit(2, 3, None, 1, [])
+    cbs = [dg.callbacks.CSVLogger("x.csv"), dg.callbacks.EarlyStopping(), dg.callbacks.ModelCheckpoint("m.dgm")]
+    steps, verbose, kept = dp.prepare_fit(100, 12, None, 1, cbs)  # 8 full global batches + a tail of 4 >= 3
+    assert (steps, verbose) == (9, 0) and [type(c).__name__ for c in kept] == ["EarlyStopping"]
+    steps, verbose, kept = _dp(0, 3).prepare_fit(100, 12, 5, 1, cbs)
+    assert (steps, verbose, len(kept)) == (5, 1, 3)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="bucket_mb must be a number > 0"):
+        DataParallel(bucket_mb=0)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        DataParallel(seed="x")
+    m = dg.Sequential([dg.layers.Dense(2, input_shape=(3,))])
+    with pytest.raises(ValueError, match="distribute must be a deepgpu.distributed.DataParallel"):
+        m.compile("sgd", "mse", distribute="mirrored")
+    with pytest.raises(ValueError, match="backend must be"):
+        dg.distributed.init("gloo")
+
+
+def test_nccl_dtype_names_and_refusals():
+    fake = types.SimpleNamespace(NCCL_FLOAT32=7, NCCL_FLOAT16=6)
+    assert comm_mod.nccl_dtype(fake, "float32") == 7
+    with pytest.raises(ValueError, match="NCCL cannot reduce dtype complex64"):
+        comm_mod.nccl_dtype(fake, "complex64")
+    with pytest.raises(ValueError, match="NCCL cannot reduce dtype bfloat16"):  # not in this NCCL
+        comm_mod.nccl_dtype(fake, "bfloat16")
+
+
+def _python(code, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=e,
+                          cwd=ROOT)
+
+
+def test_init_outside_mpiexec_is_one_rank():
+    r = _python("import numpy as np, deepgpu as dg; c = dg.distributed.init(); "
+                "t = dg.distributed.all_reduce(dg.tensor(np.ones(3, 'float32')), 'mean'); "
+                "print(dg.distributed.rank(), dg.distributed.size(), dg.distributed.is_main(), t.data_sync().tolist())")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[0] == "0 1 True [1.0, 1.0, 1.0]"
+
+
+def test_without_mpi4py_one_rank_works_and_more_ranks_say_how_to_install():
+    block = "import sys; sys.modules['mpi4py'] = None; import deepgpu as dg; "
+    r = _python(block + "print(dg.distributed.init().name, dg.distributed.size())")
+    assert r.returncode == 0 and r.stdout.strip() == "single 1", r.stderr
+    r = _python(block + "dg.distributed.init()", env={"PMI_SIZE": "2"})
+    assert r.returncode != 0 and "pip install 'deepgpu[distributed]'" in r.stderr
+
+
+def test_nccl_without_gpu_is_a_clear_error():
+    pytest.importorskip("mpi4py")
+    try:
+        import cupy
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            pytest.skip("a GPU is here: the NCCL path is tested by tests/distributed/worker.py nccl")
+    except Exception:
+        pass
+    r = _python("import deepgpu as dg; dg.distributed.init('nccl')")
+    assert r.returncode != 0 and "NCCL was asked for but" in r.stderr, r.stderr
+
+
+def _mpiexec(n, mode, tmp_path, timeout=120):
+    if shutil.which("mpiexec") is None:
+        pytest.skip("mpiexec not found (pip install 'deepgpu[distributed]')")
+    pytest.importorskip("mpi4py")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.monotonic()
+    r = subprocess.run(["mpiexec", "-n", str(n), sys.executable, "-m", "mpi4py", WORKER, mode, str(tmp_path)],
+                       capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    return r, time.monotonic() - start
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_data_parallel_matches_one_process(ranks, tmp_path):
+    """MLP (Adam) and the seed convnet (SGD): weights equal on every rank and within 1e-5 of one process
+    on the global batch; sharding; rank-0-only files; EarlyStopping on averaged logs (worker.py main)."""
+    r, _ = _mpiexec(ranks, "main", tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert all(f"rank {k}/{ranks}: main ok" in r.stdout for k in range(ranks))
+
+
+def test_a_rank_that_raises_ends_the_job(tmp_path):
+    r, took = _mpiexec(2, "raise", tmp_path, timeout=90)
+    assert r.returncode != 0 and "rank failed on purpose" in r.stderr
+    assert took < 60  # a hang would run to the timeout
+
+
+def test_ranks_disagreeing_on_the_model_are_named(tmp_path):
+    r, _ = _mpiexec(2, "mismatch", tmp_path, timeout=90)
+    assert r.returncode != 0
+    assert "ranks disagree on model 'sequential' at weight 0: rank 0 has 'dense/kernel' (6, 16)" in r.stderr
