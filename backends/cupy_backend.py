@@ -72,7 +72,8 @@ class CupyBackend(Backend):
 
     @property
     def supports_graphs(self) -> bool:
-        return self._custom
+        # Over NumPy (the CPU emulation of the kernels) there is no stream to record.
+        return self._custom and hasattr(self.xp, "cuda")
 
     # ---------------------------------------------------------- CUDA graphs
     def capture_graph(self, fn):

@@ -167,7 +167,7 @@ def _compile_members(model) -> dict:
     spec = {"optimizer": O.serialize(model.optimizer), "loss": _fn_name(cc["loss"], "loss"),
             "metrics": _fn_name(cc["metrics"], "metric"), "loss_weights": cc["loss_weights"],
             "weighted_metrics": _fn_name(cc.get("weighted_metrics"), "metric"),
-            "cuda_graph": bool(cc.get("cuda_graph", False))}
+            "cuda_graph": cc.get("cuda_graph", "auto")}
     out = {"compile.json": json.dumps(spec).encode()}
     if model.optimizer.built:
         # Only this model's slots, in the order load_model builds them: what
@@ -446,7 +446,7 @@ def load_model(path, custom_objects=None, compile=True):
                           metrics=_restore_fn(compile_spec["metrics"], custom_objects, "metric"),
                           loss_weights=compile_spec.get("loss_weights"),
                           weighted_metrics=_restore_fn(compile_spec.get("weighted_metrics"), custom_objects, "metric"),
-                          cuda_graph=bool(compile_spec.get("cuda_graph", False)))
+                          cuda_graph=compile_spec.get("cuda_graph", "auto"))
             if "optimizer.npz" in ar.infos:
                 # Slots are a few per weight (Adam's two; three with amsgrad) and a counter.
                 need = 4 * sum(int(a.nbytes) + _ARRAY_SLACK for a in arrays) + 4 * _ARRAY_SLACK

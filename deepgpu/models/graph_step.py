@@ -1,6 +1,8 @@
 """Training steps recorded once as a CUDA graph and replayed per batch.
 
-``model.compile(..., cuda_graph=True)`` turns this on. For each batch
+On the CUDA backend this is the default (``compile(cuda_graph="auto")``);
+``cuda_graph=False`` turns it off and ``True`` insists (a step that cannot be
+recorded then raises GraphCaptureError instead of running eagerly). For each batch
 signature (the shapes and dtypes of x, y and sample weights) the trainer
 runs the first batch eagerly (it builds the optimizer's slots and the
 metrics' state, and compiles kernels), records the second one with
@@ -22,8 +24,11 @@ What a replay cannot redo is done around it, on the host:
   step made to them (``Metric._replay_host``).
 
 Dropout draws new masks at every replay (a device replay count enters its
-random stream). A signature whose capture fails (an op that reads values
-on the host, a backend that cannot capture) warns once and stays eager.
+random stream). Under "auto", a signature whose capture fails (an op that
+reads values on the host) stays eager, and the model warns once, naming why
+(later failures of other signatures are remembered, not warned again); a
+backend that cannot capture (the "cupy" kernel path, the CPU) runs eagerly
+without a word.
 """
 from __future__ import annotations
 
@@ -37,6 +42,17 @@ from ..tensor import Tensor
 # are recorded per model; others run eagerly.
 MAX_GRAPHS = 2
 
+# compile(cuda_graph=...): record where possible and fall back with one warning, never, or always.
+MODES = ("auto", False, True)
+
+
+def graph_mode(value):
+    """``compile``'s ``cuda_graph`` as one of MODES (1 / 0 as True / False); ValueError otherwise."""
+    for m in MODES:
+        if value is m or (isinstance(m, bool) and not isinstance(value, str) and value == m):
+            return m
+    raise ValueError(f"compile(): cuda_graph must be one of {', '.join(map(repr, MODES))}, got {value!r}")
+
 
 def _signature(arrays):
     return tuple(None if t is None else (tuple(t.shape), str(t.dtype)) for t in arrays)
@@ -45,16 +61,25 @@ def _signature(arrays):
 class GraphTrainer:
     """The graph-mode half of ``Trainer._train_batch``; one per compiled model."""
 
-    def __init__(self, model):
+    def __init__(self, model, mode="auto"):
+        if mode not in MODES:
+            raise ValueError(f"cuda_graph must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
         self.model = model
+        self.insist = mode is True  # True: a step that cannot be recorded raises; "auto": warn once, eager
         self.steps = {}      # signature -> _GraphStep
         self.warm = set()    # signatures whose eager first batch has run
         self.failed = {}     # signature -> reason
+        self.warned = False
 
     def train_batch(self, xb, yb, swb) -> bool:
         """Run one training step through a graph; False when the caller must run it eagerly."""
         B = (xb[0] if xb else yb[0])._backend
+        if getattr(self.model, "_distribute", None) is not None:
+            return False  # the gradients' all-reduce between ranks is not recorded
         if not getattr(B, "supports_graphs", False):
+            if self.insist and B.name == "cuda":
+                raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but "
+                                        f"the backend cannot record ({B.kernels!r} kernel path; 'custom' records)")
             return False
         vars_ = self.model._vars_to_train()
         # fit records a step that also counts finite losses; train_on_batch one that does not.
@@ -71,8 +96,12 @@ class GraphTrainer:
                 step = _GraphStep(self.model, B, vars_, xb, yb, swb)
             except GraphCaptureError as e:
                 self.failed[key] = str(e)
-                warnings.warn(f"model {self.model.name!r}: the training step runs without a CUDA "
-                              f"graph for batches of this shape: {e}", RuntimeWarning, stacklevel=4)
+                if self.insist:
+                    raise
+                if not self.warned:
+                    self.warned = True
+                    warnings.warn(f"model {self.model.name!r}: the training step runs without a CUDA "
+                                  f"graph (eagerly): {e}", RuntimeWarning, stacklevel=4)
                 return False
             self.steps[key] = step
         step.run(xb, yb, swb)

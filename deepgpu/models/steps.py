@@ -259,7 +259,7 @@ class StepsMixin:
         return type(self).train_step is not StepsMixin.train_step
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
-                cuda_graph=False, **kwargs):
+                cuda_graph="auto", **kwargs):
         if self._subclassed() and "_out_keys" not in self.__dict__:
             # Not called yet: the outputs are those the loss names (one unless a list / dict says more).
             if isinstance(loss, dict):

@@ -21,7 +21,7 @@ from .. import backends
 from ..autograd import backward, enable_grad, no_grad
 from ..data.text import fit_text_rank, is_text_list
 from ..tensor import Tensor, Variable, tensor, zeros
-from .graph_step import GraphTrainer
+from .graph_step import GraphTrainer, graph_mode
 from .progbar import Progbar
 
 
@@ -200,7 +200,7 @@ class Trainer:
 
     # -------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
-                weighted_metrics=None, cuda_graph=False, distribute=None, **kwargs):
+                weighted_metrics=None, cuda_graph="auto", distribute=None, **kwargs):
         """Configure training.
 
         optimizer: name or Optimizer; an Optimizer instance serves one model
@@ -213,9 +213,12 @@ class Trainer:
         ``sample_weight`` / ``class_weight`` and logged under their own
         names ("weighted_" in front where a name is already taken), as
         in Keras 3. loss_weights: list or dict scaling each output's loss.
-        cuda_graph: on the "cuda" backend, record the training step as a
-        CUDA graph (per batch shape, from the second batch on) and replay it
-        (see deepgpu.models.graph_step); no effect on other backends.
+        cuda_graph: "auto" (the default), True or False. On the "cuda" backend
+        with its custom kernels, record the training step as a CUDA graph (per
+        batch shape, from the second batch on) and replay it (see
+        deepgpu.models.graph_step); under "auto" a step that cannot be recorded
+        runs eagerly, with one warning naming why; True raises GraphCaptureError
+        then; False never records. No effect on other backends.
         distribute: a ``deepgpu.distributed.DataParallel`` to train one
         replica per MPI rank (see its docstring for what changes in fit).
         Raises ValueError for unknown names (listing the valid ones).
@@ -227,6 +230,8 @@ class Trainer:
         for k in kwargs:
             if k not in ("run_eagerly", "jit_compile", "steps_per_execution"):
                 raise TypeError(f"compile() got an unexpected keyword argument {k!r}")
+        mode = graph_mode(cuda_graph)
+        cuda_graph = mode is True  # from here on, true only where recording is insisted on
         if loss is None and not getattr(self, "_allows_no_loss", lambda: False)():
             raise ValueError("compile() needs a loss (a name such as 'mse', a Loss, or a callable)")
         names = self.output_names
@@ -281,9 +286,9 @@ class Trainer:
         self._loss_tracker = metrics_mod.Mean(name="loss")
         self._out_loss_trackers = [metrics_mod.Mean(name=f"{nm}_loss") for nm in names] if n > 1 else []
         self._compile_config = {"optimizer": opt, "loss": loss, "metrics": metrics, "loss_weights": loss_weights,
-                                "weighted_metrics": weighted_metrics, "cuda_graph": bool(cuda_graph)}
+                                "weighted_metrics": weighted_metrics, "cuda_graph": mode}
         self._train_vars = None
-        self._graph_trainer = GraphTrainer(self) if cuda_graph else None
+        self._graph_trainer = GraphTrainer(self, mode) if mode is not False else None
         self._distribute = dist
         self.compiled = True
 
