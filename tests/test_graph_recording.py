@@ -62,6 +62,8 @@ class _Guarded:
             return read(a)
 
         B.to_numpy = to_numpy
+        if B._replay_count is None:  # made by capture_graph: the device count each replay advances
+            B._replay_count = np.ones(1, np.uint64)
         B.capturing = True
         return B
 
@@ -193,9 +195,21 @@ def test_true_insists(recording):
 # Layer classes whose training step cannot be recorded today, each with its reason. A layer
 # that stops recording fails test_every_layer_records; one that starts recording must be
 # taken off this list (the test says so).
-NOT_RECORDED = {}
+_GEOMETRIC = ("draws each image's transform on the host and uploads its rows at each call "
+              "(augmentation.py _Geometric.augment); a replay would reuse the recorded draw")
+NOT_RECORDED = {
+    "RandomRotation": _GEOMETRIC,
+    "RandomTranslation": _GEOMETRIC,
+    "RandomZoom": _GEOMETRIC,
+    "RandomHeight": _GEOMETRIC,
+    "RandomWidth": _GEOMETRIC,
+    "RandomCrop": "draws the crop offset on the host (host_uniform(...).tolist()) and slices by it",
+    "Resizing": "ops.resize uploads the sampling transform it builds as a Python list at each call",
+    "Discretization": "uploads its bin_boundaries (a Python list) at each call",
+    "CategoryEncoding": "reads the ids' min and max on the host to check them against num_tokens",
+}
 # Cases with inputs no device holds (strings): nothing to record.
-HOST_INPUT = {}
+HOST_INPUT = {"TextVectorization": "takes strings, which stay on the host (no device array holds text)"}
 
 
 def _first_cases():
