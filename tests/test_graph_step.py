@@ -240,9 +240,12 @@ def test_a_backend_that_cannot_record_warns_and_trains_eagerly():
     try:
         x, y = _data(64)
         model = _small_convnet()
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", cuda_graph=True)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")  # cuda_graph="auto"
         h = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
         assert not model._graph_trainer.steps and np.isfinite(h.history["loss"]).all()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", cuda_graph=True)
+        with pytest.raises(GraphCaptureError, match="cannot record"):  # True insists
+            model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     finally:
         B.kernels = "custom"
 
@@ -258,7 +261,7 @@ def test_a_step_that_reads_the_host_is_refused_with_a_clear_error():
     x = RNG.normal(size=(64, 5)).astype(np.float32)
     y = RNG.normal(size=(64, 1)).astype(np.float32)
     model = dg.Sequential([layers.Dense(4, input_shape=(5,)), layers.Dense(1)])
-    model.compile(optimizer="sgd", loss=loss, cuda_graph=True)
+    model.compile(optimizer="sgd", loss=loss)  # cuda_graph="auto": one warning, then eager
     with pytest.warns(RuntimeWarning, match="read of device values"):
         model.fit(x, y, batch_size=32, epochs=2, verbose=0)
     assert not model._graph_trainer.steps and model._graph_trainer.failed
