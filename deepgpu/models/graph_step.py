@@ -49,7 +49,9 @@ MODES = ("auto", False, True)
 def graph_mode(value):
     """``compile``'s ``cuda_graph`` as one of MODES (1 / 0 as True / False); ValueError otherwise."""
     for m in MODES:
-        if value is m or (isinstance(m, bool) and not isinstance(value, str) and value == m):
+        # "auto" read back from a saved file is equal to the literal, not the same object
+        if value is m or (isinstance(m, str) and value == m) \
+                or (isinstance(m, bool) and not isinstance(value, str) and value == m):
             return m
     raise ValueError(f"compile(): cuda_graph must be one of {', '.join(map(repr, MODES))}, got {value!r}")
 
