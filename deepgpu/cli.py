@@ -89,6 +89,10 @@ def build_parser():
                    help="folder for the saved model and the history plot (default: deepgpu-out)")
     t.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                    help="0 quiet, 1 a progress bar, 2 one line per epoch (default: 1)")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of `mpiexec -n N python -m mpi4py -m deepgpu.cli train "
+                        "--distributed ...` (pip install 'deepgpu[distributed]'); --batch-size is the global "
+                        "batch; rank 0 prints and saves")
 
     i = sub.add_parser("info", help="versions, backends, and the GPU if any")
     i.add_argument("--layers", action="store_true",
@@ -144,6 +148,15 @@ def cmd_train(args):
     except (dg.BackendUnavailableError, ValueError) as e:
         raise UserError(str(e)) from None
     _check_out(args.out)
+    distribute = None
+    if getattr(args, "distributed", False):
+        try:
+            dg.distributed.init()
+        except ImportError as e:
+            raise UserError(str(e)) from None
+        distribute = dg.distributed.DataParallel(seed=args.seed)
+        if not dg.distributed.is_main():  # one rank speaks; errors still reach stderr
+            sys.stdout = open(os.devnull, "w")
     sequences = args.dataset in _SEQUENCE_DATASETS
     model_name = args.model or ("lstm" if sequences else "cnn")
     if sequences != (model_name in ("lstm", "conv1d")) or (args.dataset, model_name) == ("seattle-weather", "conv1d"):
@@ -158,6 +171,8 @@ def cmd_train(args):
     except ValueError as e:
         raise UserError(str(e)) from None
     dg.set_seed(args.seed)
+    if sequences and distribute is not None:
+        raise UserError("--distributed trains the image models (dnn, cnn, resnet) only for now")
     if sequences:
         from .cli_sequences import train_sequence_model
         return train_sequence_model(args, opt, backend, UserError)
@@ -169,7 +184,8 @@ def cmd_train(args):
     model = zoo.MODELS[args.model](input_shape=xtr.shape[1:], num_classes=int(ytr.max()) + 1)
     model.summary()
     # On the GPU the step is recorded once as a CUDA graph and replayed (no effect on the CPU).
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], cuda_graph=True)
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  cuda_graph=distribute is None, distribute=distribute)
     t0 = time.perf_counter()
     split = args.validation_split
     if split is None:
@@ -192,6 +208,8 @@ def cmd_train(args):
     except OSError as e:
         raise UserError(f"cannot save the model to {path!r}: {e.strerror or e}") from None
     print(f"Saved the model to {path}")
+    if distribute is not None and not dg.distributed.is_main():
+        return 0  # rank 0 draws the plot
     try:
         from .plotting import plot_history
         png = os.path.join(args.out, f"{args.dataset}-{args.model}-history.png")

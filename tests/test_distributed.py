@@ -147,6 +147,14 @@ def test_data_parallel_matches_one_process(ranks, tmp_path):
     assert all(f"rank {k}/{ranks}: main ok" in r.stdout for k in range(ranks))
 
 
+def test_resume_from_a_checkpoint_under_another_number_of_ranks(tmp_path):
+    r, _ = _mpiexec(2, "save", tmp_path)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert sorted(os.listdir(tmp_path)) == ["resume.dgm"]
+    r, _ = _mpiexec(3, "resume", tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+
+
 def test_a_rank_that_raises_ends_the_job(tmp_path):
     r, took = _mpiexec(2, "raise", tmp_path, timeout=90)
     assert r.returncode != 0 and "rank failed on purpose" in r.stderr

@@ -10,7 +10,9 @@ from deepgpu import layers as L
 from deepgpu import zoo
 
 MODE, OUT = sys.argv[1], sys.argv[2]
-comm = dg.distributed.init()
+if MODE == "nccl":
+    dg.set_backend("cuda")
+comm = dg.distributed.init("nccl" if MODE == "nccl" else "auto")
 R, P = comm.rank, comm.size
 
 
@@ -77,20 +79,74 @@ def check_rank0_files():
     model = mlp()
     model.compile("adam", "sparse_categorical_crossentropy",
                   distribute=dg.distributed.DataParallel())
-    cbs = [dg.callbacks.ModelCheckpoint(os.path.join(OUT, f"ckpt_rank{R}.dgm")),
-           dg.callbacks.CSVLogger(os.path.join(OUT, f"log_rank{R}.csv")),
+    out = os.path.join(OUT, "files")
+    os.makedirs(out, exist_ok=True)
+    cbs = [dg.callbacks.ModelCheckpoint(os.path.join(out, f"ckpt_rank{R}.dgm")),
+           dg.callbacks.CSVLogger(os.path.join(out, f"log_rank{R}.csv")),
            dg.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)]
     hist = model.fit(x, y, batch_size=8, epochs=5, callbacks=cbs, verbose=2)
-    model.save(os.path.join(OUT, f"model_rank{R}.dgm"))
+    model.save(os.path.join(out, f"model_rank{R}.dgm"))
     n_epochs = comm.allgather_obj(len(hist.history["loss"]))
     assert len(set(n_epochs)) == 1 and n_epochs[0] < 5, f"ranks stopped at different epochs: {n_epochs}"
     comm.barrier()
     if R == 0:
-        names = sorted(os.listdir(OUT))
+        names = sorted(os.listdir(out))
         assert names == ["ckpt_rank0.dgm", "log_rank0.csv", "model_rank0.dgm"], names
 
 
-if MODE == "main":
+def resume_data():
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(48, 6)).astype("float32"), rng.integers(0, 3, size=48).astype("int32")
+
+
+def check_resume(stage):
+    """save: train 1 epoch under P ranks and checkpoint (rank 0 writes); load: every rank of another
+    world size loads it, trains 1 more epoch; the weights must match one process doing the same."""
+    x, y = resume_data()
+    path = os.path.join(OUT, "resume.dgm")
+    if stage == "save":
+        dg.set_seed(5 + R)
+        model = mlp()
+        model.compile("adam", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
+        model.fit(x, y, batch_size=12, epochs=1, shuffle=False, verbose=0)
+        model.save(path)
+        return
+    model = dg.models.load_model(path)
+    assert model.optimizer.built, "the checkpoint has no optimizer state"
+    model.compile(model.optimizer, "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
+    model.fit(x, y, batch_size=12, epochs=1, shuffle=False, verbose=0)
+    every = gather_weights(model)
+    if R == 0:
+        ref = dg.models.load_model(path)
+        ref.compile(ref.optimizer, "sparse_categorical_crossentropy")
+        ref.fit(x, y, batch_size=12, epochs=1, shuffle=False, verbose=0)
+        for r in range(P):
+            for a, b in zip(every[r], [w.data_sync() for w in ref.weights]):
+                assert np.allclose(a, b, rtol=1e-5, atol=1e-5), f"rank {r}: max diff {np.abs(a - b).max()}"
+
+
+def check_nccl():
+    """On a GPU (one rank per GPU): NCCL collectives on device arrays, and DataParallel training on
+    the cuda backend matching one process. Run by hand on a GPU machine:
+    ``mpiexec -n 1 python3 -m mpi4py tests/distributed/worker.py nccl OUT``."""
+    assert comm.name == "nccl", comm
+    B = dg.backends.get("cuda")
+    a = B.asarray(np.arange(10, dtype="float32") + R)
+    comm.all_reduce_buckets(a, 3, "mean")
+    assert np.allclose(B.to_numpy(a), np.arange(10) + (P - 1) / 2)
+    t = dg.distributed.broadcast(dg.tensor(np.full(4, R, "float32"), backend="cuda"), root=0)
+    assert np.array_equal(t.data_sync(), np.zeros(4, "float32"))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 3, size=64).astype("int32")
+    check_same_as_one_process(mlp, x, y, batch=16, epochs=2, opt="adam")
+
+
+if MODE == "nccl":
+    check_nccl()
+elif MODE in ("save", "resume"):
+    check_resume("save" if MODE == "save" else "load")
+elif MODE == "main":
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6)).astype("float32")
     y = rng.integers(0, 3, size=64).astype("int32")
