@@ -287,6 +287,10 @@ def _layer(g, layer, xs, shapes, out_shapes):
     y17 = _emit_pre(g, layer, x, shape, out_shapes[0], h, who)
     if y17 is not None:
         return [y17]
+    from ._onnx_3d import emit as _emit_3d  # issue 17: Conv3D, pooling, padding, cropping, upsampling
+    y3 = _emit_3d(g, layer, x, shape, out_shapes[0], h, who)
+    if y3 is not None:
+        return [y3]
     from ._onnx_1d import emit as _emit_1d
     y1 = _emit_1d(g, layer, x, shape, out_shapes[0], h, who)
     if y1 is not None:

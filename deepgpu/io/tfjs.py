@@ -54,6 +54,7 @@ _TFJS_LAYERS = {
 _TFJS_LAYERS |= {"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
                  "SpatialDropout1D"}  # the 1-D layers TF.js has (issue 16)
 _TFJS_LAYERS |= {"DepthwiseConv2D", "SeparableConv2D"}  # issue 17
+_TFJS_LAYERS |= {"Conv3D", "Conv3DTranspose", "MaxPooling3D", "AveragePooling3D"}  # issue 17: the 3-D layers TF.js has
 _TFJS_LAYERS |= {"Embedding", "Masking"}  # issue 16
 _TFJS_LAYERS |= {"RNN", "SimpleRNN", "LSTM", "GRU", "SimpleRNNCell", "LSTMCell", "GRUCell", "StackedRNNCells",
                  "Bidirectional", "TimeDistributed", "ConvLSTM2D", "ConvLSTM2DCell"}  # issue 16; _rnn_interop.tfjs_out checks them
@@ -179,6 +180,15 @@ def _tfjs_layer(entry, ranks=None):
         refuse(f"has groups={cfg['groups']}, which TF.js's Conv2D does not have")
     if cls == "Conv1D" and cfg.get("groups", 1) != 1:
         refuse(f"has groups={cfg['groups']}, which TF.js's Conv1D does not have")
+    if cls == "Conv3D" and cfg.get("groups", 1) != 1:  # issue 17
+        refuse(f"has groups={cfg['groups']}, which TF.js's Conv3D does not have")
+    if cls == "Conv3DTranspose" and cfg.get("output_padding") is not None:  # as Conv2DTranspose's above
+        from ..layers.conv import deconv_output_length as out_len
+        pad = cfg.get("padding", "valid")
+        if any(out_len(1, k, s, pad, p, d) != out_len(1, k, s, pad, None, d) for k, s, d, p in
+               zip(cfg["kernel_size"], cfg["strides"], cfg["dilation_rate"], cfg["output_padding"])):
+            refuse(f"has output_padding {cfg['output_padding']}, which changes the output size, and TF.js's "
+                   "Conv3DTranspose has no output_padding")
     if cls in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and cfg.get("keepdims"):
         refuse("has keepdims=True, which TF.js ignores")
     if cls in ("Sequential", "Model", "Functional"):

@@ -90,3 +90,16 @@ __all__ += [
     "CategoryEncoding", "Discretization", "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
     "RandomContrast", "RandomBrightness", "RandomCrop", "RandomWidth", "RandomHeight",
 ]
+
+# 3-D (volumetric) layers (issue 17).
+from .volumetric import (  # noqa: E402,F401
+    AveragePooling3D, AvgPool3D, Conv3D, Conv3DTranspose, Convolution3D, Convolution3DTranspose, Cropping3D,
+    GlobalAveragePooling3D, GlobalAvgPool3D, GlobalMaxPool3D, GlobalMaxPooling3D, MaxPool3D, MaxPooling3D,
+    UpSampling3D, ZeroPadding3D,
+)
+
+__all__ += [
+    "Conv3D", "Conv3DTranspose", "Convolution3D", "Convolution3DTranspose", "MaxPooling3D", "AveragePooling3D",
+    "MaxPool3D", "AvgPool3D", "GlobalMaxPooling3D", "GlobalAveragePooling3D", "GlobalMaxPool3D", "GlobalAvgPool3D",
+    "UpSampling3D", "ZeroPadding3D", "Cropping3D",
+]
