@@ -12,6 +12,11 @@ _NOT_OWNED = frozenset({"_inbound_nodes", "_last_layer", "_graph_layers", "_inpu
                         "_tracked_layers", "_stack", "_chain"})
 
 
+# Values that never hold a layer: skipped without a call (a layer's attributes are mostly these,
+# and Model.losses walks every layer's attributes at each training step).
+_LEAVES = frozenset({int, float, str, bool, type(None), bytes, complex})
+
+
 def _walk(value, want, out, seen, depth=0):
     if depth > 8:
         return
@@ -24,7 +29,8 @@ def _walk(value, want, out, seen, depth=0):
         value = list(value.values())
     if isinstance(value, (list, tuple)):
         for v in value:
-            _walk(v, want, out, seen, depth + 1)
+            if type(v) not in _LEAVES:
+                _walk(v, want, out, seen, depth + 1)
 
 
 def tracked(obj, want, public_only=False) -> list:
@@ -32,7 +38,7 @@ def tracked(obj, want, public_only=False) -> list:
     each once, in attribute order; ``obj`` itself is never listed."""
     out, seen = [], {id(obj)}
     for key, value in vars(obj).items():
-        if key in _NOT_OWNED or (public_only and key.startswith("_")):
+        if type(value) in _LEAVES or key in _NOT_OWNED or (public_only and key.startswith("_")):
             continue
         _walk(value, want, out, seen)
     return out
