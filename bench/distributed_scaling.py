@@ -1,0 +1,198 @@
+"""Data-parallel scaling on the CPU, and the ring all-reduce cost model for GPUs (issue 21).
+
+Measured (weak scaling, the seed convnet on 28x28x1 random data, Adam, 32 samples per rank and
+step): deepgpu's DataParallel on 1, 2, 4 MPI ranks of one thread each, beside one deepgpu process
+with that many threads on the same global batch, and PyTorch DDP (gloo) the same two ways. Run:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/distributed_scaling.py --ranks 1 2 4
+
+Modelled: ``python3 bench/distributed_scaling.py --model`` prints the predicted weak-scaling
+efficiency (see ``ring_allreduce_s``) for the seed convnet and ResNet50 on 8 GPUs (NVLink) and
+across nodes; the inputs are printed with it and written in bench/RESULTS.md.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+PER_RANK = 32
+HERE = os.path.abspath(__file__)
+
+
+def ring_allreduce_s(nbytes, p, bw_bytes_s, latency_s):
+    """Ring all-reduce time: 2(p-1) latency terms plus 2(p-1)/p of the bytes over the link."""
+    if p == 1:
+        return 0.0
+    return 2 * (p - 1) * latency_s + 2 * (p - 1) / p * nbytes / bw_bytes_s
+
+
+def weak_scaling(step_s, nbytes, p, bw, lat, bucket_bytes=25 * 2 ** 20, backward_share=2 / 3):
+    """(efficiency without overlap, with bucketed overlap). With overlap the buckets are reduced
+    while the backward pass (``backward_share`` of the step) goes on; what is left exposed is the
+    larger of the reduction past the backward pass and the last bucket's reduction."""
+    comm = ring_allreduce_s(nbytes, p, bw, lat)
+    last = ring_allreduce_s(min(nbytes, bucket_bytes), p, bw, lat)
+    exposed = max(comm - backward_share * step_s, last) if p > 1 else 0.0
+    return step_s / (step_s + comm), step_s / (step_s + exposed)
+
+
+def model_table():
+    nets = [  # name, parameters, single-GPU step seconds, where the step time comes from
+        ("seed convnet, batch 128", 594_922, 1.19e-3, "measured: deepgpu graph step, H100 (bench/RESULTS.md GPU)"),
+        ("seed convnet, batch 512", 594_922, 2.55e-3, "measured: deepgpu graph step, H100 (bench/RESULTS.md GPU)"),
+        ("ResNet50, 100 ms/step", 25_557_032, 100e-3, "assumed (not measured here): e.g. batch 256 fp32/TF32"),
+        ("ResNet50, 30 ms/step", 25_557_032, 30e-3, "assumed (not measured here): a faster, mixed-precision step"),
+    ]
+    links = [("8 GPUs, NVLink ring 370 GB/s, 5 us/hop", 8, 370e9, 5e-6),
+             ("4 nodes x 8 GPUs, 4x100 Gb/s per node (50 GB/s), 10 us/hop", 32, 50e9, 10e-6)]
+    rows = []
+    for name, params, step, src in nets:
+        for lname, p, bw, lat in links:
+            nbytes = 4 * params
+            comm = ring_allreduce_s(nbytes, p, bw, lat)
+            no, ov = weak_scaling(step, nbytes, p, bw, lat)
+            rows.append({"net": name, "params": params, "step_ms": step * 1e3, "step_source": src, "link": lname,
+                         "allreduce_ms": comm * 1e3, "eff_no_overlap": no, "eff_overlap": ov})
+    return rows
+
+
+def convnet_torch():
+    import torch.nn as nn
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 4 * 4, 512), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(512, 10))
+
+
+def run_deepgpu(batch, steps, distributed):
+    import numpy as np
+    import deepgpu as dg
+    from deepgpu import zoo
+    comm = dg.distributed.init() if distributed else None
+    p = comm.size if comm else 1
+    rng = np.random.default_rng(0)
+    n = batch * steps
+    x = rng.normal(size=(n, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, size=n).astype("int32")
+    model = zoo.convnet()
+    model.compile("adam", "sparse_categorical_crossentropy",
+                  distribute=dg.distributed.DataParallel() if comm else None)
+    model.fit(x[:2 * batch], y[:2 * batch], batch_size=batch, epochs=1, shuffle=False, verbose=0)  # warm-up
+    if comm:
+        comm.barrier()
+    t0 = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    if comm:
+        comm.barrier()
+    return time.perf_counter() - t0, p, (comm.rank if comm else 0)
+
+
+def run_torch(batch, steps, distributed, port):
+    import torch
+    import torch.distributed as tdist
+    torch.manual_seed(0)
+    rank, p = 0, 1
+    model = convnet_torch()
+    if distributed:
+        from mpi4py import MPI
+        rank, p = MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+        tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=p)
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    per = batch // p
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.randn(per, 1, 28, 28)
+    y = torch.randint(0, 10, (per,))
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        lossf(model(x), y).backward()
+        opt.step()
+    for _ in range(2):
+        step()
+    if distributed:
+        tdist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if distributed:
+        tdist.barrier()
+    took = time.perf_counter() - t0
+    if distributed:
+        tdist.destroy_process_group()
+    return took, p, rank
+
+
+def worker(args):
+    batch = PER_RANK * args.world
+    if args.lib == "deepgpu":
+        took, p, rank = run_deepgpu(batch, args.steps, args.world > 1 and args.mode == "ranks")
+    else:
+        import torch
+        torch.set_num_threads(args.threads)
+        took, p, rank = run_torch(batch, args.steps, args.world > 1 and args.mode == "ranks", args.port)
+    if rank == 0:
+        print(json.dumps({"lib": args.lib, "mode": args.mode, "world": args.world, "threads": args.threads,
+                          "samples_per_s": batch * args.steps / took, "step_ms": took / args.steps * 1e3}))
+
+
+def driver(args):
+    rows = []
+    for p in args.ranks:
+        for lib in ("deepgpu", "torch"):  # peers alternated
+            for mode in ("ranks", "threads"):
+                threads = 1 if mode == "ranks" else p
+                env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                           MKL_NUM_THREADS=str(threads))
+                cmd = [sys.executable, HERE, "--worker", lib, "--mode", mode, "--world", str(p),
+                       "--threads", str(threads), "--steps", str(args.steps), "--port", str(29500 + p)]
+                if mode == "ranks" and p > 1:
+                    cmd = ["mpiexec", "-n", str(p), sys.executable, "-m", "mpi4py"] + cmd[1:]
+                elif mode == "ranks":
+                    continue  # one rank is the one-thread process below
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+                line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+                if r.returncode or not line:
+                    print(f"FAILED {' '.join(cmd)}\n{r.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                rows.append(json.loads(line[-1]))
+                print(line[-1], flush=True)
+    base = {r["lib"]: r["samples_per_s"] for r in rows if r["world"] == 1}
+    print("\n| library | world | how | samples/s | ms/step | scaling efficiency vs 1 thread |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        eff = r["samples_per_s"] / (r["world"] * base[r["lib"]]) if r["lib"] in base else float("nan")
+        how = f"{r['world']} ranks x 1 thread" if r["mode"] == "ranks" and r["world"] > 1 else \
+            f"1 process x {r['threads']} threads"
+        print(f"| {r['lib']} | {r['world']} | {how} | {r['samples_per_s']:.0f} | {r['step_ms']:.1f} | {eff:.2f} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--model", action="store_true", help="print the cost model's table and exit")
+    ap.add_argument("--worker", dest="lib", choices=["deepgpu", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=["ranks", "threads"], default="ranks", help=argparse.SUPPRESS)
+    ap.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=29500, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.model:
+        print("| network | params | step ms | link | all-reduce ms | efficiency, no overlap | with overlap |")
+        print("|---|---|---|---|---|---|---|")
+        for r in model_table():
+            print(f"| {r['net']} | {r['params']:,} | {r['step_ms']:.2f} | {r['link']} | {r['allreduce_ms']:.2f} | "
+                  f"{r['eff_no_overlap']:.2f} | {r['eff_overlap']:.2f} |")
+        print("\nstep times: " + "; ".join(sorted({f"{r['net']}: {r['step_source']}" for r in model_table()})))
+        return
+    if args.lib:
+        worker(args)
+    else:
+        driver(args)
+
+
+if __name__ == "__main__":
+    main()
