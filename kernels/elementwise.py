@@ -85,6 +85,18 @@ def relu_grad(dy, x, out=None):
 def _col_sum_pass(x, dst, rows, cols, max_splits):
     """One dg_col_sum launch: x [rows, cols] -> dst [splits, cols]; returns splits (<= max_splits)."""
     vec = 4 if cols % 4 == 0 and K._aligned16(x) else 1
+    sm = K._sm_count(K._xp(x))
+    key = ("col_sum", rows, cols, vec, max_splits, sm)
+    plan = K._plans.get(key)  # the launch geometry and scalars, worked out once per signature
+    if plan is None:
+        plan = K._plans[key] = _col_sum_plan(rows, cols, vec, max_splits, sm)
+    splits, grid, block, scalars = plan
+    if dst is not None:
+        K._launch("dg_col_sum", grid, block, (x, dst) + scalars)
+    return splits
+
+
+def _col_sum_plan(rows, cols, vec, max_splits, sm):
     groups = cols // vec
     bx = 1
     while bx < min(groups, 32):
@@ -92,14 +104,10 @@ def _col_sum_pass(x, dst, rows, cols, max_splits):
     by = K.BLOCK // bx
     gx = -(-groups // bx)
     # About four blocks per SM, each thread summing at least 8 rows.
-    splits = max(1, min(max_splits, 4 * K._sm_count(K._xp(x)) // gx, rows // (8 * by), K._MAX_GRID_Y))
+    splits = max(1, min(max_splits, 4 * sm // gx, rows // (8 * by), K._MAX_GRID_Y))
     rows_per = -(-rows // splits) if rows else 1
     splits = max(1, -(-rows // rows_per)) if rows else 1
-    if dst is None:
-        return splits
-    K._launch("dg_col_sum", (gx, splits), (bx, by),
-              (x, dst, K._i64(rows), K._i32(cols), K._i64(rows_per), np.int32(vec)))
-    return splits
+    return splits, (gx, splits), (bx, by), (K._i64(rows), K._i32(cols), K._i64(rows_per), np.int32(vec))
 
 
 def col_sum(x, out=None):
