@@ -165,3 +165,88 @@ def test_ranks_disagreeing_on_the_model_are_named(tmp_path):
     r, _ = _mpiexec(2, "mismatch", tmp_path, timeout=90)
     assert r.returncode != 0
     assert "ranks disagree on model 'sequential' at weight 0: rank 0 has 'dense/kernel' (6, 16)" in r.stderr
+
+
+class _FakeNccl:
+    """Stands in for cupy.cuda.nccl: records the calls NCCLCommunicator makes."""
+    NCCL_FLOAT32, NCCL_SUM = 7, 0
+
+    def __init__(self):
+        self.calls = []
+        fake = self
+
+        class Comm:
+            def __init__(self, size, uid, rank):
+                fake.calls.append(("init", size, uid, rank))
+
+            def allReduce(self, send, recv, count, dtype, op, stream):
+                fake.calls.append(("allReduce", send, recv, count, dtype, op, stream))
+
+            def bcast(self, ptr, count, dtype, root, stream):
+                fake.calls.append(("bcast", ptr, count, dtype, root, stream))
+        self.NcclCommunicator = Comm
+
+    def get_unique_id(self):
+        return b"uid-from-rank-0"
+
+
+class _FakeDeviceArray:
+    __cuda_array_interface__ = {}
+    dtype, size = np.dtype("float32"), 6
+    data = types.SimpleNamespace(ptr=1234)
+
+    def __itruediv__(self, k):
+        self.divided_by = k
+        return self
+
+
+def _fake_cupy(monkeypatch, n_gpus, local_size):
+    nccl = _FakeNccl()
+    used = []
+    cuda = types.SimpleNamespace(
+        nccl=nccl, runtime=types.SimpleNamespace(getDeviceCount=lambda: n_gpus),
+        Device=lambda i: types.SimpleNamespace(use=lambda: used.append(i)),
+        get_current_stream=lambda: types.SimpleNamespace(ptr=99, synchronize=lambda: None))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", nccl)
+
+    class Mpi(FakeComm):
+        def __init__(self, comm=None):
+            super().__init__(1, 2)
+            self.local_rank, self.local_size = 1, local_size
+            self.sent = []
+
+        def bcast_obj(self, obj, root=0):  # rank 1 receives rank 0's id
+            return b"uid-from-rank-0"
+
+        def all_reduce(self, buf, op="sum"):
+            self.sent.append(("mpi", op))
+            return buf
+    monkeypatch.setattr(comm_mod, "MPICommunicator", Mpi)
+    return nccl, used
+
+
+def test_nccl_communicator_wiring_with_a_stand_in_for_cupy(monkeypatch):
+    """No GPU here: the calls into cupy.cuda.nccl are checked against a recording stand-in; the real
+    path runs by ``mpiexec -n 1 python3 -m mpi4py tests/distributed/worker.py nccl OUT`` on a GPU."""
+    nccl, used = _fake_cupy(monkeypatch, n_gpus=2, local_size=2)
+    c = comm_mod.NCCLCommunicator()
+    assert (c.rank, c.size, used) == (1, 2, [1])  # GPU by node-local rank
+    assert nccl.calls[0] == ("init", 2, b"uid-from-rank-0", 1)
+    buf = _FakeDeviceArray()
+    c.all_reduce(buf, "mean")
+    assert nccl.calls[1] == ("allReduce", 1234, 1234, 6, 7, 0, 99) and buf.divided_by == 2
+    c.broadcast(buf, 0)
+    assert nccl.calls[2] == ("bcast", 1234, 6, 7, 0, 99)
+    c.all_reduce(np.zeros(3, "float64"), "mean")  # host values (the epoch logs) go over MPI
+    assert c.mpi.sent == [("mpi", "mean")] and len(nccl.calls) == 3
+
+
+def test_nccl_refuses_two_ranks_on_one_gpu(monkeypatch):
+    _fake_cupy(monkeypatch, n_gpus=1, local_size=2)
+    with pytest.raises(RuntimeError, match="NCCL needs one GPU per rank: this node runs 2 ranks on 1 GPU"):
+        comm_mod.NCCLCommunicator()
+    _fake_cupy(monkeypatch, n_gpus=0, local_size=1)
+    with pytest.raises(RuntimeError, match="this node has no GPU"):
+        comm_mod.NCCLCommunicator()

@@ -238,6 +238,8 @@ class NCCLCommunicator(Communicator):
 
     def all_reduce(self, buf, op="sum"):
         _check_op(op)
+        if not hasattr(buf, "__cuda_array_interface__"):  # host values (epoch logs) go over MPI
+            return self.mpi.all_reduce(buf, op)
         n = int(buf.size)
         self.comm.allReduce(buf.data.ptr, buf.data.ptr, n, nccl_dtype(self._nccl, buf.dtype),
                             self._nccl.NCCL_SUM, self._stream())
@@ -248,6 +250,8 @@ class NCCLCommunicator(Communicator):
     def broadcast(self, buf, root=0):
         if not (isinstance(root, int) and 0 <= root < self.size):
             raise ValueError(f"broadcast: root must be a rank in [0, {self.size}), got {root!r}")
+        if not hasattr(buf, "__cuda_array_interface__"):
+            return self.mpi.broadcast(buf, root)
         self.comm.bcast(buf.data.ptr, int(buf.size), nccl_dtype(self._nccl, buf.dtype), root, self._stream())
         return buf
 
