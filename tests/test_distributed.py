@@ -77,6 +77,8 @@ def test_bad_arguments():
         DataParallel(bucket_mb=0)
     with pytest.raises(ValueError, match="seed must be an integer"):
         DataParallel(seed="x")
+    with pytest.raises(ValueError, match="reduce_dtype must be None or .float16."):
+        DataParallel(reduce_dtype="int8")
     m = dg.Sequential([dg.layers.Dense(2, input_shape=(3,))])
     with pytest.raises(ValueError, match="distribute must be a deepgpu.distributed.DataParallel"):
         m.compile("sgd", "mse", distribute="mirrored")

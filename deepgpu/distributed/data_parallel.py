@@ -24,7 +24,10 @@ class DataParallel:
     bucket_mb: gradients are all-reduced in slices of about this many MB
     (25 as PyTorch DDP). backend: the communicator ``distributed.init`` makes
     ("auto", "mpi", "nccl"). seed: the shuffle seed shared by all ranks
-    (None: rank 0 draws one and sends it).
+    (None: rank 0 draws one and sends it). reduce_dtype: "float16" sends
+    float32 / float64 gradients as float16 (half the bytes), each divided by
+    the world size before the sum so it cannot overflow; None sends them as
+    they are.
 
     In ``fit``: ``batch_size`` is the global batch, split evenly across the
     ranks (ValueError when the world size does not divide it). Every epoch
@@ -44,11 +47,14 @@ class DataParallel:
     Per-batch logs seen by callbacks are the rank's own.
     """
 
-    def __init__(self, bucket_mb: float = 25.0, backend: str = "auto", seed=None):
+    def __init__(self, bucket_mb: float = 25.0, backend: str = "auto", seed=None, reduce_dtype=None):
         if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float)) or not bucket_mb > 0:
             raise ValueError(f"DataParallel: bucket_mb must be a number > 0, got {bucket_mb!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"DataParallel: seed must be an integer or None, got {seed!r}")
+        if reduce_dtype not in (None, "float16"):
+            raise ValueError(f"DataParallel: reduce_dtype must be None or 'float16', got {reduce_dtype!r}")
+        self.reduce_dtype = reduce_dtype
         self.bucket_mb = float(bucket_mb)
         self.backend = backend
         self.seed = seed
@@ -176,6 +182,11 @@ class DataParallel:
                 bufs[dt][start:start + n] = g.reshape(-1)
         for dt in sorted(bufs):
             buf = bufs[dt]
+            if self.reduce_dtype and dt in ("float32", "float64"):
+                low = B.cast(buf / self.comm.size, self.reduce_dtype)
+                self.comm.all_reduce_buckets(low, max(1, int(self.bucket_mb * 2 ** 20) // 2), "sum")
+                buf[...] = B.cast(low, dt)
+                continue
             elems = max(1, int(self.bucket_mb * 2 ** 20) // buf.dtype.itemsize)
             self.comm.all_reduce_buckets(buf, elems, "mean")
         return [None if o is None else bufs[o[0]][o[1]:o[1] + o[2]].reshape(o[3]) for o in offsets]

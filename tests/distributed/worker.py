@@ -94,6 +94,27 @@ def check_rank0_files():
         assert names == ["ckpt_rank0.dgm", "log_rank0.csv", "model_rank0.dgm"], names
 
 
+def check_float16_reduction():
+    """reduce_dtype="float16": the ranks stay equal and near (not within 1e-5 of) one process."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.integers(0, 3, size=32).astype("int32")
+    dg.set_seed(9 + R)
+    model = mlp()
+    model.compile("sgd", "sparse_categorical_crossentropy",
+                  distribute=dg.distributed.DataParallel(reduce_dtype="float16"))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    every = gather_weights(model)
+    assert all(np.array_equal(a, b) for r in range(P) for a, b in zip(every[0], every[r]))
+    if R == 0:
+        dg.set_seed(9)
+        ref = mlp()
+        ref.compile("sgd", "sparse_categorical_crossentropy")
+        ref.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        for a, b in zip(every[0], [w.data_sync() for w in ref.weights]):
+            assert np.allclose(a, b, atol=1e-3), f"float16 reduction drifted: {np.abs(a - b).max()}"
+
+
 def resume_data():
     rng = np.random.default_rng(1)
     return rng.normal(size=(48, 6)).astype("float32"), rng.integers(0, 3, size=48).astype("int32")
@@ -156,6 +177,7 @@ elif MODE == "main":
     check_same_as_one_process(convnet, xi, yi, batch=8, epochs=1, opt="sgd")
     check_sharding()
     check_rank0_files()
+    check_float16_reduction()
 elif MODE == "raise":
     comm.barrier()
     if R == P - 1:
