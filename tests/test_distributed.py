@@ -252,3 +252,21 @@ def test_nccl_refuses_two_ranks_on_one_gpu(monkeypatch):
     _fake_cupy(monkeypatch, n_gpus=0, local_size=1)
     with pytest.raises(RuntimeError, match="this node has no GPU"):
         comm_mod.NCCLCommunicator()
+
+
+def test_one_rank_data_parallel_trains_as_plain_fit_and_refuses_data_sources():
+    """A world of one (no MPI needed): the hooks run and change nothing."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 5)).astype("float32")
+    y = rng.normal(size=(24, 2)).astype("float32")
+    results = []
+    for distribute in (None, DataParallel(backend="single")):
+        dg.set_seed(4)
+        m = dg.Sequential([dg.layers.Dense(3, activation="tanh", input_shape=(5,)), dg.layers.Dense(2)])
+        m.compile("adam", "mse", distribute=distribute)
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        results.append([w.data_sync() for w in m.weights])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="DataParallel shards NumPy arrays and Tensors only"):
+        m.fit(((x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)), epochs=1, verbose=0)
