@@ -33,5 +33,10 @@ def test_example_runs(name):
         assert abs(pred - 9) < 0.5, out
     if name == "transfer_learning.py":
         assert "frozen layers unchanged while training the head: True" in out, out
+        # Seed 002's recipe on a loaded pretrained MobileNet: TF.js folder (uint8), truncated at
+        # conv_pw_13_relu, the last block unfrozen and fine-tuned.
+        assert "pretrained network loaded from TF.js (uint8 weights): mobilenet_0.25_32" in out, out
+        assert re.search(r"unfrozen for fine-tuning: conv_dw_13, .*conv_pw_13_relu; their weights moved: True",
+                         out), out
     if name == "grid_search.py":
         assert "best:" in out
