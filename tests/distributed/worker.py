@@ -32,7 +32,9 @@ def convnet():
     return m
 
 
-def check_same_as_one_process(make, x, y, batch, epochs, opt):
+def check_same_as_one_process(make, x, y, batch, epochs, opt, ref_n=None):
+    """``ref_n``: the one process trains on the first ``ref_n`` samples (the uneven tail's
+    documented cut: the last global batch keeps a multiple of the world size)."""
     dg.set_seed(100 + R)  # different initial weights on every rank: rank 0's must win
     model = make()
     model.compile(dg.optimizers.get(opt), "sparse_categorical_crossentropy", metrics=["accuracy"],
@@ -48,7 +50,7 @@ def check_same_as_one_process(make, x, y, batch, epochs, opt):
         dg.set_seed(100)
         ref = make()
         ref.compile(dg.optimizers.get(opt), "sparse_categorical_crossentropy", metrics=["accuracy"])
-        rh = ref.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=0)
+        rh = ref.fit(x[:ref_n], y[:ref_n], batch_size=batch, epochs=epochs, shuffle=False, verbose=0)
         for a, b in zip(every[0], [w.data_sync() for w in ref.weights]):
             assert np.allclose(a, b, rtol=1e-5, atol=1e-5), f"max diff {np.abs(a - b).max()}"
         assert np.allclose(hs[0]["loss"], rh.history["loss"], rtol=1e-5, atol=1e-5), (hs[0], rh.history)
@@ -172,6 +174,8 @@ elif MODE == "main":
     x = rng.normal(size=(64, 6)).astype("float32")
     y = rng.integers(0, 3, size=64).astype("int32")
     check_same_as_one_process(mlp, x, y, batch=16, epochs=2, opt="adam")
+    # an uneven tail: 16 + P + 1 samples in global batches of 8 -> 8, 8, then P of the last P + 1
+    check_same_as_one_process(mlp, x[:16 + P + 1], y[:16 + P + 1], batch=8, epochs=1, opt="sgd", ref_n=16 + P)
     xi = rng.normal(size=(16, 8, 8, 1)).astype("float32")
     yi = rng.integers(0, 3, size=16).astype("int32")
     check_same_as_one_process(convnet, xi, yi, batch=8, epochs=1, opt="sgd")
