@@ -270,3 +270,13 @@ def test_one_rank_data_parallel_trains_as_plain_fit_and_refuses_data_sources():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="DataParallel shards NumPy arrays and Tensors only"):
         m.fit(((x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)), epochs=1, verbose=0)
+
+
+@pytest.mark.cuda
+def test_nccl_one_rank_on_the_gpu(tmp_path):
+    """On a GPU machine: NCCL collectives on device arrays and DataParallel on the cuda backend
+    matching one process (tests/distributed/worker.py nccl), one rank as the lent machine has one GPU."""
+    pytest.importorskip("cupy.cuda.nccl")
+    r, _ = _mpiexec(1, "nccl", tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert "rank 0/1: nccl ok" in r.stdout
