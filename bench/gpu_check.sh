@@ -3,7 +3,8 @@
 #   bash bench/gpu_check.sh OUT_DIR [DATA_DIR] [STEPS]
 # 1. the CUDA tests, 2. compute-sanitizer memcheck on the kernel tests,
 # 3. the training-step and kernel benchmarks against PyTorch, 4. a per-primitive
-# profile, 5. Fashion-MNIST quality runs on the GPU (when DATA_DIR holds the IDX files).
+# profile, 5. Fashion-MNIST quality runs on the GPU (when DATA_DIR holds the IDX files),
+# 6. (part "host", CPU only) bench/host_overhead.py on an idle machine: the eager step's host cost.
 # Each part writes its log under OUT_DIR and prints its last lines; one failing part
 # does not stop the others. All five take longer than one 600 s device call: choose
 # some with PARTS, e.g. PARTS="tests step profile" then PARTS="fmnist memcheck".
@@ -57,6 +58,13 @@ if want fmnist && [ -n "$data" ]; then
     timeout 90 deepgpu train --dataset fashion-mnist --data-dir "$data" --model cnn --epochs 3 --backend cuda \
         --verbose 2 --out /tmp/dg-train >"$out/train_cnn.log" 2>&1
     grep -E "Test loss" "$out/train_cnn.log"
+fi
+
+if want host; then
+echo "== host cost of the eager step (CPU only, no-op launches; bench/host_overhead.py)"
+timeout ${HOST_S:-150} env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/host_overhead.py \
+    --steps 200 --rounds 5 --profile 15 >"$out/host_overhead.log" 2>&1
+grep -E "^deepgpu|^PyTorch|^==|CuPy routine" "$out/host_overhead.log" | cut -c1-150
 fi
 
 if want memcheck; then

@@ -279,3 +279,29 @@ def test_every_layer_records():
     assert not broken, f"layers whose training step cannot be recorded as a CUDA graph: {broken}"
     assert not fixed, f"these layers record now: take them off NOT_RECORDED: {fixed}"
     assert sorted(host) == sorted(HOST_INPUT), host
+
+
+@pytest.mark.cuda
+def test_default_compile_records_on_the_gpu_and_matches_eager():
+    ok, why = dg.cuda_status()
+    if not ok:
+        pytest.skip(why)
+    previous = backends.current()
+    dg.set_backend("cuda")
+    backends.current().kernels = "custom"
+    try:
+        x, y = _data()
+        hist = {}
+        for flag in (False, "auto"):
+            model = _net()
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                          cuda_graph=flag)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)  # no fallback warning
+                hist[flag] = model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False).history
+        assert len(model._graph_trainer.steps) == 2 and not model._graph_trainer.failed
+        # Dropout draws differently when recorded; the loss is of the same size, the accuracy a fraction.
+        assert np.isfinite(hist["auto"]["loss"]).all()
+        np.testing.assert_allclose(hist["auto"]["loss"][0], hist[False]["loss"][0], rtol=0.2)
+    finally:
+        backends._state.backend = previous
