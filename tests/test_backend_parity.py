@@ -1272,3 +1272,525 @@ def test_capture_graph(B):
     with pytest.raises(GraphCaptureError, match="read of device values"):
         B.capture_graph(lambda: B.to_numpy(x))
     assert not B.capturing
+
+
+# ------------------------------------------------ depthwise convolution
+
+def ref_depthwise(x, k, s, p, d):
+    (ho, wo), pads = _geometry(x.shape, k.shape, s, p, d)
+    xp = _padded(x, pads)
+    kh, kw, c, m = k.shape
+    y = np.zeros((x.shape[0], ho, wo, c, m))
+    for i in range(ho):
+        for j in range(wo):
+            for a in range(kh):
+                for b in range(kw):
+                    y[:, i, j] += xp[:, i * s[0] + a * d[0], j * s[1] + b * d[1], :, None] * k[a, b]
+    return y.reshape(x.shape[0], ho, wo, c * m)
+
+
+def ref_depthwise_grad_input(dy, k, xshape, s, p, d):
+    (ho, wo), pads = _geometry(xshape, k.shape, s, p, d)
+    n_, h, w, c = xshape
+    kh, kw, _, m = k.shape
+    dy5 = dy.reshape(n_, ho, wo, c, m)
+    dxp = np.zeros((n_, h + sum(pads[0]) + kh * d[0] + s[0], w + sum(pads[1]) + kw * d[1] + s[1], c))
+    for i in range(ho):
+        for j in range(wo):
+            for a in range(kh):
+                for b in range(kw):
+                    dxp[:, i * s[0] + a * d[0], j * s[1] + b * d[1]] += (dy5[:, i, j] * k[a, b]).sum(-1)
+    return dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w]
+
+
+def ref_depthwise_grad_filter(x, dy, kshape, s, p, d):
+    (ho, wo), pads = _geometry(x.shape, kshape, s, p, d)
+    xp = _padded(x, pads)
+    kh, kw, c, m = kshape
+    dy5 = dy.reshape(x.shape[0], ho, wo, c, m)
+    dk = np.zeros(kshape)
+    for i in range(ho):
+        for j in range(wo):
+            for a in range(kh):
+                for b in range(kw):
+                    dk[a, b] += (xp[:, i * s[0] + a * d[0], j * s[1] + b * d[1], :, None] * dy5[:, i, j]).sum(0)
+    return dk
+
+
+DW_CASES = [
+    # x shape, kernel shape [kh, kw, C, M], strides, padding, dilation
+    ((2, 7, 6, 3), (3, 3, 3, 1), (1, 1), "valid", (1, 1)),
+    ((1, 7, 6, 3), (3, 3, 3, 2), (1, 1), "same", (1, 1)),
+    ((2, 9, 8, 2), (3, 2, 2, 3), (2, 2), "same", (1, 1)),
+    ((1, 9, 9, 2), (3, 3, 2, 2), (1, 2), "valid", (2, 1)),
+    ((2, 8, 7, 16), (3, 3, 16, 1), (1, 1), "same", (1, 1)),  # many channels: the C kernels
+    ((1, 9, 8, 16), (5, 5, 16, 2), (2, 2), "same", (1, 1)),
+]
+
+
+@covers("depthwise_conv2d", "depthwise_geometry")
+@pytest.mark.parametrize("xs,ks,s,p,d", DW_CASES)
+def test_depthwise_conv2d(B, xs, ks, s, p, d):
+    x, k = r(*xs), r(*ks)
+    (ho, wo), pads = _geometry(xs, ks, s, p, d)
+    assert B.depthwise_geometry(xs, ks, s, p, d) == (ho, wo, pads[0], pads[1])
+    close(B, B.depthwise_conv2d(*up(B, x, k), s, p, d), ref_depthwise(x, k, s, p, d))
+
+
+def test_depthwise_geometry_refuses_bad_shapes(B):
+    with pytest.raises(ValueError, match="channels"):
+        B.depthwise_geometry((1, 5, 5, 3), (3, 3, 2, 1), (1, 1), "valid", (1, 1))
+    with pytest.raises(ValueError, match="4-D"):
+        B.depthwise_geometry((5, 5, 3), (3, 3, 3, 1), (1, 1), "valid", (1, 1))
+
+
+@covers("depthwise_conv2d_grad_input")
+@pytest.mark.parametrize("xs,ks,s,p,d", DW_CASES)
+def test_depthwise_conv2d_grad_input(B, xs, ks, s, p, d):
+    k = r(*ks)
+    (ho, wo), _ = _geometry(xs, ks, s, p, d)
+    dy = r(xs[0], ho, wo, ks[2] * ks[3])
+    close(B, B.depthwise_conv2d_grad_input(*up(B, dy, k), xs, s, p, d),
+          ref_depthwise_grad_input(dy, k, xs, s, p, d))
+
+
+@covers("depthwise_conv2d_grad_filter")
+@pytest.mark.parametrize("xs,ks,s,p,d", DW_CASES)
+def test_depthwise_conv2d_grad_filter(B, xs, ks, s, p, d):
+    x = r(*xs)
+    (ho, wo), _ = _geometry(xs, ks, s, p, d)
+    dy = r(xs[0], ho, wo, ks[2] * ks[3])
+    close(B, B.depthwise_conv2d_grad_filter(*up(B, x, dy), ks, s, p, d),
+          ref_depthwise_grad_filter(x, dy, ks, s, p, d))
+
+
+# ------------------------------------------------------ numerical gradients
+
+def _fd(f, arrays, i, eps=1e-6):
+    """Central float64 finite differences of the scalar f(*arrays) in arrays[i]."""
+    arrays = [None if a is None else np.array(a, dtype=np.float64) for a in arrays]
+    a = arrays[i]
+    g = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        hi = f(*arrays)
+        a[idx] = old - eps
+        lo = f(*arrays)
+        a[idx] = old
+        g[idx] = (hi - lo) / (2 * eps)
+    return g
+
+
+def _sig(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+# -------------------------------------------------- fused recurrent cells
+
+def ref_lstm(z, c_prev):
+    u = c_prev.shape[-1]
+    i, f, g, o = _sig(z[:, :u]), _sig(z[:, u:2 * u]), np.tanh(z[:, 2 * u:3 * u]), _sig(z[:, 3 * u:])
+    c = f * c_prev + i * g
+    return o * np.tanh(c), c, np.concatenate([i, f, g, o], axis=1)
+
+
+@covers("lstm_step")
+@pytest.mark.parametrize("n,u", [(3, 4), (5, 16)])
+def test_lstm_step(B, n, u):
+    z, c_prev = r(n, 4 * u, lo=-3, hi=3), r(n, u, lo=-2, hi=2)
+    h, c, act = B.lstm_step(*up(B, z, c_prev))
+    rh, rc, ract = ref_lstm(z.astype(np.float64), c_prev.astype(np.float64))
+    close(B, h, rh)
+    close(B, c, rc)
+    close(B, act, ract)
+
+
+@covers("lstm_step_grad")
+@pytest.mark.parametrize("n,u", [(3, 4), (5, 16)])
+@pytest.mark.parametrize("which", ["both", "dh", "dc"])
+def test_lstm_step_grad(B, n, u, which):
+    z, c_prev = r(n, 4 * u, lo=-3, hi=3), r(n, u, lo=-2, hi=2)
+    dh = r(n, u) if which != "dc" else None
+    dc = r(n, u) if which != "dh" else None
+
+    def loss(z, c_prev):
+        h, c, _ = ref_lstm(z, c_prev)
+        return (0.0 if dh is None else (h * dh).sum()) + (0.0 if dc is None else (c * dc).sum())
+
+    _, c, act = ref_lstm(z.astype(np.float64), c_prev.astype(np.float64))
+    dz, dc_prev = B.lstm_step_grad(None if dh is None else B.asarray(dh), None if dc is None else B.asarray(dc),
+                                   *up(B, act.astype(F32), c_prev, c.astype(F32)))
+    close(B, dz, _fd(loss, [z, c_prev], 0), rtol=1e-4)
+    close(B, dc_prev, _fd(loss, [z, c_prev], 1), rtol=1e-4)
+
+
+def ref_gru(xz, hz, h_prev):
+    u = h_prev.shape[-1]
+    z = _sig(xz[:, :u] + hz[:, :u])
+    rr = _sig(xz[:, u:2 * u] + hz[:, u:2 * u])
+    hh = np.tanh(xz[:, 2 * u:] + rr * hz[:, 2 * u:])
+    return z * h_prev + (1 - z) * hh, np.concatenate([z, rr, hh], axis=1)
+
+
+@covers("gru_step")
+@pytest.mark.parametrize("n,u", [(3, 4), (5, 16)])
+def test_gru_step(B, n, u):
+    xz, hz, h_prev = r(n, 3 * u, lo=-3, hi=3), r(n, 3 * u, lo=-3, hi=3), r(n, u)
+    h, act = B.gru_step(*up(B, xz, hz, h_prev))
+    rh, ract = ref_gru(*(a.astype(np.float64) for a in (xz, hz, h_prev)))
+    close(B, h, rh)
+    close(B, act, ract)
+
+
+@covers("gru_step_grad")
+@pytest.mark.parametrize("n,u", [(3, 4), (5, 16)])
+def test_gru_step_grad(B, n, u):
+    xz, hz, h_prev, dh = r(n, 3 * u, lo=-3, hi=3), r(n, 3 * u, lo=-3, hi=3), r(n, u), r(n, u)
+
+    def loss(xz, hz, h_prev):
+        return (ref_gru(xz, hz, h_prev)[0] * dh).sum()
+
+    _, act = ref_gru(*(a.astype(np.float64) for a in (xz, hz, h_prev)))
+    dxz, dhz, dh_prev = B.gru_step_grad(*up(B, dh, act.astype(F32), hz, h_prev))
+    for got, i in ((dxz, 0), (dhz, 1), (dh_prev, 2)):
+        close(B, got, _fd(loss, [xz, hz, h_prev], i))
+
+
+# ------------------------------------------------ layer / RMS normalization
+
+def ref_layer_norm(x, gamma, beta, eps, rms):
+    mean = np.zeros(x.shape[0]) if rms else x.mean(axis=1)
+    xc = x - mean[:, None]
+    inv = 1.0 / np.sqrt((xc * xc).mean(axis=1) + eps)
+    y = xc * inv[:, None]
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return y, mean, inv
+
+
+@covers("layer_norm")
+@pytest.mark.parametrize("rms", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_layer_norm(B, rms, affine):
+    x = r(6, 10, lo=-2, hi=3)
+    gamma, beta = (r(10), r(10)) if affine else (None, None)
+    y, mean, inv = B.layer_norm(B.asarray(x), *(None if a is None else B.asarray(a) for a in (gamma, beta)),
+                                1e-3, rms)
+    ry, rmean, rinv = ref_layer_norm(x.astype(np.float64), gamma, beta, 1e-3, rms)
+    close(B, y, ry)
+    close(B, mean, rmean)
+    close(B, inv, rinv)
+    with pytest.raises(ValueError, match="gamma"):
+        B.layer_norm(B.asarray(x), B.asarray(r(9)))
+
+
+@covers("layer_norm_grad")
+@pytest.mark.parametrize("rms", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_layer_norm_grad(B, rms, affine):
+    x, dy = r(5, 8, lo=-2, hi=3), r(5, 8)
+    gamma, beta = (r(8), r(8)) if affine else (None, None)
+    eps = 1e-3
+
+    def loss(x, gamma, beta):
+        return (ref_layer_norm(x, gamma, beta, eps, rms)[0] * dy).sum()
+
+    _, mean, inv = ref_layer_norm(x.astype(np.float64), gamma, beta, eps, rms)
+    args = up(B, dy, x, mean.astype(F32), inv.astype(F32))
+    g = None if gamma is None else B.asarray(gamma)
+    dx, dgamma, dbeta = B.layer_norm_grad(*args, g, rms, True)
+    close(B, dx, _fd(loss, [x, gamma, beta], 0))
+    xhat = (x.astype(np.float64) - mean[:, None]) * inv[:, None]
+    close(B, dgamma, (dy * xhat).sum(axis=0))
+    close(B, dbeta, dy.astype(np.float64).sum(axis=0))
+    if affine:
+        close(B, dgamma, _fd(loss, [x, gamma, beta], 1))
+        close(B, dbeta, _fd(loss, [x, gamma, beta], 2))
+    none, dgamma2, _ = B.layer_norm_grad(*args, g, rms, False)
+    assert none is None
+    close(B, dgamma2, (dy * xhat).sum(axis=0))
+
+
+# ------------------------------------------------------ einsum / qr
+
+EINSUM_CASES = [
+    ("bij,bjk->bik", (2, 3, 4), (2, 4, 5), lambda a, b: a @ b),
+    ("ij,kj->ik", (3, 4), (5, 4), lambda a, b: a @ b.T),
+    ("bhtd,bhsd->bhts", (2, 2, 3, 4), (2, 2, 5, 4), lambda a, b: a @ np.swapaxes(b, -1, -2)),
+    ("abc,cd->abd", (2, 3, 4), (4, 5), lambda a, b: (a.reshape(6, 4) @ b).reshape(2, 3, 5)),
+    ("i,i->", (7,), (7,), lambda a, b: np.array((a * b).sum())),
+    ("ij,j->i", (3, 4), (4,), lambda a, b: (a * b).sum(axis=1)),
+    ("i,j->ij", (3,), (4,), lambda a, b: a[:, None] * b[None, :]),
+    ("btd,d->bt", (2, 3, 4), (4,), lambda a, b: (a * b).sum(-1)),
+]
+
+
+@covers("einsum")
+@pytest.mark.parametrize("eq,sa,sb,ref", EINSUM_CASES)
+def test_einsum(B, eq, sa, sb, ref):
+    a, b = r(*sa), r(*sb)
+    close(B, B.einsum(eq, *up(B, a, b)), ref(a.astype(np.float64), b.astype(np.float64)))
+
+
+@covers("qr")
+@pytest.mark.parametrize("shape", [(5, 3), (4, 4), (8, 1)])
+def test_qr(B, shape):
+    a = r(*shape)
+    q, rr = (host(B, t).astype(np.float64) for t in B.qr(B.asarray(a)))
+    m, n = shape
+    assert q.shape == (m, n) and rr.shape == (n, n)
+    np.testing.assert_allclose(q @ rr, a, atol=1e-5)
+    np.testing.assert_allclose(q.T @ q, np.eye(n), atol=1e-5)
+    np.testing.assert_array_equal(np.tril(rr, -1), 0)
+    # R is unique up to the signs of its rows: |R| is R of the Cholesky factor of a^T a.
+    chol = np.linalg.cholesky(a.astype(np.float64).T @ a.astype(np.float64)).T
+    np.testing.assert_allclose(np.abs(rr), np.abs(chol), atol=1e-5)
+
+
+# ------------------------------------------------------ attention / softmax
+
+def ref_attention(q, k, v, mask, heads, scale, causal):
+    bh, t, _ = q.shape
+    s = k.shape[1]
+    keep = np.ones((bh, t, s), bool)
+    if mask is not None:
+        keep &= np.broadcast_to(mask != 0, (bh // heads, heads, t, s)).reshape(bh, t, s)
+    if causal:
+        keep &= np.arange(s)[None, :] <= np.arange(t)[:, None]
+    out = np.zeros((bh, t, v.shape[2]))
+    lse = np.full((bh, t), np.inf)
+    for b in range(bh):
+        for i in range(t):
+            js = np.nonzero(keep[b, i])[0]
+            if len(js) == 0:
+                continue
+            sc = np.array([scale * (q[b, i] @ k[b, j]) for j in js])
+            e = np.exp(sc - sc.max())
+            out[b, i] = (e[:, None] * v[b, js]).sum(0) / e.sum()
+            lse[b, i] = sc.max() + np.log(e.sum())
+    return out, lse
+
+
+ATTN_CASES = [
+    # batch, heads, T, S, D, E, mask shape or None, causal
+    (2, 1, 3, 4, 3, 2, None, False),
+    (1, 2, 4, 4, 3, 3, None, True),
+    (2, 2, 3, 5, 4, 2, (2, 1, 1, 5), False),
+    (1, 2, 3, 4, 2, 3, (1, 2, 3, 4), True),
+]
+
+
+def _attn_inputs(b, h, t, s, d, e, mshape):
+    q, k, v = r(b * h, t, d), r(b * h, s, d), r(b * h, s, e)
+    mask = None
+    if mshape is not None:
+        mask = (RNG.uniform(size=mshape) > 0.3).astype(np.int32)
+        mask[0, 0, 0] = 0  # a query row with no key kept (a padded sequence): output 0
+    return q, k, v, mask
+
+
+@covers("attention")
+@pytest.mark.parametrize("b,h,t,s,d,e,mshape,causal", ATTN_CASES)
+def test_attention(B, b, h, t, s, d, e, mshape, causal):
+    q, k, v, mask = _attn_inputs(b, h, t, s, d, e, mshape)
+    scale = 1 / math.sqrt(d)
+    out, lse = B.attention(*up(B, q, k, v), None if mask is None else B.asarray(mask, np.int32), h, scale, causal)
+    rout, rlse = ref_attention(*(a.astype(np.float64) for a in (q, k, v)), mask, h, scale, causal)
+    close(B, out, rout)
+    got = host(B, lse)
+    assert got.shape == rlse.shape and got.dtype == F32
+    assert np.array_equal(np.isinf(got), np.isinf(rlse))
+    fin = np.isfinite(rlse)
+    np.testing.assert_allclose(got[fin], rlse[fin], rtol=1e-5, atol=1e-5)
+
+
+@covers("attention_grad")
+@pytest.mark.parametrize("b,h,t,s,d,e,mshape,causal", ATTN_CASES)
+def test_attention_grad(B, b, h, t, s, d, e, mshape, causal):
+    q, k, v, mask = _attn_inputs(b, h, t, s, d, e, mshape)
+    scale = 1 / math.sqrt(d)
+    dout = r(b * h, t, e)
+
+    def loss(q, k, v):
+        return (ref_attention(q, k, v, mask, h, scale, causal)[0] * dout).sum()
+
+    rout, rlse = ref_attention(*(a.astype(np.float64) for a in (q, k, v)), mask, h, scale, causal)
+    dq, dk, dv = B.attention_grad(*up(B, dout, q, k, v, rout.astype(F32), rlse.astype(F32)),
+                                  None if mask is None else B.asarray(mask, np.int32), h, scale, causal)
+    for got, i in ((dq, 0), (dk, 1), (dv, 2)):
+        close(B, got, _fd(loss, [q, k, v], i))
+
+
+@covers("masked_softmax")
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_masked_softmax(B, axis):
+    x = r(3, 4, 5, lo=-3, hi=3)
+    close(B, B.masked_softmax(B.asarray(x), None, axis), _ref_softmax(x.astype(np.float64), axis))
+    mask = RNG.uniform(size=(3, 1, 5) if axis == -1 else (3, 4, 1)) > 0.4
+    mask[0] = False  # every entry of a row masked: all zeros
+    xd = x.astype(np.float64)
+    e = np.where(mask, np.exp(xd - xd.max(axis=axis, keepdims=True)), 0.0)
+    den = e.sum(axis=axis, keepdims=True)
+    ref = np.where(den > 0, e / np.where(den > 0, den, 1), 0.0)
+    close(B, B.masked_softmax(B.asarray(x), B.asarray(mask, bool), axis), ref)
+
+
+# ------------------------------------------------------ image transforms
+
+def _tf_map(c, n, mode):
+    """TF's ImageProjectiveTransformV3 coordinate mapping, one scalar at a time."""
+    if mode == "constant":
+        return c
+    if mode == "reflect":
+        if c < 0:
+            if n <= 1:
+                c = 0.0
+            else:
+                sz2 = 2 * n
+                if c < -sz2:
+                    c = sz2 * math.trunc(-c / sz2) + c
+                c = c + sz2 if c < -n else -c - 1
+        elif c > n - 1:
+            if n <= 1:
+                c = 0.0
+            else:
+                sz2 = 2 * n
+                c -= sz2 * math.trunc(c / sz2)
+                if c >= n:
+                    c = sz2 - c - 1
+    elif mode == "wrap":
+        if c < 0:
+            c = 0.0 if n <= 1 else c + n * (math.trunc(-c / (n - 1)) + 1)
+        elif c > n - 1:
+            c = 0.0 if n <= 1 else c - n * math.trunc(c / (n - 1))
+    return min(max(c, 0.0), n - 1.0)
+
+
+def _transform_matrix(xshape, t, out_h, out_w, interpolation, fill_mode):
+    """The linear map x -> image_transform(x) (fill 0) as a dense [N*oh*ow, N*H*W] matrix."""
+    n_, h, w, _ = xshape
+    t = np.broadcast_to(np.asarray(t, np.float64).reshape(-1, 8), (n_, 8))
+    M = np.zeros((n_ * out_h * out_w, n_ * h * w))
+    outside = np.zeros(n_ * out_h * out_w)  # weight on fill_value
+    for n in range(n_):
+        a0, a1, a2, b0, b1, b2, c0, c1 = t[n]
+        for y in range(out_h):
+            for x in range(out_w):
+                row = (n * out_h + y) * out_w + x
+                k = c0 * x + c1 * y + 1.0
+                sx = _tf_map((a0 * x + a1 * y + a2) / k, w, fill_mode)
+                sy = _tf_map((b0 * x + b1 * y + b2) / k, h, fill_mode)
+                if interpolation == "nearest":
+                    # A point within float32 rounding of a tie rounds either way: keep test transforms off them.
+                    for c in (sx, sy):
+                        d = abs(c - math.floor(c) - 0.5)
+                        assert d == 0.0 or d > 1e-4, f"source coordinate {c} is next to a rounding tie"
+                    rnd = lambda c: math.floor(c + 0.5) if c >= 0 else math.ceil(c - 0.5)  # noqa: E731
+                    taps = [(rnd(sy), rnd(sx), 1.0)]
+                else:
+                    y0, x0 = math.floor(sy), math.floor(sx)
+                    fy, fx = sy - y0, sx - x0
+                    taps = [(y0, x0, (1 - fy) * (1 - fx)), (y0, x0 + 1, (1 - fy) * fx),
+                            (y0 + 1, x0, fy * (1 - fx)), (y0 + 1, x0 + 1, fy * fx)]
+                for iy, ix, wt in taps:
+                    if 0 <= iy < h and 0 <= ix < w:
+                        M[row, (n * h + iy) * w + ix] += wt
+                    else:
+                        outside[row] += wt
+    return M, outside
+
+
+TRANSFORMS = [
+    [1, 0, 0, 0, 1, 0, 0, 0],                      # identity
+    [1, 0, 1.5, 0, 1, -2.25, 0, 0],                # translation, out of range on two sides
+    [0.8123, -0.3071, 1.2191, 0.3517, 0.9043, -0.7129, 0, 0],  # rotation + scale
+    [1.1037, 0.1013, -0.4129, -0.2063, 0.9521, 0.6197, 0.0213, -0.0317],  # projective
+]
+
+
+@covers("image_transform")
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("fill_mode", ["constant", "nearest", "reflect", "wrap"])
+def test_image_transform(B, interpolation, fill_mode):
+    x = r(2, 5, 6, 3)
+    t = np.array([TRANSFORMS[2], TRANSFORMS[3]], F32)
+    out_h, out_w = 6, 5
+    fill = 0.5
+    M, outside = _transform_matrix(x.shape, t, out_h, out_w, interpolation, fill_mode)
+    rows = x.astype(np.float64).reshape(-1, 3)
+    ref = (M @ rows + outside[:, None] * (fill if fill_mode == "constant" else 0.0)).reshape(2, out_h, out_w, 3)
+    got = B.image_transform(*up(B, x, t), out_h, out_w, interpolation, fill_mode, fill)
+    close(B, got, ref)
+    for tr in TRANSFORMS[:2]:  # one [1, 8] row for the batch
+        t1 = np.array([tr], F32)
+        M, outside = _transform_matrix(x.shape, t1, 5, 6, interpolation, fill_mode)
+        ref = (M @ rows + outside[:, None] * (fill if fill_mode == "constant" else 0.0)).reshape(2, 5, 6, 3)
+        close(B, B.image_transform(*up(B, x, t1), 5, 6, interpolation, fill_mode, fill), ref)
+
+
+def test_image_transform_refuses_bad_arguments(B):
+    x, t = up(B, r(1, 4, 4, 1), np.array([TRANSFORMS[0]], F32))
+    with pytest.raises(ValueError, match="interpolation"):
+        B.image_transform(x, t, 4, 4, "bicubic")
+    with pytest.raises(ValueError, match="fill_mode"):
+        B.image_transform(x, t, 4, 4, "bilinear", "mirror")
+
+
+@covers("image_transform_grad")
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("fill_mode", ["constant", "nearest", "reflect", "wrap"])
+def test_image_transform_grad(B, interpolation, fill_mode):
+    # The transform is linear in x: its gradient is the transposed map.
+    xs = (2, 5, 6, 3)
+    t = np.array([TRANSFORMS[1], TRANSFORMS[3]], F32)
+    out_h, out_w = 4, 7
+    dy = r(2, out_h, out_w, 3)
+    M, _ = _transform_matrix(xs, t, out_h, out_w, interpolation, fill_mode)
+    ref = (M.T @ dy.astype(np.float64).reshape(-1, 3)).reshape(xs)
+    close(B, B.image_transform_grad(B.asarray(dy), xs, B.asarray(t), interpolation, fill_mode), ref)
+
+
+# ---------------------------------------------- keyed randomness / staging
+
+@covers("random_keyed")
+@pytest.mark.parametrize("kind", ["uniform", "normal"])
+def test_random_keyed(B, kind):
+    shape = (64, 100)
+    a = host(B, B.random_keyed(shape, 11, 3, kind))
+    assert a.shape == shape and a.dtype == F32
+    same(B, B.random_keyed(shape, 11, 3, kind), a)
+    for other in (B.random_keyed(shape, 11, 4, kind), B.random_keyed(shape, 12, 3, kind)):
+        o = host(B, other)
+        assert np.mean(o == a) < 0.01
+    # The first elements do not depend on the size of the draw.
+    np.testing.assert_array_equal(host(B, B.random_keyed((10,), 11, 3, kind)), a.reshape(-1)[:10])
+    n = a.size
+    if kind == "uniform":
+        assert a.min() >= 0 and a.max() < 1
+        assert abs(a.mean() - 0.5) < 5 * math.sqrt(1 / 12 / n)
+        assert abs(a.var() - 1 / 12) < 0.005
+    else:
+        assert np.isfinite(a).all()
+        assert abs(a.mean()) < 5 / math.sqrt(n)
+        assert abs(a.std() - 1) < 0.03
+        assert abs(np.mean(np.abs(a) < 1) - 0.6827) < 0.02
+    assert host(B, B.random_keyed((3, 4), 1, 0, kind, "float64")).dtype == np.float64
+    with pytest.raises(ValueError, match="kind"):
+        B.random_keyed((3,), 1, 0, "poisson")
+
+
+@covers("stage_to_device", "wait_staged")
+def test_stage_to_device(B):
+    f32, f64, i32 = r(4, 3), RNG.normal(size=(5,)), np.arange(6, dtype=np.int32).reshape(2, 3)
+    text = np.array(["a", "bc"])
+    arrays, ticket = B.stage_to_device([f32, f64, i32, text])
+    assert B.wait_staged(ticket) is None
+    assert len(arrays) == 4
+    same(B, arrays[0], f32, F32)
+    same(B, arrays[1], f64.astype(F32), F32)
+    same(B, arrays[2], i32, np.int32)
+    assert arrays[3] is text
+    assert all(B.is_array(a) for a in arrays[:3])
