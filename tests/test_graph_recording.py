@@ -142,6 +142,17 @@ def test_compile_modes():
     assert m._compile_config["cuda_graph"] is True  # the refused compile changed nothing
 
 
+@pytest.mark.parametrize("mode", ["auto", True, False])
+def test_the_mode_survives_save_and_load(tmp_path, mode):
+    m = _net()
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", cuda_graph=mode)
+    m.save(tmp_path / "m.dgm")
+    loaded = dg.models.load_model(tmp_path / "m.dgm")
+    assert loaded._compile_config["cuda_graph"] == mode
+    assert (loaded._graph_trainer is None) == (mode is False)
+    assert loaded._graph_trainer is None or loaded._graph_trainer.insist == (mode is True)
+
+
 def test_auto_records_the_step_by_default(recording):
     B, models = recording
     x, y = _data()
