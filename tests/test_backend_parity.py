@@ -1317,6 +1317,9 @@ def ref_depthwise_grad_filter(x, dy, kshape, s, p, d):
     return dk
 
 
+# float64 operands skip the CPU backend's float32 C kernels: the generic implementation.
+DTYPES = [(F32, 1e-4), (np.float64, 1e-9)]
+
 DW_CASES = [
     # x shape, kernel shape [kh, kw, C, M], strides, padding, dilation
     ((2, 7, 6, 3), (3, 3, 3, 1), (1, 1), "valid", (1, 1)),
@@ -1329,12 +1332,13 @@ DW_CASES = [
 
 
 @covers("depthwise_conv2d", "depthwise_geometry")
+@pytest.mark.parametrize("dt,tol", DTYPES)
 @pytest.mark.parametrize("xs,ks,s,p,d", DW_CASES)
-def test_depthwise_conv2d(B, xs, ks, s, p, d):
-    x, k = r(*xs), r(*ks)
+def test_depthwise_conv2d(B, xs, ks, s, p, d, dt, tol):
+    x, k = r(*xs).astype(dt), r(*ks).astype(dt)
     (ho, wo), pads = _geometry(xs, ks, s, p, d)
     assert B.depthwise_geometry(xs, ks, s, p, d) == (ho, wo, pads[0], pads[1])
-    close(B, B.depthwise_conv2d(*up(B, x, k), s, p, d), ref_depthwise(x, k, s, p, d))
+    close(B, B.depthwise_conv2d(*up(B, x, k), s, p, d), ref_depthwise(x, k, s, p, d), tol, dt)
 
 
 def test_depthwise_geometry_refuses_bad_shapes(B):
@@ -1345,23 +1349,25 @@ def test_depthwise_geometry_refuses_bad_shapes(B):
 
 
 @covers("depthwise_conv2d_grad_input")
+@pytest.mark.parametrize("dt,tol", DTYPES)
 @pytest.mark.parametrize("xs,ks,s,p,d", DW_CASES)
-def test_depthwise_conv2d_grad_input(B, xs, ks, s, p, d):
-    k = r(*ks)
+def test_depthwise_conv2d_grad_input(B, xs, ks, s, p, d, dt, tol):
+    k = r(*ks).astype(dt)
     (ho, wo), _ = _geometry(xs, ks, s, p, d)
-    dy = r(xs[0], ho, wo, ks[2] * ks[3])
+    dy = r(xs[0], ho, wo, ks[2] * ks[3]).astype(dt)
     close(B, B.depthwise_conv2d_grad_input(*up(B, dy, k), xs, s, p, d),
-          ref_depthwise_grad_input(dy, k, xs, s, p, d))
+          ref_depthwise_grad_input(dy, k, xs, s, p, d), tol, dt)
 
 
 @covers("depthwise_conv2d_grad_filter")
+@pytest.mark.parametrize("dt,tol", DTYPES)
 @pytest.mark.parametrize("xs,ks,s,p,d", DW_CASES)
-def test_depthwise_conv2d_grad_filter(B, xs, ks, s, p, d):
-    x = r(*xs)
+def test_depthwise_conv2d_grad_filter(B, xs, ks, s, p, d, dt, tol):
+    x = r(*xs).astype(dt)
     (ho, wo), _ = _geometry(xs, ks, s, p, d)
-    dy = r(xs[0], ho, wo, ks[2] * ks[3])
+    dy = r(xs[0], ho, wo, ks[2] * ks[3]).astype(dt)
     close(B, B.depthwise_conv2d_grad_filter(*up(B, x, dy), ks, s, p, d),
-          ref_depthwise_grad_filter(x, dy, ks, s, p, d))
+          ref_depthwise_grad_filter(x, dy, ks, s, p, d), tol, dt)
 
 
 # ------------------------------------------------------ numerical gradients
@@ -1396,33 +1402,40 @@ def ref_lstm(z, c_prev):
 
 
 @covers("lstm_step")
+@pytest.mark.parametrize("dt,tol", DTYPES)
 @pytest.mark.parametrize("n,u", [(3, 4), (5, 16)])
-def test_lstm_step(B, n, u):
-    z, c_prev = r(n, 4 * u, lo=-3, hi=3), r(n, u, lo=-2, hi=2)
+def test_lstm_step(B, n, u, dt, tol):
+    z, c_prev = r(n, 4 * u, lo=-3, hi=3).astype(dt), r(n, u, lo=-2, hi=2).astype(dt)
     h, c, act = B.lstm_step(*up(B, z, c_prev))
     rh, rc, ract = ref_lstm(z.astype(np.float64), c_prev.astype(np.float64))
-    close(B, h, rh)
-    close(B, c, rc)
-    close(B, act, ract)
+    close(B, h, rh, tol, dt)
+    close(B, c, rc, tol, dt)
+    close(B, act, ract, tol, dt)
 
 
 @covers("lstm_step_grad")
 @pytest.mark.parametrize("n,u", [(3, 4), (5, 16)])
-@pytest.mark.parametrize("which", ["both", "dh", "dc"])
-def test_lstm_step_grad(B, n, u, which):
-    z, c_prev = r(n, 4 * u, lo=-3, hi=3), r(n, u, lo=-2, hi=2)
-    dh = r(n, u) if which != "dc" else None
-    dc = r(n, u) if which != "dh" else None
+@pytest.mark.parametrize("which", ["both", "dh", "dc", "view"])
+@pytest.mark.parametrize("dt,tol", [(F32, 1e-4), (np.float64, 1e-7)])  # 1e-7: the differences' own error
+def test_lstm_step_grad(B, n, u, which, dt, tol):
+    z, c_prev = r(n, 4 * u, lo=-3, hi=3).astype(dt), r(n, u, lo=-2, hi=2).astype(dt)
+    dh = r(n, u).astype(dt) if which != "dc" else None
+    dc = r(n, u).astype(dt) if which != "dh" else None
+    if which == "view":  # dc a broadcast view of one row, as a sum_to_shape-free caller passes it
+        dc = np.broadcast_to(r(1, u).astype(dt), (n, u))
 
     def loss(z, c_prev):
         h, c, _ = ref_lstm(z, c_prev)
         return (0.0 if dh is None else (h * dh).sum()) + (0.0 if dc is None else (c * dc).sum())
 
     _, c, act = ref_lstm(z.astype(np.float64), c_prev.astype(np.float64))
-    dz, dc_prev = B.lstm_step_grad(None if dh is None else B.asarray(dh), None if dc is None else B.asarray(dc),
-                                   *up(B, act.astype(F32), c_prev, c.astype(F32)))
-    close(B, dz, _fd(loss, [z, c_prev], 0), rtol=1e-4)
-    close(B, dc_prev, _fd(loss, [z, c_prev], 1), rtol=1e-4)
+    dcb = None if dc is None else B.asarray(dc)
+    if which == "view":
+        dcb = B.broadcast_to(B.asarray(np.ascontiguousarray(dc[:1])), (n, u))
+    dz, dc_prev = B.lstm_step_grad(None if dh is None else B.asarray(dh), dcb,
+                                   *up(B, act.astype(dt), c_prev, c.astype(dt)))
+    close(B, dz, _fd(loss, [z, c_prev], 0), tol, dt)
+    close(B, dc_prev, _fd(loss, [z, c_prev], 1), tol, dt)
 
 
 def ref_gru(xz, hz, h_prev):
@@ -1434,27 +1447,30 @@ def ref_gru(xz, hz, h_prev):
 
 
 @covers("gru_step")
+@pytest.mark.parametrize("dt,tol", DTYPES)
 @pytest.mark.parametrize("n,u", [(3, 4), (5, 16)])
-def test_gru_step(B, n, u):
-    xz, hz, h_prev = r(n, 3 * u, lo=-3, hi=3), r(n, 3 * u, lo=-3, hi=3), r(n, u)
+def test_gru_step(B, n, u, dt, tol):
+    xz, hz, h_prev = (a.astype(dt) for a in (r(n, 3 * u, lo=-3, hi=3), r(n, 3 * u, lo=-3, hi=3), r(n, u)))
     h, act = B.gru_step(*up(B, xz, hz, h_prev))
     rh, ract = ref_gru(*(a.astype(np.float64) for a in (xz, hz, h_prev)))
-    close(B, h, rh)
-    close(B, act, ract)
+    close(B, h, rh, tol, dt)
+    close(B, act, ract, tol, dt)
 
 
 @covers("gru_step_grad")
 @pytest.mark.parametrize("n,u", [(3, 4), (5, 16)])
-def test_gru_step_grad(B, n, u):
-    xz, hz, h_prev, dh = r(n, 3 * u, lo=-3, hi=3), r(n, 3 * u, lo=-3, hi=3), r(n, u), r(n, u)
+@pytest.mark.parametrize("dt,tol", [(F32, 1e-4), (np.float64, 1e-7)])  # 1e-7: the differences' own error
+def test_gru_step_grad(B, n, u, dt, tol):
+    xz, hz, h_prev, dh = (a.astype(dt) for a in (r(n, 3 * u, lo=-3, hi=3), r(n, 3 * u, lo=-3, hi=3),
+                                                 r(n, u), r(n, u)))
 
     def loss(xz, hz, h_prev):
         return (ref_gru(xz, hz, h_prev)[0] * dh).sum()
 
     _, act = ref_gru(*(a.astype(np.float64) for a in (xz, hz, h_prev)))
-    dxz, dhz, dh_prev = B.gru_step_grad(*up(B, dh, act.astype(F32), hz, h_prev))
+    dxz, dhz, dh_prev = B.gru_step_grad(*up(B, dh, act.astype(dt), hz, h_prev))
     for got, i in ((dxz, 0), (dhz, 1), (dh_prev, 2)):
-        close(B, got, _fd(loss, [xz, hz, h_prev], i))
+        close(B, got, _fd(loss, [xz, hz, h_prev], i), tol, dt)
 
 
 # ------------------------------------------------ layer / RMS normalization
