@@ -76,8 +76,16 @@ def _methods(cls):
     return {n: v for n, v in vars(cls).items() if inspect.isfunction(v)}
 
 
+def _interface():
+    """Backend's methods, those its mixins (backends/conv3d.py) bring included."""
+    out = {}
+    for cls in reversed(Backend.__mro__[:-1]):
+        out.update(_methods(cls))
+    return out
+
+
 def test_every_backend_method_is_implemented_with_the_base_signature():
-    base = _methods(Backend)
+    base = _interface()
     assert len(base) > 80
     for cls in (NumpyBackend, CupyBackend):
         for name, fn in base.items():
@@ -93,7 +101,7 @@ def test_every_backend_method_is_implemented_with_the_base_signature():
 
 
 def test_every_primitive_is_covered():
-    public = {n for n in _methods(Backend) if not n.startswith("_")}
+    public = {n for n in _interface() if not n.startswith("_")}
     missing = sorted(public - COVERED)
     assert not missing, f"primitives without a parity test in this file: {missing}"
 
@@ -1810,3 +1818,209 @@ def test_stage_to_device(B):
     same(B, arrays[2], i32, np.int32)
     assert arrays[3] is text
     assert all(B.is_array(a) for a in arrays[:3])
+
+
+# ------------------------------------------- 3-D convolution and pooling
+
+def _geometry3(xshape, kshape, s, p, d):
+    outs, pads = [], []
+    for i in range(3):
+        n, k = xshape[1 + i], kshape[i]
+        if p == "valid":
+            outs.append((n - (k - 1) * d[i] - 1) // s[i] + 1)
+            pads.append((0, 0))
+        else:
+            o, before, after = _same_pads(n, k, s[i], d[i])
+            outs.append(o)
+            pads.append((before, after))
+    return tuple(outs), tuple(pads)
+
+
+def _padded3(x, pads, value=0.0, extra=0):
+    n, dd, h, w, c = x.shape
+    (f, bk), (t, b), (le, ri) = pads
+    out = np.full((n, dd + f + bk + extra, h + t + b + extra, w + le + ri + extra, c), value, dtype=np.float64)
+    out[:, f:f + dd, t:t + h, le:le + w, :] = x
+    return out
+
+
+def _taps3(out, k, s, d):
+    for i in range(out[0]):
+        for j in range(out[1]):
+            for l in range(out[2]):  # noqa: E741
+                for a in range(k[0]):
+                    for b in range(k[1]):
+                        for c in range(k[2]):
+                            yield (i, j, l), (a, b, c), (i * s[0] + a * d[0], j * s[1] + b * d[1], l * s[2] + c * d[2])
+
+
+def ref_conv3d(x, k, s, p, d):
+    out, pads = _geometry3(x.shape, k.shape, s, p, d)
+    xp = _padded3(x, pads)
+    y = np.zeros((x.shape[0], *out, k.shape[4]))
+    for o, t, src in _taps3(out, k.shape, s, d):
+        y[(slice(None), *o)] += xp[(slice(None), *src)] @ k[t]
+    return y
+
+
+def ref_conv3d_grad_input(dy, k, xshape, s, p, d):
+    out, pads = _geometry3(xshape, k.shape, s, p, d)
+    dxp = _padded3(np.zeros(xshape), pads, extra=max(k.shape[:3]) * max(d) + max(s))
+    for o, t, src in _taps3(out, k.shape, s, d):
+        dxp[(slice(None), *src)] += dy[(slice(None), *o)] @ k[t].T
+    (f, _), (t0, _), (l0, _) = pads
+    return dxp[:, f:f + xshape[1], t0:t0 + xshape[2], l0:l0 + xshape[3]]
+
+
+def ref_conv3d_grad_filter(x, dy, kshape, s, p, d):
+    out, pads = _geometry3(x.shape, kshape, s, p, d)
+    xp = _padded3(x, pads)
+    dk = np.zeros(kshape)
+    for o, t, src in _taps3(out, kshape, s, d):
+        dk[t] += xp[(slice(None), *src)].T @ dy[(slice(None), *o)]
+    return dk
+
+
+CONV3D_CASES = [
+    # x shape NDHWC, kernel [kd, kh, kw, C, O], strides, padding, dilation
+    ((2, 4, 5, 4, 2), (2, 3, 2, 2, 3), (1, 1, 1), "valid", (1, 1, 1)),
+    ((1, 5, 4, 5, 3), (3, 3, 3, 3, 2), (1, 1, 1), "same", (1, 1, 1)),
+    ((2, 5, 6, 5, 2), (3, 2, 3, 2, 2), (2, 2, 1), "same", (1, 1, 1)),
+    ((1, 6, 5, 5, 1), (2, 2, 2, 1, 2), (2, 1, 2), "valid", (2, 1, 1)),
+    ((1, 4, 4, 4, 2), (1, 1, 1, 2, 3), (1, 1, 1), "valid", (1, 1, 1)),
+]
+
+
+@covers("conv3d", "conv3d_geometry")
+@pytest.mark.parametrize("xs,ks,s,p,d", CONV3D_CASES)
+def test_conv3d(B, xs, ks, s, p, d):
+    x, k = r(*xs), r(*ks)
+    assert B.conv3d_geometry(xs, ks, s, p, d) == _geometry3(xs, ks, s, p, d)
+    close(B, B.conv3d(*up(B, x, k), s, p, d), ref_conv3d(x, k, s, p, d))
+
+
+def test_conv3d_geometry_refuses_bad_shapes(B):
+    with pytest.raises(ValueError, match="channels"):
+        B.conv3d_geometry((1, 4, 4, 4, 3), (2, 2, 2, 2, 1), 1, "valid", 1)
+    with pytest.raises(ValueError, match="5-D"):
+        B.conv3d_geometry((4, 4, 4, 3), (2, 2, 2, 3, 1), 1, "valid", 1)
+
+
+@covers("conv3d_grad_input")
+@pytest.mark.parametrize("xs,ks,s,p,d", CONV3D_CASES)
+def test_conv3d_grad_input(B, xs, ks, s, p, d):
+    k = r(*ks)
+    out, _ = _geometry3(xs, ks, s, p, d)
+    dy = r(xs[0], *out, ks[4])
+    close(B, B.conv3d_grad_input(*up(B, dy, k), xs, s, p, d), ref_conv3d_grad_input(dy, k, xs, s, p, d))
+
+
+@covers("conv3d_grad_filter")
+@pytest.mark.parametrize("xs,ks,s,p,d", CONV3D_CASES)
+def test_conv3d_grad_filter(B, xs, ks, s, p, d):
+    x = r(*xs)
+    out, _ = _geometry3(xs, ks, s, p, d)
+    dy = r(xs[0], *out, ks[4])
+    close(B, B.conv3d_grad_filter(*up(B, x, dy), ks, s, p, d), ref_conv3d_grad_filter(x, dy, ks, s, p, d))
+
+
+def _pool3_windows(xshape, ps, st, p):
+    out, pads = _geometry3(xshape, ps, st, p, (1, 1, 1))
+    wins = []
+    for i in range(out[0]):
+        for j in range(out[1]):
+            for l in range(out[2]):  # noqa: E741
+                wins.append(((i, j, l), (slice(i * st[0], i * st[0] + ps[0]), slice(j * st[1], j * st[1] + ps[1]),
+                                         slice(l * st[2], l * st[2] + ps[2]))))
+    return out, pads, wins
+
+
+def ref_max_pool3d(x, ps, st, p):
+    out, pads, wins = _pool3_windows(x.shape, ps, st, p)
+    xp = _padded3(x, pads, -np.inf)
+    y = np.zeros((x.shape[0], *out, x.shape[4]))
+    for o, w in wins:
+        y[(slice(None), *o)] = xp[(slice(None), *w)].max(axis=(1, 2, 3))
+    return y
+
+
+def ref_max_pool3d_grad(dy, x, ps, st, p):
+    out, pads, wins = _pool3_windows(x.shape, ps, st, p)
+    xp = _padded3(x, pads, -np.inf)
+    dxp = np.zeros_like(xp)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[4]):
+            for o, w in wins:
+                win = xp[(n, *w, c)]
+                a, b, e = np.unravel_index(np.argmax(win), win.shape)
+                dxp[n, w[0].start + a, w[1].start + b, w[2].start + e, c] += dy[(n, *o, c)]
+    (f, _), (t, _), (le, _) = pads
+    return dxp[:, f:f + x.shape[1], t:t + x.shape[2], le:le + x.shape[3]]
+
+
+def ref_avg_pool3d(x, ps, st, p):
+    out, pads, wins = _pool3_windows(x.shape, ps, st, p)
+    xp = _padded3(x, pads)
+    ones = _padded3(np.ones((1, *x.shape[1:4], 1)), pads)
+    y = np.zeros((x.shape[0], *out, x.shape[4]))
+    for o, w in wins:
+        y[(slice(None), *o)] = xp[(slice(None), *w)].sum(axis=(1, 2, 3)) / ones[(0, *w, 0)].sum()
+    return y
+
+
+def ref_avg_pool3d_grad(dy, xshape, ps, st, p):
+    out, pads, wins = _pool3_windows(xshape, ps, st, p)
+    ones = _padded3(np.ones((1, *xshape[1:4], 1)), pads)
+    dxp = _padded3(np.zeros(xshape), pads)
+    for o, w in wins:
+        dxp[(slice(None), *w)] += dy[(slice(None), *o)][:, None, None, None, :] / ones[(0, *w, 0)].sum()
+    (f, _), (t, _), (le, _) = pads
+    return dxp[:, f:f + xshape[1], t:t + xshape[2], le:le + xshape[3]]
+
+
+POOL3D_CASES = [
+    # x shape, pool size, strides, padding
+    ((2, 4, 4, 4, 2), (2, 2, 2), (2, 2, 2), "valid"),
+    ((1, 5, 5, 4, 2), (2, 2, 2), (2, 2, 2), "valid"),
+    ((1, 5, 4, 5, 2), (3, 2, 3), (1, 2, 1), "valid"),
+    ((2, 5, 5, 5, 1), (3, 3, 3), (2, 2, 2), "same"),
+    ((1, 4, 5, 3, 3), (2, 3, 2), (1, 1, 2), "same"),
+]
+
+
+@covers("max_pool3d")
+@pytest.mark.parametrize("xs,ps,st,p", POOL3D_CASES)
+def test_max_pool3d(B, xs, ps, st, p):
+    x = _distinct(*xs)
+    close(B, B.max_pool3d(B.asarray(x), ps, st, p), ref_max_pool3d(x, ps, st, p))
+
+
+@covers("max_pool3d_grad")
+@pytest.mark.parametrize("xs,ps,st,p", POOL3D_CASES)
+def test_max_pool3d_grad(B, xs, ps, st, p):
+    x = _distinct(*xs)
+    ax = B.asarray(x)
+    y = B.max_pool3d(ax, ps, st, p)
+    dy = r(*host(B, y).shape)
+    close(B, B.max_pool3d_grad(B.asarray(dy), ax, y, ps, st, p), ref_max_pool3d_grad(dy, x, ps, st, p))
+
+
+def test_pool3d_default_strides(B):
+    x = _distinct(1, 4, 6, 6, 2)
+    close(B, B.max_pool3d(B.asarray(x), (2, 3, 3)), ref_max_pool3d(x, (2, 3, 3), (2, 3, 3), "valid"))
+    close(B, B.avg_pool3d(B.asarray(x), (2, 3, 3)), ref_avg_pool3d(x, (2, 3, 3), (2, 3, 3), "valid"))
+
+
+@covers("avg_pool3d")
+@pytest.mark.parametrize("xs,ps,st,p", POOL3D_CASES)
+def test_avg_pool3d(B, xs, ps, st, p):
+    x = r(*xs)
+    close(B, B.avg_pool3d(B.asarray(x), ps, st, p), ref_avg_pool3d(x, ps, st, p))
+
+
+@covers("avg_pool3d_grad")
+@pytest.mark.parametrize("xs,ps,st,p", POOL3D_CASES)
+def test_avg_pool3d_grad(B, xs, ps, st, p):
+    out, _ = _geometry3(xs, ps, st, p, (1, 1, 1))
+    dy = r(xs[0], *out, xs[4])
+    close(B, B.avg_pool3d_grad(B.asarray(dy), xs, ps, st, p), ref_avg_pool3d_grad(dy, xs, ps, st, p))
