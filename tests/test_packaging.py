@@ -30,6 +30,8 @@ ALLOWED_ARRAY_IMPORTS = {
     "deepgpu/data": None,                # host I/O boundary: files to arrays
     "deepgpu/io": None,                  # host I/O boundary: weights to and from files
     "deepgpu/applications/imagenet_utils.py": {"preprocess_input"},  # NumPy images in, NumPy out, as Keras
+    # NCCL's communicator holds cupy.cuda.nccl handles and device buffers: a door to the hardware.
+    "deepgpu/distributed/comm.py": {"nccl_available", "__init__"},
     # cupy.cuda.nccl and the device count for NCCL's communicator: communication, no math
     "deepgpu/distributed/comm.py": {"nccl_available", "__init__"},
 }
