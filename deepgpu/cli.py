@@ -185,7 +185,7 @@ def cmd_train(args):
     model.summary()
     # On the GPU the step is recorded once as a CUDA graph and replayed (no effect on the CPU).
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  cuda_graph=distribute is None, distribute=distribute)
+                  cuda_graph="auto" if distribute is None else False, distribute=distribute)
     t0 = time.perf_counter()
     split = args.validation_split
     if split is None:
