@@ -16,7 +16,7 @@ import deepgpu as dg
 from deepgpu import Model, datasets
 from deepgpu.applications import MobileNet
 from deepgpu.io import load_tfjs, save_tfjs
-from deepgpu.layers import Dense, Flatten
+from deepgpu.layers import BatchNormalization, Dense, Flatten
 
 from _common import budget
 
@@ -39,11 +39,19 @@ xh, yh = x_train[high][:budget(None, n_quick)], y_train[high][:budget(None, n_qu
 # 1. A "pretrained" MobileNet, published as a TF.js folder with uint8-quantized weights.
 # (Keras's own top keeps a pooled [1, 1] map, which TF.js's pooling cannot: a Dense top instead.)
 base = MobileNet(input_shape=(32, 32, 3), alpha=0.25, include_top=False, pooling="avg", weights=None)
+# Keras's MobileNet keeps BatchNormalization's momentum 0.99: its moving statistics need thousands
+# of steps to catch up with the weights, more than this short pretraining has (inference would then
+# see other statistics than training did). 0.9 lets them follow.
+for lyr in base.layers:
+    if isinstance(lyr, BatchNormalization):
+        lyr.momentum = 0.9
 top = Dense(5, activation="softmax", name="predictions")
 pretrained = Model(base.inputs, top(base.outputs[0]), name="mobilenet_0.25_32")
 pretrained.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 pretrained.fit(xl, yl, epochs=budget(8, 1), batch_size=32, verbose=0)
 folder = os.path.join(tempfile.mkdtemp(prefix="deepgpu-transfer-"), "mobilenet")
+_, acc_pre = pretrained.evaluate(x_test[y_test < 5], y_test[y_test < 5], verbose=0)
+print(f"pretrained on digits 0-4: accuracy {acc_pre:.3f}")
 save_tfjs(pretrained, folder, quantization="uint8")
 
 # 2. Load it as seed 002 loads the published model, and truncate it at a named layer.
