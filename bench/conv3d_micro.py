@@ -1,0 +1,84 @@
+"""Conv3D (the 2-D primitives, one kernel depth tap at a time) beside PyTorch's nn.Conv3d, one run, alternated.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/conv3d_micro.py [--threads 2] [--rounds 3]
+
+For issue 17's "3-D convolutions at least through the BLAS path": forward + backward (input and
+weight gradients) of Conv3D(32, 3, padding="same", activation="relu") on [8, 16, 32, 32, 16]
+float32, the median of 5 timed calls per round after one warm-up, deepgpu and PyTorch
+(and Keras 3 on TensorFlow, one tf.function with a GradientTape) alternated round by round. Threads: ``--threads`` for the BLAS, deepgpu and torch.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--rounds", type=int, default=3)
+args = ap.parse_args()
+for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "DEEPGPU_NUM_THREADS"):
+    os.environ[k] = str(args.threads)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import deepgpu as dg  # noqa: E402
+import numpy as np  # noqa: E402
+from deepgpu import layers as L, ops  # noqa: E402
+from deepgpu.autograd import variable_grads  # noqa: E402
+
+N, D, H, W, C, F, K = 8, 16, 32, 32, 16, 32, 3
+x = np.random.default_rng(0).standard_normal((N, D, H, W, C)).astype("float32")
+layer = L.Conv3D(F, K, padding="same", activation="relu")
+xt = dg.tensor(x)
+xt.requires_grad = True
+layer(xt)
+steps = {"deepgpu": lambda: variable_grads(lambda: ops.sum(layer(xt)), layer.trainable_weights + [xt])}
+try:
+    import torch
+    torch.set_num_threads(args.threads)
+    conv = torch.nn.Conv3d(C, F, K, padding=K // 2)
+    tx = torch.tensor(x).permute(0, 4, 1, 2, 3).contiguous().requires_grad_()
+
+    def torch_step():
+        conv.zero_grad()
+        tx.grad = None
+        torch.relu(conv(tx)).sum().backward()
+    steps["torch"] = torch_step
+except ImportError:
+    print("torch: not installed, skipped")
+try:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    kconv = keras.layers.Conv3D(F, K, padding="same", activation="relu")
+    kx = tf.constant(x)
+    kconv(kx)
+
+    @tf.function
+    def keras_grads():
+        with tf.GradientTape() as tape:
+            tape.watch(kx)
+            loss = tf.reduce_sum(kconv(kx))
+        return tape.gradient(loss, kconv.trainable_weights + [kx])
+    steps["keras"] = lambda: [g.numpy() for g in keras_grads()]
+except ImportError:
+    print("keras / tensorflow: not installed, skipped")
+times = {k: [] for k in steps}
+for f in steps.values():
+    f()
+for r in range(args.rounds):
+    for name in list(steps)[r % len(steps):] + list(steps)[:r % len(steps)]:
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            steps[name]()
+            ts.append(time.perf_counter() - t)
+        times[name].append(statistics.median(ts))
+print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}, threads {args.threads}; "
+      f"deepgpu {dg.__version__}" + (f", torch {torch.__version__}" if "torch" in steps else "")
+      + (f", keras {keras.__version__} / tensorflow {tf.__version__}" if "keras" in steps else ""))
+for name, ts in times.items():
+    print(f"{name:8} {statistics.median(ts) * 1e3:7.0f} ms  (rounds: {', '.join(f'{t * 1e3:.0f}' for t in ts)})")
