@@ -48,7 +48,7 @@ for lyr in base.layers:
 top = Dense(5, activation="softmax", name="predictions")
 pretrained = Model(base.inputs, top(base.outputs[0]), name="mobilenet_0.25_32")
 pretrained.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-pretrained.fit(xl, yl, epochs=budget(8, 1), batch_size=32, verbose=0)
+pretrained.fit(xl, yl, epochs=budget(16, 1), batch_size=32, verbose=0)
 folder = os.path.join(tempfile.mkdtemp(prefix="deepgpu-transfer-"), "mobilenet")
 _, acc_pre = pretrained.evaluate(x_test[y_test < 5], y_test[y_test < 5], verbose=0)
 print(f"pretrained on digits 0-4: accuracy {acc_pre:.3f}")
@@ -73,7 +73,7 @@ model = Model(truncated.inputs, new_head.apply(truncated.outputs[0]), name="tran
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 model.summary()
 frozen = [w.data_sync().copy() for w in mobilenet.get_layer("conv1").weights]
-model.fit(xh, yh, epochs=budget(10, 1), batch_size=32, verbose=0)
+model.fit(xh, yh, epochs=budget(20, 1), batch_size=32, verbose=0)
 unchanged = all((a == w.data_sync()).all() for a, w in zip(frozen, mobilenet.get_layer("conv1").weights))
 print("frozen layers unchanged while training the head:", unchanged)
 _, acc_head = model.evaluate(x_test[y_test >= 5], y_test[y_test >= 5] - 5, verbose=0)
@@ -86,7 +86,7 @@ for lyr in truncated.layers:
     lyr.trainable = lyr.name in unfrozen
 model.compile(optimizer=dg.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 before = [w.data_sync().copy() for w in mobilenet.get_layer("conv_pw_13").weights]
-model.fit(xh, yh, epochs=budget(5, 1), batch_size=32, verbose=0)
+model.fit(xh, yh, epochs=budget(10, 1), batch_size=32, verbose=0)
 moved = any((a != w.data_sync()).any() for a, w in zip(before, mobilenet.get_layer("conv_pw_13").weights))
 print(f"unfrozen for fine-tuning: {', '.join(unfrozen)}; their weights moved: {moved}")
 _, acc = model.evaluate(x_test[y_test >= 5], y_test[y_test >= 5] - 5, verbose=0)
