@@ -323,6 +323,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("deepgpu: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`deepgpu info --layers | head`): not an error of ours. Point stdout
+        # at devnull so Python's flush at exit does not raise again (the Python docs' recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -153,3 +153,16 @@ def test_version_and_help_texts():
         line = h.split(flag, 1)[1].split("\n  --", 1)[0]
         assert "default" in line, (flag, line)
     assert "else auto" in h
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """`deepgpu info --layers | head -1`: a closed pipe ends the command quietly (exit 141, as SIGPIPE)."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is already gone: the first write meets a closed pipe
+    try:
+        proc = subprocess.run([sys.executable, "-m", "deepgpu.cli", "info", "--layers"], cwd=tmp_path,
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141
