@@ -316,3 +316,22 @@ def test_default_compile_records_on_the_gpu_and_matches_eager():
         np.testing.assert_allclose(hist["auto"]["loss"][0], hist[False]["loss"][0], rtol=0.2)
     finally:
         backends._state.backend = previous
+
+
+def test_a_model_reading_strings_trains_eagerly_with_one_warning(recording):
+    """TextVectorization's strings stay on the host: 'auto' warns once and runs eagerly, True refuses."""
+    B, models = recording
+    texts = np.array([["the cat sat"], ["a dog"], ["the mat"], ["cat and dog"]], dtype=object)
+    tv = layers.TextVectorization(max_tokens=20, output_sequence_length=3)
+    tv.adapt(texts.ravel().tolist())
+    inputs = layers.Input(shape=(1,), dtype="string")
+    models.append(dg.models.Model(inputs, layers.Dense(2)(layers.Flatten()(layers.Embedding(20, 4)(tv(inputs))))))
+    models[-1].compile(optimizer="adam", loss="mse")
+    y = np.zeros((4, 2), np.float32)
+    with pytest.warns(RuntimeWarning, match="stays on the host") as got:
+        h = models[-1].fit(texts, y, batch_size=2, epochs=2, verbose=0)
+    assert len([w for w in got if "CUDA graph" in str(w.message)]) == 1
+    assert not models[-1]._graph_trainer.steps and np.isfinite(h.history["loss"]).all()
+    models[-1].compile(optimizer="adam", loss="mse", cuda_graph=True)
+    with pytest.raises(GraphCaptureError, match="stays on the host"):
+        models[-1].fit(texts, y, batch_size=2, epochs=1, verbose=0)

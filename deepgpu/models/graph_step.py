@@ -75,13 +75,26 @@ class GraphTrainer:
 
     def train_batch(self, xb, yb, swb) -> bool:
         """Run one training step through a graph; False when the caller must run it eagerly."""
-        B = (xb[0] if xb else yb[0])._backend
+        tensors = [t for t in list(xb) + list(yb) if hasattr(t, "_backend")]
+        if not tensors:
+            return False
+        B = tensors[0]._backend
         if getattr(self.model, "_distribute", None) is not None:
             return False  # the gradients' all-reduce between ranks is not recorded
         if not getattr(B, "supports_graphs", False):
             if self.insist and B.name == "cuda":
                 raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but "
                                         f"the backend cannot record ({B.kernels!r} kernel path; 'custom' records)")
+            return False
+        if len(tensors) < len(xb) + len(yb):
+            # Host inputs (strings for TextVectorization) are read on the host at every step.
+            why = "an input stays on the host (strings for TextVectorization), so the step reads it each time"
+            if self.insist:
+                raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but {why}")
+            if not self.warned:
+                self.warned = True
+                warnings.warn(f"model {self.model.name!r}: the training step runs without a CUDA graph "
+                              f"(eagerly): {why}", RuntimeWarning, stacklevel=4)
             return False
         vars_ = self.model._vars_to_train()
         # fit records a step that also counts finite losses; train_on_batch one that does not.
