@@ -391,10 +391,11 @@ def _layer(g, layer, xs, shapes, out_shapes):
             return [g.op(op, xs, h)]
     if isinstance(layer, L.Concatenate):
         return [g.op("Concat", xs, h, axis=layer.axis % len(shape))]
-    raise ValueError(f"{who} has no ONNX export (supported: Dense, Conv2D, Conv2DTranspose, DepthwiseConv2D, "
-                     f"SeparableConv2D, pooling, "
-                     f"activations, BatchNormalization, merges, Flatten, Reshape, Permute, RepeatVector, "
-                     f"Dropout, ZeroPadding2D, Cropping2D, UpSampling2D, nested models)")
+    raise ValueError(f"{who} has no ONNX export (supported: Dense, EinsumDense, Embedding, the 1-D, 2-D and "
+                     f"3-D convolutions (transposed, depthwise, separable, grouped), pooling, activations, "
+                     f"Batch/Layer/RMS/Group/Unit normalization, attention, SimpleRNN / LSTM / GRU and "
+                     f"Bidirectional without masks, merges, reshaping, padding, cropping, upsampling, "
+                     f"dropout and noise, the image preprocessing layers, nested models)")
 
 
 def _model(g, model, in_names):
