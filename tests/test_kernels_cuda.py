@@ -33,7 +33,7 @@ import pytest
 
 import deepgpu
 from deepgpu import backends, kernels as K
-from deepgpu.testing.emulation import CountingXP, emulation_status, emulator
+from deepgpu.testing.emulation import CountingXP
 from deepgpu.testing.emulation import current_custom as _current_custom, custom_backend as _custom_backend
 
 RNG = np.random.default_rng(20240601)
@@ -47,31 +47,6 @@ def _cpu():
 # --------------------------------------------------------------- emulation
 # The emulation lives in deepgpu.testing.emulation (the layer harness uses it too);
 # it is built once per process and kept on disk, keyed by the kernel sources.
-@pytest.fixture(scope="session")
-def _emulator():
-    ok, why = emulation_status()
-    if not ok:
-        pytest.skip(why)
-    return emulator()
-
-
-@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
-def xp(request):
-    """The array module of the mode: NumPy under the emulation, CuPy on the GPU."""
-    if request.param == "emulated":
-        emu = request.getfixturevalue("_emulator")
-        K._emulator = emu
-        try:
-            yield np
-        finally:
-            K._emulator = None
-    else:
-        ok, why = deepgpu.cuda_status()
-        if not ok:
-            pytest.skip(why)
-        import cupy
-        yield cupy
-        cupy.cuda.get_current_stream().synchronize()
 
 
 # ----------------------------------------------------------------- helpers
@@ -734,7 +709,6 @@ def test_col_sum_vector_paths(xp, rows, cols, misalign):
     check(K.col_sum(xd, out=poisoned(xp, (cols,))), f64(x).sum(0), what=f"col_sum {rows}x{cols}")
 
 
-
 # ------------------------------------------------------- batch normalization
 @contextlib.contextmanager
 def _nan_empty(xp):
@@ -1063,7 +1037,6 @@ def test_seed_convnet_step_launch_budget(_emulator):
     assert sum(cupy_kernels.values()) <= 8, cupy_kernels
 
 
-
 def test_batch_norm_op_launch_budget(_emulator):
     """ops.batch_norm and its gradient on the custom path: one backend call each way, two of
     our launches each, no CuPy routine (the chain of generic ops it replaced made about 25
@@ -1119,7 +1092,6 @@ def test_convnet_training_steps_cpu_vs_custom(xp, opt):
             model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             losses[name] = [model.train_on_batch(x, y) for _ in range(3)]  # [loss, accuracy] per step
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
-
 
 
 def test_batch_norm_network_steps_cpu_vs_custom(xp):

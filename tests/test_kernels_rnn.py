@@ -6,37 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import deepgpu
 from deepgpu import backends, kernels as K
-from deepgpu.testing.emulation import current_custom, custom_backend, emulation_status, emulator
+from deepgpu.testing.emulation import current_custom, custom_backend
 
 RNG = np.random.default_rng(1616)
 F32 = np.float32
-
-
-@pytest.fixture(scope="session")
-def _emulator():
-    ok, why = emulation_status()
-    if not ok:
-        pytest.skip(why)
-    return emulator()
-
-
-@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
-def xp(request):
-    if request.param == "emulated":
-        K._emulator = request.getfixturevalue("_emulator")
-        try:
-            yield np
-        finally:
-            K._emulator = None
-    else:
-        ok, why = deepgpu.cuda_status()
-        if not ok:
-            pytest.skip(why)
-        import cupy
-        yield cupy
-        cupy.cuda.get_current_stream().synchronize()
 
 
 def host(a):
