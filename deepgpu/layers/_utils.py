@@ -37,6 +37,21 @@ def channels_last(data_format, layer_cls):
     return "channels_last"
 
 
+
+def set_conv2d_geometry(layer, kernel_size, strides, padding, data_format, dilation_rate):
+    """Check and set a 2-D convolution's kernel_size, strides, padding, data_format, dilation_rate.
+
+    Raises ValueError naming the layer class for a bad value, or for strides and dilation both > 1.
+    """
+    cls = type(layer).__name__
+    layer.kernel_size = pair(kernel_size, "kernel_size", cls)
+    layer.strides = pair(strides, "strides", cls)
+    layer.padding = padding_arg(padding, cls)
+    layer.data_format = channels_last(data_format, cls)
+    layer.dilation_rate = pair(dilation_rate, "dilation_rate", cls)
+    if max(layer.strides) > 1 and max(layer.dilation_rate) > 1:
+        raise ValueError(f"{cls}: strides > 1 together with dilation_rate > 1 is not supported (as in Keras)")
+
 def constraint_config(c):
     from .. import constraints
     return constraints.serialize(c)

@@ -10,8 +10,8 @@ from .. import activations, initializers, ops, regularizers
 from ..backends.base import conv_output_size
 from .base import InputSpec
 from .core import _FUSED
-from ._utils import (WeightedLayer, act_config, channels_last, constraint_config, constraint_get,
-                     init_config, pair, padding_arg, reg_config, shape_error)
+from ._utils import (WeightedLayer, act_config, constraint_config, constraint_get, init_config, reg_config,
+                     set_conv2d_geometry, shape_error)
 
 
 def _positive_int(value, what, cls):
@@ -27,13 +27,7 @@ class _DepthwiseBase(WeightedLayer):
         super().__init__(**kwargs)
         cls = type(self).__name__
         self.depth_multiplier = _positive_int(depth_multiplier, "depth_multiplier", cls)
-        self.kernel_size = pair(kernel_size, "kernel_size", cls)
-        self.strides = pair(strides, "strides", cls)
-        self.padding = padding_arg(padding, cls)
-        self.data_format = channels_last(data_format, cls)
-        self.dilation_rate = pair(dilation_rate, "dilation_rate", cls)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"{cls}: strides > 1 together with dilation_rate > 1 is not supported (as in Keras)")
+        set_conv2d_geometry(self, kernel_size, strides, padding, data_format, dilation_rate)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.depthwise_initializer = initializers.get(depthwise_initializer)
