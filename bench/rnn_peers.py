@@ -25,17 +25,10 @@ is skipped with a line saying so.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+import peer_runner  # bench/, beside this script
+
 VOCAB, EMBED, UNITS, SEQ, BATCH, CLASSES = 20000, 128, 128, 200, 64, 2
 
 
@@ -117,103 +110,9 @@ def _keras(net, threads):
     return lambda: model.train_on_batch(x, y), model.count_params()
 
 
-def worker(framework, nets, threads):
-    """Reads ``NET STEPS`` lines; answers each with a JSON line {net, seconds per step, params}."""
-    if framework == "deepgpu":
-        import deepgpu  # noqa: F401  (before NumPy, as a user's script)
-    steps = {}
-    for net in nets:
-        make = {"deepgpu": lambda n: _deepgpu(n), "torch": lambda n: _torch(n, threads),
-                "keras": lambda n: _keras(n, threads)}[framework]
-        step, params = make(net)
-        step()  # warm-up: builds, compiles, allocates
-        step()
-        steps[net] = (step, params)
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        net, n = line.split()
-        step, params = steps[net]
-        t = time.perf_counter()
-        for _ in range(int(n)):
-            step()
-        print(json.dumps({"net": net, "s": (time.perf_counter() - t) / int(n), "params": params}), flush=True)
-
-
-# ------------------------------------------------------------------- parent
-def _installed(framework):
-    mod = {"deepgpu": "deepgpu", "torch": "torch", "keras": "keras"}[framework]
-    r = subprocess.run([sys.executable, "-c", f"import {mod}"], capture_output=True, cwd=REPO)
-    return r.returncode == 0
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--nets", default="lstm,gru,bilstm")
-    ap.add_argument("--frameworks", default="deepgpu,torch,keras")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    nets = args.nets.split(",")
-    if args.worker:
-        worker(args.worker, nets, args.threads)
-        return
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    t = str(args.threads)
-    env.update(OMP_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, MKL_NUM_THREADS=t, DEEPGPU_NUM_THREADS=t,
-               PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
-    workers = {}
-    for fw in args.frameworks.split(","):
-        if not _installed(fw):
-            print(f"{fw}: not installed, skipped")
-            continue
-        p = subprocess.Popen([sys.executable, __file__, "--worker", fw, "--nets", args.nets, "--threads", t],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
-        workers[fw] = p
-    for fw, p in workers.items():  # started one at a time above; wait for each to be warm
-        line = p.stdout.readline()
-        if not line:
-            sys.exit(f"{fw}: the worker died while building its models")
-    times = {(fw, net): [] for fw in workers for net in nets}
-    params = {}
-    order = list(workers)
-    for r in range(args.rounds):
-        k = r % len(order)
-        for fw in order[k:] + order[:k]:
-            p = workers[fw]
-            for net in nets:
-                p.stdin.write(f"{net} {args.steps}\n")
-                p.stdin.flush()
-                got = json.loads(p.stdout.readline())
-                times[(fw, net)].append(got["s"])
-                params[(fw, net)] = got["params"]
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    for p in workers.values():
-        p.stdin.close()
-        p.wait()
-    versions = {}
-    for fw, mod in (("torch", "torch"), ("keras", "keras"), ("deepgpu", "deepgpu")):
-        if fw in workers:
-            r = subprocess.run([sys.executable, "-c", f"import {mod}; print({mod}.__version__)"], capture_output=True,
-                               text=True, env=env, cwd=REPO)
-            versions[fw] = r.stdout.strip()
-    print(f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}; threads {t}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("versions:", ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"{'net':8} " + " ".join(f"{fw + ' ms/step':>18}" for fw in workers) + "   params")
-    result = {"rounds": args.rounds, "steps": args.steps, "threads": args.threads, "versions": versions, "nets": {}}
-    for net in nets:
-        med = {fw: statistics.median(times[(fw, net)]) * 1e3 for fw in workers}
-        print(f"{net:8} " + " ".join(f"{med[fw]:18.0f}" for fw in workers) + "   " +
-              ", ".join(f"{fw} {params[(fw, net)]:,}" for fw in workers))
-        result["nets"][net] = {"median_ms": med, "all_ms": {fw: [s * 1e3 for s in times[(fw, net)]] for fw in workers},
-                               "params": {fw: params[(fw, net)] for fw in workers}}
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+def _makers():
+    return {"deepgpu": lambda net, threads: _deepgpu(net), "torch": _torch, "keras": _keras}
 
 
 if __name__ == "__main__":
-    main()
+    peer_runner.main(__doc__, __file__, "lstm,gru,bilstm", _makers())
