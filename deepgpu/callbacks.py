@@ -604,4 +604,17 @@ __all__ = ["Callback", "CallbackList", "History", "LambdaCallback", "EarlyStoppi
            "TerminateOnNaN", "LearningRateScheduler", "ReduceLROnPlateau", "CSVLogger", "ProgbarLogger",
            "TensorBoard", "BackupAndRestore", "SwapEMAWeights"]
 
+# Values a saved state or an automatic config can hold as they are (JSON's kinds), nested.
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value) -> bool:
+    """True for str / int / float / bool / None, and lists, tuples and str-keyed dicts of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return isinstance(value, _PLAIN)
+
+
 from .callbacks_extra import BackupAndRestore, SwapEMAWeights, TensorBoard  # noqa: E402

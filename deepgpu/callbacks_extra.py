@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from .callbacks import Callback, History, ProgbarLogger
+from .callbacks import Callback, History, ProgbarLogger, _plain
 
 __all__ = ["SwapEMAWeights", "BackupAndRestore", "TensorBoard"]
 
@@ -61,15 +61,6 @@ class SwapEMAWeights(Callback):
 
 
 # --------------------------------------------------------------- BackupAndRestore
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _plain(value) -> bool:
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return isinstance(value, _PLAIN)
 
 
 def _callback_state(cb) -> dict:

@@ -28,17 +28,9 @@ import inspect
 
 from ..autograd import no_grad
 from ..tensor import Tensor, tensor
+from ..callbacks import _plain
 from .training import Trainer
 
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _plain(value) -> bool:
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return isinstance(value, _PLAIN)
 
 
 def auto_config(cls, args, kwargs):
@@ -347,22 +339,8 @@ class StepsMixin:
         if len(outs) != len(self._loss_fns):
             raise ValueError(f"model {self.name!r} was compiled with {len(self._loss_fns)} loss(es) for outputs "
                              f"{self.output_names}, but y_pred has {len(outs)} output(s)")
-        sw = None if sample_weight is None or isinstance(sample_weight, Tensor) else tensor(sample_weight)
-        sw = sample_weight if sw is None else sw
-        total, per_out = None, []
-        for fn, w, yt, yp in zip(self._loss_fns, self._loss_weights, ys, outs):
-            if fn is None:
-                per_out.append(None)
-                continue
-            from .training import _apply_loss
-            val = _apply_loss(fn, yt, yp, sw)
-            per_out.append(val)
-            term = val if w == 1.0 else val * w
-            total = term if total is None else total + term
-        if with_regularization:
-            for reg in self.losses:
-                total = reg if total is None else total + reg
-        return total, per_out
+        sw = sample_weight if sample_weight is None or isinstance(sample_weight, Tensor) else tensor(sample_weight)
+        return self._compute_loss(ys, outs, sw, with_regularization)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The total loss: the compiled loss(es) of ``y_pred`` against ``y`` (weighted by

@@ -492,7 +492,9 @@ class Trainer:
             self._train_vars = [w for w in self.trainable_weights]
         return [v for v in self._train_vars if v.trainable]
 
-    def _compute_loss(self, ys, outs, sw):
+    def _compute_loss(self, ys, outs, sw, with_regularization=True):
+        """(total, [per-output loss or None]): the weighted compiled losses, plus the layers'
+        regularization losses unless ``with_regularization`` is False; total None when there is none."""
         total = None
         per_out = []
         for fn, w, yt, yp in zip(self._loss_fns, self._loss_weights, ys, outs):
@@ -503,8 +505,9 @@ class Trainer:
             per_out.append(val)
             term = val if w == 1.0 else val * w
             total = term if total is None else total + term
-        for reg in self.losses:
-            total = total + reg
+        if with_regularization:
+            for reg in self.losses:
+                total = reg if total is None else total + reg
         return total, per_out
 
     def _outs_list(self, out):
