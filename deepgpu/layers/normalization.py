@@ -139,6 +139,16 @@ def _resolve_axes(layer, axes, input_shape):
     return sorted(out)
 
 
+def _beta_gamma_config(layer) -> dict:
+    """The config entries of a normalization layer's beta (offset) and gamma (scale) weights."""
+    return {"beta_initializer": init_config(layer.beta_initializer),
+            "gamma_initializer": init_config(layer.gamma_initializer),
+            "beta_regularizer": reg_config(layer.beta_regularizer),
+            "gamma_regularizer": reg_config(layer.gamma_regularizer),
+            "beta_constraint": constraint_config(layer.beta_constraint),
+            "gamma_constraint": constraint_config(layer.gamma_constraint)}
+
+
 class LayerNormalization(WeightedLayer):
     """Normalizes each example over ``axis`` (an int or a list), then scales by gamma and shifts by beta.
 
@@ -211,12 +221,7 @@ class LayerNormalization(WeightedLayer):
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,
                 "scale": self.scale, "rms_scaling": self.rms_scaling,
-                "beta_initializer": init_config(self.beta_initializer),
-                "gamma_initializer": init_config(self.gamma_initializer),
-                "beta_regularizer": reg_config(self.beta_regularizer),
-                "gamma_regularizer": reg_config(self.gamma_regularizer),
-                "beta_constraint": constraint_config(self.beta_constraint),
-                "gamma_constraint": constraint_config(self.gamma_constraint)}
+                **_beta_gamma_config(self)}
 
 
 class RMSNormalization(WeightedLayer):
@@ -321,12 +326,7 @@ class GroupNormalization(WeightedLayer):
     def get_config(self):
         return {**super().get_config(), "groups": self.groups, "axis": self.axis, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale,
-                "beta_initializer": init_config(self.beta_initializer),
-                "gamma_initializer": init_config(self.gamma_initializer),
-                "beta_regularizer": reg_config(self.beta_regularizer),
-                "gamma_regularizer": reg_config(self.gamma_regularizer),
-                "beta_constraint": constraint_config(self.beta_constraint),
-                "gamma_constraint": constraint_config(self.gamma_constraint)}
+                **_beta_gamma_config(self)}
 
 
 class UnitNormalization(Layer):
