@@ -72,6 +72,20 @@ class _Conv(WeightedLayer):
                 "kernel_constraint": constraint_config(self.kernel_constraint),
                 "bias_constraint": constraint_config(self.bias_constraint)}
 
+    def _set_groups(self, groups):
+        """Check and set ``groups``: a positive int dividing ``filters`` (the channels are checked at build)."""
+        cls = type(self).__name__
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"{cls}: groups must be a positive int, got {groups!r}")
+        if self.filters % groups:
+            raise ValueError(f"{cls}: filters ({self.filters}) must be divisible by groups ({groups})")
+        self.groups = groups
+
+    def _check_groups(self, input_shape):
+        if input_shape[-1] is not None and input_shape[-1] % self.groups:
+            raise shape_error(self, f"groups={self.groups} must divide the input channels ({input_shape[-1]})",
+                              input_shape)
+
 
 class Conv2D(_Conv):
     """2-D convolution over NHWC inputs; kernel [kh, kw, in, filters], bias [filters]."""
@@ -85,21 +99,14 @@ class Conv2D(_Conv):
                          use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                          bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint,
                          **kwargs)
-        cls = type(self).__name__
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"{cls}: groups must be a positive int, got {groups!r}")
-        if self.filters % groups:
-            raise ValueError(f"{cls}: filters ({self.filters}) must be divisible by groups ({groups})")
-        self.groups = groups
+        self._set_groups(groups)
 
     def _kernel_shape(self, channels):
         # Grouped: each of the `groups` filter blocks sees channels / groups inputs (Keras's layout).
         return (*self.kernel_size, channels // self.groups, self.filters)
 
     def build(self, input_shape):
-        if input_shape[-1] is not None and input_shape[-1] % self.groups:
-            raise shape_error(self, f"groups={self.groups} must divide the input channels ({input_shape[-1]})",
-                              input_shape)
+        self._check_groups(input_shape)
         super().build(input_shape)
 
     def call(self, inputs):
@@ -241,11 +248,7 @@ class Conv1D(_Conv):
         super().__init__(filters, (1, k), (1, s), "valid" if pad == "causal" else pad, data_format, (1, d),
                          activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                          bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint, **kwargs)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"{cls}: groups must be a positive int, got {groups!r}")
-        if self.filters % groups:
-            raise ValueError(f"{cls}: filters ({self.filters}) must be divisible by groups ({groups})")
-        self.groups = groups
+        self._set_groups(groups)
         self.kernel_size, self.strides, self.dilation_rate, self.padding = (k,), (s,), (d,), pad
         self.input_spec = InputSpec(ndim=3)
 

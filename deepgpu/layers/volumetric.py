@@ -81,21 +81,14 @@ class Conv3D(_Conv3DBase):
         super().__init__(filters, 1, 1, padding, data_format, 1, activation, use_bias, kernel_initializer,
                          bias_initializer, kernel_regularizer, bias_regularizer, activity_regularizer,
                          kernel_constraint, bias_constraint, **kwargs)
-        cls = type(self).__name__
         self._init_3d(kernel_size, strides, dilation_rate)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"{cls}: groups must be a positive int, got {groups!r}")
-        if self.filters % groups:
-            raise ValueError(f"{cls}: filters ({self.filters}) must be divisible by groups ({groups})")
-        self.groups = groups
+        self._set_groups(groups)
 
     def _kernel_shape(self, channels):
         return (*self.kernel_size, channels // self.groups, self.filters)
 
     def build(self, input_shape):
-        if input_shape[-1] is not None and input_shape[-1] % self.groups:
-            raise shape_error(self, f"groups={self.groups} must divide the input channels ({input_shape[-1]})",
-                              input_shape)
+        self._check_groups(input_shape)
         super().build(input_shape)
 
     def call(self, inputs):
