@@ -35,6 +35,21 @@ UNKNOWN_CARDINALITY = -2
 
 _builtin_zip = zip
 
+# Set by deepgpu.distributed while a DataParallel fit runs (shared_shuffle_seed): every unseeded
+# shuffle() then orders alike on all ranks, so each rank's share of a global batch is disjoint.
+_SHARED_SHUFFLE_SEED = [None]
+
+
+@contextlib.contextmanager
+def shared_shuffle_seed(seed):
+    """Within the block, ``shuffle()`` calls made without a seed draw from ``seed`` (process-wide)."""
+    old = _SHARED_SHUFFLE_SEED[0]
+    _SHARED_SHUFFLE_SEED[0] = seed
+    try:
+        yield
+    finally:
+        _SHARED_SHUFFLE_SEED[0] = old
+
 
 # ------------------------------------------------------------------ structures
 def _is_struct(s):
@@ -361,6 +376,7 @@ class Dataset:
         same order every pass.
         """
         buffer_size = _positive(buffer_size, "shuffle()", "buffer_size")
+        unseeded = seed is None
         if seed is None:
             from ..backends.base import Backend
             seed = int(Backend._rng.integers(2 ** 31))
@@ -372,7 +388,9 @@ class Dataset:
             with lock:
                 epoch = passes[0] if reshuffle_each_iteration else 0
                 passes[0] += 1
-            rng = np.random.default_rng([seed, epoch])
+            # under a DataParallel fit an unseeded shuffle takes the ranks' shared seed (same order on all)
+            shared = _SHARED_SHUFFLE_SEED[0] if unseeded else None
+            rng = np.random.default_rng([seed if shared is None else shared + buffer_size, epoch])
             buf = []
             with _closing(iter(src)) as it:
                 for el in it:
@@ -523,6 +541,27 @@ class Dataset:
                         continue
                     yield el
         return Dataset(make, new, "SkipDataset")
+
+    def shard(self, num_shards, index, name=None):
+        """Every ``num_shards``-th element starting at ``index`` (tf.data's ``shard``): shard
+        ``index`` of ``num_shards``; the shards together hold every element once. Raises
+        ValueError unless 1 <= num_shards and 0 <= index < num_shards."""
+        for v, what in ((num_shards, "num_shards"), (index, "index")):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"shard(): {what} must be an integer, got {v!r}")
+        if num_shards < 1 or not 0 <= index < num_shards:
+            raise ValueError(f"shard(): needs num_shards >= 1 and 0 <= index < num_shards, got "
+                             f"num_shards={num_shards}, index={index}")
+        src = self
+        card = self._cardinality
+        new = max(0, -(-(card - index) // num_shards)) if card >= 0 else card
+
+        def make():
+            with _closing(iter(src)) as it:
+                for i, el in enumerate(it):
+                    if i % num_shards == index:
+                        yield el
+        return Dataset(make, new, "ShardDataset")
 
     def concatenate(self, dataset, name=None):
         """This dataset's elements, then ``dataset``'s."""
