@@ -181,14 +181,18 @@ class _PyDatasetAdapter(_Adapter):
                              f"(= {self.num_batches}) count more batches than there are?")
         return batch
 
-    def iterator(self):
+    def indices(self):
+        """One pass's batch indices, in order (DataParallel gives each rank its share instead)."""
         if self.num_batches is None:
-            indices = itertools.count()
-        else:
-            indices = list(range(self.num_batches))
-            if self.shuffle:
-                from ..backends.base import Backend
-                indices = [int(i) for i in Backend._rng.permutation(self.num_batches)]
+            return itertools.count()
+        indices = list(range(self.num_batches))
+        if self.shuffle:
+            from ..backends.base import Backend
+            indices = [int(i) for i in Backend._rng.permutation(self.num_batches)]
+        return indices
+
+    def iterator(self):
+        indices = self.indices()
         if self.workers == 1 and not self.processes:
             return _until_end((self._get(i) for i in indices))
         return _until_end(_workers.parallel_map(indices, self._get, self.workers, ordered=True,
@@ -527,6 +531,9 @@ def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=N
                            part(sample_weight, slice(cut, None)))
         x, y, sample_weight = part(x, slice(0, cut)), part(y, slice(0, cut)), part(sample_weight, slice(0, cut))
     adapter = get_adapter(x, y, sample_weight, batch_size, shuffle, w)
+    dist = getattr(model, "_distribute", None)
+    if dist is not None:  # this rank's share of every global batch (deepgpu/distributed/sources.py)
+        adapter, verbose, callbacks = dist.shard_source(adapter, steps_per_epoch, verbose, callbacks)
     if getattr(adapter, "infinite", False) and steps_per_epoch is None:
         raise ValueError(f"fit(): the {adapter.name} is infinite (repeat() without a count); give steps_per_epoch")
     train = EpochIterator(adapter, steps_per_epoch)
@@ -641,6 +648,8 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
             if val is not None and (epoch + 1) % validation_freq == 0:
                 vlogs = _evaluate_loop(model, val, "fit", cbs, 0)
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
+            if getattr(model, "_distribute", None) is not None:  # every rank's callbacks decide alike
+                epoch_logs = model._distribute.average_logs(epoch_logs)
             bar.target = bar.target if bar.target is not None else done
             bar.update(done, lambda: list(epoch_logs.items()), final=True)
             cbs("on_epoch_end", epoch, epoch_logs)

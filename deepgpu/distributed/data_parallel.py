@@ -45,6 +45,11 @@ class DataParallel:
     ``model.save`` / ``save_weights`` act on rank 0 only. Non-trainable
     weights (BatchNormalization's moving statistics) stay per rank.
     Per-batch logs seen by callbacks are the rank's own.
+
+    Data sources: a ``deepgpu.data.Dataset`` yields global batches, each
+    split by rank; a PyDataset's batch indices are split by rank (its batches
+    are per-rank); plain generators, torch DataLoaders and tf.data are refused
+    (deepgpu/distributed/sources.py has the rules and the tails).
     """
 
     def __init__(self, bucket_mb: float = 25.0, backend: str = "auto", seed=None, reduce_dtype=None):
@@ -94,6 +99,23 @@ class DataParallel:
         steps = self.steps(n, batch_size)
         if steps_per_epoch is not None:
             steps = min(steps, steps_per_epoch)
+        verbose, callbacks = self._rank_callbacks(verbose, callbacks)
+        return steps, verbose, callbacks
+
+    def shard_source(self, adapter, steps_per_epoch, verbose, callbacks):
+        """(adapter of this rank's share, verbose, callbacks) for ``fit`` on a data source
+        (deepgpu/distributed/sources.py says what each kind of source does)."""
+        from . import sources
+        from ..data import adapters
+        if isinstance(adapter, adapters._ArrayAdapter):
+            self.prepare_fit(adapter.n, adapter.batch_size, steps_per_epoch, verbose, callbacks)  # its checks
+        adapter = sources.shard(self, adapter)
+        verbose, callbacks = self._rank_callbacks(verbose, callbacks)
+        return adapter, verbose, callbacks
+
+    def _rank_callbacks(self, verbose, callbacks):
+        if isinstance(callbacks, dict):  # TF.js style: {"onEpochEnd": fn, ...}
+            return (verbose if self.is_main else 0), callbacks
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if type(cb).__name__ == "BackupAndRestore":
@@ -103,7 +125,7 @@ class DataParallel:
         if not self.is_main:
             verbose = 0
             callbacks = [cb for cb in callbacks if type(cb).__name__ not in _RANK0_CALLBACKS]
-        return steps, verbose, callbacks
+        return verbose, callbacks
 
     def batches(self, n, batch_size, shuffle, epoch):
         """This rank's host index arrays, one per step of the epoch (see the class doc)."""

@@ -634,9 +634,6 @@ class Trainer:
         from ..data import adapters
 
         if adapters.is_data_source(x) or adapters.is_data_source(validation_data) or validation_steps:
-            if getattr(self, "_distribute", None) is not None:  # ranks could take different step counts: a hang
-                raise ValueError("fit(): DataParallel shards NumPy arrays and Tensors only for now; pass x and y "
-                                 "as arrays (a data source would need the same number of batches on every rank)")
             return adapters.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
                                 validation_data, shuffle, class_weight, sample_weight, initial_epoch,
                                 steps_per_epoch, validation_steps, validation_batch_size, validation_freq,
