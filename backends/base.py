@@ -417,7 +417,7 @@ class Backend(Conv3DMixin):
         N, H, W, C = x.shape
         rows = x.reshape(N * H * W, C)
         out = None
-        fill = self.xp.asarray(fill_value, dtype=x.dtype)
+        fill = self.xp.full((), fill_value, dtype=x.dtype)  # a fill launch, not an upload (records)
         for flat, ok, w in self._transform_taps(x.shape, transforms, out_h, out_w, interpolation, fill_mode):
             v = self.xp.where(ok[:, None], rows[flat], fill)
             v = v if w is None else v * w.astype(x.dtype)[:, None]
@@ -431,8 +431,10 @@ class Backend(Conv3DMixin):
         dx = self.xp.zeros((N * H * W, C), dtype=dy.dtype)
         for flat, ok, w in self._transform_taps(x_shape, transforms, dy.shape[1], dy.shape[2], interpolation,
                                                  fill_mode):
-            v = g if w is None else g * w.astype(dy.dtype)[:, None]
-            self._add_at(dx, flat[ok], v[ok])
+            # Out-of-range taps add zero at their clipped index: a boolean selection would size its
+            # result on the host (a sync a recorded step cannot make).
+            w = ok if w is None else w * ok
+            self._add_at(dx, flat, g * w.astype(dy.dtype)[:, None])
         return dx.reshape(N, H, W, C)
 
     # ------------------------------------------------------------ elementwise
@@ -484,6 +486,12 @@ class Backend(Conv3DMixin):
 
     def floor(self, a):
         return self.xp.floor(a)
+
+    def sin(self, a):
+        return self.xp.sin(a)
+
+    def cos(self, a):
+        return self.xp.cos(a)
 
     def round(self, a):
         return self.xp.round(a)

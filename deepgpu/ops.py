@@ -287,6 +287,8 @@ def square(x): return _unary("square", "square", x)
 def relu(x): return _unary("relu", "relu", x)
 def sigmoid(x): return _unary("sigmoid", "sigmoid", x, saved_out=True)
 def tanh(x): return _unary("tanh", "tanh", x, saved_out=True)
+def sin(x): return _unary("sin", "sin", x)
+def cos(x): return _unary("cos", "cos", x)
 def softplus(x): return _unary("softplus", "softplus", x)
 
 
@@ -353,6 +355,14 @@ def _relu_grad(node, dy): return (node.B.relu_grad(dy, node.inputs[0].data),)
 def _sigmoid_grad(node, dy):
     B, y = node.B, node.saved
     return (B.multiply(dy, B.multiply(y, B.subtract(1, y))),)
+
+
+@register_gradient("sin")
+def _sin_grad(node, dy): return (node.B.multiply(dy, node.B.cos(node.inputs[0].data)),)
+
+
+@register_gradient("cos")
+def _cos_grad(node, dy): return (node.B.negative(node.B.multiply(dy, node.B.sin(node.inputs[0].data))),)
 
 
 @register_gradient("tanh")

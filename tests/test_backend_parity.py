@@ -288,6 +288,8 @@ UNARY = {
     "relu": (lambda x: np.where(x > 0, x, 0.0), (-2, 2)),
     "sigmoid": (lambda x: 1 / (1 + np.exp(-x)), (-30, 30)),
     "tanh": (np.tanh, (-4, 4)),
+    "sin": (np.sin, (-7, 7)),
+    "cos": (np.cos, (-7, 7)),
     "softplus": (lambda x: np.log(1 + np.exp(x)), (-20, 20)),
 }
 

@@ -325,6 +325,11 @@ def test_tanh():
     check_gradients(dg.tanh, [rnd(3, 4, lo=-2, hi=2)])
 
 
+def test_sin_cos():
+    check_gradients(dg.ops.sin, [rnd(3, 4, lo=-4, hi=4)])
+    check_gradients(dg.ops.cos, [rnd(3, 4, lo=-4, hi=4)])
+
+
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 def test_elu(alpha):
     check_gradients(lambda x: dg.elu(x, alpha), [away(3, 4)])
