@@ -268,8 +268,25 @@ def test_one_rank_data_parallel_trains_as_plain_fit_and_refuses_data_sources():
         results.append([w.data_sync() for w in m.weights])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    with pytest.raises(ValueError, match="DataParallel shards NumPy arrays and Tensors only"):
+    with pytest.raises(ValueError, match="under DataParallel a generator cannot be shared by rank.*"
+                                         "Dataset.from_generator"):
         m.fit(((x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="endless"):
+        class Endless(dg.utils.PyDataset):
+            num_batches = None
+
+            def __getitem__(self, i):
+                return x[:8], y[:8]
+        m.fit(Endless(), epochs=1, steps_per_epoch=2, verbose=0)
+
+
+def test_dataset_shard_is_tf_datas():
+    ds = dg.data.Dataset.range(10)
+    assert [int(v) for v in ds.shard(3, 1)] == [1, 4, 7]
+    assert [ds.shard(3, i).cardinality() for i in range(3)] == [4, 3, 3]
+    assert sorted(int(v) for i in range(4) for v in ds.shard(4, i)) == list(range(10))
+    with pytest.raises(ValueError, match="0 <= index < num_shards"):
+        ds.shard(2, 2)
 
 
 @pytest.mark.cuda

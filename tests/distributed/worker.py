@@ -32,14 +32,18 @@ def convnet():
     return m
 
 
-def check_same_as_one_process(make, x, y, batch, epochs, opt, ref_n=None):
+def check_same_as_one_process(make, x, y, batch, epochs, opt, ref_n=None, src=None):
     """``ref_n``: the one process trains on the first ``ref_n`` samples (the uneven tail's
-    documented cut: the last global batch keeps a multiple of the world size)."""
+    documented cut: the last global batch keeps a multiple of the world size). ``src``: a data
+    source the ranks train on instead of the arrays (the one process still takes the arrays)."""
     dg.set_seed(100 + R)  # different initial weights on every rank: rank 0's must win
     model = make()
     model.compile(dg.optimizers.get(opt), "sparse_categorical_crossentropy", metrics=["accuracy"],
                   distribute=dg.distributed.DataParallel(bucket_mb=0.01))  # several buckets
-    hist = model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=0)
+    if src is None:
+        hist = model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=0)
+    else:
+        hist = model.fit(src, epochs=epochs, shuffle=False, verbose=0)
     every = gather_weights(model)
     for r in range(1, P):
         for a, b in zip(every[0], every[r]):
@@ -72,6 +76,59 @@ def check_sharding():
             assert all(len(b) == len(a[0]) or s == len(a) - 1 for a in allr for s, b in enumerate(a)), "uneven shards"
             epochs.append(seen)
         assert epochs[0] != epochs[1], "the shuffle did not change between epochs"
+
+
+class Batches(dg.utils.PyDataset):
+    def __init__(self, x, y, per):
+        super().__init__()
+        self.x, self.y, self.per = x, y, per
+
+    def __len__(self):
+        return len(self.x) // self.per
+
+    def __getitem__(self, i):
+        return self.x[i * self.per:(i + 1) * self.per], self.y[i * self.per:(i + 1) * self.per]
+
+
+def check_sources():
+    """Data sources under DataParallel (deepgpu/distributed/sources.py) against one process on arrays."""
+    from deepgpu.data.dataset import shared_shuffle_seed
+    rng = np.random.default_rng(3)
+    n = 32 + P + 1  # global batches of 16: 16, 16, then a tail of P + 1 cut to P
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = rng.integers(0, 3, size=n).astype("int32")
+    ds = dg.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    check_same_as_one_process(mlp, x, y, batch=16, epochs=2, opt="adam", ref_n=32 + P, src=ds)
+    # a PyDataset of 2P + 1 per-rank batches of 4: rank r takes batches r, r + P; the last one is left out
+    check_same_as_one_process(mlp, x, y, batch=4 * P, epochs=2, opt="sgd", ref_n=8 * P, src=Batches(x[:8 * P + 4], y[:8 * P + 4], 4))
+    # an unseeded shuffle (each rank draws another seed): the ranks still agree, and equal one process
+    dg.set_seed(50 + R)
+    shuffled = dg.data.Dataset.from_tensor_slices((x[:32], y[:32])).shuffle(32).batch(16)
+    dg.set_seed(7)
+    model = mlp()
+    model.compile("sgd", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
+    model.fit(shuffled, epochs=2, verbose=0)
+    every = gather_weights(model)
+    assert all(np.array_equal(a, b) for r in range(P) for a, b in zip(every[0], every[r])), "ranks differ"
+    if R == 0:
+        dg.set_seed(7)
+        ref = mlp()
+        ref.compile("sgd", "sparse_categorical_crossentropy")
+        with shared_shuffle_seed(model._distribute.seed):
+            ref.fit(dg.data.Dataset.from_tensor_slices((x[:32], y[:32])).shuffle(32).batch(16), epochs=2, verbose=0)
+        for a, b in zip(every[0], [w.data_sync() for w in ref.weights]):
+            assert np.allclose(a, b, rtol=1e-5, atol=1e-5), f"shuffled Dataset: max diff {np.abs(a - b).max()}"
+    # ranks whose pipelines disagree are named, on every rank, before any step
+    bad = dg.data.Dataset.from_tensor_slices((x + R, y)).batch(16)
+    model = mlp()
+    model.compile("sgd", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
+    try:
+        model.fit(bad, epochs=1, verbose=0)
+    except ValueError as e:
+        assert f"ranks {list(range(1, P))} read a different first batch" in str(e), e
+    else:
+        raise AssertionError("ranks reading different data were not detected")
+    assert not model.weights or not model._distribute.synced
 
 
 def check_rank0_files():
@@ -180,6 +237,7 @@ elif MODE == "main":
     yi = rng.integers(0, 3, size=16).astype("int32")
     check_same_as_one_process(convnet, xi, yi, batch=8, epochs=1, opt="sgd")
     check_sharding()
+    check_sources()
     check_rank0_files()
     check_float16_reduction()
 elif MODE == "raise":
