@@ -384,11 +384,11 @@ def _read_legacy_weights(model, group, path):
     from ..models.model import Model
 
     stored = {}  # layer name -> [(weight name, dataset)], read once checked against the model
-    for lname in group.attrs.get("layer_names", []):
-        lname = _decode(lname)
+    from ._keras2 import attr_list  # names Keras 2 split over several attributes
+    for lname in attr_list(group, "layer_names"):
         try:
             g = group[lname]
-            stored[lname] = [(_decode(n), g[_decode(n)]) for n in g.attrs.get("weight_names", [])]
+            stored[lname] = [(n, g[n]) for n in attr_list(g, "weight_names")]
         except (KeyError, OSError) as e:
             raise KerasFileError(f"{path!r}: the weights of layer {lname!r} are missing or damaged "
                                  f"under model_weights ({_one_line(e)})") from None
@@ -478,11 +478,12 @@ def _load_legacy_h5(path, custom):
             raise KerasFileError(f"{path!r} is an HDF5 file without a model_config attribute (a weights-only "
                                  f"file?); load_keras needs a whole saved model")
         spec = _json(f.attrs["model_config"], "the model_config attribute", path)
-        model = _build(spec, custom, path)
+        from . import _keras2  # the spellings of the Keras 2 releases
+        model = _build(_keras2.legacy_spec(spec, f.attrs, path), custom, path)
         group = f["model_weights"] if "model_weights" in f else f
         if not isinstance(group, h5py.Group):
             raise KerasFileError(f"{path!r}: model_weights is not an HDF5 group")
-        return model, _read_legacy_weights(model, group, path)
+        return model, _keras2.convert_weights(model, _read_legacy_weights(model, group, path), f.attrs)
 
 
 def load_keras(path, custom_objects=None):

@@ -1,0 +1,190 @@
+"""Legacy ``.h5`` files of every Keras 2 release (keras-team Keras 2.0-2.3, tf.keras / tf_keras 2.x), read
+through ``keras.py`` with three small hooks: ``legacy_spec`` (the config), ``attr_list`` (names that Keras
+split over several attributes) and ``convert_weights`` (Theano's convolution kernels).
+
+The spellings, release by release, and how each is checked (``tests/test_io_keras2.py`` over the
+fixtures of ``tests/fixtures/keras/make_keras2_fixtures.py``; "real": written by tf_keras itself,
+"rebuilt": attributes written as that release wrote them, from its source, around tf_keras's weights;
+each fixture's predictions are compared with tf_keras's own):
+
+==============  ===========================================================================  ==========
+Release         What differs (source)                                                        Fixtures
+==============  ===========================================================================  ==========
+2.0.x           Sequential config is a bare LIST of layers, no InputLayer, the first layer   rebuilt:
+                carries ``batch_input_shape``; functional class ``Model``; initializers as   convnet,
+                ``VarianceScaling`` configs; LSTM/GRU ``implementation`` 0, recurrent        two_input,
+                activation ``hard_sigmoid`` (Keras 2's ``0.2 x + 0.5``, not Keras 3's), GRU  rnn, nested
+                without ``reset_after`` (so False); BN ``axis`` an int; attributes as bytes
+                (h5py 2); a nested model's outer nodes numbered from 1 (keras/models.py,
+                keras/engine/topology.py at 2.0.8)
+2.0.x Theano    backend ``theano``: Conv kernels flipped (Keras 2 flips Conv1D/2D/3D,        rebuilt:
+                Conv2DTranspose, ConvLSTM2D kernels between Theano and TF: topology.py       convnet
+                ``preprocess_weights_for_loading``); weight names without ``:0``
+2.1.x           as 2.0, GRU ``reset_after`` from 2.1.5; MobileNet's ``Activation(relu6)``;   rebuilt:
+                ``layer_names`` / ``weight_names`` split as ``layer_names0``, ``...1`` when  mobilenet,
+                over 64 KiB (engine/topology.py ``save_attributes_to_hdf5_group``, 2.1.6)    rnn
+2.2.0-2.2.2     Sequential still a list; ``ReLU`` layer (MobileNet's ``ReLU(6.)``)           rebuilt
+2.2.3-2.3.1     Sequential a dict ``{"name", "layers"}`` (+ ``build_input_shape``), no        rebuilt:
+                InputLayer (engine/sequential.py at 2.2.3)                                   convnet,
+                                                                                             nested
+tf.keras 2.x    ``Functional`` class (TF 2.4+), Sequential with its InputLayer (``sparse``,  real
+(to 2.15,       ``ragged``), BN ``axis`` a list, initializers by class name with            (tf_keras
+tf_keras 2.21)  ``module`` keys, weight names ``lstm/lstm_cell/kernel:0``, nested models'    2.21): all
+                outer nodes from 1 only when built on an Input (functional.py                five
+                ``_should_skip_first_node``, v2.6.0)
+==============  ===========================================================================  ==========
+
+``training_config`` is not read (the model comes back uncompiled), so Keras 2's optimizer spellings
+(``lr``, ``decay``) cannot break a load. Refused with the layer and the file named: Keras 1 files and
+layers (``Merge``, ``Convolution2D``, ``output_dim`` / ``init`` configs), ``Lambda`` (Python bytecode),
+tf.keras's recorded TensorFlow ops (``TFOpLambda``, ``SlicingOpLambda``, ``TensorFlowOpLayer``), and
+``CuDNNLSTM`` / ``CuDNNGRU``.
+"""
+from __future__ import annotations
+
+import copy
+
+_MODELS = ("Sequential", "Functional", "Model")
+_KERAS1_CLASSES = ("Merge", "Convolution1D", "Convolution2D", "Convolution3D", "AtrousConvolution1D",
+                   "AtrousConvolution2D", "Deconvolution2D", "SeparableConvolution2D", "MaxoutDense", "Highway",
+                   "TimeDistributedDense")
+_KERAS1_KEYS = ("init", "nb_filter", "border_mode", "dim_ordering", "W_regularizer", "input_dtype")
+_REFUSED = {
+    "Lambda": "holds Python bytecode of the saving interpreter, which deepgpu does not run; rebuild the model "
+              "in code (with deepgpu's Lambda) and load the weights",
+    "TFOpLambda": "is a TensorFlow op tf.keras recorded from the model's code; rebuild it with a deepgpu layer",
+    "SlicingOpLambda": "is a tensor slice tf.keras recorded from the model's code; rebuild it with a deepgpu "
+                       "layer",
+    "TensorFlowOpLayer": "is a TensorFlow op tf.keras recorded from the model's code; rebuild it with a deepgpu "
+                         "layer",
+    "CuDNNLSTM": "is a cuDNN-only layer of Keras 2 whose weights deepgpu does not convert; re-save it as LSTM",
+    "CuDNNGRU": "is a cuDNN-only layer of Keras 2 whose weights deepgpu does not convert; re-save it as GRU",
+}
+_NESTED = ("layer", "cell", "backward_layer", "forward_layer")
+# Keras 2's preprocess_weights_for_loading: the layers whose kernels it flips between Theano and TF.
+_FLIPPED = {"Conv1D": (0,), "Conv2D": (0,), "Conv3D": (0,), "Conv2DTranspose": (0,), "ConvLSTM2D": (0, 1)}
+
+
+def _text(v):
+    return v.decode("utf-8") if isinstance(v, bytes) else None if v is None else str(v)
+
+
+def file_version(attrs):
+    """``(keras_version, backend)`` of a legacy file's attributes (bytes under h5py 2, str under 3), or None."""
+    return _text(attrs.get("keras_version")), _text(attrs.get("backend"))
+
+
+def attr_list(group, name):
+    """The names of attribute ``name``, joined from ``name0``, ``name1``... where Keras split them."""
+    if name in group.attrs:
+        return [_text(n) for n in group.attrs[name]]
+    out, i = [], 0
+    while f"{name}{i}" in group.attrs:
+        out += [_text(n) for n in group.attrs[f"{name}{i}"]]
+        i += 1
+    return out
+
+
+def _error(path, message):
+    from .keras import KerasFileError
+    return KerasFileError(f"{path!r}: {message}")
+
+
+def legacy_spec(spec, attrs, path):
+    """``spec`` (a legacy ``model_config``) in the dialect ``keras.py`` reads; raises KerasFileError for a
+    Keras 1 file and for layers that cannot be loaded, naming them. Keras 3's legacy files pass unchanged."""
+    version, _ = file_version(attrs)
+    if version and version.startswith("1"):
+        raise _error(path, f"written by Keras {version} (Keras 1), whose layer configs and weight layouts "
+                           f"predate Keras 2; load it in Keras 2 and save it again")
+    if version and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 3:
+        return spec
+    keras2 = bool(version)  # a file without keras_version: tf.keras 2's dialect, deepgpu's own activations
+    spec = copy.deepcopy(spec)
+    _walk(spec, keras2, path)
+    return spec
+
+
+def _walk(spec, keras2, path):
+    if not isinstance(spec, dict):
+        return
+    cls, cfg = spec.get("class_name"), spec.get("config")
+    if cls in _MODELS:
+        if cls == "Sequential" and isinstance(cfg, list):  # Keras 2.0-2.2.2: the layers alone
+            cfg = spec["config"] = {"name": None, "layers": cfg}
+        if isinstance(cfg, dict) and isinstance(cfg.get("layers"), list):
+            for entry in cfg["layers"]:
+                _walk(entry, keras2, path)
+            if cls != "Sequential":
+                _renumber_nested(cfg)
+        return
+    name = cfg.get("name") if isinstance(cfg, dict) else spec.get("name")
+    who = f"layer {name!r} ({cls})"
+    if cls in _KERAS1_CLASSES or (isinstance(cfg, dict) and any(k in cfg for k in _KERAS1_KEYS)):
+        keys = [k for k in _KERAS1_KEYS if isinstance(cfg, dict) and k in cfg]
+        raise _error(path, f"{who} is a Keras 1 layer{' (options ' + ', '.join(keys) + ')' if keys else ''}; "
+                           f"load the file in Keras 2 and save it again")
+    if cls in _REFUSED:
+        raise _error(path, f"{who} {_REFUSED[cls]}")
+    if not isinstance(cfg, dict):
+        return
+    if keras2:
+        for key in ("activation", "recurrent_activation"):
+            if cfg.get(key) == "hard_sigmoid":  # Keras 2's clip(0.2 x + 0.5), not Keras 3's relu6(x + 3) / 6
+                cfg[key] = "tfjs_hard_sigmoid"
+    if cls in ("GRU", "GRUCell"):
+        cfg.setdefault("reset_after", False)  # Keras 2.0-2.1.4 had only this form, and wrote no key
+    for key in _NESTED:
+        _walk(cfg.get(key), keras2, path)
+    for cell in cfg.get("cells") or []:
+        _walk(cell, keras2, path)
+
+
+def _renumber_nested(cfg):
+    """A nested model's nodes in a Keras 2 functional config count from 1 (its own first node, built on
+    its Input, is not written; Keras 2's Container.get_config, tf.keras's _should_skip_first_node);
+    deepgpu counts the calls in the outer model from 0."""
+    nested = {e.get("name") or (e.get("config") or {}).get("name") for e in cfg["layers"]
+              if e.get("class_name") in _MODELS}
+    if not nested:
+        return
+    refs = []  # every [name, node, tensor, ...] list that points at a nested model
+    for e in cfg["layers"]:
+        for node in e.get("inbound_nodes") or []:
+            if isinstance(node, list):
+                refs += [r for r in node if isinstance(r, list) and r and r[0] in nested]
+    for key in ("input_layers", "output_layers"):
+        value = cfg.get(key) or []
+        value = [value] if value and isinstance(value[0], str) else value
+        refs += [r for r in value if isinstance(r, list) and r and r[0] in nested]
+    for name in nested:
+        mine = [r for r in refs if r[0] == name and len(r) > 1 and isinstance(r[1], int)]
+        if mine and min(r[1] for r in mine) >= 1:
+            for r in mine:
+                r[1] -= 1
+
+
+def convert_weights(model, pairs, attrs):
+    """``pairs`` of (weight, array) with Theano's convolution kernels flipped into TensorFlow's (Keras 2's
+    ``preprocess_weights_for_loading``: Theano convolves, TensorFlow and CNTK correlate)."""
+    version, backend = file_version(attrs)
+    if backend != "theano" or not (version or "").startswith("2"):
+        return pairs
+    flip = {}
+    for layer in _all_layers(model):
+        for i in _FLIPPED.get(type(layer).__name__, ()):
+            w = layer.weights[i]
+            flip[id(w)] = w.shape
+    out = []
+    for w, a in pairs:
+        if id(w) in flip:
+            a = a[(slice(None, None, -1),) * (a.ndim - 2)].copy()
+        out.append((w, a))
+    return out
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        if hasattr(layer, "layers") and layer is not model:
+            yield from _all_layers(layer)
