@@ -13,8 +13,9 @@ from .dataset import (AUTOTUNE, INFINITE_CARDINALITY, UNKNOWN_CARDINALITY, Datas
 from .csv_reader import CSVError, csv, make_csv_dataset  # noqa: F401
 from .idx import IDXError, load_idx, save_idx  # noqa: F401
 from .image_folder import UnreadableImageError, image_dataset_from_directory  # noqa: F401
+from .decode import decode_image, read_file  # noqa: F401
 
 __all__ = ["load_idx", "save_idx", "IDXError", "fashion_mnist", "mnist", "digits",
            "Dataset", "TensorSpec", "AUTOTUNE", "INFINITE_CARDINALITY", "UNKNOWN_CARDINALITY",
            "array", "generator", "zip", "csv", "make_csv_dataset", "CSVError",
-           "image_dataset_from_directory", "UnreadableImageError"]
+           "image_dataset_from_directory", "UnreadableImageError", "decode_image", "read_file"]

@@ -2,11 +2,13 @@
 ``array_to_img``, ``save_img`` (Keras's ``keras.utils`` names and arguments; reached as
 ``deepgpu.utils.*``).
 
-Decoding and resizing go through Pillow (the ``data`` extra), which releases
-the GIL while it decodes, so the reader decodes in worker threads. Pillow's
-resampling filters antialias when they shrink an image; ``tf.image.resize``
-(Keras's) does not by default, so resized pixels differ a little from Keras's
-(same size, same crop, same order, same labels).
+Decoding goes through deepgpu/data/decode.py (imagecodecs where it gives
+Pillow's pixels, else Pillow), resizing through Pillow (the ``data`` extra); both
+release the GIL in their C code, so the reader decodes in worker threads, one
+whole batch a task, straight into that batch's array. Pillow's resampling
+filters antialias when they shrink an image; ``tf.image.resize`` (Keras's) does
+not by default, so resized pixels differ a little from Keras's (same size, same
+crop, same order, same labels).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from . import _workers
 from .dataset import Dataset
+from .decode import UnreadableImageError, _pil, decode_array, open_image, read_file
 
 __all__ = ["image_dataset_from_directory", "load_img", "img_to_array", "array_to_img", "save_img",
            "ALLOWLIST_FORMATS", "UnreadableImageError"]
@@ -23,18 +26,6 @@ __all__ = ["image_dataset_from_directory", "load_img", "img_to_array", "array_to
 ALLOWLIST_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 _MODES = {"grayscale": ("L", 1), "rgb": ("RGB", 3), "rgba": ("RGBA", 4)}
-
-
-class UnreadableImageError(ValueError):
-    """An image file Pillow cannot open or decode (names the file)."""
-
-
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is in the data extra
-        raise ImportError("reading images needs Pillow: pip install 'deepgpu[data]' (or pip install pillow)") from None
-    return Image
 
 
 def _resample(interpolation, where):
@@ -64,38 +55,32 @@ def _crop_box(w, h, tw, th):
 
 
 def _open(path, mode):
-    Image = _pil()
+    return open_image(path, mode, os.fspath(path))
+
+
+def _load_array(path, mode, channels, size, resample, crop, pad):
+    """One image as a uint8 [H, W, C] array, resized to ``size`` = (h, w) (or as is)."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            # palette images with transparency convert through RGBA, as Keras's loader does
-            if im.mode == "P" and mode != "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            # the pixels are loaded: the image outlives its (now closed) file
-            return im.convert(mode) if im.mode != mode else im
-    except FileNotFoundError:
-        raise
-    except (OSError, SyntaxError, ValueError) as e:  # Pillow's "cannot identify", truncated data...
+        data = read_file(path)
+    except IsADirectoryError as e:
         raise UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {e}") from e
-
-
-def _load_array(path, mode, size, resample, crop, pad):
-    """One decoded image as a float32 [H, W, C] array, resized to ``size`` = (h, w) (or as is)."""
+    a = decode_array(data, channels, os.fspath(path))
+    if size is None or a.shape[:2] == tuple(size):
+        return a  # already the asked size: no resize, no copy
     Image = _pil()
-    im = _open(path, mode)
-    if size is not None:
-        th, tw = size
-        if crop and (im.width, im.height) != (tw, th):
-            im = im.resize((tw, th), resample, box=_crop_box(im.width, im.height, tw, th))
-        elif pad and (im.width, im.height) != (tw, th):
-            scale = min(tw / im.width, th / im.height)
-            nw, nh = max(1, round(im.width * scale)), max(1, round(im.height * scale))
-            canvas = Image.new(mode, (tw, th))
-            canvas.paste(im.resize((nw, nh), resample), ((tw - nw) // 2, (th - nh) // 2))
-            im = canvas
-        elif (im.width, im.height) != (tw, th):
-            im = im.resize((tw, th), resample)
-    a = np.asarray(im, dtype=np.float32)
+    im = Image.fromarray(a[:, :, 0] if channels == 1 else a, mode)
+    th, tw = size
+    if crop:
+        im = im.resize((tw, th), resample, box=_crop_box(im.width, im.height, tw, th))
+    elif pad:
+        scale = min(tw / im.width, th / im.height)
+        nw, nh = max(1, round(im.width * scale)), max(1, round(im.height * scale))
+        canvas = Image.new(mode, (tw, th))
+        canvas.paste(im.resize((nw, nh), resample), ((tw - nw) // 2, (th - nh) // 2))
+        im = canvas
+    else:
+        im = im.resize((tw, th), resample)
+    a = np.asarray(im)
     return a[:, :, None] if a.ndim == 2 else a
 
 
@@ -237,17 +222,34 @@ class _FileImages(Dataset):
         super().__init__(self._iterate, -2 if opts["skip"] else card, "ImageFolderDataset")
 
     def _decode(self, item):
-        path, label = item
+        """One file as uint8 [h, w, c], or None when it is unreadable and skipped."""
+        path, _ = item
         o = self._opts
         try:
-            img = _load_array(path, o["mode"], o["size"], o["resample"], o["crop"], o["pad"])
+            return _load_array(path, o["mode"], o["channels"], o["size"], o["resample"], o["crop"], o["pad"])
         except UnreadableImageError as e:
             if not o["skip"]:
                 raise
             import warnings
             warnings.warn(f"image_dataset_from_directory: skipped an unreadable file: {e}", RuntimeWarning)
             return None
-        return img, label
+
+    def _decode_one(self, item):
+        img = self._decode(item)
+        return None if img is None else (img.astype(np.float32), item[1])
+
+    def _decode_batch(self, items):
+        """A worker task: the files of one batch decoded straight into one float32
+        [n, h, w, c] array (the uint8 -> float32 cast happens in that copy), and their labels."""
+        o = self._opts
+        x = np.empty((len(items),) + o["size"] + (o["channels"],), np.float32)
+        labels = []
+        for item in items:
+            img = self._decode(item)
+            if img is not None:
+                x[len(labels)] = img
+                labels.append(item[1])
+        return (x if len(labels) == len(items) else x[:len(labels)]), labels
 
     def _label(self, labels):
         o = self._opts
@@ -266,31 +268,42 @@ class _FileImages(Dataset):
             order = np.random.default_rng([o["seed"], self._passes]).permutation(len(files))
             files = [files[i] for i in order]
         self._passes += 1
-        # 16 files a task: one future per 16 decodes keeps the caller's thread (and the GIL) free
-        decoded = _workers.parallel_map(files, self._decode, o["workers"], in_flight=4 * o["workers"] * 16
-                                        + (o["batch_size"] or 0), chunk=16)
+        bs, workers = o["batch_size"], o["workers"]
+        if bs is None:
+            # 16 files a task: one future per 16 decodes keeps the caller's thread (and the GIL) free
+            decoded = _workers.parallel_map(files, self._decode_one, workers, in_flight=4 * workers * 16, chunk=16)
+            try:
+                for got in decoded:
+                    if got is not None:
+                        yield self._element(*got)
+            finally:
+                decoded.close()
+            return
+        # one task a batch: no per-image future, list or np.stack in the caller's thread
+        groups = (files[i:i + bs] for i in range(0, len(files), bs))
+        decoded = _workers.parallel_map(groups, self._decode_batch, workers, in_flight=2 * workers, chunk=1)
         try:
-            imgs, labs = [], []
-            for got in decoded:
-                if got is None:
+            xs, ys, held = [], [], 0  # batches left short by skipped files, refilled from the next ones
+            for x, labs in decoded:
+                if not held and len(labs) == bs:
+                    yield self._element(x, labs)
                     continue
-                imgs.append(got[0])
-                labs.append(got[1])
-                if o["batch_size"] is None or len(imgs) == o["batch_size"]:
-                    yield self._element(imgs, labs)
-                    imgs, labs = [], []
-            if imgs:
-                yield self._element(imgs, labs)
+                xs.append(x)
+                ys.extend(labs)
+                held += len(labs)
+                if held >= bs:
+                    x = np.concatenate(xs)
+                    yield self._element(x[:bs], ys[:bs])
+                    xs, ys, held = [x[bs:]], ys[bs:], held - bs
+            if held:
+                yield self._element(np.concatenate(xs), ys)
         finally:
             decoded.close()
 
-    def _element(self, imgs, labs):
-        o = self._opts
-        x = imgs[0] if o["batch_size"] is None else np.stack(imgs)
-        if o["label_mode"] is None:
+    def _element(self, x, labs):
+        if self._opts["label_mode"] is None:
             return x
-        y = self._label(labs[0] if o["batch_size"] is None else labs)
-        return x, y
+        return x, self._label(labs)
 
 
 # ------------------------------------------------------------------ single images
