@@ -78,8 +78,11 @@ def normalize_dtype(dtype) -> np.dtype:
     try:
         d = np.dtype(dtype)
     except TypeError:
+        if str(dtype) == "bfloat16":  # ml_dtypes' type, registered with NumPy on import
+            from .half import bfloat16
+            return bfloat16()
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}") from None
-    if d.name not in DTYPES:
+    if d.name not in DTYPES and d.name != "bfloat16":
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     return d
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from .base import BLAS_THREAD_TIMEOUT_HOW, Backend, _pair  # base sets OPENBLAS_THREAD_TIMEOUT first
 from . import cpu_depthwise  # noqa: E402
+from .half import upcast_half_primitives  # noqa: E402
 
 WORKSPACE_BYTES = 8 << 20  # im2col columns per chunk (2-128 MB measured alike; 8 keeps memory low)
 _PARALLEL_MIN_BYTES = 1 << 20  # smaller copies stay on one thread
@@ -1147,3 +1148,7 @@ class NumpyBackend(Backend):
             self._parallel(rows, lambda r0, r1: lib.dg_bn_grad_input(
                 pdy, px, pdx, pt + 3 * step, pt, pt + step, pt + 2 * step, c, k, r0, r1), 3 * xc.nbytes)
         return dx, grads[0], grads[1]
+
+
+# 16-bit inputs: the heavy primitives compute in float32 and round (backends/half.py).
+upcast_half_primitives(NumpyBackend)

@@ -58,7 +58,7 @@ def broadcast_shapes(a, b, op="op"):
 
 
 def _is_float(dtype: str) -> bool:
-    return dtype.startswith("float")
+    return dtype.startswith(("float", "bfloat"))  # bfloat16: ml_dtypes' (mixed precision)
 
 
 def _binary_operands(a, b, op):
@@ -416,7 +416,7 @@ def cast(x, dtype) -> Tensor:
     y = B.cast(x.data, dtype)
     if y is x.data:
         return x
-    if not (_is_float(x.dtype) and y.dtype.kind == "f"):
+    if not (_is_float(x.dtype) and _is_float(y.dtype.name)):
         return Tensor(y, B)
     return _make("cast", y, (x,), B)
 

@@ -30,6 +30,7 @@ import warnings
 
 from ..autograd import no_grad
 from ..tensor import Tensor, Variable, tensor
+from . import _autocast
 
 _names = threading.local()
 
@@ -175,7 +176,7 @@ class Layer:
             raise ValueError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
         self.name = name or unique_name(_snake(type(self).__name__))
         self._trainable = bool(trainable)
-        self.dtype = dtype or "float32"
+        self.dtype = dtype  # a name, a DTypePolicy, or None for the global policy
         self.built = False
         self._weights: list = []
         self._regularizers: list = []
@@ -197,11 +198,43 @@ class Layer:
         self._call_params = frozenset(params)
         self._call_first_arg = next(iter(params), "inputs")
 
+    # ------------------------------------------------------------- dtypes
+    @property
+    def dtype_policy(self):
+        """The layer's DTypePolicy (deepgpu.mixed_precision)."""
+        return self._dtype_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value):
+        from .. import mixed_precision
+        self._dtype_policy = mixed_precision.get(value)
+
+    @property
+    def dtype(self) -> str:
+        """The dtype of the layer's variables (Keras 3: an alias of ``variable_dtype``).
+        Set it to a name, a DTypePolicy or None (the global policy) to change the policy."""
+        return self._dtype_policy._variable_dtype
+
+    @dtype.setter
+    def dtype(self, value):
+        self.dtype_policy = value
+
+    @property
+    def compute_dtype(self) -> str:
+        return self._dtype_policy._compute_dtype
+
+    @property
+    def variable_dtype(self) -> str:
+        return self._dtype_policy._variable_dtype
+
     # ------------------------------------------------------------- weights
     def add_weight(self, name=None, shape=None, initializer="glorot_uniform", regularizer=None,
-                   trainable=True, constraint=None, dtype=None) -> Variable:
+                   trainable=True, constraint=None, dtype=None, autocast=None) -> Variable:
         """Create, track and return a Variable named ``<layer>/<name>``. Keras 3's order
-        (``add_weight(shape, initializer, ...)``, the name optional) is taken too."""
+        (``add_weight(shape, initializer, ...)``, the name optional) is taken too.
+        autocast: read the variable in the compute dtype inside ``call`` under a mixed
+        policy (default: for trainable variables; state that ``call`` updates in place,
+        created non-trainable, is not cast)."""
         if not isinstance(name, str) and name is not None:  # Keras 3: add_weight(shape, initializer, ...)
             if shape is not None:
                 initializer = shape
@@ -220,6 +253,8 @@ class Layer:
         value = init(tuple(int(s) for s in shape), dtype or self.dtype)
         v = Variable(value, trainable=trainable and self._trainable, name=f"{self.name}/{name}")
         v._user_trainable = trainable
+        if autocast is not None:
+            v._autocast = bool(autocast)
         v.constraint = constraint
         self._weights.append(v)
         if regularizer is not None:
@@ -463,8 +498,19 @@ class Layer:
             shapes = (None,) + inputs.shape[1:]
         self._maybe_build(shapes)
         self._check_spec(shapes)
+        cast = _autocast.plan(self, inputs)  # None unless a 16-bit float is involved
+        if cast is not None:
+            inputs = _autocast.cast_tree(inputs, cast[0])
         previous_mask = self._fill_masks(inputs, kwargs)
-        out = self.call(inputs, **self._training_kw(training), **kwargs)
+        if cast is None:
+            out = self.call(inputs, **self._training_kw(training), **kwargs)
+        else:
+            swapped = _autocast.swap_variables(self) if cast[1] else ()
+            try:
+                out = self.call(inputs, **self._training_kw(training), **kwargs)
+            finally:
+                _autocast.restore(swapped)
+            out = _autocast.cast_tree(out, cast[2])
         if previous_mask is not None or self.supports_masking:
             self._set_output_masks(inputs, out, previous_mask)
         return out
@@ -487,7 +533,7 @@ class Layer:
         out_shape = self.compute_output_shape(shapes)
         node = Node(self, syms, is_list, kwargs)
         multi = isinstance(out_shape, list)
-        outs = [SymbolicTensor(s, self.dtype, node, i, name=f"{self.name}/out{i}")
+        outs = [SymbolicTensor(s, self.compute_dtype, node, i, name=f"{self.name}/out{i}")
                 for i, s in enumerate(out_shape if multi else [out_shape])]
         node.outputs = outs
         self._inbound_nodes.append(node)
@@ -541,7 +587,8 @@ class Layer:
     # -------------------------------------------------------------- config
     def get_config(self) -> dict:
         """Constructor arguments as plain JSON-able values (Keras's keys)."""
-        cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        # The policy's name: "mixed_float16" keeps the compute dtype too (a plain dtype otherwise).
+        cfg = {"name": self.name, "trainable": self.trainable, "dtype": self._dtype_policy.name}
         if self._batch_input_shape is not None:
             cfg["batch_input_shape"] = list(self._batch_input_shape)
         return cfg
@@ -580,7 +627,7 @@ class InputLayer(Layer):
             batch_input_shape = batch_shape  # Keras 3 spelling
         if input_shape is None and batch_input_shape is None:
             raise ValueError("InputLayer needs input_shape (without the batch axis) or batch_input_shape")
-        super().__init__(name=name or unique_name("input_layer"), dtype=dtype,
+        super().__init__(name=name or unique_name("input_layer"), dtype=dtype or "float32",
                          input_shape=input_shape, batch_input_shape=batch_input_shape,
                          batch_size=batch_size, **kwargs)
         self.built = True
