@@ -111,7 +111,7 @@ def _walk(spec, keras2, path):
     cls, cfg = spec.get("class_name"), spec.get("config")
     if cls in _MODELS:
         if cls == "Sequential" and isinstance(cfg, list):  # Keras 2.0-2.2.2: the layers alone
-            cfg = spec["config"] = {"name": None, "layers": cfg}
+            cfg = spec["config"] = {"name": spec.get("name"), "layers": cfg}  # a nested one's from its entry
         if isinstance(cfg, dict) and isinstance(cfg.get("layers"), list):
             for entry in cfg["layers"]:
                 _walk(entry, keras2, path)

@@ -74,6 +74,7 @@ _IGNORABLE = {
     "sparse": lambda v, c: not v,
     "ragged": lambda v, c: not v,
     "optional": lambda v, c: not v,
+    "groups": lambda v, c: v == 1,  # tf.keras 2's DepthwiseConv2D / SeparableConv2D inherit Conv2D's
     "autocast": lambda v, c: True,  # matters only under mixed precision, which is refused via dtype
 }
 
