@@ -206,15 +206,11 @@ def test_true_insists(recording):
 # Layer classes whose training step cannot be recorded today, each with its reason. A layer
 # that stops recording fails test_every_layer_records; one that starts recording must be
 # taken off this list (the test says so).
-_GEOMETRIC = ("draws each image's transform on the host and uploads its rows at each call "
-              "(augmentation.py _Geometric.augment); a replay would reuse the recorded draw")
+_SIDE = ("draws the output's width / height per batch (Keras's semantics: the shape changes from batch to "
+         "batch), and a recorded step has fixed shapes")
 NOT_RECORDED = {
-    "RandomRotation": _GEOMETRIC,
-    "RandomTranslation": _GEOMETRIC,
-    "RandomZoom": _GEOMETRIC,
-    "RandomHeight": _GEOMETRIC,
-    "RandomWidth": _GEOMETRIC,
-    "RandomCrop": "draws the crop offset on the host (host_uniform(...).tolist()) and slices by it",
+    "RandomHeight": _SIDE,
+    "RandomWidth": _SIDE,
     "Resizing": "ops.resize uploads the sampling transform it builds as a Python list at each call",
     "Discretization": "uploads its bin_boundaries (a Python list) at each call",
     "CategoryEncoding": "reads the ids' min and max on the host to check them against num_tokens",
@@ -335,3 +331,37 @@ def test_a_model_reading_strings_trains_eagerly_with_one_warning(recording):
     models[-1].compile(optimizer="adam", loss="mse", cuda_graph=True)
     with pytest.raises(GraphCaptureError, match="stays on the host"):
         models[-1].fit(texts, y, batch_size=2, epochs=1, verbose=0)
+
+
+def test_augmentation_stack_records_and_draws_anew(recording):
+    """Flip, rotation, zoom, translation and crop draw on the device (random_keyed): the step records,
+    with no warning, and its replays see new draws (the training loss differs between epochs of the
+    same batches while the weights barely move)."""
+    B, models = recording
+    x, y = _data(32)
+    dg.set_seed(1)
+    models.append(dg.Sequential([
+        layers.RandomFlip(seed=1, input_shape=(8, 8, 1)), layers.RandomRotation(0.1, seed=2),
+        layers.RandomZoom(0.2, seed=3), layers.RandomTranslation(0.1, 0.1, seed=4), layers.RandomCrop(6, 6, seed=5),
+        layers.Conv2D(4, 3, activation="relu"), layers.Flatten(), layers.Dense(4, activation="softmax")]))
+    models[-1].compile(optimizer=dg.optimizers.SGD(1e-6), loss="sparse_categorical_crossentropy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = models[-1].fit(x, y, batch_size=16, epochs=4, verbose=0, shuffle=False)
+    gt = models[-1]._graph_trainer
+    assert len(gt.steps) == 1 and not gt.failed
+    assert sum(s.graph.replays for s in gt.steps.values()) == 1 + 2 + 2 + 2
+    assert len(set(np.round(h.history["loss"], 6))) == 4
+
+
+def test_random_width_trains_eagerly_with_one_warning_naming_the_shape(recording):
+    B, models = recording
+    x, y = _data(32)
+    models.append(dg.Sequential([layers.RandomWidth(0.3, seed=1, input_shape=(8, 8, 1)),
+                                 layers.Conv2D(4, 3, activation="relu"), layers.GlobalAveragePooling2D(),
+                                 layers.Dense(4, activation="softmax")]))
+    models[-1].compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.warns(RuntimeWarning, match="draws its output's size per batch") as got:
+        h = models[-1].fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False)
+    assert len([w for w in got if "CUDA graph" in str(w.message)]) == 1
+    assert not models[-1]._graph_trainer.steps and np.isfinite(h.history["loss"]).all()

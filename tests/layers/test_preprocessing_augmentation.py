@@ -129,3 +129,63 @@ def test_flip_and_translation_values():
 def test_bad_factors_name_the_layer_and_range(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_transform_rows_are_keras_matrices_of_the_seeded_draws():
+    """The rows built on the device from the layer's draws equal Keras 3's matrices computed on the
+    host (float64) from the same seeded draws, and the draws stay within the factor's range."""
+    from deepgpu.layers._random import StepRandom
+    x = tensor(np.zeros((6, 5, 7, 1), np.float32))
+    n, h, w = 6, 5, 7
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+
+    rot = L.RandomRotation((-0.2, 0.3), seed=3).transforms(x, n, h, w).data_sync()
+    a = StepRandom(3).host_uniform(x, (n,), -0.4 * np.pi, 0.6 * np.pi)
+    assert ((a >= -0.4 * np.pi) & (a <= 0.6 * np.pi)).all() and np.ptp(a) > 0
+    c, s = np.cos(a), np.sin(a)
+    want = np.stack([c, -s, cx - cx * c + cy * s, s, c, cy - cx * s - cy * c, 0 * a, 0 * a], 1)
+    np.testing.assert_allclose(rot, want, atol=2e-6)
+
+    zoom = L.RandomZoom((-0.3, 0.2), width_factor=(0.1, 0.4), seed=4).transforms(x, n, h, w).data_sync()
+    r = StepRandom(4)
+    zy, zx = r.host_uniform(x, (n,), 0.7, 1.2), r.host_uniform(x, (n,), 1.1, 1.4)
+    z = 0 * zy
+    np.testing.assert_allclose(zoom, np.stack([zx, z, cx * (1 - zx), z, zy, cy * (1 - zy), z, z], 1), atol=2e-6)
+
+    shift = L.RandomTranslation(0.2, (-0.1, 0.3), seed=5).transforms(x, n, h, w).data_sync()
+    r = StepRandom(5)
+    dy, dx = r.host_uniform(x, (n,), -0.2, 0.2) * h, r.host_uniform(x, (n,), -0.1, 0.3) * w
+    one = z + 1
+    np.testing.assert_allclose(shift, np.stack([one, z, -dx, z, one, -dy, z, z], 1), atol=2e-6)
+
+
+def test_random_crop_takes_the_same_window_on_the_device_as_on_the_cpu():
+    """On the CUDA backend (emulated here) the crop offset stays on the device (a whole-pixel "nearest"
+    transform, which records); on the CPU it is read back and sliced. Same seed, same windows, same
+    gradient (the window's upstream values, zero elsewhere)."""
+    from deepgpu.tensor import Tensor
+    from deepgpu.testing.emulation import emulated_cuda, emulation_status
+    ok, why = emulation_status()
+    if not ok:
+        pytest.skip(why)
+    x = np.random.default_rng(4).standard_normal((3, 9, 8, 2)).astype(np.float32)
+    r = np.random.default_rng(5).standard_normal((3, 4, 3, 2)).astype(np.float32)
+
+    def run(B):
+        layer, out = L.RandomCrop(4, 3, seed=6), []
+        for _ in range(4):
+            xt = Tensor(B.asarray(x), B, requires_grad=True)
+            with enable_grad():
+                y = layer(xt, training=True)
+                (g,) = backward(ops.sum(y * Tensor(B.asarray(r), B)), [xt])
+            out.append((B.to_numpy(y.data), B.to_numpy(g)))
+        return out
+
+    cpu = run(backends.current())
+    with emulated_cuda() as B:
+        dev = run(B)
+    for (yc, gc), (yd, gd) in zip(cpu, dev):
+        np.testing.assert_array_equal(yd, yc)
+        np.testing.assert_array_equal(gd, gc)
+        assert np.count_nonzero(gc) == r.size
+    assert len({a.tobytes() for a, _ in cpu}) > 1  # a new window per batch

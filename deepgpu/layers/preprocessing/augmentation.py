@@ -2,15 +2,18 @@
 
 Each draws new values on every training call from its ``StepRandom`` (seeded; see
 deepgpu/layers/_random.py). The geometric ones build one projective transform per
-image and run the backend's ``image_transform`` (bilinear / nearest sampling, fill
-modes constant / nearest / reflect / wrap), with Keras 3's matrices and factor rules.
+image on the device from those draws and run the backend's ``image_transform``
+(bilinear / nearest sampling, fill modes constant / nearest / reflect / wrap), with
+Keras 3's matrices and factor rules. Nothing is read back on the host, so a recorded
+GPU step (models/graph_step.py) draws anew at each replay; RandomWidth / RandomHeight
+are the exception: the size they draw is the output's shape, which a recording fixes.
 """
 from __future__ import annotations
 
 import math
 
 from ... import ops
-from ...tensor import tensor
+from ...backends.base import GraphCaptureError
 from .._random import StepRandom
 from .._utils import channels_last
 from ..base import InputSpec, Layer
@@ -83,13 +86,19 @@ class _Geometric(_Augment):
         self.fill_value = float(fill_value)
 
     def augment(self, x):
-        rows = self.transforms(x, x.shape[0], x.shape[1], x.shape[2])
-        t = tensor(rows, "float32", backend=x.backend)
+        t = self.transforms(x, x.shape[0], x.shape[1], x.shape[2])
         return ops.image_transform(x, t, None, self.interpolation, self.fill_mode, self.fill_value)
 
     def get_config(self):
         return {**super().get_config(), "fill_mode": self.fill_mode, "interpolation": self.interpolation,
                 "fill_value": self.fill_value}
+
+
+def _rows(cols):
+    """[n, 8] float32 transform rows from eight columns: Tensors of shape (n,) or Python numbers."""
+    like = next(c for c in cols if not isinstance(c, (int, float)))
+    zero = like * 0.0
+    return ops.stack([c if not isinstance(c, (int, float)) else zero + float(c) for c in cols], axis=1)
 
 
 class RandomFlip(_Augment):
@@ -127,13 +136,11 @@ class RandomRotation(_Geometric):
         self._factor_arg = factor
 
     def transforms(self, x, n, h, w):
-        angle = self._random.host_uniform(x, (n,), self.factor[0] * 2 * math.pi, self.factor[1] * 2 * math.pi)
+        angle = self._random.uniform(x, (n,), self.factor[0] * 2 * math.pi, self.factor[1] * 2 * math.pi,
+                                     "float32")
         cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
-        rows = []
-        for a in angle.tolist():
-            c, s = math.cos(a), math.sin(a)
-            rows.append([c, -s, cx - cx * c + cy * s, s, c, cy - cx * s - cy * c, 0.0, 0.0])
-        return rows
+        c, s = ops.cos(angle), ops.sin(angle)
+        return _rows([c, -s, cx - cx * c + cy * s, s, c, cy - cx * s - cy * c, 0.0, 0.0])
 
     def get_config(self):
         return {**super().get_config(), "factor": _cfg(self._factor_arg)}
@@ -155,10 +162,10 @@ class RandomZoom(_Geometric):
         self.height_factor, self.width_factor = height_factor, width_factor
 
     def transforms(self, x, n, h, w):
-        zy = self._random.host_uniform(x, (n,), 1.0 + self.height_lower, 1.0 + self.height_upper).tolist()
-        zx = zy if self.width_factor is None else self._random.host_uniform(
-            x, (n,), 1.0 + self.width_lower, 1.0 + self.width_upper).tolist()
-        return [[b, 0.0, (w - 1) / 2.0 * (1 - b), 0.0, a, (h - 1) / 2.0 * (1 - a), 0.0, 0.0] for a, b in zip(zy, zx)]
+        zy = self._random.uniform(x, (n,), 1.0 + self.height_lower, 1.0 + self.height_upper, "float32")
+        zx = zy if self.width_factor is None else self._random.uniform(
+            x, (n,), 1.0 + self.width_lower, 1.0 + self.width_upper, "float32")
+        return _rows([zx, 0.0, (1 - zx) * ((w - 1) / 2.0), 0.0, zy, (1 - zy) * ((h - 1) / 2.0), 0.0, 0.0])
 
     def get_config(self):
         return {**super().get_config(), "height_factor": _cfg(self.height_factor),
@@ -177,9 +184,9 @@ class RandomTranslation(_Geometric):
         self.height_factor, self.width_factor = height_factor, width_factor
 
     def transforms(self, x, n, h, w):
-        dy = (self._random.host_uniform(x, (n,), self.height_lower, self.height_upper) * h).tolist()
-        dx = (self._random.host_uniform(x, (n,), self.width_lower, self.width_upper) * w).tolist()
-        return [[1.0, 0.0, -a, 0.0, 1.0, -b, 0.0, 0.0] for a, b in zip(dx, dy)]
+        dy = self._random.uniform(x, (n,), self.height_lower, self.height_upper, "float32") * float(h)
+        dx = self._random.uniform(x, (n,), self.width_lower, self.width_upper, "float32") * float(w)
+        return _rows([1.0, 0.0, -dx, 0.0, 1.0, -dy, 0.0, 0.0])
 
     def get_config(self):
         return {**super().get_config(), "height_factor": _cfg(self.height_factor),
@@ -241,11 +248,21 @@ class RandomCrop(_Augment):
 
     def augment(self, x):
         h, w = x.shape[1], x.shape[2]
-        if h > self.height and w > self.width:
+        if not (h > self.height and w > self.width):
+            return self.infer(x)
+        if x._backend.name != "cuda":
+            # Where no step is recorded (the CPU), the offset is read back and the batch sliced (cheaper).
             u = self._random.host_uniform(x, (2,), 0.0, 1.0).tolist()
             t, l = int(u[0] * (h - self.height + 1)), int(u[1] * (w - self.width + 1))
             return x[:, t:t + self.height, l:l + self.width, :]
-        return self.infer(x)
+        # Where it may be, the same offset stays on the device: a whole-pixel shift sampled
+        # "nearest", which reads exactly the window the slice above takes.
+        u = self._random.uniform(x, (2,), 0.0, 1.0, "float64")
+        hi = float(h - self.height), float(w - self.width)
+        t = ops.clip(ops.floor(u[0:1] * (hi[0] + 1.0)), 0.0, hi[0])
+        l = ops.clip(ops.floor(u[1:2] * (hi[1] + 1.0)), 0.0, hi[1])
+        row = ops.cast(_rows([1.0, 0.0, l, 0.0, 1.0, t, 0.0, 0.0]), "float32")
+        return ops.image_transform(x, row, (self.height, self.width), "nearest", "constant")
 
     def infer(self, x):
         if tuple(x.shape[1:3]) == (self.height, self.width):
@@ -282,6 +299,9 @@ class _RandomSide(_Augment):
         self.interpolation = interpolation_arg(interpolation, who)
 
     def augment(self, x):
+        if x._backend.capturing:
+            raise GraphCaptureError(f"{type(self).__name__} {self.name!r} draws its output's size per batch, and "
+                                    f"a recorded step's shapes are fixed")
         f = self._random.host_uniform(x, (1,), 1.0 + self.lower, 1.0 + self.upper).tolist()[0]
         size = [x.shape[1], x.shape[2]]
         size[self._axis] = max(int(round(f * size[self._axis])), 1)
