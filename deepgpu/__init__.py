@@ -38,6 +38,7 @@ neg = negative
 
 from .layers.base import Input  # noqa: F401,E402
 from .models import Model, Sequential, load_model, register_serializable  # noqa: F401,E402
+from . import config  # noqa: F401,E402  (enable_tensor_float_32_execution, ...)
 
 # Submodules load on first use (deepgpu.layers, deepgpu.losses, ...), so that
 # `import deepgpu` stays quick.

@@ -23,6 +23,7 @@ One module per kernel family, beside its ``.cu`` file:
   layernorm.py     layernorm.cu: layer / RMS normalization, forward and backward
   attention.py     attention.cu: fused scaled dot-product attention, forward and backward
   depthwise.py     depthwise.cu: depthwise convolution and its two gradients
+  tensorcore.py    tensorcore.cu: matmul and conv2d (+ gradients) on tensor cores, TF32 / float16 / bfloat16
 
 This module loads them and re-exports their names, the private helpers too:
 tests and bench/ use them as ``kernels.X``, and the launcher modules read the
@@ -71,6 +72,7 @@ from .depthwise import (  # noqa: F401
 from .rnn import gru_step, gru_step_grad, lstm_step, lstm_step_grad  # noqa: F401  (rnn.cu: fused cells)
 from .layernorm import layer_norm, layer_norm_grad  # noqa: F401  (layernorm.cu: layer / RMS norm)
 from .attention import attention, attention_grad  # noqa: F401  (attention.cu: fused attention)
+from . import tensorcore  # noqa: F401  (tensorcore.cu: TF32 and 16-bit GEMM / convolutions)
 
 # The launch hook, kept here where tests set it: None, or a CPU emulation of
 # the kernels, a callable (name, grid, block, args) taking a CuPy launch's

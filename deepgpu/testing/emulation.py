@@ -39,6 +39,8 @@ from .. import kernels as K
 _EMU_HEADER = r"""
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
+#include <type_traits>
 struct dg_dim3 { unsigned int x, y, z; };
 static thread_local dg_dim3 emu_threadIdx, emu_blockIdx;
 static dg_dim3 emu_blockDim, emu_gridDim;
@@ -65,6 +67,111 @@ static inline float4 make_float4(float x, float y, float z, float w) { return {x
 #define __threadfence() __sync_synchronize()
 #define __ldcg(p) (*(p))
 static inline int atomicAdd(int* p, int v) { int old = *p; *p = old + v; return old; }
+// A launch that broke a rule the GPU enforces (wmma's alignment, say) sets this; EMU_RUN reports it.
+static int emu_fault = 0;
+// ---- 16-bit floats (cuda_fp16.h, cuda_bf16.h): storage and the conversions our kernels use.
+// __half is g++'s _Float16 (IEEE binary16, round to nearest even); __nv_bfloat16 keeps the
+// top 16 bits of a float, rounded to nearest even as __float2bfloat16_rn does.
+struct __half { _Float16 v; };
+static inline float __half2float(__half h) { return (float)h.v; }
+static inline __half __float2half_rn(float f) { __half h; h.v = (_Float16)f; return h; }
+struct __nv_bfloat16 { unsigned short x; };
+static inline float __bfloat162float(__nv_bfloat16 b)
+{ unsigned int u = (unsigned int)b.x << 16; float f; __builtin_memcpy(&f, &u, 4); return f; }
+static inline __nv_bfloat16 __float2bfloat16_rn(float f)
+{
+    unsigned int u; __builtin_memcpy(&u, &f, 4);
+    __nv_bfloat16 b;
+    if ((u & 0x7fffffffu) > 0x7f800000u) { b.x = (unsigned short)((u >> 16) | 0x40u); return b; }  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    b.x = (unsigned short)(u >> 16);
+    return b;
+}
+// ---- nvcuda::wmma (mma.h). Warps are not emulated: every thread of a warp holds the
+// warp's whole tile in its fragment and computes all of it (redundant, identical), with the
+// operands read at the fragment's precision and products summed in float32.
+namespace nvcuda { namespace wmma {
+struct matrix_a {}; struct matrix_b {}; struct accumulator {};
+struct row_major {}; struct col_major {};
+namespace precision { struct tf32 {}; }
+enum layout_t { mem_row_major, mem_col_major };
+// cvt.rna.tf32.f32: to a 10-bit mantissa, round to nearest, ties away from zero.
+static inline float __float_to_tf32(float f)
+{
+    unsigned int u; __builtin_memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+template <class T> struct emu_storage { typedef T type; };
+template <> struct emu_storage<precision::tf32> { typedef float type; };
+template <class Use, int M, int N, int K> struct emu_dims;
+template <int M, int N, int K> struct emu_dims<matrix_a, M, N, K> { static constexpr int R = M, C = K; };
+template <int M, int N, int K> struct emu_dims<matrix_b, M, N, K> { static constexpr int R = K, C = N; };
+template <int M, int N, int K> struct emu_dims<accumulator, M, N, K> { static constexpr int R = M, C = N; };
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+    static_assert(M == 16 && N == 16, "the emulation has the 16 x 16 shapes only");
+    static_assert(std::is_same<Use, accumulator>::value ? (std::is_same<T, float>::value && std::is_void<Layout>::value)
+                  : (std::is_same<T, precision::tf32>::value ? K == 8 : ((std::is_same<T, __half>::value
+                     || std::is_same<T, __nv_bfloat16>::value) && K == 16)), "fragment type not on sm_80");
+    typedef typename emu_storage<T>::type element_type;
+    static constexpr int rows = emu_dims<Use, M, N, K>::R, cols = emu_dims<Use, M, N, K>::C;
+    static constexpr int num_elements = rows * cols;
+    element_type x[num_elements];  // the whole tile, (row, col) at row * cols + col
+};
+// The rules of load/store_matrix_sync: a 256-bit aligned pointer, ldm a multiple of 16 bytes.
+template <class P> static inline bool emu_bad_ptr(const P* p, unsigned ldm)
+{ return ((uintptr_t)p % 32) != 0 || (ldm * sizeof(P)) % 16 != 0; }
+template <class Use, int M, int N, int K, class T, class L>
+static inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f,
+                                    const typename fragment<Use, M, N, K, T, L>::element_type* p, unsigned ldm)
+{
+    static_assert(std::is_same<L, row_major>::value || std::is_same<L, col_major>::value, "a or b fragment");
+    if (emu_bad_ptr(p, ldm)) emu_fault = 1;
+    typedef fragment<Use, M, N, K, T, L> F;
+    for (int r = 0; r < F::rows; ++r)
+        for (int c = 0; c < F::cols; ++c)
+            f.x[r * F::cols + c] = std::is_same<L, row_major>::value ? p[(long)r * ldm + c] : p[(long)c * ldm + r];
+}
+template <int M, int N, int K>
+static inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm, layout_t l)
+{
+    if (emu_bad_ptr(p, ldm)) emu_fault = 1;
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c) f.x[r * N + c] = l == mem_row_major ? p[(long)r * ldm + c] : p[(long)c * ldm + r];
+}
+template <int M, int N, int K>
+static inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t l)
+{
+    if (emu_bad_ptr(p, ldm)) emu_fault = 1;
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c) (l == mem_row_major ? p[(long)r * ldm + c] : p[(long)c * ldm + r]) = f.x[r * N + c];
+}
+template <class Use, int M, int N, int K, class T, class L, class V>
+static inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, const V& v)
+{
+    for (int i = 0; i < f.num_elements; ++i) f.x[i] = v;
+}
+// What the tensor core reads of an operand: TF32 ignores a float's low 13 bits.
+static inline float emu_operand(float v)
+{ unsigned int u; __builtin_memcpy(&u, &v, 4); u &= 0xffffe000u; __builtin_memcpy(&v, &u, 4); return v; }
+static inline float emu_operand(__half v) { return __half2float(v); }
+static inline float emu_operand(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <int M, int N, int K, class T, class LA, class LB>
+static inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+                            const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c)
+{
+    float out[M * N];
+    for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+            float s = c.x[i * N + j];
+            for (int k = 0; k < K; ++k) s = fmaf(emu_operand(a.x[i * K + k]), emu_operand(b.x[k * N + j]), s);
+            out[i * N + j] = s;
+        }
+    for (int i = 0; i < M * N; ++i) d.x[i] = out[i];
+}
+}}  // namespace nvcuda::wmma
 #define EMU_RUN(CALL)                                                              \
     emu_gridDim = {emu_gx, emu_gy, emu_gz};                                        \
     emu_blockDim = {emu_bx, emu_by, emu_bz};                                       \
@@ -83,6 +190,7 @@ static inline int atomicAdd(int* p, int v) { int old = *p; *p = old + v; return 
             }                                                                      \
         }                                                                          \
         if (emu_bad) return -1;                                                    \
+        if (emu_fault) { emu_fault = 0; return -2; }                               \
     }                                                                              \
     return 0;
 """
@@ -93,14 +201,28 @@ _CTYPES = {"int": ctypes.c_int32, "long long": ctypes.c_int64,
            "unsigned long long": ctypes.c_uint64, "float": ctypes.c_float}
 _MARGIN = 257  # poisoned elements either side of every array argument
 # Pointer parameter type -> the NumPy dtype an argument must have, and its poison value.
-_POINTEES = {"float": np.dtype(np.float32), "unsigned long long": np.dtype(np.uint64), "int": np.dtype(np.int32)}
+_POINTEES = {"float": np.dtype(np.float32), "unsigned long long": np.dtype(np.uint64), "int": np.dtype(np.int32),
+             "__half": np.dtype(np.float16)}  # "__nv_bfloat16": ml_dtypes' bfloat16, added by _pointee
 _POISON = {np.dtype(np.float32): np.nan, np.dtype(np.uint64): np.uint64(0xDEADBEEFDEADBEEF),
-           np.dtype(np.int32): np.int32(-0x21524111)}
+           np.dtype(np.int32): np.int32(-0x21524111), np.dtype(np.float16): np.nan}
+# The CUDA headers tensorcore.cu includes; _EMU_HEADER stands in for them.
+_CUDA_HEADERS = re.compile(r'^[ \t]*#[ \t]*include[ \t]*<(mma|cuda_fp16|cuda_bf16)\.h>.*$', re.M)
 _FLAGS = ["-std=c++17", "-O1", "-fopenmp", "-shared", "-fPIC", "-w"]
 
 
+def _pointee(base):
+    """The NumPy dtype a pointer parameter of C type ``base`` takes (bfloat16 through ml_dtypes)."""
+    if base == "__nv_bfloat16" and base not in _POINTEES:
+        import ml_dtypes  # a kernel taking bfloat16 can only be called with ml_dtypes' arrays
+        _POINTEES[base] = np.dtype(ml_dtypes.bfloat16)
+        _POISON[_POINTEES[base]] = np.nan
+    return _POINTEES[base]
+
+
 def _poisoned(margin):
-    return bool(np.isnan(margin).all()) if margin.dtype.kind == "f" else bool((margin == _POISON[margin.dtype]).all())
+    if margin.dtype.kind == "f" or margin.dtype.name == "bfloat16":
+        return bool(np.isnan(margin.astype(np.float32)).all())
+    return bool((margin == _POISON[margin.dtype]).all())
 
 
 def _params(text):
@@ -135,7 +257,7 @@ class Emulator:
         self.sigs = {}
         parts = [_EMU_HEADER]
         for file in K.KERNELS:
-            src = K.source(file)
+            src = _CUDA_HEADERS.sub("", K.source(file))
             # Each file in its own namespace: the files share helper names, as separate modules do.
             ns = "emu_" + file.replace(".", "_")
             parts.append(f"namespace {ns} {{\n{src}\n}}\n")
@@ -191,7 +313,7 @@ class Emulator:
                     cargs.append(ctypes.c_void_p(None))
                     continue
                 assert isinstance(a, np.ndarray), f"{name}({pname}): expected an array, got {type(a)}"
-                want = _POINTEES[base]
+                want = _pointee(base)
                 assert a.dtype == want and a.flags.c_contiguous, f"{name}({pname}): {a.dtype}, needs {want}"
                 buf = np.full(a.size + 2 * _MARGIN, _POISON[want], want)
                 buf[_MARGIN:_MARGIN + a.size] = a.reshape(-1)
@@ -204,6 +326,7 @@ class Emulator:
         fn = getattr(self.lib, "emu_" + name)
         fn.restype = ctypes.c_int
         rc = fn(*[ctypes.c_uint(int(v)) for v in grid + block], *cargs)
+        assert rc != -2, f"{name}: a wmma load/store broke the GPU's rule (256-bit aligned pointer, ldm of 16 bytes)"
         assert rc == 0, f"{name}: OpenMP did not give {int(np.prod(block))} threads"
         for pname, a, buf in guards:
             assert _poisoned(buf[:_MARGIN]) and _poisoned(buf[-_MARGIN:]), (
