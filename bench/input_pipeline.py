@@ -55,12 +55,19 @@ def _augment(img, rng):
 
 
 def _decode(path):
+    """Pillow, as a PyTorch Dataset without torchvision decodes."""
     from PIL import Image
     with Image.open(path) as im:
         return np.asarray(im)
 
 
-def deepgpu_pipeline(paths, labels, use_multiprocessing=False):
+def _decode_deepgpu(path):
+    """deepgpu's decoder (imagecodecs where installed, else Pillow), as tf.io.read_file + decode_png."""
+    from deepgpu.data import decode_image, read_file
+    return decode_image(read_file(path), channels=1)[:, :, 0]
+
+
+def deepgpu_pipeline(paths, labels, use_multiprocessing=False, decode=_decode_deepgpu):
     import threading
 
     from deepgpu.data import Dataset
@@ -70,7 +77,7 @@ def deepgpu_pipeline(paths, labels, use_multiprocessing=False):
         rng = getattr(local, "rng", None)
         if rng is None:
             rng = local.rng = np.random.default_rng(threading.get_ident() ^ os.getpid())
-        return _augment(_decode(str(path)), rng), label
+        return _augment(decode(str(path)), rng), label
 
     ds = Dataset.from_tensor_slices((np.array(paths), labels)).shuffle(len(paths), seed=0)
     ds = ds.map(load, num_parallel_calls=WORKERS, use_multiprocessing=use_multiprocessing)
@@ -160,6 +167,8 @@ def main():
     ap.add_argument("--images", type=int, default=70000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--pillow", action="store_true", help="also deepgpu's Dataset.map with Pillow's decode")
+    ap.add_argument("--only", default=None, help="comma-separated substrings: run only the pipelines named so")
     args = ap.parse_args()
     t = time.perf_counter()
     paths, labels = write_pngs(args.dir, args.images)
@@ -170,6 +179,9 @@ def main():
         "deepgpu Dataset.map, 2 processes": lambda: deepgpu_pipeline(paths, labels, use_multiprocessing=True),
         "deepgpu image_dataset_from_directory, 2 threads": lambda: deepgpu_image_folder(args.dir),
     }
+    if args.pillow:
+        peers["deepgpu Dataset.map, Pillow decode, 2 threads"] = lambda: deepgpu_pipeline(paths, labels,
+                                                                                           decode=_decode)
     try:
         import tensorflow  # noqa: F401
         peers["tf.data, 2 parallel calls"] = lambda: tf_pipeline(paths, labels)
@@ -180,6 +192,8 @@ def main():
         peers["PyTorch DataLoader, 2 workers"] = lambda: torch_pipeline(paths, labels)
     except ImportError:
         print("torch not installed: skipped")
+    if args.only:
+        peers = {k: v for k, v in peers.items() if any(w.strip() in k for w in args.only.split(","))}
     results = {k: [] for k in peers}
     cpu = {k: [] for k in peers}
     for r in range(args.rounds):
@@ -193,8 +207,14 @@ def main():
               f"(rounds: {', '.join(f'{x:,.0f}' for x in v)})")
     if args.json:
         import PIL
+        try:
+            import imagecodecs
+            codecs = imagecodecs.__version__
+        except ImportError:
+            codecs = None
         meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                 "python": platform.python_version(), "numpy": np.__version__, "pillow": PIL.__version__,
+                "imagecodecs": codecs, "load_average_at_end": os.getloadavg(),
                 "images": n, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "images_per_s": results, "cpu_us_per_image": cpu}, f, indent=1)
