@@ -9,6 +9,8 @@ or later by setting ``backend.kernels``:
 
 * ``"custom"`` (the default): our kernels wherever they take the case
   (float32 arrays; see each method); anything else falls back to CuPy.
+  float16 / bfloat16 matmul, dense and 2-D convolutions (and float32 ones
+  with TF32 enabled in deepgpu.config) run on the tensor-core kernels.
   Only this path can be captured in a CUDA graph (cuBLAS and cuRAND refuse
   stream capture).
 * ``"cupy"``: CuPy's own routines (cuBLAS, its elementwise kernels),
@@ -21,6 +23,7 @@ import os
 import numpy as np
 
 from .. import kernels as _K
+from ..config import _TF32
 from .base import Backend, GraphCaptureError, normalize_dtype
 
 KERNEL_PATHS = ("cupy", "custom")
@@ -228,14 +231,26 @@ class CupyBackend(Backend):
     def _f32_inplace(self, *arrays) -> bool:
         return self._f32(*arrays) and all(a.flags.c_contiguous and a.size == arrays[0].size for a in arrays)
 
+    def _tc(self, a, *rest):
+        """The tensor-core variant (kernels/tensorcore.py) for these operands: "f16" / "bf16" for
+        float16 / bfloat16, "tf32" for float32 with deepgpu.config's TF32 on; else None."""
+        if not self._custom or (a.dtype == np.float32 and not _TF32[0]):  # strict float32: one flag read
+            return None
+        return _K.tensorcore.precision(a, *rest)
+
     def matmul(self, a, b, transpose_a=False, transpose_b=False):
-        if (self._f32(a, b) and a.ndim >= 2 and b.ndim >= 2
+        if ((self._f32(a, b) or self._tc(a, b)) and a.ndim >= 2 and b.ndim >= 2
                 and (a.ndim == 2 or b.ndim == 2 or a.shape[:-2] == b.shape[:-2])
                 and (b.shape[-1] if transpose_b else b.shape[-2]) == (a.shape[-2] if transpose_a else a.shape[-1])):
+            if self._tc(a, b):
+                return _K.tensorcore.matmul(a, b, transpose_a, transpose_b)
             return _K.matmul(a, b, transpose_a, transpose_b)
         return super().matmul(a, b, transpose_a, transpose_b)
 
     def dense(self, x, w, b=None, activation=None):
+        if (self._tc(x, w, b) and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
+                and activation in _K.ACTIVATIONS and (b is None or b.shape == (w.shape[1],))):
+            return _K.tensorcore.dense(x, w, b, activation)
         if (self._f32(x, w) and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
                 and activation in _K.ACTIVATIONS
                 and (b is None or (b.dtype == np.float32 and b.shape == (w.shape[1],)))):
@@ -243,6 +258,9 @@ class CupyBackend(Backend):
         return super().dense(x, w, b, activation)
 
     def conv2d(self, x, k, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        if self._tc(x, k):
+            self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
+            return _K.tensorcore.conv2d(x, k, strides, padding, dilation)
         if self._f32(x, k):
             self.conv_geometry(x.shape, k.shape, strides, padding, dilation)  # the interface's errors
             return _K.conv2d(x, k, strides, padding, dilation)
@@ -250,6 +268,9 @@ class CupyBackend(Backend):
 
     def conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
                         dilation=(1, 1), keep=None):
+        if self._tc(x, k, b) and activation in _K.ACTIVATIONS and (b is None or b.shape == (k.shape[3],)):
+            self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
+            return _K.tensorcore.conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
         if self._f32(x, k) and activation in _K.ACTIVATIONS and (
                 b is None or (b.dtype == np.float32 and b.shape == (k.shape[3],))):
             self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
@@ -258,12 +279,18 @@ class CupyBackend(Backend):
         return super().conv2d_bias_act(x, k, b, activation, strides, padding, dilation, keep)
 
     def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        if self._tc(x, dy):
+            self.conv_geometry(x.shape, k_shape, strides, padding, dilation)
+            return _K.tensorcore.conv2d_grad_filter(x, dy, tuple(k_shape), strides, padding, dilation)
         if self._f32(x, dy):
             self.conv_geometry(x.shape, k_shape, strides, padding, dilation)
             return _K.conv2d_grad_filter(x, dy, tuple(k_shape), strides, padding, dilation)
         return super().conv2d_grad_filter(x, dy, k_shape, strides, padding, dilation)
 
     def conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        if self._tc(dy, k):
+            self.conv_geometry(tuple(x_shape), k.shape, strides, padding, dilation)
+            return _K.tensorcore.conv2d_grad_input(dy, k, tuple(x_shape), strides, padding, dilation)
         if self._f32(dy, k):
             self.conv_geometry(tuple(x_shape), k.shape, strides, padding, dilation)
             return _K.conv2d_grad_input(dy, k, tuple(x_shape), strides, padding, dilation)
