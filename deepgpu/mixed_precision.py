@@ -183,3 +183,23 @@ def __getattr__(name):
         from .loss_scale import LossScaleOptimizer
         return LossScaleOptimizer
     raise AttributeError(f"module 'deepgpu.mixed_precision' has no attribute {name!r}")
+
+
+def float32_outputs(outs) -> list:
+    """``outs`` (a list of model outputs) with 16-bit float Tensors cast to float32 (a
+    differentiable cast keeping the mask, and the logits a softmax was taken of): losses and
+    metrics compute in float32, as Keras casts them."""
+    from . import ops
+    res = []
+    for o in outs:
+        dtype = getattr(o, "dtype", None)
+        if dtype in HALF_DTYPES and hasattr(o, "_backend"):
+            t = ops.cast(o, "float32")
+            mask = getattr(o, "_keras_mask", None)
+            if mask is not None:
+                t._keras_mask = mask
+            if getattr(o, "_logits", None) is not None:
+                t._logits = ops.cast(o._logits, "float32")
+            o = t
+        res.append(o)
+    return res

@@ -460,6 +460,11 @@ class Optimizer:
         if self._decays(v):
             B.weight_decay_update(v.data, lr, float(self.weight_decay))
 
+    def scale_loss(self, loss):
+        """Keras 3's hook before differentiating: ``loss`` unchanged here; a
+        ``LossScaleOptimizer`` multiplies it by its dynamic scale."""
+        return loss
+
     def minimize(self, loss, var_list=None):
         """Differentiate ``loss()`` (a zero-arg function) and apply one step; returns the loss.
 
@@ -960,3 +965,6 @@ def serialize(optimizer) -> dict:
 
 
 deserialize = get
+
+
+from .loss_scale import LossScaleOptimizer  # noqa: E402,F401  (registers itself with get())

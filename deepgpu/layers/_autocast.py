@@ -12,10 +12,10 @@ layer of another policy) ``Layer.__call__`` asks ``plan`` what to do:
   statistics, counters, which ``call`` may update in place), stay as they are;
 * floating outputs come out in the compute dtype.
 
-A layer class with ``_float32_statistics = True`` (BatchNormalization,
-LayerNormalization and the other normalizations, as Keras computes them)
-takes its inputs in float32 and reads its float32 variables unchanged; only
-its outputs are cast to the compute dtype.
+A layer with ``_float32_statistics`` (BatchNormalization, LayerNormalization,
+GroupNormalization, RMSNormalization and their subclasses by default, as Keras
+computes them) takes its inputs in float32 and reads its float32 variables
+unchanged; only its outputs are cast to the compute dtype.
 """
 from __future__ import annotations
 
@@ -24,6 +24,16 @@ from ..tensor import Tensor, Variable
 _HALF = ("float16", "bfloat16")
 # Attributes that list a layer's weights for bookkeeping: never swapped.
 _KEEP = frozenset({"_weights", "_regularizers", "_inbound_nodes", "_train_vars", "_ema_vars"})
+# Keras computes these layers' statistics in float32 for 16-bit inputs (and keeps gamma / beta uncast).
+_STATISTICS = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization"})
+
+
+def float32_statistics(layer) -> bool:
+    """Whether ``layer`` normalizes in float32 under a 16-bit policy (see the module docstring)."""
+    flag = getattr(layer, "_float32_statistics", None)
+    if flag is None:
+        flag = any(c.__name__ in _STATISTICS and c.__module__.startswith("deepgpu.") for c in type(layer).__mro__)
+    return flag
 
 
 def _float(dtype) -> bool:
@@ -45,7 +55,7 @@ def plan(layer, inputs):
         return None
     if not _float(compute):
         return None
-    if getattr(layer, "_float32_statistics", False):
+    if float32_statistics(layer):
         return "float32", False, compute
     if hasattr(layer, "_subclassed") and not layer._subclassed():
         return None  # a functional / Sequential model: each of its layers casts for itself
@@ -77,7 +87,7 @@ def _swap_layer(layer, swapped):
     """Swap ``layer``'s autocast variables for casts to its compute dtype; record what to restore."""
     policy = getattr(layer, "_dtype_policy", None)
     if policy is None or policy._compute_dtype == policy._variable_dtype or \
-            getattr(layer, "_float32_statistics", False) or not _float(policy._compute_dtype):
+            float32_statistics(layer) or not _float(policy._compute_dtype):
         return
     dtype = policy._compute_dtype
     d = layer.__dict__
