@@ -46,7 +46,7 @@ _SUBMODULES = {
     "layers", "models", "losses", "metrics", "optimizers", "callbacks", "activations",
     "initializers", "regularizers", "datasets", "preprocessing", "io", "testing", "kernels",
     "backends", "tuning", "plotting", "data", "ops", "autograd", "cli", "zoo", "utils",
-    "constraints", "distributed",
+    "constraints", "distributed", "mixed_precision", "dtype_policies",
 }
 
 
@@ -54,6 +54,9 @@ def __getattr__(name):
     if name in _SUBMODULES:
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
+    if name in ("DTypePolicy", "set_dtype_policy", "dtype_policy"):  # keras.DTypePolicy, keras.config's names
+        from . import mixed_precision
+        return getattr(mixed_precision, name)
     if name in ("plot_history", "plot_model"):
         from . import plotting
         return getattr(plotting, name)

@@ -180,7 +180,7 @@ def deserialize(config) -> DTypePolicy:
 
 def __getattr__(name):
     if name == "LossScaleOptimizer":  # loads the optimizers only when asked for
-        from .loss_scale import LossScaleOptimizer
+        from .optimizers import LossScaleOptimizer
         return LossScaleOptimizer
     raise AttributeError(f"module 'deepgpu.mixed_precision' has no attribute {name!r}")
 

@@ -967,4 +967,11 @@ def serialize(optimizer) -> dict:
 deserialize = get
 
 
-from .loss_scale import LossScaleOptimizer  # noqa: E402,F401  (registers itself with get())
+from . import loss_scale as _loss_scale  # noqa: E402,F401  (LossScaleOptimizer registers itself with get())
+
+
+def __getattr__(name):
+    if name == "LossScaleOptimizer":  # keras.optimizers.LossScaleOptimizer (deepgpu/loss_scale.py)
+        from .loss_scale import LossScaleOptimizer
+        return LossScaleOptimizer
+    raise AttributeError(f"module 'deepgpu.optimizers' has no attribute {name!r}")
