@@ -20,6 +20,7 @@ import weakref
 from .. import backends
 from ..autograd import backward, enable_grad, no_grad
 from ..data.text import fit_text_rank, is_text_list
+from ..mixed_precision import float32_outputs
 from ..tensor import Tensor, Variable, tensor, zeros
 from .graph_step import GraphTrainer, graph_mode
 from .progbar import Progbar
@@ -228,7 +229,7 @@ class Trainer:
         from .. import optimizers as opt_mod
 
         for k in kwargs:
-            if k not in ("run_eagerly", "jit_compile", "steps_per_execution"):
+            if k not in ("run_eagerly", "jit_compile", "steps_per_execution", "auto_scale_loss"):
                 raise TypeError(f"compile() got an unexpected keyword argument {k!r}")
         mode = graph_mode(cuda_graph)
         cuda_graph = mode is True  # from here on, true only where recording is insisted on
@@ -237,6 +238,9 @@ class Trainer:
         names = self.output_names
         n = len(names)
         opt = opt_mod.get(optimizer)
+        if kwargs.get("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16" \
+                and not isinstance(opt, opt_mod.LossScaleOptimizer):
+            opt = opt_mod.LossScaleOptimizer(opt)  # Keras 3's auto_scale_loss: float16 gradients need it
         loss_fns = self._per_output(loss, names, "loss")
         loss_fns = [None if l is None else losses_mod.get(l) for l in loss_fns]
         if loss_weights is None:
@@ -497,6 +501,7 @@ class Trainer:
         regularization losses unless ``with_regularization`` is False; total None when there is none."""
         total = None
         per_out = []
+        outs = float32_outputs(outs)  # losses compute in float32 under a 16-bit policy, as Keras
         for fn, w, yt, yp in zip(self._loss_fns, self._loss_weights, ys, outs):
             if fn is None:
                 per_out.append(None)
@@ -516,6 +521,7 @@ class Trainer:
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
     def _update_metrics(self, ys, outs, sw, total, per_out):
+        outs = float32_outputs(outs)
         n = _length(outs[0])
         self._loss_tracker.update_state(total, sample_weight=n)
         for tr, v in zip(self._out_loss_trackers, per_out):
@@ -572,7 +578,8 @@ class Trainer:
             out = self(xb if len(xb) > 1 else xb[0], training=True)
             outs = self._outs_list(out)
             total, per_out = self._compute_loss(yb, outs, swb)
-        gs = backward(total, vars_)
+        # A LossScaleOptimizer scales the loss (mixed_float16); it unscales the gradients itself.
+        gs = backward(total if self.optimizer is None else self.optimizer.scale_loss(total), vars_)
         B = total._backend
 
         def finish():
