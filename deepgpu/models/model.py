@@ -7,9 +7,11 @@ inputs and nested in another model.
 """
 from __future__ import annotations
 
+from ..autograd import is_grad_enabled
 from ..layers.base import InputLayer, Layer, SymbolicTensor, _as_input, _flatten
 from ..layers.tracking import tracked_layers
 from ..tensor import Tensor, tensor
+from . import fusion
 from .steps import StepsMixin, auto_config
 from .summary import print_summary
 from .training import Trainer
@@ -218,7 +220,19 @@ class Model(StepsMixin, Trainer, Layer):
                     f"Input {sym.node.layer.name!r} of model {self.name!r} is incompatible: "
                     f"expected shape {('None',) + tuple(exp)}, got {x.shape}")
             values[id(sym)] = x
-        for node in self._nodes:
+        # Inference folds BatchNormalization into the convolution before it (models/fusion.py).
+        folds = fusion.plan(self) if not training and not is_grad_enabled() else {}
+        skip = set()
+        for i, node in enumerate(self._nodes):
+            if i in skip:
+                continue
+            if i in folds:
+                j, k, cap = folds[i]
+                last = self._nodes[j if k is None else k]
+                skip.update((j, k))
+                values[id(last.outputs[0])] = fusion.run(node.layer, self._nodes[j].layer, cap, k is not None,
+                                                         values[id(node.inputs[0])])
+                continue
             args = [values[id(t)] for t in node.inputs]
             y = node.layer(args if node.is_list else args[0], training=training, **node.kwargs)
             ys = y if isinstance(y, (list, tuple)) else [y]
