@@ -128,6 +128,8 @@ def _walk(spec, keras2, path):
         raise _error(path, f"{who} {_REFUSED[cls]}")
     if not isinstance(cfg, dict):
         return
+    if cfg.get("data_format") == "channels_first":  # common in Theano-era files
+        raise _error(path, f"{who} has data_format='channels_first'; deepgpu's images are channels_last (NHWC)")
     if keras2:
         for key in ("activation", "recurrent_activation"):
             if cfg.get(key) == "hard_sigmoid":  # Keras 2's clip(0.2 x + 0.5), not Keras 3's relu6(x + 3) / 6
