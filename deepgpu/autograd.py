@@ -18,6 +18,9 @@ from .tensor import Tensor, Variable
 
 GRADIENTS: dict = {}
 _state = threading.local()
+# id(sources list) -> fn(k, grad), called by ``backward`` as soon as the gradient of sources[k] is
+# final (DataParallel starts reducing a bucket of gradients while the rest of backward runs).
+READY_HOOKS: dict = {}
 
 
 def register_gradient(op: str):
@@ -108,6 +111,7 @@ def backward(out: Tensor, sources, dy=None) -> list:
     if not out.requires_grad:
         return result
     grads = {id(out): g0}
+    hook = READY_HOOKS.get(id(sources)) if READY_HOOKS else None
     for t in reversed(_topo(out)):
         g = grads.pop(id(t), None)
         if g is None:
@@ -115,6 +119,8 @@ def backward(out: Tensor, sources, dy=None) -> list:
         k = want.get(id(t))
         if k is not None:
             result[k] = g
+            if hook is not None:
+                hook(k, g)
         node = t._node
         if node is None:
             continue

@@ -66,8 +66,47 @@ class Communicator:
             self.all_reduce(buf[start:start + bucket_elems], op)
         return buf
 
+    def start_all_reduce(self, buf, op="sum"):
+        """Begin ``all_reduce(buf, op)`` of the contiguous 1-D ``buf`` and return a handle: its
+        ``wait()`` finishes the reduction (``buf`` holds the result after it), ``poke()`` lets
+        it progress. Every rank must start the same reductions in the same order. Here it is
+        done at once; MPI (Iallreduce) and NCCL (a side stream) overlap it with what follows."""
+        self.all_reduce(buf, op)
+        return _Done()
+
     def __repr__(self):
         return f"<{type(self).__name__} rank {self.rank}/{self.size} local {self.local_rank}/{self.local_size}>"
+
+
+class _Done:
+    def poke(self):
+        pass
+
+    def wait(self):
+        pass
+
+
+class _MPIPending:
+    """An Iallreduce under way on a host buffer (copied back to the device one at ``wait``)."""
+
+    def __init__(self, req, host, buf, B, divide):
+        self.req, self.host, self.buf, self.B, self.divide = req, host, buf, B, divide
+
+    def poke(self):
+        # MPICH progresses a non-blocking collective only inside MPI calls: a Test now and then
+        # lets it move while the caller computes.
+        if self.req is not None:
+            self.req.Test()
+
+    def wait(self):
+        if self.req is None:
+            return
+        self.req.Wait()
+        self.req = None
+        if self.divide:
+            self.host /= self.divide
+        if self.B is not None:
+            self.buf[...] = self.B.asarray(self.host)
 
 
 def _check_op(op):
@@ -155,6 +194,14 @@ class MPICommunicator(Communicator):
             buf[...] = B.asarray(host)
         return buf
 
+    def start_all_reduce(self, buf, op="sum"):
+        _check_op(op)
+        host, B = self._host(buf)
+        if not host.flags.c_contiguous:
+            raise ValueError("all_reduce: the buffer must be C-contiguous")
+        req = self.comm.Iallreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
+        return _MPIPending(req, host, buf, B, self.size if op == "mean" else None)
+
     def broadcast(self, buf, root=0):
         if not (isinstance(root, int) and 0 <= root < self.size):
             raise ValueError(f"broadcast: root must be a rank in [0, {self.size}), got {root!r}")
@@ -232,6 +279,7 @@ class NCCLCommunicator(Communicator):
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = self.mpi.bcast_obj(uid, 0)
         self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+        self._side = None  # the stream overlapped reductions run on (made at first use)
 
     def _stream(self):
         return self._cupy.cuda.get_current_stream().ptr
@@ -246,6 +294,25 @@ class NCCLCommunicator(Communicator):
         if op == "mean":
             buf /= self.size
         return buf
+
+    def start_all_reduce(self, buf, op="sum"):
+        """The reduction on a side stream that first waits for what the current stream has queued
+        (the gradients copied into ``buf``); ``wait()`` makes the current stream wait for it (no
+        host synchronisation), so the optimizer's kernels queued after it see the sums."""
+        _check_op(op)
+        if not hasattr(buf, "__cuda_array_interface__"):
+            return self.mpi.start_all_reduce(buf, op)
+        cuda = self._cupy.cuda
+        if self._side is None:
+            self._side = cuda.Stream(non_blocking=True)
+        ready = cuda.Event(disable_timing=True)
+        ready.record(cuda.get_current_stream())
+        self._side.wait_event(ready)
+        self.comm.allReduce(buf.data.ptr, buf.data.ptr, int(buf.size), nccl_dtype(self._nccl, buf.dtype),
+                            self._nccl.NCCL_SUM, self._side.ptr)
+        done = cuda.Event(disable_timing=True)
+        done.record(self._side)
+        return _NCCLPending(cuda, buf, done, self.size if op == "mean" else None)
 
     def broadcast(self, buf, root=0):
         if not (isinstance(root, int) and 0 <= root < self.size):
@@ -264,3 +331,21 @@ class NCCLCommunicator(Communicator):
     def barrier(self):
         self._cupy.cuda.get_current_stream().synchronize()
         self.mpi.barrier()
+
+
+class _NCCLPending:
+    """A reduction queued on the side stream; ``wait`` orders the current stream after it."""
+
+    def __init__(self, cuda, buf, done, divide):
+        self.cuda, self.buf, self.done, self.divide = cuda, buf, done, divide
+
+    def poke(self):
+        pass
+
+    def wait(self):
+        if self.done is None:
+            return
+        self.cuda.get_current_stream().wait_event(self.done)
+        self.done = None
+        if self.divide:
+            self.buf /= self.divide

@@ -9,6 +9,7 @@ buckets), and ``average_logs`` at each epoch's end.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 
 from .. import backends
@@ -27,7 +28,10 @@ class DataParallel:
     (None: rank 0 draws one and sends it). reduce_dtype: "float16" sends
     float32 / float64 gradients as float16 (half the bytes), each divided by
     the world size before the sum so it cannot overflow; None sends them as
-    they are.
+    they are. overlap: each bucket (filled in reverse layer order) starts its
+    reduction as soon as backward has produced all its gradients (MPI's
+    Iallreduce; NCCL on a side stream the optimizer's stream waits on), instead
+    of after the whole backward pass; the results are the same.
 
     In ``fit``: ``batch_size`` is the global batch, split evenly across the
     ranks (ValueError when the world size does not divide it). Every epoch
@@ -52,13 +56,17 @@ class DataParallel:
     (deepgpu/distributed/sources.py has the rules and the tails).
     """
 
-    def __init__(self, bucket_mb: float = 25.0, backend: str = "auto", seed=None, reduce_dtype=None):
+    def __init__(self, bucket_mb: float = 25.0, backend: str = "auto", seed=None, reduce_dtype=None,
+                 overlap: bool = True):
         if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float)) or not bucket_mb > 0:
             raise ValueError(f"DataParallel: bucket_mb must be a number > 0, got {bucket_mb!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"DataParallel: seed must be an integer or None, got {seed!r}")
         if reduce_dtype not in (None, "float16"):
             raise ValueError(f"DataParallel: reduce_dtype must be None or 'float16', got {reduce_dtype!r}")
+        if not isinstance(overlap, bool):
+            raise ValueError(f"DataParallel: overlap must be True or False, got {overlap!r}")
+        self.overlap = overlap
         self.reduce_dtype = reduce_dtype
         self.bucket_mb = float(bucket_mb)
         self.backend = backend
@@ -176,42 +184,63 @@ class DataParallel:
         self.comm.broadcast(buf, 0)
         v.data[...] = buf.reshape(v.data.shape)
 
+    @contextlib.contextmanager
+    def step(self, vars_):
+        """Around one training step's forward and backward (``vars_``: the list passed to
+        ``backward``): BatchNormalization(synchronized=True) takes global statistics, and with
+        ``overlap`` each bucket's reduction starts as soon as backward has produced all its
+        gradients. Yields an object whose ``gradients(grads)`` finishes the reductions and returns
+        the averaged gradients (views into the flat buffers; None where ``grads`` has None)."""
+        from .. import autograd
+        st = _Step(self, vars_)
+        hooked = self.overlap and self.comm.size > 1
+        if hooked:
+            autograd.READY_HOOKS[id(vars_)] = st.ready
+        _STEP_COMM[0] = self.comm
+        try:
+            yield st
+        finally:
+            _STEP_COMM[0] = None
+            if hooked:
+                autograd.READY_HOOKS.pop(id(vars_), None)
+
     def reduce_gradients(self, grads, vars_):
-        """``grads`` (backend arrays or None, one per variable) averaged across ranks: copied into
-        one flat buffer per dtype, all-reduced in buckets of ``bucket_mb``, returned as views of it."""
-        if self.comm.size == 1:
-            return grads
+        """``grads`` (backend arrays or None, one per variable) averaged across ranks after backward:
+        copied into one flat buffer per dtype, all-reduced in buckets of ``bucket_mb``, returned as
+        views of it (the reduction without overlap)."""
+        return _Step(self, vars_).gradients(grads)
+
+    def _buckets(self, vars_):
+        """(slots, buckets, flat buffers) for ``vars_``, made once per variable layout. Slots and
+        buckets run in reverse variable order, the order backward finishes gradients in (PyTorch
+        DDP's choice); a bucket closes at ``bucket_mb`` per dtype."""
+        key = tuple((str(v.dtype), tuple(v.shape)) for v in vars_)
+        if self._layout is not None and self._layout[0] == key:
+            return self._layout[1:]
         B = vars_[0]._backend if vars_ else backends.current()
-        key = tuple(None if g is None else (str(g.dtype), tuple(g.shape)) for g in grads)
-        if self._layout is None or self._layout[0] != key:
-            offsets, totals = [], {}
-            for k in key:
-                if k is None:
-                    offsets.append(None)
-                    continue
-                dt, shape = k
-                n = 1
-                for d in shape:
-                    n *= d
-                offsets.append((dt, totals.get(dt, 0), n, shape))
-                totals[dt] = totals.get(dt, 0) + n
-            bufs = {dt: B.zeros((t,), dt) for dt, t in totals.items()}
-            self._layout = (key, offsets, bufs)
-        _, offsets, bufs = self._layout
-        for g, o in zip(grads, offsets):
-            if o is not None:
-                dt, start, n, _ = o
-                bufs[dt][start:start + n] = g.reshape(-1)
-        for dt in sorted(bufs):
-            buf = bufs[dt]
-            if self.reduce_dtype and dt in ("float32", "float64"):
-                low = B.cast(buf / self.comm.size, self.reduce_dtype)
-                self.comm.all_reduce_buckets(low, max(1, int(self.bucket_mb * 2 ** 20) // 2), "sum")
-                buf[...] = B.cast(low, dt)
-                continue
-            elems = max(1, int(self.bucket_mb * 2 ** 20) // buf.dtype.itemsize)
-            self.comm.all_reduce_buckets(buf, elems, "mean")
-        return [None if o is None else bufs[o[0]][o[1]:o[1] + o[2]].reshape(o[3]) for o in offsets]
+        limit = max(1, int(self.bucket_mb * 2 ** 20))
+        slots = [None] * len(vars_)
+        totals, open_, buckets = {}, {}, []
+        for k in reversed(range(len(vars_))):
+            dt, shape = key[k]
+            n = 1
+            for d in shape:
+                n *= d
+            start = totals.get(dt, 0)
+            totals[dt] = start + n
+            b = open_.get(dt)
+            if b is None:
+                b = open_[dt] = [dt, start, start, []]
+                buckets.append(b)
+            b[2] = start + n
+            b[3].append(k)
+            slots[k] = (dt, start, n, shape, buckets.index(b))
+            if (b[2] - b[1]) * _itemsize(dt) >= limit:
+                del open_[dt]
+        bufs = {dt: B.zeros((t,), dt) for dt, t in totals.items()}
+        buckets = [(dt, s0, s1, tuple(ks)) for dt, s0, s1, ks in buckets]
+        self._layout = (key, slots, buckets, bufs)
+        return slots, buckets, bufs
 
     def average_logs(self, logs: dict) -> dict:
         """The epoch's logs averaged across ranks (same keys on every rank)."""
@@ -222,6 +251,85 @@ class DataParallel:
         vals = cpu.asarray([float(logs[k]) for k in keys], "float64")
         self.comm.all_reduce(vals, "mean")
         return {k: float(v) for k, v in zip(keys, vals.tolist())}
+
+
+_STEP_COMM = [None]  # the communicator while a DataParallel training step runs (SyncBN reads it)
+
+
+def step_communicator():
+    """The communicator of the DataParallel training step under way in this process, or None."""
+    return _STEP_COMM[0]
+
+
+def _itemsize(dt):
+    return {"float16": 2, "bfloat16": 2, "float32": 4, "int32": 4, "float64": 8, "int64": 8}.get(dt, 4)
+
+
+class _Step:
+    """One step's reduction: gradients are copied into their slots as they come (``ready``), and a
+    bucket's reduction starts once all its slots are filled, buckets in order (every rank must start
+    the same collectives in the same order)."""
+
+    def __init__(self, dp, vars_):
+        self.dp, self.vars = dp, vars_
+        self.size = dp.comm.size
+        if self.size == 1 or not vars_:
+            return
+        self.B = vars_[0]._backend
+        self.slots, self.buckets, self.bufs = dp._buckets(vars_)
+        self.pending = [len(b[3]) for b in self.buckets]
+        self.filled = [False] * len(vars_)
+        self.handles = []
+        self.next = 0  # the next bucket to start
+
+    def ready(self, k, g):
+        """backward's hook: variable ``k``'s gradient ``g`` is final."""
+        dt, start, n, _, b = self.slots[k]
+        self.bufs[dt][start:start + n] = g.reshape(-1)
+        self.filled[k] = True
+        self.pending[b] -= 1
+        self._start_ready()
+        for h, _ in self.handles:
+            h.poke()
+
+    def _start_ready(self):
+        while self.next < len(self.buckets) and self.pending[self.next] == 0:
+            self._start(self.next)
+            self.next += 1
+
+    def _start(self, b):
+        dt, s0, s1, _ = self.buckets[b]
+        buf = self.bufs[dt][s0:s1]
+        red = self.dp.reduce_dtype
+        if red and dt in ("float32", "float64"):
+            # each term divided by the world size first, so the float16 sum cannot overflow
+            low = self.B.cast(buf / self.size, red)
+            self.handles.append((self.dp.comm.start_all_reduce(low, "sum"),
+                                 lambda buf=buf, low=low, dt=dt: buf.__setitem__(Ellipsis, self.B.cast(low, dt))))
+        else:
+            self.handles.append((self.dp.comm.start_all_reduce(buf, "mean"), None))
+
+    def gradients(self, grads):
+        """Finish every reduction (filling what backward's hook did not) and return the averages."""
+        if self.size == 1 or not self.vars:
+            return grads
+        for k, g in enumerate(grads):
+            if not self.filled[k]:
+                dt, start, n, _, b = self.slots[k]
+                if g is None:  # no gradient here: zeros, so the other ranks' sums stay right
+                    self.bufs[dt][start:start + n] = 0
+                else:
+                    self.bufs[dt][start:start + n] = g.reshape(-1)
+                self.filled[k] = True
+                self.pending[b] -= 1
+        self._start_ready()
+        for h, after in self.handles:
+            h.wait()
+            if after is not None:
+                after()
+        self.handles = []
+        return [None if g is None else self.bufs[o[0]][o[1]:o[1] + o[2]].reshape(o[3])
+                for g, o in zip(grads, self.slots)]
 
 
 def _mismatch(ref, other, r, name):

@@ -17,7 +17,11 @@ class BatchNormalization(WeightedLayer):
     Inference (``training`` False or None, or a frozen layer, as Keras does
     for fine-tuning): the moving statistics are used. Weights in Keras's
     order: gamma, beta (trainable; absent when ``scale`` / ``center`` is
-    False), moving_mean, moving_variance (non-trainable).
+    False), moving_mean, moving_variance (non-trainable). synchronized: in a
+    DataParallel training step over more than one rank, training takes the
+    statistics of the global batch (every rank's) and their gradients, and the
+    moving statistics stay equal on all ranks; in one process it is plain
+    batch normalization.
     """
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
@@ -79,7 +83,12 @@ class BatchNormalization(WeightedLayer):
     def call(self, inputs, training=None):
         x = self._cast_in(inputs)
         if training and self.trainable:
-            y, mean, var = ops.batch_norm(x, self.gamma, self.beta, self.axis, self.epsilon)
+            comm = _sync_comm() if self.synchronized else None
+            if comm is not None:  # statistics of every rank's batch (deepgpu/distributed/sync_bn.py)
+                from ..distributed.sync_bn import sync_batch_norm
+                y, mean, var = sync_batch_norm(x, self.gamma, self.beta, self.axis, self.epsilon, comm)
+            else:
+                y, mean, var = ops.batch_norm(x, self.gamma, self.beta, self.axis, self.epsilon)
             with no_grad():
                 m = self.momentum
                 self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
@@ -111,6 +120,15 @@ class BatchNormalization(WeightedLayer):
                 "beta_constraint": constraint_config(self.beta_constraint),
                 "gamma_constraint": constraint_config(self.gamma_constraint),
                 "synchronized": self.synchronized}
+
+
+def _sync_comm():
+    """The communicator of the DataParallel training step under way when it spans more than one rank,
+    else None: BatchNormalization(synchronized=True) is plain batch normalization in one process and
+    outside a distributed step (as Keras's outside a distribution strategy)."""
+    from ..distributed.data_parallel import step_communicator
+    comm = step_communicator()
+    return comm if comm is not None and comm.size > 1 else None
 
 
 def _axis_list(axis, who):

@@ -562,9 +562,12 @@ class Trainer:
         if dist is not None and not dist.synced:
             dist.first_step(self, xb)
         vars_ = self._vars_to_train()
-        gs, finish = self._gradients(xb, yb, swb, vars_)
-        if dist is not None:
-            gs = dist.reduce_gradients(gs, vars_)
+        if dist is not None:  # buckets reduced while backward runs; SyncBN's global statistics
+            with dist.step(vars_) as reduction:
+                gs, finish = self._gradients(xb, yb, swb, vars_)
+            gs = reduction.gradients(gs)
+        else:
+            gs, finish = self._gradients(xb, yb, swb, vars_)
         B = vars_[0]._backend if vars_ else backends.current()
         self.optimizer.apply_gradients(
             [(None if g is None else Tensor(g, B), v) for g, v in zip(gs, vars_)])

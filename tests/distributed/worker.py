@@ -78,6 +78,33 @@ def check_sharding():
         assert epochs[0] != epochs[1], "the shuffle did not change between epochs"
 
 
+def sync_bn_net():
+    """Conv -> BatchNormalization(synchronized=True) (4-D, channels last) -> Dense -> BN over axis 1 (no
+    biases before BN: their true gradient is 0, and Adam would magnify the rounding noise in it)."""
+    return dg.Sequential([L.Conv2D(4, 3, use_bias=False, input_shape=(6, 6, 2)),
+                          L.BatchNormalization(synchronized=True), L.Activation("relu"), L.Flatten(),
+                          L.Dense(5, use_bias=False), L.BatchNormalization(axis=1, synchronized=True, momentum=0.5),
+                          L.Dense(3, activation="softmax")])
+
+
+def check_sync_batch_norm():
+    """SyncBN: weights and moving statistics within 1e-5 of one process on the global batch, the same on
+    every rank; plain BN (per rank) is not (the check would catch a no-op synchronisation)."""
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(32, 6, 6, 2)) * 2 + 1).astype("float32")
+    y = rng.integers(0, 3, size=32).astype("int32")
+    check_same_as_one_process(sync_bn_net, x, y, batch=8 * P, epochs=2, opt="adam")
+    dg.set_seed(3)
+    plain = sync_bn_net()
+    for layer in plain.layers:
+        if isinstance(layer, L.BatchNormalization):
+            layer.synchronized = False
+    plain.compile("adam", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
+    plain.fit(x, y, batch_size=8 * P, epochs=1, shuffle=False, verbose=0)
+    moving = comm.allgather_obj(plain.layers[1].moving_mean.data_sync())
+    assert not np.allclose(moving[0], moving[1], atol=1e-5), "per-rank BN statistics came out equal"
+
+
 class Batches(dg.utils.PyDataset):
     def __init__(self, x, y, per):
         super().__init__()
@@ -238,6 +265,7 @@ elif MODE == "main":
     check_same_as_one_process(convnet, xi, yi, batch=8, epochs=1, opt="sgd")
     check_sharding()
     check_sources()
+    check_sync_batch_norm()
     check_rank0_files()
     check_float16_reduction()
 elif MODE == "raise":
