@@ -2,6 +2,10 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/mobilenet_peers.py \
         [--rounds 3] [--steps 2] [--batch 32] [--predict 100] [--size 224] [--threads 2] [--out FILE.json]
+        [--baseline DIR]
+
+``--baseline DIR`` adds a worker "deepgpu-base" that imports deepgpu from DIR (an older checkout,
+e.g. ``git archive <commit> | tar -x -C DIR``), timed in the same rounds: before / after figures.
 
 For issue 17. Each framework runs in its own worker process (its own thread pools), built and
 warmed up once (one training step, one predict); the parent then alternates them round by round
@@ -35,6 +39,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORKERS = ("deepgpu", "torch", "keras")
+BASE = "deepgpu-base"
 
 
 def _data(a):
@@ -77,14 +82,15 @@ def _torch_mobilenet_v2():
 def _worker_setup(kind, a):
     """(train_step(), predict(), parameter count, version string) for one framework."""
     x, y, xp = _data(a)
-    if kind == "deepgpu":
+    if kind in ("deepgpu", BASE):
         import deepgpu as dg
         from deepgpu import applications, optimizers
         from deepgpu.kernels import cpu
         m = applications.MobileNetV2(weights=None, input_shape=(a.size, a.size, 3))
         m.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
         return (lambda: m.train_on_batch(x, y), lambda: m.predict(xp, batch_size=32, verbose=0).data_sync(),
-                m.count_params(), f"deepgpu {dg.__version__}, CPU kernels {cpu.status()}")
+                m.count_params(), f"deepgpu {dg.__version__} from {os.path.dirname(os.path.dirname(dg.__file__))}, "
+                                   f"CPU kernels {cpu.status()}")
     if kind == "torch":
         import torch
         torch.set_num_threads(a.threads)
@@ -159,7 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peers", default=",".join(WORKERS))
     p.add_argument("--out")
-    p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    p.add_argument("--baseline", help="an older deepgpu checkout, timed as the worker deepgpu-base")
+    p.add_argument("--worker", choices=WORKERS + (BASE,), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         return worker(a.worker, a)
@@ -169,9 +176,12 @@ def main(argv=None) -> int:
     args = [sys.executable, os.path.abspath(__file__), "--steps", str(a.steps), "--batch", str(a.batch),
             "--predict", str(a.predict), "--size", str(a.size), "--threads", str(a.threads)]
     procs, info = {}, {}
-    for kind in a.peers.split(","):
+    for kind in a.peers.split(",") + ([BASE] if a.baseline else []):
+        env = _env(a)
+        if kind == BASE:
+            env["PYTHONPATH"] = os.path.abspath(a.baseline)
         proc = subprocess.Popen(args + ["--worker", kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True, env=_env(a))
+                                text=True, env=env)
         line = proc.stdout.readline()
         if not line:
             print(f"# {kind}: the worker did not start (not installed?); skipped", flush=True)
