@@ -87,9 +87,14 @@ def _topo(root: Tensor) -> list:
         stack.append((t, True))
         node = t._node
         if node is not None:
-            for i in node.inputs:
-                if i.requires_grad and id(i) not in seen:
-                    stack.append((i, False))
+            # Leaves (weights) are pushed first so they are popped after their siblings' subgraphs:
+            # in the reversed order a weight then comes right after its last consumer, and its
+            # gradient is final early in backward (DataParallel reduces it while the rest runs).
+            # The order of the other tensors, and so every sum, is unchanged.
+            for leaf_first in (True, False):
+                for i in node.inputs:
+                    if i.requires_grad and id(i) not in seen and (i._node is None) == leaf_first:
+                        stack.append((i, False))
     return order
 
 

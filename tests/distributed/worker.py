@@ -105,6 +105,51 @@ def check_sync_batch_norm():
     assert not np.allclose(moving[0], moving[1], atol=1e-5), "per-rank BN statistics came out equal"
 
 
+def check_overlap():
+    """The buckets' reductions start while backward still produces gradients (an instrumented step records
+    the order), and the weights equal those of the reduction after backward (overlap=False)."""
+    from deepgpu.distributed import data_parallel as dp_mod
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.integers(0, 3, size=16).astype("int32")
+    events = []
+    real_ready, real_start, real_finish = dp_mod._Step.ready, dp_mod._Step._start, dp_mod._Step.gradients
+
+    def ready(self, k, g):
+        events.append(("ready", k))
+        real_ready(self, k, g)
+
+    def start(self, b):
+        events.append(("start", b))
+        real_start(self, b)
+
+    def finish(self, grads):
+        events.append(("backward done",))
+        return real_finish(self, grads)
+    dp_mod._Step.ready, dp_mod._Step._start, dp_mod._Step.gradients = ready, start, finish
+    weights = []
+    try:
+        for overlap in (True, False):
+            events.clear()
+            dg.set_seed(11)
+            model = mlp()
+            model.compile("sgd", "sparse_categorical_crossentropy",
+                          distribute=dg.distributed.DataParallel(bucket_mb=1e-6, overlap=overlap))  # a bucket each
+            model.fit(x, y, batch_size=4 * P, epochs=1, shuffle=False, verbose=0, steps_per_epoch=1)
+            weights.append([w.data_sync() for w in model.weights])
+            done = events.index(("backward done",))
+            starts = [i for i, e in enumerate(events) if e[0] == "start"]
+            assert len(starts) == 4, events
+            if overlap:  # the last Dense's gradients are final first: their buckets start before the first's
+                assert starts[0] < max(i for i, e in enumerate(events) if e[0] == "ready") < done, events
+            else:
+                assert min(starts) > done, events
+    finally:
+        dp_mod._Step.ready, dp_mod._Step._start, dp_mod._Step.gradients = real_ready, real_start, real_finish
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b), "overlap changed the result"
+
+
 class Batches(dg.utils.PyDataset):
     def __init__(self, x, y, per):
         super().__init__()
@@ -266,6 +311,7 @@ elif MODE == "main":
     check_sharding()
     check_sources()
     check_sync_batch_norm()
+    check_overlap()
     check_rank0_files()
     check_float16_reduction()
 elif MODE == "raise":
