@@ -75,7 +75,7 @@ _IGNORABLE = {
     "ragged": lambda v, c: not v,
     "optional": lambda v, c: not v,
     "groups": lambda v, c: v == 1,  # tf.keras 2's DepthwiseConv2D / SeparableConv2D inherit Conv2D's
-    "autocast": lambda v, c: True,  # matters only under mixed precision, which is refused via dtype
+    "autocast": lambda v, c: True,  # deepgpu autocasts every layer under a mixed policy, as Keras's default
 }
 
 
@@ -103,9 +103,11 @@ def _dtype(value, who):
         value = (value.get("config") or {}).get("name")
     if value is None:
         return None
-    if not isinstance(value, str) or value.startswith("mixed_"):
-        raise ValueError(f"{who}: dtype policy {value!r} is not supported (deepgpu layers compute in one dtype)")
-    return value
+    from ..mixed_precision import get
+    try:
+        return get(value).name  # float32, mixed_float16, mixed_bfloat16, int32, ...
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{who}: dtype policy {value!r} is not supported: {e}") from None
 
 
 def _activation(value, custom, who):
@@ -645,7 +647,7 @@ def _keras_model(model):
         in_shape = list(model._input_layer._batch_input_shape)
         layers = [_keras_layer(model._input_layer)] + [_keras_layer(l) for l in model.layers]
         return {"module": "keras", "class_name": "Sequential",
-                "config": {"name": model.name, "trainable": model.trainable, "dtype": _policy(model.dtype),
+                "config": {"name": model.name, "trainable": model.trainable, "dtype": _policy(model.dtype_policy.name),
                            "layers": layers, "build_input_shape": in_shape},
                 "registered_name": None, "build_config": {"input_shape": in_shape}}
     if not model._functional:
