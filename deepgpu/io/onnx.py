@@ -458,7 +458,8 @@ def export_onnx(model, path, opset=DEFAULT_OPSET):
     Returns the ``onnx.ModelProto`` it wrote. Raises ValueError naming the
     first layer (or activation) that has no ONNX export, NotImplementedError
     for a subclassed model. The file is checked with ``onnx.checker`` and
-    written atomically.
+    written atomically. A model under a 16-bit dtype policy ("mixed_float16",
+    ...) is exported as its float32 graph (float32 weights and tensors).
     """
     onnx = _onnx()
     from .. import __version__

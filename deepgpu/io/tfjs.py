@@ -111,6 +111,8 @@ def _tfjs_layer(entry, ranks=None):
             refuse("has no TF.js counterpart")
         return  # a custom layer: the page must register a class of that name with TF.js
     _preprocessing_for_tfjs(cls, cfg, refuse)
+    if cfg.get("dtype") in ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16"):
+        cfg["dtype"] = "float32"  # TF.js has no mixed precision: the float32 model (weights are float32)
     from ._rnn_interop import tfjs_out
     tfjs_out(cls, cfg, refuse, lambda inner: _tfjs_layer(inner, ranks))
     act = cfg.get("activation")
@@ -309,7 +311,9 @@ def save_tfjs(model, directory, shard_bytes=SHARD_BYTES, quantization=None) -> N
     the two folders are exchanged in one step, so ``directory`` is the old or
     the new export at every instant; elsewhere a crash between two renames
     leaves the old folder aside, and the next save or ``load_tfjs`` puts it
-    back. Each save removes what interrupted ones left. Raises
+    back. Each save removes what interrupted ones left. TF.js has no mixed
+    precision: a model under a 16-bit dtype policy ("mixed_float16", ...) is
+    written as the float32 model (its float32 weights, float32 layers). Raises
     ValueError for an unbuilt model, or for a layer, activation or option
     that TF.js lacks or computes differently (naming the layer), and
     NotImplementedError for a subclassed model (no config).
