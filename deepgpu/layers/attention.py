@@ -90,7 +90,7 @@ def _common_sublayer_kwargs(layer):
                 bias_initializer=initializers.get(init_config(layer.bias_initializer)),
                 kernel_regularizer=layer.kernel_regularizer, bias_regularizer=layer.bias_regularizer,
                 activity_regularizer=layer.activity_regularizer, kernel_constraint=layer.kernel_constraint,
-                bias_constraint=layer.bias_constraint, dtype=layer.dtype)
+                bias_constraint=layer.bias_constraint, dtype=layer.dtype_policy)
 
 
 class _QKVAttention(WeightedLayer):

@@ -265,7 +265,7 @@ class _Cell(WeightedLayer):
     def get_initial_state(self, batch_size=None, like=None):
         sizes = self.state_size if isinstance(self.state_size, (list, tuple)) else [self.state_size]
         kw = {} if like is None else {"backend": like.backend}
-        return [zeros((batch_size, s), self.dtype, **kw) for s in sizes]
+        return [zeros((batch_size, s), self.compute_dtype, **kw) for s in sizes]  # the states' dtype in call
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
