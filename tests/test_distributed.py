@@ -205,10 +205,29 @@ class _FakeDeviceArray:
 def _fake_cupy(monkeypatch, n_gpus, local_size):
     nccl = _FakeNccl()
     used = []
+    current = types.SimpleNamespace(ptr=99, synchronize=lambda: None,
+                                    wait_event=lambda e: nccl.calls.append(("current waits", e.name)))
+
+    class Event:
+        made = 0
+
+        def __init__(self, disable_timing=False):
+            Event.made += 1
+            self.name = f"event{Event.made}"
+
+        def record(self, stream):
+            nccl.calls.append(("record", self.name, stream.ptr))
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            self.ptr = 55
+
+        def wait_event(self, e):
+            nccl.calls.append(("side waits", e.name))
     cuda = types.SimpleNamespace(
         nccl=nccl, runtime=types.SimpleNamespace(getDeviceCount=lambda: n_gpus),
         Device=lambda i: types.SimpleNamespace(use=lambda: used.append(i)),
-        get_current_stream=lambda: types.SimpleNamespace(ptr=99, synchronize=lambda: None))
+        get_current_stream=lambda: current, Stream=Stream, Event=Event)
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
     monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
     monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", nccl)
@@ -243,6 +262,86 @@ def test_nccl_communicator_wiring_with_a_stand_in_for_cupy(monkeypatch):
     assert nccl.calls[2] == ("bcast", 1234, 6, 7, 0, 99)
     c.all_reduce(np.zeros(3, "float64"), "mean")  # host values (the epoch logs) go over MPI
     assert c.mpi.sent == [("mpi", "mean")] and len(nccl.calls) == 3
+
+
+def test_nccl_overlapped_reduction_runs_on_a_side_stream_ordered_by_events(monkeypatch):
+    """start_all_reduce: the side stream waits for the gradients queued on the current stream, NCCL
+    reduces there, and wait() makes the current stream wait for it (no host synchronisation)."""
+    nccl, _ = _fake_cupy(monkeypatch, n_gpus=2, local_size=2)
+    c = comm_mod.NCCLCommunicator()
+    del nccl.calls[:]
+    buf = _FakeDeviceArray()
+    h = c.start_all_reduce(buf, "mean")
+    assert nccl.calls == [("record", "event1", 99), ("side waits", "event1"),
+                          ("allReduce", 1234, 1234, 6, 7, 0, 55), ("record", "event2", 55)]
+    assert not hasattr(buf, "divided_by")  # the mean is taken after the wait, on the current stream
+    h.wait()
+    assert nccl.calls[-1] == ("current waits", "event2") and buf.divided_by == 2
+    h.wait()  # a second wait does nothing
+    assert len(nccl.calls) == 5
+
+
+class _RecordingComm(FakeComm):
+    """Two pretend ranks whose other rank holds the same gradients: sums are twice this rank's."""
+
+    def __init__(self):
+        super().__init__(0, 2)
+        self.started = []
+
+    def start_all_reduce(self, buf, op="sum"):
+        self.started.append(int(buf.shape[0]))
+        buf *= 2
+        if op == "mean":
+            buf /= 2
+        return comm_mod._Done()
+
+
+def test_bucketed_reduction_layout_and_missing_gradients():
+    """Buckets in reverse variable order, split at bucket_mb; a variable without a gradient gets zeros in
+    the buffer (the others' sums stay right) and None back."""
+    from deepgpu.distributed import data_parallel as dp_mod
+    B = dg.backends.get("cpu")
+    vs = [dg.Variable(dg.tensor(np.zeros(s, "float32"))) for s in ((3, 4), (4,), (4, 2), (2,))]
+    dp = DataParallel(bucket_mb=40 / 2 ** 20)  # 40 bytes: 10 float32 per bucket at least
+    dp.comm = _RecordingComm()
+    slots, buckets, bufs = dp._buckets(vs)
+    assert [b[3] for b in buckets] == [(3, 2), (1, 0)] and bufs["float32"].shape == (26,)
+    gs = [B.asarray(np.full(v.shape, k + 1, "float32")) for k, v in enumerate(vs)]
+    gs[1] = None
+    st = dp_mod._Step(dp, vs)
+    st.ready(3, gs[3])
+    assert dp.comm.started == []
+    st.ready(2, gs[2])
+    assert dp.comm.started == [10]  # bucket 0 is complete; bucket 1 waits for variable 1, which never comes
+    out = st.gradients(gs)
+    assert dp.comm.started == [10, 16] and out[1] is None
+    for k in (0, 2, 3):
+        np.testing.assert_array_equal(out[k], np.full(vs[k].shape, k + 1))
+    assert float(np.abs(bufs["float32"][slots[1][1]:slots[1][1] + 4]).max()) == 0.0
+    with pytest.raises(ValueError, match="overlap must be True or False"):
+        DataParallel(overlap="yes")
+
+
+def test_synchronized_batch_norm_in_one_process_is_plain_and_saved(tmp_path):
+    """synchronized=True (Keras's name) survives save / load in both formats and, outside a DataParallel
+    step of several ranks, trains exactly as plain BatchNormalization."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 5)).astype("float32")
+    y = rng.normal(size=(16, 2)).astype("float32")
+    weights = []
+    for sync in (False, True):
+        dg.set_seed(2)
+        m = dg.Sequential([dg.layers.Dense(4, input_shape=(5,)), dg.layers.BatchNormalization(synchronized=sync),
+                           dg.layers.Dense(2)])
+        m.compile("adam", "mse", distribute=DataParallel(backend="single") if sync else None)
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        weights.append([w.data_sync() for w in m.weights])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    for ext in ("dgm", "keras"):
+        m.save(str(tmp_path / f"m.{ext}"))
+        back = dg.models.load_model(str(tmp_path / f"m.{ext}"))
+        assert back.layers[1].synchronized is True and back.layers[1].get_config()["synchronized"] is True
 
 
 def test_nccl_refuses_two_ranks_on_one_gpu(monkeypatch):
