@@ -1,5 +1,5 @@
 """Legacy .h5 files of the Keras 2 releases (issue 17): real tf_keras 2.21 files and files rebuilt as Keras
-2.0.8 (TensorFlow and Theano), 2.1.6, 2.2.0 and 2.2.4 wrote them (tests/fixtures/keras/make_keras2_fixtures.py)
+2.0.8 (TensorFlow and Theano), 2.1.6, 2.2.0, 2.2.4 and tf.keras 1.x (2.2.4-tf) wrote them (tests/fixtures/keras/make_keras2_fixtures.py)
 load with tf_keras's predictions; what cannot load fails naming the layer and the file."""
 import glob
 import json
@@ -36,8 +36,9 @@ def _predict(model, x):
 def test_the_sweep_covers_every_release_and_model():
     cases = {_case(n) for n in FILES}
     releases = {r for r, _ in cases}
-    assert {"2.0.8", "2.0.8-theano", "2.1.6", "2.2.0", "2.2.4", "tfk2.21"} <= releases
-    assert {m for r, m in cases if r == "tfk2.21"} == {"convnet", "two_input", "rnn", "nested", "mobilenet"}
+    assert {"2.0.8", "2.0.8-theano", "2.1.6", "2.2.0", "2.2.4", "2.2.4-tf", "tfk2.21"} <= releases
+    assert {m for r, m in cases if r == "tfk2.21"} == {"convnet", "two_input", "rnn", "rnn2", "conv_misc", "nested",
+                                                       "mobilenet"}
 
 
 @pytest.mark.parametrize("name", FILES)

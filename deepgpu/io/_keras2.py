@@ -5,34 +5,42 @@ split over several attributes) and ``convert_weights`` (Theano's convolution ker
 The spellings, release by release, and how each is checked (``tests/test_io_keras2.py`` over the
 fixtures of ``tests/fixtures/keras/make_keras2_fixtures.py``; "real": written by tf_keras itself,
 "rebuilt": attributes written as that release wrote them, from its source, around tf_keras's weights;
-each fixture's predictions are compared with tf_keras's own):
+every fixture's predictions are compared with tf_keras's own, within 1e-5):
 
-==============  ===========================================================================  ==========
-Release         What differs (source)                                                        Fixtures
-==============  ===========================================================================  ==========
-2.0.x           Sequential config is a bare LIST of layers, no InputLayer, the first layer   rebuilt:
+==============  ===========================================================================  ============
+Release         What differs (source: github.com/keras-team/keras at the tag)                Fixtures
+==============  ===========================================================================  ============
+2.0.x           Sequential config a bare LIST of layers, no InputLayer, the first layer      rebuilt:
                 carries ``batch_input_shape``; functional class ``Model``; initializers as   convnet,
-                ``VarianceScaling`` configs; LSTM/GRU ``implementation`` 0, recurrent        two_input,
-                activation ``hard_sigmoid`` (Keras 2's ``0.2 x + 0.5``, not Keras 3's), GRU  rnn, nested
-                without ``reset_after`` (so False); BN ``axis`` an int; attributes as bytes
-                (h5py 2); a nested model's outer nodes numbered from 1 (keras/models.py,
-                keras/engine/topology.py at 2.0.8)
-2.0.x Theano    backend ``theano``: Conv kernels flipped (Keras 2 flips Conv1D/2D/3D,        rebuilt:
-                Conv2DTranspose, ConvLSTM2D kernels between Theano and TF: topology.py       convnet
-                ``preprocess_weights_for_loading``); weight names without ``:0``
-2.1.x           as 2.0, GRU ``reset_after`` from 2.1.5; MobileNet's ``Activation(relu6)``;   rebuilt:
-                ``layer_names`` / ``weight_names`` split as ``layer_names0``, ``...1`` when  mobilenet,
-                over 64 KiB (engine/topology.py ``save_attributes_to_hdf5_group``, 2.1.6)    rnn
-2.2.0-2.2.2     Sequential still a list; ``ReLU`` layer (MobileNet's ``ReLU(6.)``)           rebuilt
-2.2.3-2.3.1     Sequential a dict ``{"name", "layers"}`` (+ ``build_input_shape``), no        rebuilt:
-                InputLayer (engine/sequential.py at 2.2.3)                                   convnet,
-                                                                                             nested
-tf.keras 2.x    ``Functional`` class (TF 2.4+), Sequential with its InputLayer (``sparse``,  real
-(to 2.15,       ``ragged``), BN ``axis`` a list, initializers by class name with            (tf_keras
-tf_keras 2.21)  ``module`` keys, weight names ``lstm/lstm_cell/kernel:0``, nested models'    2.21): all
-                outer nodes from 1 only when built on an Input (functional.py                five
-                ``_should_skip_first_node``, v2.6.0)
-==============  ===========================================================================  ==========
+                ``VarianceScaling`` configs, ``l2`` as ``L1L2``; LSTM/GRU ``implementation`` two_input,
+                0, recurrent activation ``hard_sigmoid`` (Keras 2's ``0.2 x + 0.5``, not    rnn, rnn2,
+                Keras 3's), GRU without ``reset_after`` (so False); BN ``axis`` an int;      conv_misc,
+                attributes as bytes (h5py 2); a nested model's outer nodes numbered from 1   nested
+                (keras/models.py, engine/topology.py at 2.0.8)
+2.0.x Theano    backend ``theano``: Conv1D/2D/3D, Conv2DTranspose, ConvLSTM2D kernels         rebuilt:
+                flipped (topology.py ``preprocess_weights_for_loading``); weight names       convnet,
+                without ``:0``                                                               conv_misc
+2.1.x           GRU ``reset_after`` from 2.1.5; MobileNet's ``Activation(relu6)``;           rebuilt:
+                ``layer_names`` / ``weight_names`` split as ``layer_names0``, ``...1`` over  rnn,
+                64 KiB (topology.py ``save_attributes_to_hdf5_group``, 2.1.6)                mobilenet
+2.2.0-2.2.2     Sequential still a list; ``ReLU(max_value)`` layer                           rebuilt:
+                                                                                             nested,
+                                                                                             mobilenet
+2.2.3-2.3.1     Sequential a dict ``{"name", "layers"}`` (engine/sequential.py 2.2.3);       rebuilt:
+                ``_SeparableConv`` drops Conv's ``kernel_*`` keys                            convnet,
+                                                                                             two_input,
+                                                                                             rnn2, nested,
+                                                                                             mobilenet
+tf.keras 1.x    ``keras_version`` "2.2.4-tf"; initializer configs carry ``dtype`` (TF's      rebuilt:
+                init_ops); BN ``axis`` the built list                                        convnet, rnn,
+                                                                                             nested,
+                                                                                             mobilenet
+tf.keras 2.x    ``Functional`` class (TF 2.4+), Sequential with its InputLayer (``sparse``,  real, by
+(to 2.15,       ``ragged``), initializers by class name with ``module`` keys, weight names   tf_keras
+tf_keras 2.21)  ``lstm/lstm_cell/kernel:0``, DepthwiseConv2D ``groups`` and SeparableConv2D  2.21: all
+                ``kernel_*`` leftovers; nested models' outer nodes from 1 only when built    seven
+                on an Input (functional.py ``_should_skip_first_node``, v2.6.0)
+==============  ===========================================================================  ============
 
 ``training_config`` is not read (the model comes back uncompiled), so Keras 2's optimizer spellings
 (``lr``, ``decay``) cannot break a load. Refused with the layer and the file named: Keras 1 files and
@@ -130,10 +138,18 @@ def _walk(spec, keras2, path):
         return
     if cfg.get("data_format") == "channels_first":  # common in Theano-era files
         raise _error(path, f"{who} has data_format='channels_first'; deepgpu's images are channels_last (NHWC)")
+    for key, value in cfg.items():  # tf.keras 1.x's initializers (TF's init_ops) carry their dtype
+        if key.endswith("_initializer") and isinstance(value, dict) and isinstance(value.get("config"), dict):
+            value["config"].pop("dtype", None)
     if keras2:
         for key in ("activation", "recurrent_activation"):
             if cfg.get(key) == "hard_sigmoid":  # Keras 2's clip(0.2 x + 0.5), not Keras 3's relu6(x + 3) / 6
                 cfg[key] = "tfjs_hard_sigmoid"
+    if cls in ("SeparableConv1D", "SeparableConv2D"):  # tf.keras's leftovers of Conv's config, never used
+        cfg.pop("kernel_initializer", None)
+        for key in ("kernel_regularizer", "kernel_constraint"):
+            if cfg.get(key, 0) is None:
+                del cfg[key]
     if cls in ("GRU", "GRUCell"):
         cfg.setdefault("reset_after", False)  # Keras 2.0-2.1.4 had only this form, and wrote no key
     for key in _NESTED:
