@@ -77,19 +77,42 @@ class _Guarded:
         Backend._rng = self.rng
 
 
+def _write_into(recorded, new):
+    """A replay writes the recorded step's result buffers again: ``new`` copied into ``recorded``."""
+    if isinstance(recorded, (list, tuple)):
+        for r, n in zip(recorded, new):
+            _write_into(r, n)
+    elif recorded is not None:
+        recorded[...] = new
+
+
 class _Replayed:
-    def __init__(self, B, fn, model):
-        self.B, self.fn, self.model, self.replays = B, fn, model, 0
+    def __init__(self, B, fn, model, result):
+        self.B, self.fn, self.model, self.result, self.replays = B, fn, model, result, 0
         self.pool_bytes = 0
 
     def replay(self):
-        metrics = self.model._all_metrics()
+        metrics = _metrics(self.model)
         host = [m._host_state() for m in metrics]
         with _Guarded(self.B):
-            self.fn()
+            _write_into(self.result, self.fn())
         for m, h in zip(metrics, host):  # a replay redoes device work only
             m._set_host_state(h)
         self.replays += 1
+
+
+def _metrics(model):
+    return model._all_metrics() if hasattr(model, "_loss_tracker") else []  # none before compile
+
+
+def _device_state(model):
+    """The arrays a step writes in place: weights, metric states, optimizer slots."""
+    vs = list(model.weights) + [v for m in _metrics(model) for v in (m._vars or {}).values()]
+    opt = getattr(model, "optimizer", None)
+    vs += list(getattr(opt, "variables", None) or [])
+    if getattr(model, "_finite_steps", None) is not None:
+        vs.append(model._finite_steps)
+    return [v.data for v in vs]
 
 
 @pytest.fixture
@@ -100,6 +123,9 @@ def recording(monkeypatch):
         monkeypatch.setattr(CupyBackend, "supports_graphs", property(lambda self: self._custom))
 
         def capture_graph(fn):
+            # A capture records device work without running it: the state it writes is put back after.
+            state = _device_state(models[-1])
+            saved = [a.copy() for a in state]
             try:
                 with _Guarded(B):
                     result = fn()
@@ -108,7 +134,10 @@ def recording(monkeypatch):
             except Exception as e:  # as the real capture: any failure inside is a capture failure
                 raise GraphCaptureError(f"the step could not be captured as a CUDA graph: "
                                         f"{type(e).__name__}: {e}") from e
-            return _Replayed(B, fn, models[-1]), result
+            finally:
+                for a, b in zip(state, saved):
+                    a[...] = b
+            return _Replayed(B, fn, models[-1], result), result
 
         B.capture_graph = capture_graph
         try:

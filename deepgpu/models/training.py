@@ -22,6 +22,7 @@ from ..autograd import backward, enable_grad, no_grad
 from ..data.text import fit_text_rank, is_text_list
 from ..mixed_precision import float32_outputs
 from ..tensor import Tensor, Variable, tensor, zeros
+from . import graph_eval
 from .graph_step import GraphTrainer, graph_mode
 from .progbar import Progbar
 
@@ -594,6 +595,8 @@ class Trainer:
         return gs, finish
 
     def _test_batch(self, xb, yb, swb):
+        if graph_eval.test_batch(self, xb, yb, swb):  # replayed as a recorded CUDA graph
+            return
         with no_grad():
             out = self(xb if len(xb) > 1 else xb[0], training=False)
             outs = self._outs_list(out)
@@ -601,7 +604,8 @@ class Trainer:
             self._update_metrics(yb, outs, swb, total, per_out)
 
     def _predict_batch(self, xb):
-        return self(xb if len(xb) > 1 else xb[0], training=False)
+        out = graph_eval.predict_batch(self, xb)  # replayed as a recorded CUDA graph, or None
+        return self(xb if len(xb) > 1 else xb[0], training=False) if out is None else out
 
     def _lazy_logs(self, prefix=""):
         return _LazyLogs({prefix + m.name: m.result for m in self._all_metrics()})
