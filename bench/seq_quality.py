@@ -33,7 +33,8 @@ import subprocess
 import sys
 import time
 
-EPOCHS = {"lstm": 5, "conv1d": 6, "weather": 30}
+EPOCHS = {"lstm": 5, "conv1d": 6, "weather": 30, "transformer": 5}
+BATCH = {"lstm": 64, "conv1d": 64, "weather": 32, "transformer": 32}
 MAX_TOKENS, SEQ_LEN = 10_000, 64
 
 
@@ -54,8 +55,43 @@ def _weather():
     return (xtr, ytr.reshape(-1, 1)), (xte, yte.reshape(-1, 1)), days.mean(0), days.var(0)
 
 
+def _transformer(L, Input, Model, Layer, vocab, classes, seq_len, embed_dim=32, num_heads=2, ff_dim=32, rate=0.1):
+    """Keras's "text classification with Transformer" recipe (keras.io/examples/nlp/
+    text_classification_with_transformer), written once for both frameworks' functional APIs:
+    token + position embedding, one Transformer block (MultiHeadAttention(key_dim=embed_dim),
+    dropout 0.1, residual, LayerNormalization(1e-6), Dense(ff_dim, relu) -> Dense(embed_dim),
+    dropout ``rate``, residual, LayerNormalization(1e-6)), GlobalAveragePooling1D, Dropout(rate),
+    Dense(20, relu), Dropout(rate), Dense(classes, softmax). The position embedding is the
+    recipe's Embedding(maxlen, embed_dim) looked up at 0..maxlen-1, held as the same
+    (maxlen, embed_dim) table with the same uniform(-0.05, 0.05) initializer and added."""
+
+    class TokenAndPositionEmbedding(Layer):
+        def __init__(self, maxlen, vocab_size, dim, **kwargs):
+            super().__init__(**kwargs)
+            self.maxlen, self.dim = maxlen, dim
+            self.token_emb = L.Embedding(vocab_size, dim)
+
+        def build(self, input_shape):
+            self.pos_emb = self.add_weight(shape=(self.maxlen, self.dim), initializer="uniform", name="pos_emb")
+
+        def call(self, x):
+            return self.token_emb(x) + self.pos_emb
+
+    inputs = Input((seq_len,), dtype="int32")
+    x = TokenAndPositionEmbedding(seq_len, vocab, embed_dim)(inputs)
+    a = L.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)(x, x)
+    x = L.LayerNormalization(epsilon=1e-6)(L.Add()([x, L.Dropout(rate)(a)]))
+    f = L.Dense(embed_dim)(L.Dense(ff_dim, activation="relu")(x))
+    x = L.LayerNormalization(epsilon=1e-6)(L.Add()([x, L.Dropout(rate)(f)]))
+    x = L.Dropout(rate)(L.GlobalAveragePooling1D()(x))
+    x = L.Dropout(rate)(L.Dense(20, activation="relu")(x))
+    return Model(inputs, L.Dense(classes, activation="softmax")(x))
+
+
 def _keras_model(keras, task, vocab, classes, seq_len, stats=None):
     L = keras.layers
+    if task == "transformer":
+        return _transformer(L, keras.Input, keras.Model, keras.layers.Layer, vocab, classes, seq_len)
     if task == "weather":
         mean, var, ym, ys = stats
         inputs = keras.Input((14, 4))
@@ -73,6 +109,23 @@ def _keras_model(keras, task, vocab, classes, seq_len, stats=None):
     return keras.Model(inputs, L.Dense(classes, activation="softmax")(x))
 
 
+def _dense_adam(keras, lr):
+    """Keras's Adam fed dense gradients ("keras-dense"). On the TensorFlow backend an Embedding's
+    gradient is a tf.IndexedSlices with one row per token occurrence, and Keras's Adam scatter-adds
+    its moment updates once per occurrence (a token seen n times in a batch has its moments decayed
+    n times and gets sum g_i^2 for (sum g_i)^2; rows absent from the batch keep their stale moments
+    and keep moving). Keras on JAX or PyTorch, and deepgpu, run plain dense Adam; this is Keras-TF
+    made to do the same (bench/bilstm_parity.py shows the step-by-step difference)."""
+    import tensorflow as tf
+
+    class DenseAdam(keras.optimizers.Adam):
+        def apply(self, grads, trainable_variables=None):
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+            return super().apply(grads, trainable_variables)
+
+    return DenseAdam(lr)
+
+
 def worker(framework, task, seed, epochs, seq_len=SEQ_LEN):
     """Train one network; returns the result dict (test accuracy or MAE, seconds)."""
     if task == "weather":
@@ -82,18 +135,22 @@ def worker(framework, task, seed, epochs, seq_len=SEQ_LEN):
     else:
         (x, y), (xt, yt), vocab, classes = _fortunes_ids(seq_len)
     t0 = time.perf_counter()
-    if framework == "keras":
+    if framework in ("keras", "keras-dense"):
         import keras
         keras.utils.set_random_seed(seed)
         model = _keras_model(keras, task, vocab, classes, seq_len, (mean, var, ym, ys) if task == "weather" else None)
-        opt = keras.optimizers.Adam(1e-3)
-        version = f"keras {keras.__version__} ({keras.backend.backend()})"
+        opt = keras.optimizers.Adam(1e-3) if framework == "keras" else _dense_adam(keras, 1e-3)
+        version = f"{framework} {keras.__version__} ({keras.backend.backend()})"
     else:
         import deepgpu as dg
         from deepgpu import zoo
         dg.set_seed(seed)
         if task == "weather":
             model = zoo.weather_lstm(x.shape[1:], mean=mean, variance=var, target_mean=ym, target_std=ys)
+        elif task == "transformer":
+            from deepgpu import layers as DL
+            from deepgpu.models import Model
+            model = _transformer(DL, DL.Input, Model, DL.Layer, vocab, classes, seq_len)
         else:
             model = zoo.SEQUENCE_MODELS[("fortunes", task)](vocab, classes, seq_len)
         opt = dg.optimizers.Adam(1e-3)
@@ -104,7 +161,7 @@ def worker(framework, task, seed, epochs, seq_len=SEQ_LEN):
         _, score = model.evaluate(xt, yt, batch_size=256, verbose=0)
     else:
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+        model.fit(x, y, batch_size=BATCH[task], epochs=epochs, verbose=0)
         _, score = model.evaluate(xt, yt, batch_size=256, verbose=0)
     return {"framework": version, "task": task, "seed": seed, "epochs": epochs,
             "sequence_length": None if task == "weather" else seq_len,
@@ -129,10 +186,10 @@ def summarize(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tasks", nargs="+", choices=("lstm", "conv1d", "weather"), default=["lstm", "conv1d", "weather"])
+    ap.add_argument("--tasks", nargs="+", choices=("lstm", "conv1d", "weather", "transformer"), default=["lstm", "conv1d", "weather"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=None, help="default: 5 for lstm, 6 for conv1d, 30 for weather")
-    ap.add_argument("--frameworks", nargs="+", choices=("deepgpu", "keras"), default=["deepgpu", "keras"])
+    ap.add_argument("--epochs", type=int, default=None, help="default: 5 for lstm and transformer, 6 for conv1d, 30 for weather")
+    ap.add_argument("--frameworks", nargs="+", choices=("deepgpu", "keras", "keras-dense"), default=["deepgpu", "keras"])
     ap.add_argument("--seq-len", type=int, default=SEQ_LEN, help="fortunes: tokens per quotation (default 64)")
     ap.add_argument("--out", default=None, help="append one JSON line per run here")
     ap.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "TASK", "SEED"), help=argparse.SUPPRESS)
