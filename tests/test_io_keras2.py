@@ -38,7 +38,7 @@ def test_the_sweep_covers_every_release_and_model():
     releases = {r for r, _ in cases}
     assert {"2.0.8", "2.0.8-theano", "2.1.6", "2.2.0", "2.2.4", "2.2.4-tf", "tfk2.21"} <= releases
     assert {m for r, m in cases if r == "tfk2.21"} == {"convnet", "two_input", "rnn", "rnn2", "conv_misc", "nested",
-                                                       "mobilenet"}
+                                                       "mobilenet", "transfer"}
 
 
 @pytest.mark.parametrize("name", FILES)

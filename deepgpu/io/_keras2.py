@@ -30,7 +30,8 @@ Release         What differs (source: github.com/keras-team/keras at the tag)   
                 ``_SeparableConv`` drops Conv's ``kernel_*`` keys                            convnet,
                                                                                              two_input,
                                                                                              rnn2, nested,
-                                                                                             mobilenet
+                                                                                             mobilenet,
+                                                                                             transfer
 tf.keras 1.x    ``keras_version`` "2.2.4-tf"; initializer configs carry ``dtype`` (TF's      rebuilt:
                 init_ops); BN ``axis`` the built list                                        convnet, rnn,
                                                                                              nested,
@@ -38,7 +39,7 @@ tf.keras 1.x    ``keras_version`` "2.2.4-tf"; initializer configs carry ``dtype`
 tf.keras 2.x    ``Functional`` class (TF 2.4+), Sequential with its InputLayer (``sparse``,  real, by
 (to 2.15,       ``ragged``), initializers by class name with ``module`` keys, weight names   tf_keras
 tf_keras 2.21)  ``lstm/lstm_cell/kernel:0``, DepthwiseConv2D ``groups`` and SeparableConv2D  2.21: all
-                ``kernel_*`` leftovers; nested models' outer nodes from 1 only when built    seven
+                ``kernel_*`` leftovers; nested models' outer nodes from 1 only when built    eight
                 on an Input (functional.py ``_should_skip_first_node``, v2.6.0)
 ==============  ===========================================================================  ============
 
