@@ -268,7 +268,10 @@ def test_nccl_overlapped_reduction_runs_on_a_side_stream_ordered_by_events(monke
     """start_all_reduce: the side stream waits for the gradients queued on the current stream, NCCL
     reduces there, and wait() makes the current stream wait for it (no host synchronisation)."""
     nccl, _ = _fake_cupy(monkeypatch, n_gpus=2, local_size=2)
+    assert comm_mod.NCCLCommunicator().capturable is False  # no get_version: too old to tell
+    nccl.get_version = lambda: 20906  # 2.9.6, the first NCCL whose calls a CUDA graph records
     c = comm_mod.NCCLCommunicator()
+    assert c.capturable is True
     del nccl.calls[:]
     buf = _FakeDeviceArray()
     h = c.start_all_reduce(buf, "mean")

@@ -11,6 +11,7 @@ step that cannot; the GPU tests of tests/test_graph_step.py check real replays.
 """
 from __future__ import annotations
 
+import types
 import warnings
 
 import numpy as np
@@ -394,3 +395,76 @@ def test_random_width_trains_eagerly_with_one_warning_naming_the_shape(recording
         h = models[-1].fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False)
     assert len([w for w in got if "CUDA graph" in str(w.message)]) == 1
     assert not models[-1]._graph_trainer.steps and np.isfinite(h.history["loss"]).all()
+
+
+class _TwinComm:
+    """A world of two whose other rank holds the same values (every sum is twice this rank's), for
+    DataParallel on the emulated path; ``capturable`` as NCCL's (>= 2.9.6), or not, as MPI's."""
+
+    def __init__(self, capturable):
+        self.name, self.capturable = ("nccl", True) if capturable else ("mpi", False)
+        self.rank, self.size, self.local_rank, self.local_size = 0, 2, 0, 1
+        self.reduced = 0
+
+    def all_reduce(self, buf, op="sum"):
+        self.reduced += 1
+        buf *= 2
+        if op == "mean":
+            buf /= 2
+        return buf
+
+    def start_all_reduce(self, buf, op="sum"):
+        self.all_reduce(buf, op)
+        return types.SimpleNamespace(poke=lambda: None, wait=lambda: None)
+
+    def broadcast(self, buf, root=0):
+        return buf
+
+    def allgather_obj(self, obj):
+        return [obj, obj]
+
+    def bcast_obj(self, obj, root=0):
+        return obj
+
+    def barrier(self):
+        pass
+
+
+def _sync_bn_net():
+    dg.set_seed(5)
+    return dg.Sequential([layers.Conv2D(4, 3, use_bias=False, input_shape=(8, 8, 1)),
+                          layers.BatchNormalization(synchronized=True), layers.Activation("relu"), layers.Flatten(),
+                          layers.Dense(4, activation="softmax")])
+
+
+def _dp_fit(models, comm, cuda_graph, epochs=3):
+    models.append(_sync_bn_net())
+    models[-1].compile(optimizer="adam", loss="sparse_categorical_crossentropy", cuda_graph=cuda_graph,
+                       distribute=dg.distributed.DataParallel(bucket_mb=1e-4, seed=1))
+    models[-1]._distribute.comm = comm
+    x, y = _data(32)
+    models[-1].fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=False)
+    return models[-1]
+
+
+def test_data_parallel_records_its_reductions_on_nccl(recording):
+    """Issue 21: under DataParallel with a communicator NCCL can capture, the step records with its bucket
+    reductions and SyncBN's; it trains as the eager DataParallel step. A host-memory (MPI) communicator
+    trains eagerly with one warning naming why, and cuda_graph=True raises."""
+    B, models = recording
+    comm = _TwinComm(capturable=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec = _dp_fit(models, comm, "auto")
+    gt = rec._graph_trainer
+    # 6 steps of 8 samples a rank: 1 eager (weights from rank 0), 2 eager (warm-up), 3 recorded and replayed
+    assert len(gt.steps) == 1 and not gt.failed and sum(s.graph.replays for s in gt.steps.values()) == 4
+    assert comm.reduced > 0
+    eager = _dp_fit(models, _TwinComm(capturable=True), False)
+    for a, b in zip(rec.weights, eager.weights):
+        np.testing.assert_allclose(a.data_sync(), b.data_sync(), rtol=1e-6, atol=1e-6)
+    with pytest.warns(RuntimeWarning, match="'mpi' communicator reduces through host memory"):
+        host = _dp_fit(models, _TwinComm(capturable=False), "auto", epochs=1)
+    assert not host._graph_trainer.steps
+    with pytest.raises(GraphCaptureError, match="compiled with cuda_graph=True, but DataParallel's 'mpi'"):
+        _dp_fit(models, _TwinComm(capturable=False), True, epochs=1)

@@ -39,6 +39,7 @@ class Communicator:
     """
 
     name = "base"
+    capturable = False  # whether its collectives on device arrays can be recorded into a CUDA graph
     rank = 0
     size = 1
     local_rank = 0
@@ -280,6 +281,11 @@ class NCCLCommunicator(Communicator):
         uid = self.mpi.bcast_obj(uid, 0)
         self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
         self._side = None  # the stream overlapped reductions run on (made at first use)
+        # NCCL calls can be recorded into a CUDA graph from 2.9.6 on (the version reads as 2 * 10000 + 9 * 100 + 6)
+        try:
+            self.capturable = int(nccl.get_version()) >= 20906
+        except Exception:  # noqa: BLE001  (an NCCL without get_version: too old to tell)
+            self.capturable = False
 
     def _stream(self):
         return self._cupy.cuda.get_current_stream().ptr

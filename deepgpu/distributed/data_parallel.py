@@ -184,6 +184,19 @@ class DataParallel:
         self.comm.broadcast(buf, 0)
         v.data[...] = buf.reshape(v.data.shape)
 
+    def why_not_recorded(self):
+        """None when a training step can be recorded as a CUDA graph with its reductions (a world of
+        one, or NCCL that can be captured), else the reason."""
+        comm = self.comm
+        if comm is None or comm.size == 1:
+            return None
+        if not getattr(comm, "capturable", False):
+            if comm.name == "nccl":
+                return "this NCCL cannot be captured in a CUDA graph (needs NCCL >= 2.9.6)"
+            return (f"DataParallel's {comm.name!r} communicator reduces through host memory, which a CUDA "
+                    f"graph cannot record (init(backend='nccl') records)")
+        return None
+
     @contextlib.contextmanager
     def step(self, vars_):
         """Around one training step's forward and backward (``vars_``: the list passed to

@@ -79,12 +79,20 @@ class GraphTrainer:
         if not tensors:
             return False
         B = tensors[0]._backend
-        if getattr(self.model, "_distribute", None) is not None:
-            return False  # the gradients' all-reduce between ranks is not recorded
         if not getattr(B, "supports_graphs", False):
             if self.insist and B.name == "cuda":
                 raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but "
                                         f"the backend cannot record ({B.kernels!r} kernel path; 'custom' records)")
+            return False
+        dist = getattr(self.model, "_distribute", None)
+        why = None if dist is None else dist.why_not_recorded()
+        if why is not None:  # DataParallel records on NCCL only (MPI copies the gradients to the host)
+            if self.insist:
+                raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but {why}")
+            if not self.warned:
+                self.warned = True
+                warnings.warn(f"model {self.model.name!r}: the training step runs without a CUDA graph "
+                              f"(eagerly): {why}", RuntimeWarning, stacklevel=4)
             return False
         if len(tensors) < len(xb) + len(yb):
             # Host inputs (strings for TextVectorization) are read on the host at every step.
@@ -145,7 +153,8 @@ class _GraphStep:
         before = [m._host_state() for m in metrics]
 
         def body():
-            grads, finish = model._gradients(self.xs, self.ys, self.sw, vars_)
+            # under DataParallel (NCCL) the bucket reductions and SyncBN's are recorded with the step
+            grads, finish = model._reduced_gradients(self.xs, self.ys, self.sw, vars_)
             if self.in_graph_update:
                 opt.apply_gradients_in_graph(grads, vars_, self.hp)
             finish()

@@ -222,7 +222,8 @@ class Trainer:
         runs eagerly, with one warning naming why; True raises GraphCaptureError
         then; False never records. No effect on other backends.
         distribute: a ``deepgpu.distributed.DataParallel`` to train one
-        replica per MPI rank (see its docstring for what changes in fit).
+        replica per MPI rank (see its docstring for what changes in fit);
+        its steps record on the NCCL path only (NCCL >= 2.9.6 can be captured).
         Raises ValueError for unknown names (listing the valid ones).
         """
         from .. import losses as losses_mod
@@ -264,9 +265,9 @@ class Trainer:
             raise ValueError("compile(): the same Metric object is in both metrics and weighted_metrics; "
                              "each needs its own instance (a metric's state is its own)")
         self._check_optimizer_owner(opt)
-        if distribute is not None and (cuda_graph or not hasattr(distribute, "reduce_gradients")):
-            raise ValueError(f"compile(): distribute must be a deepgpu.distributed.DataParallel, without "
-                             f"cuda_graph=True (not recorded yet), got {_short(distribute)}")
+        if distribute is not None and not hasattr(distribute, "reduce_gradients"):
+            raise ValueError(f"compile(): distribute must be a deepgpu.distributed.DataParallel, "
+                             f"got {_short(distribute)}")
         dist = distribute.attach(self) if distribute is not None else None  # joins MPI before any change
         # Everything resolved: only now change the model (and the metrics' names).
         taken = set()
@@ -557,22 +558,28 @@ class Trainer:
             m.reset_state()
 
     def _train_batch(self, xb, yb, swb):
-        dist = getattr(self, "_distribute", None)  # DataParallel's steps are not recorded yet
-        if dist is None and self._graph_trainer is not None and self._graph_trainer.train_batch(xb, yb, swb):
+        dist = getattr(self, "_distribute", None)  # DataParallel: the first step (weights from rank 0) is eager
+        if (dist is None or dist.synced) and self._graph_trainer is not None \
+                and self._graph_trainer.train_batch(xb, yb, swb):
             return
         if dist is not None and not dist.synced:
             dist.first_step(self, xb)
         vars_ = self._vars_to_train()
-        if dist is not None:  # buckets reduced while backward runs; SyncBN's global statistics
-            with dist.step(vars_) as reduction:
-                gs, finish = self._gradients(xb, yb, swb, vars_)
-            gs = reduction.gradients(gs)
-        else:
-            gs, finish = self._gradients(xb, yb, swb, vars_)
+        gs, finish = self._reduced_gradients(xb, yb, swb, vars_)
         B = vars_[0]._backend if vars_ else backends.current()
         self.optimizer.apply_gradients(
             [(None if g is None else Tensor(g, B), v) for g, v in zip(gs, vars_)])
         finish()
+
+    def _reduced_gradients(self, xb, yb, swb, vars_):
+        """``_gradients``, averaged across ranks under DataParallel: the buckets are reduced while
+        backward runs, and SyncBN takes global statistics (eager and recorded steps alike)."""
+        dist = getattr(self, "_distribute", None)
+        if dist is None:
+            return self._gradients(xb, yb, swb, vars_)
+        with dist.step(vars_) as reduction:
+            gs, finish = self._gradients(xb, yb, swb, vars_)
+        return reduction.gradients(gs), finish
 
     def _gradients(self, xb, yb, swb, vars_):
         """Forward in training mode, loss, backward: (raw gradients of ``vars_``,
