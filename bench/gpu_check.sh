@@ -5,9 +5,15 @@
 # 3. the training-step and kernel benchmarks against PyTorch, 4. a per-primitive
 # profile, 5. Fashion-MNIST quality runs on the GPU (when DATA_DIR holds the IDX files),
 # 6. (part "host", CPU only) bench/host_overhead.py on an idle machine: the eager step's host cost.
+# 7. (part "nccl", issue 21) DataParallel on NCCL with one rank (the lent machine has one GPU):
+#      mpiexec -n 1 python3 -m mpi4py tests/distributed/worker.py nccl OUT/nccl
+#    NCCL collectives on device arrays, training equal to one process within 1e-5, an overlapped
+#    reduction (side stream + events) recorded into a CUDA graph and replayed, and DataParallel +
+#    SyncBN with cuda_graph=True recorded. Needs mpi4py and mpich (pip install 'deepgpu[distributed]';
+#    the GPU machine has no network: carry the wheels if they are not installed there).
 # Each part writes its log under OUT_DIR and prints its last lines; one failing part
 # does not stop the others. All five take longer than one 600 s device call: choose
-# some with PARTS, e.g. PARTS="tests step profile" then PARTS="fmnist memcheck".
+# some with PARTS, e.g. PARTS="tests step profile" then PARTS="fmnist memcheck nccl".
 set -u
 out=${1:?usage: [PARTS="tests step profile fmnist memcheck"] gpu_check.sh OUT_DIR [DATA_DIR] [STEPS]}
 data=${2:-}
@@ -65,6 +71,13 @@ echo "== host cost of the eager step (CPU only, no-op launches; bench/host_overh
 timeout ${HOST_S:-150} env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/host_overhead.py \
     --steps 200 --rounds 5 --profile 15 >"$out/host_overhead.log" 2>&1
 grep -E "^deepgpu|^PyTorch|^==|CuPy routine" "$out/host_overhead.log" | cut -c1-150
+fi
+
+if want nccl; then
+echo "== NCCL, one rank (issue 21)"
+timeout ${NCCL_S:-240} mpiexec -n 1 python3 -m mpi4py tests/distributed/worker.py nccl "$out/nccl" \
+    >"$out/nccl.log" 2>&1
+echo "exit $?"; tail -5 "$out/nccl.log"
 fi
 
 if want memcheck; then
