@@ -80,6 +80,9 @@ class LossScaleOptimizer(_optimizers.Optimizer):
         self.step_counter = None   # int32 scalar Variable, made with the first step (or scale_loss)
         self.dynamic_scale = None  # float32 scalar Variable
         self._own_pending = None   # (counter, scale) given to set_weights before the state exists
+        # Read the finite check on the host and skip outright (True), or select back on the
+        # device (False); None: on the CPU backend only, where a read costs nothing.
+        self._host_check = None
 
     # ------------------------------------------------------- delegation
     @property
@@ -245,7 +248,8 @@ class LossScaleOptimizer(_optimizers.Optimizer):
             gs = [g.data if isinstance(g, Tensor) else B.asarray(g, v.dtype) for g, v in pairs]
             finite = self._finite(B, gs)
             unscaled = self._unscaled(B, gs)
-            if B.name == "cpu":  # a host read costs nothing here: skip outright, as Keras
+            host = B.name == "cpu" if self._host_check is None else self._host_check
+            if host:  # a host read costs nothing here: skip outright, as Keras
                 if bool(finite):
                     self.inner_optimizer.apply_gradients([(Tensor(g, B), v) for g, v in zip(unscaled, vars_)])
                 self._update_scale(B, finite)

@@ -17,7 +17,7 @@ def _check(what, pairs):
     for name, t, shape in pairs:
         if t.ndim != 2 or tuple(t.shape) != shape:
             raise ValueError(f"{what}: {name} must have shape {shape}, got {tuple(t.shape)}")
-        if not t.dtype.startswith("float"):
+        if not t.dtype.startswith(("float", "bfloat")):
             raise ValueError(f"{what}: {name} must be a float tensor, got {t.dtype}")
 
 
