@@ -31,7 +31,9 @@ class DataParallel:
     they are. overlap: each bucket (filled in reverse layer order) starts its
     reduction as soon as backward has produced all its gradients (MPI's
     Iallreduce; NCCL on a side stream the optimizer's stream waits on), instead
-    of after the whole backward pass; the results are the same.
+    of after the whole backward pass; the results are the same. On the
+    CUDA backend with NCCL >= 2.9.6 the step, reductions included, records
+    into the CUDA graph (compile's cuda_graph); with MPI it runs eagerly.
 
     In ``fit``: ``batch_size`` is the global batch, split evenly across the
     ranks (ValueError when the world size does not divide it). Every epoch
