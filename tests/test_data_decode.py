@@ -125,3 +125,26 @@ def test_folder_skipped_files_refill_batches(folder):
     np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]),
                                   np.stack([arrays[p] for p in good]).astype(np.float32))
     assert np.concatenate([y for _, y in batches]).tolist() == [0] * 6 + [1] * 6
+
+
+def _decode_threads():
+    import threading
+    return {t for t in threading.enumerate() if t.name.startswith("deepgpu")}
+
+
+def test_folder_stopped_early_joins_its_decoders(folder):
+    import time
+    root, _ = folder
+    before = _decode_threads()
+    ds = image_dataset_from_directory(root, image_size=(5, 4), batch_size=2, seed=1, verbose=False,
+                                      num_parallel_calls=2).prefetch(2)
+    for _ in ds:  # a loop left by break, with batch tasks still queued
+        break
+    deadline = time.time() + 5
+    while _decode_threads() - before and time.time() < deadline:
+        time.sleep(0.02)
+    assert not _decode_threads() - before
+    (root / "b" / "9.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(UnreadableImageError, match=r"9\.png"):
+        list(image_dataset_from_directory(root, image_size=(5, 4), batch_size=4, verbose=False, seed=0))
+    assert not _decode_threads() - before

@@ -30,8 +30,10 @@ _PNG_TYPES = {0: 1, 2: 3, 6: 4}
 
 try:  # optional (the data extra): the fast path
     import imagecodecs as _ic
-    _FAST = {"png": _ic.png_decode, "jpeg": _ic.jpeg8_decode} if _ic.PNG.available and _ic.JPEG8.available else {}
-except ImportError:  # pragma: no cover - depends on the environment
+    _FAST = {"png": _ic.png_decode, "jpeg": _ic.jpeg8_decode}
+    if not (_ic.PNG.available and _ic.JPEG8.available):  # a build without libpng or libjpeg
+        _FAST = {}
+except (ImportError, AttributeError):  # pragma: no cover - depends on the environment
     _FAST = {}
 
 
