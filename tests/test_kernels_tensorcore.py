@@ -90,7 +90,8 @@ def check(y, ref, prec, exact32=None):
     assert err <= TOL[prec], f"{prec}: error {err:.3g} relative to the largest value, tolerance {TOL[prec]}"
     if exact32 is not None:
         # The reference from unrounded float32 inputs: TF32 must differ from it measurably.
-        assert rel_err(y, exact32) > 20 * TOL["tf32"], "the TF32 result matches exact float32: inputs not rounded"
+        # (TF32 is off by 2e-4 to 5e-4 here, strict float32 by about 1e-7.)
+        assert rel_err(y, exact32) > 5 * TOL["tf32"], "the TF32 result matches exact float32: inputs not rounded"
 
 
 @pytest.fixture

@@ -8,6 +8,11 @@ poisoned margins that must come back untouched, and every scalar argument's
 NumPy type must match the C parameter's (CuPy would silently pass the wrong
 size). This checks index math, tiling, bounds, reductions and launch
 arguments; not the GPU's memory model, warps, speed or nvcc's code.
+Tensor-core code runs on a shim of ``nvcuda::wmma``, ``__half`` and
+``__nv_bfloat16`` (in ``_EMU_HEADER``): a fragment holds the warp's whole tile,
+lane 0 does the warp's loads, stores and mma (operands at the fragment's
+precision, TF32 ignoring a float's low 13 bits; float32 sums), and a wmma load
+or store that breaks the GPU's alignment rule fails the launch.
 
 * ``Emulator(workdir)``: the built library; ``emu(name, grid, block, args)``
   runs one launch. ``emulator()`` builds it once per process, kept on disk
@@ -87,9 +92,13 @@ static inline __nv_bfloat16 __float2bfloat16_rn(float f)
     b.x = (unsigned short)(u >> 16);
     return b;
 }
-// ---- nvcuda::wmma (mma.h). Warps are not emulated: every thread of a warp holds the
-// warp's whole tile in its fragment and computes all of it (redundant, identical), with the
-// operands read at the fragment's precision and products summed in float32.
+// ---- nvcuda::wmma (mma.h). Warps are not emulated: a fragment holds the warp's whole tile,
+// and the warp's collective operations (load, store, mma) are done by its lane 0 for the
+// warp (the other lanes' fragments go unused: the GPU's split of a tile over lanes is
+// unspecified, so a kernel may not depend on it), with the operands read at the fragment's
+// precision and the products summed in float32, in k order.
+static inline bool emu_lane0()
+{ return ((emu_threadIdx.z * emu_blockDim.y + emu_threadIdx.y) * emu_blockDim.x + emu_threadIdx.x) % 32 == 0; }
 namespace nvcuda { namespace wmma {
 struct matrix_a {}; struct matrix_b {}; struct accumulator {};
 struct row_major {}; struct col_major {};
@@ -128,6 +137,7 @@ static inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f,
                                     const typename fragment<Use, M, N, K, T, L>::element_type* p, unsigned ldm)
 {
     static_assert(std::is_same<L, row_major>::value || std::is_same<L, col_major>::value, "a or b fragment");
+    if (!emu_lane0()) return;
     if (emu_bad_ptr(p, ldm)) emu_fault = 1;
     typedef fragment<Use, M, N, K, T, L> F;
     for (int r = 0; r < F::rows; ++r)
@@ -137,6 +147,7 @@ static inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f,
 template <int M, int N, int K>
 static inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm, layout_t l)
 {
+    if (!emu_lane0()) return;
     if (emu_bad_ptr(p, ldm)) emu_fault = 1;
     for (int r = 0; r < M; ++r)
         for (int c = 0; c < N; ++c) f.x[r * N + c] = l == mem_row_major ? p[(long)r * ldm + c] : p[(long)c * ldm + r];
@@ -144,6 +155,7 @@ static inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, co
 template <int M, int N, int K>
 static inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t l)
 {
+    if (!emu_lane0()) return;
     if (emu_bad_ptr(p, ldm)) emu_fault = 1;
     for (int r = 0; r < M; ++r)
         for (int c = 0; c < N; ++c) (l == mem_row_major ? p[(long)r * ldm + c] : p[(long)c * ldm + r]) = f.x[r * N + c];
@@ -162,13 +174,14 @@ template <int M, int N, int K, class T, class LA, class LB>
 static inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
                             const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c)
 {
-    float out[M * N];
-    for (int i = 0; i < M; ++i)
-        for (int j = 0; j < N; ++j) {
-            float s = c.x[i * N + j];
-            for (int k = 0; k < K; ++k) s = fmaf(emu_operand(a.x[i * K + k]), emu_operand(b.x[k * N + j]), s);
-            out[i * N + j] = s;
-        }
+    if (!emu_lane0()) return;
+    float av[M * K], bv[K * N], out[M * N];
+    for (int i = 0; i < M * K; ++i) av[i] = emu_operand(a.x[i]);
+    for (int i = 0; i < K * N; ++i) bv[i] = emu_operand(b.x[i]);
+    for (int i = 0; i < M * N; ++i) out[i] = c.x[i];
+    for (int i = 0; i < M; ++i)  // each output sums its products in k order, in float32
+        for (int k = 0; k < K; ++k)
+            for (int j = 0; j < N; ++j) out[i * N + j] = fmaf(av[i * K + k], bv[k * N + j], out[i * N + j]);
     for (int i = 0; i < M * N; ++i) d.x[i] = out[i];
 }
 }}  // namespace nvcuda::wmma
