@@ -4,6 +4,8 @@
         [--rounds 3] [--steps 2] [--batch 32] [--predict 100] [--size 224] [--threads 2] [--out FILE.json]
         [--baseline DIR]
 
+``--steps 0`` times predict only (no training step, not even the warm-up one).
+
 ``--baseline DIR`` adds a worker "deepgpu-base" that imports deepgpu from DIR (an older checkout,
 e.g. ``git archive <commit> | tar -x -C DIR``), timed in the same rounds: before / after figures.
 
@@ -130,7 +132,8 @@ def _worker_setup(kind, a):
 
 def worker(kind, a) -> int:
     step, predict, params, version = _worker_setup(kind, a)
-    step()
+    if a.steps:
+        step()
     predict()
     print(json.dumps({"ready": kind, "params": params, "version": version}), flush=True)
     for line in sys.stdin:
@@ -204,8 +207,9 @@ def main(argv=None) -> int:
         proc.wait()
     print(f"\n| MobileNetV2 {a.size}x{a.size}x3 | " + " | ".join(kinds) + " |")
     print("|---|" + "---|" * len(kinds))
-    print(f"| train step, batch {a.batch} (s) | " + " | ".join(f"{statistics.median(times[k]['steps']):.2f}"
-                                                       for k in kinds) + " |")
+    if a.steps:
+        print(f"| train step, batch {a.batch} (s) | " + " | ".join(f"{statistics.median(times[k]['steps']):.2f}"
+                                                           for k in kinds) + " |")
     print(f"| predict {a.predict} images (s) | " + " | ".join(f"{statistics.median(times[k]['predict']):.2f}"
                                                     for k in kinds) + " |")
     if a.out:
