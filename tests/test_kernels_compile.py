@@ -111,6 +111,16 @@ def test_nvcc_compiles(file, nvcc_runs):
     assert Path(cmd[cmd.index("-o") + 1]).stat().st_size > 0
 
 
+def test_tensorcore_compiles_for_sm80(tmp_path):
+    """tensorcore.cu's wmma TF32 / bfloat16 fragments need sm_80: the A100 builds it too (sm_90 above)."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not on PATH (CUDA toolkit not installed)")
+    cmd = ["nvcc", "-arch=sm_80", "-cubin", "-std=c++17", "-Werror", "all-warnings", "-Xptxas", "-warn-spills",
+           "-I", str(ROOT / "kernels"), "-o", str(tmp_path / "tc.cubin"), str(ROOT / "kernels" / "tensorcore.cu")]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, f"nvcc failed:\n{' '.join(cmd)}\n{r.stdout}{r.stderr}"
+
+
 # --------------------------------------------------------------- NVRTC
 def _nvrtc():
     try:
