@@ -20,6 +20,8 @@ Release         What differs (source: github.com/keras-team/keras at the tag)   
 2.0.x Theano    backend ``theano``: Conv1D/2D/3D, Conv2DTranspose, ConvLSTM2D kernels         rebuilt:
                 flipped (topology.py ``preprocess_weights_for_loading``); weight names       convnet,
                 without ``:0``                                                               conv_misc
+2.0.9-2.3.1     ``CuDNNLSTM`` / ``CuDNNGRU``: weights in cuDNN's layout, LSTM bias doubled     rebuilt:
+(tf.keras 1.x)  (engine/saving.py 2.2.4 ``_convert_rnn_weights``)                           cudnn
 2.1.x           GRU ``reset_after`` from 2.1.5; MobileNet's ``Activation(relu6)``;           rebuilt:
                 ``layer_names`` / ``weight_names`` split as ``layer_names0``, ``...1`` over  rnn,
                 64 KiB (topology.py ``save_attributes_to_hdf5_group``, 2.1.6)                mobilenet
@@ -39,15 +41,16 @@ tf.keras 1.x    ``keras_version`` "2.2.4-tf"; initializer configs carry ``dtype`
 tf.keras 2.x    ``Functional`` class (TF 2.4+), Sequential with its InputLayer (``sparse``,  real, by
 (to 2.15,       ``ragged``), initializers by class name with ``module`` keys, weight names   tf_keras
 tf_keras 2.21)  ``lstm/lstm_cell/kernel:0``, DepthwiseConv2D ``groups`` and SeparableConv2D  2.21: all
-                ``kernel_*`` leftovers; nested models' outer nodes from 1 only when built    eight
+                ``kernel_*`` leftovers; nested models' outer nodes from 1 only when built    nine
                 on an Input (functional.py ``_should_skip_first_node``, v2.6.0)
 ==============  ===========================================================================  ============
 
 ``training_config`` is not read (the model comes back uncompiled), so Keras 2's optimizer spellings
 (``lr``, ``decay``) cannot break a load. Refused with the layer and the file named: Keras 1 files and
 layers (``Merge``, ``Convolution2D``, ``output_dim`` / ``init`` configs), ``Lambda`` (Python bytecode),
-tf.keras's recorded TensorFlow ops (``TFOpLambda``, ``SlicingOpLambda``, ``TensorFlowOpLayer``), and
-``CuDNNLSTM`` / ``CuDNNGRU``.
+and tf.keras's recorded TensorFlow ops (``TFOpLambda``, ``SlicingOpLambda``, ``TensorFlowOpLayer``).
+``CuDNNLSTM`` / ``CuDNNGRU`` (Keras 2.0.9-2.3, tf.keras 1.x) load as LSTM / GRU(reset_after=True) with their
+weights converted as Keras 2 did (at the top level of the file's model; inside a nested model they are refused).
 """
 from __future__ import annotations
 
@@ -66,9 +69,10 @@ _REFUSED = {
                        "layer",
     "TensorFlowOpLayer": "is a TensorFlow op tf.keras recorded from the model's code; rebuild it with a deepgpu "
                          "layer",
-    "CuDNNLSTM": "is a cuDNN-only layer of Keras 2 whose weights deepgpu does not convert; re-save it as LSTM",
-    "CuDNNGRU": "is a cuDNN-only layer of Keras 2 whose weights deepgpu does not convert; re-save it as GRU",
 }
+# Keras 2's cuDNN layers load as the LSTM / GRU(reset_after=True) they equal (engine/saving.py 2.2.4
+# ``_convert_rnn_weights``): (class, gates).
+_CUDNN = {"CuDNNLSTM": ("LSTM", 4), "CuDNNGRU": ("GRU", 3)}
 _NESTED = ("layer", "cell", "backward_layer", "forward_layer")
 # Keras 2's preprocess_weights_for_loading: the layers whose kernels it flips between Theano and TF.
 _FLIPPED = {"Conv1D": (0,), "Conv2D": (0,), "Conv3D": (0,), "Conv2DTranspose": (0,), "ConvLSTM2D": (0, 1)}
@@ -110,11 +114,13 @@ def legacy_spec(spec, attrs, path):
         return spec
     keras2 = bool(version)  # a file without keras_version: tf.keras 2's dialect, deepgpu's own activations
     spec = copy.deepcopy(spec)
-    _walk(spec, keras2, path)
+    _walk(spec, keras2, path, "root")
     return spec
 
 
-def _walk(spec, keras2, path):
+def _walk(spec, keras2, path, where):
+    """Rewrite one config in place; ``where``: "root" (the file's model), "top" (a layer of it, or inside
+    such a layer's wrapper), "inner" (inside a nested model)."""
     if not isinstance(spec, dict):
         return
     cls, cfg = spec.get("class_name"), spec.get("config")
@@ -123,7 +129,7 @@ def _walk(spec, keras2, path):
             cfg = spec["config"] = {"name": spec.get("name"), "layers": cfg}  # a nested one's from its entry
         if isinstance(cfg, dict) and isinstance(cfg.get("layers"), list):
             for entry in cfg["layers"]:
-                _walk(entry, keras2, path)
+                _walk(entry, keras2, path, "top" if where == "root" else "inner")
             if cls != "Sequential":
                 _renumber_nested(cfg)
         return
@@ -137,6 +143,14 @@ def _walk(spec, keras2, path):
         raise _error(path, f"{who} {_REFUSED[cls]}")
     if not isinstance(cfg, dict):
         return
+    if cls in _CUDNN:
+        if where != "top":
+            raise _error(path, f"{who} is inside a nested model; deepgpu converts the weights of Keras 2's cuDNN "
+                               f"layers only at the top level of a file")
+        spec["class_name"] = cls = _CUDNN[cls][0]
+        cfg.update(activation="tanh", recurrent_activation="sigmoid", use_bias=True)  # what cuDNN computes
+        if cls == "GRU":
+            cfg["reset_after"] = True
     if cfg.get("data_format") == "channels_first":  # common in Theano-era files
         raise _error(path, f"{who} has data_format='channels_first'; deepgpu's images are channels_last (NHWC)")
     for key, value in cfg.items():  # tf.keras 1.x's initializers (TF's init_ops) carry their dtype
@@ -154,9 +168,9 @@ def _walk(spec, keras2, path):
     if cls in ("GRU", "GRUCell"):
         cfg.setdefault("reset_after", False)  # Keras 2.0-2.1.4 had only this form, and wrote no key
     for key in _NESTED:
-        _walk(cfg.get(key), keras2, path)
+        _walk(cfg.get(key), keras2, path, where)
     for cell in cfg.get("cells") or []:
-        _walk(cell, keras2, path)
+        _walk(cell, keras2, path, where)
 
 
 def _renumber_nested(cfg):
@@ -181,6 +195,55 @@ def _renumber_nested(cfg):
         if mine and min(r[1] for r in mine) >= 1:
             for r in mine:
                 r[1] -= 1
+
+
+def _cudnn_owners(spec):
+    """{name of a layer of the file's model: gates} for the cuDNN layers there (or inside its wrappers)."""
+    cfg = spec.get("config") if isinstance(spec, dict) else None
+    entries = cfg if isinstance(cfg, list) else (cfg or {}).get("layers") if isinstance(cfg, dict) else None
+    out = {}
+    for e in entries or []:
+        if not isinstance(e, dict) or not isinstance(e.get("config"), dict):
+            continue
+        inner = [e] + [e["config"][k] for k in _NESTED if isinstance(e["config"].get(k), dict)]
+        for x in inner:
+            if x.get("class_name") in _CUDNN:
+                out[e["config"].get("name") or e.get("name")] = _CUDNN[x["class_name"]][1]
+    return out
+
+
+def cudnn_weights(stored, group, path):
+    """``stored`` ({layer name: [(weight name, dataset)]} of a legacy file) with the weights of Keras 2's
+    CuDNNLSTM / CuDNNGRU in LSTM / GRU(reset_after=True) form: per gate, input kernels transposed from
+    cuDNN's column-major layout and recurrent kernels transposed; an LSTM's two biases summed, a GRU's
+    stacked (engine/saving.py 2.2.4 ``_convert_rnn_weights``). Raises KerasFileError for shapes that are
+    not a cuDNN layer's."""
+    import json
+
+    import numpy as np
+
+    try:
+        spec = json.loads(_text(group.file.attrs.get("model_config")) or "null")
+    except ValueError:
+        return stored
+    for name, gates in _cudnn_owners(spec).items():
+        entries, out = stored.get(name) or [], []
+        if len(entries) % 3:
+            raise _error(path, f"layer {name!r} (a Keras 2 cuDNN layer) has {len(entries)} weights, not kernel, "
+                               f"recurrent kernel and bias per direction")
+        for i in range(0, len(entries), 3):
+            (kn, k), (rn, r), (bn, b) = entries[i:i + 3]
+            units = r.shape[0] if len(r.shape) == 2 else 0
+            if not units or r.shape != (units, gates * units) or len(k.shape) != 2                     or k.shape[1] != gates * units or b.shape != (2 * gates * units,):
+                raise _error(path, f"layer {name!r}: weights {kn} {k.shape}, {rn} {r.shape}, {bn} {b.shape} are not "
+                                   f"those of a cuDNN layer with {gates} gates")
+            k, r, b = np.asarray(k[()]), np.asarray(r[()]), np.asarray(b[()])
+            k = np.hstack([x.T.reshape(x.shape, order="F") for x in np.hsplit(k, gates)])
+            r = np.hstack([x.T for x in np.hsplit(r, gates)])
+            b = b[:gates * units] + b[gates * units:] if gates == 4 else b.reshape(2, -1)
+            out += [(kn, k), (rn, r), (bn, b)]
+        stored[name] = out
+    return stored
 
 
 def convert_weights(model, pairs, attrs):

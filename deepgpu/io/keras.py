@@ -323,7 +323,7 @@ def _read_dataset(node, w, where, path):
     """The array of the HDF5 dataset ``node`` for weight ``w``: its kind, shape and dtype are checked
     before its data is read (a damaged header may claim any size)."""
     h5py = _h5py()
-    if not isinstance(node, h5py.Dataset):
+    if not isinstance(node, (h5py.Dataset, np.ndarray)):  # an array: converted from Keras 2's cuDNN layout
         raise KerasFileError(f"{path!r}: {where} is not an HDF5 dataset")
     if tuple(node.shape or ()) != tuple(w.shape):
         from ._rnn_interop import shape_hint
@@ -387,7 +387,7 @@ def _read_legacy_weights(model, group, path):
     from ..models.model import Model
 
     stored = {}  # layer name -> [(weight name, dataset)], read once checked against the model
-    from ._keras2 import attr_list  # names Keras 2 split over several attributes
+    from ._keras2 import attr_list, cudnn_weights  # names Keras 2 split over attributes; its cuDNN layers
     for lname in attr_list(group, "layer_names"):
         try:
             g = group[lname]
@@ -395,6 +395,7 @@ def _read_legacy_weights(model, group, path):
         except (KeyError, OSError) as e:
             raise KerasFileError(f"{path!r}: the weights of layer {lname!r} are missing or damaged "
                                  f"under model_weights ({_one_line(e)})") from None
+    stored = cudnn_weights(stored, group, path)
     pairs = []
     for layer in model.layers:
         weights = layer.weights
