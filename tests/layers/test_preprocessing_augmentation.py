@@ -189,3 +189,49 @@ def test_random_crop_takes_the_same_window_on_the_device_as_on_the_cpu():
         np.testing.assert_array_equal(gd, gc)
         assert np.count_nonzero(gc) == r.size
     assert len({a.tobytes() for a, _ in cpu}) > 1  # a new window per batch
+
+
+@pytest.mark.parametrize("make,budget", [
+    (lambda: L.RandomRotation(0.2), 17), (lambda: L.RandomZoom(0.2, 0.3), 13),
+    (lambda: L.RandomTranslation(0.1, 0.2), 14), (lambda: L.RandomCrop(5, 6), 12), (lambda: L.RandomFlip(), 4)],
+    ids=["rotation", "zoom", "translation", "crop", "flip"])
+def test_device_draw_launch_budget(make, budget):
+    """Top-level backend calls that launch work (views left out) in one eager training call on the CUDA
+    backend (emulated): the draw, the transform rows built from it, one image_transform (whose own CuPy
+    routines are the generic implementation's). The budget is this commit's count: more shows up here."""
+    import collections
+
+    from deepgpu.backends.cupy_backend import CupyBackend
+    from deepgpu.tensor import Tensor
+    from deepgpu.testing.emulation import emulated_cuda, emulation_status
+    ok, why = emulation_status()
+    if not ok:
+        pytest.skip(why)
+    with emulated_cuda() as B:
+        x = Tensor(B.asarray(np.random.default_rng(0).random((4, 8, 8, 2), np.float32)), B)
+        layer = make()
+        layer(x, training=True)
+        calls, depth = collections.Counter(), [0]
+
+        def wrap(name, fn):
+            def inner(*a, **k):
+                if not depth[0]:
+                    calls[name] += 1
+                depth[0] += 1
+                try:
+                    return fn(*a, **k)
+                finally:
+                    depth[0] -= 1
+            return inner
+
+        names = [n for n in dir(CupyBackend) if not n.startswith("_") and callable(getattr(CupyBackend, n))]
+        try:
+            for n in names:
+                setattr(B, n, wrap(n, getattr(B, n)))
+            layer(x, training=True)
+        finally:
+            for n in names:
+                B.__dict__.pop(n, None)
+    launching = {n: c for n, c in calls.items() if n not in ("reshape", "getitem")}
+    assert sum(launching.values()) <= budget, launching
+    assert calls["random_keyed"] >= 1 and "to_numpy" not in calls, dict(calls)

@@ -97,8 +97,11 @@ class _Geometric(_Augment):
 def _rows(cols):
     """[n, 8] float32 transform rows from eight columns: Tensors of shape (n,) or Python numbers."""
     like = next(c for c in cols if not isinstance(c, (int, float)))
-    zero = like * 0.0
-    return ops.stack([c if not isinstance(c, (int, float)) else zero + float(c) for c in cols], axis=1)
+    consts = {0.0: like * 0.0}  # one column per distinct constant (each is a launch on a GPU)
+    for c in cols:
+        if isinstance(c, (int, float)) and float(c) not in consts:
+            consts[float(c)] = consts[0.0] + float(c)
+    return ops.stack([consts[float(c)] if isinstance(c, (int, float)) else c for c in cols], axis=1)
 
 
 class RandomFlip(_Augment):
