@@ -6,6 +6,9 @@ with that many threads on the same global batch, and PyTorch DDP (gloo) the same
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/distributed_scaling.py --ranks 1 2 4
 
+Overlap (2 ranks, deepgpu only): ``--compare-overlap --steps 10 --repeats 3`` times DataParallel
+with the reduction after backward and overlapped with it, and the wait left after backward.
+
 Modelled: ``python3 bench/distributed_scaling.py --model`` prints the predicted weak-scaling
 efficiency (see ``ring_allreduce_s``) for the seed convnet and ResNet50 on 8 GPUs (NVLink) and
 across nodes; the inputs are printed with it and written in bench/RESULTS.md.
@@ -66,7 +69,20 @@ def convnet_torch():
                          nn.Linear(512, 10))
 
 
-def run_deepgpu(batch, steps, distributed):
+def _time_exposed_reduction(box):
+    """Wrap DataParallel's end-of-step wait (what the reduction leaves exposed after backward)."""
+    from deepgpu.distributed import data_parallel as dp_mod
+    real = dp_mod._Step.gradients
+
+    def timed(self, grads):
+        t0 = time.perf_counter()
+        out = real(self, grads)
+        box[0] += time.perf_counter() - t0
+        return out
+    dp_mod._Step.gradients = timed
+
+
+def run_deepgpu(batch, steps, distributed, overlap=True, bucket_mb=25.0, exposed=None):
     import numpy as np
     import deepgpu as dg
     from deepgpu import zoo
@@ -78,10 +94,12 @@ def run_deepgpu(batch, steps, distributed):
     y = rng.integers(0, 10, size=n).astype("int32")
     model = zoo.convnet()
     model.compile("adam", "sparse_categorical_crossentropy",
-                  distribute=dg.distributed.DataParallel() if comm else None)
+                  distribute=dg.distributed.DataParallel(bucket_mb=bucket_mb, overlap=overlap) if comm else None)
     model.fit(x[:2 * batch], y[:2 * batch], batch_size=batch, epochs=1, shuffle=False, verbose=0)  # warm-up
     if comm:
         comm.barrier()
+    if exposed is not None:
+        exposed[0] = 0.0
     t0 = time.perf_counter()
     model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
     if comm:
@@ -127,6 +145,14 @@ def run_torch(batch, steps, distributed, port):
 
 def worker(args):
     batch = PER_RANK * args.world
+    if args.overlap is not None:  # --compare-overlap: DataParallel with / without overlap, one bucket size
+        exposed = [0.0]
+        _time_exposed_reduction(exposed)
+        took, p, rank = run_deepgpu(batch, args.steps, True, args.overlap == "on", args.bucket_mb, exposed)
+        if rank == 0:
+            print(json.dumps({"overlap": args.overlap, "bucket_mb": args.bucket_mb, "world": p,
+                              "step_ms": took / args.steps * 1e3, "exposed_ms": exposed[0] / args.steps * 1e3}))
+        return
     if args.lib == "deepgpu":
         took, p, rank = run_deepgpu(batch, args.steps, args.world > 1 and args.mode == "ranks")
     else:
@@ -169,11 +195,42 @@ def driver(args):
         print(f"| {r['lib']} | {r['world']} | {how} | {r['samples_per_s']:.0f} | {r['step_ms']:.1f} | {eff:.2f} |")
 
 
+def compare_overlap(args):
+    """deepgpu at 2 ranks: reduction after backward vs overlapped, 25 MB (one bucket for the convnet)
+    and 0.5 MB buckets, alternated, ``--repeats`` rounds; medians of step and exposed-wait times."""
+    import statistics
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    runs = {}
+    for _ in range(args.repeats):
+        for bucket in (25.0, 0.5):
+            for ov in ("off", "on"):
+                cmd = ["mpiexec", "-n", "2", sys.executable, "-m", "mpi4py", HERE, "--worker", "deepgpu",
+                       "--overlap", ov, "--bucket-mb", str(bucket), "--world", "2", "--steps", str(args.steps)]
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+                line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+                if r.returncode or not line:
+                    print(f"FAILED {' '.join(cmd)}\n{r.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                print(line[-1], flush=True)
+                row = json.loads(line[-1])
+                runs.setdefault((bucket, ov), []).append(row)
+    print("\n| buckets | overlap | step ms (median) | exposed reduction ms/step (median) | runs |")
+    print("|---|---|---|---|---|")
+    for (bucket, ov), rows in runs.items():
+        print(f"| {bucket:g} MB | {ov} | {statistics.median(r['step_ms'] for r in rows):.1f} | "
+              f"{statistics.median(r['exposed_ms'] for r in rows):.2f} | {len(rows)} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--model", action="store_true", help="print the cost model's table and exit")
+    ap.add_argument("--compare-overlap", action="store_true",
+                    help="2 ranks: DataParallel with and without overlap (25 MB and 0.5 MB buckets)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--overlap", choices=["on", "off"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--bucket-mb", type=float, default=25.0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", dest="lib", choices=["deepgpu", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=["ranks", "threads"], default="ranks", help=argparse.SUPPRESS)
     ap.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
@@ -188,7 +245,9 @@ def main():
                   f"{r['eff_no_overlap']:.2f} | {r['eff_overlap']:.2f} |")
         print("\nstep times: " + "; ".join(sorted({f"{r['net']}: {r['step_source']}" for r in model_table()})))
         return
-    if args.lib:
+    if args.compare_overlap and not args.lib:
+        compare_overlap(args)
+    elif args.lib:
         worker(args)
     else:
         driver(args)
