@@ -183,9 +183,10 @@ def cmd_train(args):
           f"({len(xtr)} training / {len(xte)} test images of {xtr.shape[1]}x{xtr.shape[2]})")
     model = zoo.MODELS[args.model](input_shape=xtr.shape[1:], num_classes=int(ytr.max()) + 1)
     model.summary()
-    # On the GPU the step is recorded once as a CUDA graph and replayed (no effect on the CPU).
+    # On the GPU the step is recorded once as a CUDA graph and replayed (no effect on the CPU);
+    # under --distributed too where NCCL can be captured (MPI: eager, with one warning saying why).
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  cuda_graph="auto" if distribute is None else False, distribute=distribute)
+                  cuda_graph="auto", distribute=distribute)
     t0 = time.perf_counter()
     split = args.validation_split
     if split is None:
