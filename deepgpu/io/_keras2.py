@@ -1,6 +1,7 @@
 """Legacy ``.h5`` files of every Keras 2 release (keras-team Keras 2.0-2.3, tf.keras / tf_keras 2.x), read
-through ``keras.py`` with three small hooks: ``legacy_spec`` (the config), ``attr_list`` (names that Keras
-split over several attributes) and ``convert_weights`` (Theano's convolution kernels).
+through ``keras.py`` with small hooks: ``legacy_spec`` (the config), ``attr_list`` (names that Keras split
+over several attributes), ``cudnn_weights`` (Keras 2's cuDNN layers), ``match_nested`` (a nested model's
+weights) and ``convert_weights`` (Theano's convolution kernels).
 
 The spellings, release by release, and how each is checked (``tests/test_io_keras2.py`` over the
 fixtures of ``tests/fixtures/keras/make_keras2_fixtures.py``; "real": written by tf_keras itself,
@@ -15,13 +16,13 @@ Release         What differs (source: github.com/keras-team/keras at the tag)   
                 ``VarianceScaling`` configs, ``l2`` as ``L1L2``; LSTM/GRU ``implementation`` two_input,
                 0, recurrent activation ``hard_sigmoid`` (Keras 2's ``0.2 x + 0.5``, not    rnn, rnn2,
                 Keras 3's), GRU without ``reset_after`` (so False); BN ``axis`` an int;      conv_misc,
-                attributes as bytes (h5py 2); a nested model's outer nodes numbered from 1   nested
-                (keras/models.py, engine/topology.py at 2.0.8)
-2.0.x Theano    backend ``theano``: Conv1D/2D/3D, Conv2DTranspose, ConvLSTM2D kernels         rebuilt:
+                attributes as bytes (h5py 2); a nested model's outer nodes numbered from 1   nested,
+                (keras/models.py, engine/topology.py at 2.0.8)                               nested_rnn
+2.0.x Theano    backend ``theano``: Conv1D/2D/3D, Conv2DTranspose, ConvLSTM2D kernels        rebuilt:
                 flipped (topology.py ``preprocess_weights_for_loading``); weight names       convnet,
                 without ``:0``                                                               conv_misc
-2.0.9-2.3.1     ``CuDNNLSTM`` / ``CuDNNGRU``: weights in cuDNN's layout, LSTM bias doubled     rebuilt:
-(tf.keras 1.x)  (engine/saving.py 2.2.4 ``_convert_rnn_weights``)                           cudnn
+2.0.9-2.3.1     ``CuDNNLSTM`` / ``CuDNNGRU``: weights in cuDNN's layout, LSTM bias doubled    rebuilt:
+(tf.keras 1.x)  (engine/saving.py 2.2.4 ``_convert_rnn_weights``)                            cudnn
 2.1.x           GRU ``reset_after`` from 2.1.5; MobileNet's ``Activation(relu6)``;           rebuilt:
                 ``layer_names`` / ``weight_names`` split as ``layer_names0``, ``...1`` over  rnn,
                 64 KiB (topology.py ``save_attributes_to_hdf5_group``, 2.1.6)                mobilenet
@@ -29,9 +30,10 @@ Release         What differs (source: github.com/keras-team/keras at the tag)   
                                                                                              nested,
                                                                                              mobilenet
 2.2.3-2.3.1     Sequential a dict ``{"name", "layers"}`` (engine/sequential.py 2.2.3);       rebuilt:
-                ``_SeparableConv`` drops Conv's ``kernel_*`` keys                            convnet,
-                                                                                             two_input,
+                ``_SeparableConv`` drops Conv's ``kernel_*`` keys; nested models' weights    convnet,
+                named ``lstm_1/kernel:0``, ``bidirectional_1/forward_gru_1/...``             two_input,
                                                                                              rnn2, nested,
+                                                                                             nested_rnn,
                                                                                              mobilenet,
                                                                                              transfer
 tf.keras 1.x    ``keras_version`` "2.2.4-tf"; initializer configs carry ``dtype`` (TF's      rebuilt:
@@ -41,7 +43,7 @@ tf.keras 1.x    ``keras_version`` "2.2.4-tf"; initializer configs carry ``dtype`
 tf.keras 2.x    ``Functional`` class (TF 2.4+), Sequential with its InputLayer (``sparse``,  real, by
 (to 2.15,       ``ragged``), initializers by class name with ``module`` keys, weight names   tf_keras
 tf_keras 2.21)  ``lstm/lstm_cell/kernel:0``, DepthwiseConv2D ``groups`` and SeparableConv2D  2.21: all
-                ``kernel_*`` leftovers; nested models' outer nodes from 1 only when built    nine
+                ``kernel_*`` leftovers; nested models' outer nodes from 1 only when built    ten
                 on an Input (functional.py ``_should_skip_first_node``, v2.6.0)
 ==============  ===========================================================================  ============
 
@@ -244,6 +246,29 @@ def cudnn_weights(stored, group, path):
             out += [(kn, k), (rn, r), (bn, b)]
         stored[name] = out
     return stored
+
+
+def match_nested(layer, entries, path):
+    """[(weight, stored name, dataset)] for nested model ``layer``'s weights from its group's ``entries``:
+    by name (the stored name less ``:0`` and tf.keras's ``<rnn>_cell`` scopes, ending in deepgpu's
+    ``<layer>/<weight>``), else in Keras's order (trainable weights first, as ``load_weights`` assigns them)
+    where every shape fits. Raises KerasFileError when neither matches."""
+    norm = [("/".join(p for p in n.split(":")[0].split("/") if not p.endswith("_cell")), n, a) for n, a in entries]
+    out, used = [], set()
+    for w in layer.weights:
+        hits = [i for i, (k, _, _) in enumerate(norm) if i not in used and (k == w.name or k.endswith("/" + w.name))]
+        if len(hits) != 1:
+            break
+        used.add(hits[0])
+        out.append((w, norm[hits[0]][1], norm[hits[0]][2]))
+    else:
+        return out
+    order = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+    if len(order) == len(entries) and all(tuple(a.shape) == tuple(w.shape) for w, (_, a) in zip(order, entries)):
+        return [(w, n, a) for w, (n, a) in zip(order, entries)]
+    raise _error(path, f"the weights under model_weights/{layer.name} ({[n for n, _ in entries]}) fit the weights "
+                       f"of nested model {layer.name!r} ({[w.name for w in layer.weights]}) neither by name nor "
+                       f"in order")
 
 
 def convert_weights(model, pairs, attrs):

@@ -409,16 +409,8 @@ def _read_legacy_weights(model, group, path):
             raise KerasFileError(f"{path!r}: layer {layer.name!r} has {len(weights)} weights in deepgpu, the "
                                  f"file holds {len(entries)} ({[n for n, _ in entries]})")
         if isinstance(layer, Model):
-            # Keras lists a nested model's weights trainable-first; match "<layer>/<weight>" names instead.
-            named = {}
-            for n, a in entries:
-                named["/".join(n.split(":")[0].split("/")[-2:])] = (n, a)
-            for w in weights:
-                if w.name not in named:
-                    raise KerasFileError(f"{path!r}: no weight named like {w.name!r} under model_weights/"
-                                         f"{layer.name}")
-                n, a = named[w.name]
-                pairs.append((w, a, f"model_weights/{layer.name}/{n}"))
+            from ._keras2 import match_nested  # by name (RNN cells' scopes too), else in Keras's order
+            pairs += [(w, a, f"model_weights/{layer.name}/{n}") for w, n, a in match_nested(layer, entries, path)]
         else:
             pairs += [(w, a, f"model_weights/{layer.name}/{n}") for w, (n, a) in zip(weights, entries)]
     return [(w, _read_dataset(a, w, where, path)) for w, a, where in pairs]
