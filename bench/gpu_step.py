@@ -21,6 +21,21 @@ Adam, float32) per framework and path, in one process on one GPU:
 * ``torch-eager-fp32`` and ``torch-graph-fp32``: the same with TF32 off
   (``cudnn.allow_tf32 = cuda.matmul.allow_tf32 = False``), arithmetic like ours.
 
+Tensor cores (issue 22 section 3; kernels/tensorcore.cu):
+
+* ``deepgpu-tf32`` / ``deepgpu-graph-tf32``: our kernels with
+  ``deepgpu.config.enable_tensor_float_32_execution(True)``, eager / recorded;
+  beside ``torch-eager-tf32`` / ``torch-graph-tf32`` (``allow_tf32`` on for
+  cuDNN and matmul, as our switch covers both).
+* ``deepgpu-fp16`` / ``deepgpu-graph-fp16``: the ``mixed_float16`` policy
+  (layers compute in float16 on the 16-bit tensor-core kernels, variables
+  float32); beside ``torch-eager-amp`` (``torch.autocast`` float16 with a
+  GradScaler, the documented recipe) and ``torch-graph-amp`` (autocast with
+  ``cache_enabled=False`` captured whole, no GradScaler: its inf check reads
+  the host). ``--micro`` also times our TF32 and float16 matmul 4096^3 and the
+  seed's second convolution forward + both gradients against cuBLAS / cuDNN
+  at the same precision, with each one's error against float32.
+
 Every path times ``train_on_batch``-equivalent steps on one fixed batch;
 deepgpu's ``train_on_batch`` also resets and reads its loss metric (a host
 read per step, as Keras's), which the PyTorch steps do not do.
@@ -50,7 +65,8 @@ from pathlib import Path
 import numpy as np
 
 PATHS = ("deepgpu-cupy", "deepgpu-custom", "deepgpu-fitstep", "deepgpu-graph", "torch-eager", "torch-graph",
-         "torch-eager-fp32", "torch-graph-fp32")
+         "torch-eager-fp32", "torch-graph-fp32", "deepgpu-tf32", "deepgpu-graph-tf32", "torch-eager-tf32",
+         "torch-graph-tf32", "deepgpu-fp16", "deepgpu-graph-fp16", "torch-eager-amp", "torch-graph-amp")
 
 
 def _stats(ms):
@@ -80,7 +96,26 @@ def _time_steps(step, sync, warmup, steps):
 
 
 # ------------------------------------------------------------------ deepgpu
-def bench_deepgpu(kernels, batch, warmup, steps, graph=False, fitstep=False):
+def bench_deepgpu(kernels, batch, warmup, steps, graph=False, fitstep=False, tf32=False, policy=None):
+    """One deepgpu path; ``tf32`` turns TF32 on, ``policy`` sets a mixed-precision policy, both
+    only for this path."""
+    import deepgpu as dg
+
+    dg.config.enable_tensor_float_32_execution(tf32)
+    if policy:
+        from deepgpu import mixed_precision
+        mixed_precision.set_global_policy(policy)
+    try:
+        res = _bench_deepgpu(kernels, batch, warmup, steps, graph, fitstep)
+    finally:
+        dg.config.enable_tensor_float_32_execution(False)
+        if policy:
+            mixed_precision.set_global_policy("float32")
+    res["tf32"], res["policy"] = tf32, policy or "float32"
+    return res
+
+
+def _bench_deepgpu(kernels, batch, warmup, steps, graph, fitstep):
     import deepgpu as dg
     from deepgpu import backends, optimizers, zoo
     from deepgpu import kernels as kernels_mod
@@ -125,12 +160,14 @@ def _torch_convnet(torch):
         nn.Linear(512, 10))
 
 
-def bench_torch(graph, batch, warmup, steps, tf32=True):
+def bench_torch(graph, batch, warmup, steps, tf32=True, matmul_tf32=False, amp=False):
+    """One PyTorch path: ``tf32`` for cuDNN (PyTorch's default True), ``matmul_tf32`` for matmul
+    (default False), ``amp``: torch.autocast float16 (eager with a GradScaler; captured without)."""
     import torch
 
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default for matmul
+    torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
     dev = torch.device("cuda")
     torch.manual_seed(0)
     model = _torch_convnet(torch).to(dev)
@@ -140,11 +177,23 @@ def bench_torch(graph, batch, warmup, steps, tf32=True):
     x = torch.rand(batch, 1, 28, 28, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
 
+    scaler = torch.amp.GradScaler("cuda") if amp and not graph else None
+
+    def forward():
+        # Autocast's weight cache must be off inside a graph capture (PyTorch's CUDA graph notes).
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp, cache_enabled=not graph):
+            return lossf(model(x), y)
+
     def eager():
         opt.zero_grad(set_to_none=True)
-        loss = lossf(model(x), y)
-        loss.backward()
-        opt.step()
+        loss = forward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         return loss
 
     torch.cuda.reset_peak_memory_stats()
@@ -161,13 +210,14 @@ def bench_torch(graph, batch, warmup, steps, tf32=True):
         g = torch.cuda.CUDAGraph()
         opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(g):
-            loss = lossf(model(x), y)
+            loss = forward()
             loss.backward()
             opt.step()
         res = _time_steps(g.replay, torch.cuda.synchronize, warmup, steps)
     res["max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
     res["max_memory_reserved_bytes"] = int(torch.cuda.max_memory_reserved())
     torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = False
     res["params"] = sum(p.numel() for p in model.parameters())
     return res
 
@@ -208,6 +258,22 @@ def bench_micro():
     ref = cupy.matmul(a[:256], b)
     r["matmul_4096"]["max_rel_err_256_rows"] = float(cupy.abs(K.matmul(a[:256], b) - ref).max() / cupy.abs(ref).max())
 
+    # Tensor cores (kernels/tensorcore.py; the launchers take float32 as TF32 without the switch).
+    f16 = cupy.float16
+    a16, b16, c16 = a.astype(f16), b.astype(f16), cupy.empty((n, n), f16)
+    t_tf32 = _events_ms(cupy, lambda: K.tensorcore.matmul(a, b, out=c))
+    t_f16 = _events_ms(cupy, lambda: K.tensorcore.matmul(a16, b16, out=c16))
+    t_cublas16 = _events_ms(cupy, lambda: cupy.matmul(a16, b16, out=c16))
+    scale = float(cupy.abs(ref).max())
+    r["matmul_4096_tensor_cores"] = {
+        "custom_tf32_ms": t_tf32, "custom_tf32_tflops": 2 * n**3 / t_tf32 / 1e9,
+        "custom_f16_ms": t_f16, "custom_f16_tflops": 2 * n**3 / t_f16 / 1e9,
+        "cublas_f16_ms": t_cublas16, "cublas_f16_tflops": 2 * n**3 / t_cublas16 / 1e9,
+        "tf32_max_rel_err_256_rows": float(cupy.abs(K.tensorcore.matmul(a[:256], b) - ref).max()) / scale,
+        "f16_max_rel_err_256_rows": float(cupy.abs(K.tensorcore.matmul(a16[:256], b16).astype(f32) - ref).max())
+        / scale,
+        "target": "custom_f16 >= 0.5 x cuBLAS f16; tf32 error ~3e-4"}
+
     x, w, bias = (rs.standard_normal(s, dtype=f32) for s in ((128, 1024), (1024, 512), (512,)))
     t_sep = _events_ms(cupy, lambda: cupy.maximum(cupy.matmul(x, w) + bias, 0))
     t_fused = _events_ms(cupy, lambda: K.dense(x, w, bias, "relu"))
@@ -220,6 +286,12 @@ def bench_micro():
     t_conv = _events_ms(cupy, lambda: (K.conv2d(xc, kc), K.conv2d_grad_input(dy, kc, xs),
                                        K.conv2d_grad_filter(xc, dy, ks)))
     r["conv2_seed_fwd_bwd"] = {"custom_ms": t_conv, "target": "<= cuDNN via PyTorch"}
+    TC = K.tensorcore
+    xc16, kc16, dy16 = xc.astype(f16), kc.astype(f16), dy.astype(f16)
+    r["conv2_seed_fwd_bwd"]["custom_tf32_ms"] = _events_ms(cupy, lambda: (
+        TC.conv2d(xc, kc), TC.conv2d_grad_input(dy, kc, xs), TC.conv2d_grad_filter(xc, dy, ks)))
+    r["conv2_seed_fwd_bwd"]["custom_f16_ms"] = _events_ms(cupy, lambda: (
+        TC.conv2d(xc16, kc16), TC.conv2d_grad_input(dy16, kc16, xs), TC.conv2d_grad_filter(xc16, dy16, ks)))
     try:
         import torch
         torch.backends.cudnn.benchmark = True
@@ -250,6 +322,24 @@ def bench_micro():
         torch.backends.cudnn.allow_tf32 = False
         r["conv2_seed_fwd_bwd"]["cudnn_torch_fp32_ms"] = timed()
         torch.backends.cudnn.allow_tf32 = True
+        # float16 inputs as autocast runs them (cuDNN on tensor cores, float32 accumulation).
+        conv.half()  # tstep reads xt and gt from here at each call
+        xt = torch.randn(128, 32, 26, 26, device="cuda", dtype=torch.float16, requires_grad=True)
+        gt = gt.half()
+        r["conv2_seed_fwd_bwd"]["cudnn_torch_f16_ms"] = timed()
+        at, bt = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        s_, e_ = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        ts = []
+        for i in range(23):
+            s_.record()
+            torch.matmul(at, bt)
+            e_.record()
+            e_.synchronize()
+            if i >= 3:
+                ts.append(s_.elapsed_time(e_))
+        torch.backends.cuda.matmul.allow_tf32 = False
+        r["matmul_4096_tensor_cores"]["cublas_tf32_torch_ms"] = statistics.median(ts)
     except Exception as ex:  # PyTorch missing: the custom time still stands
         r["conv2_seed_fwd_bwd"]["cudnn_torch_error"] = repr(ex)
 
@@ -322,7 +412,18 @@ def main(argv=None):
                "torch-eager": lambda b: bench_torch(False, b, args.warmup, args.steps),
                "torch-graph": lambda b: bench_torch(True, b, args.warmup, args.steps),
                "torch-eager-fp32": lambda b: bench_torch(False, b, args.warmup, args.steps, tf32=False),
-               "torch-graph-fp32": lambda b: bench_torch(True, b, args.warmup, args.steps, tf32=False)}
+               "torch-graph-fp32": lambda b: bench_torch(True, b, args.warmup, args.steps, tf32=False),
+               "deepgpu-tf32": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps, tf32=True),
+               "deepgpu-graph-tf32": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps, graph=True,
+                                                             tf32=True),
+               "torch-eager-tf32": lambda b: bench_torch(False, b, args.warmup, args.steps, matmul_tf32=True),
+               "torch-graph-tf32": lambda b: bench_torch(True, b, args.warmup, args.steps, matmul_tf32=True),
+               "deepgpu-fp16": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps,
+                                                       policy="mixed_float16"),
+               "deepgpu-graph-fp16": lambda b: bench_deepgpu("custom", b, args.warmup, args.steps, graph=True,
+                                                             policy="mixed_float16"),
+               "torch-eager-amp": lambda b: bench_torch(False, b, args.warmup, args.steps, amp=True),
+               "torch-graph-amp": lambda b: bench_torch(True, b, args.warmup, args.steps, amp=True)}
     for batch in args.batches:
         result["step"][batch] = {}
         for path in args.only:
@@ -331,7 +432,7 @@ def main(argv=None):
             except Exception:
                 r = {"error": traceback.format_exc()}
             result["step"][batch][path] = r
-            print(f"batch {batch:4d} {path:15s} " + (
+            print(f"batch {batch:4d} {path:18s} " + (
                 f"median {r['median_ms']:.3f} ms, pipelined {r['pipelined_mean_ms']:.3f} ms"
                 if "error" not in r else "ERROR " + r["error"].strip().splitlines()[-1]), flush=True)
     if args.micro:
