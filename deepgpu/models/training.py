@@ -216,10 +216,12 @@ class Trainer:
         names ("weighted_" in front where a name is already taken), as
         in Keras 3. loss_weights: list or dict scaling each output's loss.
         cuda_graph: "auto" (the default), True or False. On the "cuda" backend
-        with its custom kernels, record the training step as a CUDA graph (per
-        batch shape, from the second batch on) and replay it (see
-        deepgpu.models.graph_step); under "auto" a step that cannot be recorded
-        runs eagerly, with one warning naming why; True raises GraphCaptureError
+        with its custom kernels, record the training step, and evaluate's and
+        predict's, as CUDA graphs (per batch shape, from the second batch on)
+        and replay them (see deepgpu.models.graph_step and graph_eval; predict
+        on a model never compiled records as under "auto"); under "auto" a
+        step that cannot be recorded runs eagerly, with one warning naming why
+        (one for training, one for evaluate / predict); True raises GraphCaptureError
         then; False never records. No effect on other backends.
         distribute: a ``deepgpu.distributed.DataParallel`` to train one
         replica per MPI rank (see its docstring for what changes in fit);
