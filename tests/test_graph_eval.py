@@ -204,3 +204,46 @@ def test_a_replayed_batch_calls_the_backend_for_its_output_copy_only(recording, 
     # Host-side: x uploaded once, one output copy per batch, the concatenation at the end; the
     # batches' copies into the recording's input buffers are array writes (one device copy each).
     assert dict(calls) == {"asarray": 1, "copy": 3, "concat": 1}, dict(calls)
+
+
+@pytest.mark.cuda
+def test_recorded_predict_evaluate_and_augmentation_on_the_gpu():
+    """Real CUDA graphs: predict / evaluate recorded match eager, and an augmentation stack's training
+    step records and draws anew at each replay (its device replay count enters random_keyed)."""
+    from deepgpu import backends
+    ok, why = dg.cuda_status()
+    if not ok:
+        pytest.skip(why)
+    previous = backends.current()
+    dg.set_backend("cuda")
+    backends.current().kernels = "custom"
+    try:
+        x, y = _data(40)
+        res = {}
+        for flag in (False, "auto"):
+            model = _net()
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                          cuda_graph=flag)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                res[flag] = ([model.predict(x, batch_size=16).data_sync() for _ in range(3)],
+                             [model.evaluate(x, y, batch_size=16) for _ in range(3)])
+        assert _counts(model, "predict") == (2, 7) and _counts(model, "evaluate") == (2, 7)
+        for p in res["auto"][0]:
+            np.testing.assert_allclose(p, res[False][0][0], rtol=1e-5, atol=1e-6)
+        for e in res["auto"][1]:
+            np.testing.assert_allclose(e, res[False][1][0], rtol=1e-5)
+        dg.set_seed(1)
+        aug = dg.Sequential([
+            layers.RandomFlip(seed=1, input_shape=(8, 8, 1)), layers.RandomRotation(0.1, seed=2),
+            layers.RandomZoom(0.2, seed=3), layers.RandomTranslation(0.1, 0.1, seed=4),
+            layers.RandomCrop(6, 6, seed=5), layers.Conv2D(4, 3, activation="relu"), layers.Flatten(),
+            layers.Dense(4, activation="softmax")])
+        aug.compile(optimizer=dg.optimizers.SGD(1e-6), loss="sparse_categorical_crossentropy")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            h = aug.fit(x[:32], y[:32], batch_size=16, epochs=4, verbose=0, shuffle=False)
+        assert len(aug._graph_trainer.steps) == 1 and not aug._graph_trainer.failed
+        assert len(set(np.round(h.history["loss"], 6))) == 4  # replays of the same batches draw anew
+    finally:
+        backends._state.backend = previous
