@@ -533,7 +533,8 @@ def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=N
     adapter = get_adapter(x, y, sample_weight, batch_size, shuffle, w)
     dist = getattr(model, "_distribute", None)
     if dist is not None:  # this rank's share of every global batch (deepgpu/distributed/sources.py)
-        adapter, verbose, callbacks = dist.shard_source(adapter, steps_per_epoch, verbose, callbacks)
+        from ..distributed import sources
+        adapter, verbose, callbacks = sources.shard_source(dist, adapter, steps_per_epoch, verbose, callbacks)
     if getattr(adapter, "infinite", False) and steps_per_epoch is None:
         raise ValueError(f"fit(): the {adapter.name} is infinite (repeat() without a count); give steps_per_epoch")
     train = EpochIterator(adapter, steps_per_epoch)

@@ -1,11 +1,13 @@
 """DataParallel: what ``compile(distribute=...)`` adds to training.
 
-The model and its layers know nothing of it; the training loop calls four
-hooks: ``prepare_fit`` (checks, per-rank verbosity and callbacks),
-``batches`` (this rank's share of every global batch), ``first_step``
-(model agreement, weights and optimizer state from rank 0) and
-``reduce_gradients`` (one flat buffer per dtype, averaged across ranks in
-buckets), and ``average_logs`` at each epoch's end.
+The model and its layers know nothing of it (BatchNormalization(synchronized=True)
+asks ``step_communicator()``); the training loop calls these hooks:
+``prepare_fit`` (checks, per-rank verbosity and callbacks), ``batches`` (this
+rank's share of every global batch; data sources: deepgpu/distributed/sources.py),
+``first_step`` (model agreement, weights and optimizer state from rank 0),
+``step`` (around forward and backward: the buckets of one flat gradient buffer
+per dtype are averaged across ranks as backward finishes them), and
+``average_logs`` at each epoch's end.
 """
 from __future__ import annotations
 
@@ -111,17 +113,6 @@ class DataParallel:
             steps = min(steps, steps_per_epoch)
         verbose, callbacks = self._rank_callbacks(verbose, callbacks)
         return steps, verbose, callbacks
-
-    def shard_source(self, adapter, steps_per_epoch, verbose, callbacks):
-        """(adapter of this rank's share, verbose, callbacks) for ``fit`` on a data source
-        (deepgpu/distributed/sources.py says what each kind of source does)."""
-        from . import sources
-        from ..data import adapters
-        if isinstance(adapter, adapters._ArrayAdapter):
-            self.prepare_fit(adapter.n, adapter.batch_size, steps_per_epoch, verbose, callbacks)  # its checks
-        adapter = sources.shard(self, adapter)
-        verbose, callbacks = self._rank_callbacks(verbose, callbacks)
-        return adapter, verbose, callbacks
 
     def _rank_callbacks(self, verbose, callbacks):
         if isinstance(callbacks, dict):  # TF.js style: {"onEpochEnd": fn, ...}

@@ -44,6 +44,16 @@ REFUSED = ("fit(): under DataParallel a {name} cannot be shared by rank (each ra
            "rank takes its slice) or write a deepgpu.utils.PyDataset (its batch indices are split by rank)")
 
 
+def shard_source(dp, adapter, steps_per_epoch, verbose, callbacks):
+    """(adapter of this rank's share, verbose, callbacks) for ``fit`` on a data source under the
+    DataParallel ``dp`` (the data-source loop calls it; this module's docstring has the rules)."""
+    if isinstance(adapter, A._ArrayAdapter):
+        dp.prepare_fit(adapter.n, adapter.batch_size, steps_per_epoch, verbose, callbacks)  # its checks
+    adapter = shard(dp, adapter)
+    verbose, callbacks = dp._rank_callbacks(verbose, callbacks)
+    return adapter, verbose, callbacks
+
+
 def shard(dp, adapter):
     """The adapter that yields this rank's share (see the module docstring); ValueError for a
     source that cannot be shared."""
