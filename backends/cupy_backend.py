@@ -195,6 +195,9 @@ class CupyBackend(Backend):
     def dropout_mask(self, shape, rate: float, dtype="float32"):
         if self._custom and normalize_dtype(dtype) == np.float32 and 0 <= rate < 1:
             return self._philox_dropout(None, self.xp.empty(shape, np.float32), rate)[1]
+        if self._custom and np.dtype(dtype).name in ("float16", "bfloat16") and 0 <= rate < 1:
+            # Mixed precision: our float32 mask, rounded (records in a graph, as cuRAND does not).
+            return self._philox_dropout(None, self.xp.empty(shape, np.float32), rate)[1].astype(dtype)
         self._refuse_in_capture("a cuRAND dropout mask (only float32 masks on the custom kernels record)")
         keep = self.xp.random.random_sample(shape, dtype=np.float32) >= rate
         return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - rate))

@@ -346,3 +346,20 @@ def test_seed_convnet_step_launch_budget_with_tf32(_emulator, tf32):
     assert gemm and all(n.startswith("dg_tc_") for n in gemm), names
     assert "dg_tc_conv2d_grad_filter_tf32" in names and "dg_tc_matmul_tf32" in names
     assert len(names) <= 44, names
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_half_dropout_mask_uses_our_generator(_emulator, dtype):
+    """A 16-bit dropout mask (mixed precision) comes from our counter-based kernel, so it
+    records in a CUDA graph (cuRAND's does not); values 0 or 1 / (1 - rate) in the dtype."""
+    names = []
+    K._emulator = lambda name, grid, block, args: (names.append(name), _emulator(name, grid, block, args))
+    try:
+        with current_custom(np) as b:
+            m = b.dropout_mask((40, 50), 0.25, dtype)
+    finally:
+        K._emulator = None
+    assert names == ["dg_dropout"] and m.dtype == dtype
+    vals = set(np.unique(m.astype(np.float32)).tolist())
+    assert vals == {0.0, float(np.float32(4 / 3).astype(dtype).astype(np.float32))}
+    assert 0.15 < float((m.astype(np.float32) == 0).mean()) < 0.35
