@@ -11,6 +11,8 @@
 #    reduction (side stream + events) recorded into a CUDA graph and replayed, and DataParallel +
 #    SyncBN with cuda_graph=True recorded. Needs mpi4py and mpich (pip install 'deepgpu[distributed]';
 #    the GPU machine has no network: carry the wheels if they are not installed there).
+# 8. (part "mixed", issue 20) bench/mixed_precision.py --backend cuda: a small convnet's step in float32
+#    and under mixed_float16 (LossScaleOptimizer), beside PyTorch float32 and autocast float16 + GradScaler.
 # Each part writes its log under OUT_DIR and prints its last lines; one failing part
 # does not stop the others. All five take longer than one 600 s device call: choose
 # some with PARTS, e.g. PARTS="tests step profile" then PARTS="fmnist memcheck nccl".
@@ -78,6 +80,13 @@ echo "== NCCL, one rank (issue 21)"
 timeout ${NCCL_S:-240} mpiexec -n 1 python3 -m mpi4py tests/distributed/worker.py nccl "$out/nccl" \
     >"$out/nccl.log" 2>&1
 echo "exit $?"; tail -5 "$out/nccl.log"
+fi
+
+if want mixed; then
+echo "== mixed precision step time (issue 20)"
+timeout ${MIXED_S:-150} python3 bench/mixed_precision.py --backend cuda --rounds 5 --batch 256 \
+    >"$out/mixed_precision.log" 2>&1
+echo "exit $?"; tail -8 "$out/mixed_precision.log"
 fi
 
 if want memcheck; then
