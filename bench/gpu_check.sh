@@ -4,6 +4,8 @@
 # 1. the CUDA tests, 2. compute-sanitizer memcheck on the kernel tests,
 # 3. the training-step and kernel benchmarks against PyTorch, 4. a per-primitive
 # profile, 5. Fashion-MNIST quality runs on the GPU (when DATA_DIR holds the IDX files),
+# 3b. (part "tc", issue 22 section 3) the tensor-core kernels: their cuda tests, then the TF32
+#    and float16 steps beside PyTorch's allow_tf32 / autocast and the --micro kernel targets.
 # 6. (part "host", CPU only) bench/host_overhead.py on an idle machine: the eager step's host cost.
 # 7. (part "nccl", issue 21) DataParallel on NCCL with one rank (the lent machine has one GPU):
 #      mpiexec -n 1 python3 -m mpi4py tests/distributed/worker.py nccl OUT/nccl
@@ -17,10 +19,10 @@
 # does not stop the others. All five take longer than one 600 s device call: choose
 # some with PARTS, e.g. PARTS="tests step profile" then PARTS="fmnist memcheck nccl".
 set -u
-out=${1:?usage: [PARTS="tests step profile fmnist memcheck"] gpu_check.sh OUT_DIR [DATA_DIR] [STEPS]}
+out=${1:?usage: [PARTS="tests step tc profile fmnist memcheck"] gpu_check.sh OUT_DIR [DATA_DIR] [STEPS]}
 data=${2:-}
 steps=${3:-30}
-parts=" ${PARTS:-tests step profile fmnist memcheck} "
+parts=" ${PARTS:-tests step tc profile fmnist memcheck} "
 want() { [[ "$parts" == *" $1 "* ]]; }
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -46,6 +48,26 @@ import json, sys
 m = json.load(open(sys.argv[1])).get("micro", {})
 for k, v in m.items():
     print(k, {a: (round(b, 4) if isinstance(b, float) else b) for a, b in v.items()} if isinstance(v, dict) else v)
+EOF
+fi
+
+if want tc; then
+echo "== tensor cores (TF32, float16): tests, then steps beside PyTorch TF32 / autocast"
+timeout ${TC_TESTS_S:-120} python3 -m pytest -q -m cuda tests/test_kernels_tensorcore.py -o faulthandler_timeout=60 \
+    >"$out/tests_tensorcore.log" 2>&1
+grep -E "passed|failed|error" "$out/tests_tensorcore.log" | tail -2
+grep -E "^FAILED|^ERROR|KernelCompileError|error:" "$out/tests_tensorcore.log" | head -15
+timeout ${TC_S:-300} python3 bench/gpu_step.py --micro --batches 128 512 --steps "$steps" \
+    --only deepgpu-custom deepgpu-graph deepgpu-tf32 deepgpu-graph-tf32 torch-eager-tf32 torch-graph-tf32 \
+           deepgpu-fp16 deepgpu-graph-fp16 torch-eager-amp torch-graph-amp torch-graph-fp32 \
+    --out "$out/gpu_step_tc.json" >"$out/gpu_step_tc.log" 2>&1
+grep -E "^batch" "$out/gpu_step_tc.log"
+python3 - "$out/gpu_step_tc.json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1])).get("micro", {})
+for k in ("matmul_4096_tensor_cores", "conv2_seed_fwd_bwd", "error"):
+    if k in m:
+        print(k, {a: (round(b, 4) if isinstance(b, float) else b) for a, b in m[k].items()} if isinstance(m[k], dict) else m[k])
 EOF
 fi
 

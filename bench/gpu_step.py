@@ -106,7 +106,7 @@ def bench_deepgpu(kernels, batch, warmup, steps, graph=False, fitstep=False, tf3
         from deepgpu import mixed_precision
         mixed_precision.set_global_policy(policy)
     try:
-        res = _bench_deepgpu(kernels, batch, warmup, steps, graph, fitstep)
+        res = _bench_deepgpu(kernels, batch, warmup, steps, graph, fitstep, tf32 or bool(policy))
     finally:
         dg.config.enable_tensor_float_32_execution(False)
         if policy:
@@ -115,7 +115,7 @@ def bench_deepgpu(kernels, batch, warmup, steps, graph=False, fitstep=False, tf3
     return res
 
 
-def _bench_deepgpu(kernels, batch, warmup, steps, graph, fitstep):
+def _bench_deepgpu(kernels, batch, warmup, steps, graph, fitstep, tensor_cores):
     import deepgpu as dg
     from deepgpu import backends, optimizers, zoo
     from deepgpu import kernels as kernels_mod
@@ -126,7 +126,8 @@ def _bench_deepgpu(kernels, batch, warmup, steps, graph, fitstep):
     B.kernels = kernels
     if kernels == "custom":
         t0 = time.perf_counter()
-        kernels_mod.precompile()
+        # tensorcore.cu only where it runs: a compile failure there must not cost the strict paths.
+        kernels_mod.precompile([f for f in kernels_mod.KERNELS if tensor_cores or f != "tensorcore.cu"])
         compile_s = time.perf_counter() - t0
     dg.set_seed(0)
     model = zoo.convnet()
@@ -242,7 +243,7 @@ def bench_micro():
 
     from deepgpu import kernels as K
 
-    K.precompile()
+    K.precompile([f for f in K.KERNELS if f != "tensorcore.cu"])  # compiled at first use, guarded below
     r = {}
     rs = cupy.random.default_rng(0)
     f32 = cupy.float32
@@ -259,20 +260,24 @@ def bench_micro():
     r["matmul_4096"]["max_rel_err_256_rows"] = float(cupy.abs(K.matmul(a[:256], b) - ref).max() / cupy.abs(ref).max())
 
     # Tensor cores (kernels/tensorcore.py; the launchers take float32 as TF32 without the switch).
+    # A failure here (tensorcore.cu not compiling, say) is recorded and the strict targets go on.
     f16 = cupy.float16
-    a16, b16, c16 = a.astype(f16), b.astype(f16), cupy.empty((n, n), f16)
-    t_tf32 = _events_ms(cupy, lambda: K.tensorcore.matmul(a, b, out=c))
-    t_f16 = _events_ms(cupy, lambda: K.tensorcore.matmul(a16, b16, out=c16))
-    t_cublas16 = _events_ms(cupy, lambda: cupy.matmul(a16, b16, out=c16))
-    scale = float(cupy.abs(ref).max())
-    r["matmul_4096_tensor_cores"] = {
-        "custom_tf32_ms": t_tf32, "custom_tf32_tflops": 2 * n**3 / t_tf32 / 1e9,
-        "custom_f16_ms": t_f16, "custom_f16_tflops": 2 * n**3 / t_f16 / 1e9,
-        "cublas_f16_ms": t_cublas16, "cublas_f16_tflops": 2 * n**3 / t_cublas16 / 1e9,
-        "tf32_max_rel_err_256_rows": float(cupy.abs(K.tensorcore.matmul(a[:256], b) - ref).max()) / scale,
-        "f16_max_rel_err_256_rows": float(cupy.abs(K.tensorcore.matmul(a16[:256], b16).astype(f32) - ref).max())
-        / scale,
-        "target": "custom_f16 >= 0.5 x cuBLAS f16; tf32 error ~3e-4"}
+    try:
+        a16, b16, c16 = a.astype(f16), b.astype(f16), cupy.empty((n, n), f16)
+        t_tf32 = _events_ms(cupy, lambda: K.tensorcore.matmul(a, b, out=c))
+        t_f16 = _events_ms(cupy, lambda: K.tensorcore.matmul(a16, b16, out=c16))
+        t_cublas16 = _events_ms(cupy, lambda: cupy.matmul(a16, b16, out=c16))
+        scale = float(cupy.abs(ref).max())
+        r["matmul_4096_tensor_cores"] = {
+            "custom_tf32_ms": t_tf32, "custom_tf32_tflops": 2 * n**3 / t_tf32 / 1e9,
+            "custom_f16_ms": t_f16, "custom_f16_tflops": 2 * n**3 / t_f16 / 1e9,
+            "cublas_f16_ms": t_cublas16, "cublas_f16_tflops": 2 * n**3 / t_cublas16 / 1e9,
+            "tf32_max_rel_err_256_rows": float(cupy.abs(K.tensorcore.matmul(a[:256], b) - ref).max()) / scale,
+            "f16_max_rel_err_256_rows": float(cupy.abs(K.tensorcore.matmul(a16[:256], b16).astype(f32) - ref).max())
+            / scale,
+            "target": "custom_f16 >= 0.5 x cuBLAS f16; tf32 error ~3e-4"}
+    except Exception:
+        r["matmul_4096_tensor_cores"] = {"error": traceback.format_exc()}
 
     x, w, bias = (rs.standard_normal(s, dtype=f32) for s in ((128, 1024), (1024, 512), (512,)))
     t_sep = _events_ms(cupy, lambda: cupy.maximum(cupy.matmul(x, w) + bias, 0))
@@ -288,10 +293,13 @@ def bench_micro():
     r["conv2_seed_fwd_bwd"] = {"custom_ms": t_conv, "target": "<= cuDNN via PyTorch"}
     TC = K.tensorcore
     xc16, kc16, dy16 = xc.astype(f16), kc.astype(f16), dy.astype(f16)
-    r["conv2_seed_fwd_bwd"]["custom_tf32_ms"] = _events_ms(cupy, lambda: (
-        TC.conv2d(xc, kc), TC.conv2d_grad_input(dy, kc, xs), TC.conv2d_grad_filter(xc, dy, ks)))
-    r["conv2_seed_fwd_bwd"]["custom_f16_ms"] = _events_ms(cupy, lambda: (
-        TC.conv2d(xc16, kc16), TC.conv2d_grad_input(dy16, kc16, xs), TC.conv2d_grad_filter(xc16, dy16, ks)))
+    try:
+        r["conv2_seed_fwd_bwd"]["custom_tf32_ms"] = _events_ms(cupy, lambda: (
+            TC.conv2d(xc, kc), TC.conv2d_grad_input(dy, kc, xs), TC.conv2d_grad_filter(xc, dy, ks)))
+        r["conv2_seed_fwd_bwd"]["custom_f16_ms"] = _events_ms(cupy, lambda: (
+            TC.conv2d(xc16, kc16), TC.conv2d_grad_input(dy16, kc16, xs), TC.conv2d_grad_filter(xc16, dy16, ks)))
+    except Exception:
+        r["conv2_seed_fwd_bwd"]["custom_tensor_core_error"] = traceback.format_exc()
     try:
         import torch
         torch.backends.cudnn.benchmark = True
