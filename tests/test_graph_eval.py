@@ -247,3 +247,21 @@ def test_recorded_predict_evaluate_and_augmentation_on_the_gpu():
         assert len(set(np.round(h.history["loss"], 6))) == 4  # replays of the same batches draw anew
     finally:
         backends._state.backend = previous
+
+
+def test_a_model_reading_strings_evaluates_eagerly_with_one_warning(recording):
+    B, models = recording
+    texts = np.array([["the cat sat"], ["a dog"], ["the mat"], ["cat and dog"]], dtype=object)
+    tv = layers.TextVectorization(max_tokens=20, output_sequence_length=3)
+    tv.adapt(texts.ravel().tolist())
+    inputs = layers.Input(shape=(1,), dtype="string")
+    models.append(dg.models.Model(inputs, layers.Dense(2)(layers.Flatten()(layers.Embedding(20, 4)(tv(inputs))))))
+    models[-1].compile(optimizer="adam", loss="mse")
+    y = np.zeros((4, 2), np.float32)
+    with pytest.warns(RuntimeWarning, match="evaluate's step runs eagerly: an input stays on the host") as got:
+        losses = [models[-1].evaluate(texts, y, batch_size=2) for _ in range(2)]
+    assert len([w for w in got if "CUDA graph" in str(w.message) or "eagerly" in str(w.message)]) == 1
+    assert losses[0] == losses[1] and np.isfinite(losses[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # strings only: nothing on the device to record, nothing to say
+        models[-1].predict(texts, batch_size=2)

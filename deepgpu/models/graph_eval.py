@@ -58,7 +58,7 @@ def _backend_of(tensors):
 
 def test_batch(model, xb, yb, swb) -> bool:
     """Run ``Trainer._test_batch`` as a recorded graph; False when the caller must run it eagerly."""
-    B = _backend_of(xb)
+    B = _backend_of(list(xb) + list(yb))  # x may be strings on the host (TextVectorization)
     if B is None or B.capturing or not getattr(B, "supports_graphs", False) and B.name != "cuda":
         return False
     rec = _recorder(model)
