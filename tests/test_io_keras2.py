@@ -25,7 +25,7 @@ def _case(name):
 
 def _expected(model):
     with np.load(os.path.join(FIXTURES, f"k2_{model}.npz")) as z:
-        xs = [z[f"x{i}"] for i in range(4) if f"x{i}" in z]
+        xs = [z[f"x{i}"] for i in range(8) if f"x{i}" in z]
         return (xs if len(xs) > 1 else xs[0]), z["y"]
 
 
@@ -38,7 +38,8 @@ def test_the_sweep_covers_every_release_and_model():
     releases = {r for r, _ in cases}
     assert {"2.0.8", "2.0.8-theano", "2.1.6", "2.2.0", "2.2.4", "2.2.4-tf", "tfk2.21"} <= releases
     assert {m for r, m in cases if r == "tfk2.21"} == {
-        "convnet", "two_input", "rnn", "rnn2", "conv_misc", "nested", "nested_rnn", "mobilenet", "transfer", "cudnn"}
+        "convnet", "two_input", "rnn", "rnn2", "conv_misc", "nested", "nested_rnn", "mobilenet", "transfer", "cudnn",
+        "zoo"}
 
 
 @pytest.mark.parametrize("name", FILES)

@@ -43,8 +43,11 @@ tf.keras 1.x    ``keras_version`` "2.2.4-tf"; initializer configs carry ``dtype`
 tf.keras 2.x    ``Functional`` class (TF 2.4+), Sequential with its InputLayer (``sparse``,  real, by
 (to 2.15,       ``ragged``), initializers by class name with ``module`` keys, weight names   tf_keras
 tf_keras 2.21)  ``lstm/lstm_cell/kernel:0``, DepthwiseConv2D ``groups`` and SeparableConv2D  2.21: all
-                ``kernel_*`` leftovers; nested models' outer nodes from 1 only when built    ten
-                on an Input (functional.py ``_should_skip_first_node``, v2.6.0)
+                ``kernel_*`` leftovers, ConvLSTM2D ``time_major``, LeakyReLU / ELU           eleven, zoo
+                ``alpha``; nested models' outer nodes from 1 only when built on an Input     with the 1-D,
+                (functional.py ``_should_skip_first_node``, v2.6.0)                          3-D, ConvLSTM
+                                                                                             and activation
+                                                                                             layers
 ==============  ===========================================================================  ============
 
 ``training_config`` is not read (the model comes back uncompiled), so Keras 2's optimizer spellings
@@ -167,6 +170,8 @@ def _walk(spec, keras2, path, where):
         for key in ("kernel_regularizer", "kernel_constraint"):
             if cfg.get(key, 0) is None:
                 del cfg[key]
+    if cfg.get("time_major") is False:  # tf.keras's RNN default, written by ConvLSTM2D too
+        del cfg["time_major"]
     if cls in ("GRU", "GRUCell"):
         cfg.setdefault("reset_after", False)  # Keras 2.0-2.1.4 had only this form, and wrote no key
     for key in _NESTED:
