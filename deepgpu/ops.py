@@ -1262,7 +1262,9 @@ def resize(images, size, interpolation="bilinear") -> Tensor:
     if (h, w) == (oh, ow):
         return x
     sy, sx = h / oh, w / ow
-    t = [[sx, 0.0, 0.5 * sx - 0.5, 0.0, sy, 0.5 * sy - 0.5, 0.0, 0.0]]
+    # Made of shared scalars (fill launches inside a recording), not uploaded: a recorded step may resize.
+    row = [B._scalar(float(v), "float32") for v in (sx, 0.0, 0.5 * sx - 0.5, 0.0, sy, 0.5 * sy - 0.5, 0.0, 0.0)]
+    t = Tensor(B.reshape(B.stack(row), (1, 8)), B)
     return image_transform(x, t, (oh, ow), interpolation, "nearest")
 
 
