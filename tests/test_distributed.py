@@ -325,6 +325,35 @@ def test_bucketed_reduction_layout_and_missing_gradients():
         DataParallel(overlap="yes")
 
 
+@pytest.mark.parametrize("axis,shape", [(-1, (6, 4)), (1, (3, 5, 2, 2))])
+def test_sync_batch_norm_op_in_a_world_of_one_is_batch_norm(axis, shape):
+    """The SyncBN op's values and gradients (through the statistics) equal ops.batch_norm's; 16-bit
+    input is normalized in float32 and comes back in its own dtype."""
+    from deepgpu import ops
+    from deepgpu.autograd import backward, enable_grad
+    from deepgpu.distributed.sync_bn import sync_batch_norm
+    rng = np.random.default_rng(0)
+    xs = (rng.normal(size=shape) * 3 + 1).astype("float32")
+    c = shape[axis]
+    weight = dg.tensor(rng.uniform(0, 2, size=shape).astype("float32"))
+    results = []
+    for fn in (lambda x, g, b: ops.batch_norm(x, g, b, axis, 1e-3),
+               lambda x, g, b: sync_batch_norm(x, g, b, axis, 1e-3, comm_mod.SingleCommunicator())):
+        x = dg.Variable(dg.tensor(xs))
+        g = dg.Variable(dg.tensor(np.linspace(0.5, 2, c).astype("float32")))
+        b = dg.Variable(dg.tensor(np.linspace(-1, 1, c).astype("float32")))
+        with enable_grad():
+            y, m, v = fn(x, g, b)
+            loss = ops.sum(y * y * weight)
+        grads = backward(loss, [x, g, b])
+        results.append([y.data_sync(), m.data_sync(), v.data_sync()] + [np.asarray(a) for a in grads])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+    half = ops.cast(dg.tensor(xs), "float16")
+    y, m, v = sync_batch_norm(half, None, None, axis, 1e-3, comm_mod.SingleCommunicator())
+    assert (str(y.dtype), str(m.dtype)) == ("float16", "float32")
+
+
 def test_synchronized_batch_norm_in_one_process_is_plain_and_saved(tmp_path):
     """synchronized=True (Keras's name) survives save / load in both formats and, outside a DataParallel
     step of several ranks, trains exactly as plain BatchNormalization."""

@@ -12,7 +12,7 @@ one-process gradient of the global batch.
 from __future__ import annotations
 
 from ..autograd import register_gradient
-from ..ops import _axes, _backend_of, _inverse_perm, _make, _t
+from ..ops import _axes, _backend_of, _inverse_perm, _make, _t, cast
 from ..tensor import Tensor
 
 
@@ -27,6 +27,9 @@ def sync_batch_norm(x, gamma, beta, axis, epsilon, comm):
     variance [C] the global ones (no gradient). Every rank must call it at the same point."""
     B = _backend_of(x, gamma, beta)
     x = _t(x, B)
+    if str(x.dtype) in ("float16", "bfloat16"):  # 16-bit sums over a global batch overflow: float32 inside
+        y, mean, var = sync_batch_norm(cast(x, "float32"), gamma, beta, axis, epsilon, comm)
+        return cast(y, str(x.dtype)), mean, var
     ax = _axes(axis, x.ndim)[0]
     params = [_t(p, B, x.dtype) for p in (gamma, beta) if p is not None]
     perm = None if ax == x.ndim - 1 else tuple(i for i in range(x.ndim) if i != ax) + (ax,)

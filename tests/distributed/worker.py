@@ -172,7 +172,8 @@ def check_sources():
     ds = dg.data.Dataset.from_tensor_slices((x, y)).batch(16)
     check_same_as_one_process(mlp, x, y, batch=16, epochs=2, opt="adam", ref_n=32 + P, src=ds)
     # a PyDataset of 2P + 1 per-rank batches of 4: rank r takes batches r, r + P; the last one is left out
-    check_same_as_one_process(mlp, x, y, batch=4 * P, epochs=2, opt="sgd", ref_n=8 * P, src=Batches(x[:8 * P + 4], y[:8 * P + 4], 4))
+    per_rank = Batches(x[:8 * P + 4], y[:8 * P + 4], 4)
+    check_same_as_one_process(mlp, x, y, batch=4 * P, epochs=2, opt="sgd", ref_n=8 * P, src=per_rank)
     # an unseeded shuffle (each rank draws another seed): the ranks still agree, and equal one process
     dg.set_seed(50 + R)
     shuffled = dg.data.Dataset.from_tensor_slices((x[:32], y[:32])).shuffle(32).batch(16)
