@@ -153,3 +153,41 @@ def test_keras1_file_is_refused(tmp_path):
         f.attrs["keras_version"] = np.bytes_(b"1.2.2")
     with pytest.raises(KerasFileError, match=r"k2_2.0.8_convnet.h5.*Keras 1.2.2 \(Keras 1\)"):
         load_keras(p)
+
+
+def _rename_weights(path, group, rename):
+    """Give the weights under model_weights/<group> new names (``rename(index, name)``), as other writers did."""
+    with h5py.File(path, "r+") as f:
+        g = f[f"model_weights/{group}"]
+        old = [n.decode() for n in g.attrs["weight_names"]]
+        data = [g[n][()] for n in old]
+        for n in old:
+            del g[n]
+        new = [rename(i, n) for i, n in enumerate(old)]
+        g.attrs["weight_names"] = np.array([n.encode() for n in new])
+        for n, a in zip(new, data):
+            g.create_dataset(n, data=a)
+
+
+@pytest.mark.parametrize("rename", [
+    lambda i, n: f"model_1/{n}",  # with the outer model's name scope
+    lambda i, n: n.split(":")[0],  # without ":0" (Theano, CNTK)
+    lambda i, n: f"param_{i}",  # Keras 2.0's name for a weight without one: matched in Keras's order
+])
+def test_nested_weight_names_of_other_writers(tmp_path, rename):
+    p = _copy(tmp_path, "k2_2.2.4_nested_rnn.h5")
+    _rename_weights(p, "sequential_1", rename)
+    x, y = _expected("nested_rnn")
+    assert np.abs(_predict(load_keras(p), x) - y).max() < 1e-5
+
+
+def test_nested_weights_that_fit_neither_by_name_nor_order(tmp_path):
+    p = _copy(tmp_path, "k2_2.2.4_nested.h5")
+    _rename_weights(p, "sequential_1", lambda i, n: f"param_{i}")
+    with h5py.File(p, "r+") as f:  # the kernel and the bias listed the other way round
+        g = f["model_weights/sequential_1"]
+        names = [n.decode() for n in g.attrs["weight_names"]]
+        g.attrs["weight_names"] = np.array([n.encode() for n in [names[1], names[0]] + names[2:]])
+    with pytest.raises(KerasFileError, match=r"k2_2.2.4_nested.h5.*model_weights/sequential_1.*neither by name "
+                                             r"nor in order"):
+        load_keras(p)
