@@ -8,8 +8,9 @@ The same products as gemm.py and conv.py, for
   inputs rounded to a 10-bit mantissa, float32 accumulation and output.
 
 ``precision(*arrays)`` says which of these applies ("tf32", "f16", "bf16") or
-None (strict float32 on the CUDA-core kernels of gemm.py / conv.py, or a dtype
-no kernel takes). The kernels need sm_80 or newer (A100, H100, H200).
+None (strict float32 on the CUDA-core kernels of gemm.py / conv.py, a dtype no
+kernel takes, or a GPU older than sm_80: A100, H100 and H200 have what the
+kernels use, V100 and T4 do not, and the backend falls back to CuPy there).
 bfloat16 arrays exist on the GPU only with CuPy 14+ and ml_dtypes.
 """
 from __future__ import annotations
@@ -33,20 +34,36 @@ register("tensorcore.cu", tuple(f"dg_tc_{op}_{p}" for op in ("matmul", "conv2d_f
 def precision(*arrays):
     """The tensor-core variant for these operands: "f16" / "bf16" when all are float16 / bfloat16,
     "tf32" when all are float32 and TF32 execution is enabled, else None. None entries are skipped."""
-    dt = None
+    first = None
     for a in arrays:
         if a is None:
             continue
-        if dt is None:
-            dt = a.dtype
-        elif a.dtype != dt:
+        if first is None:
+            first = a
+        elif a.dtype != first.dtype:
             return None
-    if dt is None:
+    if first is None:
         return None
-    p = _SUFFIX.get(dt.name)
-    if p == "tf32" and not _config._TF32[0]:
+    p = _SUFFIX.get(first.dtype.name)
+    if p is None or (p == "tf32" and not _config._TF32[0]) or not _has_tensor_cores(first):
         return None
     return p
+
+
+_sm80: dict = {}  # device id -> compute capability >= 8.0
+
+
+def _has_tensor_cores(a):
+    """True where the kernels can run: the emulation (NumPy arrays), or a device of sm_80 or newer.
+    Older GPUs (V100, T4) lack wmma's TF32 and bfloat16: there the callers fall back."""
+    if isinstance(a, np.ndarray):
+        return True
+    dev = K._device_id()
+    ok = _sm80.get(dev)
+    if ok is None:
+        import cupy
+        ok = _sm80[dev] = int(cupy.cuda.Device(dev).compute_capability) >= 80
+    return ok
 
 
 def _check(a, what, dtype, shape=None):

@@ -165,8 +165,14 @@ def nvrtc_runs():
     """Every file through NVRTC, in parallel threads (ctypes releases the GIL); file -> future."""
     if NVRTC is None:
         pytest.skip("no NVRTC library found (pip install nvidia-cuda-nvrtc)")
-    # CuPy's RawModule adds -ftz=true and the device's arch to our OPTIONS.
+    # CuPy's RawModule adds -ftz=true, the device's arch and the CUDA headers' folder to our
+    # OPTIONS (tensorcore.cu includes <mma.h>, <cuda_fp16.h>, <cuda_bf16.h> from there).
     options = list(K.OPTIONS) + ["-ftz=true", f"-arch={ARCH}"]
+    nvcc = shutil.which("nvcc")
+    for root in (os.environ.get("CUDA_PATH"), nvcc and str(Path(nvcc).resolve().parents[1]), "/usr/local/cuda"):
+        if root and (Path(root) / "include" / "mma.h").exists():
+            options.append(f"-I{Path(root) / 'include'}")
+            break
     with ThreadPoolExecutor(len(CU_FILES)) as pool:
         futs = {f: pool.submit(_nvrtc_compile, K.source(f), f, options) for f in CU_FILES}
         yield options, futs
