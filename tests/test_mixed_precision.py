@@ -165,6 +165,28 @@ def test_small_models_train_on_the_cpu(cpu, policy, kind):
     assert np.isfinite(model.predict(x[:4]).data_sync().astype(np.float32)).all()
 
 
+def test_subclassed_model_under_mixed_float16(cpu):
+    class Net(dg.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.logits = layers.Dense(8, activation="relu"), layers.Dense(3)
+            self.probs = layers.Activation("softmax", dtype="float32")
+
+        def call(self, x, training=None):
+            h = self.hidden(x)
+            assert h.dtype == "float16"
+            return self.probs(self.logits(h))
+
+    mp.set_global_policy("mixed_float16")
+    net = Net()
+    mp.set_global_policy(None)
+    net.compile(optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
+    h = net.fit(x, (x[:, 0] > 0).astype(np.int32), epochs=4, verbose=0)
+    assert isinstance(net.optimizer, mp.LossScaleOptimizer) and h.history["loss"][-1] < h.history["loss"][0]
+    assert net.predict(x).dtype == "float32"
+
+
 # --------------------------------------------------------- LossScaleOptimizer
 def _vars(seed=0):
     rng = np.random.default_rng(seed)

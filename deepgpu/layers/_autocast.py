@@ -48,7 +48,7 @@ def _any_half(inputs) -> bool:
 
 def plan(layer, inputs):
     """None when the call needs no casting (no 16-bit float in sight), else
-    ``(input dtype, cast variables?, output dtype)``."""
+    ``(input dtype, cast variables?, output dtype or None to leave the outputs)``."""
     policy = layer._dtype_policy
     compute = policy._compute_dtype
     if compute not in _HALF and not _any_half(inputs):
@@ -57,13 +57,19 @@ def plan(layer, inputs):
         return None
     if float32_statistics(layer):
         return "float32", False, compute
-    if hasattr(layer, "_subclassed") and not layer._subclassed():
-        return None  # a functional / Sequential model: each of its layers casts for itself
+    if hasattr(layer, "_subclassed"):
+        if not layer._subclassed():
+            return None  # a functional / Sequential model: each of its layers casts for itself
+        # A subclassed model: inputs and its own variables as a layer's; its outputs are its
+        # layers' (a float32 softmax stays float32), as Keras.
+        return compute, compute != policy._variable_dtype, None
     return compute, compute != policy._variable_dtype, compute
 
 
 def cast_tree(x, dtype):
     """``x`` (a Tensor or a list of them) with floating Tensors cast to ``dtype``, masks kept."""
+    if dtype is None:
+        return x
     if isinstance(x, (list, tuple)):
         return type(x)(cast_tree(i, dtype) for i in x)
     if not isinstance(x, Tensor) or x.dtype == dtype or not _float(x.dtype):
