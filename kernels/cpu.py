@@ -38,6 +38,7 @@ from filelock import FileLock, Timeout
 
 SOURCES = ("cpu_conv.c", "cpu_norm.c", "cpu_depthwise.c")  # compiled together into one shared library
 SOURCES += ("cpu_rnn.c",)  # the fused LSTM / GRU cells (issue 16)
+SOURCES += ("cpu_half.c",)  # float16 <-> float32 with F16C (mixed precision, issue 20)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 # Without -march=native (a compiler that does not know it): still vectorised, less wide.
 FALLBACK_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
@@ -258,6 +259,8 @@ def _declare_rnn(lib):
     lib.dg_gru_bwd.argtypes = [P, L, P, P, L, P, L, P, P, P, I, L, L]
     for fn in (lib.dg_lstm_fwd, lib.dg_lstm_bwd, lib.dg_gru_fwd, lib.dg_gru_bwd):
         fn.restype = None
+    for fn in (lib.dg_f16_to_f32, lib.dg_f32_to_f16):
+        fn.argtypes, fn.restype = [P, P, L], None
     return lib
 
 

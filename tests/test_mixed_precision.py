@@ -395,6 +395,22 @@ def test_cpu_heavy_primitives_compute_in_float32_and_round(cpu):
     np.testing.assert_array_equal(got, want)
 
 
+def test_float16_conversion_matches_numpy(cpu):
+    """backends/half.convert (the C kernels' F16C conversion) rounds as NumPy: to nearest even,
+    overflow to inf, subnormals, signed zeros, NaN."""
+    from deepgpu.backends.half import convert
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=40000).astype(np.float32) * np.float32(10) ** rng.integers(-9, 6, 40000).astype(np.float32)
+    a[:12] = [np.inf, -np.inf, np.nan, 65504, 65520, 65519.99, 6e-8, 3e-8, 2.98e-8, -0.0, 1e-40, 2049.0]
+    with np.errstate(over="ignore"):
+        want = a.astype(np.float16)
+    got = convert(a, np.dtype("float16"))
+    np.testing.assert_array_equal(got.view(np.uint16)[3:], want.view(np.uint16)[3:])
+    assert np.isnan(got[2]) and got[0] == np.inf and got[1] == -np.inf
+    np.testing.assert_array_equal(convert(want, np.dtype("float32")), want.astype(np.float32))
+    np.testing.assert_array_equal(cpu.cast(a, "float16")[3:], want[3:])
+
+
 def test_bfloat16_without_ml_dtypes_names_the_extra(monkeypatch):
     import sys
     from deepgpu.backends import half
