@@ -6,8 +6,9 @@ with that many threads on the same global batch, and PyTorch DDP (gloo) the same
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/distributed_scaling.py --ranks 1 2 4
 
-Overlap (2 ranks, deepgpu only): ``--compare-overlap --steps 10 --repeats 3`` times DataParallel
-with the reduction after backward and overlapped with it, and the wait left after backward.
+Overlap (2 ranks): ``--compare-overlap --steps 10 --repeats 5`` times DataParallel with the
+reduction after backward and overlapped with it (and the wait left after backward), beside
+PyTorch DDP (gloo, which always overlaps) with the same bucket size, alternated.
 
 Modelled: ``python3 bench/distributed_scaling.py --model`` prints the predicted weak-scaling
 efficiency (see ``ring_allreduce_s``) for the seed convnet and ResNet50 on 8 GPUs (NVLink) and
@@ -107,7 +108,7 @@ def run_deepgpu(batch, steps, distributed, overlap=True, bucket_mb=25.0, exposed
     return time.perf_counter() - t0, p, (comm.rank if comm else 0)
 
 
-def run_torch(batch, steps, distributed, port):
+def run_torch(batch, steps, distributed, port, bucket_mb=25.0):
     import torch
     import torch.distributed as tdist
     torch.manual_seed(0)
@@ -117,7 +118,7 @@ def run_torch(batch, steps, distributed, port):
         from mpi4py import MPI
         rank, p = MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
         tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=p)
-        model = torch.nn.parallel.DistributedDataParallel(model)
+        model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=bucket_mb)
     per = batch // p
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(per, 1, 28, 28)
@@ -145,6 +146,14 @@ def run_torch(batch, steps, distributed, port):
 
 def worker(args):
     batch = PER_RANK * args.world
+    if args.overlap == "ddp":  # --compare-overlap's peer: PyTorch DDP (gloo; it always overlaps)
+        import torch
+        torch.set_num_threads(1)
+        took, p, rank = run_torch(batch, args.steps, True, args.port, args.bucket_mb)
+        if rank == 0:
+            print(json.dumps({"overlap": "ddp", "bucket_mb": args.bucket_mb, "world": p,
+                              "step_ms": took / args.steps * 1e3, "exposed_ms": float("nan")}))
+        return
     if args.overlap is not None:  # --compare-overlap: DataParallel with / without overlap, one bucket size
         exposed = [0.0]
         _time_exposed_reduction(exposed)
@@ -203,9 +212,10 @@ def compare_overlap(args):
     runs = {}
     for _ in range(args.repeats):
         for bucket in (25.0, 0.5):
-            for ov in ("off", "on"):
-                cmd = ["mpiexec", "-n", "2", sys.executable, "-m", "mpi4py", HERE, "--worker", "deepgpu",
-                       "--overlap", ov, "--bucket-mb", str(bucket), "--world", "2", "--steps", str(args.steps)]
+            for ov in ("off", "on", "ddp"):  # PyTorch DDP alternated with deepgpu as the peer
+                cmd = ["mpiexec", "-n", "2", sys.executable, "-m", "mpi4py", HERE, "--worker",
+                       "torch" if ov == "ddp" else "deepgpu", "--overlap", ov, "--bucket-mb", str(bucket),
+                       "--world", "2", "--steps", str(args.steps), "--port", "29611"]
                 r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
                 line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
                 if r.returncode or not line:
@@ -214,7 +224,7 @@ def compare_overlap(args):
                 print(line[-1], flush=True)
                 row = json.loads(line[-1])
                 runs.setdefault((bucket, ov), []).append(row)
-    print("\n| buckets | overlap | step ms (median) | exposed reduction ms/step (median) | runs |")
+    print("\n| buckets | overlap (ddp: PyTorch DDP) | step ms (median) | exposed reduction ms/step (median) | runs |")
     print("|---|---|---|---|---|")
     for (bucket, ov), rows in runs.items():
         print(f"| {bucket:g} MB | {ov} | {statistics.median(r['step_ms'] for r in rows):.1f} | "
@@ -229,7 +239,7 @@ def main():
     ap.add_argument("--compare-overlap", action="store_true",
                     help="2 ranks: DataParallel with and without overlap (25 MB and 0.5 MB buckets)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--overlap", choices=["on", "off"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--overlap", choices=["on", "off", "ddp"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--bucket-mb", type=float, default=25.0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", dest="lib", choices=["deepgpu", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=["ranks", "threads"], default="ranks", help=argparse.SUPPRESS)
