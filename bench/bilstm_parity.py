@@ -1,6 +1,7 @@
 """Step-by-step parity of the fortunes BiLSTM (issue 16) with Keras 3: same initial weights, same batches.
 
-    python3 bench/bilstm_parity.py --steps 1 10 100 [--dropout 0.3] [--seq-len 64]
+    python3 bench/bilstm_parity.py --steps 1 10 100 [--dropout 0.3] [--seq-len 64] [--keras-dense-adam]
+    python3 bench/bilstm_parity.py --model transformer --batch 32 --steps 1 10 [--keras-dense-adam]
 
 Builds Keras's Embedding(mask_zero) -> Bidirectional(LSTM) -> Dropout -> Dense(softmax) and
 deepgpu.zoo.text_lstm, copies Keras's initial weights into deepgpu, then compares the loss and
@@ -20,19 +21,26 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def build(vocab, classes, seq_len, dropout, seed):
+def build(vocab, classes, seq_len, dropout, seed, model="lstm"):
     import keras
     import deepgpu as dg
     from deepgpu import zoo
     L = keras.layers
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((seq_len,), dtype="int32")
-    x = L.Embedding(vocab, 64, mask_zero=True)(inputs)
-    x = L.Bidirectional(L.LSTM(64))(x)
-    x = L.Dropout(dropout)(x)
-    km = keras.Model(inputs, L.Dense(classes, activation="softmax")(x))
     dg.set_seed(seed)
-    dm = zoo.text_lstm(vocab, classes, seq_len, dropout=dropout)
+    if model == "transformer":
+        from seq_quality import _transformer
+        from deepgpu import layers as DL
+        from deepgpu.models import Model
+        km = _transformer(L, keras.Input, keras.Model, L.Layer, vocab, classes, seq_len, rate=dropout)
+        dm = _transformer(DL, DL.Input, Model, DL.Layer, vocab, classes, seq_len, rate=dropout)
+    else:
+        inputs = keras.Input((seq_len,), dtype="int32")
+        x = L.Embedding(vocab, 64, mask_zero=True)(inputs)
+        x = L.Bidirectional(L.LSTM(64))(x)
+        x = L.Dropout(dropout)(x)
+        km = keras.Model(inputs, L.Dense(classes, activation="softmax")(x))
+        dm = zoo.text_lstm(vocab, classes, seq_len, dropout=dropout)
     kw = km.get_weights()
     dw = dm.get_weights()
     assert [w.shape for w in kw] == [w.shape for w in dw], ([w.shape for w in kw], [w.shape for w in dw])
@@ -58,11 +66,11 @@ def grads(km, dm, x, y):
 
 
 def dense_adam(lr):
-    """Keras's Adam fed dense gradients. On the TensorFlow backend an Embedding's gradient is a
-    tf.IndexedSlices with one row per token occurrence (duplicates not summed); Keras's Adam then
-    scatter-adds ``(1 - beta_1) (g_i - m)`` and ``(1 - beta_2) (g_i^2 - v)`` once per occurrence, so
-    a token seen n times in a batch gets its moments decayed n times and ``sum g_i^2`` in place of
-    ``(sum g_i)^2``, and rows absent from the batch keep stale moments (and keep moving). JAX and
+    """Keras's Adam fed dense gradients. On the TensorFlow backend an Embedding's
+    gradient is a tf.IndexedSlices with one row per token occurrence, and Keras's Adam squares
+    those rows before they are summed into the second moment: a token seen n times in a batch
+    gets v from sum g_i^2 instead of (sum g_i)^2 (up to sqrt(n) times larger steps when the
+    occurrences agree; tests/test_embedding_adam.py has the rule). Keras on JAX or
     PyTorch backends, and deepgpu, run plain dense Adam. This subclass densifies first."""
     import keras
     import tensorflow as tf
@@ -86,6 +94,8 @@ def main():
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--model", choices=("lstm", "transformer"), default="lstm",
+                    help="lstm: the BiLSTM above; transformer: seq_quality.py's Transformer recipe")
     ap.add_argument("--keras-dense-adam", action="store_true",
                     help="densify Keras's tf.IndexedSlices embedding gradient before Adam (see the docstring)")
     args = ap.parse_args()
@@ -95,7 +105,7 @@ def main():
     y = y.astype("int32")
     import keras
     import deepgpu as dg
-    km, dm = build(vocab, classes, args.seq_len, args.dropout, args.seed)
+    km, dm = build(vocab, classes, args.seq_len, args.dropout, args.seed, args.model)
     names = [v.path if hasattr(v, "path") else v.name for v in km.trainable_variables]
     xb, yb = x[:args.batch], y[:args.batch]
     kl, dl, kg, dgr = grads(km, dm, xb, yb)

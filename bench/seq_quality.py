@@ -111,11 +111,12 @@ def _keras_model(keras, task, vocab, classes, seq_len, stats=None):
 
 def _dense_adam(keras, lr):
     """Keras's Adam fed dense gradients ("keras-dense"). On the TensorFlow backend an Embedding's
-    gradient is a tf.IndexedSlices with one row per token occurrence, and Keras's Adam scatter-adds
-    its moment updates once per occurrence (a token seen n times in a batch has its moments decayed
-    n times and gets sum g_i^2 for (sum g_i)^2; rows absent from the batch keep their stale moments
-    and keep moving). Keras on JAX or PyTorch, and deepgpu, run plain dense Adam; this is Keras-TF
-    made to do the same (bench/bilstm_parity.py shows the step-by-step difference)."""
+    gradient is a tf.IndexedSlices with one row per token occurrence, and Keras's Adam squares
+    those rows before they are summed into the second moment: a token seen n times in a batch
+    gets v from sum g_i^2 instead of (sum g_i)^2 (up to sqrt(n) times larger steps when the
+    occurrences agree; tests/test_embedding_adam.py has the rule). Keras on JAX or PyTorch,
+    and deepgpu, run plain dense Adam; this is Keras-TF made to do the same
+    (bench/bilstm_parity.py shows the step-by-step difference)."""
     import tensorflow as tf
 
     class DenseAdam(keras.optimizers.Adam):
