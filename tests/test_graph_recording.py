@@ -241,7 +241,6 @@ _SIDE = ("draws the output's width / height per batch (Keras's semantics: the sh
 NOT_RECORDED = {
     "RandomHeight": _SIDE,
     "RandomWidth": _SIDE,
-    "Discretization": "uploads its bin_boundaries (a Python list) at each call",
     "CategoryEncoding": "reads the ids' min and max on the host to check them against num_tokens",
 }
 # Cases with inputs no device holds (strings): nothing to record.

@@ -173,7 +173,12 @@ class Discretization(Layer):
                              f"boundaries yet: call adapt(data) first")
         x = inputs if inputs.dtype.startswith("float") else ops.cast(inputs, "float32")
         if self.bin_boundaries:
-            bnd = tensor(self.bin_boundaries, x.dtype, backend=x.backend)
+            # Uploaded once per backend, dtype and boundaries: a recorded step cannot upload.
+            key = (x.backend, x.dtype, tuple(self.bin_boundaries))
+            if self.__dict__.get("_bnd_key") != key:
+                self.__dict__["_bnd"] = tensor(self.bin_boundaries, x.dtype, backend=x.backend)
+                self.__dict__["_bnd_key"] = key
+            bnd = self.__dict__["_bnd"]
             idx = ops.sum(ops.cast(ops.greater_equal(ops.expand_dims(x, -1), bnd), "int64"), -1)
         else:
             idx = ops.cast(x * 0, "int64")
