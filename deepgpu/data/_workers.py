@@ -4,11 +4,12 @@ The pools are the standard library's ``concurrent.futures`` executors: they
 carry a worker's exception (and, from a process, its formatted traceback as
 ``__cause__``) to ``Future.result()``, and ``shutdown(wait=True,
 cancel_futures=True)`` joins every thread or process. Threads are the default:
-a thread costs no pickling and takes lambdas and closures, and Pillow's C decoding
-and NumPy math release the GIL; on 28x28 PNGs (mostly interpreter time in
-Pillow) threads and processes came out even (bench/input_pipeline.py: 303 vs
-320 us of CPU an image). Processes (``use_multiprocessing=True``) are for
-pure-Python work that holds the GIL; they take 16 items a task.
+a thread costs no pickling and takes lambdas and closures, and the image decoders
+(deepgpu/data/decode.py) and NumPy math release the GIL; on 28x28 PNGs decoded
+by decode_image the two are within the load's noise of each other
+(bench/input_pipeline.py, bench/RESULTS.md). Processes
+(``use_multiprocessing=True``) are for pure-Python work that holds the GIL;
+they take 16 items a task.
 
 Everything here is a generator or an object with ``close()``: closing (or
 garbage-collecting) it cancels what is queued and joins the workers, so a
