@@ -27,7 +27,6 @@ def layers(L, seed):
     return {"flip": L.RandomFlip("horizontal", seed=seed), "rotation": L.RandomRotation(0.05, seed=seed + 1),
             "zoom": L.RandomZoom(0.1, seed=seed + 2), "translation": L.RandomTranslation(0.1, 0.1, seed=seed + 3)}
 
-import deepgpu  # noqa: F401  (loaded before keras, as the bench does)
 from deepgpu import layers as DL
 import keras
 KL = keras.layers
