@@ -1,6 +1,6 @@
 """Legacy .h5 files of the Keras 2 releases (issue 17): real tf_keras 2.21 files and files rebuilt as Keras
-2.0.8 (TensorFlow and Theano), 2.1.6, 2.2.0, 2.2.4 and tf.keras 1.x (2.2.4-tf) wrote them (tests/fixtures/keras/make_keras2_fixtures.py)
-load with tf_keras's predictions; what cannot load fails naming the layer and the file."""
+2.0.8 (TensorFlow and Theano), 2.1.6, 2.2.0, 2.2.4 and tf.keras 1.x (2.2.4-tf) wrote them
+(tests/fixtures/keras/make_keras2_fixtures.py) load with tf_keras's predictions; what cannot load fails naming the layer and the file."""
 import glob
 import json
 import os

@@ -241,7 +241,8 @@ def cudnn_weights(stored, group, path):
         for i in range(0, len(entries), 3):
             (kn, k), (rn, r), (bn, b) = entries[i:i + 3]
             units = r.shape[0] if len(r.shape) == 2 else 0
-            if not units or r.shape != (units, gates * units) or len(k.shape) != 2                     or k.shape[1] != gates * units or b.shape != (2 * gates * units,):
+            if not units or r.shape != (units, gates * units) or len(k.shape) != 2 \
+                    or k.shape[1] != gates * units or b.shape != (2 * gates * units,):
                 raise _error(path, f"layer {name!r}: weights {kn} {k.shape}, {rn} {r.shape}, {bn} {b.shape} are not "
                                    f"those of a cuDNN layer with {gates} gates")
             k, r, b = np.asarray(k[()]), np.asarray(r[()]), np.asarray(b[()])
