@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import activations, initializers, ops, regularizers
+from ._autocast import float32_statistics
 from .base import Layer, fmt_shape
 
 
@@ -100,7 +101,10 @@ class WeightedLayer(Layer):
         return Layer.losses.fget(self) + list(getattr(state, "losses", ()))
 
     def _cast_in(self, x):
-        return x if x.dtype == self.dtype else ops.cast(x, self.dtype)
+        # The compute dtype (float16 under mixed_float16), but the variable dtype for the
+        # normalizations, whose statistics are float32 under a mixed policy (layers/_autocast.py).
+        dtype = self.dtype if float32_statistics(self) else self.compute_dtype
+        return x if x.dtype == dtype else ops.cast(x, dtype)
 
 
 def act_config(fn):
