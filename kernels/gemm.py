@@ -66,7 +66,8 @@ def _matmul_split(m, n, k, nb, sm):
     return "64x64", max(1, min(2 * sm // tiles, k // 128, K._MAX_GRID_Y // nb))
 
 
-def _matmul_plan(xp, a_shape, b_shape, ta, tb, bias_shape, activation, tile, splits):
+def _matmul_geometry(a_shape, b_shape, ta, tb, bias_shape):
+    """(m, n, k, ba, bb, batch, nb) of ``op(a) @ op(b)``; ValueError naming the shapes that do not fit."""
     if len(a_shape) < 2 or len(b_shape) < 2:
         raise ValueError(f"matmul: operands must be at least 2-D, got {a_shape} and {b_shape}")
     m, k = (a_shape[-1], a_shape[-2]) if ta else a_shape[-2:]
@@ -80,6 +81,11 @@ def _matmul_plan(xp, a_shape, b_shape, ta, tb, bias_shape, activation, tile, spl
     nb = int(np.prod(batch, dtype=np.int64))
     if bias_shape is not None and tuple(bias_shape) != (n,):
         raise ValueError(f"matmul bias: expected shape {(n,)}, got {tuple(bias_shape)}")
+    return m, n, k, ba, bb, batch, nb
+
+
+def _matmul_plan(xp, a_shape, b_shape, ta, tb, bias_shape, activation, tile, splits):
+    m, n, k, ba, bb, batch, nb = _matmul_geometry(a_shape, b_shape, ta, tb, bias_shape)
     act = K._act(activation)
     out_shape = tuple(batch) + (m, n)
     if m * n * nb == 0:

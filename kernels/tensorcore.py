@@ -20,7 +20,7 @@ import numpy as np
 from .. import config as _config
 from .. import kernels as K
 from .conv import _conv_geom, _key
-from .gemm import _split
+from .gemm import _matmul_geometry, _split
 from .runtime import register
 
 TC_BM, TC_BN, TC_BK, TC_THREADS = 64, 64, 32, 128  # DG_TC_* of tensorcore.cu (a test checks)
@@ -116,19 +116,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False, bias=None, activation=Non
 
 
 def _matmul_plan(a_shape, b_shape, ta, tb, bias_shape, activation, dtype):
-    if len(a_shape) < 2 or len(b_shape) < 2:
-        raise ValueError(f"matmul: operands must be at least 2-D, got {a_shape} and {b_shape}")
-    m, k = (a_shape[-1], a_shape[-2]) if ta else a_shape[-2:]
-    k2, n = (b_shape[-1], b_shape[-2]) if tb else b_shape[-2:]
-    if k != k2:
-        raise ValueError(f"matmul: inner dimensions differ ({k} vs {k2}) for {a_shape} and {b_shape}")
-    ba, bb = a_shape[:-2], b_shape[:-2]
-    if ba and bb and ba != bb:
-        raise ValueError(f"matmul: batch axes {ba} and {bb} must be equal (or one operand 2-D)")
-    batch = ba or bb
-    nb = int(np.prod(batch, dtype=np.int64))
-    if bias_shape is not None and tuple(bias_shape) != (n,):
-        raise ValueError(f"matmul bias: expected shape {(n,)}, got {tuple(bias_shape)}")
+    m, n, k, ba, bb, batch, nb = _matmul_geometry(a_shape, b_shape, ta, tb, bias_shape)
     act = K._act(activation)
     out_shape = tuple(batch) + (m, n)
     if m * n * nb == 0:

@@ -26,11 +26,10 @@ GraphCaptureError. Backends that cannot record run eagerly without a word.
 from __future__ import annotations
 
 import threading
-import warnings
 
 from ..backends.base import GraphCaptureError
 from ..tensor import Tensor
-from .graph_step import _signature
+from .graph_step import _Recorder, _signature
 
 # Each recording keeps a private copy of the step's activations on the device:
 # the full batch and the last partial one, per kind.
@@ -78,16 +77,12 @@ def predict_batch(model, xb):
     return outs[0] if len(outs) == 1 else outs
 
 
-class GraphInference:
+class GraphInference(_Recorder):
     """Recorded evaluate / predict steps of one model, for one compile of it."""
 
     def __init__(self, model, mode, config):
-        self.model, self.config = model, config
-        self.insist = mode is True
-        self.steps = {}      # key -> _InferenceStep
-        self.warm = set()    # keys whose eager first batch has run
-        self.failed = {}     # key -> reason
-        self.warned = False
+        super().__init__(model, mode)
+        self.config = config
         self.lock = threading.Lock()  # predict may be called from several threads
 
     def run(self, kind, B, xs, ys, sw):
@@ -131,19 +126,7 @@ class GraphInference:
         return [k for k in self.steps if k[0] == kind]
 
     def _fail(self, error, why):
-        if self.insist:
-            if error is not None:
-                raise error
-            raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but {why}")
-        if not self.warned:
-            self.warned = True
-            warnings.warn(f"model {self.model.name!r}: {why}", RuntimeWarning, stacklevel=5)
-        return None
-
-    @property
-    def graph_bytes(self) -> int:
-        """Device bytes held by the recorded steps' private pools."""
-        return sum(s.graph.pool_bytes for s in self.steps.values())
+        return self._refuse(why, why, error=error, stacklevel=6)
 
 
 class _InferenceStep:

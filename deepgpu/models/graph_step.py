@@ -60,18 +60,46 @@ def _signature(arrays):
     return tuple(None if t is None else (tuple(t.shape), str(t.dtype)) for t in arrays)
 
 
-class GraphTrainer:
+class _Recorder:
+    """What the training recorder and graph_eval's inference recorder share: the mode, the
+    recordings by key, and how a step that cannot be recorded is refused."""
+
+    def __init__(self, model, mode):
+        self.model = model
+        self.insist = mode is True  # True: a step that cannot be recorded raises; "auto": warn once, eager
+        self.steps = {}      # key -> recorded step
+        self.warm = set()    # keys whose eager first batch has run
+        self.failed = {}     # key -> reason
+        self.warned = False
+
+    def _refuse(self, why, warning, error=None, stacklevel=5):
+        """Under cuda_graph=True raise ``error`` (or a GraphCaptureError naming ``why``); else
+        warn once per recorder with ``warning``. Returns None: the caller runs eagerly."""
+        if self.insist:
+            if error is not None:
+                raise error
+            raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but {why}")
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f"model {self.model.name!r}: {warning}", RuntimeWarning, stacklevel=stacklevel)
+        return None
+
+    @property
+    def graph_bytes(self) -> int:
+        """Device bytes held by the recorded steps' private pools."""
+        return sum(s.graph.pool_bytes for s in self.steps.values())
+
+
+_EAGER = "the training step runs without a CUDA graph (eagerly): "
+
+
+class GraphTrainer(_Recorder):
     """The graph-mode half of ``Trainer._train_batch``; one per compiled model."""
 
     def __init__(self, model, mode="auto"):
         if mode not in MODES:
             raise ValueError(f"cuda_graph must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
-        self.model = model
-        self.insist = mode is True  # True: a step that cannot be recorded raises; "auto": warn once, eager
-        self.steps = {}      # signature -> _GraphStep
-        self.warm = set()    # signatures whose eager first batch has run
-        self.failed = {}     # signature -> reason
-        self.warned = False
+        super().__init__(model, mode)
 
     def train_batch(self, xb, yb, swb) -> bool:
         """Run one training step through a graph; False when the caller must run it eagerly."""
@@ -87,23 +115,11 @@ class GraphTrainer:
         dist = getattr(self.model, "_distribute", None)
         why = None if dist is None else dist.why_not_recorded()
         if why is not None:  # DataParallel records on NCCL only (MPI copies the gradients to the host)
-            if self.insist:
-                raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but {why}")
-            if not self.warned:
-                self.warned = True
-                warnings.warn(f"model {self.model.name!r}: the training step runs without a CUDA graph "
-                              f"(eagerly): {why}", RuntimeWarning, stacklevel=4)
-            return False
+            return bool(self._refuse(why, _EAGER + why))
         if len(tensors) < len(xb) + len(yb):
             # Host inputs (strings for TextVectorization) are read on the host at every step.
             why = "an input stays on the host (strings for TextVectorization), so the step reads it each time"
-            if self.insist:
-                raise GraphCaptureError(f"model {self.model.name!r} was compiled with cuda_graph=True, but {why}")
-            if not self.warned:
-                self.warned = True
-                warnings.warn(f"model {self.model.name!r}: the training step runs without a CUDA graph "
-                              f"(eagerly): {why}", RuntimeWarning, stacklevel=4)
-            return False
+            return bool(self._refuse(why, _EAGER + why))
         vars_ = self.model._vars_to_train()
         # fit records a step that also counts finite losses; train_on_batch one that does not.
         key = (_signature(list(xb) + list(yb) + [swb]), tuple(id(v) for v in vars_),
@@ -119,21 +135,10 @@ class GraphTrainer:
                 step = _GraphStep(self.model, B, vars_, xb, yb, swb)
             except GraphCaptureError as e:
                 self.failed[key] = str(e)
-                if self.insist:
-                    raise
-                if not self.warned:
-                    self.warned = True
-                    warnings.warn(f"model {self.model.name!r}: the training step runs without a CUDA "
-                                  f"graph (eagerly): {e}", RuntimeWarning, stacklevel=4)
-                return False
+                return bool(self._refuse(str(e), _EAGER + str(e), error=e))
             self.steps[key] = step
         step.run(xb, yb, swb)
         return True
-
-    @property
-    def graph_bytes(self) -> int:
-        """Device bytes held by the recorded steps' private pools."""
-        return sum(s.graph.pool_bytes for s in self.steps.values())
 
 
 class _GraphStep:
