@@ -12,9 +12,9 @@ layer of another policy) ``Layer.__call__`` asks ``plan`` what to do:
   statistics, counters, which ``call`` may update in place), stay as they are;
 * floating outputs come out in the compute dtype.
 
-A layer with ``_float32_statistics`` (BatchNormalization, LayerNormalization,
-GroupNormalization, RMSNormalization and their subclasses by default, as Keras
-computes them) takes its inputs in float32 and reads its float32 variables
+A layer class with ``_float32_statistics = True`` (BatchNormalization,
+LayerNormalization, GroupNormalization, RMSNormalization and so their
+subclasses, as Keras computes them) takes its inputs in float32 and reads its float32 variables
 unchanged; only its outputs are cast to the compute dtype.
 """
 from __future__ import annotations
@@ -24,16 +24,11 @@ from ..tensor import Tensor, Variable
 _HALF = ("float16", "bfloat16")
 # Attributes that list a layer's weights for bookkeeping: never swapped.
 _KEEP = frozenset({"_weights", "_regularizers", "_inbound_nodes", "_train_vars", "_ema_vars"})
-# Keras computes these layers' statistics in float32 for 16-bit inputs (and keeps gamma / beta uncast).
-_STATISTICS = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization"})
 
 
 def float32_statistics(layer) -> bool:
     """Whether ``layer`` normalizes in float32 under a 16-bit policy (see the module docstring)."""
-    flag = getattr(layer, "_float32_statistics", None)
-    if flag is None:
-        flag = any(c.__name__ in _STATISTICS and c.__module__.startswith("deepgpu.") for c in type(layer).__mro__)
-    return flag
+    return getattr(layer, "_float32_statistics", False)
 
 
 def _float(dtype) -> bool:

@@ -103,7 +103,9 @@ class WeightedLayer(Layer):
     def _cast_in(self, x):
         # The compute dtype (float16 under mixed_float16), but the variable dtype for the
         # normalizations, whose statistics are float32 under a mixed policy (layers/_autocast.py).
-        dtype = self.dtype if float32_statistics(self) else self.compute_dtype
+        dtype = self.compute_dtype
+        if dtype != self.dtype and float32_statistics(self):  # only a mixed policy looks further
+            dtype = self.dtype
         return x if x.dtype == dtype else ops.cast(x, dtype)
 
 

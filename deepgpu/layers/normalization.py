@@ -24,6 +24,9 @@ class BatchNormalization(WeightedLayer):
     batch normalization.
     """
 
+    # Keras computes the statistics in float32 for 16-bit inputs (layers/_autocast.py).
+    _float32_statistics = True
+
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
@@ -178,6 +181,9 @@ class LayerNormalization(WeightedLayer):
     TF.js's spellings of the arguments load too.
     """
 
+    # Keras computes the statistics in float32 for 16-bit inputs (layers/_autocast.py).
+    _float32_statistics = True
+
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False,
                  beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
                  gamma_regularizer=None, beta_constraint=None, gamma_constraint=None, **kwargs):
@@ -245,6 +251,9 @@ class LayerNormalization(WeightedLayer):
 class RMSNormalization(WeightedLayer):
     """``x / sqrt(mean(x^2 over axis) + epsilon) * scale``; ``scale`` has the input's sizes on ``axis``."""
 
+    # Keras computes the statistics in float32 for 16-bit inputs (layers/_autocast.py).
+    _float32_statistics = True
+
     def __init__(self, axis=-1, epsilon=1e-6, **kwargs):
         super().__init__(**kwargs)
         self._axes = _axis_list(axis, "RMSNormalization")
@@ -279,6 +288,9 @@ class GroupNormalization(WeightedLayer):
     ``groups=-1``: one group per channel (instance normalization). The
     channel count must be a multiple of ``groups``. Weights: gamma, beta [C].
     """
+
+    # Keras computes the statistics in float32 for 16-bit inputs (layers/_autocast.py).
+    _float32_statistics = True
 
     def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
