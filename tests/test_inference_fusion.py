@@ -101,3 +101,16 @@ def test_conv_with_activation_or_groups_is_not_folded(layer):
     inp = L.Input((6, 6, 4))
     model = dg.Model(inp, L.BatchNormalization()(layer(inp)))
     assert fusion.plan(model) == {}
+
+
+def test_mixed_policy_layers_are_not_folded():
+    """Under mixed_float16 the layers compute in float16: the float32 fold would change the output dtype."""
+    dg.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inp = L.Input((6, 6, 3))
+        model = dg.Model(inp, L.ReLU()(L.BatchNormalization()(L.Conv2D(4, 3, use_bias=False)(inp))))
+    finally:
+        dg.mixed_precision.set_global_policy(None)
+    assert fusion.plan(model) == {}
+    y = model.predict(np.random.default_rng(0).random((2, 6, 6, 3), dtype=np.float32))
+    assert y.dtype == "float16"

@@ -30,12 +30,12 @@ def _conv_ok(layer):
     else:
         return False
     return (ok and layer.built and layer.activation is activations.linear
-            and layer.activity_regularizer is None and layer.dtype == "float32")
+            and layer.activity_regularizer is None and layer.compute_dtype == "float32")
 
 
 def _bn_ok(layer):
     return (type(layer) is BatchNormalization and layer.built and layer.axis in (-1, 3)
-            and getattr(layer, "activity_regularizer", None) is None and layer.dtype == "float32")
+            and getattr(layer, "activity_regularizer", None) is None and layer.compute_dtype == "float32")
 
 
 def _cap(layer):
