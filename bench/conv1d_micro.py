@@ -22,6 +22,7 @@ for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "DEEPGPU
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import deepgpu as dg  # noqa: E402
+from benchutil import alternated  # noqa: E402  (bench/, beside this script)
 import numpy as np  # noqa: E402
 from deepgpu import layers as L, ops  # noqa: E402
 from deepgpu.autograd import variable_grads  # noqa: E402
@@ -46,17 +47,7 @@ try:
     steps["torch"] = torch_step
 except ImportError:
     print("torch: not installed, skipped")
-times = {k: [] for k in steps}
-for f in steps.values():
-    f()
-for r in range(args.rounds):
-    for name in list(steps)[r % len(steps):] + list(steps)[:r % len(steps)]:
-        ts = []
-        for _ in range(5):
-            t = time.perf_counter()
-            steps[name]()
-            ts.append(time.perf_counter() - t)
-        times[name].append(statistics.median(ts))
+times = alternated(steps, args.rounds)
 print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}, threads {args.threads}; "
       f"deepgpu {dg.__version__}" + (f", torch {torch.__version__}" if "torch" in steps else ""))
 for name, ts in times.items():

@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import deepgpu as dg  # noqa: E402
+from benchutil import alternated  # noqa: E402  (bench/, beside this script)
 from deepgpu import layers as L, mixed_precision  # noqa: E402
 
 dg.set_backend(args.backend)
@@ -123,19 +124,8 @@ try:
 except ImportError:
     print("torch: not installed, skipped")
 
-times = {k: [] for k in steps}
-for f in steps.values():
-    f()
-    f()
+times = alternated(steps, args.rounds, warmup=2)
 names = list(steps)
-for r in range(args.rounds):
-    for name in names[r % len(names):] + names[:r % len(names)]:
-        ts = []
-        for _ in range(5):
-            t = time.perf_counter()
-            steps[name]()
-            ts.append(time.perf_counter() - t)
-        times[name].append(statistics.median(ts))
 print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, backend {args.backend}, batch {N}, threads "
       f"{args.threads}, load {os.getloadavg()[0]:.1f}; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
 for name in names:
