@@ -25,3 +25,28 @@ __device__ __forceinline__ float dg_activate(float v, int act)
     }
     return v;
 }
+
+// out[i] = Cvt::from(sum over s of parts[s * n + i]): the K-splits of a filter gradient
+// added up. Block (32, 8): 32 consecutive outputs (coalesced reads), each summed by 8
+// threads over every 8th split, then those 8 added in a fixed order, so the result
+// does not depend on scheduling. Cvt::from converts the float32 sum to T.
+template <class Cvt, class T>
+__device__ __forceinline__ void dg_sum_splits_into(const float* parts, T* out, int splits, int n)
+{
+    __shared__ float part[8][32];
+    const int i = blockIdx.x * 32 + threadIdx.x;
+    float v = 0.0f;
+    if (i < n)
+        for (int s = threadIdx.y; s < splits; s += 8) v += parts[(long long)s * n + i];
+    part[threadIdx.y][threadIdx.x] = v;
+    __syncthreads();
+    if (threadIdx.y == 0 && i < n) {
+        float t = part[0][threadIdx.x];
+        for (int r = 1; r < 8; ++r) t += part[r][threadIdx.x];
+        out[i] = Cvt::from(t);
+    }
+}
+
+struct DgFloatOut {
+    static __device__ __forceinline__ float from(float v) { return v; }
+};

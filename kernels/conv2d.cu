@@ -272,23 +272,10 @@ __device__ __forceinline__ void dg_conv_grad_filter(const float* x, const float*
 }
 
 // out[i] = sum over s of parts[s * n + i], the splits of dg_conv2d_grad_filter.
-// Block (32, 8): 32 consecutive outputs (coalesced reads), each summed by 8
-// threads over every 8th split, then those 8 added in a fixed order, so the
-// result does not depend on scheduling.
+// Block (32, 8), as dg_sum_splits_into (common.cuh) says.
 extern "C" __global__ void dg_conv2d_sum_splits(const float* parts, float* out, int splits, int n)
 {
-    __shared__ float part[8][32];
-    const int i = blockIdx.x * 32 + threadIdx.x;
-    float v = 0.0f;
-    if (i < n)
-        for (int s = threadIdx.y; s < splits; s += 8) v += parts[(long long)s * n + i];
-    part[threadIdx.y][threadIdx.x] = v;
-    __syncthreads();
-    if (threadIdx.y == 0 && i < n) {
-        float t = part[0][threadIdx.x];
-        for (int r = 1; r < 8; ++r) t += part[r][threadIdx.x];
-        out[i] = t;
-    }
+    dg_sum_splits_into<DgFloatOut>(parts, out, splits, n);
 }
 
 // One entry point per operation and tile (plain names, no macros, so the

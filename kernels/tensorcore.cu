@@ -296,7 +296,8 @@ __device__ __forceinline__ void dg_tc_conv_grad_input(const typename P::In* dy,
 // Filter gradient, float32 out: split z = blockIdx.z sums m in [z*chunk,
 // min((z+1)*chunk, N*HO*WO)) into out + z * (KH*KW*C*O). chunk is a multiple
 // of DG_TC_BK. The launcher adds the splits (and converts to 16 bits) with
-// dg_conv2d_sum_splits / dg_tc_sum_splits_*, unless one float32 split is the result.
+// dg_conv2d_sum_splits / dg_tc_sum_splits_* (common.cuh's dg_sum_splits_into), unless one
+// float32 split is the result.
 template <class P>
 __device__ __forceinline__ void dg_tc_conv_grad_filter(const typename P::In* x,
                                                        const typename P::In* dy, float* out,
@@ -312,26 +313,6 @@ __device__ __forceinline__ void dg_tc_conv_grad_filter(const typename P::In* x,
     dg_tc_gemm<P>(sm, rows, g.O, k_begin, k_end, m0, n0, false, false, la, lb);
     dg_tc_epilogue<P, float>(sm, rows, g.O, m0, n0, out + (long long)blockIdx.z * rows * g.O, g.O,
                              nullptr, DG_ACT_NONE);
-}
-
-// out[i] = sum over s of parts[s * n + i], rounded to 16 bits: the splits of a
-// 16-bit filter gradient. Block (32, 8), as dg_conv2d_sum_splits (fixed order).
-template <class P>
-__device__ __forceinline__ void dg_tc_sum_splits(const float* parts, typename P::In* out,
-                                                 int splits, int n)
-{
-    __shared__ float part[8][32];
-    const int i = blockIdx.x * 32 + threadIdx.x;
-    float v = 0.0f;
-    if (i < n)
-        for (int s = threadIdx.y; s < splits; s += 8) v += parts[(long long)s * n + i];
-    part[threadIdx.y][threadIdx.x] = v;
-    __syncthreads();
-    if (threadIdx.y == 0 && i < n) {
-        float t = part[0][threadIdx.x];
-        for (int r = 1; r < 8; ++r) t += part[r][threadIdx.x];
-        out[i] = P::from(t);
-    }
 }
 
 // ------------------------------------------------------------------ entry points
@@ -457,11 +438,11 @@ extern "C" __global__ void dg_tc_conv2d_grad_filter_bf16(const __nv_bfloat16* x,
 
 extern "C" __global__ void dg_tc_sum_splits_f16(const float* parts, __half* out, int splits, int n)
 {
-    dg_tc_sum_splits<DgTcF16>(parts, out, splits, n);
+    dg_sum_splits_into<DgTcF16>(parts, out, splits, n);
 }
 
 extern "C" __global__ void dg_tc_sum_splits_bf16(const float* parts, __nv_bfloat16* out,
                                                  int splits, int n)
 {
-    dg_tc_sum_splits<DgTcBf16>(parts, out, splits, n);
+    dg_sum_splits_into<DgTcBf16>(parts, out, splits, n);
 }
