@@ -1361,10 +1361,15 @@ def _batch_norm_grad(node, dy):
                                           need_input=x.requires_grad)
     if dx is not None and perm is not None:
         dx = B.transpose(dx, _inverse_perm(perm))
+    return _bn_grads(node, dx, dgamma, dbeta)
+
+
+def _bn_grads(node, dx, dgamma, dbeta):
+    """The gradient tuple of a batch-norm node (x[, gamma][, beta]): None for an input that needs none."""
     out = [dx]
-    if gamma is not None:
-        out.append(dgamma if gamma.requires_grad else None)
-    if a["has_beta"]:
+    if node.attrs["has_gamma"]:
+        out.append(dgamma if node.inputs[1].requires_grad else None)
+    if node.attrs["has_beta"]:
         out.append(dbeta if node.inputs[-1].requires_grad else None)
     return tuple(out)
 

@@ -12,7 +12,7 @@ one-process gradient of the global batch.
 from __future__ import annotations
 
 from ..autograd import register_gradient
-from ..ops import _axes, _backend_of, _inverse_perm, _make, _t, cast
+from ..ops import _axes, _backend_of, _bn_grads, _inverse_perm, _make, _t, cast
 from ..tensor import Tensor
 
 
@@ -78,9 +78,4 @@ def _sync_batch_norm_grad(node, dy):
         dx = B.reshape(B.multiply(dx, scale), lshape)
         if perm is not None:
             dx = B.transpose(dx, _inverse_perm(perm))
-    out = [dx]
-    if gamma is not None:
-        out.append(dgamma if gamma.requires_grad else None)
-    if a["has_beta"]:
-        out.append(dbeta if node.inputs[-1].requires_grad else None)
-    return tuple(out)
+    return _bn_grads(node, dx, dgamma, dbeta)
