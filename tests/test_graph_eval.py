@@ -24,7 +24,8 @@ from deepgpu.backends.cupy_backend import CupyBackend
 from deepgpu.testing.emulation import emulation_status
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # importlib mode: the sibling module by name
-from test_graph_recording import _Replayed, _data, _host_reading_loss, _net, recording  # noqa: E402, F401
+from test_graph_recording import (  # noqa: E402, F401
+    _Replayed, _data, _host_reading_loss, _net, _string_model, recording)
 
 pytestmark = pytest.mark.skipif(not emulation_status()[0], reason=emulation_status()[1])
 
@@ -251,13 +252,7 @@ def test_recorded_predict_evaluate_and_augmentation_on_the_gpu():
 
 def test_a_model_reading_strings_evaluates_eagerly_with_one_warning(recording):
     B, models = recording
-    texts = np.array([["the cat sat"], ["a dog"], ["the mat"], ["cat and dog"]], dtype=object)
-    tv = layers.TextVectorization(max_tokens=20, output_sequence_length=3)
-    tv.adapt(texts.ravel().tolist())
-    inputs = layers.Input(shape=(1,), dtype="string")
-    models.append(dg.models.Model(inputs, layers.Dense(2)(layers.Flatten()(layers.Embedding(20, 4)(tv(inputs))))))
-    models[-1].compile(optimizer="adam", loss="mse")
-    y = np.zeros((4, 2), np.float32)
+    texts, y = _string_model(models)
     with pytest.warns(RuntimeWarning, match="evaluate's step runs eagerly: an input stays on the host") as got:
         losses = [models[-1].evaluate(texts, y, batch_size=2) for _ in range(2)]
     assert len([w for w in got if "CUDA graph" in str(w.message) or "eagerly" in str(w.message)]) == 1

@@ -342,9 +342,8 @@ def test_default_compile_records_on_the_gpu_and_matches_eager():
         backends._state.backend = previous
 
 
-def test_a_model_reading_strings_trains_eagerly_with_one_warning(recording):
-    """TextVectorization's strings stay on the host: 'auto' warns once and runs eagerly, True refuses."""
-    B, models = recording
+def _string_model(models):
+    """A compiled model reading strings through TextVectorization, appended to ``models``; its (texts, y)."""
     texts = np.array([["the cat sat"], ["a dog"], ["the mat"], ["cat and dog"]], dtype=object)
     tv = layers.TextVectorization(max_tokens=20, output_sequence_length=3)
     tv.adapt(texts.ravel().tolist())
@@ -352,6 +351,13 @@ def test_a_model_reading_strings_trains_eagerly_with_one_warning(recording):
     models.append(dg.models.Model(inputs, layers.Dense(2)(layers.Flatten()(layers.Embedding(20, 4)(tv(inputs))))))
     models[-1].compile(optimizer="adam", loss="mse")
     y = np.zeros((4, 2), np.float32)
+    return texts, y
+
+
+def test_a_model_reading_strings_trains_eagerly_with_one_warning(recording):
+    """TextVectorization's strings stay on the host: 'auto' warns once and runs eagerly, True refuses."""
+    B, models = recording
+    texts, y = _string_model(models)
     with pytest.warns(RuntimeWarning, match="stays on the host") as got:
         h = models[-1].fit(texts, y, batch_size=2, epochs=2, verbose=0)
     assert len([w for w in got if "CUDA graph" in str(w.message)]) == 1
