@@ -290,13 +290,21 @@ class _Step:
 
     def ready(self, k, g):
         """backward's hook: variable ``k``'s gradient ``g`` is final."""
-        dt, start, n, _, b = self.slots[k]
-        self.bufs[dt][start:start + n] = g.reshape(-1)
-        self.filled[k] = True
-        self.pending[b] -= 1
+        self._fill(k, g)
         self._start_ready()
         for h, _ in self.handles:
             h.poke()
+
+    def _fill(self, k, g):
+        """Write variable ``k``'s gradient into its bucket (zeros for None, so the other ranks'
+        sums stay right) and count it toward the bucket."""
+        dt, start, n, _, b = self.slots[k]
+        if g is None:
+            self.bufs[dt][start:start + n] = 0
+        else:
+            self.bufs[dt][start:start + n] = g.reshape(-1)
+        self.filled[k] = True
+        self.pending[b] -= 1
 
     def _start_ready(self):
         while self.next < len(self.buckets) and self.pending[self.next] == 0:
@@ -321,13 +329,7 @@ class _Step:
             return grads
         for k, g in enumerate(grads):
             if not self.filled[k]:
-                dt, start, n, _, b = self.slots[k]
-                if g is None:  # no gradient here: zeros, so the other ranks' sums stay right
-                    self.bufs[dt][start:start + n] = 0
-                else:
-                    self.bufs[dt][start:start + n] = g.reshape(-1)
-                self.filled[k] = True
-                self.pending[b] -= 1
+                self._fill(k, g)
         self._start_ready()
         for h, after in self.handles:
             h.wait()
