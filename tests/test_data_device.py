@@ -123,3 +123,43 @@ def test_stage_to_device_on_the_gpu():
     for x, d in zip(xs, got):
         assert isinstance(d, cp.ndarray) and d.dtype == cp.float32
         np.testing.assert_array_equal(cp.asnumpy(d), x.astype(np.float32))
+
+
+def test_fit_on_sources_on_the_cuda_backend_trains_as_on_the_cpu(xp):
+    """A Dataset, its cache("device"), a generator and a PyDataset with process workers, fed to
+    fit on the CUDA backend (custom kernels; under the emulation where there is no GPU): the same
+    losses as on the CPU; host batches go through stage_to_device, cached ones never do."""
+    from deepgpu.testing.emulation import current_custom
+    from deepgpu.utils import PyDataset
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+
+    class Batches(PyDataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return x[8 * i:8 * i + 8], y[8 * i:8 * i + 8]
+
+    def gen():
+        for i in range(5):
+            yield x[8 * i:8 * i + 8], y[8 * i:8 * i + 8]
+    ref = _model().fit(Dataset.from_tensor_slices((x, y)).batch(8), epochs=2, verbose=0).history["loss"]
+    sources = {"dataset": (lambda: Dataset.from_tensor_slices((x, y)).batch(8), 2, 10),
+               "cache-device": (lambda: Dataset.from_tensor_slices((x, y)).batch(8).cache("device"), 2, 0),
+               "generator": (gen, 1, 5),
+               "pydataset": (lambda: Batches(workers=2, use_multiprocessing=True), 2, 10)}
+    with current_custom(xp) as B:
+        stage = B.stage_to_device
+        for name, (make, epochs, uploads) in sources.items():
+            calls = []
+            B.stage_to_device = lambda arrays: (calls.append(1), stage(arrays))[1]
+            try:
+                m = _model()
+                hist = m.fit(make(), epochs=epochs, shuffle=False, verbose=0).history["loss"]
+            finally:
+                del B.stage_to_device
+            assert all(isinstance(v.data, xp.ndarray) for v in m.weights), name
+            np.testing.assert_allclose(hist, ref[:epochs], rtol=2e-5, err_msg=name)
+            assert len(calls) == uploads, (name, len(calls))
