@@ -15,6 +15,10 @@
 #    the GPU machine has no network: carry the wheels if they are not installed there).
 # 8. (part "mixed", issue 20) bench/mixed_precision.py --backend cuda: a small convnet's step in float32
 #    and under mixed_float16 (LossScaleOptimizer), beside PyTorch float32 and autocast float16 + GradScaler.
+# 9. (part "input", issue 19) the data-staging cuda tests (tests/test_data_device.py: pinned buffers,
+#    second stream, fit on sources and cache("device") on the GPU), then bench/gpu_input.py: one epoch of
+#    the seed convnet fed from arrays, device Tensors, a Dataset (staged uploads) and cache("device"),
+#    eager and with cuda_graph=True; ms/step and the share of the epoch spent waiting for data.
 # Each part writes its log under OUT_DIR and prints its last lines; one failing part
 # does not stop the others. All five take longer than one 600 s device call: choose
 # some with PARTS, e.g. PARTS="tests step profile" then PARTS="fmnist memcheck nccl".
@@ -109,6 +113,17 @@ echo "== mixed precision step time (issue 20)"
 timeout ${MIXED_S:-150} python3 bench/mixed_precision.py --backend cuda --rounds 5 --batch 256 \
     >"$out/mixed_precision.log" 2>&1
 echo "exit $?"; tail -8 "$out/mixed_precision.log"
+fi
+
+if want input; then
+echo "== data onto the device (issue 19)"
+timeout ${INPUT_TESTS_S:-120} python3 -m pytest -q -m cuda tests/test_data_device.py >"$out/tests_data_device.log" 2>&1
+grep -E "passed|failed|error" "$out/tests_data_device.log" | tail -2
+grep -E "^FAILED|^ERROR" "$out/tests_data_device.log" | head -10
+for g in "" --graph; do
+    timeout ${INPUT_S:-150} python3 bench/gpu_input.py $g >"$out/gpu_input${g}.log" 2>&1
+    echo "exit $? (gpu_input.py $g)"; tail -6 "$out/gpu_input${g}.log"
+done
 fi
 
 if want memcheck; then
