@@ -57,8 +57,10 @@ for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", 
 
 
 def _count(name, n, nbytes):
-    with _live_lock:
+    c = _live.get(name)  # setdefault would build a list at each of the two calls per tensor
+    if c is None:
         c = _live.setdefault(name, [0, 0])
+    with _live_lock:
         c[0] += n
         c[1] += nbytes
 

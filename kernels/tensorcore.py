@@ -15,6 +15,8 @@ bfloat16 arrays exist on the GPU only with CuPy 14+ and ml_dtypes.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import config as _config
@@ -86,7 +88,7 @@ def _grid(m, n, z=1):
 def _output(xp, out, shape, dtype, what):
     if out is None:
         return xp.empty(shape, dtype)
-    if out.dtype != dtype or not out.flags.c_contiguous or out.size != int(np.prod(shape, dtype=np.int64)):
+    if out.dtype != dtype or not out.flags.c_contiguous or out.size != math.prod(shape):
         raise ValueError(f"{what}: expected a C-contiguous {dtype} array of shape {shape}, got "
                          f"{out.dtype} {out.shape}")
     return out.reshape(shape)

@@ -95,10 +95,9 @@ class WeightedLayer(Layer):
             self._activity_state.losses = [penalty]
         return y
 
-    @property
-    def losses(self):
+    def _own_losses(self):
         state = getattr(self, "_activity_state", None)
-        return Layer.losses.fget(self) + list(getattr(state, "losses", ()))
+        return Layer._own_losses(self) + list(getattr(state, "losses", ()))
 
     def _cast_in(self, x):
         # The compute dtype (float16 under mixed_float16), but the variable dtype for the

@@ -331,10 +331,14 @@ class Layer:
         for w, value in zip(ws, weights):
             w.assign(value)
 
+    def _own_losses(self) -> list:
+        """This layer's penalties, without its sublayers' (the training step caches the walk)."""
+        return [reg(v) for reg, v in self._regularizers if v.trainable]
+
     @property
     def losses(self) -> list:
         """Regularization penalties of this layer's (and sublayers') weights, as Tensors."""
-        out = [reg(v) for reg, v in self._regularizers if v.trainable]
+        out = self._own_losses()
         for layer in self._sublayers():
             out.extend(layer.losses)
         return out

@@ -109,10 +109,9 @@ class ActivityRegularization(Layer):
         from ._utils import WeightedLayer
         return WeightedLayer._activity(self, inputs)
 
-    @property
-    def losses(self):
+    def _own_losses(self):
         state = getattr(self, "_activity_state", None)
-        return Layer.losses.fget(self) + list(getattr(state, "losses", ()))
+        return Layer._own_losses(self) + list(getattr(state, "losses", ()))
 
     def compute_output_shape(self, input_shape):
         return input_shape

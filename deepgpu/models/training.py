@@ -515,9 +515,23 @@ class Trainer:
             term = val if w == 1.0 else val * w
             total = term if total is None else total + term
         if with_regularization:
-            for reg in self.losses:
+            for reg in self._regularization_losses():
                 total = reg if total is None else total + reg
         return total, per_out
+
+    def _regularization_losses(self):
+        """``self.losses``, through a walk of the layer tree cached while the variables to
+        train are (the same assumption: the tree does not change between steps)."""
+        key = self.__dict__.get("_train_vars")
+        cache = self.__dict__.get("_loss_sources")
+        if key is None or cache is None or cache.key is not key:
+            if key is None:
+                return self.losses
+            cache = self._loss_sources = _LossSources(key, self)
+        out = []
+        for layer, whole in cache.layers:
+            out.extend(layer.losses if whole else layer._own_losses())
+        return out
 
     def _outs_list(self, out):
         if isinstance(out, dict):
@@ -1033,6 +1047,27 @@ def _per_output_metrics(spec, names, what):
             raise ValueError(f"compile(): {len(spec)} {what} lists for {n} outputs")
         return [list(m) for m in spec]
     return [list(_as_list(spec)) for _ in range(n)]
+
+
+class _LossSources:
+    """The layers whose penalties make ``model.losses``: (layer, whole), whole where the
+    layer's class defines its own ``losses`` (asked as is, not walked into). Not a list,
+    so that layer tracking does not take the cached layers for the model's own."""
+
+    __slots__ = ("key", "layers")
+
+    def __init__(self, key, model):
+        from ..layers.base import Layer
+
+        self.key, self.layers = key, []
+
+        def walk(layer):
+            whole = type(layer).losses is not Layer.losses
+            self.layers.append((layer, whole))
+            if not whole:
+                for sub in layer._sublayers():
+                    walk(sub)
+        walk(model)
 
 
 def _detached(o, B):

@@ -1,0 +1,59 @@
+"""The eager step's host-cost shortcuts (issue 22 section 2) keep the semantics they replace."""
+import numpy as np
+import pytest
+
+import deepgpu as dg
+from deepgpu import layers, losses, optimizers, regularizers
+from deepgpu.models import Model, Sequential
+
+
+class _Fixed(layers.Layer):
+    """A layer whose class defines ``losses`` itself: the cached walk must ask it as is."""
+
+    def call(self, x):
+        return x
+
+    @property
+    def losses(self):
+        return [dg.tensor(np.float32(0.25))]
+
+
+class _Block(Model):
+    """A subclassed model nesting a regularized layer (found through attribute tracking)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = layers.Dense(3, kernel_regularizer=regularizers.L2(0.5), activity_regularizer=regularizers.L1(0.1))
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def test_training_loss_adds_every_penalty_through_the_cached_walk():
+    dg.set_seed(0)
+    model = Sequential([layers.Dense(4, kernel_regularizer=regularizers.L1(0.01)), _Block(), _Fixed(),
+                        layers.Dense(2)])
+    model.compile(optimizer=optimizers.SGD(0.0), loss="mse")
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 6)).astype("float32")
+    y = np.zeros((5, 2), "float32")
+    for _ in range(2):  # the second step reads the cached layer walk
+        loss = model.train_on_batch(x, y)
+        out = model(x, training=True)  # refreshes the activity penalty for the same input
+        penalties = sum(float(p.data_sync()) for p in model.losses)
+        assert len(model.losses) == 4
+        plain = float(losses.mean_squared_error(dg.tensor(y), out).data_sync().mean())
+        assert loss == pytest.approx(plain + penalties, rel=1e-5)
+    assert model._loss_sources.key is model._train_vars
+
+
+@pytest.mark.parametrize("labels, ok", [([0, 9, 3], True), ([0.0, 9.5], True), ([], True),
+                                        ([0, 10], False), ([-1, 2], False), ([np.nan, 1.0], False)])
+def test_check_labels_range_shortcut_agrees_with_the_full_check(labels, ok):
+    t = dg.tensor(np.asarray(labels, "float32" if any(isinstance(v, float) for v in labels) else "int32"),
+                  backend="cpu")
+    if ok:
+        losses.check_labels(t, 10)
+    else:
+        with pytest.raises(ValueError, match="outside \\[0, 10\\)"):
+            losses.check_labels(t, 10)
+    losses.check_labels(dg.tensor(np.asarray([0, -1], "int32"), backend="cpu"), 10, ignore_class=-1)
