@@ -139,6 +139,10 @@ def _check_out(out):
         raise UserError(f"--out {out!r}: {probe!r} is not a writable folder")
 
 
+def _batch_size(args):
+    return args.batch_size or (32 if args.dataset == "digits" else 128)
+
+
 def cmd_train(args):
     import deepgpu as dg
     from . import optimizers, zoo
@@ -157,6 +161,10 @@ def cmd_train(args):
         distribute = dg.distributed.DataParallel(seed=args.seed)
         if not dg.distributed.is_main():  # one rank speaks; errors still reach stderr
             sys.stdout = open(os.devnull, "w")
+        size = dg.distributed.size()
+        if args.dataset not in _SEQUENCE_DATASETS and _batch_size(args) % size:
+            raise UserError(f"--batch-size {_batch_size(args)} is the global batch and must be divisible by "
+                            f"the number of ranks ({size}); use a multiple of {size}")
     sequences = args.dataset in _SEQUENCE_DATASETS
     model_name = args.model or ("lstm" if sequences else "cnn")
     if sequences != (model_name in ("lstm", "conv1d")) or (args.dataset, model_name) == ("seattle-weather", "conv1d"):
@@ -178,7 +186,7 @@ def cmd_train(args):
         return train_sequence_model(args, opt, backend, UserError)
     (xtr, ytr), (xte, yte) = _load(args.dataset, args.data_dir)
     epochs = args.epochs or (20 if args.dataset == "digits" else 3)
-    batch = args.batch_size or (32 if args.dataset == "digits" else 128)
+    batch = _batch_size(args)
     print(f"deepgpu {dg.__version__} on {backend}: {args.model} on {args.dataset} "
           f"({len(xtr)} training / {len(xte)} test images of {xtr.shape[1]}x{xtr.shape[2]})")
     model = zoo.MODELS[args.model](input_shape=xtr.shape[1:], num_classes=int(ytr.max()) + 1)
@@ -309,6 +317,14 @@ def cmd_bench(args):
     return bench_main(args.rest)
 
 
+def _end_the_job(status):
+    """Under --distributed, a rank that stops with an error ends every rank (no other rank is left
+    waiting in a collective, even when launched without ``-m mpi4py``)."""
+    from .distributed import comm
+    if comm.launched_size() > 1:
+        comm.abort_on_failure(status)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
@@ -320,6 +336,8 @@ def main(argv=None):
         return {"train": cmd_train, "info": cmd_info, "bench": cmd_bench}[args.command](args)
     except UserError as e:
         print(f"deepgpu: error: {e}", file=sys.stderr)
+        if getattr(args, "distributed", False):
+            _end_the_job(2)
         return 2
     except KeyboardInterrupt:
         print("deepgpu: interrupted", file=sys.stderr)

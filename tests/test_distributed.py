@@ -129,13 +129,15 @@ def test_nccl_without_gpu_is_a_clear_error():
     assert r.returncode != 0 and "NCCL was asked for but" in r.stderr, r.stderr
 
 
-def _mpiexec(n, mode, tmp_path, timeout=120):
+def _mpiexec(n, mode, tmp_path, timeout=120, argv=None):
+    """``mpiexec -n n python -m mpi4py worker.py mode tmp_path`` (or ``python`` + ``argv``): (result, seconds)."""
     if shutil.which("mpiexec") is None:
         pytest.skip("mpiexec not found (pip install 'deepgpu[distributed]')")
     pytest.importorskip("mpi4py")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = ["-m", "mpi4py", WORKER, mode, str(tmp_path)] if argv is None else argv
     start = time.monotonic()
-    r = subprocess.run(["mpiexec", "-n", str(n), sys.executable, "-m", "mpi4py", WORKER, mode, str(tmp_path)],
+    r = subprocess.run(["mpiexec", "-n", str(n), sys.executable] + argv,
                        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     return r, time.monotonic() - start
 
@@ -157,10 +159,26 @@ def test_resume_from_a_checkpoint_under_another_number_of_ranks(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
-def test_a_rank_that_raises_ends_the_job(tmp_path):
-    r, took = _mpiexec(2, "raise", tmp_path, timeout=90)
+@pytest.mark.parametrize("via_mpi4py", [True, False])
+def test_a_rank_that_raises_ends_the_job(tmp_path, via_mpi4py):
+    """With ``python -m mpi4py`` and without it (plain ``mpiexec -n 2 python worker.py``, where MPI alone
+    would leave the other rank waiting in its barrier: distributed.init's excepthook aborts the job)."""
+    argv = None if via_mpi4py else [WORKER, "raise", str(tmp_path)]
+    r, took = _mpiexec(2, "raise", tmp_path, timeout=90, argv=argv)
     assert r.returncode != 0 and "rank failed on purpose" in r.stderr
     assert took < 60  # a hang would run to the timeout
+
+
+def test_cli_distributed_refuses_a_batch_the_ranks_do_not_divide(tmp_path):
+    """``deepgpu train --distributed`` under mpiexec (without ``-m mpi4py``): one line, exit 2 on every
+    rank, before any data is read, and nothing written."""
+    out = tmp_path / "out"
+    r, took = _mpiexec(2, None, tmp_path, timeout=90, argv=["-m", "deepgpu.cli", "train", "--distributed",
+                                                            "--batch-size", "63", "--out", str(out)])
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "deepgpu: error: --batch-size 63 is the global batch and must be divisible by the number of " \
+           "ranks (2)" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and took < 60
 
 
 def test_ranks_disagreeing_on_the_model_are_named(tmp_path):

@@ -1,7 +1,11 @@
 """Data-parallel training across processes on MPI (host buffers) and NCCL (GPUs).
 
 Launch with ``mpiexec -n 4 python -m mpi4py train.py`` (``-m mpi4py`` makes a
-rank that raises abort the whole job instead of leaving the others waiting).
+rank that raises or calls ``sys.exit(n)`` abort the whole job instead of
+leaving the others waiting). Plain ``mpiexec -n 4 python train.py`` also ends
+the job on an exception nobody catches (``init`` hooks ``sys.excepthook``), but
+not on ``sys.exit(n)`` from one rank alone: that rank should call
+``deepgpu.distributed.comm.abort_on_failure(n)`` first (the CLI does).
 Outside ``mpiexec`` everything works as a world of one rank.
 
     import deepgpu as dg

@@ -11,6 +11,7 @@ host and back through the backend (``to_numpy`` / ``asarray``).
 from __future__ import annotations
 
 import os
+import sys
 
 from .. import backends
 
@@ -139,6 +140,31 @@ class SingleCommunicator(Communicator):
         pass
 
 
+_HOOKED = []
+
+
+def abort_on_failure(status=1):
+    """Make this rank's failure end the whole MPI job, as ``python -m mpi4py`` does: MPI_Abort
+    with ``status`` at exit instead of MPI_Finalize (which would leave the other ranks waiting in
+    their next collective). For a caught failure that ends the process (the CLI's exit 2)."""
+    from mpi4py import run
+    run.set_abort_status(status)
+
+
+def _abort_on_uncaught():
+    """Once per process: an exception nobody catches prints its traceback as usual and then aborts
+    the job, so a script started as ``mpiexec -n N python train.py`` (without ``-m mpi4py``) fails
+    as a whole instead of hanging. Under ``-m mpi4py`` mpi4py catches it first and does the same."""
+    if _HOOKED:
+        return
+    _HOOKED.append(sys.excepthook)
+
+    def hook(kind, value, tb):
+        _HOOKED[0](kind, value, tb)
+        abort_on_failure(130 if issubclass(kind, KeyboardInterrupt) else 1)
+    sys.excepthook = hook
+
+
 def _import_mpi():
     try:
         from mpi4py import MPI
@@ -162,6 +188,8 @@ class MPICommunicator(Communicator):
         self._local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank = self._local.Get_rank()
         self.local_size = self._local.Get_size()
+        if self.size > 1:
+            _abort_on_uncaught()
 
     def _host(self, buf):
         """(host array, backend to copy back through or None) for a backend array ``buf``."""
