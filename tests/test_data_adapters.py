@@ -182,8 +182,16 @@ def test_generator_changing_shape_or_dtype_mid_epoch(clean):
         yield X[:16], Y[:16]
         yield X[:16, :3], Y[:16]
 
-    with pytest.raises(ValueError, match=r"epoch 1, step 2.*expected shape \(None, 4\), got \(16, 3\)"):
+    with pytest.raises(ValueError, match=r"^fit\(\): epoch 1, step 2: x does not fit input 0 .*expected shape "
+                                         r"\(None, 4\), got \(16, 3\)$"):
         m.fit(bad_shape(), verbose=0)
+
+    def bad_label():
+        yield X[:16], Y[:16]
+        yield X[:16], Y[:16] + 7
+
+    with pytest.raises(ValueError, match=r"^fit\(\): epoch 1, step 2: y: class label (7|8) "):
+        make_model().fit(bad_label(), verbose=0)
 
     def bad_dtype():
         yield X[:16], Y[:16]
@@ -271,6 +279,7 @@ def test_progress_bar_steps_known_and_unknown(capsys):
     s = io.StringIO()
     Progbar(None, verbose=2, stream=s).update(5, final=True)
     assert s.getvalue().startswith("5/Unknown")
+
 
 
 def test_evaluate_and_predict_steps_on_sources(clean):

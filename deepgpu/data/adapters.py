@@ -416,7 +416,7 @@ def prepare(model, el, where, step, epoch, first, need_y, class_weight=None, che
         ys = None if (y is None or not need_y) else model._targets_list(
             map_structure(_to_host, y if not isinstance(y, list) else tuple(y)), "y", where)
     except ValueError as e:
-        raise ValueError(f"{at}: {e}") from None
+        raise ValueError(_at(at, where, e)) from None
     host = (lambda a: a if isinstance(a, Tensor) else np.asarray(a))
     xs = [host(a) for a in xs]
     ys = None if ys is None else [host(a) for a in ys]
@@ -448,8 +448,7 @@ def prepare(model, el, where, step, epoch, first, need_y, class_weight=None, che
                                  [a for a in (ys or []) if not isinstance(a, Tensor)],
                                  None if isinstance(sw, Tensor) else sw, "", where)
     except ValueError as e:
-        msg = str(e)
-        raise ValueError(msg if msg.startswith(at) else f"{at}: {msg}") from None
+        raise ValueError(_at(at, where, e)) from None
     if class_weight and ys is not None:
         sw = model._class_weights(ys, class_weight)
     return xs, ys, sw
@@ -475,7 +474,17 @@ def _check_labels_quietly(model, ys, where, at):
     try:
         return model._check_labels(ys, "y", where)
     except ValueError as e:
-        raise ValueError(f"{at}: {e}") from None
+        raise ValueError(_at(at, where, e)) from None
+
+
+def _at(at, where, error):
+    """``error``'s message after ``at`` (which names the call, epoch and step), without a second
+    ``where():`` from the model's own checks."""
+    msg = str(error)
+    if msg.startswith(at):
+        return msg
+    own = f"{where}(): "
+    return f"{at}: {msg[len(own):] if msg.startswith(own) else msg}"
 
 
 # ------------------------------------------------------------------ the loops
