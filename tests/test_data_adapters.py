@@ -280,6 +280,13 @@ def test_progress_bar_steps_known_and_unknown(capsys):
     Progbar(None, verbose=2, stream=s).update(5, final=True)
     assert s.getvalue().startswith("5/Unknown")
 
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    t = Terminal()
+    bar = Progbar(None, verbose=1, stream=t, interval=0)
+    bar.update(3, lambda: [("loss", 0.5)])
+    assert t.getvalue().startswith("\r3/Unknown - ") and "ETA" not in t.getvalue() and "/step" in t.getvalue()
 
 
 def test_evaluate_and_predict_steps_on_sources(clean):

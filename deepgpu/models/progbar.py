@@ -78,11 +78,10 @@ class Progbar:
                 done = int(self.width * min(step, self.target) / self.target)
                 bar = " [" + "=" * max(done - 1, 0) + (">" if done < self.width else "=") + \
                       "." * (self.width - done) + "]"
-            if final:
+            if final or not self.target:  # no ETA without a target: the time so far, as Keras shows
                 tail = f" - {_fmt_time(elapsed)} {_fmt_per_step(per)}"
             else:
-                eta = per * (self.target - step) if self.target else 0
-                tail = f" - ETA: {_fmt_time(eta)}"
+                tail = f" - ETA: {_fmt_time(per * (self.target - step))}"
             line = count + bar + tail + metrics
             pad = " " * max(self._prev_len - len(line), 0)
             self.stream.write("\r" + line + pad + ("\n" if final else ""))
