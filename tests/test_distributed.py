@@ -77,7 +77,7 @@ def test_bad_arguments():
         DataParallel(bucket_mb=0)
     with pytest.raises(ValueError, match="seed must be an integer"):
         DataParallel(seed="x")
-    with pytest.raises(ValueError, match="reduce_dtype must be None or .float16."):
+    with pytest.raises(ValueError, match="reduce_dtype must be None, 'float16' or 'bfloat16'"):
         DataParallel(reduce_dtype="int8")
     m = dg.Sequential([dg.layers.Dense(2, input_shape=(3,))])
     with pytest.raises(ValueError, match="distribute must be a deepgpu.distributed.DataParallel"):
@@ -307,10 +307,11 @@ class _RecordingComm(FakeComm):
 
     def __init__(self):
         super().__init__(0, 2)
-        self.started = []
+        self.started, self.dtypes = [], []
 
     def start_all_reduce(self, buf, op="sum"):
         self.started.append(int(buf.shape[0]))
+        self.dtypes.append(str(buf.dtype))
         buf *= 2
         if op == "mean":
             buf /= 2
@@ -341,6 +342,25 @@ def test_bucketed_reduction_layout_and_missing_gradients():
     assert float(np.abs(bufs["float32"][slots[1][1]:slots[1][1] + 4]).max()) == 0.0
     with pytest.raises(ValueError, match="overlap must be True or False"):
         DataParallel(overlap="yes")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_reduce_dtype_sends_16_bit_gradients(dtype):
+    """reduce_dtype: the buckets travel in 16 bits (each term divided by the world size first) and come
+    back as float32 gradients rounded to that dtype."""
+    from deepgpu.distributed import data_parallel as dp_mod
+    if dtype == "bfloat16":
+        pytest.importorskip("ml_dtypes")
+    B = dg.backends.get("cpu")
+    vs = [dg.Variable(dg.tensor(np.zeros(s, "float32"))) for s in ((3, 4), (4,))]
+    dp = DataParallel(reduce_dtype=dtype)
+    dp.comm = _RecordingComm()
+    gs = [B.asarray(np.linspace(-1, 1, v.size, dtype="float32").reshape(v.shape) / 3) for v in vs]
+    out = dp_mod._Step(dp, vs).gradients(gs)
+    assert dp.comm.dtypes == [dtype]
+    for g, o in zip(gs, out):
+        assert str(o.dtype) == "float32"
+        np.testing.assert_array_equal(o, B.cast(B.cast(g, dtype), "float32"))
 
 
 @pytest.mark.parametrize("axis,shape", [(-1, (6, 4)), (1, (3, 5, 2, 2))])

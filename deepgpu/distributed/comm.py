@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
+
 from .. import backends
 
 INSTALL_HINT = "pip install 'deepgpu[distributed]'  (mpi4py and the mpich wheel)"
@@ -188,6 +190,7 @@ class MPICommunicator(Communicator):
         self._local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank = self._local.Get_rank()
         self.local_size = self._local.Get_size()
+        self._bf16_sum = None
         if self.size > 1:
             _abort_on_uncaught()
 
@@ -198,12 +201,27 @@ class MPICommunicator(Communicator):
             return B.to_numpy(buf), B
         return buf, None
 
+    def _sum(self, host):
+        """(MPI buffer spec, op) summing ``host``: MPI has no bfloat16, so it travels as 16-bit words
+        that a user-defined op adds as ml_dtypes' bfloat16."""
+        if host.dtype.name != "bfloat16":
+            return host, self._MPI.SUM
+        if self._bf16_sum is None:
+            dt = host.dtype
+
+            def add(inbuf, inout, datatype):
+                out = np.frombuffer(inout, dt)
+                out += np.frombuffer(inbuf, dt)
+            self._bf16_sum = self._MPI.Op.Create(add, commute=True)
+        return [host.view("uint16"), self._MPI.UINT16_T], self._bf16_sum
+
     def all_reduce(self, buf, op="sum"):
         _check_op(op)
         host, B = self._host(buf)
         if not host.flags.c_contiguous:
             raise ValueError("all_reduce: the buffer must be C-contiguous")
-        self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
+        spec, mpi_op = self._sum(host)
+        self.comm.Allreduce(self._MPI.IN_PLACE, spec, op=mpi_op)
         if op == "mean":
             host /= self.size
         if B is not None:
@@ -214,7 +232,7 @@ class MPICommunicator(Communicator):
         """Non-blocking ``Iallreduce`` of every bucket, then one wait: MPI may pipeline them."""
         _check_op(op)
         host, B = self._host(buf)
-        reqs = [self.comm.Iallreduce(self._MPI.IN_PLACE, host[s:s + bucket_elems], op=self._MPI.SUM)
+        reqs = [self.comm.Iallreduce(self._MPI.IN_PLACE, *self._sum(host[s:s + bucket_elems]))
                 for s in range(0, host.shape[0], bucket_elems)]
         self._MPI.Request.Waitall(reqs)
         if op == "mean":
@@ -228,7 +246,7 @@ class MPICommunicator(Communicator):
         host, B = self._host(buf)
         if not host.flags.c_contiguous:
             raise ValueError("all_reduce: the buffer must be C-contiguous")
-        req = self.comm.Iallreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
+        req = self.comm.Iallreduce(self._MPI.IN_PLACE, *self._sum(host))
         return _MPIPending(req, host, buf, B, self.size if op == "mean" else None)
 
     def broadcast(self, buf, root=0):

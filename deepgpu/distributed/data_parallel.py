@@ -27,10 +27,10 @@ class DataParallel:
     bucket_mb: gradients are all-reduced in slices of about this many MB
     (25 as PyTorch DDP). backend: the communicator ``distributed.init`` makes
     ("auto", "mpi", "nccl"). seed: the shuffle seed shared by all ranks
-    (None: rank 0 draws one and sends it). reduce_dtype: "float16" sends
-    float32 / float64 gradients as float16 (half the bytes), each divided by
-    the world size before the sum so it cannot overflow; None sends them as
-    they are. overlap: each bucket (filled in reverse layer order) starts its
+    (None: rank 0 draws one and sends it). reduce_dtype: "float16" or
+    "bfloat16" sends float32 / float64 gradients in that dtype (half the
+    bytes; the sum is taken in it too), each divided by the world size before
+    the sum so float16's cannot overflow; None sends them as they are. overlap: each bucket (filled in reverse layer order) starts its
     reduction as soon as backward has produced all its gradients (MPI's
     Iallreduce; NCCL on a side stream the optimizer's stream waits on), instead
     of after the whole backward pass; the results are the same. On the
@@ -66,8 +66,11 @@ class DataParallel:
             raise ValueError(f"DataParallel: bucket_mb must be a number > 0, got {bucket_mb!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"DataParallel: seed must be an integer or None, got {seed!r}")
-        if reduce_dtype not in (None, "float16"):
-            raise ValueError(f"DataParallel: reduce_dtype must be None or 'float16', got {reduce_dtype!r}")
+        if reduce_dtype not in (None, "float16", "bfloat16"):
+            raise ValueError(f"DataParallel: reduce_dtype must be None, 'float16' or 'bfloat16', got {reduce_dtype!r}")
+        if reduce_dtype == "bfloat16":
+            from ..backends.half import bfloat16
+            bfloat16()  # ImportError naming the extra now, not at the first step
         if not isinstance(overlap, bool):
             raise ValueError(f"DataParallel: overlap must be True or False, got {overlap!r}")
         self.overlap = overlap

@@ -226,15 +226,21 @@ def check_rank0_files():
         assert names == ["ckpt_rank0.dgm", "log_rank0.csv", "model_rank0.dgm"], names
 
 
-def check_float16_reduction():
-    """reduce_dtype="float16": the ranks stay equal and near (not within 1e-5 of) one process."""
+def check_16_bit_reduction(dtype):
+    """reduce_dtype="float16" / "bfloat16": MPI sums such buffers (bfloat16 through a user-defined op),
+    and training keeps the ranks equal and near (not within 1e-5 of) one process."""
+    B = dg.backends.get("cpu")
+    buf = B.cast(np.array([R + 1, 0.5 * (R + 1), -2.0 * R, 256.0], "float32"), dtype)
+    comm.all_reduce(buf, "sum")
+    s = P * (P + 1) / 2
+    assert str(buf.dtype) == dtype and np.array_equal(B.cast(buf, "float32"), [s, s / 2, -P * (P - 1), 256 * P]), buf
     rng = np.random.default_rng(2)
     x = rng.normal(size=(32, 6)).astype("float32")
     y = rng.integers(0, 3, size=32).astype("int32")
     dg.set_seed(9 + R)
     model = mlp()
     model.compile("sgd", "sparse_categorical_crossentropy",
-                  distribute=dg.distributed.DataParallel(reduce_dtype="float16"))
+                  distribute=dg.distributed.DataParallel(reduce_dtype=dtype))
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     every = gather_weights(model)
     assert all(np.array_equal(a, b) for r in range(P) for a, b in zip(every[0], every[r]))
@@ -244,7 +250,7 @@ def check_float16_reduction():
         ref.compile("sgd", "sparse_categorical_crossentropy")
         ref.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         for a, b in zip(every[0], [w.data_sync() for w in ref.weights]):
-            assert np.allclose(a, b, atol=1e-3), f"float16 reduction drifted: {np.abs(a - b).max()}"
+            assert np.allclose(a, b, atol=1e-3), f"{dtype} reduction drifted: {np.abs(a - b).max()}"
 
 
 def resume_data():
@@ -345,7 +351,8 @@ elif MODE == "main":
     check_sync_batch_norm()
     check_overlap()
     check_rank0_files()
-    check_float16_reduction()
+    check_16_bit_reduction("float16")
+    check_16_bit_reduction("bfloat16")
 elif MODE == "raise":
     comm.barrier()
     if R == P - 1:
