@@ -171,6 +171,14 @@ class _QKVAttention(WeightedLayer):
                                  f"have a known size, got {fmt_shape(s)}")
         return q, v, k
 
+    def _same_batch(self, inputs):
+        """Query, value and key must hold the same batch: the projections would broadcast a batch of 1."""
+        shapes = [tuple(x.shape) for x in inputs]
+        if len({s[0] for s in shapes}) > 1:
+            names = ("query", "value", "key")[:len(shapes)]
+            raise ValueError(f"layer {self.name!r} ({type(self).__name__}): query, value and key must have the "
+                             f"same batch size; got " + ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(names, shapes)))
+
     def _sublayers(self):
         return [s for s in (self._query_dense, self._key_dense, self._gate_dense, self._value_dense,
                             self._output_dense) if s is not None]
@@ -388,6 +396,7 @@ class MultiHeadAttention(_QKVAttention):
 
     def call(self, inputs, mask=None, attention_mask=None, return_attention_scores=False, training=None,
              use_causal_mask=False, explicit_masks=None):
+        self._same_batch(inputs)
         query, value = inputs[0], inputs[1]
         key = inputs[2] if len(inputs) > 2 else value
         masks = self._masks(mask, explicit_masks, list(inputs))
@@ -502,6 +511,7 @@ class GroupedQueryAttention(_QKVAttention):
 
     def call(self, inputs, mask=None, attention_mask=None, return_attention_scores=False, training=None,
              use_causal_mask=False, explicit_masks=None):
+        self._same_batch(inputs)
         query, value = inputs[0], inputs[1]
         key = inputs[2] if len(inputs) > 2 else value
         masks = self._masks(mask, explicit_masks, list(inputs))

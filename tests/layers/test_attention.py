@@ -141,6 +141,8 @@ def test_embedding_masks_reach_the_attention():
      "must be bool"),
     (lambda: L.MultiHeadAttention(2, 3), (Q, V), dict(value_mask=np.ones((2, 5), bool)),
      r"value_mask must have shape \(2, 7\)"),
+    (lambda: L.MultiHeadAttention(2, 3), (Q, V[:1]), {}, r"same batch size.*query \(2, 5, \d+\), value \(1, 7, \d+\)"),
+    (lambda: L.GroupedQueryAttention(3, 4, 2), (Q, V, K[:1]), {}, r"same batch size.*key \(1, 7, \d+\)"),
     (lambda: L.Attention(), ([Q, V],), {}, r"query and key must have the same feature size"),
     (lambda: L.Attention(), ([Q[..., :4], V],), dict(mask=[QM, VM[:, :3]]), r"value_mask must have shape"),
 ])
