@@ -270,6 +270,72 @@ def test_early_stopping_and_interrupt_leave_no_worker(clean):
         m.fit(ds, steps_per_epoch=5, verbose=0, callbacks=[Interrupt()])
 
 
+_CTRL_C_CHILD = """
+import multiprocessing, sys, time
+import numpy as np
+import deepgpu as dg
+from deepgpu import callbacks, layers
+from deepgpu.data import Dataset
+from deepgpu.utils import PyDataset
+x = np.ones((64, 4), np.float32); y = np.zeros(64, np.int32)
+
+class Slow(PyDataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        time.sleep(0.05)
+        return x[8 * i:8 * i + 8], y[8 * i:8 * i + 8]
+
+def slow(a, b):
+    time.sleep(0.005)
+    return a, b
+
+class Ready(callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            print("READY", *[p.pid for p in multiprocessing.active_children()], flush=True)
+
+m = dg.Sequential([layers.Dense(2, activation="softmax", input_shape=(4,))])
+m.compile("adam", "sparse_categorical_crossentropy")
+src = (Slow(workers=2, use_multiprocessing=True) if sys.argv[1] == "pydataset" else
+       Dataset.from_tensor_slices((x, y)).repeat().map(slow, num_parallel_calls=2, use_multiprocessing=True).batch(8))
+try:
+    m.fit(src, steps_per_epoch=8, epochs=10000, verbose=0, callbacks=[Ready()])
+except KeyboardInterrupt:
+    print("INTERRUPTED", len(multiprocessing.active_children()), flush=True)
+"""
+
+
+@pytest.mark.parametrize("source", ["dataset", "pydataset"])
+def test_ctrl_c_during_fit_ends_every_worker_process(source, tmp_path):
+    """A real SIGINT sent to the process group (as a terminal's Ctrl-C is), arriving wherever
+    fit happens to be: KeyboardInterrupt reaches the caller and no worker process outlives it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    script = tmp_path / "child.py"
+    script.write_text(_CTRL_C_CHILD)
+    p = subprocess.Popen([sys.executable, str(script), source], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("READY"), (line, p.stderr.read() if p.poll() is not None else "")
+        workers = [int(w) for w in line.split()[1:]]
+        assert workers
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert "INTERRUPTED 0" in out, (out, err[-2000:])
+    deadline = time.time() + 5
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")], "a worker process outlived fit"
+
+
 def test_progress_bar_steps_known_and_unknown(capsys):
     m = make_model()
     m.fit(Dataset.from_tensor_slices((X, Y)).batch(16), verbose=2)
