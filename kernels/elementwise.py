@@ -82,21 +82,13 @@ def relu_grad(dy, x, out=None):
     return out
 
 
-def _col_sum_pass(x, dst, rows, cols, max_splits):
-    """One dg_col_sum launch: x [rows, cols] -> dst [splits, cols]; returns splits (<= max_splits)."""
-    vec = 4 if cols % 4 == 0 and K._aligned16(x) else 1
-    sm = K._sm_count(K._xp(x))
-    key = ("col_sum", rows, cols, vec, max_splits, sm)
-    plan = K._plans.get(key)  # the launch geometry and scalars, worked out once per signature
-    if plan is None:
-        plan = K._plans[key] = _col_sum_plan(rows, cols, vec, max_splits, sm)
-    splits, grid, block, scalars = plan
-    if dst is not None:
-        K._launch("dg_col_sum", grid, block, (x, dst) + scalars)
-    return splits
+def _col_sum_pass(x, dst, plan):
+    """One dg_col_sum launch: x [rows, cols] -> dst [splits, cols], plan = (grid, block, scalars)."""
+    grid, block, scalars = plan
+    K._launch("dg_col_sum", grid, block, (x, dst) + scalars)
 
 
-def _col_sum_plan(rows, cols, vec, max_splits, sm):
+def _col_sum_geometry(rows, cols, vec, max_splits, sm):
     groups = cols // vec
     bx = 1
     while bx < min(groups, 32):
@@ -107,14 +99,24 @@ def _col_sum_plan(rows, cols, vec, max_splits, sm):
     splits = max(1, min(max_splits, 4 * sm // gx, rows // (8 * by), K._MAX_GRID_Y))
     rows_per = -(-rows // splits) if rows else 1
     splits = max(1, -(-rows // rows_per)) if rows else 1
-    return splits, (gx, splits), (bx, by), (K._i64(rows), K._i32(cols), K._i64(rows_per), np.int32(vec))
+    return splits, ((gx, splits), (bx, by), (K._i64(rows), K._i32(cols), K._i64(rows_per), np.int32(vec)))
+
+
+def _col_sum_plan(rows, cols, vec, sm):
+    """(splits, first pass, second pass by the parts' vector width {4: .., 1: ..} or None)."""
+    splits, first = _col_sum_geometry(rows, cols, vec, K._MAX_GRID_Y, sm)
+    if splits == 1:
+        return 1, first, None
+    second = {v: _col_sum_geometry(splits, cols, v, 1, sm)[1] for v in ((4, 1) if cols % 4 == 0 else (1,))}
+    return splits, first, second
 
 
 def col_sum(x, out=None):
     """Column sums of x [rows, cols] -> [cols] (a bias gradient), deterministic.
 
     The rows are split over enough blocks to fill the GPU; the same kernel then
-    sums the parts [splits, cols] in a second launch.
+    sums the parts [splits, cols] in a second launch. Both launches' geometry is
+    planned once per (rows, cols, alignment).
     """
     xp = K._xp(x)
     x = K._check(x, "col_sum x")
@@ -122,6 +124,19 @@ def col_sum(x, out=None):
     out = K._output(xp, out, (cols,), "col_sum out")
     if not cols:
         return out
+    sm = K._sm_count(xp)
+    key = ("col_sum", rows, cols, 4 if cols % 4 == 0 and K._aligned16(x) else 1, sm)
+    plan = K._plans.get(key)
+    if plan is None:
+        plan = K._plans[key] = _col_sum_plan(rows, cols, key[3], sm)
+    splits, first, second = plan
+    if second is None:
+        _col_sum_pass(x, out, first)
+        return out
+    parts = xp.empty((splits, cols), np.float32)
+    _col_sum_pass(x, parts, first)
+    _col_sum_pass(parts, out, second[4 if 4 in second and K._aligned16(parts) else 1])
+    return out
     splits = _col_sum_pass(x, None, rows, cols, K._MAX_GRID_Y)
     if splits == 1:
         _col_sum_pass(x, out, rows, cols, 1)
