@@ -270,6 +270,41 @@ def test_early_stopping_and_interrupt_leave_no_worker(clean):
         m.fit(ds, steps_per_epoch=5, verbose=0, callbacks=[Interrupt()])
 
 
+def test_workers_run_a_bounded_distance_ahead(clean):
+    """The parallel map, the fused map + batch, prefetch and a PyDataset's max_queue_size bound
+    how far the workers run ahead of the consumer, even over an endless source."""
+    from deepgpu.data.adapters import _PyDatasetAdapter
+    calls = []
+
+    def settle():
+        time.sleep(0.3)  # an unbounded pipeline would have run thousands of calls ahead by now
+        return len(calls)
+
+    def count(v):
+        calls.append(1)
+        return v
+    for ds, at_most in ((Dataset.range(10 ** 9).map(count, num_parallel_calls=2).prefetch(3), 12),
+                        (Dataset.range(10 ** 9).map(count, num_parallel_calls=2).batch(4).prefetch(2), 4 * 9)):
+        calls.clear()
+        it = iter(ds)
+        next(it)
+        assert 1 <= settle() <= at_most
+        it.close()
+
+    class Endless(PyDataset):
+        def __len__(self):
+            return 10 ** 6
+
+        def __getitem__(self, i):
+            calls.append(i)
+            return X[:4], Y[:4]
+    calls.clear()
+    it = _PyDatasetAdapter(Endless(workers=2, max_queue_size=3), False).iterator()
+    next(it)
+    assert settle() <= 4
+    it.close()
+
+
 _CTRL_C_CHILD = """
 import multiprocessing, sys, time
 import numpy as np
