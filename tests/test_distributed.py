@@ -185,6 +185,7 @@ def test_ranks_disagreeing_on_the_model_are_named(tmp_path):
     r, _ = _mpiexec(2, "mismatch", tmp_path, timeout=90)
     assert r.returncode != 0
     assert "ranks disagree on model 'sequential' at weight 0: rank 0 has 'dense/kernel' (6, 16)" in r.stderr
+    assert os.listdir(tmp_path) == []  # found before CSVLogger / TensorBoard / ModelCheckpoint open anything
 
 
 class _FakeNccl:

@@ -569,6 +569,8 @@ def fit(model, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=N
             raise ValueError(f"fit(): the {adapter.name} yielded no batches; nothing to train on") from None
         first_batch = prepare(model, first_el, w, 0, initial_epoch, None, True, class_weight, check_numerics)
         sig = _Signature(first_batch[0], first_batch[1])
+        if dist is not None and not dist.synced:  # ranks agree on the model before any callback opens a file
+            dist.first_step(model, first_batch[0])
 
         if isinstance(callbacks, dict):
             callbacks = [cb_mod.LambdaCallback(**callbacks)]

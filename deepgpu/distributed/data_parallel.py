@@ -147,9 +147,9 @@ class DataParallel:
 
     # ------------------------------------------------------------- steps
     def first_step(self, model, xb):
-        """Before the first step: build the model if needed, check every rank holds the same
-        variables (ValueError naming the first difference, raised on every rank), then copy
-        rank 0's weights and optimizer state to all."""
+        """Before the callbacks start (so a disagreement leaves no file behind): build the model on
+        ``xb`` if needed, check every rank holds the same variables (ValueError naming the first
+        difference, raised on every rank), then copy rank 0's weights and optimizer state to all."""
         from ..autograd import no_grad
         if not model.weights:
             with no_grad():

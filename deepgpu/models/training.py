@@ -743,6 +743,8 @@ class Trainer:
         dist = getattr(self, "_distribute", None)
         if dist is not None:  # shards by rank; rank 0 alone prints and writes
             steps, verbose, callbacks = dist.prepare_fit(n, batch_size, steps_per_epoch, verbose, callbacks)
+            if not dist.synced:  # ranks agree on the model before any callback opens a file
+                dist.first_step(self, self._slice(xs, backends.get("cpu").asarray([0], "int64")))
         history = cb_mod.History()
         cbs = _Callbacks(list(callbacks or []) + [history], self,
                          {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,

@@ -361,7 +361,9 @@ elif MODE == "raise":
 elif MODE == "mismatch":
     model = mlp(units=16 if R == 0 else 17)
     model.compile("sgd", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
-    model.fit(np.zeros((8, 6), "float32"), np.zeros(8, "int32"), batch_size=4 * P, verbose=0)
+    files = [dg.callbacks.CSVLogger(os.path.join(OUT, "log.csv")), dg.callbacks.TensorBoard(os.path.join(OUT, "tb")),
+             dg.callbacks.ModelCheckpoint(os.path.join(OUT, "ckpt.dgm"))]  # none may write: the job fails first
+    model.fit(np.zeros((8, 6), "float32"), np.zeros(8, "int32"), batch_size=4 * P, verbose=0, callbacks=files)
 else:
     raise SystemExit(f"unknown mode {MODE}")
 print(f"rank {R}/{P}: {MODE} ok", flush=True)
