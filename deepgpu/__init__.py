@@ -46,7 +46,7 @@ _SUBMODULES = {
     "layers", "models", "losses", "metrics", "optimizers", "callbacks", "activations",
     "initializers", "regularizers", "datasets", "preprocessing", "io", "testing", "kernels",
     "backends", "tuning", "plotting", "data", "ops", "autograd", "cli", "zoo", "utils",
-    "constraints", "distributed", "mixed_precision", "dtype_policies",
+    "constraints", "distributed", "mixed_precision", "dtype_policies", "saving",
 }
 
 

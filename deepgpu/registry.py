@@ -20,6 +20,34 @@ def register_serializable(name=None):
     return deco
 
 
+_KERAS_NAMES: dict = {}  # id(obj) -> "package>name", as Keras's registered_name spells it
+
+
+def register_keras_serializable(package="Custom", name=None):
+    """Keras 3's decorator: register a class or function as ``"package>name"`` (name: its own
+    ``__name__`` by default), found by that name and by the bare name."""
+    if not isinstance(package, str) or not package or ">" in package:
+        raise ValueError(f"register_keras_serializable: package must be a non-empty string without '>', got "
+                         f"{package!r}")
+
+    def deco(obj):
+        bare = name or obj.__name__
+        key = f"{package}>{bare}"
+        if key in _CUSTOM and _CUSTOM[key] is not obj:
+            raise ValueError(f"register_keras_serializable: {key!r} is already registered for {_CUSTOM[key]!r}")
+        _CUSTOM[key] = obj
+        _CUSTOM[bare] = obj
+        _KERAS_NAMES[id(obj)] = key
+        return obj
+    return deco
+
+
+def registered_name(obj) -> str:
+    """The name a config gives ``obj`` (a class or function): ``"package>name"`` when
+    ``register_keras_serializable`` registered it, else its ``__name__``."""
+    return _KERAS_NAMES.get(id(obj), obj.__name__)
+
+
 def custom_objects() -> dict:
     """The user's registered objects, by name (a copy)."""
     return dict(_CUSTOM)

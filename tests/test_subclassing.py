@@ -347,14 +347,14 @@ def test_keras_weights_file_of_a_subclassed_model(tmp_path, cls):
         bad.load_weights(path)
 
 
-def test_keras_3_reads_and_writes_the_same_subclassed_weights(tmp_path):
-    keras = pytest.importorskip("keras")
-
+def _keras_two_tower(keras):
+    """TwoTower's twin in Keras 3."""
     class KTwoTower(keras.Model):
-        def __init__(self, **kw):
+        def __init__(self, units=8, depth=2, **kw):
             super().__init__(**kw)
-            self.inp = keras.layers.Dense(8, activation="relu")
-            self.blocks = [keras.layers.Dense(8, activation="tanh") for _ in range(2)]
+            self.units, self.depth = units, depth
+            self.inp = keras.layers.Dense(units, activation="relu")
+            self.blocks = [keras.layers.Dense(units, activation="tanh") for _ in range(depth)]
             self.heads = {"out": keras.layers.Dense(1)}
 
         def call(self, x):
@@ -363,6 +363,14 @@ def test_keras_3_reads_and_writes_the_same_subclassed_weights(tmp_path):
                 h = h + b(h)
             return self.heads["out"](h)
 
+        def get_config(self):
+            return {**super().get_config(), "units": self.units, "depth": self.depth}
+    return KTwoTower
+
+
+def test_keras_3_reads_and_writes_the_same_subclassed_weights(tmp_path):
+    keras = pytest.importorskip("keras")
+    KTwoTower = _keras_two_tower(keras)
     x, _ = _data()
     km = KTwoTower()
     km(x[:1])
@@ -381,3 +389,69 @@ def test_keras_3_reads_and_writes_the_same_subclassed_weights(tmp_path):
     m2.save_weights(dpath)
     km.load_weights(dpath)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(km(x)), m2.predict(x).data_sync(), rtol=1e-5, atol=1e-6)
+
+
+def test_keras_file_of_a_subclassed_model(tmp_path):
+    # Keras 3 saves a subclassed model as .keras (its only save format); so must we, and read it back.
+    x, y = _data()
+    for model in (TwoTower(units=6, depth=1), WithConfig(hidden={"a": [1, 2]})):
+        model(x[:2])
+        path = str(tmp_path / f"{model.name}.keras")
+        model.save(path)
+        back = load_model(path)
+        assert type(back) is type(model) and back.get_config() == model.get_config()
+        np.testing.assert_array_equal(back.predict(x).data_sync(), model.predict(x).data_sync())
+    with pytest.raises(NotImplementedError, match=r"save it as \.keras or \.dgm"):
+        model.save(str(tmp_path / "m.h5"))
+    unbuilt = TwoTower()
+    with pytest.raises(ValueError, match="not built"):
+        unbuilt.save(str(tmp_path / "u.keras"))
+
+
+def test_keras_file_of_an_unregistered_or_packaged_class(tmp_path):
+    x, _ = _data()
+
+    @dg.saving.register_keras_serializable(package="pkg_e20")
+    class Packaged(dg.Model):
+        def __init__(self, units=3, **kw):
+            super().__init__(**kw)
+            self.units = units
+            self.d = layers.Dense(units)
+
+        def call(self, x):
+            return self.d(x)
+
+    class Unregistered(Packaged):
+        pass
+
+    assert dg.saving.get_registered_name(Packaged) == "pkg_e20>Packaged"
+    m = Packaged()
+    m(x[:1])
+    m.save(str(tmp_path / "p.keras"))
+    back = dg.saving.load_model(str(tmp_path / "p.keras"))
+    assert type(back) is Packaged
+    np.testing.assert_array_equal(back.predict(x).data_sync(), m.predict(x).data_sync())
+    u = Unregistered()
+    u(x[:1])
+    dg.saving.save_model(u, str(tmp_path / "u.keras"))
+    with pytest.raises(dg.io.ModelFileError, match=r"class 'Unregistered'.*custom_objects"):
+        load_model(str(tmp_path / "u.keras"))
+    back = load_model(str(tmp_path / "u.keras"), custom_objects={"Unregistered": Unregistered})
+    np.testing.assert_array_equal(back.predict(x).data_sync(), u.predict(x).data_sync())
+
+
+def test_keras_3_reads_and_writes_a_subclassed_keras_file(tmp_path):
+    keras = pytest.importorskip("keras")
+    KTwoTower = _keras_two_tower(keras)
+    x, _ = _data()
+    m = TwoTower(units=5, depth=2)
+    m(x[:1])
+    m.save(str(tmp_path / "dg.keras"))
+    km = keras.saving.load_model(str(tmp_path / "dg.keras"), custom_objects={"TwoTower": KTwoTower})
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(km(x)), m.predict(x).data_sync(), rtol=1e-5, atol=1e-6)
+    km2 = KTwoTower(units=5, depth=2)
+    km2(x[:1])
+    km2.save(str(tmp_path / "k.keras"))
+    back = load_model(str(tmp_path / "k.keras"), custom_objects={"KTwoTower": TwoTower})
+    np.testing.assert_allclose(back.predict(x).data_sync(), keras.ops.convert_to_numpy(km2(x)), rtol=1e-5,
+                               atol=1e-6)

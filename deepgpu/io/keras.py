@@ -450,6 +450,12 @@ def _load_keras_zip(path, custom, ctx):
         ctx.what = f"member {_CONFIG!r}"
         spec = _json(_member(z, _CONFIG, JSON_LIMIT, path), _CONFIG, path)
         ctx.what = "the architecture"
+        if isinstance(spec, dict) and spec.get("class_name") not in _MODEL_CLASSES and "class_name" in spec:
+            from . import keras_subclassed
+            model = _load_subclassed(spec, custom, path)
+            ctx.what = f"member {_WEIGHTS!r}"
+            h5bytes = _member(z, _WEIGHTS, _weights_limit(model), path)
+            return model, keras_subclassed.read_weights(model, h5bytes, path)
         model = _build(spec, custom, path)
         for group_path, layer in _keras3_paths(model, spec, "layers"):
             if hasattr(layer, "load_keras_assets"):  # TextVectorization's vocabulary.txt
@@ -644,9 +650,9 @@ def _keras_model(model):
                            "layers": layers, "build_input_shape": in_shape},
                 "registered_name": None, "build_config": {"input_shape": in_shape}}
     if not model._functional:
-        raise NotImplementedError(f"model {model.name!r} ({type(model).__name__}) is a subclassed Model: Keras "
-                                  f"would need its Python class; only Sequential and functional models can be "
-                                  f"written for Keras")
+        raise NotImplementedError(f"model {model.name!r} ({type(model).__name__}) is a subclassed Model: the "
+                                  f"legacy .h5 format holds only Sequential and functional models (as in Keras); "
+                                  f"save it as .keras or .dgm, or its weights as .weights.h5")
     node_ids = _model_nodes(model)
 
     def tensor(t):
@@ -766,19 +772,63 @@ def save_keras_h5(model, path) -> None:
     atomic_write(path, lambda fh: fh.write(data))
 
 
+def _subclassed_spec(model) -> dict:
+    """Keras 3's config.json entry of a built subclassed model."""
+    build = model.get_build_config()
+    if build is None:
+        raise ValueError(f"model {model.name!r} is not built yet: call it on data or build() it before saving")
+    from ..registry import registered_name
+
+    cls = type(model)
+    return {"module": None, "class_name": cls.__name__, "config": model.get_config(),
+            "registered_name": registered_name(cls), "build_config": build}
+
+
+def _load_subclassed(spec, custom, path):
+    """The model a subclassed model's config.json entry names, built, with fresh weights."""
+    from ..registry import deserialize_layer, lookup_class
+    from ..models.model import Model
+
+    name = spec.get("registered_name") or spec["class_name"]
+    try:
+        try:
+            cls = lookup_class(name, custom)
+        except ValueError:
+            cls = lookup_class(spec["class_name"], custom)  # registered under another package
+    except ValueError:
+        raise KerasFileError(f"{path!r} holds a subclassed model of class {name!r}, which is not registered: "
+                             f"pass custom_objects={{'{name}': cls}} or decorate the class with "
+                             f"@register_keras_serializable()") from None
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise KerasFileError(f"{path!r}: class {name!r} of the architecture is not a deepgpu Model subclass "
+                             f"({cls!r})")
+    if not isinstance(spec.get("build_config"), dict):
+        raise KerasFileError(f"{path!r}: the subclassed model {name!r} has no build_config, so its weights "
+                             f"cannot be created before loading them")
+    return deserialize_layer({"class_name": name, "config": spec.get("config"),
+                              "build_config": spec["build_config"]}, {name: cls})
+
+
 def save_keras(model, path) -> None:
     """Write ``model`` (architecture and weights) as a Keras 3 ``.keras`` file.
 
     Keras 3 reads it with ``keras.saving.load_model(path)``; the compile
-    settings and optimizer state are not written. Raises ValueError for a
-    layer, activation, initializer or constraint that has no Keras 3
-    equivalent, NotImplementedError for a subclassed model. The write is
-    atomic.
+    settings and optimizer state are not written. A subclassed model is
+    written as Keras writes one: its class name and ``get_config()``, its build
+    shape, and its weights laid out by attribute (a reader needs the class:
+    registered, or in ``custom_objects``). Raises ValueError for an unbuilt
+    model, or a layer, activation, initializer or constraint that has no
+    Keras 3 equivalent. The write is atomic.
     """
     from .. import __version__
+    from .by_name import _subclassed
 
-    spec = _keras_model(model)
-    weights = _weights_h5(model, spec)
+    if _subclassed(model):
+        from . import keras_subclassed
+        spec, weights = _subclassed_spec(model), keras_subclassed.weights_h5(model)
+    else:
+        spec = _keras_model(model)
+        weights = _weights_h5(model, spec)
     # Keras does not read metadata.json when loading; "3.0.0" names the format it introduced.
     meta = {"keras_version": "3.0.0", "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
             "saved_by": f"deepgpu {__version__}"}

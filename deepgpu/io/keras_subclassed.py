@@ -93,10 +93,8 @@ def keras_paths(model) -> list:
     return out
 
 
-def save(model, path) -> None:
-    """Write ``model``'s weights in Keras 3's layout for subclassed models (atomic)."""
-    if not model.built:
-        raise ValueError(f"model {model.name!r} is not built yet, so it has no weights to save")
+def weights_h5(model) -> bytes:
+    """The bytes of ``model``'s weights in Keras 3's layout for subclassed models."""
     h5py = _h5py()
     buf = _io.BytesIO()
     with h5py.File(buf, "w") as f:
@@ -104,8 +102,38 @@ def save(model, path) -> None:
             g = f.require_group(f"{group_path}/vars" if group_path else "vars")
             for i, w in enumerate(weights):
                 g.create_dataset(str(i), data=w.data_sync())
-    data = buf.getvalue()
+    return buf.getvalue()
+
+
+def save(model, path) -> None:
+    """Write ``model``'s weights in Keras 3's layout for subclassed models (atomic)."""
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built yet, so it has no weights to save")
+    data = weights_h5(model)
     atomic_write(path, lambda fh: fh.write(data))
+
+
+def read_weights(model, h5bytes, path) -> list:
+    """``[(Variable, array)]`` for ``model`` from the bytes of a weights file in that layout,
+    every array read and checked (KerasFileError naming ``path`` and the group otherwise)."""
+    h5py = _h5py()
+    pairs = []
+    with h5py.File(_io.BytesIO(h5bytes), "r") as f:
+        for group_path, weights in keras_paths(model):
+            where = f"{group_path}/vars" if group_path else "vars"
+            if not weights:
+                continue
+            g = f.get(where)
+            if g is None or not isinstance(g, h5py.Group):
+                raise KerasFileError(f"{path!r} has no {where!r}: the file was not written for model "
+                                     f"{model.name!r} ({type(model).__name__}), whose layer at {group_path!r} "
+                                     f"holds {len(weights)} weight(s)")
+            if len(g) != len(weights):
+                raise KerasFileError(f"{path!r}: {where!r} holds {len(g)} arrays, model {model.name!r} has "
+                                     f"{len(weights)} weight(s) there ({[w.name for w in weights]})")
+            for i, w in enumerate(weights):
+                pairs.append((w, _read_dataset(g.get(str(i)), w, f"{where}/{i}", path)))
+    return pairs
 
 
 def load(model, path) -> None:
@@ -116,8 +144,6 @@ def load(model, path) -> None:
         raise FileNotFoundError(f"no such file: {path!r}")
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built yet: build it before loading weights into it")
-    h5py = _h5py()
-    pairs = []
     with reading(path) as ctx:
         ctx.what = "the HDF5 weights"
         with open(path, "rb") as fh:
@@ -126,20 +152,7 @@ def load(model, path) -> None:
         if os.path.getsize(path) > _weights_limit(model):
             raise KerasFileError(f"{path!r} is {os.path.getsize(path)} bytes, far more than the weights of "
                                  f"model {model.name!r} need")
-        with open(path, "rb") as fh, h5py.File(_io.BytesIO(fh.read()), "r") as f:
-            for group_path, weights in keras_paths(model):
-                where = f"{group_path}/vars" if group_path else "vars"
-                if not weights:
-                    continue
-                g = f.get(where)
-                if g is None or not isinstance(g, h5py.Group):
-                    raise KerasFileError(f"{path!r} has no {where!r}: the file was not written for model "
-                                         f"{model.name!r} ({type(model).__name__}), whose layer at {group_path!r} "
-                                         f"holds {len(weights)} weight(s)")
-                if len(g) != len(weights):
-                    raise KerasFileError(f"{path!r}: {where!r} holds {len(g)} arrays, model {model.name!r} has "
-                                         f"{len(weights)} weight(s) there ({[w.name for w in weights]})")
-                for i, w in enumerate(weights):
-                    pairs.append((w, _read_dataset(g.get(str(i)), w, f"{where}/{i}", path)))
+        with open(path, "rb") as fh:
+            pairs = read_weights(model, fh.read(), path)
     for w, a in pairs:
         w.assign(a)
