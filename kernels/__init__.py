@@ -24,6 +24,7 @@ One module per kernel family, beside its ``.cu`` file:
   attention.py     attention.cu: fused scaled dot-product attention, forward and backward
   depthwise.py     depthwise.cu: depthwise convolution and its two gradients
   tensorcore.py    tensorcore.cu: matmul and conv2d (+ gradients) on tensor cores, TF32 / float16 / bfloat16
+  image.py         image.cu: the projective image transform (augmentation, resize) and its gradient
 
 This module loads them and re-exports their names, the private helpers too:
 tests and bench/ use them as ``kernels.X``, and the launcher modules read the
@@ -73,6 +74,7 @@ from .rnn import gru_step, gru_step_grad, lstm_step, lstm_step_grad  # noqa: F40
 from .layernorm import layer_norm, layer_norm_grad  # noqa: F401  (layernorm.cu: layer / RMS norm)
 from .attention import attention, attention_grad  # noqa: F401  (attention.cu: fused attention)
 from . import tensorcore  # noqa: F401  (tensorcore.cu: TF32 and 16-bit GEMM / convolutions)
+from .image import _IT_WIDE_FROM, image_transform, image_transform_grad  # noqa: F401  (image.cu)
 
 # The launch hook, kept here where tests set it: None, or a CPU emulation of
 # the kernels, a callable (name, grid, block, args) taking a CuPy launch's
@@ -86,4 +88,5 @@ __all__ = ["KernelCompileError", "sources", "source", "cache_dir", "precompile",
            "softmax_cross_entropy_grad", "sparse_softmax_cross_entropy",
            "sparse_softmax_cross_entropy_grad", "softmax", "argmax_hits", "dropout",
            "bias_act", "relu_grad", "col_sum", "set_scalars", "counter_add", "batch_norm_train",
-           "batch_norm_grad", "depthwise_conv2d", "depthwise_conv2d_grad_input", "depthwise_conv2d_grad_filter"]
+           "batch_norm_grad", "depthwise_conv2d", "depthwise_conv2d_grad_input", "depthwise_conv2d_grad_filter",
+           "image_transform", "image_transform_grad"]

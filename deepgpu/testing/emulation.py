@@ -72,6 +72,8 @@ static inline float4 make_float4(float x, float y, float z, float w) { return {x
 #define __threadfence() __sync_synchronize()
 #define __ldcg(p) (*(p))
 static inline int atomicAdd(int* p, int v) { int old = *p; *p = old + v; return old; }
+// A block's threads run at once (OpenMP threads): a float atomicAdd has to be atomic here.
+static inline float atomicAdd(float* p, float v) { float old; _Pragma("omp atomic capture") { old = *p; *p += v; } return old; }
 // A launch that broke a rule the GPU enforces (wmma's alignment, say) sets this; EMU_RUN reports it.
 static int emu_fault = 0;
 // ---- 16-bit floats (cuda_fp16.h, cuda_bf16.h): storage and the conversions our kernels use.
