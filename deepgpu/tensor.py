@@ -57,9 +57,7 @@ for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", 
 
 
 def _count(name, n, nbytes):
-    c = _live.get(name)  # setdefault would build a list at each of the two calls per tensor
-    if c is None:
-        c = _live.setdefault(name, [0, 0])
+    c = _live.get(name) or _live.setdefault(name, [0, 0])
     with _live_lock:
         c[0] += n
         c[1] += nbytes
@@ -86,12 +84,20 @@ class Tensor:
         self.requires_grad = requires_grad
         self._node = node
         self._logits = None
-        self._nbytes = int(data.nbytes)
-        _count(backend.name, 1, self._nbytes)
+        self._nbytes = n = int(data.nbytes)
+        # _count written out: a training step makes and frees a few hundred tensors (the calls
+        # were about 6% of the CUDA backend's host time per step, bench/host_overhead.py)
+        c = _live.get(backend.name) or _live.setdefault(backend.name, [0, 0])
+        with _live_lock:
+            c[0] += 1
+            c[1] += n
 
     def __del__(self):
         try:
-            _count(self._backend.name, -1, -self._nbytes)
+            c, n = _live[self._backend.name], self._nbytes  # both first: __init__ may have failed
+            with _live_lock:
+                c[0] -= 1
+                c[1] -= n
         except Exception:  # interpreter shutdown
             pass
 
