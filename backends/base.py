@@ -548,9 +548,12 @@ class Backend(Conv3DMixin):
         return dy * (x > 0)
 
     def activation_grad(self, dy, y, activation):
-        """Gradient through a fused activation (None, "linear", "relu", "sigmoid", "tanh") from its output y."""
+        """Gradient through a fused activation (None, "linear", "relu", "relu6", "sigmoid", "tanh") from
+        its output y."""
         if activation == "relu":
             return self.relu_grad(dy, y)
+        if activation == "relu6":
+            return self.where((y > 0) & (y < 6), dy, 0)
         if activation == "sigmoid":
             return self.multiply(dy, self.multiply(y, self.subtract(1, y)))
         if activation == "tanh":
@@ -757,6 +760,8 @@ class Backend(Conv3DMixin):
     def apply_activation(self, y, activation):
         if activation in (None, "linear"):
             return y
+        if activation == "relu6":
+            return self.clip(y, 0.0, 6.0)
         return getattr(self, activation)(y)
 
     # ------------------------------------------------------------ convolution
@@ -920,6 +925,16 @@ class Backend(Conv3DMixin):
         for i, j, rs, cs in self._dw_taps(k.shape, strides, dilation, ho, wo):
             y += x[:, rs, cs, :, None] * k[i, j]
         return y.reshape(n, ho, wo, c * m)
+
+    def depthwise_conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
+                                  dilation=(1, 1)):
+        """``activation(depthwise_conv2d(x, k) + b)``: b [C*M] or None; activation None, "linear",
+        "relu", "relu6", "sigmoid" or "tanh". Backends may apply the bias and the activation as each
+        output is stored (one pass over the output instead of three)."""
+        y = self.depthwise_conv2d(x, k, strides, padding, dilation)
+        if b is not None:
+            y = self.xp.add(y, b)
+        return self.apply_activation(y, activation)
 
     def depthwise_conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         """Gradient of depthwise_conv2d with respect to its input: an array of ``x_shape``."""

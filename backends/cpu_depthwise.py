@@ -19,13 +19,21 @@ def _geometry(B, x_shape, k_shape, strides, padding, dilation):
     return n, ho, (h, w, c, m, kh, kw, ho, wo, sh, sw, dh, dw, ph[0], pw[0])
 
 
-def forward(B, lib, x, k, strides, padding, dilation):
-    """[N, Ho, Wo, C*M], split over the n*Ho output rows."""
+# The C kernel's activation codes (its epilogue).
+ACTS = {None: 0, "linear": 0, "relu": 1, "relu6": 2}
+
+
+def forward(B, lib, x, k, strides, padding, dilation, b=None, activation=None):
+    """act(depthwise(x, k) + b) [N, Ho, Wo, C*M] (b [C*M] or None; activation a key of ``ACTS``),
+    split over the n*Ho output rows; bias and activation are applied as each output is stored."""
     n, ho, geo = _geometry(B, x.shape, k.shape, strides, padding, dilation)
     x, k = np.ascontiguousarray(x), np.ascontiguousarray(k)
+    bc = None if b is None else np.ascontiguousarray(b)  # held: the kernel reads it through a pointer
+    bp = None if bc is None else bc.ctypes.data
+    act = ACTS[activation]
     y = np.empty((n, ho, geo[7], geo[2] * geo[3]), np.float32)
-    B._parallel(n * ho, lambda r0, r1: lib.dg_dw_fwd(x.ctypes.data, k.ctypes.data, y.ctypes.data, *geo, r0, r1),
-                y.nbytes + x.nbytes)
+    B._parallel(n * ho, lambda r0, r1: lib.dg_dw_fwd(x.ctypes.data, k.ctypes.data, bp, y.ctypes.data, *geo, r0, r1,
+                                                     act), y.nbytes + x.nbytes)
     return y
 
 

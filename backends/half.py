@@ -124,7 +124,8 @@ def _upcasting(fn):
 UPCAST = (
     "matmul", "dense", "einsum", "sum", "mean", "sum_to_shape",
     "conv2d", "conv2d_bias_act", "conv2d_bias_act_grad", "conv2d_grad_filter_kept", "conv2d_grad_filter",
-    "conv2d_grad_input", "depthwise_conv2d", "depthwise_conv2d_grad_input", "depthwise_conv2d_grad_filter",
+    "conv2d_grad_input", "depthwise_conv2d", "depthwise_conv2d_bias_act", "depthwise_conv2d_grad_input",
+    "depthwise_conv2d_grad_filter",
     "conv3d", "conv3d_grad_input", "conv3d_grad_filter",
     "max_pool2d", "max_pool2d_grad", "avg_pool2d", "avg_pool2d_grad",
     "max_pool3d", "max_pool3d_grad", "avg_pool3d", "avg_pool3d_grad",

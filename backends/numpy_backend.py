@@ -62,6 +62,12 @@ _WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.
 _WINO_G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                      [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float32)
 WINOGRAD_TILE = "auto"  # 2, 4, or "auto": per layer, see _wino_tile
+# The activations the convolutions apply in their epilogue, as the C kernels' codes (cpu_conv.c and
+# cpu_depthwise.c share them).
+_ACTS = cpu_depthwise.ACTS
+# The clip ufunc itself (np.core in NumPy 1.x): np.clip's Python wrapper cost 55 vs 13 us on
+# 256 KB parts (issue 17).
+_clip = getattr(np, "_core", None) and np._core.umath.clip or np.core.umath.clip
 
 
 def _flipped(k):
@@ -156,6 +162,33 @@ class NumpyBackend(Backend):
         flat = a.reshape(-1)
         np.maximum(flat, self._zeros_of(a.dtype, flat.size), out=flat)
         return a
+
+    def _bias_act_(self, y, b, act):
+        """y [rows, O] = act(y + b) in place (b [O] or None; act 0 none, 1 relu, 2 relu6), on the
+        threads, in parts of about 256 KB so the activation reads what the bias add left in cache
+        (for MobileNetV2's 1x1 convolutions: two passes over memory became one)."""
+        if b is None and not act:
+            return y
+        o = y.shape[1]
+        rows = max(1, (1 << 16) // o)
+        # The bias repeated over a part's rows: NumPy's inner loop then runs the whole part, not O.
+        brow = None if b is None else np.tile(b, rows)
+        flat = y.reshape(-1)
+        zeros = self._zeros_of(y.dtype, rows * o) if act == 1 else None
+        lo, hi = y.dtype.type(0), y.dtype.type(6)
+
+        def run(r0, r1):
+            for a in range(r0 * o, r1 * o, rows * o):
+                part = flat[a:min(a + rows * o, r1 * o)]
+                if brow is not None:
+                    np.add(part, brow[:part.size], out=part)
+                if act == 1:
+                    np.maximum(part, zeros[:part.size], out=part)
+                elif act == 2:
+                    _clip(part, lo, hi, out=part)
+
+        self._parallel(y.shape[0], run, y.nbytes)
+        return y
 
     def _zeros_of(self, dtype, n):
         """A read-only array of n zeros (shared by every call and thread)."""
@@ -270,9 +303,9 @@ class NumpyBackend(Backend):
 
     def conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
                         dilation=(1, 1), keep=None):
-        if activation not in (None, "linear", "relu") or (b is not None and b.dtype != np.result_type(x, k)):
+        if activation not in _ACTS or (b is not None and b.dtype != np.result_type(x, k)):
             return super().conv2d_bias_act(x, k, b, activation, strides, padding, dilation, keep)
-        return self._conv_forward(x, k, strides, padding, dilation, b, activation == "relu", keep)
+        return self._conv_forward(x, k, strides, padding, dilation, b, _ACTS[activation], keep)
 
     def conv2d_grad_filter_kept(self, keep, x, dy, k_shape, strides=(1, 1), padding="valid",
                                 dilation=(1, 1)):
@@ -298,9 +331,11 @@ class NumpyBackend(Backend):
             return np.matmul(cols.T, dy2)
         return np.ascontiguousarray(np.matmul(dy2.T, cols).T)
 
-    def _conv_forward(self, x, k, strides, padding, dilation, b, relu, keep=None):
-        """relu?(conv(x, k) + b) by the fastest path for this shape on this machine (``_tuned``):
-        Winograd tiles, the direct C kernel, or im2col + BLAS (``_conv_forward_blas``)."""
+    def _conv_forward(self, x, k, strides, padding, dilation, b, act, keep=None):
+        """act(conv(x, k) + b) (act a value of ``_ACTS``, or None) by the fastest path for this shape on
+        this machine (``_tuned``): Winograd tiles, the direct C kernel, or im2col + BLAS
+        (``_conv_forward_blas``)."""
+        act = act or 0
         kh, kw, c, o = k.shape
         lib = self._c_kernels(x, k, b) if kh * kw > 1 else None
         ways = {}
@@ -308,7 +343,7 @@ class NumpyBackend(Backend):
             sh, sw = _pair(strides, "strides")
             dh, dw = _pair(dilation, "dilation_rate")
             ho, wo, ph, pw = self.conv_geometry(x.shape, k.shape, (sh, sw), padding, (dh, dw))
-            geo = ((ho, wo), (sh, sw), (dh, dw), (ph[0], pw[0]), relu)
+            geo = ((ho, wo), (sh, sw), (dh, dw), (ph[0], pw[0]), act)
             if WINOGRAD and (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1) and c % 16 == 0 and o % 16 == 0:
                 first = _wino_tile(ho, wo) if WINOGRAD_TILE == "auto" else WINOGRAD_TILE
                 for t in (first, 6 - first):
@@ -317,7 +352,7 @@ class NumpyBackend(Backend):
                 ways["direct"] = lambda: self._direct_conv(lib, x, k, b, *geo)
 
         def blas():
-            return self._conv_forward_blas(x, k, strides, padding, dilation, b, relu, keep)
+            return self._conv_forward_blas(x, k, strides, padding, dilation, b, act, keep)
 
         if ways and o % 16 == 0:
             ways["blas"] = blas
@@ -331,7 +366,7 @@ class NumpyBackend(Backend):
             # Only BLAS leaves columns for the filter gradient; whichever way runs last must not
             # find another's there.
             ways = {name: (lambda fn=fn: (keep.clear(), fn())[1]) for name, fn in ways.items()}
-        return self._tuned("conv2d", (x.shape, k.shape, strides, padding, dilation, b is not None, relu,
+        return self._tuned("conv2d", (x.shape, k.shape, strides, padding, dilation, b is not None, act,
                                       keep is not None), ways)
 
     def _tuned(self, op, key, ways):
@@ -341,8 +376,8 @@ class NumpyBackend(Backend):
         from ..kernels import cpu_tune
         return cpu_tune.choose(op, f"{key} threads={self.threads}", ways)
 
-    def _conv_forward_blas(self, x, k, strides, padding, dilation, b, relu, keep=None):
-        """im2col + one GEMM per batch chunk; bias and relu applied to each chunk while it is in cache.
+    def _conv_forward_blas(self, x, k, strides, padding, dilation, b, act, keep=None):
+        """im2col + one GEMM per batch chunk, then bias and activation (``_bias_act_``) on each chunk.
 
         With ``keep`` (a dict) the whole im2col matrix is built instead of
         one chunk at a time and left in ``keep`` for the filter gradient.
@@ -353,15 +388,9 @@ class NumpyBackend(Backend):
         dtype = np.result_type(x.dtype, k.dtype)
         kk = k.reshape(kh * kw * c, o)
         y = np.empty((n, ho, wo, o), dtype)
-        # The bias repeated along a whole output row: NumPy's inner loop then runs wo*o long, not o.
-        brow = None if b is None else np.tile(b, wo)
 
         def epilogue(part):
-            if brow is not None:
-                rows = part.reshape(-1, wo * o)
-                np.add(rows, brow, out=rows)
-            if relu:
-                self._relu_(part)
+            self._bias_act_(part.reshape(-1, o), b, act)
 
         if kh == kw == 1 and win.shape[1:3] == x.shape[1:3] and x.flags.c_contiguous:
             np.matmul(x.reshape(-1, c), kk, out=y.reshape(-1, o))
@@ -399,9 +428,10 @@ class NumpyBackend(Backend):
             dk = part if dk is None else np.add(dk, part, out=dk)
         return dk.reshape(k_shape)
 
-    def _direct_conv(self, lib, x, k, b, out_hw, strides, dilation, pad_tl, relu, wino=None):
-        """relu?(conv(x, k) + b) by the C kernel: [N, *out_hw, O]; the padding (top and left
-        amounts ``pad_tl``; the rest follows from ``out_hw``) is read as zeros, never stored.
+    def _direct_conv(self, lib, x, k, b, out_hw, strides, dilation, pad_tl, act, wino=None):
+        """act(conv(x, k) + b) (act 0 none, 1 relu, 2 relu6) by the C kernel: [N, *out_hw, O]; the
+        padding (top and left amounts ``pad_tl``; the rest follows from ``out_hw``) is read as zeros,
+        never stored.
 
         ``wino`` 2 or 4: on Winograd F(2x2, 3x3) or F(4x4, 3x3) tiles (3x3, stride 1,
         undilated, C and O multiples of 16). O not a multiple of 16: the kernel and bias
@@ -413,7 +443,7 @@ class NumpyBackend(Backend):
             op = -(-o // 16) * 16
             k = np.concatenate([k, np.zeros((kh, kw, c, op - o), np.float32)], axis=3)
             b = None if b is None else np.concatenate([b, np.zeros(op - o, np.float32)])
-            y = self._direct_conv(lib, x, k, b, out_hw, strides, dilation, pad_tl, relu)
+            y = self._direct_conv(lib, x, k, b, out_hw, strides, dilation, pad_tl, act)
             return np.ascontiguousarray(y[..., :o])
         (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
         xc, kc = np.ascontiguousarray(x), np.ascontiguousarray(k)
@@ -432,14 +462,14 @@ class NumpyBackend(Backend):
                     h, w, c, o, ho, wo, pad_tl[0], pad_tl[1])
 
             def run(t0, t1):
-                if fn(*args, t0, t1, int(bool(relu))):
+                if fn(*args, t0, t1, int(act)):
                     raise MemoryError("conv2d: no memory for the Winograd work buffers")
 
             self._parallel(rows, run, y.nbytes)
             return y
         args = (xc.ctypes.data, kc.ctypes.data, None if bc is None else bc.ctypes.data, y.ctypes.data,
                 h, w, c, kh, kw, o, ho, wo, sh, sw, dh, dw, pad_tl[0], pad_tl[1])
-        self._parallel(n * ho, lambda r0, r1: lib.dg_conv2d_fwd(*args, r0, r1, int(bool(relu))), y.nbytes)
+        self._parallel(n * ho, lambda r0, r1: lib.dg_conv2d_fwd(*args, r0, r1, int(act)), y.nbytes)
         return y
 
     def _direct_grad_filter(self, lib, x, dy, k_shape, strides, padding, dilation, relu_y=None,
@@ -807,6 +837,13 @@ class NumpyBackend(Backend):
         if lib is None:
             return super().depthwise_conv2d(x, k, strides, padding, dilation)
         return cpu_depthwise.forward(self, lib, x, k, strides, padding, dilation)
+
+    def depthwise_conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
+                                  dilation=(1, 1)):
+        lib = self._c_kernels(x, k, b) if activation in cpu_depthwise.ACTS else None
+        if lib is None:
+            return super().depthwise_conv2d_bias_act(x, k, b, activation, strides, padding, dilation)
+        return cpu_depthwise.forward(self, lib, x, k, strides, padding, dilation, b, activation)
 
     def depthwise_conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         lib = self._c_kernels(dy, k)

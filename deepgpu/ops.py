@@ -1047,35 +1047,48 @@ def _conv2d_grad(node, dy):
     return gx, gk
 
 
+_FUSED_ACTIVATIONS = (None, "linear", "relu", "relu6", "sigmoid", "tanh")
+
+
+def _check_fused_activation(op, activation):
+    if activation not in _FUSED_ACTIVATIONS:
+        raise ValueError(f"{op}: activation {activation!r} is not one of None, 'linear', 'relu', 'relu6', "
+                         f"'sigmoid', 'tanh'")
+
+
+def _conv_bias(op, bias, B, dtype, channels):
+    """The bias Tensor of a fused convolution (cast to the input's dtype), checked to be [channels]."""
+    bias = _t(bias, B, dtype)
+    if bias.dtype != dtype:
+        bias = cast(bias, dtype)
+    if bias.shape != (channels,):
+        raise ValueError(f"{op}: bias of shape {bias.shape} for {channels} output channels")
+    return bias
+
+
 def conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, padding="valid",
                     dilation_rate=1) -> Tensor:
     """``activation(conv2d(x, kernel) + bias)`` as one op (the Conv2D layer's forward).
 
     x: [N, H, W, C], kernel: [kh, kw, C, O], bias: [O] or None; activation:
-    None, "linear", "relu", "sigmoid" or "tanh". The backend may apply the
-    bias and activation while each part of the output is still in cache.
+    None, "linear", "relu", "relu6", "sigmoid" or "tanh". The backend may apply
+    the bias and activation while each part of the output is still in cache.
     """
     B = _backend_of(x, kernel, bias)
     x, kernel = _promote(_t(x, B), _t(kernel, B))
     if x.ndim != 4:
         raise ValueError(f"conv2d_bias_act expects a 4-D NHWC input, got shape {x.shape}")
-    if activation not in (None, "linear", "relu", "sigmoid", "tanh"):
-        raise ValueError(
-            f"conv2d_bias_act: activation {activation!r} is not one of None, 'relu', 'sigmoid', 'tanh'")
+    _check_fused_activation("conv2d_bias_act", activation)
     s, p, d = _conv_args(strides, padding, dilation_rate)
     B.conv_geometry(x.shape, kernel.shape, s, p, d)
     inputs = (x, kernel)
     if bias is not None:
-        bias = _t(bias, B, x.dtype)
-        if bias.dtype != x.dtype:
-            bias = cast(bias, x.dtype)
-        if bias.shape != (kernel.shape[3],):
-            raise ValueError(f"conv2d_bias_act: bias of shape {bias.shape} for {kernel.shape[3]} filters")
+        bias = _conv_bias("conv2d_bias_act", bias, B, x.dtype, kernel.shape[3])
         inputs = (x, kernel, bias)
     # Work the backend may keep for the filter gradient (the CPU's im2col columns): only when one follows.
     keep = {} if is_grad_enabled() and kernel.requires_grad else None
     y = B.conv2d_bias_act(x.data, kernel.data, None if bias is None else bias.data, activation, s, p, d, keep)
-    saved = (y if activation in ("relu", "sigmoid", "tanh") else None, keep)
+    saved = (y if activation not in (None, "linear") else None, keep)
     return _make("conv2d_bias_act", y, inputs, B, saved=saved, act=activation, s=s, p=p, d=d)
 
 
@@ -1110,12 +1123,45 @@ def depthwise_conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1) -> 
 
 
 @register_gradient("depthwise_conv2d")
-def _depthwise_conv2d_grad(node, dy):
-    x, k = node.inputs
+def _depthwise_conv2d_grad(node, dy, inputs=None):
+    x, k = inputs or node.inputs
     B, a = node.B, node.attrs
     gx = B.depthwise_conv2d_grad_input(dy, k.data, x.shape, a["s"], a["p"], a["d"]) if x.requires_grad else None
     gk = B.depthwise_conv2d_grad_filter(x.data, dy, k.shape, a["s"], a["p"], a["d"]) if k.requires_grad else None
     return gx, gk
+
+
+def depthwise_conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, padding="valid",
+                              dilation_rate=1) -> Tensor:
+    """``activation(depthwise_conv2d(x, kernel) + bias)`` as one op (inference-folded MobileNet blocks).
+
+    x: [N, H, W, C], kernel: [kh, kw, C, M], bias: [C*M] or None; activation as in
+    ``conv2d_bias_act``. The CPU applies the bias and activation as it stores each output.
+    """
+    B = _backend_of(x, kernel, bias)
+    x, kernel = _promote(_t(x, B), _t(kernel, B))
+    if x.ndim != 4:
+        raise ValueError(f"depthwise_conv2d_bias_act expects a 4-D NHWC input, got shape {x.shape}")
+    _check_fused_activation("depthwise_conv2d_bias_act", activation)
+    s, p, d = _conv_args(strides, padding, dilation_rate)
+    B.depthwise_geometry(x.shape, kernel.shape, s, p, d)
+    inputs = (x, kernel)
+    if bias is not None:
+        bias = _conv_bias("depthwise_conv2d_bias_act", bias, B, x.dtype, kernel.shape[2] * kernel.shape[3])
+        inputs = (x, kernel, bias)
+    y = B.depthwise_conv2d_bias_act(x.data, kernel.data, None if bias is None else bias.data, activation, s, p, d)
+    return _make("depthwise_conv2d_bias_act", y, inputs, B, saved=y if activation not in (None, "linear") else None,
+                 act=activation, s=s, p=p, d=d)
+
+
+@register_gradient("depthwise_conv2d_bias_act")
+def _depthwise_conv2d_bias_act_grad(node, dy):
+    B = node.B
+    g = B.activation_grad(dy, node.saved, node.attrs["act"])
+    grads = _depthwise_conv2d_grad(node, g, node.inputs[:2])
+    if len(node.inputs) == 3:
+        grads += (B.sum_to_shape(g, node.inputs[2].shape) if node.inputs[2].requires_grad else None,)
+    return grads
 
 
 def conv2d_transpose(x, kernel, output_shape=None, strides=1, padding="valid", dilation_rate=1) -> Tensor:

@@ -245,8 +245,10 @@ def _declare(lib):
     lib.dg_bn_grad_finish.restype = None
     lib.dg_bn_grad.argtypes = [P, P, P, P, P, P, I, I, L, P]
     lib.dg_bn_grad.restype = I
-    for fn in (lib.dg_dw_fwd, lib.dg_dw_grad_input, lib.dg_dw_grad_filter):  # cpu_depthwise.c
+    lib.dg_dw_fwd.argtypes = [P, P, P, P] + [I] * 14 + [L, L, I]  # cpu_depthwise.c
+    for fn in (lib.dg_dw_grad_input, lib.dg_dw_grad_filter):
         fn.argtypes = [P, P, P] + [I] * 14 + [L, L]
+    for fn in (lib.dg_dw_fwd, lib.dg_dw_grad_input, lib.dg_dw_grad_filter):
         fn.restype = None
     return lib
 

@@ -49,6 +49,17 @@ typedef int vfi __attribute__((vector_size(VW * 4), aligned(4)));
 #define LOADU(p) (*(const vf *)(p))
 #define STOREU(p, v) (*(vf *)(p) = (v))
 
+/* The fused activation of the forward epilogues: act 1 relu, 2 relu6 (MobileNet's ReLU(6)). */
+static inline vf act_vec(vf a, int act) {
+    if (act) a = (vf)((vfi)a & (a > 0));
+    if (act == 2) {
+        const vf six = (vf){0} + 6.0f;
+        const vfi over = a > six;
+        a = (vf)(((vfi)a & ~over) | ((vfi)six & over));
+    }
+    return a;
+}
+
 /* The instruction set and vector width this build uses (for `deepgpu info`). */
 const char *dg_isa(void) { return DG_ISA; }
 int dg_vector_width(void) { return VW; }
@@ -82,7 +93,7 @@ int dg_vector_width(void) { return VW; }
         for (int r = 0; r < R; r++)                                                            \
             for (int v = 0; v < V; v++) {                                                      \
                 vf a = acc[r][v];                                                             \
-                if (relu) a = (vf)((vfi)a & (a > 0));                                        \
+                a = act_vec(a, relu);                                                          \
                 STOREU(y + (size_t)r * O + VW * v, a);                                         \
             }                                                                                  \
     }
@@ -141,9 +152,9 @@ static void tap_range(long i0, int K, int D, int L, int *t0, int *t1) {
     *t1 = b > a ? b : a;
 }
 
-/* y[n, oy, ox, :] = relu?(bias + sum_{ky,kx,c} x[n, oy*SH + ky*DH - PT, ox*SW + kx*DW - PL, c] * k[ky, kx, c, :])
- * with x read as 0 outside [0, H) x [0, W) (the padding is never stored), for the output
- * rows row0 <= n*HO + oy < row1 (so threads can split the work).
+/* y[n, oy, ox, :] = act(bias + sum_{ky,kx,c} x[n, oy*SH + ky*DH - PT, ox*SW + kx*DW - PL, c] * k[ky, kx, c, :])
+ * (act: relu 0 none, 1 relu, 2 relu6) with x read as 0 outside [0, H) x [0, W) (the padding is never
+ * stored), for the output rows row0 <= n*HO + oy < row1 (so threads can split the work).
  * x: [N, H, W, C]; k: [KH, KW, C, O]; bias: [O] or NULL; y: [N, HO, WO, O]; all
  * C-contiguous float32; O a multiple of 16. */
 void dg_conv2d_fwd(const float *x, const float *k, const float *bias, float *y, int H, int W,
@@ -600,7 +611,7 @@ static inline __attribute__((always_inline)) int wino_conv(
                             const long ox = (long)T * tx + j;
                             if (ox >= WO) break;
                             vf a = out[j] + b;
-                            if (relu) a = (vf)((vfi)a & (a > 0));
+                            a = act_vec(a, relu);
                             STOREU(y + (((size_t)n * HO + oy) * WO + ox) * O + o0 + VW * v, a);
                         }
                     }
@@ -614,7 +625,7 @@ static inline __attribute__((always_inline)) int wino_conv(
     return 0;
 }
 
-/* y[n, oy, ox, :] = relu?(bias + sum_{ky,kx,c} x[n, oy + ky - PT, ox + kx - PL, c] * k[ky, kx, c, :]),
+/* y[n, oy, ox, :] = act(bias + sum_{ky,kx,c} x[n, oy + ky - PT, ox + kx - PL, c] * k[ky, kx, c, :]),
  * x read as 0 outside [0, H) x [0, W), on F(2x2, 3x3) tiles, for the 2-row tile rows
  * t0 <= n*ceil(HO/2) + ty < t1. x: [N, H, W, C]; U: [16, C, O] (the caller's G k G^T);
  * bias: [O] or NULL; y: [N, HO, WO, O]; C and O multiples of 16. Returns 0, or -1 when out

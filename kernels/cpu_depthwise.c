@@ -8,6 +8,10 @@
  * q = c*M + m reads input channel c = q / M (TF's order), so the kernel tap and an output
  * pixel share one index q.
  *
+ * The forward pass applies the layer's bias and activation (act: 0 none, 1 relu, 2 relu6) as it
+ * stores each output, so an inference-folded DepthwiseConv2D -> BatchNormalization -> ReLU6 of
+ * MobileNetV2 makes one pass over its output instead of three.
+ *
  * Work is split by the caller over rows (n*Ho output rows, or n*H input rows for the input
  * gradient: each row is written by one thread only); the filter gradient sums into a buffer per
  * call that the caller adds up.
@@ -23,13 +27,21 @@ static inline void tap_range(int o, int stride, int pad, int dil, int k, int siz
     *hi = b;
 }
 
+/* v + b, then the activation act (0 none, 1 relu, 2 relu6); NaN stays NaN, as NumPy's maximum. */
+static inline float epilogue(float v, const float *restrict b, int q, int act) {
+    if (b) v += b[q];
+    if (act) v = v < 0.0f ? 0.0f : v;
+    if (act == 2) v = v > 6.0f ? 6.0f : v;
+    return v;
+}
+
 /* One output pixel's channels q0 .. q0+nb-1 (m == 1) summed over the taps in registers, then
  * stored once (instead of a load and a store of the output per tap). nb is a constant at each
  * call: 32 floats are 4 AVX2 / 2 AVX-512 registers of accumulators, 8 one AVX2 register. */
 static inline __attribute__((always_inline)) void fwd_block(
-        const float *restrict xrow, const float *restrict k, float *restrict yp, int q0, const int nb, int w,
-        int c, int kw, int oh, int ow, int sh, int sw, int dh, int dw, int pt, int pl, int i0, int i1, int j0,
-        int j1) {
+        const float *restrict xrow, const float *restrict k, const float *restrict b, float *restrict yp, int q0,
+        const int nb, int w, int c, int kw, int oh, int ow, int sh, int sw, int dh, int dw, int pt, int pl, int i0,
+        int i1, int j0, int j1, int act) {
     float acc[32] = {0};
     for (int i = i0; i < i1; i++) {
         const int ih = oh * sh - pt + i * dh;
@@ -39,13 +51,14 @@ static inline __attribute__((always_inline)) void fwd_block(
             for (int q = 0; q < nb; q++) acc[q] += xp[q] * kp[q];
         }
     }
-    for (int q = 0; q < nb; q++) yp[q0 + q] = acc[q];
+    for (int q = 0; q < nb; q++) yp[q0 + q] = epilogue(acc[q], b, q0 + q, act);
 }
 
-/* y[r] for output rows r0 <= r < r1 of n*Ho; x [N, H, W, C], k [kh, kw, C, M], y [N, Ho, Wo, C*M]. */
-void dg_dw_fwd(const float *restrict x, const float *restrict k, float *restrict y, int h, int w, int c,
-               int m, int kh, int kw, int ho, int wo, int sh, int sw, int dh, int dw, int pt, int pl,
-               long r0, long r1) {
+/* y[r] for output rows r0 <= r < r1 of n*Ho; x [N, H, W, C], k [kh, kw, C, M], b [C*M] or NULL,
+ * y [N, Ho, Wo, C*M] = act(conv + b). */
+void dg_dw_fwd(const float *restrict x, const float *restrict k, const float *restrict b, float *restrict y, int h,
+               int w, int c, int m, int kh, int kw, int ho, int wo, int sh, int sw, int dh, int dw, int pt, int pl,
+               long r0, long r1, int act) {
     const int cm = c * m;
     const int c32 = m == 1 ? c / 32 * 32 : 0, c8 = m == 1 ? c / 8 * 8 : 0;  /* channels done in blocks */
     for (long r = r0; r < r1; r++) {
@@ -60,9 +73,9 @@ void dg_dw_fwd(const float *restrict x, const float *restrict k, float *restrict
             tap_range(ow, sw, pl, dw, kw, w, &j0, &j1);
             int q0 = 0;
             for (; q0 < c32; q0 += 32)
-                fwd_block(xrow, k, yp, q0, 32, w, c, kw, oh, ow, sh, sw, dh, dw, pt, pl, i0, i1, j0, j1);
+                fwd_block(xrow, k, b, yp, q0, 32, w, c, kw, oh, ow, sh, sw, dh, dw, pt, pl, i0, i1, j0, j1, act);
             for (; q0 < c8; q0 += 8)
-                fwd_block(xrow, k, yp, q0, 8, w, c, kw, oh, ow, sh, sw, dh, dw, pt, pl, i0, i1, j0, j1);
+                fwd_block(xrow, k, b, yp, q0, 8, w, c, kw, oh, ow, sh, sw, dh, dw, pt, pl, i0, i1, j0, j1, act);
             if (c8 == cm) continue;
             memset(yp + c8, 0, sizeof(float) * (cm - c8));
             for (int i = i0; i < i1; i++) {
@@ -79,6 +92,8 @@ void dg_dw_fwd(const float *restrict x, const float *restrict k, float *restrict
                     }
                 }
             }
+            if (b || act)
+                for (int q = c8; q < cm; q++) yp[q] = epilogue(yp[q], b, q, act);
         }
     }
 }

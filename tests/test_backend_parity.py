@@ -678,7 +678,7 @@ def test_matmul_larger(B):
 
 
 ACTS = {None: lambda y: y, "linear": lambda y: y, "relu": lambda y: np.maximum(y, 0),
-        "sigmoid": lambda y: 1 / (1 + np.exp(-y)), "tanh": np.tanh,
+        "relu6": lambda y: np.clip(y, 0, 6), "sigmoid": lambda y: 1 / (1 + np.exp(-y)), "tanh": np.tanh,
         "elu": lambda y: np.where(y > 0, y, np.exp(y) - 1)}
 
 
@@ -812,24 +812,25 @@ def test_conv2d_grad_filter(B, xs, ks, s, p, d):
 
 
 @covers("conv2d_bias_act")
-@pytest.mark.parametrize("activation", [None, "linear", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", [None, "linear", "relu", "relu6", "sigmoid", "tanh"])
 @pytest.mark.parametrize("xs,ks,s,p,d", CONV_CASES[:4] + CONV_CASES[7:8])
 def test_conv2d_bias_act(B, xs, ks, s, p, d, activation):
-    x, k, b = r(*xs), r(*ks), r(ks[3])
+    x, k, b = r(*xs) * 4, r(*ks), r(ks[3])  # x 4x: relu6's cap is reached
     pre = ref_conv2d(x, k, s, p, d)
     close(B, B.conv2d_bias_act(*up(B, x, k, b), activation, s, p, d), ACTS[activation](pre + b))
     close(B, B.conv2d_bias_act(*up(B, x, k), None, activation, s, p, d), ACTS[activation](pre))
 
 
 ACT_GRADS = {None: lambda y: np.ones_like(y), "linear": lambda y: np.ones_like(y),
-             "relu": lambda y: (y > 0).astype(y.dtype), "sigmoid": lambda y: y * (1 - y),
+             "relu": lambda y: (y > 0).astype(y.dtype), "relu6": lambda y: ((y > 0) & (y < 6)).astype(y.dtype),
+             "sigmoid": lambda y: y * (1 - y),
              "tanh": lambda y: 1 - y * y}
 
 
 @covers("activation_grad")
 @pytest.mark.parametrize("activation", list(ACT_GRADS))
 def test_activation_grad(B, activation):
-    y, dy = ACTS[activation](r(4, 6)).astype(F32), r(4, 6)
+    y, dy = ACTS[activation](r(4, 6) * 8).astype(F32), r(4, 6)
     close(B, B.activation_grad(*up(B, dy, y), activation), dy * ACT_GRADS[activation](y.astype(np.float64)))
 
 
@@ -1356,6 +1357,16 @@ def test_depthwise_geometry_refuses_bad_shapes(B):
         B.depthwise_geometry((1, 5, 5, 3), (3, 3, 2, 1), (1, 1), "valid", (1, 1))
     with pytest.raises(ValueError, match="4-D"):
         B.depthwise_geometry((5, 5, 3), (3, 3, 3, 1), (1, 1), "valid", (1, 1))
+
+
+@covers("depthwise_conv2d_bias_act")
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "tanh"])
+@pytest.mark.parametrize("xs,ks,s,p,d", DW_CASES[:1] + DW_CASES[4:])
+def test_depthwise_conv2d_bias_act(B, xs, ks, s, p, d, activation):
+    x, k, b = r(*xs) * 4, r(*ks), r(ks[2] * ks[3])  # x 4x: relu6's cap is reached
+    pre = ref_depthwise(x, k, s, p, d)
+    close(B, B.depthwise_conv2d_bias_act(*up(B, x, k, b), activation, s, p, d), ACTS[activation](pre + b))
+    close(B, B.depthwise_conv2d_bias_act(*up(B, x, k), None, activation, s, p, d), ACTS[activation](pre))
 
 
 @covers("depthwise_conv2d_grad_input")

@@ -74,6 +74,48 @@ def test_backend_matches_generic_float32(xs, ks, s, p, d):
         np.testing.assert_allclose(B.to_numpy(g), B.to_numpy(w), rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "tanh"])
+@pytest.mark.parametrize("xs,ks,s,p,d", [CASES[1], CASES[3], CASES[6]])
+def test_bias_act_gradients(xs, ks, s, p, d, activation):
+    x, k, b = RNG.uniform(-3, 3, xs), RNG.uniform(-1, 1, ks), RNG.uniform(-1, 1, ks[2] * ks[3])
+    if activation in ("relu", "relu6"):  # keep the pre-activations away from the kinks at 0 and 6
+        pre = dg.ops.depthwise_conv2d(dg.tensor(x, "float64"), dg.tensor(k, "float64"), s, p, d).data_sync() + b
+        assert not np.all((pre > 0) & (pre < 6)), "some values are clipped"
+        near = np.minimum(np.abs(pre), np.abs(pre - 6)).min(axis=(0, 1, 2)) < 1e-3
+        b = b + np.where(near, 0.01, 0.0)
+    check_gradients(lambda x, k, b: dg.ops.depthwise_conv2d_bias_act(x, k, b, activation, s, p, d), [x, k, b])
+    check_gradients(lambda x, k: dg.ops.depthwise_conv2d_bias_act(x, k, None, activation, s, p, d), [x, k])
+
+
+@pytest.mark.parametrize("activation,fn", [(None, lambda y: y), ("relu", dg.relu),
+                                           ("relu6", lambda y: dg.ops.clip(y, 0.0, 6.0))])
+@pytest.mark.parametrize("xs,ks,s,p,d", [
+    ((2, 9, 11, 40), (3, 3, 40, 1), 1, "same", 1),   # blocks of 32 and 8 channels
+    ((3, 12, 10, 37), (3, 3, 37, 1), 2, "same", 1),  # and a tail of 5
+    ((1, 8, 8, 3), (3, 3, 3, 2), 1, "valid", 1),     # depth multiplier 2: the generic loop
+])
+def test_bias_act_equals_the_unfused_ops(xs, ks, s, p, d, activation, fn):
+    """float32 on the active backend (the CPU's C epilogue) against depthwise_conv2d + bias, then
+    the activation."""
+    x = dg.tensor(RNG.uniform(-3, 3, xs).astype(np.float32))
+    k = dg.tensor(RNG.uniform(-1, 1, ks).astype(np.float32))
+    b = dg.tensor(RNG.uniform(-1, 1, ks[2] * ks[3]).astype(np.float32))
+    want = fn(dg.ops.depthwise_conv2d(x, k, s, p, d) + b).data_sync()
+    got = dg.ops.depthwise_conv2d_bias_act(x, k, b, activation, s, p, d).data_sync()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if activation == "relu6":
+        assert (got == 6).any() and (got == 0).any()
+
+
+def test_bias_act_refuses_bad_bias_and_activation():
+    x, k = dg.tensor(RNG.normal(size=(1, 5, 5, 3))), dg.tensor(RNG.normal(size=(3, 3, 3, 2)))
+    with pytest.raises(ValueError, match=r"bias of shape \(3,\) for 6 output channels"):
+        dg.ops.depthwise_conv2d_bias_act(x, k, np.zeros(3))
+    with pytest.raises(ValueError, match="activation 'gelu' is not one of"):
+        dg.ops.depthwise_conv2d_bias_act(x, k, None, "gelu")
+
+
 def test_bad_shapes_name_what_was_expected():
     x = dg.tensor(RNG.normal(size=(1, 5, 5, 3)))
     with pytest.raises(ValueError, match="3 channels but the kernel expects 2"):

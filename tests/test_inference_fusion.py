@@ -84,6 +84,30 @@ def test_folded_weights_follow_training_between_calls():
     assert not np.allclose(before, after)
 
 
+@pytest.mark.parametrize("cap_layer", [lambda: L.ReLU(6.0), lambda: L.Activation("relu6"), lambda: L.ReLU(4.0)])
+def test_mobilenet_block_with_capped_relus_equals_the_layers_one_by_one(cap_layer):
+    """1x1 expand -> BN -> ReLU6, depthwise (32 + 8 + tail channels) -> BN -> ReLU6, 1x1 project -> BN:
+    relu6 in the convolutions' epilogues (a cap other than 6 is one more pass); the caps are reached."""
+    rng = np.random.default_rng(3)
+    inp = L.Input((9, 9, 6))
+    a = cap_layer()(L.BatchNormalization()(L.Conv2D(45, 1, use_bias=False)(inp)))
+    b = cap_layer()(L.BatchNormalization()(L.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(a)))
+    model = dg.Model(inp, L.BatchNormalization()(L.Conv2D(7, 1, use_bias=False)(b)))
+    assert len(fusion.plan(model)) == 3
+    _randomize_bn(model, rng)
+    for layer in model.layers:  # a wide spread after each BN, so the caps are reached
+        if isinstance(layer, L.BatchNormalization):
+            layer.gamma.assign(np.asarray(layer.gamma.numpy()) * 8)
+    x = rng.normal(0, 3, (2, 9, 9, 6)).astype("float32")
+    (folded,), (plain,) = _both(model, x)
+    np.testing.assert_allclose(folded, plain, rtol=1e-5, atol=1e-5)
+    sub = dg.Model(inp, b)
+    (fb,), (pb,) = _both(sub, x)
+    np.testing.assert_allclose(fb, pb, rtol=1e-5, atol=1e-5)
+    cap = float(pb.max())
+    assert cap in (4.0, 6.0) and (pb == cap).mean() > 0.05 and (fb == cap).mean() > 0.05
+
+
 def test_training_mode_is_not_folded():
     rng = np.random.default_rng(2)
     inp = L.Input((6, 6, 4))

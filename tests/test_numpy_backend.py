@@ -92,12 +92,17 @@ CONVS = [  # x shape, kernel shape, strides, padding: the seed convnet's layers,
 
 
 @pytest.mark.parametrize("xs,ks,s,p", CONVS)
-@pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "sigmoid"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv2d_bias_act_matches_the_generic_version(cpu, xs, ks, s, p, activation, bias):
-    x, k, b = r(*xs), r(*ks), (r(ks[3]) if bias else None)
+    x, k, b = r(*xs), r(*ks) * 2, (r(ks[3]) if bias else None)  # k 2x: relu6's cap is reached
     out = cpu.conv2d_bias_act(x, k, b, activation, s, p, (1, 1))
-    close(out, Backend.conv2d_bias_act(cpu, x, k, b, activation, s, p, (1, 1)))
+    ref = Backend.conv2d_bias_act(cpu, x, k, b, activation, s, p, (1, 1))
+    # Rounding scales with the sums before the activation, not with what relu6 leaves of them.
+    pre = np.abs(Backend.conv2d_bias_act(cpu, x, k, b, None, s, p, (1, 1))).max()
+    close(out, ref, rtol=1e-5 * max(1.0, pre / max(np.abs(ref).max(), 1e-6)))
+    if activation == "relu6" and xs[3] * ks[0] * ks[1] >= 16:  # enough terms to pass 6
+        assert out.max() == 6 and out.min() == 0, "the cap and the floor are reached"
     if bias and activation is None:  # and it is the generic composition, step by step
         close(out, Backend.apply_activation(cpu, Backend.conv2d(cpu, x, k, s, p, (1, 1)) + b, None))
 

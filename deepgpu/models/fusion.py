@@ -7,10 +7,10 @@ convolution is an affine map per output channel, ``(conv(x) + b - mean) * inv + 
 (``kernel * inv``) and bias (``(b - mean) * inv + beta``): the network skips one full pass over
 every activation per BatchNormalization (MobileNetV2 has 52). A following ReLU (``max_value``
 None or any cap, no slope or threshold) or Activation("relu" / "relu6") is applied in the same
-step. The folded weights are computed on every call (a few ms for a whole MobileNet), so training
-between calls never leaves them stale. Layers are matched by exact type and a chain only when
-each intermediate output feeds just the next layer and is not a model output, so the results
-equal the unfolded network's up to float rounding.
+step, relu and relu6 in the convolution's epilogue. The folded weights are computed on every call
+(a few ms for a whole MobileNet), so training between calls never leaves them stale. Layers are
+matched by exact type and a chain only when each intermediate output feeds just the next layer and
+is not a model output, so the results equal the unfolded network's up to float rounding.
 """
 from __future__ import annotations
 
@@ -106,14 +106,16 @@ def folded_weights(conv, bn):
 
 
 def run(conv, bn, cap, relu, x):
-    """The folded chain's output for input ``x`` (relu: whether a ReLU follows; cap: its max_value)."""
+    """The folded chain's output for input ``x`` (relu: whether a ReLU follows; cap: its max_value).
+
+    Bias and a plain or 6-capped ReLU are the convolution's epilogue (one pass over the output);
+    another cap is one more pass.
+    """
     x = conv._cast_in(x)
     kernel, bias = folded_weights(conv, bn)
+    act = None if not relu else "relu6" if cap == 6 else "relu"
     if type(conv) is DepthwiseConv2D:
-        y = ops.depthwise_conv2d(x, kernel, conv.strides, conv.padding, conv.dilation_rate) + bias
-        if relu:
-            y = ops.relu(y) if cap is None else ops.clip(y, 0.0, cap)
-        return y
-    y = ops.conv2d_bias_act(x, kernel, bias, "relu" if relu else None, conv.strides, conv.padding,
-                            conv.dilation_rate)
-    return y if cap is None or not relu else ops.minimum(y, cap)
+        y = ops.depthwise_conv2d_bias_act(x, kernel, bias, act, conv.strides, conv.padding, conv.dilation_rate)
+    else:
+        y = ops.conv2d_bias_act(x, kernel, bias, act, conv.strides, conv.padding, conv.dilation_rate)
+    return y if cap is None or act != "relu" else ops.minimum(y, cap)
