@@ -241,7 +241,6 @@ _SIDE = ("draws the output's width / height per batch (Keras's semantics: the sh
 NOT_RECORDED = {
     "RandomHeight": _SIDE,
     "RandomWidth": _SIDE,
-    "CategoryEncoding": "reads the ids' min and max on the host to check them against num_tokens",
 }
 # Cases with inputs no device holds (strings): nothing to record.
 HOST_INPUT = {"TextVectorization": "takes strings, which stay on the host (no device array holds text)"}
