@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .. import initializers, ops, regularizers
 from ._utils import WeightedLayer, constraint_config, constraint_get, init_config, reg_config
+from ..tensor import Tensor, tensor
 from .base import Layer
 
 
@@ -28,6 +29,19 @@ def check_not_ragged(layer, inputs):
                 f"layer {layer.name!r} ({type(layer).__name__}) got a ragged list of {len(inputs)} sequences "
                 f"(lengths {shown}); it needs one length: pad them to one length (pad_sequences) "
                 f"and mask the padding (Embedding(mask_zero=True) or Masking)")
+
+
+def step_mask(layer, mask, x):
+    """A [batch, time] (or [batch, time, 1]) mask for the [batch, time, ...] input ``x``, as bool;
+    ValueError naming ``layer`` for any other shape."""
+    want = tuple(x.shape[:2])
+    if tuple(mask.shape) not in (want, want + (1,)):
+        raise ValueError(
+            f"layer {layer.name!r} ({type(layer).__name__}): the mask must have shape (batch, time) = "
+            f"{want} for an input of shape {tuple(x.shape)}; got a mask of shape {tuple(mask.shape)}")
+    if not isinstance(mask, Tensor):  # a host array given as mask= in an eager call
+        return tensor(mask, "bool", backend=x.backend)
+    return mask if mask.dtype == "bool" else ops.cast(mask, "bool")
 
 
 def check_not_ragged_data(model, x, where):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import ops
 from ..backends.base import conv_output_size
 from .base import InputSpec, Layer
+from .embedding import step_mask
 from ._utils import channels_last, pair, padding_arg, shape_error, single
 
 
@@ -163,7 +164,8 @@ class GlobalAveragePooling1D(_GlobalPooling1D):
     def call(self, inputs, mask=None):
         if mask is None:
             return ops.mean(inputs, 1, keepdims=self.keepdims)
-        keep = ops.expand_dims(mask, 2)
+        keep = step_mask(self, mask, inputs)
+        keep = keep if keep.ndim == 3 else ops.expand_dims(keep, 2)
         total = ops.sum(ops.where(keep, inputs, 0.0), 1, keepdims=self.keepdims)
         return total / ops.sum(ops.cast(keep, inputs.dtype), 1, keepdims=self.keepdims)
 

@@ -23,6 +23,7 @@ from ..autograd import Node, is_grad_enabled, register_gradient
 from ..tensor import Tensor, zeros
 from ._utils import WeightedLayer, act_config, constraint_config, constraint_get, init_config, reg_config
 from .base import InputSpec, Layer, fmt_shape
+from .embedding import check_not_ragged, step_mask
 
 
 # -------------------------------------------------------------- step math
@@ -599,8 +600,9 @@ class RNN(WeightedLayer):
         return getattr(self.cell, "output_size", None) or self.state_size[0]
 
     def build(self, input_shape):
+        states = None
         if isinstance(input_shape, list):  # [x, *initial states] from a symbolic call
-            input_shape = input_shape[0]
+            input_shape, states = input_shape[0], [tuple(s) for s in input_shape[1:]]
         if len(input_shape) < 3:
             raise ValueError(
                 f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible: expected "
@@ -610,8 +612,21 @@ class RNN(WeightedLayer):
             self.cell.build(step)
             self.cell.built = True
             self.cell._build_input_shape = step
+        if states:
+            self._check_symbolic_states(states, tuple(input_shape))
         self._name_weights()
         self.built = True
+
+    def _check_symbolic_states(self, got, input_shape):
+        """A functional graph's initial states must match the cell's state sizes (the batch may be None)."""
+        want = self._state_shapes(input_shape)
+        if len(got) != len(want) or any(len(g) != len(w) or any(a is not None and b is not None and a != b
+                                                               for a, b in zip(g[1:], w[1:]))
+                                         for g, w in zip(got, want)):
+            raise ValueError(
+                f"layer {self.name!r} ({type(self).__name__}): initial_state must be {len(want)} tensor(s) of "
+                f"shape(s) {', '.join(map(fmt_shape, want))} (batch, state size); got {len(got)} of shape(s) "
+                f"{', '.join(map(fmt_shape, got))}")
 
     def _name_weights(self):
         """Weights named ``<layer>/<weight>`` as TF.js names an RNN's (the cell is not in the name)."""
@@ -624,7 +639,6 @@ class RNN(WeightedLayer):
             w.name = f"{self.name}/{w.name.split('/')[-1]}"
 
     def __call__(self, inputs, training=None, initial_state=None, **kwargs):
-        from .embedding import check_not_ragged
         from .base import SymbolicTensor
 
         check_not_ragged(self, inputs)
@@ -707,16 +721,11 @@ class RNN(WeightedLayer):
         if x.ndim < 3:
             raise ValueError(f"layer {self.name!r} ({type(self).__name__}) expects [batch, time, features], "
                              f"got shape {x.shape}")
-        batch, steps = x.shape[0], x.shape[1]
+        batch = x.shape[0]
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         if mask is not None:
-            if tuple(mask.shape) not in ((batch, steps), (batch, steps, 1)):
-                raise ValueError(
-                    f"layer {self.name!r} ({type(self).__name__}): the mask must have shape (batch, time) = "
-                    f"{(batch, steps)} for an input of shape {x.shape}; got a mask of shape {tuple(mask.shape)}")
-            if mask.dtype != "bool":
-                mask = ops.cast(mask, "bool")
+            mask = step_mask(self, mask, x)
         if initial_state is not None:
             states = self._checked_initial(initial_state, batch, x)
             if self.stateful:
@@ -1132,11 +1141,20 @@ class Bidirectional(Layer):
         return [("forward_layer", self.forward_layer), ("backward_layer", self.backward_layer)]
 
     def build(self, input_shape):
-        if isinstance(input_shape, list):
-            input_shape = input_shape[0]
+        states = None
+        if isinstance(input_shape, list):  # [x, *initial states] from a symbolic call
+            input_shape, states = input_shape[0], [tuple(s) for s in input_shape[1:]]
         for rnn in (self.forward_layer, self.backward_layer):
             if not rnn.built:
                 rnn._maybe_build(tuple(input_shape))
+        if states:
+            fw, bw = self._split_states(states)
+            try:
+                self.forward_layer._check_symbolic_states(fw, tuple(input_shape))
+                self.backward_layer._check_symbolic_states(bw, tuple(input_shape))
+            except ValueError as e:
+                raise ValueError(f"layer {self.name!r} (Bidirectional): {e}") from None
+        for rnn in (self.forward_layer, self.backward_layer):
             for w in rnn.weights:  # TF.js's names: <bidirectional>/<forward_lstm>/kernel
                 w.name = f"{self.name}/{rnn.name}/{w.name.split('/')[-1]}"
         self.built = True
@@ -1154,6 +1172,14 @@ class Bidirectional(Layer):
 
     _keras_states_as_kwargs = True
 
+    def _split_states(self, states):
+        """(forward, backward) initial states: the forward layer's come first."""
+        n = len(self.forward_layer.state_size)
+        if len(states) != 2 * n:
+            raise ValueError(f"layer {self.name!r} (Bidirectional): initial_state must hold {2 * n} tensors "
+                             f"(the forward layer's {n}, then the backward layer's); got {len(states)}")
+        return states[:n], states[n:]
+
     def call(self, inputs, initial_state=None, mask=None, training=None):
         if isinstance(inputs, (list, tuple)):  # [x, *initial states] from a functional graph
             inputs, initial_state = inputs[0], list(inputs[1:]) or initial_state
@@ -1161,12 +1187,7 @@ class Bidirectional(Layer):
                 mask = None  # Keras passes no mask with initial_state
         fw_init = bw_init = None
         if initial_state is not None:
-            states = list(initial_state)
-            n = len(self.forward_layer.state_size)
-            if len(states) != 2 * n:
-                raise ValueError(f"layer {self.name!r} (Bidirectional): initial_state must hold {2 * n} tensors "
-                                 f"(the forward layer's {n}, then the backward layer's); got {len(states)}")
-            fw_init, bw_init = states[:n], states[n:]
+            fw_init, bw_init = self._split_states(list(initial_state))
         kw = {"mask": mask, "training": training}
         fw = self.forward_layer.call(inputs, initial_state=fw_init, **kw)
         bw = self.backward_layer.call(inputs, initial_state=bw_init, **kw)

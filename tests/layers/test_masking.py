@@ -169,3 +169,17 @@ def test_harness_mask_check_passes_a_right_layer_and_fails_a_leaky_one():
             def compute_mask(self, inputs, previous_mask=None):
                 return ops.any(previous_mask, axis=1, keepdims=True)
         run_layer_test(Keeps, {}, input_data=x, input_mask=MASK, checks=["mask"])
+
+
+@pytest.mark.parametrize("make", [lambda: dg.layers.GlobalAveragePooling1D(name="pool"),
+                                  lambda: dg.layers.LSTM(2, name="pool")], ids=["GlobalAveragePooling1D", "LSTM"])
+def test_a_step_mask_of_the_wrong_shape_names_the_layer(make):
+    x = np.random.default_rng(3).standard_normal((2, 5, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"'pool' \(\w+\): the mask must have shape \(batch, time\) = \(2, 5\) "
+                                         r"for an input of shape \(2, 5, 3\); got a mask of shape \(2, 6\)"):
+        make()(x, mask=np.ones((2, 6), bool))
+    # A host array as mask= (bool or 0/1 ints, [batch, time] or [batch, time, 1]) skips the masked steps.
+    layer = make()
+    want = layer(x[:, :3]).data_sync()
+    for m in (np.array([[1, 1, 1, 0, 0]] * 2, bool), np.array([[1, 1, 1, 0, 0]] * 2, np.int32)[..., None]):
+        np.testing.assert_allclose(layer(x, mask=m).data_sync(), want, rtol=1e-6, atol=1e-7)

@@ -280,6 +280,20 @@ def test_symbolic_initial_state_in_a_functional_encoder_decoder():
     np.testing.assert_allclose(out, dec(b, initial_state=[h1, c1]).data_sync(), rtol=1e-5, atol=1e-6)
 
 
+def test_symbolic_initial_state_of_the_wrong_size_names_the_layer():
+    """In a functional graph the state sizes are checked when the node is made, not at predict."""
+    x = Input((3, 2))
+    with pytest.raises(ValueError, match=r"'dec' \(LSTM\): initial_state must be 2 .*\(None, 3\), \(None, 3\).*"
+                                         r"got 2 of shape\(s\) \(None, 3\), \(None, 4\)"):
+        L.LSTM(3, name="dec")(x, initial_state=[Input((3,)), Input((4,))])
+    with pytest.raises(ValueError, match=r"'g' \(GRU\): initial_state must be 1 .*got 2"):
+        L.GRU(3, name="g")(x, initial_state=[Input((3,)), Input((3,))])
+    with pytest.raises(ValueError, match=r"'bi' \(Bidirectional\): layer 'backward_.*got 1 of shape\(s\) \(None, 5\)"):
+        L.Bidirectional(L.GRU(3), name="bi")(x, initial_state=[Input((3,)), Input((5,))])
+    with pytest.raises(ValueError, match=r"'bi2' \(Bidirectional\): initial_state must hold 2 tensors.*got 3"):
+        L.Bidirectional(L.GRU(3), name="bi2")(x, initial_state=[Input((3,))] * 3)
+
+
 # --------------------------------------------------------------- gradients
 @pytest.mark.parametrize("cell", [L.SimpleRNNCell(2), L.LSTMCell(2), L.GRUCell(2), L.GRUCell(2, reset_after=False)],
                          ids=["simple", "lstm", "gru", "gru_reset_before"])
