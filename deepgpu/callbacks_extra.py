@@ -81,7 +81,9 @@ class BackupAndRestore(Callback):
     steps already done in it. The backup is removed when a fit ends normally
     (``delete_checkpoint``); ``double_checkpoint`` keeps the previous one, used when the
     latest cannot be read. The model must be built before ``fit`` (ValueError). Works with
-    array inputs (fit's own loop); other data sources resume at the epoch.
+    array inputs (fit's own loop); other data sources resume at the epoch. Under
+    ``DataParallel`` rank 0 alone writes, reads and deletes the backup and sends what it
+    restored to the other ranks.
     """
 
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True):
@@ -109,8 +111,19 @@ class BackupAndRestore(Callback):
         return [cb for cb in getattr(self, "_siblings", []) if cb is not self
                 and not isinstance(cb, (History, ProgbarLogger))]
 
+    def _world(self):
+        """The model's DataParallel when it trains on several ranks, else None."""
+        dp = getattr(self.model, "_distribute", None)
+        return dp if dp is not None and getattr(dp.comm, "size", 1) > 1 else None
+
+    def _writes(self):
+        dp = self._world()
+        return dp is None or dp.is_main
+
     def _save(self):
         from .io import native
+        if not self._writes():
+            return
         model = self.model
         os.makedirs(self.backup_dir, exist_ok=True)
         if self.double_checkpoint and os.path.exists(self._path):
@@ -142,22 +155,34 @@ class BackupAndRestore(Callback):
             model.optimizer.set_weights(opt_state, var_list=model._vars_to_train())
         return meta
 
-    def on_train_begin(self, logs=None):
+    def _restore(self):
+        """The backup's metadata after restoring the model from it, or None without a backup."""
         model = self.model
-        self._epoch, self._steps_in_epoch, self._since_save, self._completed = 0, 0, 0, False
-        self._save_pending = False
         if not (os.path.exists(self._path) or os.path.exists(self._prev_path)):
-            return
+            return None
         if not model.built:
             raise ValueError(f"BackupAndRestore: model {model.name!r} must be built before fit() to restore "
                              f"its weights (call it on a batch of data first)")
         from .io.native import ModelFileError
         try:
-            meta = self._load(self._path)
+            return self._load(self._path)
         except (FileNotFoundError, ModelFileError):
             if not os.path.exists(self._prev_path):
                 raise
-            meta = self._load(self._prev_path)
+            return self._load(self._prev_path)
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        self._epoch, self._steps_in_epoch, self._since_save, self._completed = 0, 0, 0, False
+        self._save_pending = False
+        dp = self._world()
+        meta = self._restore() if self._writes() else None
+        if dp is not None:  # rank 0 read it: every rank resumes alike
+            meta = dp.comm.bcast_obj(meta)
+            if meta is not None:
+                dp.sync_from_main(model)
+        if meta is None:
+            return
         epoch, step = int(meta.get("epoch", 0)), int(meta.get("step", 0))
         model._resume_at = (epoch, step)
         self._epoch, self._steps_in_epoch = epoch, step
@@ -166,9 +191,17 @@ class BackupAndRestore(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         # The others' on_train_begin has run (and reset them): now their saved state goes back.
         if self._pending_states:
-            for i, cb in enumerate(self._others()):
-                for k, v in self._pending_states.get(f"{i}:{type(cb).__name__}", {}).items():
-                    setattr(cb, k, v)
+            # matched as the k-th callback of its class: under DataParallel the ranks other than 0
+            # lack the file-writing ones, so positions differ from the saving rank's
+            saved = {}
+            for key, state in self._pending_states.items():
+                saved.setdefault(key.split(":", 1)[1], []).append(state)
+            seen = {}
+            for cb in self._others():
+                name = type(cb).__name__
+                k = seen[name] = seen.get(name, -1) + 1
+                for attr, v in (saved.get(name, [])[k:k + 1] or [{}])[0].items():
+                    setattr(cb, attr, v)
         self._pending_states = None
         self._epoch = epoch
         if self._save_pending:
@@ -197,7 +230,7 @@ class BackupAndRestore(Callback):
     def on_train_end(self, logs=None):
         self.model.__dict__.pop("_resume_at", None)  # a loop that did not take it must not leave it
         completed, self._completed = getattr(self, "_completed", False), False
-        if self.delete_checkpoint and completed:
+        if self.delete_checkpoint and completed and self._writes():
             for p in (self._path, self._prev_path):
                 if os.path.exists(p):
                     os.remove(p)

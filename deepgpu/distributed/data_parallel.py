@@ -50,7 +50,10 @@ class DataParallel:
     averaged across ranks before the callbacks see them, so EarlyStopping and
     ReduceLROnPlateau decide the same on every rank. Progress output,
     file-writing callbacks (ModelCheckpoint, CSVLogger, TensorBoard) and
-    ``model.save`` / ``save_weights`` act on rank 0 only. Non-trainable
+    ``model.save`` / ``save_weights`` act on rank 0 only; BackupAndRestore
+    runs on every rank, rank 0 alone writes and reads the backup and sends
+    what it restored (weights, optimizer state, epoch and step, the other
+    callbacks' state) to the others, so the folder need not be shared. Non-trainable
     weights (BatchNormalization's moving statistics) stay per rank.
     Per-batch logs seen by callbacks are the rank's own.
 
@@ -121,11 +124,6 @@ class DataParallel:
         if isinstance(callbacks, dict):  # TF.js style: {"onEpochEnd": fn, ...}
             return (verbose if self.is_main else 0), callbacks
         callbacks = list(callbacks or [])
-        for cb in callbacks:
-            if type(cb).__name__ == "BackupAndRestore":
-                raise ValueError("fit(): BackupAndRestore is not supported with DataParallel yet (every rank "
-                                 "would need to resume from rank 0's backup); use ModelCheckpoint and "
-                                 "load the weights before fit")
         if not self.is_main:
             verbose = 0
             callbacks = [cb for cb in callbacks if type(cb).__name__ not in _RANK0_CALLBACKS]
@@ -160,19 +158,26 @@ class DataParallel:
         for r, other in enumerate(sigs):  # names may differ (layer counters); shapes and dtypes may not
             if [s[1:] for s in other] != [s[1:] for s in sigs[0]]:
                 raise ValueError(_mismatch(sigs[0], other, r, model.name))
+        built = self.comm.allgather_obj(bool(getattr(model.optimizer, "built", False)))
+        if any(built) and not all(built):
+            raise ValueError(f"DataParallel: the optimizer of model {model.name!r} has state on ranks "
+                             f"{[r for r, b in enumerate(built) if b]} but not on the others; load the same "
+                             f"checkpoint on every rank")
+        self.sync_from_main(model)
+        self.synced = True
+
+    def sync_from_main(self, model):
+        """Rank 0's weights and optimizer state (when it has any) on every rank; every rank calls it
+        (BackupAndRestore does after rank 0 alone read the backup)."""
         for w in model.weights:
             self._bcast_var(w)
-        opt = model.optimizer
-        built = self.comm.allgather_obj(bool(getattr(opt, "built", False)))
-        if any(built):
-            if not all(built):
-                raise ValueError(f"DataParallel: the optimizer of model {model.name!r} has state on ranks "
-                                 f"{[r for r, b in enumerate(built) if b]} but not on the others; load the same "
-                                 f"checkpoint on every rank")
-            state = opt.get_weights()
-            state = self.comm.bcast_obj(state if self.comm.rank == 0 else None)
-            opt.set_weights(state)
-        self.synced = True
+        opt, main = model.optimizer, self.comm.rank == 0
+        if opt is None or not self.comm.bcast_obj(bool(getattr(opt, "built", False)) if main else None):
+            return
+        vars_ = model._vars_to_train()
+        state = self.comm.bcast_obj(opt.get_weights_for(vars_) if main else None)
+        if not main:
+            opt.set_weights(state, var_list=vars_)
 
     def _bcast_var(self, v):
         B = v._backend

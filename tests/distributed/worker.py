@@ -226,6 +226,54 @@ def check_rank0_files():
         assert names == ["ckpt_rank0.dgm", "log_rank0.csv", "model_rank0.dgm"], names
 
 
+class Interrupt(dg.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("interrupted on purpose")
+
+
+def check_backup_and_restore():
+    """BackupAndRestore: a fit interrupted in epoch 2 of 4 leaves one backup, written by rank 0; a new
+    fit (other initial weights on every rank) resumes from it on every rank, EarlyStopping's state
+    included, and ends where one process training 4 epochs uninterrupted ends (within 1e-5)."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.integers(0, 3, size=32).astype("int32")
+    folder = os.path.join(OUT, "backup")
+
+    def run(seed, interrupt):
+        dg.set_seed(seed)
+        model = mlp()
+        model.compile("adam", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
+        model(x[:1])  # BackupAndRestore restores into a built model
+        stop = dg.callbacks.EarlyStopping(monitor="loss", patience=10, min_delta=10.0)  # best: epoch 1's
+        cbs = [dg.callbacks.CSVLogger(os.path.join(OUT, "backup.csv")), stop,
+               dg.callbacks.BackupAndRestore(folder)] + ([Interrupt()] if interrupt else [])
+        model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=cbs)
+        return model, stop
+    try:
+        run(20 + R, True)
+    except KeyboardInterrupt:
+        pass
+    comm.barrier()
+    assert sorted(os.listdir(folder)) == ["latest.dgbackup"], os.listdir(folder)
+    model, stop = run(40 + R, False)
+    states = comm.allgather_obj((stop.best, stop.wait, len(model.history.history["loss"])))
+    assert all(s == states[0] for s in states) and states[0][1:] == (3, 3), states  # 2 to 4 (the backup of
+    # epoch 2 is written when epoch 3 begins, after every callback has seen epoch 2's end)
+    every = gather_weights(model)
+    assert all(np.array_equal(a, b) for r in range(P) for a, b in zip(every[0], every[r])), "ranks differ"
+    comm.barrier()
+    assert not os.path.exists(folder), "the backup outlived a fit that ended"
+    if R == 0:
+        dg.set_seed(20)
+        ref = mlp()
+        ref.compile("adam", "sparse_categorical_crossentropy")
+        ref.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)
+        for a, b in zip(every[0], [w.data_sync() for w in ref.weights]):
+            assert np.allclose(a, b, rtol=1e-5, atol=1e-5), f"resumed: max diff {np.abs(a - b).max()}"
+
+
 def check_16_bit_reduction(dtype):
     """reduce_dtype="float16" / "bfloat16": MPI sums such buffers (bfloat16 through a user-defined op),
     and training keeps the ranks equal and near (not within 1e-5 of) one process."""
@@ -351,6 +399,7 @@ elif MODE == "main":
     check_sync_batch_norm()
     check_overlap()
     check_rank0_files()
+    check_backup_and_restore()
     check_16_bit_reduction("float16")
     check_16_bit_reduction("bfloat16")
 elif MODE == "raise":
