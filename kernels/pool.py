@@ -5,10 +5,13 @@ call, and so is ``_POOL_WIDE_FROM``: tests replace them there.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import kernels as K
 from ..backends.base import _pair, conv_output_size
+from .conv import _key
 from .runtime import register
 
 register("pool.cu", ("dg_max_pool_fwd", "dg_max_pool_bwd", "dg_max_pool_bwd_tiles", "dg_avg_pool_fwd",
@@ -29,14 +32,34 @@ def _pool_geom(x_shape, pool_size, strides, padding):
 _POOL_WIDE_FROM = 2**31
 
 
-def _pool_launch(name, g, sizes, arrays, work):
-    """Launch pooling kernel ``name`` over ``work`` elements (items x channels of one vector).
+def _pool_plan(op, x_shape, pool_size, strides, padding):
+    """(pooled shape, kernel name, geometry scalars, work items, largest array, C % 4 == 0) of pooling
+    op "max_pool" / "avg_pool" + "_fwd" / "_bwd" on an input of ``x_shape``, worked out once per signature."""
+    key = (op, x_shape, _key(pool_size), _key(strides), padding)
+    p = K._plans.get(key)
+    if p is None:
+        g = _pool_geom(x_shape, pool_size, strides, padding)
+        pooled = (int(g[0]), int(g[4]), int(g[5]), int(g[3]))
+        size_in, size_out = math.prod(x_shape), math.prod(pooled)
+        if op.endswith("_fwd"):
+            name, work = f"dg_{op}", size_out
+        elif _tiles(g):
+            name, work = f"dg_{op}_tiles", _tile_work(g)
+        else:
+            name, work = f"dg_{op}", size_in
+        p = K._plans[key] = (pooled, name, g, work, max(size_in, size_out), int(g[3]) % 4 == 0)
+    return p
+
+
+def _pool_launch(plan, arrays):
+    """Launch a pooling kernel of ``plan`` (``_pool_plan``) over its work items (of one vector each).
 
     vec = 4 (16-byte accesses) when C % 4 == 0 and every pointer is aligned;
     wide = 1 (64-bit flat offsets) when an array holds 2^31 elements or more.
     """
-    wide = max(sizes) >= K._POOL_WIDE_FROM
-    vec = 4 if not wide and int(g[3]) % 4 == 0 and K._aligned16(*arrays) else 1
+    _, name, g, work, largest, c4 = plan
+    wide = largest >= K._POOL_WIDE_FROM
+    vec = 4 if not wide and c4 and K._aligned16(*arrays) else 1
     K._launch(name, K._grid_items(work // vec), (K.BLOCK,), tuple(arrays) + g + (np.int32(vec), np.int32(wide)))
 
 
@@ -54,46 +77,41 @@ def _tile_work(g):
 def max_pool2d(x, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """Max pooling, NHWC, as Backend.max_pool2d."""
     x = K._check(x, "max_pool2d x")
-    g = _pool_geom(x.shape, pool_size, strides, padding)
-    out = K._output(K._xp(x), out, (int(g[0]), int(g[4]), int(g[5]), int(g[3])), "max_pool2d out")
+    plan = _pool_plan("max_pool_fwd", x.shape, pool_size, strides, padding)
+    out = K._output(K._xp(x), out, plan[0], "max_pool2d out")
     if out.size:
-        _pool_launch("dg_max_pool_fwd", g, (x.size, out.size), (x, out), out.size)
+        _pool_launch(plan, (x, out))
     return out
 
 
 def max_pool2d_grad(dy, x, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """Gradient of max pooling: dy to the first maximum of each window (Backend.max_pool2d_grad)."""
     x, dy = K._check(x, "max_pool2d_grad x"), K._check(dy, "max_pool2d_grad dy")
-    g = _pool_geom(x.shape, pool_size, strides, padding)
-    K._check(dy, "max_pool2d_grad dy", (int(g[0]), int(g[4]), int(g[5]), int(g[3])))
+    plan = _pool_plan("max_pool_bwd", x.shape, pool_size, strides, padding)
+    K._check(dy, "max_pool2d_grad dy", plan[0])
     out = K._output(K._xp(x), out, x.shape, "max_pool2d_grad out")
     if out.size:
-        if _tiles(g):
-            _pool_launch("dg_max_pool_bwd_tiles", g, (x.size, dy.size), (x, dy, out), _tile_work(g))
-        else:
-            _pool_launch("dg_max_pool_bwd", g, (x.size, dy.size), (x, dy, out), out.size)
+        _pool_launch(plan, (x, dy, out))
     return out
 
 
 def avg_pool2d(x, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """Average pooling, NHWC; padded cells are not counted (Backend.avg_pool2d)."""
     x = K._check(x, "avg_pool2d x")
-    g = _pool_geom(x.shape, pool_size, strides, padding)
-    out = K._output(K._xp(x), out, (int(g[0]), int(g[4]), int(g[5]), int(g[3])), "avg_pool2d out")
+    plan = _pool_plan("avg_pool_fwd", x.shape, pool_size, strides, padding)
+    out = K._output(K._xp(x), out, plan[0], "avg_pool2d out")
     if out.size:
-        _pool_launch("dg_avg_pool_fwd", g, (x.size, out.size), (x, out), out.size)
+        _pool_launch(plan, (x, out))
     return out
 
 
 def avg_pool2d_grad(dy, x_shape, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """Gradient of average pooling: an array of ``x_shape`` (Backend.avg_pool2d_grad)."""
     dy = K._check(dy, "avg_pool2d_grad dy")
-    g = _pool_geom(tuple(x_shape), pool_size, strides, padding)
-    K._check(dy, "avg_pool2d_grad dy", (int(g[0]), int(g[4]), int(g[5]), int(g[3])))
-    out = K._output(K._xp(dy), out, tuple(x_shape), "avg_pool2d_grad out")
+    x_shape = tuple(int(v) for v in x_shape)
+    plan = _pool_plan("avg_pool_bwd", x_shape, pool_size, strides, padding)
+    K._check(dy, "avg_pool2d_grad dy", plan[0])
+    out = K._output(K._xp(dy), out, x_shape, "avg_pool2d_grad out")
     if out.size:
-        if _tiles(g):
-            _pool_launch("dg_avg_pool_bwd_tiles", g, (out.size, dy.size), (dy, out), _tile_work(g))
-        else:
-            _pool_launch("dg_avg_pool_bwd", g, (out.size, dy.size), (dy, out), out.size)
+        _pool_launch(plan, (dy, out))
     return out
