@@ -112,10 +112,15 @@ def _int_acc(dtype):
 def _pair(v, what):
     if isinstance(v, int):
         return (v, v)
+    if type(v) is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:
+        return v  # the usual case, every convolution and pooling call: no copy
     t = tuple(int(i) for i in v)
     if len(t) != 2:
         raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
     return t
+
+
+_CONV_GEOMETRY: dict = {}  # Backend.conv_geometry's results by signature (a failed check is not kept)
 
 
 class GraphCaptureError(RuntimeError):
@@ -775,6 +780,19 @@ class Backend(Conv3DMixin):
 
     def conv_geometry(self, x_shape, k_shape, strides, padding, dilation):
         """(ho, wo, (pt, pb), (pl, pr)) for an NHWC input and [kh, kw, in, out] kernel."""
+        try:  # each convolution asks two or three times per step: checked once per signature
+            key = (tuple(x_shape), tuple(k_shape), strides if isinstance(strides, int) else tuple(strides),
+                   padding, dilation if isinstance(dilation, int) else tuple(dilation))
+            hit = _CONV_GEOMETRY.get(key)
+        except TypeError:  # an odd argument: the checks below name it
+            key = hit = None
+        if hit is None:
+            hit = self._conv_geometry(x_shape, k_shape, strides, padding, dilation)
+            if key is not None:
+                _CONV_GEOMETRY[key] = hit
+        return hit
+
+    def _conv_geometry(self, x_shape, k_shape, strides, padding, dilation):
         if len(x_shape) != 4:
             raise ValueError(f"conv2d expects a 4-D NHWC input, got shape {tuple(x_shape)}")
         if len(k_shape) != 4:
