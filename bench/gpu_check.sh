@@ -19,6 +19,10 @@
 #    second stream, fit on sources and cache("device") on the GPU), then bench/gpu_input.py: one epoch of
 #    the seed convnet fed from arrays, device Tensors, a Dataset (staged uploads) and cache("device"),
 #    eager and with cuda_graph=True; ms/step and the share of the epoch spent waiting for data.
+# 9. (part "seq", issues 16 and 18) bench/seq_gpu.py: kernels/attention.cu beside PyTorch's
+#    scaled_dot_product_attention, layernorm.cu beside F.layer_norm, rnn.cu's fused LSTM / GRU cells
+#    beside PyTorch's fused cells (forward, forward + backward), then the LSTM / GRU / Transformer
+#    training steps recorded and eager beside cuDNN; then compute-sanitizer memcheck on those kernels' tests.
 # Each part writes its log under OUT_DIR and prints its last lines; one failing part
 # does not stop the others. All five take longer than one 600 s device call: choose
 # some with PARTS, e.g. PARTS="tests step profile" then PARTS="fmnist memcheck nccl".
@@ -124,6 +128,15 @@ for g in "" --graph; do
     timeout ${INPUT_S:-150} python3 bench/gpu_input.py $g >"$out/gpu_input${g}.log" 2>&1
     echo "exit $? (gpu_input.py $g)"; tail -6 "$out/gpu_input${g}.log"
 done
+fi
+
+if want seq; then
+echo "== sequence and attention kernels beside PyTorch, then their steps (issues 16, 18)"
+timeout ${SEQ_S:-300} python3 bench/seq_gpu.py --out "$out/seq_gpu.json" >"$out/seq_gpu.log" 2>&1
+echo "exit $?"; tail -30 "$out/seq_gpu.log"
+timeout ${SEQ_MEMCHECK_S:-240} compute-sanitizer --tool memcheck --print-limit 20 python3 -m pytest -q -m cuda \
+    tests/test_kernels_attention.py tests/test_kernels_rnn.py tests/test_kernels_layernorm.py >"$out/memcheck_seq.log" 2>&1
+grep -E "ERROR SUMMARY|passed|failed" "$out/memcheck_seq.log" | tail -3
 fi
 
 if want memcheck; then

@@ -39,16 +39,24 @@ def _data():
 
 
 # ------------------------------------------------------------------ workers
-def _deepgpu(net):
+def _deepgpu_model(net):
+    """The deepgpu network of ``net``, not compiled (bench/seq_gpu.py builds it on the GPU)."""
     import deepgpu as dg
-    from deepgpu import layers as L, optimizers
+    from deepgpu import layers as L
 
-    dg.set_seed(0)
     rnn = {"lstm": lambda: [L.LSTM(UNITS)], "gru": lambda: [L.GRU(UNITS)],
            "bilstm": lambda: [L.Bidirectional(L.LSTM(UNITS, return_sequences=True)),
                               L.Bidirectional(L.LSTM(UNITS))]}[net]()
-    model = dg.Sequential([L.Input((SEQ,), dtype="int32"), L.Embedding(VOCAB, EMBED), *rnn,
-                           L.Dense(CLASSES, activation="softmax")])
+    return dg.Sequential([L.Input((SEQ,), dtype="int32"), L.Embedding(VOCAB, EMBED), *rnn,
+                          L.Dense(CLASSES, activation="softmax")])
+
+
+def _deepgpu(net):
+    import deepgpu as dg
+    from deepgpu import optimizers
+
+    dg.set_seed(0)
+    model = _deepgpu_model(net)
     model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     x, y = _data()
     return lambda: model.train_on_batch(x, y), model.count_params()
