@@ -107,3 +107,39 @@ def test_layer_configs_and_applied_after_every_step(tmp_path):
     back = dg.models.load_model(path)
     assert isinstance(back.layers[0].kernel_constraint, C.MaxNorm)
     assert isinstance(back.layers[0].bias_constraint, C.NonNeg)
+
+
+def test_keras_files_carry_the_constraints(tmp_path):
+    # A model with constraints saves as .keras / .h5 / .weights.h5 (it was refused), and each
+    # format brings the constraint back, into deepgpu and into Keras 3.
+    L = dg.layers
+    m = dg.Sequential([L.Input((4,)), L.Dense(5, kernel_constraint=C.MaxNorm(1.5, axis=0)),
+                       L.Dense(3, kernel_constraint="non_neg", bias_constraint=C.MinMaxNorm(0.0, 2.0))])
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype("float32")
+    m.save_weights(str(tmp_path / "w.weights.h5"))
+    for ext in ("keras", "h5"):
+        path = str(tmp_path / f"m.{ext}")
+        m.save(path)
+        back = dg.models.load_model(path)
+        assert back.layers[0].get_config()["kernel_constraint"] == {"class_name": "MaxNorm",
+                                                                    "config": {"max_value": 1.5, "axis": 0}}
+        assert isinstance(back.layers[1].kernel_constraint, C.NonNeg)
+        assert back.layers[1].get_config()["bias_constraint"]["config"]["max_value"] == 2.0
+        np.testing.assert_array_equal(back.predict(x).data_sync(), m.predict(x).data_sync())
+    keras = pytest.importorskip("keras")
+    km = keras.saving.load_model(str(tmp_path / "m.keras"))
+    assert km.layers[0].kernel_constraint.get_config() == {"max_value": 1.5, "axis": 0}
+    assert type(km.layers[1].kernel_constraint).__name__ == "NonNeg"
+    km.layers[1].bias_constraint = keras.constraints.MinMaxNorm(0.0, 3.0)
+    km.save(str(tmp_path / "k.keras"))
+    assert dg.models.load_model(str(tmp_path / "k.keras")).layers[1].bias_constraint.max_value == 3.0
+
+
+def test_a_custom_constraint_function_is_refused_for_keras_by_name(tmp_path):
+    @dg.register_serializable()
+    def clip_e20(w):
+        return w
+
+    m = dg.Sequential([dg.layers.Input((4,)), dg.layers.Dense(2, kernel_constraint=clip_e20)])
+    with pytest.raises(ValueError, match=r"layer 'dense\w*' \(Dense\): custom constraint 'clip_e20'"):
+        m.save(str(tmp_path / "m.keras"))

@@ -121,8 +121,7 @@ def _channels_first(cfg):
 
 
 def _constraint(cfg):
-    _layers(cfg)[-1]["config"]["kernel_constraint"] = {"class_name": "MaxNorm",
-                                                       "config": {"max_value": 2, "axis": 0}}
+    _layers(cfg)[-1]["config"]["kernel_constraint"] = {"class_name": "NoSuchConstraint", "config": {}}
 
 
 def _keras1_dense(cfg):

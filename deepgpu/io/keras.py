@@ -143,7 +143,7 @@ def _plain_object(value, getter, what, who):
 
 
 def _layer_from_keras(cls_name, cfg, custom):
-    from .. import initializers, regularizers
+    from .. import constraints, initializers, regularizers
     from ..registry import lookup_class as _lookup_class
 
     cls = _lookup_class(cls_name, custom)
@@ -161,8 +161,8 @@ def _layer_from_keras(cls_name, cfg, custom):
             value = _plain_object(value, initializers.get, "initializer", who)
         elif key.endswith("_regularizer"):
             value = _plain_object(value, regularizers.get, "regularizer", who)
-        elif key.endswith("_constraint") and value is not None:
-            raise ValueError(f"{who}: weight constraints ({key}) are not supported when loading Keras files")
+        elif key.endswith("_constraint"):
+            value = _plain_object(value, constraints.get, "constraint", who)
         elif key in ("activation", "recurrent_activation"):
             value = _activation(value, custom, who)
         elif key in ("cell", "cells", "layer", "backward_layer"):  # an RNN's cell, a wrapper's layer
@@ -544,7 +544,7 @@ def _keras_object(value, module, kind, who):
 
 
 def _keras_layer_config(layer):
-    from .. import initializers, layers, regularizers
+    from .. import constraints, initializers, layers, regularizers
 
     cls_name, who = type(layer).__name__, f"layer {layer.name!r} ({type(layer).__name__})"
     if getattr(layers, cls_name, None) is not type(layer) or cls_name == "Lambda":
@@ -561,8 +561,10 @@ def _keras_layer_config(layer):
             value = _keras_object(value, "keras.initializers", initializers, who)
         elif key.endswith("_regularizer"):
             value = _keras_object(value, "keras.regularizers", regularizers, who)
-        elif key.endswith("_constraint") and value is not None:
-            raise ValueError(f"{who}: weight constraints cannot be written for Keras")
+        elif key.endswith("_constraint"):
+            if isinstance(value, str):  # a registered function
+                raise ValueError(f"{who}: custom constraint {value!r} cannot be written for Keras")
+            value = _keras_object(value, "keras.constraints", constraints, who)
         elif key in ("activation", "recurrent_activation") and value not in _KERAS_ACTIVATIONS:
             raise ValueError(f"{who}: activation {value!r} has no Keras 3 equivalent")
         elif key in ("cell", "cells", "layer", "backward_layer"):
