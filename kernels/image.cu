@@ -67,11 +67,19 @@ __device__ __forceinline__ float dg_it_fill_coord(float c, int n, int mode)
     return dg_it_clip(m, hi);
 }
 
-// The taps of output pixel (oy, ox) of image n: up to 4 (pixel offset within the image,
+// The taps of output element e (n, oy, ox, c): up to 4 (offset of the input element it reads,
 // weight); a tap outside the image has offset -1. Returns the number of taps.
-__device__ __forceinline__ int dg_it_taps(const float* tr, int TS, long long n, int oy, int ox, int H, int W,
+template <typename I>
+__device__ __forceinline__ int dg_it_taps(I e, const float* tr, int TS, int H, int W, int C, int OH, int OW,
                                           int interp, int mode, long long* at, float* w)
 {
+    const int c = (int)(e % C);
+    I p = e / C;
+    const int ox = (int)(p % OW);
+    p /= OW;
+    const int oy = (int)(p % OH);
+    const I n = p / OH;
+    const I base = n * H * W * C + c;
     const float* r = tr + n * TS;
     const float fx = (float)ox, fy = (float)oy;
     const float k = dg_it_add(dg_it_add(dg_it_mul(r[6], fx), dg_it_mul(r[7], fy)), 1.0f);
@@ -84,7 +92,7 @@ __device__ __forceinline__ int dg_it_taps(const float* tr, int TS, long long n, 
         const float iy = sy >= 0.0f ? floorf(dg_it_add(sy, 0.5f)) : ceilf(dg_it_add(sy, -0.5f));
         const float ix = sx >= 0.0f ? floorf(dg_it_add(sx, 0.5f)) : ceilf(dg_it_add(sx, -0.5f));
         const bool ok = iy >= 0.0f && iy <= hy && ix >= 0.0f && ix <= hx;
-        at[0] = ok ? (long long)iy * W + (long long)ix : -1;
+        at[0] = ok ? (long long)(base + ((I)iy * W + (I)ix) * C) : -1;
         w[0] = 1.0f;
         return 1;
     }
@@ -94,7 +102,7 @@ __device__ __forceinline__ int dg_it_taps(const float* tr, int TS, long long n, 
     for (int i = 0; i < 4; ++i) {
         const float iy = i < 2 ? y0 : dg_it_add(y0, 1.0f), ix = i % 2 ? dg_it_add(x0, 1.0f) : x0;
         const bool ok = iy >= 0.0f && iy <= hy && ix >= 0.0f && ix <= hx;
-        at[i] = ok ? (long long)iy * W + (long long)ix : -1;
+        at[i] = ok ? (long long)(base + ((I)iy * W + (I)ix) * C) : -1;
         w[i] = dg_it_mul(i < 2 ? ry : dy, i % 2 ? dx : rx);
     }
     return 4;
@@ -107,19 +115,12 @@ __device__ __forceinline__ void dg_image_transform_t(const float* x, const float
 {
     const I total = (I)N * OH * OW * C;
     for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (I)gridDim.x * blockDim.x) {
-        const int c = (int)(e % C);
-        I p = e / C;
-        const int ox = (int)(p % OW);
-        p /= OW;
-        const int oy = (int)(p % OH);
-        const I n = p / OH;
         long long at[4];
         float w[4];
-        const int taps = dg_it_taps(tr, TS, n, oy, ox, H, W, interp, mode, at, w);
-        const float* img = x + n * H * W * C + c;
+        const int taps = dg_it_taps<I>(e, tr, TS, H, W, C, OH, OW, interp, mode, at, w);
         float acc = 0.0f;
         for (int i = 0; i < taps; ++i) {
-            const float v = at[i] >= 0 ? img[(I)at[i] * C] : fill;
+            const float v = at[i] >= 0 ? x[(I)at[i]] : fill;
             const float term = interp == 0 ? v : dg_it_mul(v, w[i]);
             acc = i == 0 ? term : dg_it_add(acc, term);
         }
@@ -144,20 +145,13 @@ __device__ __forceinline__ void dg_image_transform_grad_t(const float* dy, const
 {
     const I total = (I)N * OH * OW * C;
     for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (I)gridDim.x * blockDim.x) {
-        const int c = (int)(e % C);
-        I p = e / C;
-        const int ox = (int)(p % OW);
-        p /= OW;
-        const int oy = (int)(p % OH);
-        const I n = p / OH;
         long long at[4];
         float w[4];
-        const int taps = dg_it_taps(tr, TS, n, oy, ox, H, W, interp, mode, at, w);
-        float* img = dx + n * H * W * C + c;
+        const int taps = dg_it_taps<I>(e, tr, TS, H, W, C, OH, OW, interp, mode, at, w);
         const float g = dy[e];
         for (int i = 0; i < taps; ++i)
             if (at[i] >= 0)
-                atomicAdd(img + (I)at[i] * C, dg_it_mul(g, w[i]));
+                atomicAdd(dx + (I)at[i], dg_it_mul(g, w[i]));
     }
 }
 
