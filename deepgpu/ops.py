@@ -39,9 +39,12 @@ def _t(x, B, dtype=None) -> Tensor:
 
 def _make(op, data, inputs, B, saved=None, **attrs) -> Tensor:
     out = Tensor(data, B)
-    if is_grad_enabled() and builtins.any(i.requires_grad for i in inputs):
-        out.requires_grad = True
-        out._node = Node(op, inputs, saved, attrs, B)
+    if is_grad_enabled():
+        for i in inputs:  # a loop, not any(generator): every op of a step passes here
+            if i.requires_grad:
+                out.requires_grad = True
+                out._node = Node(op, inputs, saved, attrs, B)
+                break
     return out
 
 
@@ -63,6 +66,9 @@ def _is_float(dtype: str) -> bool:
 
 def _binary_operands(a, b, op):
     """Two Tensors on one backend, with int/float mixes promoted to the float dtype."""
+    if type(b) is float and isinstance(a, Tensor) and _is_float(a.dtype):
+        # tensor * 0.5, total / count, ...: what the general path below would make, with fewer steps
+        return a, Tensor(a._backend._scalar(b, a.dtype), a._backend), a._backend
     B = _backend_of(a, b)
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         a = _t(a, B)
