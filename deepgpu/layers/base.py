@@ -378,25 +378,29 @@ class Layer:
         if spec is None or isinstance(input_shape, list):
             return
         nd = len(input_shape)
-        # A built layer also names the shape it was built for: both shapes in one message.
-        built = self._build_input_shape
-        built = f" (built for {fmt_shape(built)})" if built is not None and not isinstance(built, list) else ""
         if spec.ndim is not None and nd != spec.ndim:
             raise ValueError(
                 f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible: "
-                f"expected ndim={spec.ndim}{built}, found ndim={nd}; full shape received: {fmt_shape(input_shape)}")
+                f"expected ndim={spec.ndim}{self._built_for()}, found ndim={nd}; "
+                f"full shape received: {fmt_shape(input_shape)}")
         if spec.min_ndim is not None and nd < spec.min_ndim:
             raise ValueError(
                 f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible: "
-                f"expected min_ndim={spec.min_ndim}{built}, found ndim={nd}; "
+                f"expected min_ndim={spec.min_ndim}{self._built_for()}, found ndim={nd}; "
                 f"full shape received: {fmt_shape(input_shape)}")
         for ax, size in spec.axes.items():
             got = input_shape[ax] if -nd <= ax < nd else None
             if got is not None and got != size:
                 raise ValueError(
                     f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible: "
-                    f"expected axis {ax} of the input to have size {size}{built}, "
+                    f"expected axis {ax} of the input to have size {size}{self._built_for()}, "
                     f"but received input with shape {fmt_shape(input_shape)}")
+
+    def _built_for(self) -> str:
+        """The suffix ' (built for (None, 28, 28, 1))' of a built layer's input errors, which then
+        name both shapes; formatted only when raising (every call checks its input)."""
+        built = self._build_input_shape
+        return f" (built for {fmt_shape(built)})" if built is not None and not isinstance(built, list) else ""
 
     # ------------------------------------------------------------- masking
     @property
