@@ -41,13 +41,20 @@ def _new_figure(path, figsize):
 
 
 def _save(fig, path, dpi=100):
-    if path is None:
+    if path is None or not _main_rank():
         return
     path = os.fspath(path)
     root, ext = os.path.splitext(path)
     tmp = f"{root}.tmp{os.getpid()}{ext or '.png'}"
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     os.replace(tmp, path)
+
+
+def _main_rank():
+    """False on the ranks other than 0 of a ``deepgpu.distributed`` job: rank 0 alone writes the image
+    (as it alone saves models and checkpoints)."""
+    from . import distributed
+    return distributed._COMM is None or distributed._COMM.rank == 0
 
 
 # ------------------------------------------------------------------ history
@@ -69,7 +76,8 @@ def plot_history(history, path=None, metrics=None):
     metrics: names to plot (default: every key without the ``val_`` prefix,
     loss first); each subplot shows the training curve and, when present,
     its ``val_`` curve. path: where to save the image (PNG, SVG, PDF by its
-    extension); None to only return the figure. Returns the matplotlib Figure.
+    extension; in a ``deepgpu.distributed`` job rank 0 alone writes it); None
+    to only return the figure. Returns the matplotlib Figure.
     """
     h = _history_dict(history)
     if metrics is None:

@@ -1,5 +1,6 @@
 """Run under ``mpiexec -n N python3 -m mpi4py tests/distributed/worker.py MODE OUTDIR`` by
 tests/test_distributed.py. Every check raises (AssertionError), which aborts the job."""
+import importlib.util
 import os
 import sys
 
@@ -10,6 +11,7 @@ from deepgpu import layers as L
 from deepgpu import zoo
 
 MODE, OUT = sys.argv[1], sys.argv[2]
+HAVE_TB = importlib.util.find_spec("tensorboard") is not None  # callbacks.TensorBoard's writer (optional)
 if MODE == "nccl":
     dg.set_backend("cuda")
 comm = dg.distributed.init("nccl" if MODE == "nccl" else "auto")
@@ -215,15 +217,22 @@ def check_rank0_files():
     os.makedirs(out, exist_ok=True)
     cbs = [dg.callbacks.ModelCheckpoint(os.path.join(out, f"ckpt_rank{R}.dgm")),
            dg.callbacks.CSVLogger(os.path.join(out, f"log_rank{R}.csv")),
-           dg.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)]
+           dg.callbacks.ReduceLROnPlateau(monitor="loss", patience=0, min_delta=10.0, factor=0.5),
+           dg.callbacks.EarlyStopping(monitor="loss", patience=1, min_delta=10.0)]
+    if HAVE_TB:
+        cbs.append(dg.callbacks.TensorBoard(os.path.join(out, f"tb_rank{R}")))
     hist = model.fit(x, y, batch_size=8, epochs=5, callbacks=cbs, verbose=2)
     model.save(os.path.join(out, f"model_rank{R}.dgm"))
-    n_epochs = comm.allgather_obj(len(hist.history["loss"]))
-    assert len(set(n_epochs)) == 1 and n_epochs[0] < 5, f"ranks stopped at different epochs: {n_epochs}"
+    model.save_weights(os.path.join(out, f"w_rank{R}.weights.h5"))
+    dg.plotting.plot_history(hist, os.path.join(out, f"history_rank{R}.png"))
+    seen = comm.allgather_obj((len(hist.history["loss"]), float(model.optimizer.learning_rate)))
+    assert len(set(seen)) == 1 and seen[0][0] < 5, f"ranks stopped / set the learning rate differently: {seen}"
+    assert seen[0][0] == 2 and abs(seen[0][1] - 0.0005) < 1e-9, seen  # halved at epoch 2, then stopped
     comm.barrier()
     if R == 0:
         names = sorted(os.listdir(out))
-        assert names == ["ckpt_rank0.dgm", "log_rank0.csv", "model_rank0.dgm"], names
+        want = ["ckpt_rank0.dgm", "history_rank0.png", "log_rank0.csv", "model_rank0.dgm"]
+        assert names == want + ["tb_rank0"] * HAVE_TB + ["w_rank0.weights.h5"], names
 
 
 class Interrupt(dg.callbacks.Callback):
@@ -410,8 +419,9 @@ elif MODE == "raise":
 elif MODE == "mismatch":
     model = mlp(units=16 if R == 0 else 17)
     model.compile("sgd", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
-    files = [dg.callbacks.CSVLogger(os.path.join(OUT, "log.csv")), dg.callbacks.TensorBoard(os.path.join(OUT, "tb")),
+    files = [dg.callbacks.CSVLogger(os.path.join(OUT, "log.csv")),
              dg.callbacks.ModelCheckpoint(os.path.join(OUT, "ckpt.dgm"))]  # none may write: the job fails first
+    files += [dg.callbacks.TensorBoard(os.path.join(OUT, "tb"))] * HAVE_TB
     model.fit(np.zeros((8, 6), "float32"), np.zeros(8, "int32"), batch_size=4 * P, verbose=0, callbacks=files)
 else:
     raise SystemExit(f"unknown mode {MODE}")
