@@ -480,7 +480,7 @@ class StackedRNNCells(Layer):
             n = len(_sizes(c.state_size))
             own = states[k:k + n]
             k += n
-            x, ns = _cell_call(c, x, own if isinstance(c.state_size, (list, tuple)) else own[0], training)
+            x, ns = _cell_call(c, x, own, training)
             new.extend(ns if isinstance(ns, (list, tuple)) else [ns])
         return x, new
 
@@ -765,13 +765,14 @@ class RNN(WeightedLayer):
             m = mask.data.reshape((x.shape[0], x.shape[1]) + (1,) * (rank - 1))
             ms = [Tensor(m[:, t], mask._backend) for t in range(x.shape[1])]
         order = range(len(xs) - 1, -1, -1) if self.go_backwards else range(len(xs))
-        single = not isinstance(cell.state_size, (list, tuple))
         outs, prev = [], None
         for t in order:
             if fast:
                 out, new = cell._recur(xs[t], states, training)
             else:
-                out, new = _cell_call(cell, xs[t], states[0] if single else states, training)
+                # A list even for one state, as Keras and TF.js give it: cells written
+                # after Keras's example read states[0].
+                out, new = _cell_call(cell, xs[t], list(states), training)
                 new = list(new) if isinstance(new, (list, tuple)) else [new]
             if ms is not None:
                 m = ms[t]

@@ -174,7 +174,7 @@ class MinimalRNNCell(L.Layer):
         self.recurrent_kernel = self.add_weight("recurrent_kernel", (self.units, self.units))
 
     def call(self, inputs, states):
-        prev = states[0] if isinstance(states, list) else states
+        prev = states[0]  # as Keras's example reads it: the RNN gives a list even for one state
         out = ops.matmul(inputs, self.kernel) + ops.matmul(prev, self.recurrent_kernel)
         return out, [out]
 
