@@ -424,6 +424,26 @@ def test_nccl_refuses_two_ranks_on_one_gpu(monkeypatch):
         comm_mod.NCCLCommunicator()
 
 
+def test_mpi_on_the_cuda_backend_takes_the_gpu_of_its_local_rank(monkeypatch):
+    """init("auto") on the cuda backend without NCCL: MPI, and rank k of a node uses GPU k (modulo the GPUs,
+    which ranks may share over MPI), not all GPU 0."""
+    import deepgpu.distributed as D
+    _, used = _fake_cupy(monkeypatch, n_gpus=2, local_size=3)
+
+    class Mpi(FakeComm):
+        name = "mpi"
+
+        def __init__(self):
+            super().__init__(5, 6)
+            self.local_rank, self.local_size = 2, 3
+    monkeypatch.setattr(D, "MPICommunicator", Mpi)
+    monkeypatch.setattr(D, "nccl_available", lambda: False)
+    monkeypatch.setattr(D.backends, "current", lambda: types.SimpleNamespace(name="cuda"))
+    monkeypatch.setattr(D, "_COMM", None)
+    assert D.init().name == "mpi" and used == [0]  # local rank 2 of 2 GPUs
+    assert comm_mod.use_local_gpu(3) == 1 and used == [0, 1]
+
+
 def test_one_rank_data_parallel_trains_as_plain_fit_and_refuses_data_sources():
     """A world of one (no MPI needed): the hooks run and change nothing."""
     rng = np.random.default_rng(0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from .. import backends
 from ..tensor import Tensor
 from .comm import (INSTALL_HINT, Communicator, MPICommunicator, NCCLCommunicator,  # noqa: F401
-                   SingleCommunicator, launched_size, nccl_available)
+                   SingleCommunicator, launched_size, nccl_available, use_local_gpu)
 from .data_parallel import DataParallel  # noqa: F401
 
 _COMM = None
@@ -44,7 +44,9 @@ def init(backend: str = "auto") -> Communicator:
 
     backend: "auto" (NCCL when deepgpu's current backend is "cuda" and NCCL
     and a GPU are there, else MPI; one process outside a launcher without
-    mpi4py is a world of one), "mpi", "nccl", or "single". Raises
+    mpi4py is a world of one), "mpi", "nccl", or "single". On the cuda
+    backend each rank takes GPU ``local_rank`` (with MPI, modulo the GPUs
+    of its node). Raises
     ImportError with the install command when mpi4py is missing and the
     launcher asked for more than one rank (or "mpi" / "nccl" was asked for);
     RuntimeError when "nccl" cannot be honoured (no CuPy / GPU, more ranks
@@ -75,6 +77,8 @@ def init(backend: str = "auto") -> Communicator:
         _COMM = NCCLCommunicator()
     else:
         _COMM = MPICommunicator()
+    if _COMM.name == "mpi" and backends.current().name == "cuda":  # NCCL picks its GPU itself
+        use_local_gpu(_COMM.local_rank)
     return _COMM
 
 

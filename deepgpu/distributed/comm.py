@@ -291,6 +291,15 @@ def nccl_available() -> bool:
         return False
 
 
+def use_local_gpu(local_rank):
+    """Make GPU ``local_rank`` (modulo the node's GPU count: ranks share GPUs over MPI) this process's
+    current device; returns its index."""
+    import cupy
+    i = local_rank % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(i).use()
+    return i
+
+
 class NCCLCommunicator(Communicator):
     """Device collectives with NCCL (``cupy.cuda.nccl``) between one GPU per rank.
 
@@ -322,7 +331,7 @@ class NCCLCommunicator(Communicator):
             raise RuntimeError(f"NCCL needs one GPU per rank: this node runs {self.local_size} ranks on "
                                f"{ngpu} GPU(s); launch at most {ngpu} rank(s) per node, or use backend='mpi'")
         self._cupy, self._nccl = cupy, nccl
-        cupy.cuda.Device(self.local_rank).use()
+        use_local_gpu(self.local_rank)
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = self.mpi.bcast_obj(uid, 0)
         self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
