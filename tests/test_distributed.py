@@ -1,6 +1,7 @@
 """deepgpu.distributed: communicators, DataParallel's sharding and checks in one process, and
 real MPI jobs (``mpiexec -n N python3 -m mpi4py tests/distributed/worker.py MODE``) checked
 from here; those skip when mpiexec or mpi4py is missing."""
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -167,6 +168,23 @@ def test_a_rank_that_raises_ends_the_job(tmp_path, via_mpi4py):
     r, took = _mpiexec(2, "raise", tmp_path, timeout=90, argv=argv)
     assert r.returncode != 0 and "rank failed on purpose" in r.stderr
     assert took < 60  # a hang would run to the timeout
+
+
+def test_cli_distributed_trains_and_rank_0_speaks_and_saves(tmp_path):
+    """``mpiexec -n 2 python -m mpi4py -m deepgpu.cli train --distributed``: one epoch of the dense net on
+    digits; rank 0 alone prints, and the model and the plot are saved (rank 0 writes them)."""
+    pytest.importorskip("sklearn")
+    out = tmp_path / "out"
+    r, _ = _mpiexec(2, None, tmp_path, timeout=240, argv=[
+        "-m", "mpi4py", "-m", "deepgpu.cli", "train", "--distributed", "--model", "dnn", "--epochs", "1",
+        "--batch-size", "256", "--verbose", "2", "--out", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("Epoch 1/1") == 1 and r.stdout.count("Saved the model to") == 1, r.stdout
+    assert "5/5 - " in r.stdout  # 1212 images after the 0.1 split: 4 global batches of 256 and 188 more
+    back = dg.models.load_model(str(out / "digits-dnn.dgm"))
+    assert back.count_params() == 301_066
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "digits-dnn-history.png").exists()
 
 
 def test_cli_distributed_refuses_a_batch_the_ranks_do_not_divide(tmp_path):
