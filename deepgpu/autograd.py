@@ -136,7 +136,7 @@ def backward(out: Tensor, sources, dy=None) -> list:
         for inp, ig in zip(node.inputs, in_grads):
             if ig is None or not inp.requires_grad:
                 continue
-            if tuple(ig.shape) != inp.shape:
+            if ig.shape != inp.data.shape:  # both arrays' shape tuples: no Tensor.shape copy per edge
                 ig = B.sum_to_shape(ig, inp.shape)
             prev = grads.get(id(inp))
             grads[id(inp)] = ig if prev is None else prev + ig
