@@ -1056,20 +1056,27 @@ def _conv2d_grad(node, dy):
 _FUSED_ACTIVATIONS = (None, "linear", "relu", "relu6", "sigmoid", "tanh")
 
 
-def _check_fused_activation(op, activation):
+def _fused_conv_args(op, x, kernel, bias, activation, strides, padding, dilation_rate, depthwise=False):
+    """(B, inputs, s, p, d) of a convolution op with bias and activation: the input 4-D, the
+    activation known, the geometry valid, bias (cast to the input's dtype) [output channels]."""
+    B = _backend_of(x, kernel, bias)
+    x, kernel = _promote(_t(x, B), _t(kernel, B))
+    if x.ndim != 4:
+        raise ValueError(f"{op} expects a 4-D NHWC input, got shape {x.shape}")
     if activation not in _FUSED_ACTIVATIONS:
         raise ValueError(f"{op}: activation {activation!r} is not one of None, 'linear', 'relu', 'relu6', "
                          f"'sigmoid', 'tanh'")
-
-
-def _conv_bias(op, bias, B, dtype, channels):
-    """The bias Tensor of a fused convolution (cast to the input's dtype), checked to be [channels]."""
-    bias = _t(bias, B, dtype)
-    if bias.dtype != dtype:
-        bias = cast(bias, dtype)
+    s, p, d = _conv_args(strides, padding, dilation_rate)
+    (B.depthwise_geometry if depthwise else B.conv_geometry)(x.shape, kernel.shape, s, p, d)
+    if bias is None:
+        return B, (x, kernel), s, p, d
+    channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3]
+    bias = _t(bias, B, x.dtype)
+    if bias.dtype != x.dtype:
+        bias = cast(bias, x.dtype)
     if bias.shape != (channels,):
         raise ValueError(f"{op}: bias of shape {bias.shape} for {channels} output channels")
-    return bias
+    return B, (x, kernel, bias), s, p, d
 
 
 def conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, padding="valid",
@@ -1080,17 +1087,9 @@ def conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, padding="v
     None, "linear", "relu", "relu6", "sigmoid" or "tanh". The backend may apply
     the bias and activation while each part of the output is still in cache.
     """
-    B = _backend_of(x, kernel, bias)
-    x, kernel = _promote(_t(x, B), _t(kernel, B))
-    if x.ndim != 4:
-        raise ValueError(f"conv2d_bias_act expects a 4-D NHWC input, got shape {x.shape}")
-    _check_fused_activation("conv2d_bias_act", activation)
-    s, p, d = _conv_args(strides, padding, dilation_rate)
-    B.conv_geometry(x.shape, kernel.shape, s, p, d)
-    inputs = (x, kernel)
-    if bias is not None:
-        bias = _conv_bias("conv2d_bias_act", bias, B, x.dtype, kernel.shape[3])
-        inputs = (x, kernel, bias)
+    B, inputs, s, p, d = _fused_conv_args("conv2d_bias_act", x, kernel, bias, activation, strides, padding,
+                                          dilation_rate)
+    x, kernel, bias = inputs[0], inputs[1], (inputs[2] if len(inputs) == 3 else None)
     # Work the backend may keep for the filter gradient (the CPU's im2col columns): only when one follows.
     keep = {} if is_grad_enabled() and kernel.requires_grad else None
     y = B.conv2d_bias_act(x.data, kernel.data, None if bias is None else bias.data, activation, s, p, d, keep)
@@ -1144,17 +1143,9 @@ def depthwise_conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, 
     x: [N, H, W, C], kernel: [kh, kw, C, M], bias: [C*M] or None; activation as in
     ``conv2d_bias_act``. The CPU applies the bias and activation as it stores each output.
     """
-    B = _backend_of(x, kernel, bias)
-    x, kernel = _promote(_t(x, B), _t(kernel, B))
-    if x.ndim != 4:
-        raise ValueError(f"depthwise_conv2d_bias_act expects a 4-D NHWC input, got shape {x.shape}")
-    _check_fused_activation("depthwise_conv2d_bias_act", activation)
-    s, p, d = _conv_args(strides, padding, dilation_rate)
-    B.depthwise_geometry(x.shape, kernel.shape, s, p, d)
-    inputs = (x, kernel)
-    if bias is not None:
-        bias = _conv_bias("depthwise_conv2d_bias_act", bias, B, x.dtype, kernel.shape[2] * kernel.shape[3])
-        inputs = (x, kernel, bias)
+    B, inputs, s, p, d = _fused_conv_args("depthwise_conv2d_bias_act", x, kernel, bias, activation, strides,
+                                          padding, dilation_rate, depthwise=True)
+    x, kernel, bias = inputs[0], inputs[1], (inputs[2] if len(inputs) == 3 else None)
     y = B.depthwise_conv2d_bias_act(x.data, kernel.data, None if bias is None else bias.data, activation, s, p, d)
     return _make("depthwise_conv2d_bias_act", y, inputs, B, saved=y if activation not in (None, "linear") else None,
                  act=activation, s=s, p=p, d=d)
