@@ -12,7 +12,9 @@ PyTorch DDP (gloo, which always overlaps) with the same bucket size, alternated.
 
 Modelled: ``python3 bench/distributed_scaling.py --model`` prints the predicted weak-scaling
 efficiency (see ``ring_allreduce_s``) for the seed convnet and ResNet50 on 8 GPUs (NVLink) and
-across nodes; the inputs are printed with it and written in bench/RESULTS.md.
+across nodes; the inputs are printed with it and written in bench/RESULTS.md. On a GPU,
+``--measure-step --backend cuda --batches 64 128 --steps 10`` times ResNet50's step first and
+models with that (bench/gpu_check.sh part "resnet50").
 """
 import argparse
 import json
@@ -42,10 +44,14 @@ def weak_scaling(step_s, nbytes, p, bw, lat, bucket_bytes=25 * 2 ** 20, backward
     return step_s / (step_s + comm), step_s / (step_s + exposed)
 
 
-def model_table():
+def model_table(measured=None):
+    """The cost model's rows; ``measured``: (name, parameters, step seconds, source) rows to use instead
+    of the assumed ResNet50 step times (``--measure-step`` passes its own)."""
     nets = [  # name, parameters, single-GPU step seconds, where the step time comes from
         ("seed convnet, batch 128", 594_922, 1.19e-3, "measured: deepgpu graph step, H100 (bench/RESULTS.md GPU)"),
         ("seed convnet, batch 512", 594_922, 2.55e-3, "measured: deepgpu graph step, H100 (bench/RESULTS.md GPU)"),
+    ]
+    nets += measured or [
         ("ResNet50, 100 ms/step", 25_557_032, 100e-3, "assumed (not measured here): e.g. batch 256 fp32/TF32"),
         ("ResNet50, 30 ms/step", 25_557_032, 30e-3, "assumed (not measured here): a faster, mixed-precision step"),
     ]
@@ -60,6 +66,41 @@ def model_table():
             rows.append({"net": name, "params": params, "step_ms": step * 1e3, "step_source": src, "link": lname,
                          "allreduce_ms": comm * 1e3, "eff_no_overlap": no, "eff_overlap": ov})
     return rows
+
+
+def measure_resnet50_step(backend, batch, steps, image, repeats=3):
+    """(trainable parameters, median seconds a step) of deepgpu's ResNet50 training step (SGD, random
+    ``image`` x ``image`` x 3 data, 1000 classes, compile's cuda_graph "auto": recorded on the GPU)
+    on ``backend``: a warm-up fit of 3 steps, then ``repeats`` fits of ``steps`` steps, each ended by
+    reading its loss (which waits for the device)."""
+    import numpy as np
+    import deepgpu as dg
+    dg.set_backend(backend)
+    dg.set_seed(0)
+    from deepgpu.applications import ResNet50
+    model = ResNet50(weights=None, input_shape=(image, image, 3), classes=1000)
+    model.compile("sgd", "sparse_categorical_crossentropy", cuda_graph="auto")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * steps, image, image, 3)).astype("float32")
+    y = rng.integers(0, 1000, size=batch * steps).astype("int32")
+    model.fit(x[:3 * batch], y[:3 * batch], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)  # the loss is read at its end
+        times.append((time.perf_counter() - t0) / steps)
+    grads = sum(int(np.prod(w.shape)) for w in model.trainable_weights)  # what is all-reduced
+    return grads, sorted(times)[len(times) // 2]
+
+
+def print_model(measured=None):
+    print("| network | params | step ms | link | all-reduce ms | efficiency, no overlap | with overlap |")
+    print("|---|---|---|---|---|---|---|")
+    rows = model_table(measured)
+    for r in rows:
+        print(f"| {r['net']} | {r['params']:,} | {r['step_ms']:.2f} | {r['link']} | {r['allreduce_ms']:.2f} | "
+              f"{r['eff_no_overlap']:.2f} | {r['eff_overlap']:.2f} |")
+    print("\nstep times: " + "; ".join(sorted({f"{r['net']}: {r['step_source']}" for r in rows})))
 
 
 def convnet_torch():
@@ -239,6 +280,12 @@ def main():
     ap.add_argument("--compare-overlap", action="store_true",
                     help="2 ranks: DataParallel with and without overlap (25 MB and 0.5 MB buckets)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--measure-step", action="store_true",
+                    help="time deepgpu's ResNet50 step (one process; --backend cuda on the GPU, with --batches, "
+                         "--steps, --image) and print the cost model with it in place of the assumed times")
+    ap.add_argument("--backend", default="cuda", help="for --measure-step (default: cuda)")
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--image", type=int, default=224)
     ap.add_argument("--overlap", choices=["on", "off", "ddp"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--bucket-mb", type=float, default=25.0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", dest="lib", choices=["deepgpu", "torch"], help=argparse.SUPPRESS)
@@ -248,12 +295,17 @@ def main():
     ap.add_argument("--port", type=int, default=29500, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.model:
-        print("| network | params | step ms | link | all-reduce ms | efficiency, no overlap | with overlap |")
-        print("|---|---|---|---|---|---|---|")
-        for r in model_table():
-            print(f"| {r['net']} | {r['params']:,} | {r['step_ms']:.2f} | {r['link']} | {r['allreduce_ms']:.2f} | "
-                  f"{r['eff_no_overlap']:.2f} | {r['eff_overlap']:.2f} |")
-        print("\nstep times: " + "; ".join(sorted({f"{r['net']}: {r['step_source']}" for r in model_table()})))
+        print_model()
+        return
+    if args.measure_step:
+        measured = []
+        for batch in args.batches:
+            params, step = measure_resnet50_step(args.backend, batch, args.steps, args.image)
+            print(f"ResNet50 ({params:,} trainable params), {args.backend}, batch {batch} of {args.image}x{args.image}x3: "
+                  f"{step * 1e3:.1f} ms a step (median of 3 fits of {args.steps} steps)", flush=True)
+            measured.append((f"ResNet50, batch {batch}", params, step,
+                             f"measured: deepgpu {args.backend} step, batch {batch}, {args.image}px"))
+        print_model(measured)
         return
     if args.compare_overlap and not args.lib:
         compare_overlap(args)

@@ -13,6 +13,9 @@
 #    reduction (side stream + events) recorded into a CUDA graph and replayed, and DataParallel +
 #    SyncBN with cuda_graph=True recorded. Needs mpi4py and mpich (pip install 'deepgpu[distributed]';
 #    the GPU machine has no network: carry the wheels if they are not installed there).
+# 7b. (part "resnet50", issue 21) ResNet50's single-GPU training step (batch 64 and 128, 224x224, recorded)
+#      timed, and the ring all-reduce model's 8-GPU / multi-node efficiency printed with it in place of the
+#      assumed step times: python3 bench/distributed_scaling.py --measure-step --backend cuda --batches 64 128
 # 8. (part "mixed", issue 20) bench/mixed_precision.py --backend cuda: a small convnet's step in float32
 #    and under mixed_float16 (LossScaleOptimizer), beside PyTorch float32 and autocast float16 + GradScaler.
 # 9. (part "input", issue 19) the data-staging cuda tests (tests/test_data_device.py: pinned buffers,
@@ -103,6 +106,13 @@ echo "== host cost of the eager step (CPU only, no-op launches; bench/host_overh
 timeout ${HOST_S:-150} env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/host_overhead.py \
     --steps 200 --rounds 5 --profile 15 >"$out/host_overhead.log" 2>&1
 grep -E "^deepgpu|^PyTorch|^==|CuPy routine" "$out/host_overhead.log" | cut -c1-150
+fi
+
+if want resnet50; then
+echo "== ResNet50 step on the GPU and the data-parallel cost model with it (issue 21)"
+timeout ${RESNET_S:-300} python3 bench/distributed_scaling.py --measure-step --backend cuda --batches 64 128 \
+    --steps 10 >"$out/resnet50_step.log" 2>&1
+echo "exit $?"; grep -E "^ResNet50|ResNet50, batch|Error" "$out/resnet50_step.log" | head -8
 fi
 
 if want nccl; then
