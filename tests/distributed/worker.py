@@ -350,6 +350,10 @@ def check_nccl():
     a = B.asarray(np.arange(10, dtype="float32") + R)
     comm.all_reduce_buckets(a, 3, "mean")
     assert np.allclose(B.to_numpy(a), np.arange(10) + (P - 1) / 2)
+    for dt in ("float16", "bfloat16"):  # DataParallel(reduce_dtype=...) sends these through NCCL
+        h = B.cast(B.asarray(np.arange(4, dtype="float32") + R), dt)
+        comm.all_reduce(h, "sum")
+        assert np.array_equal(B.to_numpy(B.cast(h, "float32")), P * np.arange(4) + P * (P - 1) / 2), (dt, h)
     t = dg.distributed.broadcast(dg.tensor(np.full(4, R, "float32"), backend="cuda"), root=0)
     assert np.array_equal(t.data_sync(), np.zeros(4, "float32"))
     rng = np.random.default_rng(0)
