@@ -235,6 +235,19 @@ def check_rank0_files():
         assert names == want + ["tb_rank0"] * HAVE_TB + ["w_rank0.weights.h5"], names
 
 
+def near_one_mlp(weights, seed, opt, x, y, epochs, tol, what):
+    """On rank 0: ``weights`` within ``tol`` of one process training ``mlp()`` from ``seed`` on (x, y)
+    in batches of 8."""
+    if R != 0:
+        return
+    dg.set_seed(seed)
+    ref = mlp()
+    ref.compile(opt, "sparse_categorical_crossentropy")
+    ref.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0)
+    for a, b in zip(weights, [w.data_sync() for w in ref.weights]):
+        assert np.allclose(a, b, rtol=tol, atol=tol), f"{what}: max diff {np.abs(a - b).max()}"
+
+
 class Interrupt(dg.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 1:
@@ -274,13 +287,7 @@ def check_backup_and_restore():
     assert all(np.array_equal(a, b) for r in range(P) for a, b in zip(every[0], every[r])), "ranks differ"
     comm.barrier()
     assert not os.path.exists(folder), "the backup outlived a fit that ended"
-    if R == 0:
-        dg.set_seed(20)
-        ref = mlp()
-        ref.compile("adam", "sparse_categorical_crossentropy")
-        ref.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)
-        for a, b in zip(every[0], [w.data_sync() for w in ref.weights]):
-            assert np.allclose(a, b, rtol=1e-5, atol=1e-5), f"resumed: max diff {np.abs(a - b).max()}"
+    near_one_mlp(every[0], 20, "adam", x, y, 4, 1e-5, "resumed")
 
 
 def check_16_bit_reduction(dtype):
@@ -301,13 +308,7 @@ def check_16_bit_reduction(dtype):
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     every = gather_weights(model)
     assert all(np.array_equal(a, b) for r in range(P) for a, b in zip(every[0], every[r]))
-    if R == 0:
-        dg.set_seed(9)
-        ref = mlp()
-        ref.compile("sgd", "sparse_categorical_crossentropy")
-        ref.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        for a, b in zip(every[0], [w.data_sync() for w in ref.weights]):
-            assert np.allclose(a, b, atol=1e-3), f"{dtype} reduction drifted: {np.abs(a - b).max()}"
+    near_one_mlp(every[0], 9, "sgd", x, y, 1, 1e-3, f"{dtype} reduction")
 
 
 def resume_data():
