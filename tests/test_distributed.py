@@ -170,6 +170,14 @@ def test_a_rank_that_raises_ends_the_job(tmp_path, via_mpi4py):
     assert took < 60  # a hang would run to the timeout
 
 
+def test_a_rank_killed_by_a_signal_ends_the_job(tmp_path):
+    """A rank killed outright (SIGKILL, as by the OOM killer): mpiexec ends the others, non-zero."""
+    if sys.platform == "win32":
+        pytest.skip("no SIGKILL")
+    r, took = _mpiexec(2, "killed", tmp_path, timeout=90, argv=[WORKER, "killed", str(tmp_path)])
+    assert r.returncode != 0 and took < 60, r.stderr[-2000:]
+
+
 def test_cli_distributed_trains_and_rank_0_speaks_and_saves(tmp_path):
     """``mpiexec -n 2 python -m mpi4py -m deepgpu.cli train --distributed``: one epoch of the dense net on
     digits; rank 0 alone prints, and the model and the plot are saved (rank 0 writes them)."""

@@ -421,6 +421,11 @@ elif MODE == "raise":
     if R == P - 1:
         raise RuntimeError("rank failed on purpose")
     comm.barrier()  # the others wait here until the job is aborted
+elif MODE == "killed":  # as the kernel's OOM killer would: no Python exception, no excepthook
+    comm.barrier()
+    if R == P - 1:
+        os.kill(os.getpid(), 9)
+    comm.barrier()
 elif MODE == "mismatch":
     model = mlp(units=16 if R == 0 else 17)
     model.compile("sgd", "sparse_categorical_crossentropy", distribute=dg.distributed.DataParallel())
