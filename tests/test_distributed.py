@@ -204,7 +204,7 @@ def test_cli_distributed_refuses_a_batch_the_ranks_do_not_divide(tmp_path):
     assert r.returncode == 2, r.stderr[-3000:]
     assert "deepgpu: error: --batch-size 63 is the global batch and must be divisible by the number of " \
            "ranks (2)" in r.stderr and "Traceback" not in r.stderr
-    assert not out.exists() and took < 60
+    assert not (out.exists() and any(out.iterdir())) and took < 60  # (--out's check may make the folder)
 
 
 def test_ranks_disagreeing_on_the_model_are_named(tmp_path):
