@@ -417,6 +417,35 @@ def test_bidirectional_takes_symbolic_initial_states():
     assert got.shape == (2, 4, 6)
 
 
+@pytest.mark.parametrize("cls,step", [(L.LSTM, "lstm_step"), (L.GRU, "gru_step")], ids=["LSTM", "GRU"])
+def test_one_gemm_projects_every_step_and_each_step_is_a_gemm_and_one_fused_cell(monkeypatch, cls, step):
+    """Issue 16's speed promise, counted at the backend: forward, one dense over [batch * time, in]
+    and per step one [batch, units] GEMM and one fused cell; backward, one fused cell gradient and
+    the recurrent GEMMs per step, and two GEMMs for the projection's input and kernel gradients."""
+    from deepgpu import backends
+    B = backends.current()
+    calls = []
+    for name in ("dense", "matmul", step, step + "_grad"):
+        def spy(*a, _f=getattr(B, name), _n=name, **k):
+            calls.append((_n, a[0].shape[0] if a[0] is not None else None))
+            return _f(*a, **k)
+        monkeypatch.setattr(B, name, spy)
+    n, t = 3, 5
+    x = dg.Variable(np.random.default_rng(5).standard_normal((n, t, 2)).astype("float32"))
+    layer = cls(4)
+    layer(x)
+    calls.clear()
+    y = layer(x)
+    assert sorted(calls) == sorted([("dense", n * t)] + [("matmul", n), (step, n)] * t)
+    calls.clear()
+    backward(ops.sum(y * y), layer.trainable_weights + [x])
+    grads = [c for c in calls if c[0] == step + "_grad"]
+    big = [c for c in calls if c[0] == "matmul" and c[1] == n * t]
+    # Per step the recurrent kernel's gradient and the previous state's, except at the first
+    # step, whose zero initial state asks for no gradient.
+    assert len(grads) == t and len(big) == 2 and len(calls) == t + (2 * t - 1) + 2
+
+
 def test_a_recurrent_training_step_reads_nothing_back():
     """What a CUDA graph recording needs (tests/test_graph_step.py's guard, on the CPU): Embedding with
     masks, LSTM with dropout and Bidirectional GRU train without a host read."""
