@@ -132,11 +132,18 @@ def _load(dataset, data_dir):
 
 def _check_out(out):
     """Fail before training, not after, when the output folder cannot be written."""
+    import tempfile
     probe = os.path.abspath(out)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
         raise UserError(f"--out {out!r}: {probe!r} is not a writable folder")
+    try:  # os.access trusts permission bits (always true for root), not a read-only or virtual file system
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise UserError(f"--out {out!r}: cannot write there ({e.strerror or e})") from None
 
 
 def _batch_size(args):

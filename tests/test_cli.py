@@ -111,6 +111,7 @@ def test_train_fashion_mnist_from_a_data_dir(tmp_path, capsys, model):
     (["train", "--backend", "cuda"], "cuda"),
     (["train", "--optimizer", "nosuchopt", "--epochs", "1"], "nosuchopt"),
     (["train", "--out", "/proc/version/x"], "--out"),
+    (["train", "--out", "/proc/deepgpu-out"], "--out"),  # permission bits say writable to root
     (["train", "--data-dir", "/some/dir"], "--data-dir"),
     (["train", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent/d", "--optimizer", "adamm"], "adamm"),
 ])
