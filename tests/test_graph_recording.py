@@ -199,6 +199,36 @@ def test_auto_records_the_step_by_default(recording):
     assert np.isfinite(h.history["loss"]).all() and models[-1].optimizer.iterations == 9
 
 
+def _sequence_net(kind):
+    """Issue 16's and 18's networks, small: padding masks from Embedding(mask_zero), dropout inside."""
+    dg.set_seed(4)
+    inp = layers.Input((7,), dtype="int32")
+    x = layers.Embedding(20, 8, mask_zero=True)(inp)
+    if kind == "bilstm":
+        x = layers.Bidirectional(layers.LSTM(4, dropout=0.2, recurrent_dropout=0.2))(x)
+    else:
+        a = layers.MultiHeadAttention(2, 4, dropout=0.1)(x, x)
+        x = layers.GlobalAveragePooling1D()(layers.LayerNormalization()(layers.Add()([x, a])))
+    return dg.Model(inp, layers.Dense(3, activation="softmax")(x))
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "transformer"])
+def test_the_time_loop_and_the_attention_record_with_masks_and_dropout(recording, kind):
+    B, models = recording
+    rng = np.random.default_rng(6)
+    x = rng.integers(1, 20, (16, 7)).astype(np.int32)
+    x[::2, 4:] = 0  # every other sequence padded
+    y = rng.integers(0, 3, 16).astype(np.int32)
+    models.append(_sequence_net(kind))
+    models[-1].compile(optimizer="adam", loss="sparse_categorical_crossentropy", cuda_graph=True)
+    h = models[-1].fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    gt = models[-1]._graph_trainer
+    # The batch of 8 runs eagerly once, is recorded at the second and replays from then on (1 + 2).
+    assert len(gt.steps) == 1 and not gt.failed
+    assert sum(s.graph.replays for s in gt.steps.values()) == 3
+    assert np.isfinite(h.history["loss"]).all()
+
+
 def _host_reading_loss(y_true, y_pred):
     scale = float(dg.mean(y_pred).item())  # read on the host: cannot be recorded
     return dg.losses.sparse_categorical_crossentropy(y_true, y_pred) * (1.0 + 0.0 * scale)
