@@ -9,6 +9,7 @@
 #define DG_ACT_RELU 1
 #define DG_ACT_SIGMOID 2
 #define DG_ACT_TANH 3
+#define DG_ACT_RELU6 4
 
 __device__ __forceinline__ float dg_activate(float v, int act)
 {
@@ -22,6 +23,9 @@ __device__ __forceinline__ float dg_activate(float v, int act)
     }
     if (act == DG_ACT_TANH) {
         return tanhf(v);
+    }
+    if (act == DG_ACT_RELU6) {  // MobileNet's ReLU(6); NaN stays NaN, as numpy.clip
+        return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
     }
     return v;
 }

@@ -10,7 +10,9 @@
 // is one element with the channel fastest, so a warp reads and writes contiguous memory, and
 // the window's reads of neighbouring pixels hit L1/L2. The padding is skipped, never stored.
 //
-// dg_dw_fwd: one item per output element, the window summed in a register.
+// dg_dw_fwd: one item per output element, the window summed in a register, then bias [C*M] (may be
+//   null) and the DG_ACT_* activation act applied before the store (an inference-folded
+//   DepthwiseConv2D -> BatchNormalization -> ReLU6 in one launch).
 // dg_dw_grad_input: one item per input element, gathering from every output whose window
 //   holds it (no atomics, no zeroed output, the same result on every run).
 // dg_dw_grad_filter_part: block (q-chunk of 32, tap, split s) sums its channels over the
@@ -20,9 +22,9 @@
 #include "common.cuh"
 
 template <typename I>
-__device__ __forceinline__ void dg_dw_fwd_t(const float* x, const float* k, float* y, int N, int H, int W,
-                                            int C, int M, int KH, int KW, int HO, int WO, int SH, int SW,
-                                            int DH, int DW, int PT, int PL)
+__device__ __forceinline__ void dg_dw_fwd_t(const float* x, const float* k, const float* bias, float* y, int N,
+                                            int H, int W, int C, int M, int KH, int KW, int HO, int WO, int SH,
+                                            int SW, int DH, int DW, int PT, int PL, int act)
 {
     const I CM = (I)C * M, total = (I)N * HO * WO * CM;
     for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (I)gridDim.x * blockDim.x) {
@@ -43,18 +45,18 @@ __device__ __forceinline__ void dg_dw_fwd_t(const float* x, const float* k, floa
                 acc += x[((n * H + ih) * W + iw) * C + c] * k[(I)(i * KW + j) * CM + q];
             }
         }
-        y[e] = acc;
+        y[e] = dg_activate(bias ? acc + bias[q] : acc, act);
     }
 }
 
-extern "C" __global__ void dg_dw_fwd(const float* x, const float* k, float* y, int N, int H, int W, int C,
-                                     int M, int KH, int KW, int HO, int WO, int SH, int SW, int DH, int DW,
-                                     int PT, int PL, int wide)
+extern "C" __global__ void dg_dw_fwd(const float* x, const float* k, const float* bias, float* y, int N, int H,
+                                     int W, int C, int M, int KH, int KW, int HO, int WO, int SH, int SW, int DH,
+                                     int DW, int PT, int PL, int act, int wide)
 {
     if (wide)
-        dg_dw_fwd_t<long long>(x, k, y, N, H, W, C, M, KH, KW, HO, WO, SH, SW, DH, DW, PT, PL);
+        dg_dw_fwd_t<long long>(x, k, bias, y, N, H, W, C, M, KH, KW, HO, WO, SH, SW, DH, DW, PT, PL, act);
     else
-        dg_dw_fwd_t<int>(x, k, y, N, H, W, C, M, KH, KW, HO, WO, SH, SW, DH, DW, PT, PL);
+        dg_dw_fwd_t<int>(x, k, bias, y, N, H, W, C, M, KH, KW, HO, WO, SH, SW, DH, DW, PT, PL, act);
 }
 
 template <typename I>

@@ -39,13 +39,20 @@ def _wide(*sizes):
     return np.int32(max(sizes) >= K._DW_WIDE_FROM)
 
 
-def depthwise_conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), out=None):
-    """[N, Ho, Wo, C*M] from x [N, H, W, C] and k [kh, kw, C, M] (Backend.depthwise_conv2d)."""
+def depthwise_conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), out=None, *, bias=None,
+                     activation=None):
+    """[N, Ho, Wo, C*M] from x [N, H, W, C] and k [kh, kw, C, M] (Backend.depthwise_conv2d), with
+    an optional fused ``activation(. + bias)`` epilogue (bias [C*M]; activation a key of
+    ``ACTIVATIONS``) as Backend.depthwise_conv2d_bias_act: one launch."""
     x, k = K._check(x, "depthwise_conv2d x"), K._check(k, "depthwise_conv2d kernel")
     g = _dw_geom(x.shape, k.shape, strides, padding, dilation)
+    if bias is not None:
+        bias = K._check(bias, "depthwise_conv2d bias", (int(g[3]) * int(g[4]),))
+    act = K._act(activation)
     out = K._output(K._xp(x), out, _out_shape(g), "depthwise_conv2d out")
     if out.size:
-        K._launch("dg_dw_fwd", K._grid_items(out.size), (K.BLOCK,), (x, k, out) + g + (_wide(x.size, out.size),))
+        K._launch("dg_dw_fwd", K._grid_items(out.size), (K.BLOCK,),
+                  (x, k, bias, out) + g + (act, _wide(x.size, out.size)))
     return out
 
 
