@@ -1,18 +1,20 @@
 """Input pipeline alone (issue 19): Fashion-MNIST written out as PNG files in class folders;
 read, decode, random horizontal flip and random 24x24 crop, batches of 128, with 2 workers:
-deepgpu.data beside tf.data and a PyTorch DataLoader doing the same, in the same run,
-alternated round by round. Prints images per second and CPU microseconds per image (all
-threads and worker processes); --json writes them.
+deepgpu.data beside tf.data and a PyTorch DataLoader doing the same (its Dataset decodes with
+Pillow, or with imagecodecs as deepgpu does; NumPy flip / crop), in the same run, alternated
+(each round starts one peer further on). Prints images per second and CPU microseconds per
+image (all threads and worker processes); --json writes them.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/input_pipeline.py \
         --dir /tmp/fmnist_png --images 70000 --rounds 3
 
-The PNG folder is written once (deepgpu.utils.save_img) and reused. Peers are
+The PNG folder is written once (Pillow) and reused. Peers are
 installed by hand (torch, tensorflow); a missing one is skipped.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -59,6 +61,13 @@ def _decode(path):
     from PIL import Image
     with Image.open(path) as im:
         return np.asarray(im)
+
+
+def _decode_imagecodecs(path):
+    """imagecodecs' libpng, as a PyTorch Dataset would call it (the decoder deepgpu uses)."""
+    import imagecodecs
+    with open(path, "rb") as f:
+        return imagecodecs.png_decode(f.read())
 
 
 def _decode_deepgpu(path):
@@ -115,8 +124,8 @@ def tf_pipeline(paths, labels):
 
 
 class _TorchImages:
-    def __init__(self, paths, labels):
-        self.paths, self.labels = paths, labels
+    def __init__(self, paths, labels, decode=_decode):
+        self.paths, self.labels, self.decode = paths, labels, decode
         self.rng = None
 
     def __len__(self):
@@ -126,15 +135,15 @@ class _TorchImages:
         import torch
         if self.rng is None:
             self.rng = np.random.default_rng(os.getpid())
-        img = _augment(_decode(self.paths[i]), self.rng)
+        img = _augment(self.decode(self.paths[i]), self.rng)
         return torch.from_numpy(img), int(self.labels[i])
 
 
-def torch_pipeline(paths, labels):
+def torch_pipeline(paths, labels, decode=_decode):
     import torch
     from torch.utils.data import DataLoader
     torch.set_num_threads(WORKERS)
-    return DataLoader(_TorchImages(paths, labels), batch_size=BATCH, shuffle=True, num_workers=WORKERS,
+    return DataLoader(_TorchImages(paths, labels, decode), batch_size=BATCH, shuffle=True, num_workers=WORKERS,
                       persistent_workers=False)
 
 
@@ -190,15 +199,22 @@ def main():
     try:
         import torch  # noqa: F401
         peers["PyTorch DataLoader, 2 workers"] = lambda: torch_pipeline(paths, labels)
+        if importlib.util.find_spec("imagecodecs"):
+            peers["PyTorch DataLoader, imagecodecs decode, 2 workers"] = lambda: torch_pipeline(
+                paths, labels, _decode_imagecodecs)
+        else:
+            print("imagecodecs not installed: the PyTorch DataLoader with imagecodecs skipped")
     except ImportError:
         print("torch not installed: skipped")
     if args.only:
         peers = {k: v for k, v in peers.items() if any(w.strip() in k for w in args.only.split(","))}
     results = {k: [] for k in peers}
     cpu = {k: [] for k in peers}
+    names = list(peers)
     for r in range(args.rounds):
-        for name, make in peers.items():
-            ips = timed_pass(make, n, cpu[name])
+        k = r % len(names)  # each round starts one peer further on, so no peer always runs last
+        for name in names[k:] + names[:k]:
+            ips = timed_pass(peers[name], n, cpu[name])
             results[name].append(ips)
             print(f"round {r + 1}: {name}: {ips:,.0f} images/s, {cpu[name][-1]:.0f} us CPU per image", flush=True)
     print("\nmedian over", args.rounds, "rounds: images/s (wall clock), CPU us per image:")
