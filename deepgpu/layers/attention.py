@@ -174,7 +174,7 @@ class _QKVAttention(WeightedLayer):
     def _same_batch(self, inputs):
         """Query, value and key must hold the same batch: the projections would broadcast a batch of 1."""
         shapes = [tuple(x.shape) for x in inputs]
-        if len({s[0] for s in shapes}) > 1:
+        if len({s[0] for s in shapes if s[0] is not None}) > 1:
             names = ("query", "value", "key")[:len(shapes)]
             raise ValueError(f"layer {self.name!r} ({type(self).__name__}): query, value and key must have the "
                              f"same batch size; got " + ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(names, shapes)))
