@@ -13,7 +13,8 @@
    recorded into a CUDA graph (compile's default) and eager (``cuda_graph=False``), with the
    bytes the memory pool holds after the steps (plus the recording's); beside nn.LSTM / nn.GRU
    (cuDNN; torch.cuda.max_memory_allocated) for the recurrent nets.
-Times: wall time of one call with a device sync after it, median of ``--reps`` after 3 warm-ups.
+Times: wall time of one call with a device sync after it, median of ``--reps`` after 3 warm-ups
+(bench/gpu_step.py's ``_time_steps``).
 ``--emulate`` runs part 1 on tiny shapes under the CPU emulation of our kernels (PyTorch on the
 CPU): a check of this script and the kernels' agreement, not a timing.
 """
@@ -21,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -33,16 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _median_ms(fn, sync, reps):
-    for _ in range(3):
-        fn()
-    sync()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        sync()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return round(statistics.median(ts), 4)
+    """Median ms of one call with a sync after it, after 3 warm-ups (bench/gpu_step.py's loop)."""
+    from gpu_step import _time_steps
+    return _time_steps(fn, sync, 3, reps)["median_ms"]
 
 
 def _err(ours, peer, host):
