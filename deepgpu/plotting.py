@@ -151,56 +151,108 @@ def _layout(graph):
     return {n: (d, j, len(row)) for d, row in rows.items() for j, n in enumerate(row)}
 
 
-def plot_model(model, path=None, show_shapes=True, dpi=100):
+_RANKDIRS = ("TB", "LR", "BT", "RL")
+
+
+def _routes(graph, depth):
+    """Rows of slots, and each edge's route: an edge that skips rows gets a slot of its own in
+    every row it passes, so it is drawn through free slots and never across a box.
+
+    Returns ``(rows, edges)``: ``rows[d]`` lists the slots of depth ``d`` (a layer name, or
+    ``(src, dst, d)`` for a passing edge); ``edges`` lists ``(src, dst, [slots in between])``.
+    """
+    rows: dict[int, list] = {}
+    for name, *_ in graph:
+        rows.setdefault(depth[name], []).append(name)
+    edges = []
+    for name, _, _, inbound in graph:
+        for src in inbound:
+            if src not in depth:
+                continue
+            via = [(src, name, d) for d in range(depth[src] + 1, depth[name])]
+            for v in via:
+                rows[v[2]].append(v)
+            edges.append((src, name, via))
+    return rows, edges
+
+
+def plot_model(model, path=None, show_shapes=True, dpi=100, show_layer_names=True, rankdir="TB"):
     """Draw the layer graph of ``model``: a box per layer (name, class, and
     output shape when ``show_shapes``), an arrow per inbound connection,
-    layers placed top to bottom by depth so that branches sit side by side.
+    layers placed by depth so that branches sit side by side. An arrow that
+    skips ranks is routed through free space, never across a box.
 
     path: where to save the image (PNG by default; SVG/PDF by extension), or
-    None to only return it. Returns the matplotlib Figure. Layers need
-    ``inbound_layer_names`` (see the module docstring); a Sequential model
-    without it is drawn as a chain.
+    None to only return it. show_layer_names: the name on each box.
+    rankdir: "TB" (top to bottom, default), "LR", "BT" or "RL", as Keras's.
+    Returns the matplotlib Figure. Layers need ``inbound_layer_names`` (see
+    the module docstring); a Sequential model without it is drawn as a chain.
     """
+    rankdir = str(rankdir).upper()
+    if rankdir not in _RANKDIRS:
+        raise ValueError(f"plot_model: rankdir must be one of {', '.join(_RANKDIRS)}, got {rankdir!r}")
     graph = _graph(model)
     if not graph:
         raise ValueError("plot_model: the model has no layers")
     if all(not g[3] for g in graph[1:]) and len(graph) > 1:
         # No connection information at all: draw the layers as a chain.
         graph = [g if k == 0 else (g[0], g[1], g[2], [graph[k - 1][0]]) for k, g in enumerate(graph)]
-    pos = _layout(graph)
-    n_rows = 1 + max(d for d, _, _ in pos.values())
-    n_cols = max(w for _, _, w in pos.values())
-    box_w, box_h, gap_x, gap_y = 3.2, 1.0 if show_shapes else 0.7, 0.5, 0.6
-    width = n_cols * (box_w + gap_x)
-    fig = _new_figure(path, (max(3.0, width * 0.9), max(2.0, n_rows * (box_h + gap_y) * 0.9)))
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.set_xlim(0, width)
-    ax.set_ylim(-n_rows * (box_h + gap_y), 0)
-    ax.axis("off")
+    depth = {n: d for n, (d, _, _) in _layout(graph).items()}
+    rows, edges = _routes(graph, depth)
+    box_w, box_h = 3.2, (1.0 if show_shapes else 0.7) - (0 if show_layer_names else 0.25)
+    vertical = rankdir in ("TB", "BT")
+    # Extents along the rank axis (R) and across it (C), and the gaps between them.
+    R, C = (box_h, box_w) if vertical else (box_w, box_h)
+    gap_r, gap_c, lane = (0.6, 0.5, 0.4) if vertical else (0.9, 0.35, 0.3)
+    span = {}
+    for d, row in rows.items():
+        widths = [C if isinstance(n, str) else lane for n in row]
+        total = sum(widths) + gap_c * len(row)
+        c = -total / 2
+        for n, w in zip(row, widths):
+            span[n] = c + gap_c / 2 + w / 2
+            c += w + gap_c
+    half_c = max(abs(v) for v in span.values()) + C / 2 + gap_c / 2
+    n_rows = 1 + max(rows)
 
-    centre = {}
-    for name, (d, j, w) in pos.items():
-        x = (width - w * (box_w + gap_x)) / 2 + j * (box_w + gap_x) + gap_x / 2 + box_w / 2
-        y = -(d * (box_h + gap_y) + gap_y / 2 + box_h / 2)
-        centre[name] = (x, y)
+    def at(r, c):  # rank / cross coordinates to the figure's x, y
+        return {"TB": (c, -r), "BT": (c, r), "LR": (r, -c), "RL": (-r, -c)}[rankdir]
+
+    def rank_of(d):
+        return d * (R + gap_r) + gap_r / 2 + R / 2
+
+    extent_r, extent_c = n_rows * (R + gap_r), 2 * half_c
+    size = (extent_c, extent_r) if vertical else (extent_r, extent_c)
+    fig = _new_figure(path, (max(3.0, size[0] * 0.9), max(2.0, size[1] * 0.9)))
+    ax = fig.add_axes([0, 0, 1, 1])
+    xs = sorted(v for v in (at(0, -half_c)[0], at(extent_r, half_c)[0]))
+    ys = sorted(v for v in (at(0, -half_c)[1], at(extent_r, half_c)[1]))
+    ax.set_xlim(*xs)
+    ax.set_ylim(*ys)
+    ax.axis("off")
 
     from matplotlib.patches import FancyBboxPatch
 
-    for name, kind, shape, inbound in graph:
-        x, y = centre[name]
-        ax.add_patch(FancyBboxPatch((x - box_w / 2, y - box_h / 2), box_w, box_h,
+    w, h = (box_w, box_h)
+    for name, kind, shape, _ in graph:
+        x, y = at(rank_of(depth[name]), span[name])
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h,
                                     boxstyle="round,pad=0.02,rounding_size=0.08",
                                     facecolor="#dbe9f6", edgecolor="#2c5d8a", linewidth=1.2))
-        text = f"{name}\n{kind}"
+        text = f"{name}\n{kind}" if show_layer_names else kind
         if show_shapes:
             text += f"\n{_shape_text(shape)}"
         ax.text(x, y, text, ha="center", va="center", fontsize=8, family="monospace")
-        for src in inbound:
-            if src not in centre:
-                continue
-            sx, sy = centre[src]
-            ax.annotate("", xy=(x, y + box_h / 2), xytext=(sx, sy - box_h / 2),
-                        arrowprops=dict(arrowstyle="->", color="#333333", linewidth=1.0,
-                                        shrinkA=1, shrinkB=1))
+    for src, dst, via in edges:
+        # Leave the source's far side, cross each passed rank in its own slot, enter the target.
+        pts = [(rank_of(depth[src]) + R / 2, span[src])]
+        for v in via:
+            pts += [(rank_of(v[2]) - R / 2, span[v]), (rank_of(v[2]) + R / 2, span[v])]
+        pts.append((rank_of(depth[dst]) - R / 2, span[dst]))
+        pts = [at(r, c) for r, c in pts]
+        if len(pts) > 2:
+            ax.plot([p[0] for p in pts[:-1]], [p[1] for p in pts[:-1]], color="#333333", linewidth=1.0)
+        ax.annotate("", xy=pts[-1], xytext=pts[-2],
+                    arrowprops=dict(arrowstyle="->", color="#333333", linewidth=1.0, shrinkA=0, shrinkB=1))
     _save(fig, path, dpi)
     return fig

@@ -143,3 +143,61 @@ def test_without_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r'pip install "deepgpu\[plot\]"'):
         plot_history(HISTORY, "x.png")
+
+
+def _segments(ax):
+    """Every straight piece of every drawn edge: the lines' pieces and the arrows."""
+    segs = []
+    for line in ax.lines:
+        xy = np.column_stack(line.get_data())
+        segs += [(xy[i], xy[i + 1]) for i in range(len(xy) - 1)]
+    for t in ax.texts:
+        if type(t).__name__ == "Annotation":
+            segs.append((np.asarray(t.xyann, float), np.asarray(t.xy, float)))
+    return segs
+
+
+def _crossings(ax):
+    boxes = [(p.get_x(), p.get_y(), p.get_x() + p.get_width(), p.get_y() + p.get_height()) for p in ax.patches]
+    hits = 0
+    for a, b in _segments(ax):
+        pts = a + np.linspace(0, 1, 200)[:, None] * (b - a)
+        for x0, y0, x1, y1 in boxes:
+            inside = (pts[:, 0] > x0 + 1e-3) & (pts[:, 0] < x1 - 1e-3) & (pts[:, 1] > y0 + 1e-3) & \
+                (pts[:, 1] < y1 - 1e-3)
+            hits += bool(inside.any())
+    return hits
+
+
+def skip_model():
+    # "in" feeds every later layer: edges that skip one, two and three ranks past boxes in their way.
+    return FakeModel([Dense("in", (None, 4)), Dense("a", (None, 4), ["in"]), Dense("b", (None, 4), ["a", "in"]),
+                      Dense("c", (None, 4), ["b", "in"]), Dense("d", (None, 4), ["c", "in", "a"])])
+
+
+@pytest.mark.parametrize("rankdir", ["TB", "LR", "BT", "RL"])
+def test_edges_never_cross_a_box(rankdir):
+    for model in (branching_model(), skip_model()):
+        fig = plot_model(model, None, rankdir=rankdir)
+        ax = fig.get_axes()[0]
+        assert _crossings(ax) == 0
+        arrows = [t for t in ax.texts if type(t).__name__ == "Annotation"]
+        assert len(arrows) == sum(len(g[3]) for g in _graph(model))  # one arrowhead per connection
+
+
+def test_rankdir_and_show_layer_names(tmp_path):
+    fig = plot_model(skip_model(), None, rankdir="LR", show_layer_names=False)
+    ax = fig.get_axes()[0]
+    centres = {t.get_text(): t.get_position() for t in ax.texts if t.get_text()}
+    assert "Dense\n(None, 4)" in centres and not any(k.startswith("in\n") for k in centres)
+    chain = FakeModel([Dense(n, (None, 4), [p] if p else []) for n, p in zip("pqr", ["", "p", "q"])])
+    patches = plot_model(chain, None, rankdir="LR").get_axes()[0].patches
+    xs = [p.get_x() for p in patches]
+    assert xs == sorted(xs) and len(set(np.round(xs, 6))) == 3  # three ranks left to right,
+    assert len({round(p.get_y(), 6) for p in patches}) == 1     # in one lane
+    with pytest.raises(ValueError, match="rankdir must be one of TB, LR, BT, RL, got 'XY'"):
+        plot_model(skip_model(), None, rankdir="XY")
+    dg.utils.plot_model(branching_model(), to_file=str(tmp_path / "k.png"), show_shapes=True,
+                        show_layer_names=True, rankdir="LR", expand_nested=True, dpi=60)
+    img = read_png(tmp_path / "k.png")
+    assert img.shape[1] > img.shape[0]  # left to right: wider than tall
