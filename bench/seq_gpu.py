@@ -42,6 +42,22 @@ def _err(ours, peer, host):
     return float(np.abs(a.reshape(b.shape) - b).max() / max(np.abs(b).max(), 1e-12))
 
 
+def _fused_or(torch, name, dev, make, composite, probe, rows):
+    """PyTorch's fused cell ``name`` (CUDA only) where it runs forward and backward, else the
+    composite cell in PyTorch ops; which one is noted in ``rows``."""
+    f = getattr(torch, name, None)
+    if dev == "cuda" and f is not None:
+        try:
+            fused = make(f)
+            out = fused(probe.clone().requires_grad_(True))
+            (out[0] if isinstance(out, tuple) else out).sum().backward()
+            rows[f"{name} peer"] = "fused"
+            return fused
+        except Exception as e:  # noqa: BLE001 - any failure: time the composite cell instead
+            rows[f"{name} peer"] = f"composite ({type(e).__name__}: {e})"[:200]
+    return composite
+
+
 def kernels(xp, torch, dev, sync, reps, small):
     from deepgpu import kernels as K
     F = torch.nn.functional
@@ -101,14 +117,12 @@ def kernels(xp, torch, dev, sync, reps, small):
     n, u = (3, 5) if small else (64, 128)
     gates, hg, cprev, dh = rand(n, 4 * u), rand(n, 4 * u), rand(n, u), rand(n, u)
     zx, hzx, cx, dhx = (to_xp(a.contiguous()) for a in (gates + hg, hg, cprev, dh))
-    fused_lstm = getattr(torch, "_thnn_fused_lstm_cell", None)
-    if dev == "cuda" and fused_lstm is not None:
-        lstm_peer = lambda gi: fused_lstm(gi, hg, cprev)  # noqa: E731  (PyTorch's fused cell is CUDA only)
-    else:
-        def lstm_peer(gi):
-            i, f, gg, o = (gi + hg).chunk(4, 1)
-            cn = torch.sigmoid(f) * cprev + torch.sigmoid(i) * torch.tanh(gg)
-            return torch.sigmoid(o) * torch.tanh(cn), cn
+    def lstm_peer(gi):
+        i, f, gg, o = (gi + hg).chunk(4, 1)
+        cn = torch.sigmoid(f) * cprev + torch.sigmoid(i) * torch.tanh(gg)
+        return torch.sigmoid(o) * torch.tanh(cn), cn
+    lstm_peer = _fused_or(torch, "_thnn_fused_lstm_cell", dev, lambda f: (lambda gi: f(gi, hg, cprev)), lstm_peer,
+                          gates, rows)
     h_ours = K.lstm_step(zx, cx)[0]
     row(f"lstm cell fwd [{n}, {u}]", lambda: K.lstm_step(zx, cx), lambda: lstm_peer(gates), _err(h_ours, lstm_peer(gates)[0], host))
     gg = gates.clone().requires_grad_(True)
@@ -128,15 +142,13 @@ def kernels(xp, torch, dev, sync, reps, small):
     # Ours take Keras's gate order z, r, h; PyTorch's r, z, n (the same reset-after form).
     rzn = (lambda a: torch.cat([a[:, u:2 * u], a[:, :u], a[:, 2 * u:]], 1).contiguous())  # noqa: E731
     xz_t, hz_t = rzn(xz), rzn(hz3)
-    fused_gru = getattr(torch, "_thnn_fused_gru_cell", None)
-    if dev == "cuda" and fused_gru is not None:
-        gru_peer = lambda a: fused_gru(a, hz_t, hprev)[0]  # noqa: E731
-    else:
-        def gru_peer(a):
-            r_, z_, n_ = a.chunk(3, 1)
-            hr, hzz, hn = hz_t.chunk(3, 1)
-            r, z = torch.sigmoid(r_ + hr), torch.sigmoid(z_ + hzz)
-            return (1 - z) * torch.tanh(n_ + r * hn) + z * hprev
+    def gru_peer(a):
+        r_, z_, n_ = a.chunk(3, 1)
+        hr, hzz, hn = hz_t.chunk(3, 1)
+        r, z = torch.sigmoid(r_ + hr), torch.sigmoid(z_ + hzz)
+        return (1 - z) * torch.tanh(n_ + r * hn) + z * hprev
+    gru_peer = _fused_or(torch, "_thnn_fused_gru_cell", dev, lambda f: (lambda a: f(a, hz_t, hprev)[0]), gru_peer,
+                         xz_t, rows)
     row(f"gru cell fwd [{n}, {u}]", lambda: K.gru_step(xzx, hzx3, hpx), lambda: gru_peer(xz_t),
         _err(K.gru_step(xzx, hzx3, hpx)[0], gru_peer(xz_t), host))
     xg3 = xz_t.clone().requires_grad_(True)
