@@ -390,6 +390,20 @@ def test_progress_bar_steps_known_and_unknown(capsys):
     assert t.getvalue().startswith("\r3/Unknown - ") and "ETA" not in t.getvalue() and "/step" in t.getvalue()
 
 
+def test_used_up_validation_generator_warns_and_training_goes_on(clean):
+    """Keras 3 trains on when a one-shot validation_data runs dry in a later epoch; a source that
+    yields nothing at its first validation is still an error."""
+    m = make_model()
+    with pytest.warns(UserWarning, match=r"validation_data \(a generator\) is used up") as record:
+        h = m.fit(X, Y, epochs=3, validation_data=gen(), verbose=0)
+    assert len(h.history["loss"]) == 3 and len(h.history["val_loss"]) == 1
+    assert sum("used up" in str(w.message) for w in record) == 2
+    h = make_model().fit(X, Y, epochs=3, validation_data=gen(), validation_steps=1, verbose=0)
+    assert len(h.history["val_loss"]) == 3  # three batches, one an epoch
+    with pytest.raises(ValueError, match="yielded no batches to evaluate on"):
+        make_model().fit(X, Y, epochs=2, validation_data=iter([]), verbose=0)
+
+
 def test_evaluate_and_predict_steps_on_sources(clean):
     m = make_model()
     ds = Dataset.from_tensor_slices((X, Y)).batch(8)

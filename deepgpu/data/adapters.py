@@ -19,7 +19,8 @@ callbacks and progress bar. How an epoch ends follows Keras 3:
 - when the data runs out before ``steps_per_epoch`` steps, a UserWarning says
   so (Keras's "Your input ran out of data") and the epoch ends there; an
   epoch that gets no batch at all (a used-up one-shot generator) warns and
-  stops training. Nothing waits forever.
+  stops training; a one-shot validation_data used up by earlier epochs warns
+  and training goes on without validation. Nothing waits forever.
 
 Every batch is checked before its step: the same structure, rank and kind of
 dtype as the first batch, the model's input shapes, the same number of samples
@@ -616,6 +617,7 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
     initial_epoch = model.__dict__.pop("_resume_at", (initial_epoch, 0))[0]
     epoch_logs = {}
     nan_reported = False
+    validated = False
     try:
         for epoch in range(initial_epoch, epochs):
             if model.stop_training:
@@ -658,8 +660,11 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
                 warnings.warn(f"fit(): the loss became {loss} in epoch {epoch + 1}/{epochs}", RuntimeWarning,
                               stacklevel=2)
             if val is not None and (epoch + 1) % validation_freq == 0:
-                vlogs = _evaluate_loop(model, val, "fit", cbs, 0)
-                epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
+                # a one-shot source used up by earlier epochs: Keras warns and trains on
+                vlogs = _evaluate_loop(model, val, "fit", cbs, 0, used_up_ok=val.adapter.one_shot and validated)
+                validated = True
+                if vlogs is not None:
+                    epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             if getattr(model, "_distribute", None) is not None:  # every rank's callbacks decide alike
                 epoch_logs = model._distribute.average_logs(epoch_logs)
             bar.target = bar.target if bar.target is not None else done
@@ -673,7 +678,8 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
         cbs("on_train_end", epoch_logs)
 
 
-def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True):
+def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True, used_up_ok=False):
+    """The logs of one evaluation pass; None when it got no batch and ``used_up_ok`` (a warning)."""
     from ..models.progbar import Progbar
     model._reset_metrics()
     if cbs:
@@ -699,7 +705,14 @@ def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True):
         batches.close()
         gen.close()
     if done == 0:
-        raise ValueError(f"{where}(): the {it.adapter.name} yielded no batches to evaluate on")
+        if not used_up_ok:
+            raise ValueError(f"{where}(): the {it.adapter.name} yielded no batches to evaluate on")
+        warnings.warn(f"{where}(): validation_data (a {it.adapter.name}) is used up: no validation this epoch; "
+                      f"training goes on. Pass a source that can be read again (a Dataset, a PyDataset) or one "
+                      f"that yields validation_steps batches for every epoch", UserWarning, stacklevel=3)
+        if cbs:
+            cbs("on_test_end", {})
+        return None
     if it.ran_out:
         warnings.warn(f"{where}(): the data ended after {done} of {it.steps} steps", UserWarning, stacklevel=2)
     logs = model._read_metrics()
