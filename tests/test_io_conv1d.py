@@ -133,18 +133,47 @@ def test_keras_reads_parallel_branches_of_one_class_by_its_own_layer_order(tmp_p
 
 
 @pytest.mark.parametrize("functional", [False, True])
-def test_onnx_refuses_a_masked_global_average_naming_the_layer(tmp_path, functional):
-    """The masked mean is not what ReduceMean computes: the export refuses, naming the layer."""
-    pytest.importorskip("onnx")
+def test_onnx_exports_the_masked_global_average(tmp_path, functional):
+    """Embedding(mask_zero) and Masking masks, passed on unchanged, reach the export: a masked
+    GlobalAveragePooling1D is the mean over the kept steps in onnxruntime too."""
+    ort = pytest.importorskip("onnxruntime")
     from deepgpu import Input, Model, Sequential, layers as L
 
+    ids = np.random.default_rng(9).integers(1, 10, (3, 7)).astype(np.int32)
+    ids[0, 4:] = 0
+    ids[1, :2] = 0  # padding in front too: the mask is not a prefix
     if functional:
         inp = Input((7,), dtype="int32")
-        model = Model(inp, L.Dense(2)(L.GlobalAveragePooling1D(name="gap")(L.Embedding(10, 4, mask_zero=True)(inp))))
+        h = L.Dropout(0.2)(L.Dense(5)(L.Embedding(10, 4, mask_zero=True)(inp)))  # both pass the mask on
+        model = Model(inp, L.Dense(2)(L.GlobalAveragePooling1D(keepdims=True)(h)))
     else:
         model = Sequential([Input((7,), dtype="int32"), L.Embedding(10, 4, mask_zero=True),
-                            L.GlobalAveragePooling1D(name="gap"), L.Dense(2)])
-    with pytest.raises(ValueError, match=r"layer 'gap' \(GlobalAveragePooling1D\): its input carries a Keras mask"):
+                            L.GlobalAveragePooling1D(), L.Dense(2)])
+    export_onnx(model, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    got = sess.run(None, {sess.get_inputs()[0].name: ids})[0]
+    np.testing.assert_allclose(got, model.predict(ids, verbose=0).data_sync(), rtol=1e-5, atol=1e-6)
+    x = np.random.default_rng(10).standard_normal((3, 7, 4)).astype(np.float32)
+    x[0, 3:] = 0.0
+    masking = Sequential([Input((7, 4)), L.Masking(0.0), L.GlobalAveragePooling1D()])
+    export_onnx(masking, tmp_path / "k.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "k.onnx"))
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0],
+                               masking.predict(x, verbose=0).data_sync(), rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_refuses_a_mask_it_does_not_compute_naming_the_layer(tmp_path):
+    """A mask another layer makes (here Add's, the AND of its inputs' masks) is not exported: the
+    export refuses, naming the layer that would need it."""
+    pytest.importorskip("onnx")
+    from deepgpu import Input, Model, layers as L
+
+    a, b = Input((7,), dtype="int32"), Input((7,), dtype="int32")
+    emb = L.Embedding(10, 4, mask_zero=True)
+    joined = L.Add()([emb(a), emb(b)])
+    model = Model([a, b], L.GlobalAveragePooling1D(name="gap")(joined))
+    with pytest.raises(ValueError, match=r"layer 'gap' \(GlobalAveragePooling1D\): its input carries a Keras mask "
+                                         r"that the ONNX export does not compute"):
         export_onnx(model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 

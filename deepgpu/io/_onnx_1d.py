@@ -81,11 +81,21 @@ def emit(g, layer, x, shape, out_shape, h, who):
             return _ncl(g, x, h, "MaxPool", [], **attrs)
         return _ncl(g, x, h, "AveragePool", [], count_include_pad=0, **attrs)
     if isinstance(layer, (L.GlobalAveragePooling1D, L.GlobalMaxPooling1D)):
-        if isinstance(layer, L.GlobalAveragePooling1D) and any(
-                getattr(t, "_keras_mask", None) is not None for node in getattr(layer, "_inbound_nodes", ())
-                for t in node.inputs):
-            raise ValueError(f"{who}: its input carries a Keras mask (Embedding(mask_zero=True) or Masking), and "
-                             f"the ONNX export computes the plain mean; export a model without the mask")
+        from ._onnx_seq import node_of
+        node = node_of(g, layer)
+        mask = getattr(node.inputs[0], "_keras_mask", None) if node is not None and node.inputs else None
+        if isinstance(layer, L.GlobalAveragePooling1D) and mask is not None:
+            keep = g.masks.get(id(mask))
+            if keep is None:
+                raise ValueError(f"{who}: its input carries a Keras mask that the ONNX export does not compute "
+                                 f"(only Embedding(mask_zero=True) and Masking masks, passed on unchanged, are "
+                                 f"exported); export a model without the mask")
+            # The mean over the kept steps, as the layer computes it.
+            # (ReduceSum takes its axes as an input from opset 13, the oldest the export writes.)
+            steps, kd = g.const(f"{h}/steps", [1], np.int64), int(bool(layer.keepdims))
+            total = g.op("ReduceSum", [g.op("Mul", [x, keep], f"{h}/kept"), steps], f"{h}/total", keepdims=kd)
+            count = g.op("ReduceSum", [keep, steps], f"{h}/count", keepdims=kd)
+            return g.op("Div", [total, count], h)
         op = "ReduceMean" if isinstance(layer, L.GlobalAveragePooling1D) else "ReduceMax"
         return g.reduce(op, x, [1], h, layer.keepdims)
     if isinstance(layer, L.ZeroPadding1D):

@@ -40,6 +40,10 @@ class _Graph:
     def __init__(self, onnx, opset):
         self.onnx, self.opset = onnx, opset
         self.nodes, self.inits, self.used = [], [], set()
+        # id(symbolic Keras mask) -> the ONNX name of that mask as float [N, T, 1] (1 = keep), for
+        # the masks the export computes (Embedding(mask_zero), Masking); a layer that passes a
+        # mask on hands the same object on, so its consumers find it here.
+        self.masks = {}
 
     def name(self, hint):
         base = hint.replace(" ", "_")
