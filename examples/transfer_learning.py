@@ -22,8 +22,8 @@ weights), mean +- population std over the three, 2,000 test images of each task:
     classes 5-9, the same network from scratch             0.657 +- 0.022
     transfer - from scratch                                +0.131 +- 0.041 (+0.171, +0.076, +0.148)
 Fine-tuning adds little here (+0.006 to +0.014 per seed); the transfer itself is what pays.
-One run costs about 88 s of CPU (user time, /usr/bin/time); the three ran side by side with other
-jobs at load average 12-21, 660-673 s wall each.
+Seed 0 run alone took 65 s wall, 33 s user (/usr/bin/time; load average 15-41 from other jobs)
+and printed the same accuracies again; the three seeds run side by side took 660-673 s wall each.
 """
 import os
 import sys
