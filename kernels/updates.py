@@ -106,7 +106,9 @@ def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, h
         g = gs[k]
         if g.size != size:
             raise ValueError(f"{what}: gradient {k} has {g.size} elements for a parameter of {size}")
-        sets.append((p, K._check(g, f"{what} gradient {k}"), *slots, *pad, K._i64(size)))
+        if g.dtype != f32 or not g.flags.c_contiguous:  # the message is formatted only for this case
+            g = K._check(g, f"{what} gradient {k}")
+        sets.append((p, g, *slots, *pad, np.int64(size)))
     head = (np.int32(rule), None, None, np.int32(flag)) + tuple(
         K._f32(v) for v in tuple(floats) + (0.0,) * (5 - len(floats))) + (hp,)
     for start in range(0, n, MANY):
