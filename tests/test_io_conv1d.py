@@ -162,20 +162,24 @@ def test_onnx_exports_the_masked_global_average(tmp_path, functional):
                                masking.predict(x, verbose=0).data_sync(), rtol=1e-5, atol=1e-6)
 
 
-def test_onnx_refuses_a_mask_it_does_not_compute_naming_the_layer(tmp_path):
-    """A mask another layer makes (here Add's, the AND of its inputs' masks) is not exported: the
-    export refuses, naming the layer that would need it."""
-    pytest.importorskip("onnx")
+def test_onnx_carries_the_mask_through_passing_layers_and_merges(tmp_path):
+    """The mask passes TimeDistributed, SpatialDropout1D and Activation unchanged, and Add's output
+    mask is the AND of its inputs' (two id sequences padded differently): onnxruntime as deepgpu."""
+    ort = pytest.importorskip("onnxruntime")
     from deepgpu import Input, Model, layers as L
 
+    rng = np.random.default_rng(11)
+    ids, more = (rng.integers(1, 10, (3, 7)).astype(np.int32) for _ in range(2))
+    ids[0, 5:] = 0
+    more[1, :3] = 0
     a, b = Input((7,), dtype="int32"), Input((7,), dtype="int32")
     emb = L.Embedding(10, 4, mask_zero=True)
-    joined = L.Add()([emb(a), emb(b)])
-    model = Model([a, b], L.GlobalAveragePooling1D(name="gap")(joined))
-    with pytest.raises(ValueError, match=r"layer 'gap' \(GlobalAveragePooling1D\): its input carries a Keras mask "
-                                         r"that the ONNX export does not compute"):
-        export_onnx(model, tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
+    x = L.Activation("tanh")(L.SpatialDropout1D(0.3)(L.TimeDistributed(L.Dense(4))(emb(a))))
+    model = Model([a, b], L.GlobalAveragePooling1D()(L.Add()([x, emb(b)])))
+    export_onnx(model, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    got = sess.run(None, {i.name: v for i, v in zip(sess.get_inputs(), (ids, more))})[0]
+    np.testing.assert_allclose(got, model.predict([ids, more], verbose=0).data_sync(), rtol=1e-5, atol=1e-6)
 
 
 def test_save_tfjs_refuses_a_masked_global_average_naming_the_layer(tmp_path):

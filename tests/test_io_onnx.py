@@ -183,3 +183,27 @@ def test_model_trained_on_each_backend_exports(tmp_path, backend):
     export_onnx(model, tmp_path / "t.onnx")
     _, (got,) = _run(tmp_path / "t.onnx", [x])
     assert np.abs(got - _predict(model, x)[0]).max() < 1e-5
+
+
+def test_padding_masks_reach_the_exported_attention(tmp_path):
+    """Keras's Transformer recipe on padded ids (Embedding(mask_zero) -> MultiHeadAttention -> Add ->
+    LayerNormalization -> GlobalAveragePooling1D), attention scores, and cross-attention with a
+    masked key: the padding masks are exported, and onnxruntime predicts as deepgpu."""
+    rng = np.random.default_rng(18)
+    ids = rng.integers(1, 30, (3, 6)).astype(np.int32)
+    ids[0, 4:] = 0
+    ids[1, :2] = 0  # padding in front too, and a row with none
+    other = rng.integers(1, 30, (3, 5)).astype(np.int32)
+    other[2, 3:] = 0
+    a, b = Input((6,), dtype="int32"), Input((5,), dtype="int32")
+    emb = L.Embedding(30, 8, mask_zero=True)
+    x = emb(a)
+    att, scores = L.MultiHeadAttention(2, 4)(x, x, return_attention_scores=True)
+    block = L.GlobalAveragePooling1D()(L.LayerNormalization()(L.Add()([x, att])))
+    cross = L.MultiHeadAttention(2, 4)(x, emb(b), L.Embedding(30, 8, mask_zero=True)(b), use_causal_mask=False)
+    model = _randomize(Model([a, b], [L.Dense(2)(block), scores, cross]))
+    export_onnx(model, tmp_path / "m.onnx")
+    _, got = _run(tmp_path / "m.onnx", [ids, other])
+    for g, want in zip(got, _predict(model, [ids, other])):
+        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5)
+

@@ -88,8 +88,8 @@ def emit(g, layer, x, shape, out_shape, h, who):
             keep = g.masks.get(id(mask))
             if keep is None:
                 raise ValueError(f"{who}: its input carries a Keras mask that the ONNX export does not compute "
-                                 f"(only Embedding(mask_zero=True) and Masking masks, passed on unchanged, are "
-                                 f"exported); export a model without the mask")
+                                 f"(it computes Embedding(mask_zero=True) and Masking masks, carried through the "
+                                 f"layers that pass a mask on and the elementwise merges); export a model without it")
             # The mean over the kept steps, as the layer computes it.
             # (ReduceSum takes its axes as an input from opset 13, the oldest the export writes.)
             steps, kd = g.const(f"{h}/steps", [1], np.int64), int(bool(layer.keepdims))

@@ -4,9 +4,11 @@ LayerNormalization is ONNX's LayerNormalization op (opset 17 and later, over
 trailing axes), else the same arithmetic in Reduce/Sub/Mul/Sqrt/Div; RMS,
 Group and Unit normalization are that arithmetic. EinsumDense and Dot are
 Einsum; attention is MatMul, Softmax and Transpose over [batch, heads],
-with a causal mask as a constant Where. Masks carried by the inputs (from
-Embedding(mask_zero=True)) are not exported: such a model raises, naming
-the layer.
+with a causal mask as a constant Where. MultiHeadAttention's padding masks
+(query, value and key masks from Embedding(mask_zero=True) or Masking, as
+the export computes them) become a Where before and after the Softmax, as
+the layer's masked softmax; any other mask on an attention layer's inputs
+raises, naming the layer.
 """
 from __future__ import annotations
 
@@ -110,8 +112,35 @@ def _causal(g, scores, tq, ts, h, who):
                 f"{h}/causal_scores")
 
 
-def _heads_attention(g, q, k, v, scale, causal, tq, ts, h, who):
-    """q [B, T, N, H], k / v [B, S, N, H] -> (out [B, T, N, Hv], probs [B, N, T, S]) in MatMul / Softmax."""
+def _padding_keep(g, layer, h, who):
+    """The bool [B, 1, T, S] mask of the query and value (and key) padding masks, as the layer
+    combines them (query row AND key column), or None when the inputs carry none."""
+    node = getattr(g, "current_node", None)
+    if node is None or node.layer is not layer:
+        return None
+    masks = [getattr(t, "_keras_mask", None) for t in node.inputs]
+    if all(m is None for m in masks):
+        return None
+    names = [None if m is None else g.masks.get(id(m)) for m in masks]
+    if any(m is not None and n is None for m, n in zip(masks, names)):
+        raise ValueError(f"{who}: its inputs carry a Keras mask that the ONNX export does not compute (it "
+                         f"computes Embedding(mask_zero=True) and Masking masks, carried through the layers "
+                         f"that pass a mask on)")
+    keep = None
+    if names[0] is not None:  # query [B, T, 1] -> [B, 1, T, 1]
+        keep = g.op("Unsqueeze", [names[0], g.const(f"{h}/ax1q", [1], np.int64)], f"{h}/q_keep")
+    for i, n in enumerate(names[1:], 1):  # value, key [B, S, 1] -> [B, 1, 1, S]
+        if n is None:
+            continue
+        col = g.op("Unsqueeze", [g.op("Transpose", [n], f"{h}/m{i}_t", perm=[0, 2, 1]),
+                                 g.const(f"{h}/ax1_{i}", [1], np.int64)], f"{h}/m{i}_keep")
+        keep = col if keep is None else g.op("Mul", [keep, col], f"{h}/keep{i}")
+    return g.op("Cast", [keep], f"{h}/keep_bool", to=g.onnx.TensorProto.BOOL)
+
+
+def _heads_attention(g, q, k, v, scale, causal, tq, ts, h, who, keep=None):
+    """q [B, T, N, H], k / v [B, S, N, H] -> (out [B, T, N, Hv], probs [B, N, T, S]) in MatMul / Softmax;
+    ``keep``: a bool mask broadcast to the scores (masked scores -1e9 before, probabilities 0 after)."""
     qh = g.op("Transpose", [q], f"{h}/q_heads", perm=[0, 2, 1, 3])
     kt = g.op("Transpose", [k], f"{h}/k_heads_t", perm=[0, 2, 3, 1])
     vh = g.op("Transpose", [v], f"{h}/v_heads", perm=[0, 2, 1, 3])
@@ -119,7 +148,11 @@ def _heads_attention(g, q, k, v, scale, causal, tq, ts, h, who):
     s = g.op("Mul", [s, g.const(f"{h}/scale", np.float32(scale))], f"{h}/scaled_scores")
     if causal:
         s = _causal(g, s, tq, ts, h, who)
+    if keep is not None:
+        s = g.op("Where", [keep, s, g.const(f"{h}/pad_neg", np.float32(-1e9))], f"{h}/padded_scores")
     p = g.op("Softmax", [s], f"{h}/probs", axis=-1)
+    if keep is not None:  # a row masked everywhere is zeros, as the layer's masked softmax
+        p = g.op("Where", [keep, p, g.const(f"{h}/zero", np.float32(0.0))], f"{h}/masked_probs")
     out = g.op("MatMul", [p, vh], f"{h}/context")
     return g.op("Transpose", [out], f"{h}/context_t", perm=[0, 2, 1, 3]), p
 
@@ -128,7 +161,11 @@ def _qkv(g, layer, xs, shapes, h, who):
     from .. import layers as L
 
     kw = _node_kwargs(g, layer)
-    _refuse_masks(g, layer, who)
+    if isinstance(layer, L.MultiHeadAttention):
+        keep = _padding_keep(g, layer, h, who)
+    else:  # GroupedQueryAttention's masked rows are not settled against Keras yet (bench/GPU_KERNELS.md)
+        keep = None
+        _refuse_masks(g, layer, who)
     if isinstance(layer, L.MultiHeadAttention) and (len(shapes[0]) != 3 or layer._axes != (1,)):
         raise ValueError(f"{who}: only rank-3 inputs attending over axis 1 are exported to ONNX, got "
                          f"{shapes[0]} with attention_axes {layer._axes}")
@@ -153,7 +190,7 @@ def _qkv(g, layer, xs, shapes, h, who):
     if layer.sliding_window is not None:
         raise ValueError(f"{who}: sliding_window is not exported to ONNX")
     out, probs = _heads_attention(g, q, k, v, 1.0 / math.sqrt(float(dim)), causal, shapes[0][1], shapes[1][1],
-                                  h, who)
+                                  h, who, keep)
     gate = None
     if layer._gate_dense is not None:
         gate = _einsum_dense(g, layer._gate_dense, query, f"{h}/gate", who)

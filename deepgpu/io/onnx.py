@@ -422,7 +422,37 @@ def _model(g, model, in_names):
         outs = _layer(g, node.layer, xs, [t.shape for t in node.inputs], [t.shape for t in node.outputs])
         for t, n in zip(node.outputs, outs):
             env[id(t)] = n
+        _output_mask(g, node)
     return [env[id(t)] for t in model._outputs]
+
+
+def _output_mask(g, node):
+    """The ONNX form of the node's output mask, where it follows from its inputs' as the layer's
+    compute_mask says: the default (the first input's mask, passed on), the attention layers' (the
+    query's), an elementwise merge's (the AND of its inputs': their product)."""
+    from ..layers import GroupNormalization, Layer, LayerNormalization, UnitNormalization
+    from ..layers.attention import Attention, MultiHeadAttention
+    from ..layers.merge import Concatenate, _Merge
+
+    _PASS_MASK = (LayerNormalization, GroupNormalization, UnitNormalization)  # compute_mask: passed on
+
+    out = getattr(node.outputs[0], "_keras_mask", None) if node.outputs else None
+    if out is None or id(out) in g.masks:
+        return
+    layer = node.layer
+    names = [g.masks.get(id(m)) for m in (getattr(t, "_keras_mask", None) for t in node.inputs) if m is not None]
+    if not names or None in names:
+        return
+    if isinstance(layer, _Merge) and not isinstance(layer, Concatenate):
+        keep = names[0]
+        for i, n in enumerate(names[1:]):
+            keep = g.op("Mul", [keep, n], f"{layer.name}/mask_and{i}")
+        g.masks[id(out)] = keep
+    elif (type(layer).compute_mask is Layer.compute_mask or isinstance(layer, _PASS_MASK)) and len(node.inputs) == 1 \
+            or isinstance(layer, (MultiHeadAttention, Attention)) and node.inputs[0]._keras_mask is not None:
+        first = g.masks.get(id(node.inputs[0]._keras_mask))
+        if first is not None:
+            g.masks[id(out)] = first
 
 
 def _value_info(onnx, name, shape, dtype="float32"):

@@ -229,7 +229,9 @@ def test_onnx_attention_is_matmul_and_softmax(tmp_path):
     assert np.all(np.triu(got[1][0, 0], 1) == 0)  # causal: no weight on later positions
 
 
-def test_onnx_refuses_masked_attention(tmp_path):
+def test_onnx_refuses_masked_grouped_query_attention(tmp_path):
+    """MultiHeadAttention's padding masks are exported (tests/test_io_onnx.py); GroupedQueryAttention's
+    are refused, naming the layer."""
     from deepgpu.io.onnx import export_onnx
     from deepgpu.models import Model
 
@@ -238,8 +240,8 @@ def test_onnx_refuses_masked_attention(tmp_path):
     pytest.importorskip("onnx")
     inp = L.Input((5,), dtype="int32")
     x = L.Embedding(6, 4, mask_zero=True)(inp)
-    model = Model(inp, L.MultiHeadAttention(2, 2, name="mha")(x, x))
-    with pytest.raises(ValueError, match="'mha'.*masks"):
+    model = Model(inp, L.GroupedQueryAttention(2, 2, 1, name="gqa")(x, x))
+    with pytest.raises(ValueError, match="'gqa'.*masks"):
         export_onnx(model, str(tmp_path / "m.onnx"))
 
 
