@@ -163,7 +163,7 @@ def _qkv(g, layer, xs, shapes, h, who):
     kw = _node_kwargs(g, layer)
     if isinstance(layer, L.MultiHeadAttention):
         keep = _padding_keep(g, layer, h, who)
-    else:  # GroupedQueryAttention's masked rows are not settled against Keras yet (bench/GPU_KERNELS.md)
+    else:  # GroupedQueryAttention with padding: deepgpu and Keras 3.15 disagree on some rows (not settled)
         keep = None
         _refuse_masks(g, layer, who)
     if isinstance(layer, L.MultiHeadAttention) and (len(shapes[0]) != 3 or layer._axes != (1,)):
