@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import reduce
 
 from .. import ops
+from ..tensor import ones
 from .base import Layer, fmt_shape
 
 
@@ -113,7 +114,6 @@ class Concatenate(_Merge):
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = int(axis)
-        self.supports_masking = False  # its masks would join along the axis; not done: they are dropped
 
     def compute_output_shape(self, input_shape):
         shapes = self._shapes(input_shape)
@@ -142,6 +142,20 @@ class Concatenate(_Merge):
         if self.axis % len(shapes[0]) != 0 and len({x.shape[0] for x in inputs}) > 1:
             raise self._error([x.shape for x in inputs], "have different batch sizes")
         return ops.concat(list(inputs), self.axis)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        """As Keras 3: each input's mask (all True where it has none) spread over the input's shape,
+        joined along ``axis``, then ``any`` over the last axis; None when no input has a mask."""
+        if not isinstance(previous_mask, (list, tuple)) or all(m is None for m in previous_mask):
+            return None
+        full = []
+        for x, m in zip(inputs, previous_mask):
+            if m is None:
+                m = ones(x.shape, "bool", backend=x._backend.name)
+            elif m.ndim < x.ndim:
+                m = ops.broadcast_to(ops.expand_dims(m, -1), x.shape)
+            full.append(ops.cast(m, "bool"))
+        return ops.any(ops.concat(full, self.axis), axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}

@@ -183,3 +183,26 @@ def test_a_step_mask_of_the_wrong_shape_names_the_layer(make):
     want = layer(x[:, :3]).data_sync()
     for m in (np.array([[1, 1, 1, 0, 0]] * 2, bool), np.array([[1, 1, 1, 0, 0]] * 2, np.int32)[..., None]):
         np.testing.assert_allclose(layer(x, mask=m).data_sync(), want, rtol=1e-6, atol=1e-7)
+
+
+def test_concatenate_joins_masks_as_keras_3():
+    # Expected masks are Keras 3.15's for the same calls (checked by hand against keras.layers.Concatenate).
+    ids = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 0, 0]])
+    a, b = dg.layers.Embedding(10, 3, mask_zero=True), dg.layers.Embedding(10, 3, mask_zero=True)
+    along_time = dg.layers.Concatenate(axis=1)([a(ids), b(ids)])
+    np.testing.assert_array_equal(get_keras_mask(along_time).data_sync(), np.concatenate([ids != 0, ids != 0], 1))
+    # A masked and an unmasked input joined on features: the unmasked one is all True, so any() is True.
+    plain = dg.layers.Embedding(10, 4)
+    both = dg.layers.Concatenate()([a(ids), plain(ids)])
+    assert get_keras_mask(both).data_sync().all()
+    # Two masked inputs joined on features keep their (shared) step mask, and it reaches an LSTM.
+    inp = Input((5,), dtype="int32")
+    joined = dg.layers.Concatenate()([a(inp), b(inp)])
+    assert get_keras_mask(joined) is not None
+    lstm = dg.layers.LSTM(2)
+    model = dg.Model(inp, lstm(joined))
+    got = model.predict(ids, verbose=0).data_sync()
+    two = Input((2,), dtype="int32")  # the same layers on the unpadded first row: the padded steps are skipped
+    short = dg.Model(two, lstm(dg.layers.Concatenate()([a(two), b(two)])))
+    np.testing.assert_allclose(got[0], short.predict(ids[:1, :2], verbose=0).data_sync()[0], atol=1e-6)
+    assert get_keras_mask(dg.layers.Concatenate()([plain(ids), plain(ids)])) is None
