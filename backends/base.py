@@ -1251,14 +1251,26 @@ class Backend(Conv3DMixin):
             keep &= xp.tril(xp.ones((t, s), bool))
         return sc, keep
 
-    def attention(self, q, k, v, mask=None, heads=1, scale=1.0, causal=False):
+    def _attention_dropout(self, shape, dtype, rate, seed, counter):
+        """attention's dropout factors [BH, T, S], None for rate 0: 1 / (1 - rate) where
+        ``random_keyed(shape, seed, counter)`` >= rate, else 0 (the fused kernels' mask)."""
+        if not 0 <= rate < 1:
+            raise ValueError(f"attention dropout: rate must be in [0, 1), got {rate!r}")
+        if rate == 0:
+            return None
+        u = self.random_keyed(shape, seed, counter, "uniform", "float64")  # float64: the compare is exact
+        return (u >= rate) * dtype.type(1.0 / (1.0 - rate))
+
+    def attention(self, q, k, v, mask=None, heads=1, scale=1.0, causal=False, rate=0.0, seed=0, counter=0):
         """Fused scaled dot-product attention over slabs: (out, lse).
 
         q [BH, T, D], k [BH, S, D], v [BH, S, E]; mask None or int32 [B|1, H|1, T|1, S]
         (0 = masked; BH = B * heads); ``causal`` masks key j > query i. out [BH, T, E] =
         softmax(q k^T * scale over the kept keys) v, 0 for a row with no key kept (as Keras's
         masked softmax); lse [BH, T] = log of the row's softmax denominator (+inf for such a
-        row), which ``attention_grad`` takes.
+        row), which ``attention_grad`` takes. ``rate`` > 0: dropout on the probabilities with a
+        mask that is a pure function of (seed, counter, element), as ``random_keyed``'s (lse is
+        the undropped one's); ``attention_grad`` given the same arguments regenerates it.
         """
         xp = self.xp
         sc, keep = self._attention_scores(q, k, mask, heads, scale, causal)
@@ -1268,17 +1280,24 @@ class Backend(Conv3DMixin):
         m = xp.where(any_kept, m, 0)
         p = xp.exp(sc - m)
         denom = p.sum(axis=-1, keepdims=True)
-        out = xp.matmul(p / xp.where(any_kept, denom, 1), v)
+        p = p / xp.where(any_kept, denom, 1)
+        z = self._attention_dropout(p.shape, q.dtype, rate, seed, counter)
+        out = xp.matmul(p if z is None else p * z, v)
         lse = xp.where(any_kept, m + xp.log(xp.where(any_kept, denom, 1)), xp.inf)[..., 0]
         return out.astype(q.dtype), lse.astype(q.dtype)
 
-    def attention_grad(self, dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causal=False):
-        """Gradients of ``attention`` for its output gradient dout: (dq, dk, dv)."""
+    def attention_grad(self, dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causal=False, rate=0.0,
+                       seed=0, counter=0):
+        """Gradients of ``attention`` (called with the same arguments) for its output gradient dout:
+        (dq, dk, dv)."""
         xp = self.xp
         sc, keep = self._attention_scores(q, k, mask, heads, scale, causal)
         p = xp.where(keep, xp.exp(sc - lse[..., None]), 0)
-        dv = xp.matmul(xp.swapaxes(p, -1, -2), dout)
+        z = self._attention_dropout(p.shape, q.dtype, rate, seed, counter)
+        dv = xp.matmul(xp.swapaxes(p if z is None else p * z, -1, -2), dout)
         dp = xp.matmul(dout, xp.swapaxes(v, -1, -2))
+        if z is not None:
+            dp *= z
         delta = (dout * out).sum(axis=-1, keepdims=True)
         ds = p * (dp - delta) * q.dtype.type(scale)
         return xp.matmul(ds, k), xp.matmul(xp.swapaxes(ds, -1, -2), q), dv

@@ -11,6 +11,7 @@ import math
 
 from .autograd import register_gradient
 from .ops import _axes, _backend_of, _inverse_perm, _is_float, _make, _t, cast, dropout, matmul, multiply
+from .backends.base import Backend
 from .tensor import Tensor
 
 
@@ -127,7 +128,7 @@ def _broadcast(a, b):
 
 
 def dot_product_attention(query, key, value, mask=None, scale=None, is_causal=False, dropout_rate=0.0,
-                          training=False, return_probs=False):
+                          training=False, return_probs=False, seed=None):
     """``softmax(query @ key^T * scale, mask) @ value`` over the last two axes.
 
     query [..., Tq, D], key [..., Tk, D], value [..., Tk, Dv]; leading axes
@@ -136,6 +137,12 @@ def dot_product_attention(query, key, value, mask=None, scale=None, is_causal=Fa
     attend; ``is_causal`` also masks key j > query i. Dropout with
     ``dropout_rate`` on the probabilities when ``training``. Returns the
     output [..., Tq, Dv], and the probabilities too when ``return_probs``.
+
+    Where the backend's fused kernel runs (CUDA), dropout is inside it, its mask
+    a hash of (seed, counter, element) regenerated backward; ``seed`` gives that
+    key: an int, a (seed, counter) pair, or a callable returning such a pair
+    (called only then; layers pass their own); None draws one from the
+    backend's seeded generator. Elsewhere dropout is ``ops.dropout``'s.
     """
     B = _backend_of(query, key, value)
     q, k, v = _t(query, B), _t(key, B), _t(value, B)
@@ -146,8 +153,11 @@ def dot_product_attention(query, key, value, mask=None, scale=None, is_causal=Fa
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     dropping = training and dropout_rate > 0
-    if not return_probs and not dropping and _fused_applies(B, q, k, v, mask):
-        return _fused_attention(B, q, k, v, mask, float(scale), bool(is_causal))
+    if dropping and not 0 < dropout_rate < 1:
+        raise ValueError(f"dot_product_attention: dropout_rate must be in [0, 1), got {dropout_rate!r}")
+    if not return_probs and _fused_applies(B, q, k, v, mask):
+        drop = (float(dropout_rate),) + _dropout_key(seed) if dropping else (0.0, 0, 0)
+        return _fused_attention(B, q, k, v, mask, float(scale), bool(is_causal), drop)
     scores = matmul(q, k, transpose_b=True)
     if scale != 1.0:
         scores = multiply(scores, float(scale))
@@ -182,8 +192,23 @@ def _fused_applies(B, q, k, v, mask):
         and ms[3] == k.shape[2]
 
 
-def _fused_attention(B, q, k, v, mask, scale, causal):
-    """One ``attention`` backend call forward, one ``attention_grad`` backward (the fused kernels)."""
+def _dropout_key(seed):
+    """(seed, counter) of the fused kernel's dropout mask from dot_product_attention's ``seed``."""
+    if callable(seed):
+        seed = seed()
+    if seed is None:
+        return int(Backend._rng.integers(2**63)), 0
+    if isinstance(seed, tuple) and len(seed) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in seed):
+        return seed
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return int(seed), 0
+    raise ValueError(f"dot_product_attention: seed must be None, an int, a (seed, counter) pair of ints or a "
+                     f"callable returning one, got {seed!r}")
+
+
+def _fused_attention(B, q, k, v, mask, scale, causal, drop):
+    """One ``attention`` backend call forward, one ``attention_grad`` backward (the fused kernels);
+    drop: (rate, seed, counter) of the dropout on the probabilities (rate 0: none)."""
     b, n, t, d = q.shape
     s, e = k.shape[2], v.shape[-1]
     m = None
@@ -191,17 +216,17 @@ def _fused_attention(B, q, k, v, mask, scale, causal):
         m = mask.data if isinstance(mask, Tensor) else B.asarray(mask)
         m = B.cast(m if m.dtype == bool else B.compare("!=", m, B.asarray(0, m.dtype)), "int32")
     q3, k3, v3 = (B.reshape(a.data, (b * n,) + a.shape[2:]) for a in (q, k, v))
-    out, lse = B.attention(q3, k3, v3, m, n, scale, causal)
+    out, lse = B.attention(q3, k3, v3, m, n, scale, causal, *drop)
     return _make("fused_attention", B.reshape(out, (b, n, t, e)), (q, k, v), B,
-                 saved=(q3, k3, v3, out, lse, m), heads=n, scale=scale, causal=causal, shapes=(q.shape, k.shape,
-                                                                                                 v.shape))
+                 saved=(q3, k3, v3, out, lse, m), heads=n, scale=scale, causal=causal, drop=drop,
+                 shapes=(q.shape, k.shape, v.shape))
 
 
 @register_gradient("fused_attention")
 def _fused_attention_grad(node, dy):
     B, (q3, k3, v3, out, lse, m), a = node.B, node.saved, node.attrs
     dq, dk, dv = B.attention_grad(B.reshape(dy, out.shape), q3, k3, v3, out, lse, m, a["heads"], a["scale"],
-                                  a["causal"])
+                                  a["causal"], *a["drop"])
     return tuple(B.reshape(g, shape) for g, shape in zip((dq, dk, dv), a["shapes"]))
 
 

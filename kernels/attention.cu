@@ -9,6 +9,15 @@
 // (mb, mh, mq; the key axis is contiguous) with H heads per batch entry; null: no mask.
 // causal: key j > query i is masked.
 //
+// Dropout on the probabilities, flash-attention style: thresh > 0 drops element (bh, i, j) where
+// the 24-bit uniform of random_keyed's hash (splitmix64 of its flat index (bh * T + i) * S + j and a
+// key) is below thresh / 2^24, and scales the survivors by keep_scale = 1 / (1 - rate); the same
+// function regenerates the mask in the backward kernels, so nothing is stored. key is
+// Backend._keyed_key(seed, counter); replay, when not null, is a captured graph's replay count
+// mixed in as the CUDA backend's _keyed_key does, so each replay draws a new mask. lse is that of
+// the undropped softmax; with z the kept mask / (1 - rate): out_i = sum_j p_ij z_ij v_j,
+// dv_j = sum_i p_ij z_ij dout_i, dp_ij = z_ij (dout_i . v_j), ds_ij = p_ij (dp_ij - delta_i).
+//
 // dg_attn_fwd: a block is ATT_TILE query rows of one slab, one thread per row; the keys and
 // values go through shared memory ATT_TILE rows at a time, and each thread keeps its row's
 // running max, denominator and output (the online softmax of flash attention). D, E <= ATT_MAXD.
@@ -27,13 +36,33 @@ __device__ __forceinline__ bool dg_att_keep(const int* mask, long long mb, long 
     return mask[b * mb + h * mh + (long long)i * mq + j] != 0;
 }
 
+__device__ __forceinline__ unsigned long long dg_att_key(unsigned long long key, const unsigned long long* replay)
+{
+    return replay ? *replay * 0x632BE59BD9B4E019ull + key : key;
+}
+
+// The dropout factor of element (bh, i, j): keep_scale, or 0 where dropped (1 with no dropout).
+__device__ __forceinline__ float dg_att_drop(unsigned long long key, int thresh, float keep_scale, long long bh,
+                                             int T, int S, int i, int j)
+{
+    if (thresh <= 0) return 1.0f;
+    unsigned long long z = (unsigned long long)((bh * T + i) * S + j) * 0x9E3779B97F4A7C15ull + key;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (int)(z >> 40) >= thresh ? keep_scale : 0.0f;
+}
+
 extern "C" __global__ void dg_attn_fwd(const float* __restrict__ q, const float* __restrict__ k,
                                        const float* __restrict__ v, const int* mask, float* __restrict__ out,
                                        float* __restrict__ lse, int T, int S, int D, int E, int H, long long mb,
-                                       long long mh, long long mq, float scale, int causal)
+                                       long long mh, long long mq, float scale, int causal,
+                                       float keep_scale, int thresh, unsigned long long key,
+                                       const unsigned long long* replay)
 {
     __shared__ float ks[ATT_TILE * ATT_MAXD], vs[ATT_TILE * ATT_MAXD];
     const long long bh = blockIdx.y;
+    const unsigned long long rk = dg_att_key(key, replay);
     const int i = blockIdx.x * ATT_TILE + threadIdx.x;
     const bool row = i < T;
     float qr[ATT_MAXD], acc[ATT_MAXD];
@@ -59,7 +88,8 @@ extern "C" __global__ void dg_attn_fwd(const float* __restrict__ q, const float*
                 }
                 const float p = expf(s - m);
                 l += p;
-                for (int e = 0; e < E; ++e) acc[e] += p * vs[jj * E + e];
+                const float pz = p * dg_att_drop(rk, thresh, keep_scale, bh, T, S, i, j);
+                for (int e = 0; e < E; ++e) acc[e] += pz * vs[jj * E + e];
             }
         }
         __syncthreads();
@@ -78,10 +108,13 @@ extern "C" __global__ void dg_attn_bwd_dq(const float* __restrict__ q, const flo
                                           const float* __restrict__ out, const float* __restrict__ dout,
                                           const float* __restrict__ lse, float* __restrict__ delta,
                                           float* __restrict__ dq, int T, int S, int D, int E, int H, long long mb,
-                                          long long mh, long long mq, float scale, int causal)
+                                          long long mh, long long mq, float scale, int causal,
+                                       float keep_scale, int thresh, unsigned long long key,
+                                       const unsigned long long* replay)
 {
     __shared__ float ks[ATT_TILE * ATT_MAXD], vs[ATT_TILE * ATT_MAXD];
     const long long bh = blockIdx.y;
+    const unsigned long long rk = dg_att_key(key, replay);
     const int i = blockIdx.x * ATT_TILE + threadIdx.x;
     const bool row = i < T;
     float qr[ATT_MAXD], gr[ATT_MAXD], acc[ATT_MAXD];
@@ -107,6 +140,7 @@ extern "C" __global__ void dg_attn_bwd_dq(const float* __restrict__ q, const flo
                 float s = 0.0f, dp = 0.0f;
                 for (int d = 0; d < D; ++d) s += qr[d] * ks[jj * D + d];
                 for (int e = 0; e < E; ++e) dp += gr[e] * vs[jj * E + e];
+                dp *= dg_att_drop(rk, thresh, keep_scale, bh, T, S, i, j0 + jj);
                 const float ds = expf(s - L) * (dp - dl);
                 for (int d = 0; d < D; ++d) acc[d] += ds * ks[jj * D + d];
             }
@@ -124,10 +158,13 @@ extern "C" __global__ void dg_attn_bwd_dkv(const float* __restrict__ q, const fl
                                            const float* __restrict__ dout, const float* __restrict__ lse,
                                            const float* __restrict__ delta, float* __restrict__ dk,
                                            float* __restrict__ dv, int T, int S, int D, int E, int H, long long mb,
-                                           long long mh, long long mq, float scale, int causal)
+                                           long long mh, long long mq, float scale, int causal,
+                                       float keep_scale, int thresh, unsigned long long key,
+                                       const unsigned long long* replay)
 {
     __shared__ float qs[ATT_TILE * ATT_MAXD], gs[ATT_TILE * ATT_MAXD], ls[ATT_TILE], ds_[ATT_TILE];
     const long long bh = blockIdx.y;
+    const unsigned long long rk = dg_att_key(key, replay);
     const int j = blockIdx.x * ATT_TILE + threadIdx.x;
     const bool col = j < S;
     float kr[ATT_MAXD], vr[ATT_MAXD], ak[ATT_MAXD], av[ATT_MAXD];
@@ -155,9 +192,11 @@ extern "C" __global__ void dg_attn_bwd_dkv(const float* __restrict__ q, const fl
                 float s = 0.0f, dp = 0.0f;
                 for (int d = 0; d < D; ++d) s += qs[ii * D + d] * kr[d];
                 for (int e = 0; e < E; ++e) dp += gs[ii * E + e] * vr[e];
+                const float z = dg_att_drop(rk, thresh, keep_scale, bh, T, S, i, j);
                 const float p = expf(s - ls[ii]);
-                const float g = p * (dp - ds_[ii]);
-                for (int e = 0; e < E; ++e) av[e] += p * gs[ii * E + e];
+                const float g = p * (z * dp - ds_[ii]);
+                const float pz = p * z;
+                for (int e = 0; e < E; ++e) av[e] += pz * gs[ii * E + e];
                 for (int d = 0; d < D; ++d) ak[d] += g * qs[ii * D + d];  // qs holds q * scale
             }
         }

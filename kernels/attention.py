@@ -2,8 +2,11 @@
 
 The backend gives q [BH, T, D], k [BH, S, D], v [BH, S, E] (D, E <= 64) and an int32 mask
 broadcast through element strides; one launch forward, two backward, none reading back.
+Dropout on the probabilities (rate, key, replay) is regenerated in the backward kernels, not stored.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -40,12 +43,23 @@ def _mask_args(mask, heads):
     return mask, tuple(st)
 
 
-def _common(q, k, v, mask, heads, scale, causal):
-    return (K._i32(q.shape[1]), K._i32(k.shape[1]), K._i32(q.shape[2]), K._i32(v.shape[2]), K._i32(heads))
+def _tail(q, k, v, heads, mb, mh, mq, scale, causal, rate, key, replay):
+    """The launch arguments after the arrays, as the three kernels take them."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"attention dropout: rate must be in [0, 1), got {rate!r}")
+    if replay is not None and (replay.dtype != np.uint64 or replay.size != 1):
+        raise ValueError(f"attention dropout: replay must be a uint64 array of one value, got "
+                         f"{replay.dtype} {replay.shape}")
+    # An element is kept where its 24-bit uniform u >= rate, i.e. u * 2^24 >= ceil(rate * 2^24).
+    thresh = math.ceil(rate * 2**24) if rate > 0 else 0
+    return (K._i32(q.shape[1]), K._i32(k.shape[1]), K._i32(q.shape[2]), K._i32(v.shape[2]), K._i32(heads),
+            K._i64(mb), K._i64(mh), K._i64(mq), K._f32(scale), np.int32(bool(causal)),
+            K._f32(1.0 / (1.0 - rate)), np.int32(thresh), np.uint64(int(key) % 2**64), replay)
 
 
-def attention(q, k, v, mask=None, heads=1, scale=1.0, causal=False):
-    """(out [BH, T, E], lse [BH, T]) as ``Backend.attention``."""
+def attention(q, k, v, mask=None, heads=1, scale=1.0, causal=False, rate=0.0, key=0, replay=None):
+    """(out [BH, T, E], lse [BH, T]) as ``Backend.attention``; dropout ``rate`` with the keyed
+    mask of ``key`` (``Backend._keyed_key``), ``replay`` a captured graph's uint64 [1] count or None."""
     xp = K._xp(q)
     q, k, v = (K._check(a, f"attention {n}") for a, n in ((q, "q"), (k, "k"), (v, "v")))
     bh, t, s, d, e = _shapes(q, k, v, "attention")
@@ -53,13 +67,13 @@ def attention(q, k, v, mask=None, heads=1, scale=1.0, causal=False):
     out = xp.empty((bh, t, e), np.float32)
     lse = xp.empty((bh, t), np.float32)
     K._launch("dg_attn_fwd", (-(-t // ATT_TILE), bh), (ATT_TILE,),
-              (q, k, v, mask, out, lse, *_common(q, k, v, mask, heads, scale, causal), K._i64(mb), K._i64(mh),
-               K._i64(mq), K._f32(scale), np.int32(bool(causal))))
+              (q, k, v, mask, out, lse) + _tail(q, k, v, heads, mb, mh, mq, scale, causal, rate, key, replay))
     return out, lse
 
 
-def attention_grad(dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causal=False):
-    """(dq, dk, dv) as ``Backend.attention_grad``."""
+def attention_grad(dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causal=False, rate=0.0, key=0,
+                   replay=None):
+    """(dq, dk, dv) as ``Backend.attention_grad``; the dropout arguments as the forward call's."""
     xp = K._xp(q)
     q, k, v = (K._check(a, f"attention_grad {n}") for a, n in ((q, "q"), (k, "k"), (v, "v")))
     bh, t, s, d, e = _shapes(q, k, v, "attention_grad")
@@ -71,8 +85,7 @@ def attention_grad(dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causa
     dq = xp.empty((bh, t, d), np.float32)
     dk = xp.empty((bh, s, d), np.float32)
     dv = xp.empty((bh, s, e), np.float32)
-    tail = (*_common(q, k, v, mask, heads, scale, causal), K._i64(mb), K._i64(mh), K._i64(mq), K._f32(scale),
-            np.int32(bool(causal)))
+    tail = _tail(q, k, v, heads, mb, mh, mq, scale, causal, rate, key, replay)
     K._launch("dg_attn_bwd_dq", (-(-t // ATT_TILE), bh), (ATT_TILE,), (q, k, v, mask, out, dout, lse, delta, dq) + tail)
     K._launch("dg_attn_bwd_dkv", (-(-s // ATT_TILE), bh), (ATT_TILE,), (q, k, v, mask, dout, lse, delta, dk, dv) + tail)
     return dq, dk, dv

@@ -18,11 +18,14 @@ class StepRandom:
         self.seed = int(Backend._rng.integers(2**31)) if seed is None else int(seed)
         self.counter = 0
 
+    def next_key(self):
+        """(seed, counter) of a new draw, as ``random_keyed`` (or a fused kernel's mask) takes it."""
+        self.counter += 1
+        return self.seed, self.counter
+
     def _draw(self, like, shape, kind, dtype):
         B = like._backend
-        self.counter += 1
-        return Tensor(B.random_keyed(tuple(int(d) for d in shape), self.seed, self.counter, kind,
-                                     dtype or like.dtype), B)
+        return Tensor(B.random_keyed(tuple(int(d) for d in shape), *self.next_key(), kind, dtype or like.dtype), B)
 
     def uniform(self, like, shape, minval=0.0, maxval=1.0, dtype=None):
         """A Tensor of ``shape`` on ``like``'s backend, uniform in [minval, maxval) (no gradient)."""

@@ -26,6 +26,7 @@ from .. import initializers, ops, regularizers
 from ..tensor import Tensor, tensor, zeros_like
 from .base import Layer, SymbolicTensor, fmt_shape
 from .core import EinsumDense
+from ._random import StepRandom
 from ._utils import WeightedLayer, constraint_config, constraint_get, init_config, reg_config
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -116,6 +117,7 @@ class _QKVAttention(WeightedLayer):
         self.sliding_window = sliding_window
         self.flash_attention = flash_attention
         self.seed = seed
+        self._random = None
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -125,6 +127,12 @@ class _QKVAttention(WeightedLayer):
         self._setup_activity(activity_regularizer)
         self._want_scores = False
         self._query_dense = self._key_dense = self._value_dense = self._output_dense = self._gate_dense = None
+
+    def _dropout_key(self):
+        """(seed, counter) of the fused attention kernel's next dropout mask."""
+        if self._random is None:  # made at first use: a seed drawn at construction would shift set_seed's stream
+            self._random = StepRandom(self.seed)
+        return self._random.next_key()
 
     # Called as Keras's: layer(query, value, key=None, ...); one list input underneath.
     def __call__(self, query, value=None, key=None, query_mask=None, value_mask=None, key_mask=None,
@@ -422,7 +430,8 @@ class MultiHeadAttention(_QKVAttention):
             qh, kh, vh = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
             m = None if mask is None else ops.expand_dims(mask, 1)
             got = ops.dot_product_attention(qh, kh, vh, m, scale=scale, dropout_rate=drop,
-                                            training=bool(training), return_probs=want_probs)
+                                            training=bool(training), return_probs=want_probs,
+                                            seed=self._dropout_key)
             out, probs = got if want_probs else (got, None)
             return ops.transpose(out, (0, 2, 1, 3)), probs
         scores = ops.einsum(self._dot_eq, k, q * scale)
@@ -527,7 +536,7 @@ class GroupedQueryAttention(_QKVAttention):
         drop = self.dropout if training else 0.0
         got = ops.dot_product_attention(qh, kh, vh, m, scale=1.0 / math.sqrt(float(self.head_dim)),
                                         dropout_rate=drop, training=bool(training),
-                                        return_probs=return_attention_scores)
+                                        return_probs=return_attention_scores, seed=self._dropout_key)
         out, probs = got if return_attention_scores else (got, None)
         out = ops.transpose(out, (0, 2, 1, 3))
         if gate is not None:
