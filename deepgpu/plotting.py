@@ -123,19 +123,31 @@ def _shape_text(shape):
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def _graph(model):
-    """[(name, type, output_shape, [inbound layer names])] for each layer of ``model``."""
+def _graph(model, expand_nested=False):
+    """[(name, type, output_shape, [inbound layer names])] for each layer of ``model``; with
+    ``expand_nested`` a nested model's layers take its place, named ``"outer/inner"``."""
     layers = getattr(model, "layers", None)
     if layers is None:
         raise TypeError(f"plot_model: {type(model).__name__} has no .layers")
-    out = []
+    out, alias = [], {}
     for layer in layers:
         try:
             shape = layer.output_shape
         except Exception:  # a layer not yet built
             shape = None
-        out.append((layer.name, type(layer).__name__, shape,
-                    list(getattr(layer, "inbound_layer_names", None) or [])))
+        inbound = [alias.get(n, n) for n in getattr(layer, "inbound_layer_names", None) or []]
+        inner = getattr(layer, "layers", None) if expand_nested else None
+        if not inner:
+            out.append((layer.name, type(layer).__name__, shape, inbound))
+            continue
+        sub = [g for g in _graph(layer, True) if g[1] != "InputLayer"]
+        names = {g[0] for g in sub}
+        if all(not any(i in names for i in g[3]) for g in sub[1:]):  # no connections inside: a chain
+            sub = [g if k == 0 else (*g[:3], [sub[k - 1][0]]) for k, g in enumerate(sub)]
+        for name, kind, shp, ins in sub:
+            inner_ins = [f"{layer.name}/{i}" for i in ins if i in names]
+            out.append((f"{layer.name}/{name}", kind, shp, inner_ins or inbound))
+        alias[layer.name] = f"{layer.name}/{sub[-1][0]}"
     return out
 
 
@@ -176,7 +188,8 @@ def _routes(graph, depth):
     return rows, edges
 
 
-def plot_model(model, path=None, show_shapes=True, dpi=100, show_layer_names=True, rankdir="TB"):
+def plot_model(model, path=None, show_shapes=True, dpi=100, show_layer_names=True, rankdir="TB",
+               expand_nested=False):
     """Draw the layer graph of ``model``: a box per layer (name, class, and
     output shape when ``show_shapes``), an arrow per inbound connection,
     layers placed by depth so that branches sit side by side. An arrow that
@@ -185,13 +198,14 @@ def plot_model(model, path=None, show_shapes=True, dpi=100, show_layer_names=Tru
     path: where to save the image (PNG by default; SVG/PDF by extension), or
     None to only return it. show_layer_names: the name on each box.
     rankdir: "TB" (top to bottom, default), "LR", "BT" or "RL", as Keras's.
+    expand_nested: draw a nested model's layers (named "outer/inner") instead of one box.
     Returns the matplotlib Figure. Layers need ``inbound_layer_names`` (see
     the module docstring); a Sequential model without it is drawn as a chain.
     """
     rankdir = str(rankdir).upper()
     if rankdir not in _RANKDIRS:
         raise ValueError(f"plot_model: rankdir must be one of {', '.join(_RANKDIRS)}, got {rankdir!r}")
-    graph = _graph(model)
+    graph = _graph(model, expand_nested)
     if not graph:
         raise ValueError("plot_model: the model has no layers")
     if all(not g[3] for g in graph[1:]) and len(graph) > 1:

@@ -22,16 +22,16 @@ def to_categorical(y, num_classes=None, dtype="float32"):
     return one_hot(y, num_classes, dtype)
 
 
-def plot_model(model, to_file="model.png", show_shapes=False, show_layer_names=True, rankdir="TB", dpi=200,
-               **kwargs):
+def plot_model(model, to_file="model.png", show_shapes=False, show_layer_names=True, rankdir="TB",
+               expand_nested=False, dpi=200, **kwargs):
     """Draw ``model``'s layer graph to ``to_file`` (Keras's signature; deepgpu.plotting.plot_model):
-    ``show_shapes``, ``show_layer_names``, ``rankdir`` ("TB", "LR", "BT", "RL") and ``dpi`` as in
-    Keras. Keras's other options (``expand_nested``, ``show_dtype``, ...) are accepted; a nested
-    model is drawn as one box. Returns what deepgpu.plotting.plot_model returns.
+    ``show_shapes``, ``show_layer_names``, ``rankdir`` ("TB", "LR", "BT", "RL"), ``expand_nested``
+    and ``dpi`` as in Keras. Keras's other options (``show_dtype``, ``show_trainable``, ...) are
+    accepted and not drawn. Returns what deepgpu.plotting.plot_model returns.
     """
     from .plotting import plot_model as draw
     return draw(model, to_file, show_shapes=show_shapes, dpi=dpi, show_layer_names=show_layer_names,
-                rankdir=rankdir)
+                rankdir=rankdir, expand_nested=expand_nested)
 
 
 def clone_model(model, custom_objects=None):

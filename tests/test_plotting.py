@@ -201,3 +201,21 @@ def test_rankdir_and_show_layer_names(tmp_path):
                         show_layer_names=True, rankdir="LR", expand_nested=True, dpi=60)
     img = read_png(tmp_path / "k.png")
     assert img.shape[1] > img.shape[0]  # left to right: wider than tall
+
+
+def test_expand_nested(tmp_path):
+    L = dg.layers
+    inner = dg.Sequential([L.Input((4,)), L.Dense(3, name="i1"), L.Dense(2, name="i2")], name="inner")
+    fi = dg.Input((2,))
+    fm = dg.Model(fi, L.Add(name="fadd")([L.Dense(2, name="fa")(fi), L.Dense(2, name="fb")(fi)]), name="fm")
+    x = dg.Input((4,))
+    out = L.Dense(1, name="post")(fm(inner(L.Dense(4, name="pre")(x))))
+    m = dg.Model(x, out)
+    assert [g[0] for g in _graph(m)][1:] == ["pre", "inner", "fm", "post"]
+    g = {n: ins for n, _, _, ins in _graph(m, expand_nested=True)}
+    assert g["inner/i1"] == ["pre"] and g["inner/i2"] == ["inner/i1"]
+    assert g["fm/fa"] == g["fm/fb"] == ["inner/i2"] and sorted(g["fm/fadd"]) == ["fm/fa", "fm/fb"]
+    assert g["post"] == ["fm/fadd"] and "inner" not in g and "fm" not in g
+    fig = dg.utils.plot_model(m, to_file=str(tmp_path / "n.png"), expand_nested=True)
+    assert "fm/fadd\nAdd" in [t.get_text() for t in fig.get_axes()[0].texts]
+    assert _crossings(fig.get_axes()[0]) == 0
