@@ -156,7 +156,7 @@ def dot_product_attention(query, key, value, mask=None, scale=None, is_causal=Fa
     if dropping and not 0 < dropout_rate < 1:
         raise ValueError(f"dot_product_attention: dropout_rate must be in [0, 1), got {dropout_rate!r}")
     if not return_probs and _fused_applies(B, q, k, v, mask):
-        drop = (float(dropout_rate),) + _dropout_key(seed) if dropping else (0.0, 0, 0)
+        drop = (float(dropout_rate),) + _dropout_key(seed) if dropping else ()
         return _fused_attention(B, q, k, v, mask, float(scale), bool(is_causal), drop)
     scores = matmul(q, k, transpose_b=True)
     if scale != 1.0:
@@ -208,7 +208,7 @@ def _dropout_key(seed):
 
 def _fused_attention(B, q, k, v, mask, scale, causal, drop):
     """One ``attention`` backend call forward, one ``attention_grad`` backward (the fused kernels);
-    drop: (rate, seed, counter) of the dropout on the probabilities (rate 0: none)."""
+    drop: () or (rate, seed, counter) of the dropout on the probabilities."""
     b, n, t, d = q.shape
     s, e = k.shape[2], v.shape[-1]
     m = None
