@@ -109,8 +109,8 @@ extern "C" __global__ void dg_attn_bwd_dq(const float* __restrict__ q, const flo
                                           const float* __restrict__ lse, float* __restrict__ delta,
                                           float* __restrict__ dq, int T, int S, int D, int E, int H, long long mb,
                                           long long mh, long long mq, float scale, int causal,
-                                       float keep_scale, int thresh, unsigned long long key,
-                                       const unsigned long long* replay)
+                                          float keep_scale, int thresh, unsigned long long key,
+                                          const unsigned long long* replay)
 {
     __shared__ float ks[ATT_TILE * ATT_MAXD], vs[ATT_TILE * ATT_MAXD];
     const long long bh = blockIdx.y;
@@ -159,8 +159,8 @@ extern "C" __global__ void dg_attn_bwd_dkv(const float* __restrict__ q, const fl
                                            const float* __restrict__ delta, float* __restrict__ dk,
                                            float* __restrict__ dv, int T, int S, int D, int E, int H, long long mb,
                                            long long mh, long long mq, float scale, int causal,
-                                       float keep_scale, int thresh, unsigned long long key,
-                                       const unsigned long long* replay)
+                                           float keep_scale, int thresh, unsigned long long key,
+                                           const unsigned long long* replay)
 {
     __shared__ float qs[ATT_TILE * ATT_MAXD], gs[ATT_TILE * ATT_MAXD], ls[ATT_TILE], ds_[ATT_TILE];
     const long long bh = blockIdx.y;
