@@ -305,6 +305,14 @@ class CupyBackend(Backend):
             return _K.depthwise_conv2d(x, k, strides, padding, dilation)
         return super().depthwise_conv2d(x, k, strides, padding, dilation)
 
+    def depthwise_conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
+                                  dilation=(1, 1)):
+        if self._f32(x, k) and activation in _K.ACTIVATIONS and (
+                b is None or (b.dtype == np.float32 and b.shape == (k.shape[2] * k.shape[3],))):
+            self.depthwise_geometry(x.shape, k.shape, strides, padding, dilation)
+            return _K.depthwise_conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
+        return super().depthwise_conv2d_bias_act(x, k, b, activation, strides, padding, dilation)
+
     def depthwise_conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         if self._f32(dy, k):
             self.depthwise_geometry(tuple(x_shape), k.shape, strides, padding, dilation)

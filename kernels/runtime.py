@@ -20,7 +20,7 @@ import numpy as np
 from .. import kernels as K
 
 # Activation names -> the DG_ACT_* codes of common.cuh.
-ACTIVATIONS = {None: 0, "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+ACTIVATIONS = {None: 0, "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "relu6": 4}
 BLOCK = 256  # threads per block of the elementwise and pooling kernels
 OPTIONS = ("--std=c++17",)
 _MAX_GRID_Y = 65535

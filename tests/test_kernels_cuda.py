@@ -80,7 +80,7 @@ def f64(a):
     return np.asarray(a, np.float64)
 
 
-ACT_REF = {None: lambda y: y, "relu": lambda y: np.maximum(y, 0),
+ACT_REF = {None: lambda y: y, "relu": lambda y: np.maximum(y, 0), "relu6": lambda y: np.clip(y, 0, 6),
            "sigmoid": lambda y: 1 / (1 + np.exp(-y)), "tanh": np.tanh}
 
 
@@ -98,7 +98,7 @@ def test_matmul(xp, m, k, n, ta, tb):
     check(out, ref, what=f"matmul {m}x{k}x{n} ta={ta} tb={tb}")
 
 
-@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "sigmoid", "tanh"])
 @pytest.mark.parametrize("m,k,n", [(1, 9, 5), (70, 20, 66)])
 def test_dense_epilogue(xp, m, k, n, activation):
     x, w, b = rnd(m, k), rnd(k, n), rnd(n)
@@ -146,13 +146,14 @@ def test_conv2d_forward(xp, x_shape, k_shape, s, p, d):
     check(out, ref, what="conv2d")
 
 
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
 @pytest.mark.parametrize("x_shape,k_shape,s,p,d", CONV_CASES[:3], ids=CONV_IDS[:3])
-def test_conv2d_bias_relu_epilogue(xp, x_shape, k_shape, s, p, d):
-    x, k, b = rnd(*x_shape), rnd(*k_shape), rnd(k_shape[3])
-    ref = np.maximum(_cpu().conv2d(f64(x), f64(k), s, p, d) + f64(b), 0)
-    out = K.conv2d(dev(xp, x), dev(xp, k), s, p, d, bias=dev(xp, b), activation="relu",
+def test_conv2d_bias_relu_epilogue(xp, x_shape, k_shape, s, p, d, activation):
+    x, k, b = rnd(*x_shape, lo=-4, hi=4), rnd(*k_shape), rnd(k_shape[3])  # x 4x: relu6's cap is reached
+    ref = ACT_REF[activation](_cpu().conv2d(f64(x), f64(k), s, p, d) + f64(b))
+    out = K.conv2d(dev(xp, x), dev(xp, k), s, p, d, bias=dev(xp, b), activation=activation,
                    out=poisoned(xp, ref.shape))
-    check(out, ref, what="conv2d + bias + relu")
+    check(out, ref, what=f"conv2d + bias + {activation}")
 
 
 @pytest.mark.parametrize("x_shape,k_shape,s,p,d", CONV_CASES, ids=CONV_IDS)
@@ -642,9 +643,9 @@ def test_softmax_rows_and_argmax_hits(xp, rows, cols):
         K.argmax_hits(dev(xp, np.zeros((3, 0), F32)), dev(xp, np.zeros(3, np.int32)))
 
 
-@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "sigmoid", "tanh"])
 def test_bias_act(xp, activation):
-    x, b = rnd(7, 13, lo=-4, hi=4), rnd(13)
+    x, b = rnd(7, 13, lo=-8, hi=8), rnd(13)
     ref = ACT_REF[activation](f64(x) + f64(b))
     check(K.bias_act(dev(xp, x), dev(xp, b), activation, out=poisoned(xp, x.shape)), ref, what="bias_act")
 

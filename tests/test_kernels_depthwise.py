@@ -55,6 +55,48 @@ def test_depthwise_kernels(xp, xs, ks, s, p, d):
     _run(xp, xs, ks, s, p, d)
 
 
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "sigmoid"])
+@pytest.mark.parametrize("xs,ks,s,p,d", [CASES[1], CASES[2]])
+def test_depthwise_bias_act_epilogue(xp, xs, ks, s, p, d, activation):
+    """The forward's fused bias + activation (one launch) against the NumPy backend's composition."""
+    cpu = backends.get("cpu")
+    x = RNG.uniform(-3, 3, xs).astype(np.float32)
+    k = RNG.uniform(-1, 1, ks).astype(np.float32)
+    b = RNG.uniform(-1, 1, ks[2] * ks[3]).astype(np.float32)
+    ref = cpu.depthwise_conv2d(x.astype(np.float64), k.astype(np.float64), s, p, d) + b
+    ref = cpu.apply_activation(ref, activation)
+    y = DW.depthwise_conv2d(xp.asarray(x), xp.asarray(k), s, p, d, out=xp.full(ref.shape, np.nan, np.float32),
+                            bias=xp.asarray(b), activation=activation)
+    check(y, ref, f"depthwise_conv2d + bias, {activation}")
+    if activation == "relu6":
+        assert (ref >= 6).any() and (ref <= 0).any()
+
+
+def test_fused_depthwise_op_is_one_launch(_emulator):
+    """ops.depthwise_conv2d_bias_act (a folded DepthwiseConv2D -> BatchNormalization -> ReLU6) on the
+    custom path: one launch, no separate bias add or clip."""
+    from deepgpu import ops
+    from deepgpu.tensor import Tensor
+
+    calls = []
+    K._emulator = lambda name, grid, block, args: (calls.append(name), _emulator(name, grid, block, args))
+    try:
+        with current_custom(np) as B:
+            def unfused(*args):
+                raise AssertionError("the generic composition ran (depthwise_conv2d + add + clip)")
+            B.depthwise_conv2d = unfused
+            x = RNG.uniform(-3, 3, (2, 7, 7, 40)).astype(np.float32)
+            k = RNG.uniform(-1, 1, (3, 3, 40, 1)).astype(np.float32)
+            b = RNG.uniform(-1, 1, 40).astype(np.float32)
+            y = ops.depthwise_conv2d_bias_act(Tensor(x, B), Tensor(k, B), Tensor(b, B), "relu6", 2, "same")
+    finally:
+        K._emulator = None
+    assert calls == ["dg_dw_fwd"], calls
+    cpu = backends.get("cpu")
+    ref = np.clip(cpu.depthwise_conv2d(x.astype(np.float64), k.astype(np.float64), 2, "same", 1) + b, 0, 6)
+    check(y.data, ref, "the fused op")
+
+
 def test_split_filter_gradient_and_wide_indices(xp, monkeypatch):
     """The filter gradient in several parts (added up by a second launch), and 64-bit offsets."""
     seen = []
@@ -74,6 +116,9 @@ def test_bad_shapes_raise():
         DW.depthwise_conv2d(np.zeros((1, 4, 4, 3), np.float32), np.zeros((3, 3, 2, 1), np.float32))
     with pytest.raises(TypeError, match="float32"):
         DW.depthwise_conv2d(np.zeros((1, 4, 4, 2)), np.zeros((3, 3, 2, 1), np.float32))
+    with pytest.raises(ValueError, match=r"bias: expected shape \(6,\)"):
+        DW.depthwise_conv2d(np.zeros((1, 4, 4, 3), np.float32), np.zeros((3, 3, 3, 2), np.float32),
+                            bias=np.zeros(3, np.float32))
 
 
 def test_depthwise_op_launch_budget(_emulator):
