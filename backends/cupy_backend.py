@@ -18,6 +18,7 @@ or later by setting ``backend.kernels``:
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -465,7 +466,7 @@ class CupyBackend(Backend):
         lead = g.ndim - len(shape)
         if self._f32(g) and shape and lead > 0 and tuple(g.shape[lead:]) == shape:
             # Only leading axes were broadcast (a bias): column sums in one deterministic pass.
-            cols = int(np.prod(shape, dtype=np.int64))
+            cols = math.prod(shape)
             return _K.col_sum(g.reshape(-1, cols)).reshape(shape)
         return super().sum_to_shape(g, shape)
 

@@ -9,6 +9,7 @@ read from it at each use, here and in the launcher modules.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import threading
@@ -238,7 +239,7 @@ def _inplace(a, what, size):
 def _output(xp, out, shape, what):
     if out is None:
         return xp.empty(shape, np.float32)
-    return _inplace(out, what, int(np.prod(shape, dtype=np.int64))).reshape(shape)
+    return _inplace(out, what, math.prod(shape)).reshape(shape)
 
 
 def _act(activation):
