@@ -534,6 +534,20 @@ class CupyBackend(Backend):
             return _K.layer_norm_grad(dy, x, mean, inv_std, gamma, rms, need_input)
         return super().layer_norm_grad(dy, x, mean, inv_std, gamma, rms, need_input)
 
+    # ----------------------------------------------------- image transform
+    # kernels/image.cu: one launch per batch (the generic version is about 40 CuPy calls).
+    def image_transform(self, x, transforms, out_h, out_w, interpolation="bilinear", fill_mode="constant",
+                        fill_value=0.0):
+        if self._f32(x, transforms) and x.ndim == 4:
+            return _K.image_transform(x, transforms.reshape(-1, 8), out_h, out_w, interpolation, fill_mode,
+                                      fill_value)
+        return super().image_transform(x, transforms, out_h, out_w, interpolation, fill_mode, fill_value)
+
+    def image_transform_grad(self, dy, x_shape, transforms, interpolation="bilinear", fill_mode="constant"):
+        if self._f32(dy, transforms) and dy.ndim == 4:
+            return _K.image_transform_grad(dy, x_shape, transforms.reshape(-1, 8), interpolation, fill_mode)
+        return super().image_transform_grad(dy, x_shape, transforms, interpolation, fill_mode)
+
     # ------------------------------------------------------ fused attention
     # kernels/attention.cu: the score matrix never leaves the chip; one launch forward, two backward.
     def _attn_ok(self, q, k, v, mask):
