@@ -555,15 +555,27 @@ class CupyBackend(Backend):
                 and q.shape[2] <= 64 and v.shape[2] <= 64
                 and (mask is None or (mask.dtype == np.int32 and mask.ndim == 4 and mask.flags.c_contiguous)))
 
-    def attention(self, q, k, v, mask=None, heads=1, scale=1.0, causal=False):
-        if self._attn_ok(q, k, v, mask):
-            return _K.attention(q, k, v, mask, heads, scale, causal)
-        return super().attention(q, k, v, mask, heads, scale, causal)
+    def _attn_drop(self, rate, seed, counter):
+        """The kernels' dropout arguments: (rate, host key, replay count or None), keyed as
+        random_keyed (_keyed_key: a captured call mixes in the replay count on the device)."""
+        if not rate:
+            return rate, 0, None
+        replay = None
+        if self.capturing:
+            replay, self._graph_uses_dropout = self._replay_count, True
+        return rate, Backend._keyed_key(self, seed, counter), replay
 
-    def attention_grad(self, dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causal=False):
+    def attention(self, q, k, v, mask=None, heads=1, scale=1.0, causal=False, rate=0.0, seed=0, counter=0):
+        if self._attn_ok(q, k, v, mask):
+            return _K.attention(q, k, v, mask, heads, scale, causal, *self._attn_drop(rate, seed, counter))
+        return super().attention(q, k, v, mask, heads, scale, causal, rate, seed, counter)
+
+    def attention_grad(self, dout, q, k, v, out, lse, mask=None, heads=1, scale=1.0, causal=False, rate=0.0,
+                       seed=0, counter=0):
         if self._attn_ok(q, k, v, mask) and self._f32(dout, out, lse):
-            return _K.attention_grad(dout, q, k, v, out, lse, mask, heads, scale, causal)
-        return super().attention_grad(dout, q, k, v, out, lse, mask, heads, scale, causal)
+            return _K.attention_grad(dout, q, k, v, out, lse, mask, heads, scale, causal,
+                                     *self._attn_drop(rate, seed, counter))
+        return super().attention_grad(dout, q, k, v, out, lse, mask, heads, scale, causal, rate, seed, counter)
 
 
 class _CudaGraph:
