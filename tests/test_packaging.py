@@ -30,10 +30,9 @@ ALLOWED_ARRAY_IMPORTS = {
     "deepgpu/data": None,                # host I/O boundary: files to arrays
     "deepgpu/io": None,                  # host I/O boundary: weights to and from files
     "deepgpu/applications/imagenet_utils.py": {"preprocess_input"},  # NumPy images in, NumPy out, as Keras
-    # NCCL's communicator holds cupy.cuda.nccl handles and device buffers: a door to the hardware.
-    "deepgpu/distributed/comm.py": {"nccl_available", "__init__"},
-    # cupy.cuda.nccl and the device count for NCCL's communicator: communication, no math
-    "deepgpu/distributed/comm.py": {"nccl_available", "__init__"},
+    # NCCL's communicator holds cupy.cuda.nccl handles and device buffers, use_local_gpu picks the
+    # rank's device, and MPI's bfloat16 sum op is handed raw host buffers: communication, no math.
+    "deepgpu/distributed/comm.py": {"nccl_available", "__init__", "use_local_gpu", "_sum"},
 }
 
 
