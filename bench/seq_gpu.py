@@ -4,7 +4,7 @@
 
 1. kernels: kernels/attention.cu (forward; forward + backward) beside
    ``torch.nn.functional.scaled_dot_product_attention`` on the same [B, H, T, D] data (no mask,
-   a key padding mask, causal), kernels/layernorm.cu beside ``F.layer_norm``, and the fused
+   a key padding mask, causal; forward + backward with dropout 0.1), kernels/layernorm.cu beside ``F.layer_norm``, and the fused
    cells of kernels/rnn.cu (LSTM and GRU, one step each way) beside PyTorch's fused cells
    (``torch._thnn_fused_lstm_cell`` / ``_thnn_fused_gru_cell``, autograd for the backward).
    Each row also gives the largest difference of the outputs (relative to the peer's max |x|).
@@ -101,6 +101,20 @@ def kernels(xp, torch, dev, sync, reps, small):
             qg.grad = None
             peer_fb()
             row(f"attention fwd+bwd {b}x{h}x{t}x{d} mask={kind}", ours_fb, peer_fb, _err(dq, qg.grad, host))
+
+        # Training dropout (0.1, as the Transformer recipe): the masks are drawn by different generators,
+        # so the rows compare time only (err NaN); tests/test_kernels_attention.py checks the values.
+        qg, kg, vg = (a.clone().requires_grad_(True) for a in (q, k, v))
+        qx, kx, vx, dx = (to_xp(a.reshape(b * h, t, d).contiguous()) for a in (q, k, v, dout))
+        scale = 1.0 / d ** 0.5
+
+        def drop_ours_fb():
+            o, s = K.attention(qx, kx, vx, None, h, scale, False, 0.1, 12345)
+            return K.attention_grad(dx, qx, kx, vx, o, s, None, h, scale, False, 0.1, 12345)
+
+        def drop_peer_fb():
+            F.scaled_dot_product_attention(qg, kg, vg, dropout_p=0.1).backward(dout)
+        row(f"attention fwd+bwd {b}x{h}x{t}x{d} dropout=0.1", drop_ours_fb, drop_peer_fb, float("nan"))
 
     n, c = (6, 10) if small else (32 * 200, 128)
     x, gamma, beta, dy = rand(n, c), rand(c), rand(c), rand(n, c)
