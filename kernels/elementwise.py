@@ -137,11 +137,3 @@ def col_sum(x, out=None):
     _col_sum_pass(x, parts, first)
     _col_sum_pass(parts, out, second[4 if 4 in second and K._aligned16(parts) else 1])
     return out
-    splits = _col_sum_pass(x, None, rows, cols, K._MAX_GRID_Y)
-    if splits == 1:
-        _col_sum_pass(x, out, rows, cols, 1)
-        return out
-    parts = xp.empty((splits, cols), np.float32)
-    _col_sum_pass(x, parts, rows, cols, splits)
-    _col_sum_pass(parts, out, splits, cols, 1)
-    return out
