@@ -299,7 +299,7 @@ class NumpyBackend(Backend):
 
     # -------------------------------------------------------- convolution
     def conv2d(self, x, k, strides=(1, 1), padding="valid", dilation=(1, 1)):
-        return self._conv_forward(x, k, strides, padding, dilation, None, None)
+        return self._conv_forward(x, k, strides, padding, dilation, None, 0)
 
     def conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
                         dilation=(1, 1), keep=None):
@@ -332,10 +332,9 @@ class NumpyBackend(Backend):
         return np.ascontiguousarray(np.matmul(dy2.T, cols).T)
 
     def _conv_forward(self, x, k, strides, padding, dilation, b, act, keep=None):
-        """act(conv(x, k) + b) (act a value of ``_ACTS``, or None) by the fastest path for this shape on
+        """act(conv(x, k) + b) (act a value of ``_ACTS``) by the fastest path for this shape on
         this machine (``_tuned``): Winograd tiles, the direct C kernel, or im2col + BLAS
         (``_conv_forward_blas``)."""
-        act = act or 0
         kh, kw, c, o = k.shape
         lib = self._c_kernels(x, k, b) if kh * kw > 1 else None
         ways = {}
