@@ -143,12 +143,17 @@ def _graph(model, expand_nested=False):
         sub = [g for g in _graph(layer, True) if g[1] != "InputLayer"]
         names = {g[0] for g in sub}
         if all(not any(i in names for i in g[3]) for g in sub[1:]):  # no connections inside: a chain
-            sub = [g if k == 0 else (*g[:3], [sub[k - 1][0]]) for k, g in enumerate(sub)]
+            sub = _chain(sub)
         for name, kind, shp, ins in sub:
             inner_ins = [f"{layer.name}/{i}" for i in ins if i in names]
             out.append((f"{layer.name}/{name}", kind, shp, inner_ins or inbound))
         alias[layer.name] = f"{layer.name}/{sub[-1][0]}"
     return out
+
+
+def _chain(graph):
+    """``graph`` with each layer's inbound set to the layer before it (drawn as a chain)."""
+    return [g if k == 0 else (*g[:3], [graph[k - 1][0]]) for k, g in enumerate(graph)]
 
 
 def _layout(graph):
@@ -209,8 +214,7 @@ def plot_model(model, path=None, show_shapes=True, dpi=100, show_layer_names=Tru
     if not graph:
         raise ValueError("plot_model: the model has no layers")
     if all(not g[3] for g in graph[1:]) and len(graph) > 1:
-        # No connection information at all: draw the layers as a chain.
-        graph = [g if k == 0 else (g[0], g[1], g[2], [graph[k - 1][0]]) for k, g in enumerate(graph)]
+        graph = _chain(graph)  # no connection information at all
     depth = {n: d for n, (d, _, _) in _layout(graph).items()}
     rows, edges = _routes(graph, depth)
     box_w, box_h = 3.2, (1.0 if show_shapes else 0.7) - (0 if show_layer_names else 0.25)
