@@ -450,9 +450,7 @@ def _output_mask(g, node):
         g.masks[id(out)] = keep
     elif (type(layer).compute_mask is Layer.compute_mask or isinstance(layer, _PASS_MASK)) and len(node.inputs) == 1 \
             or isinstance(layer, (MultiHeadAttention, Attention)) and node.inputs[0]._keras_mask is not None:
-        first = g.masks.get(id(node.inputs[0]._keras_mask))
-        if first is not None:
-            g.masks[id(out)] = first
+        g.masks[id(out)] = names[0]  # the first input's: it has a mask, so names[0] is its (found) name
 
 
 def _value_info(onnx, name, shape, dtype="float32"):
