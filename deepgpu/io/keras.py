@@ -450,22 +450,23 @@ def _load_keras_zip(path, custom, ctx):
         ctx.what = f"member {_CONFIG!r}"
         spec = _json(_member(z, _CONFIG, JSON_LIMIT, path), _CONFIG, path)
         ctx.what = "the architecture"
-        if isinstance(spec, dict) and spec.get("class_name") not in _MODEL_CLASSES and "class_name" in spec:
-            from . import keras_subclassed
+        subclassed = isinstance(spec, dict) and "class_name" in spec and spec["class_name"] not in _MODEL_CLASSES
+        if subclassed:
             model = _load_subclassed(spec, custom, path)
-            ctx.what = f"member {_WEIGHTS!r}"
-            h5bytes = _member(z, _WEIGHTS, _weights_limit(model), path)
-            return model, keras_subclassed.read_weights(model, h5bytes, path)
-        model = _build(spec, custom, path)
-        for group_path, layer in _keras3_paths(model, spec, "layers"):
-            if hasattr(layer, "load_keras_assets"):  # TextVectorization's vocabulary.txt
-                ctx.what = f"the assets of layer {layer.name!r}"
-                prefix = f"assets/{group_path}/"
-                layer.load_keras_assets({n[len(prefix):]: _member(z, n, JSON_LIMIT, path)
-                                         for n in names if n.startswith(prefix)})
+        else:
+            model = _build(spec, custom, path)
+            for group_path, layer in _keras3_paths(model, spec, "layers"):
+                if hasattr(layer, "load_keras_assets"):  # TextVectorization's vocabulary.txt
+                    ctx.what = f"the assets of layer {layer.name!r}"
+                    prefix = f"assets/{group_path}/"
+                    layer.load_keras_assets({n[len(prefix):]: _member(z, n, JSON_LIMIT, path)
+                                             for n in names if n.startswith(prefix)})
         limit = _weights_limit(model)
         ctx.what = f"member {_WEIGHTS!r}"
         h5bytes = _member(z, _WEIGHTS, limit, path)
+    if subclassed:
+        from . import keras_subclassed
+        return model, keras_subclassed.read_weights(model, h5bytes, path)
     return model, _read_keras3_weights(model, spec, h5bytes, path)
 
 
