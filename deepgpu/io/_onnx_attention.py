@@ -17,15 +17,20 @@ import math
 import numpy as np
 
 
-def _node_kwargs(g, layer):
+def _current_node(g, layer):
+    """The functional graph node of ``layer`` being exported, or None."""
     node = getattr(g, "current_node", None)
-    return node.kwargs if node is not None and node.layer is layer else {}
+    return node if node is not None and node.layer is layer else None
+
+
+def _node_kwargs(g, layer):
+    node = _current_node(g, layer)
+    return node.kwargs if node is not None else {}
 
 
 def _refuse_masks(g, layer, who):
-    node = getattr(g, "current_node", None)
-    if node is not None and node.layer is layer and any(getattr(t, "_keras_mask", None) is not None
-                                                        for t in node.inputs):
+    node = _current_node(g, layer)
+    if node is not None and any(getattr(t, "_keras_mask", None) is not None for t in node.inputs):
         raise ValueError(f"{who}: its inputs carry Keras masks (Embedding(mask_zero=True) or Masking), which "
                          f"the ONNX export does not compute; export a model without them")
 
@@ -115,8 +120,8 @@ def _causal(g, scores, tq, ts, h, who):
 def _padding_keep(g, layer, h, who):
     """The bool [B, 1, T, S] mask of the query and value (and key) padding masks, as the layer
     combines them (query row AND key column), or None when the inputs carry none."""
-    node = getattr(g, "current_node", None)
-    if node is None or node.layer is not layer:
+    node = _current_node(g, layer)
+    if node is None:
         return None
     masks = [getattr(t, "_keras_mask", None) for t in node.inputs]
     if all(m is None for m in masks):
