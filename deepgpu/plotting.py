@@ -243,18 +243,17 @@ def plot_model(model, path=None, show_shapes=True, dpi=100, show_layer_names=Tru
     size = (extent_c, extent_r) if vertical else (extent_r, extent_c)
     fig = _new_figure(path, (max(3.0, size[0] * 0.9), max(2.0, size[1] * 0.9)))
     ax = fig.add_axes([0, 0, 1, 1])
-    xs = sorted(v for v in (at(0, -half_c)[0], at(extent_r, half_c)[0]))
-    ys = sorted(v for v in (at(0, -half_c)[1], at(extent_r, half_c)[1]))
+    xs = sorted((at(0, -half_c)[0], at(extent_r, half_c)[0]))
+    ys = sorted((at(0, -half_c)[1], at(extent_r, half_c)[1]))
     ax.set_xlim(*xs)
     ax.set_ylim(*ys)
     ax.axis("off")
 
     from matplotlib.patches import FancyBboxPatch
 
-    w, h = (box_w, box_h)
     for name, kind, shape, _ in graph:
         x, y = at(rank_of(depth[name]), span[name])
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h,
+        ax.add_patch(FancyBboxPatch((x - box_w / 2, y - box_h / 2), box_w, box_h,
                                     boxstyle="round,pad=0.02,rounding_size=0.08",
                                     facecolor="#dbe9f6", edgecolor="#2c5d8a", linewidth=1.2))
         text = f"{name}\n{kind}" if show_layer_names else kind
