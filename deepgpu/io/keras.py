@@ -536,10 +536,10 @@ def _policy(dtype):
 def _keras_object(value, module, kind, who):
     if value is None:
         return None
-    cls = getattr(kind, value["class_name"], None)
+    name = value if isinstance(value, str) else value["class_name"]  # a str: a registered function's name
+    cls = None if isinstance(value, str) else getattr(kind, name, None)
     if not isinstance(cls, type):
-        raise ValueError(f"{who}: custom {module.split('.')[-1][:-1]} {value['class_name']!r} cannot be "
-                         f"written for Keras")
+        raise ValueError(f"{who}: custom {module.split('.')[-1][:-1]} {name!r} cannot be written for Keras")
     return {"module": module, "class_name": value["class_name"], "config": value["config"],
             "registered_name": None}
 
@@ -563,8 +563,6 @@ def _keras_layer_config(layer):
         elif key.endswith("_regularizer"):
             value = _keras_object(value, "keras.regularizers", regularizers, who)
         elif key.endswith("_constraint"):
-            if isinstance(value, str):  # a registered function
-                raise ValueError(f"{who}: custom constraint {value!r} cannot be written for Keras")
             value = _keras_object(value, "keras.constraints", constraints, who)
         elif key in ("activation", "recurrent_activation") and value not in _KERAS_ACTIVATIONS:
             raise ValueError(f"{who}: activation {value!r} has no Keras 3 equivalent")
