@@ -8,15 +8,11 @@
 from __future__ import annotations
 
 from .models import load_model
-from .registry import custom_objects as get_custom_objects, register_keras_serializable, registered_name
+from .registry import custom_objects as get_custom_objects, register_keras_serializable
+from .registry import registered_name as get_registered_name
 
 __all__ = ["register_keras_serializable", "get_registered_name", "get_registered_object", "get_custom_objects",
            "load_model", "save_model"]
-
-
-def get_registered_name(obj) -> str:
-    """The name ``obj`` is saved under: ``"package>name"`` if registered by ``register_keras_serializable``."""
-    return registered_name(obj)
 
 
 def get_registered_object(name, custom_objects=None):
