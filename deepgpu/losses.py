@@ -44,14 +44,15 @@ def labels_checked():
 
 def check_labels(labels, classes, ignore_class=None, who="sparse_categorical_crossentropy"):
     """Raise ValueError when a class label is outside ``[0, classes)`` (and is not
-    ``ignore_class``) or is NaN. Labels all in range cost two host reads (min, max); any
-    other labels are checked elementwise (one more host read of a boolean)."""
+    ``ignore_class``) or is NaN. One host read of a boolean; host labels all in range are
+    settled by their min and max first."""
     if classes is None:
         return
     t = _as_tensor(labels)
-    if t.size:
-        # Every label in range (NaN fails both tests): two reductions instead of the mask's
-        # five ops; train_on_batch checks each batch.
+    if t.size and t._backend.name == "cpu":
+        # Host labels (train_on_batch checks each batch before upload), all in range (NaN fails
+        # both tests): two reductions instead of the mask's five ops. On a device the two reads
+        # would be two syncs, so device labels take the mask's one.
         B = t._backend
         if 0 <= B.min(t.data).item() and B.max(t.data).item() < classes:
             return
