@@ -56,6 +56,16 @@ def _augment(img, rng):
     return np.ascontiguousarray(img[i:i + CROP, j:j + CROP, None], dtype=np.float32)
 
 
+def _augment_batch(x, rng):
+    """_augment on every image of a batch [n, h, w, c] at once: one gather, each image its own flip and crop."""
+    n, h, w = x.shape[:3]
+    k = np.arange(CROP)
+    rows = rng.integers(0, h - CROP + 1, n)[:, None] + k
+    cols = rng.integers(0, w - CROP + 1, n)[:, None] + k
+    cols = np.where(rng.random(n)[:, None] < 0.5, w - 1 - cols, cols)  # flipped, then cropped
+    return x[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
 def _decode(path):
     """Pillow, as a PyTorch Dataset without torchvision decodes."""
     from PIL import Image
@@ -93,16 +103,15 @@ def deepgpu_pipeline(paths, labels, use_multiprocessing=False, decode=_decode_de
     return ds.batch(BATCH).prefetch(2)
 
 
-def deepgpu_image_folder(root):
-    """image_dataset_from_directory (decode in 2 threads) + the flip and crop on each batch."""
+def deepgpu_image_folder(root, use_multiprocessing=None):
+    """image_dataset_from_directory (2 decode workers: by default forked processes) + a flip and
+    crop drawn per image, done on each batch in one NumPy gather."""
     from deepgpu.utils import image_dataset_from_directory
     ds = image_dataset_from_directory(root, color_mode="grayscale", image_size=(28, 28), batch_size=BATCH,
-                                      seed=0, verbose=False, num_parallel_calls=WORKERS)
+                                      seed=0, verbose=False, num_parallel_calls=WORKERS,
+                                      use_multiprocessing=use_multiprocessing)
     rng = np.random.default_rng(0)
-
-    def aug(x, y):
-        return np.stack([_augment(im[:, :, 0], rng) for im in x]), y
-    return ds.map(aug).prefetch(2)
+    return ds.map(lambda x, y: (_augment_batch(x, rng), y)).prefetch(2)
 
 
 def tf_pipeline(paths, labels):
@@ -186,7 +195,8 @@ def main():
     peers = {
         "deepgpu Dataset.map, 2 threads": lambda: deepgpu_pipeline(paths, labels),
         "deepgpu Dataset.map, 2 processes": lambda: deepgpu_pipeline(paths, labels, use_multiprocessing=True),
-        "deepgpu image_dataset_from_directory, 2 threads": lambda: deepgpu_image_folder(args.dir),
+        "deepgpu image_dataset_from_directory, 2 processes": lambda: deepgpu_image_folder(args.dir),
+        "deepgpu image_dataset_from_directory, 2 threads": lambda: deepgpu_image_folder(args.dir, False),
     }
     if args.pillow:
         peers["deepgpu Dataset.map, Pillow decode, 2 threads"] = lambda: deepgpu_pipeline(paths, labels,

@@ -146,6 +146,40 @@ def test_unreadable_image_named_or_skipped(folder):
     assert n == 12
 
 
+def test_image_folder_processes_and_threads_agree(folder):
+    """Forked workers writing into shared memory give the threads' batches, skips and all."""
+    import multiprocessing
+    (folder / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    kw = dict(image_size=(6, 5), batch_size=5, seed=3, verbose=False, skip_unreadable=True, num_parallel_calls=2)
+    got = {}
+    for mp in (False, True):
+        ds = image_dataset_from_directory(folder, use_multiprocessing=mp, **kw)
+        assert ds._opts["processes"] is mp
+        with pytest.warns(RuntimeWarning, match=r"broken\.png"):
+            got[mp] = [(x, y) for _ in range(2) for x, y in ds]  # two epochs: the second reshuffles
+    assert [x.shape for x, _ in got[True]] == [(5, 6, 5, 3), (5, 6, 5, 3), (2, 6, 5, 3)] * 2
+    for (xa, ya), (xb, yb) in zip(got[False], got[True]):
+        assert xb.dtype == np.float32
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    # an epoch stopped after its first batch joins every worker
+    kids = set(multiprocessing.active_children())
+    it = iter(image_dataset_from_directory(folder, use_multiprocessing=True, **kw))
+    next(it)
+    it.close()
+    assert not set(multiprocessing.active_children()) - kids
+    with pytest.raises(ValueError, match="use_multiprocessing must be None, True or False"):
+        image_dataset_from_directory(folder, use_multiprocessing="yes", verbose=False)
+
+
+def test_image_folder_process_error_names_file(folder):
+    (folder / "emu" / "zz.png").write_bytes(b"\x89PNG truncated")
+    ds = image_dataset_from_directory(folder, image_size=(4, 4), batch_size=3, shuffle=False, verbose=False,
+                                      use_multiprocessing=True)
+    with pytest.raises(UnreadableImageError, match=r"zz\.png"):
+        list(ds)
+
+
 def test_load_save_roundtrip(tmp_path):
     a = np.random.default_rng(1).integers(0, 256, (6, 5, 3)).astype("float32")
     p = tmp_path / "o.png"

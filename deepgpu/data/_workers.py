@@ -71,11 +71,15 @@ def _call_chunk_in_worker(token, args):
     return [fn(a) for a in args]
 
 
+def can_fork() -> bool:
+    """Whether worker processes start by fork (Linux and the like; macOS forks unsafely)."""
+    return "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin"
+
+
 def _mp_context():
     # fork shares the function (and a PyDataset) with the workers without pickling it,
     # so lambdas and closures work; elsewhere spawn, which needs picklable ones.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods and sys.platform != "darwin" else "spawn")
+    return multiprocessing.get_context("fork" if can_fork() else "spawn")
 
 
 class Pool:

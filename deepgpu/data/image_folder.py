@@ -12,7 +12,10 @@ crop, same order, same labels).
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
+import sys
 
 import numpy as np
 
@@ -84,6 +87,20 @@ def _load_array(path, mode, channels, size, resample, crop, pad):
     return a[:, :, None] if a.ndim == 2 else a
 
 
+def _processes(use_multiprocessing, batch_size, where):
+    """Whether batches decode in forked processes (``use_multiprocessing``: None picks)."""
+    if use_multiprocessing not in (None, True, False):
+        raise ValueError(f"{where}: use_multiprocessing must be None, True or False, got {use_multiprocessing!r}")
+    if use_multiprocessing is False or batch_size is None:
+        return False  # single images of any size go through threads
+    if not _workers.can_fork():
+        if use_multiprocessing:
+            raise ValueError(f"{where}: use_multiprocessing=True needs the fork start method, which "
+                             f"{sys.platform} does not have; leave it None (threads)")
+        return False
+    return True
+
+
 def _list_files(directory, class_names_dirs, follow_links):
     out = []
     for label, sub in enumerate(class_names_dirs):
@@ -102,7 +119,8 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
                                  color_mode="rgb", batch_size=32, image_size=(256, 256), shuffle=True, seed=None,
                                  validation_split=None, subset=None, interpolation="bilinear",
                                  follow_links=False, crop_to_aspect_ratio=False, pad_to_aspect_ratio=False,
-                                 data_format=None, verbose=True, skip_unreadable=False, num_parallel_calls=None):
+                                 data_format=None, verbose=True, skip_unreadable=False, num_parallel_calls=None,
+                                 use_multiprocessing=None):
     """A Dataset of ``(images, labels)`` batches from image files in class subfolders (Keras's).
 
     directory/<class>/.../*.{bmp,gif,jpeg,jpg,png}. labels: "inferred" (the
@@ -120,7 +138,10 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     epoch; the split is made once, on the seeded order). validation_split with
     subset "training", "validation" or "both" (a tuple of two datasets) needs
     shuffle=False or a seed, as in Keras. Decoding runs in ``num_parallel_calls``
-    worker threads (default: one per core). An unreadable file raises
+    workers (default: one per core), one batch a task: forked processes writing
+    into shared memory when batched and fork exists (``use_multiprocessing=None``;
+    per-file Python holds the GIL, so threads contend with each other and with
+    training), else threads; True / False force either. An unreadable file raises
     UnreadableImageError naming it; ``skip_unreadable=True`` drops such files
     (with a warning naming each). The returned dataset has ``class_names`` and
     ``file_paths`` attributes.
@@ -191,7 +212,8 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     opts = dict(mode=mode, channels=channels, size=size, resample=resample, crop=crop_to_aspect_ratio,
                 pad=pad_to_aspect_ratio, label_mode=label_mode, num_classes=num_classes, batch_size=batch_size,
                 shuffle=shuffle, seed=seed, skip=skip_unreadable,
-                workers=_workers.resolve_calls(num_parallel_calls, where) or _workers.default_workers())
+                workers=_workers.resolve_calls(num_parallel_calls, where) or _workers.default_workers(),
+                processes=_processes(use_multiprocessing, batch_size, where))
 
     def build(part, what):
         if verbose and what:
@@ -222,34 +244,91 @@ class _FileImages(Dataset):
         super().__init__(self._iterate, -2 if opts["skip"] else card, "ImageFolderDataset")
 
     def _decode(self, item):
-        """One file as uint8 [h, w, c], or None when it is unreadable and skipped."""
-        path, _ = item
+        """One file as (uint8 [h, w, c], None), or (None, why) when it is unreadable and skipped.
+
+        Skips are reported, not warned, here: a worker process's warning would
+        never reach the caller's filters; the caller warns."""
         o = self._opts
         try:
-            return _load_array(path, o["mode"], o["channels"], o["size"], o["resample"], o["crop"], o["pad"])
+            return _load_array(item[0], o["mode"], o["channels"], o["size"], o["resample"], o["crop"], o["pad"]), None
         except UnreadableImageError as e:
             if not o["skip"]:
                 raise
-            import warnings
-            warnings.warn(f"image_dataset_from_directory: skipped an unreadable file: {e}", RuntimeWarning)
-            return None
+            return None, str(e)
 
     def _decode_one(self, item):
-        img = self._decode(item)
-        return None if img is None else (img.astype(np.float32), item[1])
+        img, why = self._decode(item)
+        return (None, why) if img is None else ((img.astype(np.float32), item[1]), None)
 
-    def _decode_batch(self, items):
-        """A worker task: the files of one batch decoded straight into one float32
-        [n, h, w, c] array (the uint8 -> float32 cast happens in that copy), and their labels."""
-        o = self._opts
-        x = np.empty((len(items),) + o["size"] + (o["channels"],), np.float32)
-        labels = []
+    def _fill(self, x, items):
+        """Decode ``items`` into the rows of ``x`` (skipped files leave no gap): (labels, skip reasons)."""
+        labels, skipped = [], []
         for item in items:
-            img = self._decode(item)
-            if img is not None:
+            img, why = self._decode(item)
+            if img is None:
+                skipped.append(why)
+            else:
                 x[len(labels)] = img
                 labels.append(item[1])
-        return (x if len(labels) == len(items) else x[:len(labels)]), labels
+        return labels, skipped
+
+    def _decode_batch(self, items):
+        """A thread's task: one batch's files decoded straight into a float32 [n, h, w, c]
+        array (the uint8 -> float32 cast happens in that copy)."""
+        o = self._opts
+        x = np.empty((len(items),) + o["size"] + (o["channels"],), np.float32)
+        labels, skipped = self._fill(x, items)
+        return x[:len(labels)], labels, skipped
+
+    def _decode_slot(self, arena, task):
+        """A process's task: one batch's files decoded into slot ``task[0]`` of the shared uint8
+        arena; only the labels and skip reasons travel back through the pipe."""
+        slot, items = task
+        return (slot,) + self._fill(arena[slot], items)
+
+    @staticmethod
+    def _warn_skipped(skipped):
+        import warnings
+        for why in skipped:
+            warnings.warn(f"image_dataset_from_directory: skipped an unreadable file: {why}", RuntimeWarning,
+                          stacklevel=3)
+
+    def _batches(self, groups, workers):
+        """(float32 batch, labels) per group of files, decoded by ``workers`` threads or processes."""
+        o = self._opts
+        if not o["processes"]:
+            decoded = _workers.parallel_map(groups, self._decode_batch, workers, in_flight=2 * workers, chunk=1)
+            try:
+                for x, labs, skipped in decoded:
+                    self._warn_skipped(skipped)
+                    yield x, labs
+            finally:
+                decoded.close()
+            return
+        # Forked workers write pixels into an anonymous shared mapping (inherited across
+        # fork, freed with the last process holding it): nothing is pickled but labels, and
+        # the parent's only work per batch is the uint8 -> float32 cast it owes anyway.
+        import mmap
+        in_flight = 2 * workers
+        shape = (in_flight + 1, o["batch_size"]) + o["size"] + (o["channels"],)
+        buf = mmap.mmap(-1, math.prod(shape))
+        arena = np.frombuffer(buf, np.uint8).reshape(shape)
+        tasks = ((i % shape[0], g) for i, g in enumerate(groups))
+        decoded = _workers.parallel_map(tasks, functools.partial(self._decode_slot, arena), workers,
+                                        use_multiprocessing=True, in_flight=in_flight, chunk=1)
+        try:
+            for slot, labs, skipped in decoded:
+                self._warn_skipped(skipped)
+                # cast (a copy) before the next task can reuse the slot: parallel_map submits it
+                # only when asked for the next result
+                yield arena[slot, :len(labs)].astype(np.float32), labs
+        finally:
+            decoded.close()
+            del arena
+            try:
+                buf.close()
+            except BufferError:  # a view still held by a traceback: the mapping goes with it
+                pass
 
     def _label(self, labels):
         o = self._opts
@@ -273,15 +352,17 @@ class _FileImages(Dataset):
             # 16 files a task: one future per 16 decodes keeps the caller's thread (and the GIL) free
             decoded = _workers.parallel_map(files, self._decode_one, workers, in_flight=4 * workers * 16, chunk=16)
             try:
-                for got in decoded:
-                    if got is not None:
+                for got, why in decoded:
+                    if got is None:
+                        self._warn_skipped([why])
+                    else:
                         yield self._element(*got)
             finally:
                 decoded.close()
             return
         # one task a batch: no per-image future, list or np.stack in the caller's thread
         groups = (files[i:i + bs] for i in range(0, len(files), bs))
-        decoded = _workers.parallel_map(groups, self._decode_batch, workers, in_flight=2 * workers, chunk=1)
+        decoded = self._batches(groups, workers)
         try:
             xs, ys, held = [], [], 0  # batches left short by skipped files, refilled from the next ones
             for x, labs in decoded:
