@@ -333,8 +333,22 @@ class Ready(callbacks.Callback):
 
 m = dg.Sequential([layers.Dense(2, activation="softmax", input_shape=(4,))])
 m.compile("adam", "sparse_categorical_crossentropy")
-src = (Slow(workers=2, use_multiprocessing=True) if sys.argv[1] == "pydataset" else
-       Dataset.from_tensor_slices((x, y)).repeat().map(slow, num_parallel_calls=2, use_multiprocessing=True).batch(8))
+if sys.argv[1] == "pydataset":
+    src = Slow(workers=2, use_multiprocessing=True)
+elif sys.argv[1] == "imagefolder":  # decoded by forked processes into shared memory
+    import os
+    from PIL import Image
+    from deepgpu.utils import image_dataset_from_directory
+    for c in ("a", "b"):
+        os.makedirs(os.path.join(sys.argv[2], c))
+        for i in range(32):
+            Image.fromarray(np.full((2, 2), i, np.uint8)).save(os.path.join(sys.argv[2], c, f"{i}.png"))
+    m = dg.Sequential([layers.Flatten(input_shape=(2, 2, 1)), layers.Dense(2, activation="softmax")])
+    m.compile("adam", "sparse_categorical_crossentropy")
+    src = image_dataset_from_directory(sys.argv[2], color_mode="grayscale", image_size=(2, 2), batch_size=8,
+                                       seed=0, verbose=False, use_multiprocessing=True).repeat()
+else:
+    src = Dataset.from_tensor_slices((x, y)).repeat().map(slow, num_parallel_calls=2, use_multiprocessing=True).batch(8)
 try:
     m.fit(src, steps_per_epoch=8, epochs=10000, verbose=0, callbacks=[Ready()])
 except KeyboardInterrupt:
@@ -342,7 +356,7 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("source", ["dataset", "pydataset"])
+@pytest.mark.parametrize("source", ["dataset", "pydataset", "imagefolder"])
 def test_ctrl_c_during_fit_ends_every_worker_process(source, tmp_path):
     """A real SIGINT sent to the process group (as a terminal's Ctrl-C is), arriving wherever
     fit happens to be: KeyboardInterrupt reaches the caller and no worker process outlives it."""
@@ -352,7 +366,7 @@ def test_ctrl_c_during_fit_ends_every_worker_process(source, tmp_path):
     import sys
     script = tmp_path / "child.py"
     script.write_text(_CTRL_C_CHILD)
-    p = subprocess.Popen([sys.executable, str(script), source], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, str(script), source, str(tmp_path / "imgs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, start_new_session=True)
     try:
         line = p.stdout.readline()

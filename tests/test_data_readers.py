@@ -172,6 +172,26 @@ def test_image_folder_processes_and_threads_agree(folder):
         image_dataset_from_directory(folder, use_multiprocessing="yes", verbose=False)
 
 
+def test_image_folder_auto_workers_by_pass_size(folder, monkeypatch):
+    """use_multiprocessing=None: threads for a small pass (forking would cost more than it saves),
+    forked processes from _PROCESS_MIN_FILES files on."""
+    import multiprocessing
+
+    from deepgpu.data import image_folder
+    kids = set(multiprocessing.active_children())
+
+    def workers_during_first_batch():
+        it = iter(image_dataset_from_directory(folder, image_size=(4, 4), batch_size=2, seed=0, verbose=False))
+        next(it)
+        n = len(set(multiprocessing.active_children()) - kids)
+        it.close()
+        return n
+    assert workers_during_first_batch() == 0
+    monkeypatch.setattr(image_folder, "_PROCESS_MIN_FILES", 12)
+    assert workers_during_first_batch() > 0
+    assert not set(multiprocessing.active_children()) - kids
+
+
 def test_image_folder_process_error_names_file(folder):
     (folder / "emu" / "zz.png").write_bytes(b"\x89PNG truncated")
     ds = image_dataset_from_directory(folder, image_size=(4, 4), batch_size=3, shuffle=False, verbose=False,

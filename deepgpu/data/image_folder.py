@@ -88,7 +88,7 @@ def _load_array(path, mode, channels, size, resample, crop, pad):
 
 
 def _processes(use_multiprocessing, batch_size, where):
-    """Whether batches decode in forked processes (``use_multiprocessing``: None picks)."""
+    """True / False (processes or threads), or "auto" (processes for passes of _PROCESS_MIN_FILES files)."""
     if use_multiprocessing not in (None, True, False):
         raise ValueError(f"{where}: use_multiprocessing must be None, True or False, got {use_multiprocessing!r}")
     if use_multiprocessing is False or batch_size is None:
@@ -98,7 +98,12 @@ def _processes(use_multiprocessing, batch_size, where):
             raise ValueError(f"{where}: use_multiprocessing=True needs the fork start method, which "
                              f"{sys.platform} does not have; leave it None (threads)")
         return False
-    return True
+    return use_multiprocessing or "auto"
+
+
+# Starting and joining two forked workers costs 15-25 ms a pass, what two threads take to
+# decode a few hundred 28x28 PNGs: smaller passes stay on threads under use_multiprocessing=None.
+_PROCESS_MIN_FILES = 1024
 
 
 def _list_files(directory, class_names_dirs, follow_links):
@@ -138,10 +143,11 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     epoch; the split is made once, on the seeded order). validation_split with
     subset "training", "validation" or "both" (a tuple of two datasets) needs
     shuffle=False or a seed, as in Keras. Decoding runs in ``num_parallel_calls``
-    workers (default: one per core), one batch a task: forked processes writing
-    into shared memory when batched and fork exists (``use_multiprocessing=None``;
-    per-file Python holds the GIL, so threads contend with each other and with
-    training), else threads; True / False force either. An unreadable file raises
+    workers (default: one per core), one batch a task: with
+    ``use_multiprocessing=None``, forked processes writing into shared memory when
+    batched, fork exists and a pass has at least 1,024 files (per-file Python
+    holds the GIL, so threads contend with each other and with training), else
+    threads; True / False force either. An unreadable file raises
     UnreadableImageError naming it; ``skip_unreadable=True`` drops such files
     (with a warning naming each). The returned dataset has ``class_names`` and
     ``file_paths`` attributes.
@@ -293,10 +299,10 @@ class _FileImages(Dataset):
             warnings.warn(f"image_dataset_from_directory: skipped an unreadable file: {why}", RuntimeWarning,
                           stacklevel=3)
 
-    def _batches(self, groups, workers):
+    def _batches(self, groups, workers, files):
         """(float32 batch, labels) per group of files, decoded by ``workers`` threads or processes."""
         o = self._opts
-        if not o["processes"]:
+        if not (o["processes"] is True or (o["processes"] == "auto" and len(files) >= _PROCESS_MIN_FILES)):
             decoded = _workers.parallel_map(groups, self._decode_batch, workers, in_flight=2 * workers, chunk=1)
             try:
                 for x, labs, skipped in decoded:
@@ -362,7 +368,7 @@ class _FileImages(Dataset):
             return
         # one task a batch: no per-image future, list or np.stack in the caller's thread
         groups = (files[i:i + bs] for i in range(0, len(files), bs))
-        decoded = self._batches(groups, workers)
+        decoded = self._batches(groups, workers, files)
         try:
             xs, ys, held = [], [], 0  # batches left short by skipped files, refilled from the next ones
             for x, labs in decoded:
