@@ -282,6 +282,25 @@ class CupyBackend(Backend):
             return _K.conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
         return super().conv2d_bias_act(x, k, b, activation, strides, padding, dilation, keep)
 
+    def conv2d_bias_act_grad(self, dy, x, y, k, activation=None, with_bias=False, need_input=True,
+                             need_kernel=True, strides=(1, 1), padding="valid", dilation=(1, 1), keep=None):
+        # float32 on the strict kernels: a ReLU's mask is applied as both gradient kernels load dy,
+        # and the bias gradient comes out of the filter gradient's launches (a row of ones below
+        # im2col): no relu_grad, no masked copy of dy, no column-sum launches.
+        relu = activation == "relu"
+        if (self._f32(dy, x, k) and not self._tc(x, k) and activation in _K.ACTIVATIONS
+                and (need_kernel or not with_bias)
+                and (not relu or (y is not None and y.dtype == np.float32 and y.shape == dy.shape))):
+            self.conv_geometry(x.shape, k.shape, strides, padding, dilation)  # the interface's errors
+            g, ym = (dy, y) if relu else (self.activation_grad(dy, y, activation), None)
+            dx = _K.conv2d_grad_input(g, k, x.shape, strides, padding, dilation, relu_out=ym) if need_input else None
+            if not need_kernel:
+                return dx, None, None
+            dk = _K.conv2d_grad_filter(x, g, k.shape, strides, padding, dilation, relu_out=ym, with_bias=with_bias)
+            return (dx,) + dk if with_bias else (dx, dk, None)
+        return super().conv2d_bias_act_grad(dy, x, y, k, activation, with_bias, need_input, need_kernel, strides,
+                                            padding, dilation, keep)
+
     def conv2d_grad_filter(self, x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
         if self._tc(x, dy):
             self.conv_geometry(x.shape, k_shape, strides, padding, dilation)

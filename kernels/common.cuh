@@ -30,6 +30,13 @@ __device__ __forceinline__ float dg_activate(float v, int act)
     return v;
 }
 
+// dy * (y > 0): the gradient through a ReLU from its output y (a NaN in dy stays NaN, as
+// Backend.relu_grad's multiply).
+__device__ __forceinline__ float dg_relu_mask(float dy, float y)
+{
+    return dy * (y > 0.0f ? 1.0f : 0.0f);
+}
+
 // out[i] = Cvt::from(sum over s of parts[s * n + i]): the K-splits of a filter gradient
 // added up. Block (32, 8): 32 consecutive outputs (coalesced reads), each summed by 8
 // threads over every 8th split, then those 8 added in a fixed order, so the result

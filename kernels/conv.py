@@ -50,8 +50,11 @@ def _conv_tile(rows, cols, sm, tile):
     return tile
 
 
-def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, splits=None, extra=()):
-    """(output shape, kernel, grid, block, scalars, (vec A, vec B, vec C) by shape, work shape)."""
+def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, splits=None, extra=(), bias_row=False):
+    """(output shape, kernel, grid, block, scalars, (vec A, vec B, vec C) by shape, work shape, fixed flags).
+
+    bias_row (filter gradient): the output is [kh*kw*C + 1, O], its last row the bias gradient.
+    """
     g = _conv_geom(x_shape, k_shape, strides, padding, dilation)
     n, h, w, c, o, kh, kw, ho, wo = (int(g[i]) for i in (0, 1, 2, 3, 4, 5, 6, 13, 14))
     sm = K._sm_count(xp)
@@ -60,11 +63,12 @@ def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, split
     elif op == "grad_input":
         rows, cols, shape, vec = n * h * w, c, tuple(x_shape), (o % 4 == 0, o % 4 == 0, c % 4 == 0)
     else:
-        rows, cols, shape, vec = kh * kw * c, o, tuple(k_shape), (c % 4 == 0, o % 4 == 0, o % 4 == 0)
+        rows, cols, vec = kh * kw * c + bias_row, o, (c % 4 == 0, o % 4 == 0, o % 4 == 0)
+        shape = (rows, o) if bias_row else tuple(k_shape)
     if op != "grad_filter":
         tile = _conv_tile(rows, cols, sm, tile)
         return shape, _kname(f"dg_conv2d_{op}", tile), _gemm_grid(rows, cols, 1, tile), _threads(tile), \
-            g + extra, vec, None
+            g + extra, vec, None, 0
     if tile is None:
         # A 128-row tile would be mostly padding below 64 rows; the reduction is split to fill the GPU.
         tile = "32x32" if rows <= 64 else "128x32" if o <= 32 else "64x64" if o <= 64 else "128x128"
@@ -76,21 +80,25 @@ def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, split
         splits = max(1, min(4 * sm // (grid[0] * grid[1]), total // (16 * bk), 512))
     chunk, splits = _split(total, splits, bk)
     return shape, _kname("dg_conv2d_grad_filter", tile), grid[:2] + (splits,), _threads(tile), \
-        g + (K._i32(chunk),), vec, ((splits,) + shape if splits > 1 else None)
+        g + (K._i32(chunk),), vec, ((splits,) + shape if splits > 1 else None), 8 * bias_row
 
 
-def _conv_launch(xp, key, args, arrays, out, what):
-    """Plan (cached) and launch one convolution kernel; arrays are its (A, B) operands."""
+def _conv_launch(xp, key, args, arrays, out, what, a=0, b=1, ym=None):
+    """Plan (cached) and launch one convolution kernel; arrays[a] and arrays[b] are its GEMM's A and
+    B operands, ym (a gradient's relu mask, or None) is read beside dy, so as dy's operand."""
     p = K._plans.get(key)
     if p is None:
         p = K._plans[key] = _conv_plan(xp, *args)
-    shape, name, grid, block, scalars, vec, work = p
+    shape, name, grid, block, scalars, vec, work, fixed = p
     out = K._output(xp, out, shape, what)
     if out.size == 0:
         return out
     dst = out if work is None else xp.empty(work, np.float32)
-    flags = np.int32((vec[0] and K._ptr(arrays[0]) % 16 == 0) | 2 * (vec[1] and K._ptr(arrays[1]) % 16 == 0)
-                     | 4 * (vec[2] and K._ptr(dst) % 16 == 0))
+    flags = (fixed | (vec[0] and K._ptr(arrays[a]) % 16 == 0) | 2 * (vec[1] and K._ptr(arrays[b]) % 16 == 0)
+             | 4 * (vec[2] and K._ptr(dst) % 16 == 0))
+    if ym is not None and K._ptr(ym) % 16:
+        flags &= ~1 if args[0] == "grad_input" else ~2  # dy is A of grad_input, B of grad_filter
+    flags = np.int32(flags)
     K._launch(name, grid, block, arrays + (dst,) + scalars + (flags,))
     if work is not None:
         K._launch("dg_conv2d_sum_splits", (-(-out.size // 32),), (32, 8),
@@ -115,11 +123,21 @@ def conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), bias=None, ac
                         (x, k, bias), out, "conv2d out")
 
 
+def _relu_out(ym, dy, what):
+    """The relu output that masks dy (or None), checked against dy's shape."""
+    return None if ym is None else K._check(ym, what, dy.shape)
+
+
 def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None, *,
-                      tile=None):
-    """Gradient of conv2d with respect to its input, as Backend.conv2d_grad_input."""
+                      tile=None, relu_out=None):
+    """Gradient of conv2d with respect to its input, as Backend.conv2d_grad_input.
+
+    relu_out: None, or the forward's output y of a fused ReLU: dy is then read as
+    ``dy * (y > 0)`` (the gradient through the ReLU) in the same launch.
+    """
     xp = K._xp(dy)
     dy, k = K._check(dy, "conv2d_grad_input dy"), K._check(k, "conv2d_grad_input kernel")
+    ym = _relu_out(relu_out, dy, "conv2d_grad_input relu_out")
     x_shape = tuple(int(v) for v in x_shape)
     key = ("grad_input", x_shape, k.shape, dy.shape, _key(strides), padding, _key(dilation), tile, K._sm_count(xp))
     if key not in K._plans:
@@ -128,27 +146,36 @@ def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=
         if tuple(dy.shape) != want:
             raise ValueError(f"conv2d_grad_input: dy has shape {dy.shape}, expected {want}")
     return _conv_launch(xp, key, ("grad_input", x_shape, k.shape, strides, padding, dilation, tile),
-                        (dy, k), out, "conv2d_grad_input out")
+                        (dy, ym, k), out, "conv2d_grad_input out", 0, 2, ym)
 
 
 def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None, *,
-                       tile=None, splits=None):
+                       tile=None, splits=None, relu_out=None, with_bias=False):
     """Gradient of conv2d with respect to the kernel, as Backend.conv2d_grad_filter.
 
     The reduction over N*Ho*Wo is split over enough blocks to fill the GPU
     (about four per SM); the partial sums go to a work buffer and one more
     launch adds them (deterministic, no atomics). ``tile`` and ``splits``
-    override the choice made per shape.
+    override the choice made per shape. relu_out: as conv2d_grad_input's.
+    with_bias: also the bias gradient (dy's sum over N, Ho, Wo) from the same
+    launches, as a row of ones below im2col; returns (dk, db) then, views of
+    one [kh*kw*C + 1, O] array (``out``'s shape when given).
     """
     xp = K._xp(x)
     x, dy = K._check(x, "conv2d_grad_filter x"), K._check(dy, "conv2d_grad_filter dy")
+    ym = _relu_out(relu_out, dy, "conv2d_grad_filter relu_out")
     k_shape = tuple(int(v) for v in k_shape)
+    with_bias = bool(with_bias)
     key = ("grad_filter", x.shape, k_shape, dy.shape, _key(strides), padding, _key(dilation), tile, splits,
-           K._sm_count(xp))
+           K._sm_count(xp), with_bias)
     if key not in K._plans:
         g = _conv_geom(x.shape, k_shape, strides, padding, dilation)
         want = (int(g[0]), int(g[13]), int(g[14]), int(g[4]))
         if tuple(dy.shape) != want:
             raise ValueError(f"conv2d_grad_filter: dy has shape {dy.shape}, expected {want}")
-    return _conv_launch(xp, key, ("grad_filter", x.shape, k_shape, strides, padding, dilation, tile, splits),
-                        (x, dy), out, "conv2d_grad_filter out")
+    out = _conv_launch(xp, key, ("grad_filter", x.shape, k_shape, strides, padding, dilation, tile, splits, (),
+                                 with_bias), (x, dy, ym), out, "conv2d_grad_filter out", 0, 1, ym)
+    if not with_bias:
+        return out
+    taps = out.shape[0] - 1
+    return out[:taps].reshape(k_shape), out[taps]

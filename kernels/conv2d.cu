@@ -10,8 +10,14 @@
 // dg_conv2d_<op>[_<tile>]: the suffix names the tile (DgTile<tile> in
 // gemm_core.cuh), none for 128x128. flags: bit 0, the GEMM's A operand may
 // be read as float4; bit 1, B; bit 2, the output may be written as float4
-// (kernels/__init__.py says when: channel counts that are multiples of 4).
+// (kernels/conv.py says when: channel counts that are multiples of 4, and
+// every array the operand reads 16-byte aligned); bit 3 (filter gradient
+// only), the bias row: see dg_conv_grad_filter.
 // Grid: (ceil(rows / BM), ceil(cols / BN), splits), block: the tile's THREADS.
+//
+// The gradients take ym, the forward's output, or null: when given, each
+// load of dy is masked by (ym > 0) (the gradient through a fused ReLU, as
+// dg_relu_grad), so no masked copy of dy is made.
 #include "gemm_core.cuh"
 
 struct DgConvGeom {
@@ -107,9 +113,11 @@ __device__ __forceinline__ void dg_conv_fwd(const float* x, const float* w, cons
 // ---------------------------------------------------- gradient of the input
 // dx[(n, h, w), c] = sum over k = (i, j, o) of dy[n, oh, ow, o] * w[i, j, c, o]
 // where h = oh*SH - PT + i*DH (and the same for w); taps whose oh is not an
-// integer in [0, HO) contribute nothing. A is k-fast (o contiguous in dy).
+// integer in [0, HO) contribute nothing. A is k-fast (o contiguous in dy);
+// with ym, A is dy * (ym > 0).
 struct DgGradInA {
     const float* dy;
+    const float* ym;  // null, or the ReLU output that masks dy (same layout)
     DgConvGeom g;
     struct Ctx {
         const float* img;  // dy[n]
@@ -152,13 +160,16 @@ struct DgGradInA {
     __device__ __forceinline__ float4 vec(const Ctx& c, const Kst& s) const
     {
         const float* p = cell(c, s.i, s.j);
-        return p ? dg_ld4(p + s.o) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (!p) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        const float4 v = dg_ld4(p + s.o);
+        return ym ? dg_relu_mask4(v, dg_ld4(ym + (p - dy) + s.o)) : v;
     }
     __device__ __forceinline__ float one(int m, int k) const
     {
         const Kst s = kst(k);
         const float* p = cell(ctx(m), s.i, s.j);
-        return p ? p[s.o] : 0.0f;
+        if (!p) return 0.0f;
+        return ym ? dg_relu_mask(p[s.o], ym[(p - dy) + s.o]) : p[s.o];
     }
 };
 
@@ -189,13 +200,13 @@ struct DgGradInB {  // B(c, k = (i, j, o)) = w[i, j, c, o], k-fast
 };
 
 template <class T>
-__device__ __forceinline__ void dg_conv_grad_input(const float* dy, const float* w, float* dx,
-                                                   int N, int H, int W, int C, int O, int KH,
-                                                   int KW, int SH, int SW, int PT, int PL, int DH,
-                                                   int DW, int HO, int WO, int flags)
+__device__ __forceinline__ void dg_conv_grad_input(const float* dy, const float* ym, const float* w,
+                                                   float* dx, int N, int H, int W, int C, int O,
+                                                   int KH, int KW, int SH, int SW, int PT, int PL,
+                                                   int DH, int DW, int HO, int WO, int flags)
 {
     DgConvGeom g = {N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO};
-    DgGradInA la = {dy, g};
+    DgGradInA la = {dy, ym, g};
     DgGradInB lb = {w, C, O};
     dg_gemm_tile<T, true, true>(N * H * W, C, 0, KH * KW * O, blockIdx.x * T::BM,
                                 blockIdx.y * T::BN, flags & 1, flags & 2, flags & 4, la, lb, dx, C,
@@ -206,10 +217,17 @@ __device__ __forceinline__ void dg_conv_grad_input(const float* dy, const float*
 // dw[(i, j, c), o] = sum over m = (n, oh, ow) of im2col(m, (i, j, c)) * dy[m, o].
 // The reduction over m is long and the output small, so it is split over
 // blockIdx.z: split z sums m in [z*chunk, min((z+1)*chunk, M)) into
-// out + z * (KH*KW*C*O); dg_conv2d_sum_splits adds the splits.
+// out + z * (rows*O); dg_conv2d_sum_splits adds the splits.
 // chunk must be a multiple of the tile's BK.
-struct DgGradWA {  // A(r = (i, j, c), m) = im2col(m, r), r-fast (c contiguous in x)
+// flags bit 3, the bias row: A gets one more row, KH*KW*C, of ones, so that
+// row KH*KW*C of out is sum over m of dy[m, o], the bias gradient, from the
+// same launches (rows = KH*KW*C + 1; else rows = KH*KW*C). The ones row is
+// never read as float4: A's float4 loads need C % 4 == 0, so the row starts
+// a group of 4 that crosses the edge, and such groups take scalar loads.
+// A(r = (i, j, c), m) = im2col(m, r), r-fast (c contiguous in x); 1 for r >= KH*KW*C.
+struct DgGradWA {
     const float* x;
+    int taps;  // KH*KW*C
     DgConvGeom g;
     struct Ctx {
         int c, dh, dw;  // channel, and input offset of tap (i, j) from (oh*SH, ow*SW)
@@ -238,34 +256,47 @@ struct DgGradWA {  // A(r = (i, j, c), m) = im2col(m, r), r-fast (c contiguous i
             return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         return dg_ld4(x + (((s.n * g.H + ih) * g.W + iw) * g.C + c.c));
     }
-    __device__ __forceinline__ float one(int r, int m) const { return dg_im2col(x, g, m, r); }
+    __device__ __forceinline__ float one(int r, int m) const
+    {
+        return r < taps ? dg_im2col(x, g, m, r) : 1.0f;
+    }
 };
 
-struct DgGradWB {  // B(o, m) = dy[m, o], o-fast
+struct DgGradWB {  // B(o, m) = dy[m, o], o-fast; with ym, dy[m, o] * (ym[m, o] > 0)
     const float* dy;
+    const float* ym;  // null, or the ReLU output that masks dy (same layout)
     int O;
-    typedef const float* Ctx;
+    typedef int Ctx;  // o: an offset, not a pointer, so that dy and ym share it
     typedef int Kst;
-    __device__ __forceinline__ Ctx ctx(int o) const { return dy + o; }
+    __device__ __forceinline__ Ctx ctx(int o) const { return o; }
     __device__ __forceinline__ Kst kst(int m) const { return m; }
     __device__ __forceinline__ void next(Kst& m, int step) const { m += step; }
-    __device__ __forceinline__ float4 vec(Ctx c, Kst m) const { return dg_ld4(c + m * O); }
-    __device__ __forceinline__ float one(int o, int m) const { return dy[m * O + o]; }
+    __device__ __forceinline__ float4 vec(Ctx o, Kst m) const
+    {
+        const float4 v = dg_ld4(dy + (m * O + o));
+        return ym ? dg_relu_mask4(v, dg_ld4(ym + (m * O + o))) : v;
+    }
+    __device__ __forceinline__ float one(int o, int m) const
+    {
+        return ym ? dg_relu_mask(dy[m * O + o], ym[m * O + o]) : dy[m * O + o];
+    }
 };
 
 template <class T>
-__device__ __forceinline__ void dg_conv_grad_filter(const float* x, const float* dy, float* out,
-                                                    int N, int H, int W, int C, int O, int KH,
-                                                    int KW, int SH, int SW, int PT, int PL, int DH,
-                                                    int DW, int HO, int WO, int chunk, int flags)
+__device__ __forceinline__ void dg_conv_grad_filter(const float* x, const float* dy,
+                                                    const float* ym, float* out, int N, int H,
+                                                    int W, int C, int O, int KH, int KW, int SH,
+                                                    int SW, int PT, int PL, int DH, int DW, int HO,
+                                                    int WO, int chunk, int flags)
 {
     DgConvGeom g = {N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO, WO};
-    const int rows = KH * KW * C;
+    const int taps = KH * KW * C;
+    const int rows = taps + ((flags >> 3) & 1);
     const int total = N * HO * WO;
     const int k_begin = blockIdx.z * chunk;
     const int k_end = total - k_begin < chunk ? total : k_begin + chunk;
-    DgGradWA la = {x, g};
-    DgGradWB lb = {dy, O};
+    DgGradWA la = {x, taps, g};
+    DgGradWB lb = {dy, ym, O};
     dg_gemm_tile<T, false, false>(rows, O, k_begin, k_end, blockIdx.x * T::BM, blockIdx.y * T::BN,
                                   flags & 1, flags & 2, flags & 4, la, lb,
                                   out + (long long)blockIdx.z * rows * O, O, nullptr, DG_ACT_NONE);
@@ -288,17 +319,18 @@ __global__ void __launch_bounds__(256, 2) dg_conv2d_fwd(const float* x, const fl
                                                         int W, int C, int O, int KH, int KW, int SH,
                                                         int SW, int PT, int PL, int DH, int DW,
                                                         int HO, int WO, int act, int flags);
-__global__ void __launch_bounds__(256, 2) dg_conv2d_grad_input(const float* dy, const float* w,
-                                                               float* dx, int N, int H, int W,
-                                                               int C, int O, int KH, int KW, int SH,
-                                                               int SW, int PT, int PL, int DH,
-                                                               int DW, int HO, int WO, int flags);
+__global__ void __launch_bounds__(256, 2) dg_conv2d_grad_input(const float* dy, const float* ym,
+                                                               const float* w, float* dx, int N,
+                                                               int H, int W, int C, int O, int KH,
+                                                               int KW, int SH, int SW, int PT,
+                                                               int PL, int DH, int DW, int HO,
+                                                               int WO, int flags);
 __global__ void __launch_bounds__(256, 2) dg_conv2d_grad_filter(const float* x, const float* dy,
-                                                                float* out, int N, int H, int W,
-                                                                int C, int O, int KH, int KW,
-                                                                int SH, int SW, int PT, int PL,
-                                                                int DH, int DW, int HO, int WO,
-                                                                int chunk, int flags);
+                                                                const float* ym, float* out, int N,
+                                                                int H, int W, int C, int O, int KH,
+                                                                int KW, int SH, int SW, int PT,
+                                                                int PL, int DH, int DW, int HO,
+                                                                int WO, int chunk, int flags);
 }
 
 extern "C" __global__ void dg_conv2d_fwd(const float* x, const float* w, const float* bias,
@@ -346,96 +378,101 @@ extern "C" __global__ void dg_conv2d_fwd_32x32(const float* x, const float* w, c
                              act, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_input(const float* dy, const float* w, float* dx, int N,
-                                                int H, int W, int C, int O, int KH, int KW, int SH,
-                                                int SW, int PT, int PL, int DH, int DW, int HO,
-                                                int WO, int flags)
+extern "C" __global__ void dg_conv2d_grad_input(const float* dy, const float* ym, const float* w,
+                                                float* dx, int N, int H, int W, int C, int O,
+                                                int KH, int KW, int SH, int SW, int PT, int PL,
+                                                int DH, int DW, int HO, int WO, int flags)
 {
-    dg_conv_grad_input<DgTile128x128>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                      WO, flags);
+    dg_conv_grad_input<DgTile128x128>(dy, ym, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                      HO, WO, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_input_128x64(const float* dy, const float* w, float* dx,
-                                                       int N, int H, int W, int C, int O, int KH,
-                                                       int KW, int SH, int SW, int PT, int PL,
-                                                       int DH, int DW, int HO, int WO, int flags)
+extern "C" __global__ void dg_conv2d_grad_input_128x64(const float* dy, const float* ym,
+                                                       const float* w, float* dx, int N, int H,
+                                                       int W, int C, int O, int KH, int KW, int SH,
+                                                       int SW, int PT, int PL, int DH, int DW,
+                                                       int HO, int WO, int flags)
 {
-    dg_conv_grad_input<DgTile128x64>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                     WO, flags);
+    dg_conv_grad_input<DgTile128x64>(dy, ym, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                     HO, WO, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_input_128x32(const float* dy, const float* w, float* dx,
-                                                       int N, int H, int W, int C, int O, int KH,
-                                                       int KW, int SH, int SW, int PT, int PL,
-                                                       int DH, int DW, int HO, int WO, int flags)
+extern "C" __global__ void dg_conv2d_grad_input_128x32(const float* dy, const float* ym,
+                                                       const float* w, float* dx, int N, int H,
+                                                       int W, int C, int O, int KH, int KW, int SH,
+                                                       int SW, int PT, int PL, int DH, int DW,
+                                                       int HO, int WO, int flags)
 {
-    dg_conv_grad_input<DgTile128x32>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                     WO, flags);
+    dg_conv_grad_input<DgTile128x32>(dy, ym, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                     HO, WO, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_input_64x64(const float* dy, const float* w, float* dx,
-                                                      int N, int H, int W, int C, int O, int KH,
-                                                      int KW, int SH, int SW, int PT, int PL,
-                                                      int DH, int DW, int HO, int WO, int flags)
+extern "C" __global__ void dg_conv2d_grad_input_64x64(const float* dy, const float* ym,
+                                                      const float* w, float* dx, int N, int H,
+                                                      int W, int C, int O, int KH, int KW, int SH,
+                                                      int SW, int PT, int PL, int DH, int DW,
+                                                      int HO, int WO, int flags)
 {
-    dg_conv_grad_input<DgTile64x64>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                    WO, flags);
+    dg_conv_grad_input<DgTile64x64>(dy, ym, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                    HO, WO, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_input_32x32(const float* dy, const float* w, float* dx,
-                                                      int N, int H, int W, int C, int O, int KH,
-                                                      int KW, int SH, int SW, int PT, int PL,
-                                                      int DH, int DW, int HO, int WO, int flags)
+extern "C" __global__ void dg_conv2d_grad_input_32x32(const float* dy, const float* ym,
+                                                      const float* w, float* dx, int N, int H,
+                                                      int W, int C, int O, int KH, int KW, int SH,
+                                                      int SW, int PT, int PL, int DH, int DW,
+                                                      int HO, int WO, int flags)
 {
-    dg_conv_grad_input<DgTile32x32>(dy, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                    WO, flags);
+    dg_conv_grad_input<DgTile32x32>(dy, ym, w, dx, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                    HO, WO, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_filter(const float* x, const float* dy, float* out, int N,
-                                                 int H, int W, int C, int O, int KH, int KW, int SH,
-                                                 int SW, int PT, int PL, int DH, int DW, int HO,
-                                                 int WO, int chunk, int flags)
+extern "C" __global__ void dg_conv2d_grad_filter(const float* x, const float* dy, const float* ym,
+                                                 float* out, int N, int H, int W, int C, int O,
+                                                 int KH, int KW, int SH, int SW, int PT, int PL,
+                                                 int DH, int DW, int HO, int WO, int chunk,
+                                                 int flags)
 {
-    dg_conv_grad_filter<DgTile128x128>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
-                                       HO, WO, chunk, flags);
+    dg_conv_grad_filter<DgTile128x128>(x, dy, ym, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH,
+                                       DW, HO, WO, chunk, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_filter_128x64(const float* x, const float* dy, float* out,
-                                                        int N, int H, int W, int C, int O, int KH,
-                                                        int KW, int SH, int SW, int PT, int PL,
-                                                        int DH, int DW, int HO, int WO, int chunk,
-                                                        int flags)
+extern "C" __global__ void dg_conv2d_grad_filter_128x64(const float* x, const float* dy,
+                                                        const float* ym, float* out, int N, int H,
+                                                        int W, int C, int O, int KH, int KW, int SH,
+                                                        int SW, int PT, int PL, int DH, int DW,
+                                                        int HO, int WO, int chunk, int flags)
 {
-    dg_conv_grad_filter<DgTile128x64>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                      WO, chunk, flags);
+    dg_conv_grad_filter<DgTile128x64>(x, dy, ym, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                      HO, WO, chunk, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_filter_128x32(const float* x, const float* dy, float* out,
-                                                        int N, int H, int W, int C, int O, int KH,
-                                                        int KW, int SH, int SW, int PT, int PL,
-                                                        int DH, int DW, int HO, int WO, int chunk,
-                                                        int flags)
+extern "C" __global__ void dg_conv2d_grad_filter_128x32(const float* x, const float* dy,
+                                                        const float* ym, float* out, int N, int H,
+                                                        int W, int C, int O, int KH, int KW, int SH,
+                                                        int SW, int PT, int PL, int DH, int DW,
+                                                        int HO, int WO, int chunk, int flags)
 {
-    dg_conv_grad_filter<DgTile128x32>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                      WO, chunk, flags);
+    dg_conv_grad_filter<DgTile128x32>(x, dy, ym, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                      HO, WO, chunk, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_filter_64x64(const float* x, const float* dy, float* out,
-                                                       int N, int H, int W, int C, int O, int KH,
-                                                       int KW, int SH, int SW, int PT, int PL,
-                                                       int DH, int DW, int HO, int WO, int chunk,
-                                                       int flags)
+extern "C" __global__ void dg_conv2d_grad_filter_64x64(const float* x, const float* dy,
+                                                       const float* ym, float* out, int N, int H,
+                                                       int W, int C, int O, int KH, int KW, int SH,
+                                                       int SW, int PT, int PL, int DH, int DW,
+                                                       int HO, int WO, int chunk, int flags)
 {
-    dg_conv_grad_filter<DgTile64x64>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                     WO, chunk, flags);
+    dg_conv_grad_filter<DgTile64x64>(x, dy, ym, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                     HO, WO, chunk, flags);
 }
 
-extern "C" __global__ void dg_conv2d_grad_filter_32x32(const float* x, const float* dy, float* out,
-                                                       int N, int H, int W, int C, int O, int KH,
-                                                       int KW, int SH, int SW, int PT, int PL,
-                                                       int DH, int DW, int HO, int WO, int chunk,
-                                                       int flags)
+extern "C" __global__ void dg_conv2d_grad_filter_32x32(const float* x, const float* dy,
+                                                       const float* ym, float* out, int N, int H,
+                                                       int W, int C, int O, int KH, int KW, int SH,
+                                                       int SW, int PT, int PL, int DH, int DW,
+                                                       int HO, int WO, int chunk, int flags)
 {
-    dg_conv_grad_filter<DgTile32x32>(x, dy, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW, HO,
-                                     WO, chunk, flags);
+    dg_conv_grad_filter<DgTile32x32>(x, dy, ym, out, N, H, W, C, O, KH, KW, SH, SW, PT, PL, DH, DW,
+                                     HO, WO, chunk, flags);
 }

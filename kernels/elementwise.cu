@@ -410,11 +410,7 @@ extern "C" __global__ void dg_bias_act(const float* x, const float* bias, float*
         dg_bias_act_body<1>(x, bias, y, rows * cols, cols, act);
 }
 
-// dx = dy * (x > 0), as Backend.relu_grad (a NaN in dy stays NaN). vec = 4: n % 4 == 0.
-__device__ __forceinline__ float dg_relu_mask(float dy, float x)
-{
-    return dy * (x > 0.0f ? 1.0f : 0.0f);
-}
+// dx = dy * (x > 0) (dg_relu_mask, common.cuh), as Backend.relu_grad. vec = 4: n % 4 == 0.
 
 extern "C" __global__ void dg_relu_grad(const float* __restrict__ dy, const float* __restrict__ x,
                                         float* __restrict__ dx, long long n, int vec)

@@ -50,6 +50,13 @@ __device__ __forceinline__ void dg_st4(float* p, float4 v)
     *reinterpret_cast<float4*>(p) = v;
 }
 
+// dg_relu_mask (common.cuh) on 4 elements: v * (y > 0) for the relu-masked gradient loads.
+__device__ __forceinline__ float4 dg_relu_mask4(float4 v, float4 y)
+{
+    return make_float4(dg_relu_mask(v.x, y.x), dg_relu_mask(v.y, y.y), dg_relu_mask(v.z, y.z),
+                       dg_relu_mask(v.w, y.w));
+}
+
 // Loaders. Each operand is indexed (outer, k): A by (m, k), B by (n, k).
 //   Ctx ctx(outer)          per-thread state for one outer index, made once per block
 //   Kst kst(k)              a k position in the loader's own terms (a convolution
