@@ -762,6 +762,19 @@ class Backend(Conv3DMixin):
             y += b
         return self.apply_activation(y, activation)
 
+    def dense_grad(self, dy, x, y, w, activation=None, with_bias=False, need_input=True, need_kernel=True):
+        """Gradients of ``dense`` from its output gradient ``dy`` [m, n]: (dx, dw, db).
+
+        y: the forward's output (read for relu, sigmoid and tanh). dx ([m, k])
+        is None unless need_input, dw ([k, n]) None unless need_kernel, db
+        ([n]) None unless with_bias. Backends may do it in fewer passes.
+        """
+        g = self.activation_grad(dy, y, activation)
+        dx = self.matmul(g, w, False, True) if need_input else None
+        dw = self.matmul(x, g, True, False) if need_kernel else None
+        db = self.sum_to_shape(g, (g.shape[1],)) if with_bias else None
+        return dx, dw, db
+
     def apply_activation(self, y, activation):
         if activation in (None, "linear"):
             return y

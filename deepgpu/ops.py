@@ -1002,14 +1002,11 @@ def dense(x, kernel, bias=None, activation=None) -> Tensor:
 
 @register_gradient("dense")
 def _dense_grad(node, dy):
-    B, y, act = node.B, node.saved, node.attrs["activation"]
-    dy = B.activation_grad(dy, y, act)
     x, k = node.inputs[0], node.inputs[1]
-    gx = B.matmul(dy, k.data, False, True) if x.requires_grad else None
-    gk = B.matmul(x.data, dy, True, False) if k.requires_grad else None
-    if len(node.inputs) == 2:
-        return gx, gk
-    return gx, gk, B.sum_to_shape(dy, (dy.shape[1],))  # the bias gradient: a column sum
+    with_bias = len(node.inputs) == 3 and node.inputs[2].requires_grad
+    gx, gk, gb = node.B.dense_grad(dy, x.data, node.saved, k.data, node.attrs["activation"], with_bias,
+                                   x.requires_grad, k.requires_grad)
+    return (gx, gk) if len(node.inputs) == 2 else (gx, gk, gb)
 
 
 # -------------------------------------------------------------- convolution

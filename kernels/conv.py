@@ -74,6 +74,8 @@ def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, split
         tile = "32x32" if rows <= 64 else "128x32" if o <= 32 else "64x64" if o <= 64 else "128x128"
     tile = _conv_tile(rows, cols, sm, tile)
     bk, total = GEMM_TILES[tile][2], n * ho * wo
+    if total == 0:  # an empty sum: zeros, no launch (the kernel would load from empty operands)
+        return shape, None, None, None, None, vec, None, 0
     grid = _gemm_grid(rows, cols, 1, tile)
     if splits is None:
         # About four blocks per SM, each at least 16 k-steps: more makes the partial sums cost more than they save.
@@ -92,6 +94,9 @@ def _conv_launch(xp, key, args, arrays, out, what, a=0, b=1, ym=None):
     shape, name, grid, block, scalars, vec, work, fixed = p
     out = K._output(xp, out, shape, what)
     if out.size == 0:
+        return out
+    if name is None:
+        out.fill(0)
         return out
     dst = out if work is None else xp.empty(work, np.float32)
     flags = (fixed | (vec[0] and K._ptr(arrays[a]) % 16 == 0) | 2 * (vec[1] and K._ptr(arrays[b]) % 16 == 0)

@@ -1,8 +1,9 @@
-"""The convolution gradients with a fused ReLU's mask and the bias gradient folded in (issue 22).
+"""The convolution (and Dense) gradients with a fused ReLU's mask and the bias gradient folded in (issue 22).
 
 ``kernels.conv2d_grad_input`` / ``conv2d_grad_filter`` take ``relu_out`` (dy is read as
 ``dy * (y > 0)``) and the filter gradient ``with_bias`` (a row of ones below im2col gives the
-bias gradient from the same launches); ``CupyBackend.conv2d_bias_act_grad`` uses both. Checked
+bias gradient from the same launches); ``CupyBackend.conv2d_bias_act_grad`` uses both, and
+``CupyBackend.dense_grad`` through it, as a 1x1 convolution. Checked
 against the NumPy backend in float64 under the CPU emulation of our kernels (and on a GPU with
 ``pytest -m cuda``), on the awkward cases: every tile, split and unsplit reductions, odd channel
 counts, strides, dilation, both paddings, views off the 16-byte grid.
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from deepgpu import backends, kernels as K
+from deepgpu.backends.base import Backend
 from deepgpu.testing.emulation import custom_backend
 
 RNG = np.random.default_rng(20261203)
@@ -224,3 +226,56 @@ def test_backend_falls_back_off_the_strict_float32_path(_emulator, monkeypatch):
     assert "dg_relu_grad" in names and not any(n.startswith("dg_conv2d_grad") for n in names), names
     for what, g, r in zip(("dx", "dk", "db"), got, ref):
         check(g, r, f"tf32 {what}", rtol=5e-3)
+
+
+# ------------------------------------------------------------ Dense, as a 1x1 convolution
+DENSE_CASES = [
+    # activation, with_bias, need_input, need_kernel, (m, k, n)
+    ("relu", True, True, True, (6, 13, 7)),
+    ("relu", True, True, True, (5, 36, 40)),
+    ("relu", True, False, True, (3, 8, 5)),
+    ("relu", False, True, False, (4, 9, 6)),
+    (None, True, True, True, (7, 12, 10)),
+    ("sigmoid", True, True, True, (2, 5, 3)),
+    ("tanh", False, True, True, (3, 4, 9)),
+    ("relu", True, True, False, (4, 6, 3)),
+]
+
+
+@pytest.mark.parametrize("activation,with_bias,need_input,need_kernel,shape", DENSE_CASES)
+def test_backend_dense_grad(xp, activation, with_bias, need_input, need_kernel, shape):
+    """CupyBackend.dense_grad against the NumPy backend in float64; on the strict float32 path a ReLU
+    Dense launches the two convolution-gradient kernels only (no relu_grad, GEMM or column sum)."""
+    m, k, n = shape
+    x, w, b = rnd(m, k, lo=-2, hi=2), rnd(k, n), rnd(n)
+    y = _cpu().dense(f64(x), f64(w), f64(b), activation).astype(F32)
+    dy = rnd(m, n)
+    ref = Backend.dense_grad(_cpu(), f64(dy), f64(x), f64(y), f64(w), activation, with_bias, need_input,
+                             need_kernel)
+    B = custom_backend(xp)
+    names = []
+    emu = K._emulator
+    if emu is not None:
+        K._emulator = lambda name, grid, block, args: (names.append(name), emu(name, grid, block, args))
+    try:
+        got = B.dense_grad(xp.asarray(dy), xp.asarray(x), xp.asarray(y), xp.asarray(w), activation, with_bias,
+                           need_input, need_kernel)
+    finally:
+        K._emulator = emu
+    for what, g, r in zip(("dx", "dw", "db"), got, ref):
+        assert (g is None) == (r is None), f"{what}: {g is None} vs {r is None}"
+        if r is not None:
+            check(g, r, f"dense {activation} {what}")
+    if emu is not None and (need_kernel or not with_bias):
+        assert not {"dg_relu_grad", "dg_col_sum"} & set(names) and not any("matmul" in n for n in names), names
+        assert len([n for n in names if n != "dg_conv2d_sum_splits"]) == need_input + need_kernel, names
+
+
+def test_empty_batch(xp):
+    """A batch of 0: zero kernel and bias gradients, without a launch over empty operands."""
+    x, dy = xp.zeros((0, 6, 6, 3), F32), xp.zeros((0, 4, 4, 5), F32)
+    dk, db = K.conv2d_grad_filter(x, dy, (3, 3, 3, 5), relu_out=dy, with_bias=True)
+    assert dk.shape == (3, 3, 3, 5) and not host(dk).any() and db.shape == (5,) and not host(db).any()
+    dx, dw, db = custom_backend(xp).dense_grad(xp.zeros((0, 3), F32), xp.zeros((0, 4), F32), xp.zeros((0, 3), F32),
+                                               xp.asarray(rnd(4, 3)), "relu", True)
+    assert dx.shape == (0, 4) and dw.shape == (4, 3) and not host(dw).any() and not host(db).any()
