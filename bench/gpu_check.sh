@@ -152,7 +152,8 @@ fi
 if want memcheck; then
 echo "== memcheck (kernel tests)"
 timeout ${MEMCHECK_S:-300} compute-sanitizer --tool memcheck --print-limit 20 \
-    python3 -m pytest -q -m cuda tests/test_kernels_cuda.py tests/test_kernels_image.py -k "not convnet_training" \
+    python3 -m pytest -q -m cuda tests/test_kernels_cuda.py tests/test_kernels_image.py \
+    tests/test_kernels_conv_grad_fold.py -k "not convnet_training" \
     >"$out/memcheck.log" 2>&1
 grep -E "ERROR SUMMARY|passed|failed" "$out/memcheck.log" | tail -3
 fi
