@@ -693,6 +693,21 @@ def test_dense(B, activation, bias):
     close(B, B.apply_activation(B.asarray(pre.astype(F32)), activation), ACTS[activation](pre))
 
 
+@covers("dense_grad")
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
+def test_dense_grad(B, activation):
+    x, w, b, dy = r(6, 5), r(5, 7), r(7), r(6, 7)
+    y = ACTS[activation](_ref_matmul(x, w) + b).astype(F32)
+    g = dy * {None: 1, "relu": y > 0, "sigmoid": y * (1 - y), "tanh": 1 - y * y}[activation]
+    dx, dw, db = B.dense_grad(*up(B, dy, x, y, w), activation, True)
+    close(B, dx, _ref_matmul(g, w.T))
+    close(B, dw, _ref_matmul(x.T, g))
+    close(B, db, g.sum(axis=0))
+    dx, dw, db = B.dense_grad(*up(B, dy, x, y, w), activation, False, False, True)
+    assert dx is None and db is None
+    close(B, dw, _ref_matmul(x.T, g))
+
+
 # ----------------------------------------------------------- convolution
 
 def _same_pads(n, k, s, d):
