@@ -282,35 +282,43 @@ class CupyBackend(Backend):
             return _K.conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
         return super().conv2d_bias_act(x, k, b, activation, strides, padding, dilation, keep)
 
+    def _folds(self, dy, x, y, k, activation, with_bias, need_kernel) -> bool:
+        """Whether _folded_grads takes these gradients: strict float32 on our kernels, a fused activation,
+        and a kernel gradient wherever a bias gradient is asked for (it comes out of the same launches)."""
+        return (self._f32(dy, x, k) and not self._tc(x, k) and activation in _K.ACTIVATIONS
+                and (need_kernel or not with_bias)
+                and (activation != "relu" or (y is not None and y.dtype == np.float32 and y.shape == dy.shape)))
+
+    def _folded_grads(self, dy, x, y, k, activation, with_bias, need_input, need_kernel, strides, padding,
+                      dilation):
+        # A ReLU's mask is applied as both gradient kernels load dy, and the bias gradient comes out of the
+        # filter gradient's launches (a row of ones below im2col): no relu_grad, masked copy or column sum.
+        g, ym = (dy, y) if activation == "relu" else (self.activation_grad(dy, y, activation), None)
+        dx = _K.conv2d_grad_input(g, k, x.shape, strides, padding, dilation, relu_out=ym) if need_input else None
+        if not need_kernel:
+            return dx, None, None
+        dk = _K.conv2d_grad_filter(x, g, k.shape, strides, padding, dilation, relu_out=ym, with_bias=with_bias)
+        return (dx,) + dk if with_bias else (dx, dk, None)
+
     def conv2d_bias_act_grad(self, dy, x, y, k, activation=None, with_bias=False, need_input=True,
                              need_kernel=True, strides=(1, 1), padding="valid", dilation=(1, 1), keep=None):
-        # float32 on the strict kernels: a ReLU's mask is applied as both gradient kernels load dy,
-        # and the bias gradient comes out of the filter gradient's launches (a row of ones below
-        # im2col): no relu_grad, no masked copy of dy, no column-sum launches.
-        relu = activation == "relu"
-        if (self._f32(dy, x, k) and not self._tc(x, k) and activation in _K.ACTIVATIONS
-                and (need_kernel or not with_bias)
-                and (not relu or (y is not None and y.dtype == np.float32 and y.shape == dy.shape))):
+        if self._folds(dy, x, y, k, activation, with_bias, need_kernel):
             self.conv_geometry(x.shape, k.shape, strides, padding, dilation)  # the interface's errors
-            g, ym = (dy, y) if relu else (self.activation_grad(dy, y, activation), None)
-            dx = _K.conv2d_grad_input(g, k, x.shape, strides, padding, dilation, relu_out=ym) if need_input else None
-            if not need_kernel:
-                return dx, None, None
-            dk = _K.conv2d_grad_filter(x, g, k.shape, strides, padding, dilation, relu_out=ym, with_bias=with_bias)
-            return (dx,) + dk if with_bias else (dx, dk, None)
+            return self._folded_grads(dy, x, y, k, activation, with_bias, need_input, need_kernel, strides, padding,
+                                      dilation)
         return super().conv2d_bias_act_grad(dy, x, y, k, activation, with_bias, need_input, need_kernel, strides,
                                             padding, dilation, keep)
 
     def dense_grad(self, dy, x, y, w, activation=None, with_bias=False, need_input=True, need_kernel=True):
-        # As the 1x1 convolution it is ([m, 1, 1, k] by [1, 1, k, n]): conv2d_bias_act_grad's folds, so a
-        # ReLU Dense costs two launches back, not relu_grad + two GEMMs + a column sum.
-        if (self._f32(dy, x, w) and not self._tc(x, w) and (need_kernel or not with_bias)
-                and x.ndim == 2 and w.ndim == 2 and dy.ndim == 2 and x.shape[1] == w.shape[0]
-                and dy.shape == (x.shape[0], w.shape[1]) and (y is None or y.shape == dy.shape)):
+        # As the 1x1 convolution it is ([m, 1, 1, k] by [1, 1, k, n]) with the same folds: a ReLU Dense's
+        # gradients are two launches, not relu_grad + two GEMMs + a column sum.
+        if (x.ndim == 2 and w.ndim == 2 and dy.ndim == 2 and x.shape[1] == w.shape[0]
+                and dy.shape == (x.shape[0], w.shape[1]) and (y is None or y.shape == dy.shape)
+                and self._folds(dy, x, y, w, activation, with_bias, need_kernel)):
             (m, k), n = x.shape, w.shape[1]
-            dx, dw, db = self.conv2d_bias_act_grad(
+            dx, dw, db = self._folded_grads(
                 dy.reshape(m, 1, 1, n), x.reshape(m, 1, 1, k), None if y is None else y.reshape(m, 1, 1, n),
-                w.reshape(1, 1, k, n), activation, with_bias, need_input, need_kernel)
+                w.reshape(1, 1, k, n), activation, with_bias, need_input, need_kernel, (1, 1), "valid", (1, 1))
             return (None if dx is None else dx.reshape(m, k)), (None if dw is None else dw.reshape(k, n)), db
         return super().dense_grad(dy, x, y, w, activation, with_bias, need_input, need_kernel)
 
