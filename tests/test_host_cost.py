@@ -57,3 +57,19 @@ def test_check_labels_range_shortcut_agrees_with_the_full_check(labels, ok):
         with pytest.raises(ValueError, match="outside \\[0, 10\\)"):
             losses.check_labels(t, 10)
     losses.check_labels(dg.tensor(np.asarray([0, -1], "int32"), backend="cpu"), 10, ignore_class=-1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.empty((3, 5), np.float32),                 # the fast path: a writable C-contiguous buffer
+    lambda: np.empty((4, 6), np.float32)[1:],             # a view at an offset
+    lambda: np.empty((4, 6), np.float32)[:, 1:],          # not C-contiguous: the fallback
+    lambda: np.empty((4, 6), np.float32).T,               # Fortran order: the fallback
+    lambda: np.frombuffer(b"abcdefgh", np.float32),       # read-only: the fallback
+    lambda: np.empty(0, np.float32),                      # empty: the fallback
+])
+def test_kernel_pointer_is_numpys_address(make):
+    from deepgpu.kernels import runtime
+
+    a = make()
+    assert runtime._ptr(a) == a.ctypes.data
+    assert runtime._aligned16(a) == (a.ctypes.data % 16 == 0)
