@@ -464,8 +464,11 @@ def test_mpi_on_the_cuda_backend_takes_the_gpu_of_its_local_rank(monkeypatch):
             self.local_rank, self.local_size = 2, 3
     monkeypatch.setattr(D, "MPICommunicator", Mpi)
     monkeypatch.setattr(D, "nccl_available", lambda: False)
-    monkeypatch.setattr(D.backends, "current", lambda: types.SimpleNamespace(name="cuda"))
     monkeypatch.setattr(D, "_COMM", None)
+    monkeypatch.setattr(D.backends, "current", lambda: types.SimpleNamespace(name="cuda", xp=np))
+    assert D.init().name == "mpi" and used == []  # the CPU emulation of the cuda backend: no GPU to pick
+    monkeypatch.setattr(D, "_COMM", None)
+    monkeypatch.setattr(D.backends, "current", lambda: types.SimpleNamespace(name="cuda", xp=sys.modules["cupy"]))
     assert D.init().name == "mpi" and used == [0]  # local rank 2 of 2 GPUs
     assert comm_mod.use_local_gpu(3) == 1 and used == [0, 1]
 

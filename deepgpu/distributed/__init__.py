@@ -77,7 +77,9 @@ def init(backend: str = "auto") -> Communicator:
         _COMM = NCCLCommunicator()
     else:
         _COMM = MPICommunicator()
-    if _COMM.name == "mpi" and backends.current().name == "cuda":  # NCCL picks its GPU itself
+    B = backends.current()
+    # NCCL picks its GPU itself; the CPU emulation of the CUDA backend (xp NumPy, no .cuda) has none to pick
+    if _COMM.name == "mpi" and B.name == "cuda" and getattr(getattr(B, "xp", None), "cuda", None) is not None:
         use_local_gpu(_COMM.local_rank)
     return _COMM
 
