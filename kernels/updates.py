@@ -84,6 +84,34 @@ def rmsprop(p, g, v, mg, mom, lr, rho, momentum, eps, hp=None):
 
 
 MANY = 8  # variables per dg_update_many launch: the kernel spells out eight parameter sets
+# (parameters and slots, by identity) -> (those arrays, per variable (size, p, slots padded to 3, size as
+# int64)). An optimizer passes the same arrays every step, and an in-place operand's dtype, size and
+# layout do not change, so they are checked once. The entry holds the arrays, so their ids are not reused
+# while it exists; a few entries at most (a model and its copies), the oldest dropped.
+_var_sets: dict = {}
+_VAR_SETS_MAX = 4
+
+
+def _checked_sets(what, ps, slot_lists):
+    arrays = (*ps, *(a for s in slot_lists for a in s))
+    key = (what, tuple(map(id, arrays)))
+    hit = _var_sets.get(key)
+    if hit is not None:
+        return hit[1]
+    f32 = np.float32
+    pad = (None,) * (3 - len(slot_lists))
+    sets = []
+    for k, p in enumerate(ps):
+        size = p.size
+        slots = [s[k] for s in slot_lists]
+        for a in [p] + slots:
+            if a is not None and (a.dtype != f32 or a.size != size or not a.flags.c_contiguous):
+                K._inplace(a, f"{what} parameter {k} or its slots", size)  # raises, naming the rule
+        sets.append((size, p, *slots, *pad, np.int64(size)))
+    if len(_var_sets) >= _VAR_SETS_MAX:
+        del _var_sets[next(iter(_var_sets))]
+    _var_sets[key] = (arrays, sets)
+    return sets
 
 
 def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, hp=None, hp_k=1):
@@ -94,29 +122,24 @@ def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, h
                          f"{len(gs)} gradients, slots {[len(s) for s in slot_lists]}")
     hp = _scalars(hp, what, hp_k)
     # Everything checked before the first launch: a step is applied whole or not at all.
-    f32 = np.float32
-    pad = (None,) * (3 - len(slot_lists))
-    sets = []
-    for k, p in enumerate(ps):
-        size = p.size
-        slots = [s[k] for s in slot_lists]
-        for a in [p] + slots:
-            if a is not None and (a.dtype != f32 or a.size != size or not a.flags.c_contiguous):
-                K._inplace(a, f"{what} parameter {k} or its slots", size)  # raises, naming the rule
-        g = gs[k]
+    sets = _checked_sets(what, ps, slot_lists)
+    f32 = np.dtype(np.float32)
+    args_of = []
+    for k, g in enumerate(gs):
+        size, p, *rest = sets[k]
         if g.size != size:
             raise ValueError(f"{what}: gradient {k} has {g.size} elements for a parameter of {size}")
         if g.dtype != f32 or not g.flags.c_contiguous:  # the message is formatted only for this case
             g = K._check(g, f"{what} gradient {k}")
-        sets.append((p, g, *slots, *pad, np.int64(size)))
+        args_of.append((p, g, *rest))
     head = (np.int32(rule), None, None, np.int32(flag)) + tuple(
         K._f32(v) for v in tuple(floats) + (0.0,) * (5 - len(floats))) + (hp,)
     for start in range(0, n, MANY):
         args, mask, work = list(head), 0, 0
         for k in range(start, min(start + MANY, n)):
-            args += sets[k]
+            args += args_of[k]
             mask |= ((decay_mask >> k) & 1) << (k - start)
-            work = max(work, ps[k].size)
+            work = max(work, sets[k][0])
         count = min(MANY, n - start)
         if not work:
             continue

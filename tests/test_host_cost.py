@@ -73,3 +73,26 @@ def test_kernel_pointer_is_numpys_address(make):
     a = make()
     assert runtime._ptr(a) == a.ctypes.data
     assert runtime._aligned16(a) == (a.ctypes.data % 16 == 0)
+
+
+def test_update_many_checks_parameters_once_and_gradients_every_step(monkeypatch):
+    from deepgpu import kernels as K
+    from deepgpu.kernels import updates
+
+    launches = []
+    monkeypatch.setattr(K, "_emulator", lambda name, grid, block, args: launches.append(args))
+    monkeypatch.setattr(updates, "_var_sets", {})
+    ps = [np.zeros(n, np.float32) for n in (3, 5)]
+    ms, vs = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
+    gs = [np.ones_like(p) for p in ps]
+    for _ in range(2):  # the second step reuses the checked parameter sets
+        K.adam_many(ps, gs, ms, vs, 1e-3, 0.9, 0.999, 1e-7, 1)
+    assert len(updates._var_sets) == 1 and len(launches) == 2
+    args = launches[1][10:22]  # after rule, count, mask, flag, 5 floats, hp: (p, g, m, v, -, size) per variable
+    assert [a is b for a, b in zip(args, (ps[0], gs[0], ms[0], vs[0], None))] == [True] * 5 and args[5] == 3
+    assert args[6] is ps[1] and args[7] is gs[1] and args[11] == 5
+    with pytest.raises(ValueError, match="gradient 1 has 4 elements"):
+        K.adam_many(ps, [gs[0], np.ones(4, np.float32)], ms, vs, 1e-3, 0.9, 0.999, 1e-7, 2)
+    with pytest.raises(ValueError, match="parameter 1 or its slots"):
+        K.adam_many(ps, gs, ms, [vs[0], np.zeros(5, np.float64)], 1e-3, 0.9, 0.999, 1e-7, 2)
+    assert len(launches) == 2  # nothing launched for a refused step
