@@ -419,6 +419,11 @@ class Layer:
 
     def _fill_masks(self, inputs, kwargs):
         """Add ``mask`` / ``<arg>_mask`` to ``kwargs`` as Keras does; returns the previous mask."""
+        if not kwargs and type(inputs) is Tensor:  # the common eager call, in fewer steps
+            first = getattr(inputs, "_keras_mask", None)
+            if "mask" in self._call_params:
+                kwargs["mask"] = first
+            return first
         first = _masks_of(inputs)
         params = self._call_params
         # As Keras: other tensor arguments (a tensor or a list of them, e.g. an RNN's initial_state)
@@ -495,10 +500,11 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__} does not implement call()")
 
     def __call__(self, inputs, training=None, **kwargs):
-        flat = _flatten(inputs)
-        if any(isinstance(t, SymbolicTensor) for t in flat):
+        if type(inputs) is Tensor:  # the common eager call: one concrete tensor, nothing to flatten
+            shapes = (None,) + inputs.data.shape[1:]
+        elif any(isinstance(t, SymbolicTensor) for t in _flatten(inputs)):
             return self._call_symbolic(inputs, kwargs)
-        if isinstance(inputs, (list, tuple)):
+        elif isinstance(inputs, (list, tuple)):
             inputs = [_as_input(i, self) for i in inputs]
             shapes = [(None,) + i.shape[1:] for i in inputs]
         else:
@@ -511,7 +517,8 @@ class Layer:
             inputs = _autocast.cast_tree(inputs, cast[0])
         previous_mask = self._fill_masks(inputs, kwargs)
         if cast is None:
-            out = self.call(inputs, **self._training_kw(training), **kwargs)
+            out = (self.call(inputs, training=training, **kwargs) if self._call_accepts_training
+                   else self.call(inputs, **kwargs))
         else:
             swapped = _autocast.swap_variables(self) if cast[1] else ()
             try:
