@@ -348,12 +348,15 @@ class Optimizer:
                     g = Tensor(g.data, g._backend)
                 grads.append(g)
             grads = self._clip(grads)
+        return self._step([g.data for g in grads], [v for _, v in pairs])
+
+    def _step(self, gs, vars_):
+        """The update of ``apply_gradients`` after its checks and clipping: raw gradients ``gs``."""
+        with no_grad():
             lr = self._lr_at(self.iterations)
             step = self.iterations + 1
             self._before_step(step)
-            vars_ = [v for _, v in pairs]
-            gds = [g.data if g.dtype == v.dtype else v._backend.cast(g.data, v.dtype)
-                   for g, v in zip(grads, vars_)]
+            gds = [g if g.dtype == v.data.dtype else v._backend.cast(g, v.dtype) for g, v in zip(gs, vars_)]
             self._update_all(vars_, gds, lr, step)
             for v in vars_:
                 if getattr(v, "constraint", None) is not None:
@@ -362,6 +365,23 @@ class Optimizer:
             self._ema_step(step)
         self.iterations = step
         return self.iterations
+
+    def _apply_raw_gradients(self, gs, vars_):
+        """``apply_gradients(zip(gs, vars_))`` for a training step's raw gradient arrays (from backward:
+        on the variables' backend, of their shapes), without a Tensor per gradient where nothing
+        clips them and the class keeps apply_gradients as is (LossScaleOptimizer does not)."""
+        cls = type(self)
+        if (cls.apply_gradients is not Optimizer.apply_gradients or cls._clip is not Optimizer._clip
+                or self.clipvalue is not None or self.clipnorm is not None or self.global_clipnorm is not None):
+            return self.apply_gradients([(None if g is None else Tensor(g, v._backend), v) for g, v in zip(gs, vars_)])
+        self.build([v for v in vars_ if getattr(v, "trainable", True)])
+        pairs = [(g, v) for g, v in zip(gs, vars_) if g is not None and getattr(v, "trainable", True)]
+        if not pairs:
+            return self.iterations
+        for g, v in pairs:
+            if tuple(g.shape) != v.data.shape:
+                raise ValueError(f"gradient of shape {tuple(g.shape)} for variable {v.name!r} of shape {v.shape}")
+        return self._step([g for g, _ in pairs], [v for _, v in pairs])
 
     def apply(self, grads, trainable_variables=None):
         """Keras 3's form of ``apply_gradients``: ``grads`` paired with ``trainable_variables``

@@ -96,3 +96,29 @@ def test_update_many_checks_parameters_once_and_gradients_every_step(monkeypatch
     with pytest.raises(ValueError, match="parameter 1 or its slots"):
         K.adam_many(ps, gs, ms, [vs[0], np.zeros(5, np.float64)], 1e-3, 0.9, 0.999, 1e-7, 2)
     assert len(launches) == 2  # nothing launched for a refused step
+
+
+@pytest.mark.parametrize("opt", [lambda: optimizers.Adam(1e-2, weight_decay=0.1), lambda: optimizers.SGD(0.1, momentum=0.9),
+                                 lambda: optimizers.Adam(1e-2, clipnorm=0.5)])
+def test_raw_gradients_step_equals_apply_gradients(opt):
+    from deepgpu import constraints
+
+    rng = np.random.default_rng(1)
+    values = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (4,), (2,))]
+    grads = [rng.standard_normal(v.shape).astype(np.float32) for v in values]
+
+    def variables():
+        return [dg.Variable(values[0], constraint=constraints.NonNeg()), dg.Variable(values[1]),
+                dg.Variable(values[2], trainable=False)]
+
+    a, b = variables(), variables()
+    oa, ob = opt(), opt()
+    B = a[0]._backend
+    for _ in range(3):
+        oa.apply_gradients([(dg.tensor(grads[0]), a[0]), (None, a[1]), (dg.tensor(grads[2]), a[2])])
+        ob._apply_raw_gradients([B.asarray(grads[0]), None, B.asarray(grads[2])], b)
+    assert oa.iterations == ob.iterations == 3
+    for va, vb in zip(a, b):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy())
+    with pytest.raises(ValueError, match="gradient of shape"):
+        ob._apply_raw_gradients([B.asarray(grads[1]), None, None], b)

@@ -582,9 +582,7 @@ class Trainer:
             dist.first_step(self, xb)
         vars_ = self._vars_to_train()
         gs, finish = self._reduced_gradients(xb, yb, swb, vars_)
-        B = vars_[0]._backend if vars_ else backends.current()
-        self.optimizer.apply_gradients(
-            [(None if g is None else Tensor(g, B), v) for g, v in zip(gs, vars_)])
+        self.optimizer._apply_raw_gradients(gs, vars_)
         finish()
 
     def _reduced_gradients(self, xb, yb, swb, vars_):
