@@ -185,6 +185,10 @@ class Metric:
     def result(self) -> Tensor:
         raise NotImplementedError
 
+    def _read(self) -> float:
+        """``result()`` as a Python float (a host read)."""
+        return float(self.result().item())
+
     def reset_state(self):
         """Zero the state in place."""
         if self._vars:
@@ -285,6 +289,15 @@ class Mean(Metric):
             return total / self._host_count
         count = st["count"] + self._host_count if self._host_count else st["count"]
         return _divide_no_nan(total, count)
+
+    def _read(self) -> float:
+        # A count kept on the host divides there, after the one read it needs anyway: the same
+        # division in the state's dtype as result()'s on the device, without its launch.
+        if type(self).result is not Mean.result or self._dev_count or not self._host_count \
+                or type(self._host_count) is not float:
+            return super()._read()
+        total = self._state()["total"].data_sync()
+        return float(total / total.dtype.type(self._host_count))
 
     def reset_state(self):
         super().reset_state()

@@ -122,3 +122,22 @@ def test_raw_gradients_step_equals_apply_gradients(opt):
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
     with pytest.raises(ValueError, match="gradient of shape"):
         ob._apply_raw_gradients([B.asarray(grads[1]), None, None], b)
+
+
+def test_metric_read_on_the_host_equals_the_device_result():
+    from deepgpu import metrics
+
+    rng = np.random.default_rng(2)
+    m, w = metrics.Mean(), metrics.Mean()
+    for n in (3, 7, 5):  # counts that are not powers of two: the division rounds
+        v = rng.standard_normal(n).astype(np.float32) * 1e3
+        m.update_state(dg.tensor(v))
+        w.update_state(dg.tensor(v[:1]), sample_weight=n / 3)  # a host count from a Python weight
+    for metric in (m, w):
+        assert metric._read() == float(metric.result().item())
+    acc = metrics.SparseCategoricalAccuracy()
+    acc.update_state(dg.tensor(np.array([0, 1, 2], np.int32)), dg.tensor(rng.random((3, 3)).astype(np.float32)))
+    assert acc._read() == float(acc.result().item())
+    weighted = metrics.Mean()  # a device count: result() itself
+    weighted.update_state(dg.tensor(np.ones(3, np.float32)), sample_weight=dg.tensor(np.array([1, 2, 0], np.float32)))
+    assert weighted._read() == float(weighted.result().item())

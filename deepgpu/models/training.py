@@ -632,7 +632,7 @@ class Trainer:
         return _LazyLogs({prefix + m.name: m.result for m in self._all_metrics()})
 
     def _read_metrics(self, prefix=""):
-        return {prefix + m.name: float(m.result().item()) for m in self._all_metrics()}
+        return {prefix + m.name: m._read() for m in self._all_metrics()}
 
     def _batches(self, n, batch_size, shuffle):
         B = backends.current()
