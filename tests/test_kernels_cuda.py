@@ -1040,8 +1040,9 @@ def test_seed_convnet_step_launch_budget(_emulator):
     # Each ReLU Conv2D is one fused launch (bias and relu in the epilogue): no conv2d call, no add or maximum.
     assert per["conv2d_bias_act"] == [4, 4, 0] and "conv2d" not in per, per
     by_routine = {n: c / 2 for n, c in routines.calls.items() if n not in ("empty", "empty_like")}
-    # The CuPy routines left per step: the loss's mean and its gradient, the metrics' scale and sum.
-    assert sum(by_routine.values()) <= 7 and not {"add", "maximum"} & set(by_routine), by_routine
+    # The CuPy routines left per step: the loss mean's gradient, dropout's, the loss tracker's scale
+    # (the metrics' divisions run on the host after their read).
+    assert sum(by_routine.values()) <= 5 and not {"add", "maximum"} & set(by_routine), by_routine
     assert sum(cupy_kernels.values()) <= 8, cupy_kernels
 
 
