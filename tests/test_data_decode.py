@@ -48,6 +48,8 @@ def _pillow(data, mode):
         im.load()
         if im.mode == "P" and "transparency" in im.info:
             im = im.convert("RGBA")
+        elif im.mode == "I;16":  # tf.io.decode_image keeps the high byte; Pillow's convert clips
+            im = PIL.fromarray((np.asarray(im) >> 8).astype(np.uint8), "L")
         a = np.asarray(im.convert(mode))
     return a[:, :, None] if a.ndim == 2 else a
 
@@ -87,6 +89,21 @@ def test_decode_image_errors(tmp_path):
     p = tmp_path / "f.bin"
     p.write_bytes(b"abc")
     assert read_file(p) == b"abc" and read_file(str(p)) == b"abc"
+
+
+def test_16_bit_png_keeps_the_high_byte_as_tensorflow_does(tmp_path):
+    """Keras's image_dataset_from_directory (tf.io.decode_image) maps a 16-bit PNG's v to v >> 8;
+    Pillow's convert("L") would clip nearly every pixel to 255."""
+    wide = RNG.integers(0, 65536, (6, 5), dtype=np.uint16)
+    (tmp_path / "c").mkdir()
+    PIL.fromarray(wide).save(tmp_path / "c" / "w.png")
+    want = (wide >> 8).astype(np.uint8)[:, :, None]
+    np.testing.assert_array_equal(decode_image(read_file(tmp_path / "c" / "w.png")), want)
+    for mode, c in (("grayscale", 1), ("rgb", 3), ("rgba", 4)):
+        x, _ = next(iter(image_dataset_from_directory(tmp_path, image_size=(6, 5), color_mode=mode,
+                                                      batch_size=1, verbose=False)))
+        np.testing.assert_array_equal(np.asarray(x)[0, :, :, :min(c, 3)],
+                                      np.repeat(want, min(c, 3), axis=2).astype(np.float32), err_msg=mode)
 
 
 @pytest.fixture

@@ -9,9 +9,11 @@ through imagecodecs (bench/input_profile.py). So where imagecodecs (in the
 release the GIL) is installed, 8-bit PNGs and baseline JPEGs whose stored
 channels are the ones asked for decode through it; everything else (palette,
 16-bit, transparency keys, GIF, BMP, a mode conversion, a file imagecodecs
-refuses) goes through Pillow. Both give the same pixels (libjpeg-turbo with
-the same default DCT and upsampling under both; checked in
-tests/test_data_decode.py), so results do not depend on which is installed.
+refuses) goes through Pillow (a 16-bit gray image keeps its high byte, as
+tf.io.decode_image does, where Pillow's convert would clip). Both give the same
+pixels (libjpeg-turbo with the same default DCT and upsampling under both;
+checked in tests/test_data_decode.py), so results do not depend on which is
+installed.
 """
 from __future__ import annotations
 
@@ -80,6 +82,16 @@ def _decode_fast(data, channels):
     return a
 
 
+# 16-bit gray PNGs open in these modes; Pillow's convert() to L / RGB clips them at 255
+_WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I")
+
+
+def _gray8(im, Image):
+    """A 16-bit gray image as 8-bit L, keeping the high byte (tf.io.decode_image's uint16 -> uint8)."""
+    a = np.asarray(im)
+    return Image.fromarray((np.clip(a, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8), "L")
+
+
 def open_image(source, mode, where):
     """A loaded PIL Image in ``mode`` ("L", "RGB", "RGBA") from a path or bytes; raises
     UnreadableImageError naming ``where`` (the file) when Pillow cannot decode it."""
@@ -90,6 +102,8 @@ def open_image(source, mode, where):
             # palette images with transparency convert through RGBA, as Keras's loader does
             if im.mode == "P" and mode != "P" and "transparency" in im.info:
                 im = im.convert("RGBA")
+            elif im.mode in _WIDE_GRAY and mode in _MODES.values():
+                im = _gray8(im, Image)
             # the pixels are loaded: the image outlives its (now closed) file
             return im.convert(mode) if im.mode != mode else im
     except FileNotFoundError:
