@@ -208,6 +208,15 @@ def test_generator_changing_shape_or_dtype_mid_epoch(clean):
         make_model().fit(uneven(), verbose=0)
 
 
+def test_a_bad_validation_batch_names_the_epoch_and_validation_data(clean):
+    def val():  # validation_steps=1: epoch 1 validates on the good batch, epoch 2 on the bad one
+        yield X[:16], Y[:16]
+        yield X[:16, :3], Y[:16]
+
+    with pytest.raises(ValueError, match=r"^fit\(\): epoch 2, validation_data, step 1: x does not fit input 0 "):
+        make_model().fit(X, Y, batch_size=16, validation_data=val(), validation_steps=1, epochs=2, verbose=0)
+
+
 def test_empty_source_and_bad_first_batch_leave_model_unchanged(clean):
     m = make_model()
     m.fit(X[:16], Y[:16], verbose=0)  # built and trained once

@@ -406,7 +406,7 @@ def prepare(model, el, where, step, epoch, first, need_y, class_weight=None, che
     """One raw batch as host arrays (xs, ys, sw), checked; raises ValueError naming the step."""
     from ..models import training as T
 
-    at = f"{where}(): epoch {epoch + 1}, step {step + 1}"
+    at = _step_at(where, epoch, step)
     x, y, sw = unpack(el)
     if need_y and y is None:
         raise ValueError(f"{at}: the data yielded a batch without targets; {where}() needs (x, y) or "
@@ -476,6 +476,12 @@ def _check_labels_quietly(model, ys, where, at):
         return model._check_labels(ys, "y", where)
     except ValueError as e:
         raise ValueError(_at(at, where, e)) from None
+
+
+def _step_at(where, epoch, step):
+    """Where a batch was read: epoch is the index of a training epoch, or a label
+    ("epoch 2, validation_data") for a validation pass."""
+    return f"{where}(): {epoch if isinstance(epoch, str) else f'epoch {epoch + 1}'}, step {step + 1}"
 
 
 def _at(at, where, error):
@@ -594,7 +600,7 @@ def _run_step(model, B, dev, ticket, host_ys, train, where, step, epoch, checked
     (``host_ys``; device-resident labels once per Tensor)."""
     from ..models import training as T
     xb, yb, swb = dev
-    at = f"{where}(): epoch {epoch + 1}, step {step + 1}"
+    at = _step_at(where, epoch, step)
     host = [a for a in host_ys if not isinstance(a, Tensor) or id(a) not in checked]
     trusted = _check_labels_quietly(model, host_ys, where, at) if host else True
     checked.update(id(a) for a in host_ys if isinstance(a, Tensor))
@@ -661,7 +667,8 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
                               stacklevel=2)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 # a one-shot source used up by earlier epochs: Keras warns and trains on
-                vlogs = _evaluate_loop(model, val, "fit", cbs, 0, used_up_ok=val.adapter.one_shot and validated)
+                vlogs = _evaluate_loop(model, val, "fit", cbs, 0, used_up_ok=val.adapter.one_shot and validated,
+                                       epoch=f"epoch {epoch + 1}, validation_data")
                 validated = True
                 if vlogs is not None:
                     epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
@@ -678,8 +685,9 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
         cbs("on_train_end", epoch_logs)
 
 
-def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True, used_up_ok=False):
-    """The logs of one evaluation pass; None when it got no batch and ``used_up_ok`` (a warning)."""
+def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True, used_up_ok=False, epoch=0):
+    """The logs of one evaluation pass; None when it got no batch and ``used_up_ok`` (a warning).
+    epoch: as errors name it (fit's validation passes say which epoch)."""
     from ..models.progbar import Progbar
     model._reset_metrics()
     if cbs:
@@ -689,14 +697,14 @@ def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True, used_up_
     bar = Progbar(it.steps, verbose=verbose)
     done = 0
     gen = it.epoch()
-    batches = staged(_prepared(model, ((s, el, None) for s, el in enumerate(gen)), where, 0, [None], True, None,
+    batches = staged(_prepared(model, ((s, el, None) for s, el in enumerate(gen)), where, epoch, [None], True, None,
                                check_numerics), B)
     checked = set()
     try:
         for step, host, dev, ticket in batches:
             if cbs:
                 cbs("on_test_batch_begin", step, {})
-            _run_step(model, B, dev, ticket, host[1], False, where, step, 0, checked)
+            _run_step(model, B, dev, ticket, host[1], False, where, step, epoch, checked)
             done = step + 1
             if cbs:
                 cbs("on_test_batch_end", step, model._lazy_logs())
