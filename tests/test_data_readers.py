@@ -122,6 +122,26 @@ def test_image_folder_split_matches_keras(folder):
     assert sorted(kt.file_paths) == sorted(ours.file_paths) and kt.class_names == ours.class_names
 
 
+def test_image_folder_lists_files_in_keras_order(tmp_path):
+    """Keras (iter_valid_files) takes folders by path, then each folder's files by name: b/z.png
+    comes before b/sub/3.png. The file order decides a seeded split and which file a labels list
+    entry labels. label_mode=None is labels=None: every image, root files first, no class_names."""
+    for rel in ("z.png", "a.png", "a/1.png", "b/2.png", "b/z.png", "b/sub/3.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        PIL.Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / rel)
+    kw = dict(image_size=(2, 2), shuffle=False, verbose=False)
+
+    def rel(ds):
+        return [os.path.relpath(p, tmp_path).replace(os.sep, "/") for p in ds.file_paths]
+    assert rel(image_dataset_from_directory(tmp_path, **kw)) == ["a/1.png", "b/2.png", "b/z.png", "b/sub/3.png"]
+    every = ["a.png", "z.png", "a/1.png", "b/2.png", "b/z.png", "b/sub/3.png"]
+    ds = image_dataset_from_directory(tmp_path, labels=list(range(6)), **kw)
+    assert rel(ds) == every and np.concatenate([y for _, y in ds]).tolist() == list(range(6))
+    none = image_dataset_from_directory(tmp_path, label_mode=None, **kw)
+    assert rel(none) == every and none.class_names is None
+    assert next(iter(none)).shape == (6, 2, 2, 3)
+
+
 def test_crop_to_aspect_ratio(tmp_path):
     root = tmp_path / "r" / "a"
     root.mkdir(parents=True)

@@ -107,16 +107,15 @@ _PROCESS_MIN_FILES = 1024
 
 
 def _list_files(directory, class_names_dirs, follow_links):
+    """(path, label) of the image files, in Keras's order (its iter_valid_files): per class, the
+    folders under it by path, then the files of each folder by name. A seed then splits and
+    shuffles the same files as Keras, and a labels list matches the files Keras's would."""
     out = []
     for label, sub in enumerate(class_names_dirs):
         root = os.path.join(directory, sub) if sub is not None else directory
-        found = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                if fn.lower().endswith(ALLOWLIST_FORMATS):
-                    found.append(os.path.join(dirpath, fn))
-        out.extend((p, label) for p in sorted(found))
+        for dirpath, _, filenames in sorted(os.walk(root, followlinks=follow_links), key=lambda w: w[0]):
+            out.extend((os.path.join(dirpath, fn), label) for fn in sorted(filenames)
+                       if fn.lower().endswith(ALLOWLIST_FORMATS))
     return out
 
 
@@ -131,10 +130,10 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     directory/<class>/.../*.{bmp,gif,jpeg,jpg,png}. labels: "inferred" (the
     subfolder, classes in alphanumeric order or ``class_names``' order), None
     (images only, from every file under ``directory``), or a list of ints, one
-    per file in sorted path order. label_mode: "int" (int32 [batch]),
-    "categorical" (float32 one-hot [batch, classes]), "binary" (float32
-    [batch, 1], two classes), None. color_mode: "grayscale", "rgb", "rgba"
-    (1, 3, 4 channels). Images are float32 [batch, h, w, c] in 0..255, resized
+    per file in Keras's order (folders by path, each folder's files by name).
+    label_mode: "int" (int32 [batch]), "categorical" (float32 one-hot [batch,
+    classes]), "binary" (float32 [batch, 1], two classes), None (as labels=None).
+    color_mode: "grayscale", "rgb", "rgba" (1, 3, 4 channels). Images are float32 [batch, h, w, c] in 0..255, resized
     to ``image_size`` with ``interpolation`` (through Pillow), after a centred
     crop to the target aspect ratio with ``crop_to_aspect_ratio`` (or padding
     with ``pad_to_aspect_ratio``). batch_size None gives single images.
@@ -178,6 +177,8 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     if validation_split and shuffle and seed is None:
         raise ValueError(f"{where}: with validation_split and shuffle=True give a seed, so the training and "
                          f"validation subsets do not overlap")
+    if label_mode is None:  # Keras's: no labels, so every image under the folder, no class_names
+        labels = None
     if labels == "inferred":
         subdirs = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
         if class_names is not None:
