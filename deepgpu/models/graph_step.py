@@ -186,6 +186,6 @@ class _GraphStep:
         if self.in_graph_update:
             opt.iterations += 1
         else:
-            opt.apply_gradients([(None if g is None else Tensor(g, B), v) for g, v in zip(self.grads, self.vars)])
+            opt._apply_raw_gradients(self.grads, self.vars)
         for m, before, after in self.metric_changes:
             m._replay_host(before, after)
