@@ -215,6 +215,13 @@ def test_a_bad_validation_batch_names_the_epoch_and_validation_data(clean):
 
     with pytest.raises(ValueError, match=r"^fit\(\): epoch 2, validation_data, step 1: x does not fit input 0 "):
         make_model().fit(X, Y, batch_size=16, validation_data=val(), validation_steps=1, epochs=2, verbose=0)
+    with pytest.raises(ValueError, match=r"^fit\(\): validation_data \(a list_iterator\) yielded no batches"):
+        make_model().fit(X, Y, batch_size=16, validation_data=iter([]), verbose=0)
+    # evaluate and predict have no epochs
+    with pytest.raises(ValueError, match=r"^evaluate\(\): step 1: x does not fit input 0 "):
+        make_model().evaluate(iter([(X[:16, :3], Y[:16])]), verbose=0)
+    with pytest.raises(ValueError, match=r"^predict\(\): step 2: x does not fit input 0 "):
+        make_model().predict(iter([X[:16], X[:16, :3]]), verbose=0)
 
 
 def test_empty_source_and_bad_first_batch_leave_model_unchanged(clean):

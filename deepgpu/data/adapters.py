@@ -479,8 +479,10 @@ def _check_labels_quietly(model, ys, where, at):
 
 
 def _step_at(where, epoch, step):
-    """Where a batch was read: epoch is the index of a training epoch, or a label
-    ("epoch 2, validation_data") for a validation pass."""
+    """Where a batch was read: epoch is the index of a training epoch, a label
+    ("epoch 2, validation_data") for a validation pass, or None (evaluate, predict)."""
+    if epoch is None:
+        return f"{where}(): step {step + 1}"
     return f"{where}(): {epoch if isinstance(epoch, str) else f'epoch {epoch + 1}'}, step {step + 1}"
 
 
@@ -685,7 +687,7 @@ def _loop(model, train, val, epoch_gen, first_batch, sig, cbs, epochs, initial_e
         cbs("on_train_end", epoch_logs)
 
 
-def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True, used_up_ok=False, epoch=0):
+def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True, used_up_ok=False, epoch=None):
     """The logs of one evaluation pass; None when it got no batch and ``used_up_ok`` (a warning).
     epoch: as errors name it (fit's validation passes say which epoch)."""
     from ..models.progbar import Progbar
@@ -714,7 +716,8 @@ def _evaluate_loop(model, it, where, cbs, verbose, check_numerics=True, used_up_
         gen.close()
     if done == 0:
         if not used_up_ok:
-            raise ValueError(f"{where}(): the {it.adapter.name} yielded no batches to evaluate on")
+            src = f"validation_data (a {it.adapter.name})" if where == "fit" else f"the {it.adapter.name}"
+            raise ValueError(f"{where}(): {src} yielded no batches to evaluate on")
         warnings.warn(f"{where}(): validation_data (a {it.adapter.name}) is used up: no validation this epoch; "
                       f"training goes on. Pass a source that can be read again (a Dataset, a PyDataset) or one "
                       f"that yields validation_steps batches for every epoch", UserWarning, stacklevel=3)
@@ -772,7 +775,7 @@ def predict(model, x, batch_size=None, verbose=0, steps=None, callbacks=None):
     bar = Progbar(it.steps, verbose=verbose)
     parts = None
     gen = it.epoch()
-    batches = staged(_prepared(model, ((s, el, None) for s, el in enumerate(gen)), "predict", 0, [None], False,
+    batches = staged(_prepared(model, ((s, el, None) for s, el in enumerate(gen)), "predict", None, [None], False,
                                None, False), B)
     done = 0
     try:
