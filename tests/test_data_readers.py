@@ -64,6 +64,21 @@ def test_make_csv_dataset(tmp_path):
     assert feats["a"].shape == (4,) and y.shape == (4,)
 
 
+
+def test_make_csv_dataset_infers_tf_types_over_many_rows(tmp_path):
+    """tf.data's inference: int32 / int64 / float32 / string over the first 100 rows (a column
+    whose first value is numeric and a later one not is a string), empty fields filled with 0, 0.0, ""."""
+    f = write(tmp_path / "t.csv", "i,f,s,big,y\n1,2.5,7,1,0\n3,4,A12,5000000000,1\n5,,,,0\n")
+    feats, y = next(iter(dg.data.make_csv_dataset(f, batch_size=3, label_name="y", num_epochs=1, shuffle=False)))
+    got = {k: (v.dtype, v.tolist()) for k, v in feats.items()}
+    assert got == {"i": (np.int32, [1, 3, 5]), "f": (np.float32, [2.5, 4.0, 0.0]),
+                   "s": (np.dtype("<U3"), ["7", "A12", ""]), "big": (np.int64, [1, 5000000000, 0])}
+    assert y.dtype == np.int32 and y.tolist() == [0, 1, 0]
+    # past num_rows_for_inference the type is fixed: a later string is a named error
+    with pytest.raises(CSVError, match=r"t.csv, line 3, column 's': cannot parse 'A12' as int32"):
+        list(dg.data.make_csv_dataset(f, batch_size=3, num_epochs=1, shuffle=False, num_rows_for_inference=1))
+
+
 # ------------------------------------------------------------------ images
 @pytest.fixture
 def folder(tmp_path):

@@ -53,7 +53,7 @@ def _kind_of_default(d):
     if isinstance(d, bool):
         return np.bool_, d
     if isinstance(d, (int, np.integer)):
-        return np.int32, d
+        return (np.int64 if isinstance(d, np.int64) else np.int32), d
     if isinstance(d, (float, np.floating)):
         return np.float32, d
     if isinstance(d, str):
@@ -213,11 +213,59 @@ def csv(source, column_names=None, column_defaults=None, label_name=None, select
     return Dataset(make, UNKNOWN_CARDINALITY, "CsvDataset")
 
 
+def _widen(kind, text):
+    """The narrowest of int32, int64, float32, str that holds ``text`` and what ``kind`` held."""
+    if kind in (None, np.int32, np.int64):
+        try:
+            v = int(text)
+            return np.int32 if kind is not np.int64 and -2 ** 31 <= v < 2 ** 31 else np.int64
+        except ValueError:
+            pass
+    if kind is not np.str_:
+        try:
+            float(text)
+            return np.float32
+        except ValueError:
+            pass
+    return np.str_
+
+
+def _inferred_defaults(paths, header, delim, na_value, num_rows):
+    """tf.data's column_defaults when none are given: per column, over the first ``num_rows`` data
+    rows (empty and ``na_value`` fields aside), 0 when every value is an integer (int32, or int64
+    when one needs it), 0.0 (float32) when a number, else "" (string); the default fills empty fields."""
+    kinds, seen = None, 0
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as f:
+            r = _csv.reader(f, delimiter=delim)
+            if header:
+                next(r, None)
+            for row in r:
+                if seen >= num_rows:
+                    break
+                if not row or row == [""]:
+                    continue
+                kinds = kinds or [None] * len(row)
+                for j, text in enumerate(row[:len(kinds)]):
+                    if text not in ("", na_value):
+                        kinds[j] = _widen(kinds[j], text)
+                seen += 1
+    if kinds is None:
+        return None
+    return [{np.int32: 0, np.int64: np.int64(0), np.float32: 0.0}.get(k, "") for k in kinds]
+
+
 def make_csv_dataset(file_pattern, batch_size, column_names=None, column_defaults=None, label_name=None,
                      select_columns=None, field_delim=",", header=True, num_epochs=None, shuffle=True,
-                     shuffle_buffer_size=10000, shuffle_seed=None, prefetch_buffer_size=None, na_value=""):
+                     shuffle_buffer_size=10000, shuffle_seed=None, prefetch_buffer_size=None, na_value="",
+                     num_rows_for_inference=100):
     """tf.data.experimental.make_csv_dataset: ``csv(...)`` repeated ``num_epochs`` times (None:
-    forever), shuffled and batched (each feature a batched array)."""
+    forever), shuffled and batched (each feature a batched array). Without column_defaults the
+    types are tf.data's, inferred over ``num_rows_for_inference`` rows: int32 (or int64), float32
+    or string, empty fields filled with 0 / 0.0 / ""."""
+    if column_defaults is None:
+        column_defaults = _inferred_defaults(_paths(file_pattern), header, field_delim, na_value,
+                                             num_rows_for_inference)
     ds = csv(file_pattern, column_names=column_names, column_defaults=column_defaults, label_name=label_name,
              select_columns=select_columns, header=header, field_delim=field_delim, na_value=na_value)
     ds = ds.repeat(num_epochs)
