@@ -141,3 +141,22 @@ def test_metric_read_on_the_host_equals_the_device_result():
     weighted = metrics.Mean()  # a device count: result() itself
     weighted.update_state(dg.tensor(np.ones(3, np.float32)), sample_weight=dg.tensor(np.array([1, 2, 0], np.float32)))
     assert weighted._read() == float(weighted.result().item())
+
+
+def test_train_on_batch_takes_a_whole_tensor_batch_as_is():
+    from deepgpu.models.training import _take
+
+    t = dg.tensor(np.arange(12, dtype=np.float32).reshape(4, 3))
+    B = t._backend
+    assert _take(t, slice(0, 4), B) is t
+    part = _take(t, slice(1, 3), B)
+    assert part is not t and part.shape == (2, 3) and part.numpy()[0, 0] == 3
+    model = Sequential([layers.Dense(2, input_shape=(3,))])
+    model.compile(optimizer=optimizers.SGD(0.1), loss="mse")
+    twin = Sequential([layers.Dense(2, input_shape=(3,))])
+    twin.compile(optimizer=optimizers.SGD(0.1), loss="mse")
+    twin.set_weights(model.get_weights())
+    y = np.ones((4, 2), np.float32)
+    assert model.train_on_batch(t, dg.tensor(y)) == twin.train_on_batch(t.numpy(), y)
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(a, b)

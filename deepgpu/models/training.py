@@ -177,6 +177,8 @@ def _take(a, idx, B):
     """Rows ``idx`` (host int array or a slice) of ``a`` as a Tensor on backend ``B``."""
     if isinstance(a, Tensor):
         if isinstance(idx, slice):
+            if idx.start == 0 and idx.step is None and a.ndim and idx.stop == a.data.shape[0]:
+                return a  # every row (train_on_batch's whole batch): the tensor, not a view op per step
             return a[idx]
         return a[Tensor(B.asarray(idx, "int32"), B)]
     part = a[idx]
