@@ -111,6 +111,19 @@ def test_image_folder_labels_sizes_and_modes(folder, capsys):
     assert one[0].shape == (4, 4, 3) and one[1].shape == ()
 
 
+def test_image_folder_class_names_subset_and_bad_labels(folder):
+    """Keras 3: class_names may name a subset of the subfolders (only their files, labelled in
+    class_names' order); labels that are no list are named as such."""
+    ds = image_dataset_from_directory(folder, class_names=["emu", "cat"], image_size=(4, 4), batch_size=20,
+                                      shuffle=False, verbose=False)
+    assert ds.class_names == ["emu", "cat"] and len(ds.file_paths) == 8
+    assert np.asarray(next(iter(ds))[1]).tolist() == [0] * 3 + [1] * 5
+    with pytest.raises(ValueError, match=r"must name distinct subfolders .*; no \['cow'\]"):
+        image_dataset_from_directory(folder, class_names=["cat", "cow"])
+    with pytest.raises(ValueError, match=r"labels must be 'inferred', None or a list .*got 'foo'"):
+        image_dataset_from_directory(folder, labels="foo")
+
+
 def test_image_folder_split_seeded_disjoint_and_reshuffled(folder):
     tr, va = image_dataset_from_directory(folder, image_size=(4, 4), batch_size=3, validation_split=0.25,
                                           subset="both", seed=11, verbose=False)

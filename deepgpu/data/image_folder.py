@@ -128,7 +128,8 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     """A Dataset of ``(images, labels)`` batches from image files in class subfolders (Keras's).
 
     directory/<class>/.../*.{bmp,gif,jpeg,jpg,png}. labels: "inferred" (the
-    subfolder, classes in alphanumeric order or ``class_names``' order), None
+    subfolder, classes in alphanumeric order, or only the subfolders in
+    ``class_names``, in its order), None
     (images only, from every file under ``directory``), or a list of ints, one
     per file in Keras's order (folders by path, each folder's files by name).
     label_mode: "int" (int32 [batch]), "categorical" (float32 one-hot [batch,
@@ -181,11 +182,11 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
         labels = None
     if labels == "inferred":
         subdirs = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
-        if class_names is not None:
+        if class_names is not None:  # Keras 3's: these subfolders (a subset), labelled in this order
             missing = [c for c in class_names if c not in subdirs]
-            if missing or sorted(class_names) != sorted(subdirs):
-                raise ValueError(f"{where}: class_names {list(class_names)} must name exactly the subfolders of "
-                                 f"{os.fspath(directory)!r}: {subdirs}")
+            if missing or not class_names or len(set(class_names)) != len(class_names):
+                raise ValueError(f"{where}: class_names {list(class_names)} must name distinct subfolders of "
+                                 f"{os.fspath(directory)!r}: {subdirs}" + (f"; no {missing}" if missing else ""))
             subdirs = list(class_names)
         files = _list_files(directory, subdirs, follow_links)
         names = list(subdirs)
@@ -193,6 +194,9 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
         files = _list_files(directory, [None], follow_links)
         names = None
         if labels is not None:
+            if isinstance(labels, str) or not hasattr(labels, "__len__"):
+                raise ValueError(f"{where}: labels must be 'inferred', None or a list of one integer label per "
+                                 f"image file; got {labels!r:.60}")
             labels = list(labels)
             if len(labels) != len(files):
                 raise ValueError(f"{where}: {len(labels)} labels for {len(files)} image files in "
