@@ -160,3 +160,16 @@ def test_train_on_batch_takes_a_whole_tensor_batch_as_is():
     assert model.train_on_batch(t, dg.tensor(y)) == twin.train_on_batch(t.numpy(), y)
     for a, b in zip(model.get_weights(), twin.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_real_launch_passes_null_pointers_for_none(monkeypatch):
+    from deepgpu import kernels as K
+    from deepgpu.kernels import runtime
+
+    got = []
+    monkeypatch.setattr(K, "_emulator", None)
+    monkeypatch.setattr(runtime, "function", lambda name: lambda grid, block, args: got.append((name, args)))
+    a = np.zeros(2, np.float32)
+    runtime._launch("dg_x", (1,), (32,), (a, None, np.int32(3)))
+    (name, args), = got
+    assert name == "dg_x" and type(args) is tuple and args[0] is a and args[1] is runtime._NULL and args[2] == 3
