@@ -120,3 +120,15 @@ def test_text_dataset_from_directory_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="2 classes"):
         (root / "meh").mkdir()
         f(root, label_mode="binary")
+
+
+def test_text_dataset_from_directory_lists_files_in_keras_order(tmp_path):
+    """Keras takes folders by path, then each folder's files by name: "a-b" sorts before "a/x"
+    ('-' < '/'), so with labels=None or a labels list a-b/3.txt comes before a/x/2.txt."""
+    for rel in ("top.txt", "a/1.txt", "a/z.txt", "a/x/2.txt", "a-b/3.txt", "b/4.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    texts = [t for t in dg.utils.text_dataset_from_directory(tmp_path, labels=None, batch_size=None,
+                                                             shuffle=False, verbose=False)]
+    got = [t.decode() if isinstance(t, bytes) else str(t) for t in texts]
+    assert got == ["top.txt", "a/1.txt", "a/z.txt", "a-b/3.txt", "a/x/2.txt", "b/4.txt"]

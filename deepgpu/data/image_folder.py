@@ -106,16 +106,21 @@ def _processes(use_multiprocessing, batch_size, where):
 _PROCESS_MIN_FILES = 1024
 
 
+def files_in_keras_order(root, follow_links, suffixes):
+    """The files under ``root`` ending in ``suffixes`` (any case), in Keras's order (its
+    iter_valid_files): folders by path, then each folder's files by name. A seed then splits and
+    shuffles the same files as Keras, and a labels list labels the files Keras's would."""
+    return [os.path.join(dirpath, fn)
+            for dirpath, _, filenames in sorted(os.walk(root, followlinks=follow_links), key=lambda w: w[0])
+            for fn in sorted(filenames) if fn.lower().endswith(suffixes)]
+
+
 def _list_files(directory, class_names_dirs, follow_links):
-    """(path, label) of the image files, in Keras's order (its iter_valid_files): per class, the
-    folders under it by path, then the files of each folder by name. A seed then splits and
-    shuffles the same files as Keras, and a labels list matches the files Keras's would."""
+    """(path, label) of the image files, class by class, each in Keras's order."""
     out = []
     for label, sub in enumerate(class_names_dirs):
         root = os.path.join(directory, sub) if sub is not None else directory
-        for dirpath, _, filenames in sorted(os.walk(root, followlinks=follow_links), key=lambda w: w[0]):
-            out.extend((os.path.join(dirpath, fn), label) for fn in sorted(filenames)
-                       if fn.lower().endswith(ALLOWLIST_FORMATS))
+        out.extend((p, label) for p in files_in_keras_order(root, follow_links, ALLOWLIST_FORMATS))
     return out
 
 

@@ -11,11 +11,8 @@ _LABEL_MODES = ("int", "categorical", "binary", None)
 
 
 def _txt_files(folder, follow_links):
-    out = []
-    for root, dirs, files in os.walk(folder, followlinks=follow_links):
-        dirs.sort()
-        out += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(".txt")]
-    return out
+    from .image_folder import files_in_keras_order
+    return files_in_keras_order(folder, follow_links, ".txt")
 
 
 def index_text_directory(directory, labels="inferred", class_names=None, follow_links=False):
@@ -23,8 +20,8 @@ def index_text_directory(directory, labels="inferred", class_names=None, follow_
 
     labels="inferred": one class per subfolder (sorted by name, or in the order of
     ``class_names``), files at the top level ignored; None: every ``.txt`` file, no labels; a list /
-    tuple: one label per file, files in sorted path order. Raises FileNotFoundError /
-    ValueError naming the folder and what is wrong.
+    tuple: one label per file. Files come in Keras's order (folders by path, each folder's files by
+    name). Raises FileNotFoundError / ValueError naming the folder and what is wrong.
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -55,7 +52,7 @@ def index_text_directory(directory, labels="inferred", class_names=None, follow_
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(paths):
         raise ValueError(f"text_dataset_from_directory: labels has {len(labels)} entries (shape {labels.shape}) "
-                         f"but {directory!r} holds {len(paths)} .txt files (in sorted path order)")
+                         f"but {directory!r} holds {len(paths)} .txt files")
     if labels.dtype.kind not in "iu":
         raise ValueError(f"text_dataset_from_directory: labels must be integers, got dtype {labels.dtype}")
     names = class_names if class_names is not None else [str(i) for i in range(int(labels.max(initial=-1)) + 1)]
