@@ -266,3 +266,14 @@ def test_load_save_roundtrip(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_img(tmp_path / "absent.png")
     assert os.path.exists(p)
+
+
+def test_load_img_16_bit_gray(tmp_path):
+    """Keras's load_img keeps a 16-bit gray PNG's values in grayscale; rgb keeps the high byte
+    (image_dataset_from_directory's pixels) where Pillow's convert would clip to 255."""
+    wide = np.random.default_rng(2).integers(0, 65536, (4, 3), dtype=np.uint16)
+    PIL.Image.fromarray(wide).save(tmp_path / "w.png")
+    np.testing.assert_array_equal(img_to_array(load_img(tmp_path / "w.png", color_mode="grayscale"))[:, :, 0], wide)
+    small = load_img(tmp_path / "w.png", color_mode="grayscale", target_size=(2, 3), interpolation="bilinear")
+    assert small.size == (3, 2) and img_to_array(small).max() > 255
+    np.testing.assert_array_equal(img_to_array(load_img(tmp_path / "w.png"))[:, :, 1], wide >> 8)

@@ -92,9 +92,10 @@ def _gray8(im, Image):
     return Image.fromarray((np.clip(a, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8), "L")
 
 
-def open_image(source, mode, where):
+def open_image(source, mode, where, wide_gray=False):
     """A loaded PIL Image in ``mode`` ("L", "RGB", "RGBA") from a path or bytes; raises
-    UnreadableImageError naming ``where`` (the file) when Pillow cannot decode it."""
+    UnreadableImageError naming ``where`` (the file) when Pillow cannot decode it.
+    wide_gray: a 16-bit gray image asked for as "L" stays 16-bit (Keras's load_img)."""
     Image = _pil()
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source) as im:
@@ -103,6 +104,8 @@ def open_image(source, mode, where):
             if im.mode == "P" and mode != "P" and "transparency" in im.info:
                 im = im.convert("RGBA")
             elif im.mode in _WIDE_GRAY and mode in _MODES.values():
+                if wide_gray and mode == "L":
+                    return im
                 im = _gray8(im, Image)
             # the pixels are loaded: the image outlives its (now closed) file
             return im.convert(mode) if im.mode != mode else im

@@ -57,8 +57,6 @@ def _crop_box(w, h, tw, th):
     return left, top, left + cw, top + ch
 
 
-def _open(path, mode):
-    return open_image(path, mode, os.fspath(path))
 
 
 def _load_array(path, mode, channels, size, resample, crop, pad):
@@ -407,9 +405,10 @@ class _FileImages(Dataset):
 def load_img(path, color_mode="rgb", target_size=None, interpolation="nearest", keep_aspect_ratio=False):
     """A PIL Image from ``path`` in ``color_mode`` ("grayscale", "rgb", "rgba"), resized to
     ``target_size`` = (height, width) if given (``keep_aspect_ratio``: centre-crop to the target's
-    aspect first). Raises UnreadableImageError naming the file when Pillow cannot decode it."""
+    aspect first). A 16-bit gray PNG stays 16-bit in grayscale (as in Keras) and keeps its high
+    byte in "rgb" / "rgba". Raises UnreadableImageError naming the file when Pillow cannot decode it."""
     mode, _ = _color_mode(color_mode, "load_img()")
-    im = _open(os.fspath(path), mode)
+    im = open_image(os.fspath(path), mode, os.fspath(path), wide_gray=True)
     if target_size is not None:
         th, tw = (int(s) for s in target_size)
         if (im.width, im.height) != (tw, th):
