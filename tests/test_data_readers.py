@@ -194,6 +194,17 @@ def test_unreadable_image_named_or_skipped(folder):
     assert n == 12
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_a_file_that_cannot_be_read_is_unreadable_too(folder):
+    """A dangling link (like a file without read permission) is named, and skip_unreadable skips it."""
+    os.symlink(folder / "no-such-target.png", folder / "cat" / "dangling.png")
+    kw = dict(image_size=(4, 4), batch_size=4, shuffle=False, verbose=False)
+    with pytest.raises(UnreadableImageError, match=r"dangling\.png'"):
+        list(image_dataset_from_directory(folder, **kw))
+    with pytest.warns(RuntimeWarning, match=r"dangling\.png"):
+        assert sum(b[0].shape[0] for b in image_dataset_from_directory(folder, skip_unreadable=True, **kw)) == 12
+
+
 def test_image_folder_processes_and_threads_agree(folder):
     """Forked workers writing into shared memory give the threads' batches, skips and all."""
     import multiprocessing

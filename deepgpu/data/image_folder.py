@@ -63,8 +63,8 @@ def _load_array(path, mode, channels, size, resample, crop, pad):
     """One image as a uint8 [H, W, C] array, resized to ``size`` = (h, w) (or as is)."""
     try:
         data = read_file(path)
-    except IsADirectoryError as e:
-        raise UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {e}") from e
+    except OSError as e:  # a dangling link, no permission, a file gone since the listing: unreadable too
+        raise UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {e.strerror or e}") from e
     a = decode_array(data, channels, os.fspath(path))
     if size is None or a.shape[:2] == tuple(size):
         return a  # already the asked size: no resize, no copy
