@@ -180,6 +180,16 @@ def test_crop_to_aspect_ratio(tmp_path):
                                                   crop_to_aspect_ratio=True, interpolation="nearest",
                                                   verbose=False)))
     assert x.min() == 255  # only the centre square was kept
+    # 13 x 20 to 2:3: Keras keeps int(13 * 3 / 2) = 19 rows from the top (start int(0.5) = 0), not 20
+    b = np.zeros((20, 13, 3), np.uint8)
+    b[19] = 255
+    PIL.Image.fromarray(b).save(root / "x.png")
+    for crop in (lambda: next(iter(image_dataset_from_directory(
+            tmp_path / "r", image_size=(3, 2), batch_size=1, crop_to_aspect_ratio=True, interpolation="area",
+            verbose=False)))[0][0],
+                 lambda: img_to_array(load_img(root / "x.png", target_size=(3, 2), interpolation="box",
+                                               keep_aspect_ratio=True))):
+        assert np.asarray(crop()).max() == 0
 
 
 def test_unreadable_image_named_or_skipped(folder):

@@ -50,9 +50,10 @@ def _color_mode(color_mode, where):
 
 
 def _crop_box(w, h, tw, th):
-    """The centred (left, top, right, bottom) box of aspect tw:th, as large as fits in w x h."""
-    cw = min(w, round(h * tw / th))
-    ch = min(h, round(w * th / tw))
+    """The centred (left, top, right, bottom) box of aspect tw:th, as large as fits in w x h,
+    its sides rounded down as Keras rounds them (so the same pixels are kept)."""
+    cw = max(1, min(w, h * tw // th))
+    ch = max(1, min(h, w * th // tw))
     left, top = (w - cw) // 2, (h - ch) // 2
     return left, top, left + cw, top + ch
 
