@@ -118,6 +118,11 @@ def test_steps_per_epoch_continues_and_runs_out(clean):
     with pytest.warns(UserWarning, match="ran out of data"):
         h = m.fit(gen(3), steps_per_epoch=2, epochs=4, verbose=0)
     assert len(h.history["loss"]) == 2 and m.stop_training
+    # arrays: the same warning's sense, and every batch each epoch
+    seen.clear()
+    with pytest.warns(UserWarning, match=r"steps_per_epoch=9 but the 48 samples make 3 batches of 16"):
+        make_model().fit(X, Y, batch_size=16, steps_per_epoch=9, epochs=2, verbose=0, callbacks=[cb])
+    assert seen == [0, 1, 2] * 2
 
 
 def test_infinite_without_steps_refused():

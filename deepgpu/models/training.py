@@ -737,6 +737,9 @@ class Trainer:
             n = split
         steps = math.ceil(n / batch_size)
         if steps_per_epoch is not None:
+            if steps_per_epoch > steps:  # Keras warns too; an epoch is then every batch, as in Keras
+                warnings.warn(f"fit(): steps_per_epoch={steps_per_epoch} but the {n} samples make {steps} "
+                              f"batches of {batch_size}; each epoch runs {steps} steps", UserWarning, stacklevel=2)
             steps = min(steps, steps_per_epoch)
         if isinstance(callbacks, dict):  # TF.js style: {"onEpochEnd": fn, ...}
             callbacks = [cb_mod.LambdaCallback(**callbacks)]
