@@ -455,6 +455,11 @@ def test_tfjs_fit_dataset():
     h = m.fitDataset(ds, {"epochs": 2, "batchesPerEpoch": 3, "verbose": 0})
     assert len(h.history["loss"]) == 2
     assert isinstance(m.evaluateDataset(ds, {"batches": 2}), list)
+    m.fitDataset(ds, {"epochs": 1, "steps_per_epoch": 3, "verbose": 0})  # fit's own keywords too
+    w0 = weights(m)
+    with pytest.raises(ValueError, match=r"^fitDataset\(\): unknown config key 'batchPerEpoch'; TF.js's are "):
+        m.fitDataset(ds, {"epochs": 1, "batchPerEpoch": 3})
+    assert same(w0, weights(m))
 
 
 def test_torch_dataloader_by_duck_typing(clean):

@@ -811,21 +811,26 @@ _TFJS_ARGS = {"epochs": "epochs", "batchesPerEpoch": "steps_per_epoch", "validat
               "initialEpoch": "initial_epoch", "classWeight": "class_weight", "yieldEvery": None}
 
 
-def _tfjs_config(args, where):
+def _tfjs_config(args, where, python_names):
+    """TF.js config keys as ``fit``'s keywords; a key neither spelling knows is named in a ValueError."""
     out = {}
     for k, v in (args or {}).items():
         if k in _TFJS_ARGS:
             if _TFJS_ARGS[k]:
                 out[_TFJS_ARGS[k]] = v
-        else:
+        elif k in python_names:
             out[k] = v
+        else:
+            raise ValueError(f"{where}(): unknown config key {k!r}; TF.js's are {sorted(_TFJS_ARGS)} "
+                             f"(fit's keywords work too)")
     return out
 
 
 def fit_dataset(model, dataset, args=None, **kwargs):
     """TF.js's ``model.fitDataset(dataset, {epochs, batchesPerEpoch, validationData, ...})``:
     ``fit`` on a dataset of ``{"xs", "ys"}`` or ``(x, y)`` batches (Python keywords work too)."""
-    cfg = _tfjs_config(args, "fit_dataset")
+    import inspect
+    cfg = _tfjs_config(args, "fitDataset", inspect.signature(model.fit).parameters)
     cfg.update(kwargs)
     return model.fit(dataset, **cfg)
 
