@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import numpy as np
 
@@ -92,6 +93,12 @@ def _gray8(im, Image):
     return Image.fromarray((np.clip(a, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8), "L")
 
 
+def _why(error):
+    """Pillow's message without the buffer it names ("<_io.BytesIO object at 0x...>"): the
+    caller names the file."""
+    return re.sub(r" <_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(error))
+
+
 def open_image(source, mode, where, wide_gray=False):
     """A loaded PIL Image in ``mode`` ("L", "RGB", "RGBA") from a path or bytes; raises
     UnreadableImageError naming ``where`` (the file) when Pillow cannot decode it.
@@ -112,7 +119,7 @@ def open_image(source, mode, where, wide_gray=False):
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's "cannot identify", truncated data...
-        raise UnreadableImageError(f"cannot read image file {where!r}: {e}") from e
+        raise UnreadableImageError(f"cannot read image file {where!r}: {_why(e)}") from e
 
 
 def decode_array(data, channels, where):
@@ -132,7 +139,7 @@ def _stored_channels(data, where):
         with Image.open(io.BytesIO(data)) as im:
             mode, info = im.mode, im.info
     except (OSError, SyntaxError, ValueError) as e:
-        raise UnreadableImageError(f"cannot read image file {where!r}: {e}") from e
+        raise UnreadableImageError(f"cannot read image file {where!r}: {_why(e)}") from e
     if mode in ("1", "L", "I", "I;16", "I;16B", "F"):
         return 1
     return 4 if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in info else 3
