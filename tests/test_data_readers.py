@@ -122,6 +122,9 @@ def test_image_folder_class_names_subset_and_bad_labels(folder):
         image_dataset_from_directory(folder, class_names=["cat", "cow"])
     with pytest.raises(ValueError, match=r"labels must be 'inferred', None or a list .*got 'foo'"):
         image_dataset_from_directory(folder, labels="foo")
+    for bad in (-1, 1.5):  # -1 made a one-hot row of the last class
+        with pytest.raises(ValueError, match=rf"labels must be integers >= 0, got {bad} for .*1\.png'"):
+            image_dataset_from_directory(folder, labels=[0, bad] + [0] * 10, label_mode="categorical")
 
 
 def test_image_folder_split_seeded_disjoint_and_reshuffled(folder):

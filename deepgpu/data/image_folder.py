@@ -205,6 +205,10 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
             if len(labels) != len(files):
                 raise ValueError(f"{where}: {len(labels)} labels for {len(files)} image files in "
                                  f"{os.fspath(directory)!r}")
+            bad = next(((p, lab) for (p, _), lab in zip(files, labels)
+                        if isinstance(lab, bool) or not isinstance(lab, (int, np.integer)) or lab < 0), None)
+            if bad is not None:  # a negative label would index one-hot rows from the end
+                raise ValueError(f"{where}: labels must be integers >= 0, got {bad[1]!r} for {bad[0]!r}")
             files = [(p, int(lab)) for (p, _), lab in zip(files, labels)]
             names = [str(i) for i in range(max(labels) + 1)] if labels else []
         else:
