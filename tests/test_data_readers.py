@@ -242,6 +242,9 @@ def test_image_folder_processes_and_threads_agree(folder):
     assert not set(multiprocessing.active_children()) - kids
     with pytest.raises(ValueError, match="use_multiprocessing must be None, True or False"):
         image_dataset_from_directory(folder, use_multiprocessing="yes", verbose=False)
+    with pytest.raises(ValueError, match="use_multiprocessing=True decodes whole batches"):
+        image_dataset_from_directory(folder, use_multiprocessing=True, batch_size=None, image_size=None,
+                                     verbose=False)
 
 
 def test_image_folder_auto_workers_by_pass_size(folder, monkeypatch):

@@ -90,8 +90,11 @@ def _processes(use_multiprocessing, batch_size, where):
     """True / False (processes or threads), or "auto" (processes for passes of _PROCESS_MIN_FILES files)."""
     if use_multiprocessing not in (None, True, False):
         raise ValueError(f"{where}: use_multiprocessing must be None, True or False, got {use_multiprocessing!r}")
+    if use_multiprocessing and batch_size is None:
+        raise ValueError(f"{where}: use_multiprocessing=True decodes whole batches into shared memory; with "
+                         f"batch_size=None (single images of any size) leave it None (threads)")
     if use_multiprocessing is False or batch_size is None:
-        return False  # single images of any size go through threads
+        return False
     if not _workers.can_fork():
         if use_multiprocessing:
             raise ValueError(f"{where}: use_multiprocessing=True needs the fork start method, which "
