@@ -5,7 +5,8 @@ same batch (128), same model (Rescaling(1/255) + the seed convnet, 594,922 param
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/epoch_from_folder.py \\
         --dir /tmp/fmnist_png_10k --images 10000 --rounds 2 --json bench/epoch_from_folder.json
 
-Each framework runs in its own worker process (2 threads for its math and 2 decoding workers),
+Each framework runs in its own worker process (2 threads for its math and 2 decoding workers:
+deepgpu's default, forked processes, or with ``--frameworks deepgpu-threads`` threads),
 started once and warmed up; the parent alternates them round by round. Each round, each
 framework trains one epoch from the folder and one epoch from the same images held in memory
 as arrays (``fit(x, y, batch_size=128)``), so ``1 - memory / folder`` is the share of the folder
@@ -47,7 +48,7 @@ def _warm_arrays(model, batches, n):
     model.fit(x[:k], y[:k], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
 
-def _deepgpu(root):
+def _deepgpu(root, use_multiprocessing=None):
     import deepgpu as dg
     from deepgpu import layers as L
     from deepgpu import zoo
@@ -56,7 +57,8 @@ def _deepgpu(root):
     dg.set_backend("cpu")
     dg.set_seed(0)
     ds = image_dataset_from_directory(root, color_mode="grayscale", image_size=(28, 28), batch_size=BATCH,
-                                      seed=0, verbose=False, num_parallel_calls=THREADS)
+                                      seed=0, verbose=False, num_parallel_calls=THREADS,
+                                      use_multiprocessing=use_multiprocessing)
     model = dg.models.Sequential([L.Rescaling(1 / 255, input_shape=(28, 28, 1))] + zoo.convnet().layers)
     model.compile(optimizer=dg.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -143,7 +145,8 @@ def _keras(root):
 
 
 def worker(framework, root):
-    folder, memory, n, version = {"deepgpu": _deepgpu, "keras": _keras}[framework](root)
+    folder, memory, n, version = {"deepgpu": _deepgpu, "keras": _keras,
+                                  "deepgpu-threads": lambda r: _deepgpu(r, False)}[framework](root)
     print(json.dumps({"ready": True, "images": n, "version": version}), flush=True)
     rss = None
     for line in sys.stdin:
