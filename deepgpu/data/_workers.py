@@ -3,13 +3,13 @@
 The pools are the standard library's ``concurrent.futures`` executors: they
 carry a worker's exception (and, from a process, its formatted traceback as
 ``__cause__``) to ``Future.result()``, and ``shutdown(wait=True,
-cancel_futures=True)`` joins every thread or process. Threads are the default:
-a thread costs no pickling and takes lambdas and closures, and the image decoders
-(deepgpu/data/decode.py) and NumPy math release the GIL; on 28x28 PNGs decoded
-by decode_image the two are within the load's noise of each other
-(bench/input_pipeline.py, bench/RESULTS.md). Processes
-(``use_multiprocessing=True``) are for pure-Python work that holds the GIL;
-they take 16 items a task.
+cancel_futures=True)`` joins every thread or process. Threads are ``map``'s
+default: a thread costs no pickling and takes lambdas and closures, and the
+image decoders (deepgpu/data/decode.py) and NumPy math release the GIL. Processes
+(``use_multiprocessing=True``) are for work whose Python holds the GIL: on
+28x28 PNGs, where the per-file Python outweighs the decode, they give 2.3x the
+threads' images/s (bench/input_pipeline.py, bench/RESULTS.md), which is why
+``image_dataset_from_directory`` forks by default. They take 16 items a task.
 
 Everything here is a generator or an object with ``close()``: closing (or
 garbage-collecting) it cancels what is queued and joins the workers, so a
