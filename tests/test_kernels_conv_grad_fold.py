@@ -10,6 +10,8 @@ counts, strides, dilation, both paddings, views off the 16-byte grid.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,19 @@ from deepgpu.testing.emulation import custom_backend
 
 RNG = np.random.default_rng(20261203)
 F32 = np.float32
+
+
+@contextlib.contextmanager
+def _launch_names():
+    """The names of the kernels launched inside (under the emulation; empty on a GPU)."""
+    names = []
+    emu = K._emulator
+    if emu is not None:
+        K._emulator = lambda name, grid, block, args: (names.append(name), emu(name, grid, block, args))
+    try:
+        yield names
+    finally:
+        K._emulator = emu
 
 
 def rnd(*shape, lo=-1.0, hi=1.0):
@@ -178,20 +193,14 @@ def test_backend_conv2d_bias_act_grad(xp, activation, with_bias, need_input, nee
     ref = _cpu().conv2d_bias_act_grad(f64(dy), f64(x), f64(y), f64(k), activation, with_bias, need_input,
                                       need_kernel, s, p, d)
     B = custom_backend(xp)
-    names = []
-    emu = K._emulator
-    if emu is not None:
-        K._emulator = lambda name, grid, block, args: (names.append(name), emu(name, grid, block, args))
-    try:
+    with _launch_names() as names:
         got = B.conv2d_bias_act_grad(xp.asarray(dy), xp.asarray(x), xp.asarray(y), xp.asarray(k), activation,
                                      with_bias, need_input, need_kernel, s, p, d, {})
-    finally:
-        K._emulator = emu
     for what, g, r in zip(("dx", "dk", "db"), got, ref):
         assert (g is None) == (r is None), f"{what}: {g is None} vs {r is None}"
         if r is not None:
             check(g, r, f"{activation} {what}")
-    if emu is None:
+    if K._emulator is None:
         return
     if with_bias and not need_kernel:  # a frozen kernel's bias: the generic column sum, no wasted filter GEMM
         assert "dg_col_sum" in names and not any(n.startswith("dg_conv2d_grad_filter") for n in names), names
@@ -253,20 +262,14 @@ def test_backend_dense_grad(xp, activation, with_bias, need_input, need_kernel, 
     ref = Backend.dense_grad(_cpu(), f64(dy), f64(x), f64(y), f64(w), activation, with_bias, need_input,
                              need_kernel)
     B = custom_backend(xp)
-    names = []
-    emu = K._emulator
-    if emu is not None:
-        K._emulator = lambda name, grid, block, args: (names.append(name), emu(name, grid, block, args))
-    try:
+    with _launch_names() as names:
         got = B.dense_grad(xp.asarray(dy), xp.asarray(x), xp.asarray(y), xp.asarray(w), activation, with_bias,
                            need_input, need_kernel)
-    finally:
-        K._emulator = emu
     for what, g, r in zip(("dx", "dw", "db"), got, ref):
         assert (g is None) == (r is None), f"{what}: {g is None} vs {r is None}"
         if r is not None:
             check(g, r, f"dense {activation} {what}")
-    if emu is not None and (need_kernel or not with_bias):
+    if K._emulator is not None and (need_kernel or not with_bias):
         assert not {"dg_relu_grad", "dg_col_sum"} & set(names) and not any("matmul" in n for n in names), names
         assert len([n for n in names if n != "dg_conv2d_sum_splits"]) == need_input + need_kernel, names
 
