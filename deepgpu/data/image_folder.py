@@ -58,8 +58,6 @@ def _crop_box(w, h, tw, th):
     return left, top, left + cw, top + ch
 
 
-
-
 def _load_array(path, mode, channels, size, resample, crop, pad):
     """One image as a uint8 [H, W, C] array, resized to ``size`` = (h, w) (or as is)."""
     try:
@@ -318,39 +316,35 @@ class _FileImages(Dataset):
     def _batches(self, groups, workers, files):
         """(float32 batch, labels) per group of files, decoded by ``workers`` threads or processes."""
         o = self._opts
-        if not (o["processes"] is True or (o["processes"] == "auto" and len(files) >= _PROCESS_MIN_FILES)):
+        buf = arena = None
+        if o["processes"] is True or (o["processes"] == "auto" and len(files) >= _PROCESS_MIN_FILES):
+            # Forked workers write pixels into an anonymous shared mapping (inherited across
+            # fork, freed with the last process holding it): nothing is pickled but labels, and
+            # the parent's only work per batch is the uint8 -> float32 cast it owes anyway.
+            import mmap
+            in_flight = 2 * workers
+            shape = (in_flight + 1, o["batch_size"]) + o["size"] + (o["channels"],)
+            buf = mmap.mmap(-1, math.prod(shape))
+            arena = np.frombuffer(buf, np.uint8).reshape(shape)
+            tasks = ((i % shape[0], g) for i, g in enumerate(groups))
+            decoded = _workers.parallel_map(tasks, functools.partial(self._decode_slot, arena), workers,
+                                            use_multiprocessing=True, in_flight=in_flight, chunk=1)
+        else:
             decoded = _workers.parallel_map(groups, self._decode_batch, workers, in_flight=2 * workers, chunk=1)
-            try:
-                for x, labs, skipped in decoded:
-                    self._warn_skipped(skipped)
-                    yield x, labs
-            finally:
-                decoded.close()
-            return
-        # Forked workers write pixels into an anonymous shared mapping (inherited across
-        # fork, freed with the last process holding it): nothing is pickled but labels, and
-        # the parent's only work per batch is the uint8 -> float32 cast it owes anyway.
-        import mmap
-        in_flight = 2 * workers
-        shape = (in_flight + 1, o["batch_size"]) + o["size"] + (o["channels"],)
-        buf = mmap.mmap(-1, math.prod(shape))
-        arena = np.frombuffer(buf, np.uint8).reshape(shape)
-        tasks = ((i % shape[0], g) for i, g in enumerate(groups))
-        decoded = _workers.parallel_map(tasks, functools.partial(self._decode_slot, arena), workers,
-                                        use_multiprocessing=True, in_flight=in_flight, chunk=1)
         try:
-            for slot, labs, skipped in decoded:
+            for x, labs, skipped in decoded:  # x: a float32 batch, or a process's arena slot
                 self._warn_skipped(skipped)
-                # cast (a copy) before the next task can reuse the slot: parallel_map submits it
-                # only when asked for the next result
-                yield arena[slot, :len(labs)].astype(np.float32), labs
+                # a slot is cast (a copy) before the next task can reuse it: parallel_map submits
+                # that task only when asked for the next result
+                yield (x if arena is None else arena[x, :len(labs)].astype(np.float32)), labs
         finally:
             decoded.close()
-            del arena
-            try:
-                buf.close()
-            except BufferError:  # a view still held by a traceback: the mapping goes with it
-                pass
+            if buf is not None:
+                del arena
+                try:
+                    buf.close()
+                except BufferError:  # a view still held by a traceback: the mapping goes with it
+                    pass
 
     def _label(self, labels):
         o = self._opts
