@@ -1125,8 +1125,8 @@ def depthwise_conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1) -> 
 
 
 @register_gradient("depthwise_conv2d")
-def _depthwise_conv2d_grad(node, dy, inputs=None):
-    x, k = inputs or node.inputs
+def _depthwise_conv2d_grad(node, dy):
+    x, k = node.inputs[:2]  # [:2]: depthwise_conv2d_bias_act's node has the bias third
     B, a = node.B, node.attrs
     gx = B.depthwise_conv2d_grad_input(dy, k.data, x.shape, a["s"], a["p"], a["d"]) if x.requires_grad else None
     gk = B.depthwise_conv2d_grad_filter(x.data, dy, k.shape, a["s"], a["p"], a["d"]) if k.requires_grad else None
@@ -1152,7 +1152,7 @@ def depthwise_conv2d_bias_act(x, kernel, bias=None, activation=None, strides=1, 
 def _depthwise_conv2d_bias_act_grad(node, dy):
     B = node.B
     g = B.activation_grad(dy, node.saved, node.attrs["act"])
-    grads = _depthwise_conv2d_grad(node, g, node.inputs[:2])
+    grads = _depthwise_conv2d_grad(node, g)
     if len(node.inputs) == 3:
         grads += (B.sum_to_shape(g, node.inputs[2].shape) if node.inputs[2].requires_grad else None,)
     return grads
