@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv as _csv
 import glob
+import itertools
 import os
 
 import numpy as np
@@ -180,37 +181,41 @@ def csv(source, column_names=None, column_defaults=None, label_name=None, select
     def rows(path):
         names, wanted, kinds, fills, labels = plan[path]
         idx = {n: i for i, n in enumerate(names)}
-        with open(path, newline="", encoding="utf-8") as f:
-            r = _csv.reader(f, delimiter=delim)
-            if header:
-                next(r, None)
-            for row in r:
-                if not row or (len(row) == 1 and row[0] == ""):
-                    continue  # blank line
-                line = r.line_num
-                if len(row) != len(names):
-                    missing = names[len(row):] if len(row) < len(names) else []
-                    more = f" (column {missing[0]!r} is missing)" if missing else ""
-                    raise CSVError(f"{path}, line {line}: {len(row)} fields, expected {len(names)}{more}")
-                feats, labs = {}, {}
-                for n in wanted:
-                    text = row[idx[n]]
-                    if text == na_value and na_value != "":
-                        text = ""
-                    v = np.asarray(_parse(text, kinds[n], fills[n], f"{path}, line {line}, column {n!r}"),
-                                   dtype=kinds[n])
-                    (labs if n in labels else feats)[n] = v
-                if label_name:
-                    yield feats, labs[label_name]
-                elif labels:
-                    yield {"xs": feats, "ys": labs}
-                else:
-                    yield feats
+        for line, row in _data_rows(path, delim, header):
+            if len(row) != len(names):
+                missing = names[len(row):] if len(row) < len(names) else []
+                more = f" (column {missing[0]!r} is missing)" if missing else ""
+                raise CSVError(f"{path}, line {line}: {len(row)} fields, expected {len(names)}{more}")
+            feats, labs = {}, {}
+            for n in wanted:
+                text = row[idx[n]]
+                if text == na_value and na_value != "":
+                    text = ""
+                v = np.asarray(_parse(text, kinds[n], fills[n], f"{path}, line {line}, column {n!r}"),
+                               dtype=kinds[n])
+                (labs if n in labels else feats)[n] = v
+            if label_name:
+                yield feats, labs[label_name]
+            elif labels:
+                yield {"xs": feats, "ys": labs}
+            else:
+                yield feats
 
     def make():
         for p in paths:
             yield from rows(p)
     return Dataset(make, UNKNOWN_CARDINALITY, "CsvDataset")
+
+
+def _data_rows(path, delim, header):
+    """(line number, fields) of each data row of one file: the header and blank lines skipped."""
+    with open(path, newline="", encoding="utf-8") as f:
+        r = _csv.reader(f, delimiter=delim)
+        if header:
+            next(r, None)
+        for row in r:
+            if row and row != [""]:
+                yield r.line_num, row
 
 
 def _widen(kind, text):
@@ -234,22 +239,13 @@ def _inferred_defaults(paths, header, delim, na_value, num_rows):
     """tf.data's column_defaults when none are given: per column, over the first ``num_rows`` data
     rows (empty and ``na_value`` fields aside), 0 when every value is an integer (int32, or int64
     when one needs it), 0.0 (float32) when a number, else "" (string); the default fills empty fields."""
-    kinds, seen = None, 0
-    for path in paths:
-        with open(path, newline="", encoding="utf-8") as f:
-            r = _csv.reader(f, delimiter=delim)
-            if header:
-                next(r, None)
-            for row in r:
-                if seen >= num_rows:
-                    break
-                if not row or row == [""]:
-                    continue
-                kinds = kinds or [None] * len(row)
-                for j, text in enumerate(row[:len(kinds)]):
-                    if text not in ("", na_value):
-                        kinds[j] = _widen(kinds[j], text)
-                seen += 1
+    kinds = None
+    rows = (row for path in paths for _, row in _data_rows(path, delim, header))
+    for row in itertools.islice(rows, num_rows):
+        kinds = kinds or [None] * len(row)
+        for j, text in enumerate(row[:len(kinds)]):
+            if text not in ("", na_value):
+                kinds[j] = _widen(kinds[j], text)
     if kinds is None:
         return None
     return [{np.int32: 0, np.int64: np.int64(0), np.float32: 0.0}.get(k, "") for k in kinds]
