@@ -17,6 +17,7 @@ import pytest
 
 from deepgpu import backends, kernels as K
 from deepgpu.backends.base import Backend
+from deepgpu.testing import assert_scaled_close as check
 from deepgpu.testing.emulation import custom_backend
 
 RNG = np.random.default_rng(20261203)
@@ -46,15 +47,6 @@ def host(a):
 
 def f64(a):
     return np.asarray(host(a), np.float64)
-
-
-def check(actual, ref, what, rtol=1e-4):
-    a, ref = f64(actual), np.asarray(ref, np.float64)
-    assert a.shape == ref.shape, f"{what}: shape {a.shape} != {ref.shape}"
-    assert np.isfinite(a).all(), f"{what}: {int((~np.isfinite(a)).sum())} elements not written (NaN left)"
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
-    err = float(np.abs(a - ref).max(initial=0.0))
-    assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol} * {scale:.3g}"
 
 
 def offset_view(xp, a):

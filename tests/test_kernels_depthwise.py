@@ -7,18 +7,10 @@ import pytest
 
 from deepgpu import backends, kernels as K
 from deepgpu.kernels import depthwise as DW
+from deepgpu.testing import assert_scaled_close as check
 from deepgpu.testing.emulation import current_custom
 
 RNG = np.random.default_rng(20261202)
-
-
-def check(actual, ref, what, rtol=1e-4):
-    a = actual.get() if hasattr(actual, "get") else np.asarray(actual)
-    assert a.shape == ref.shape, f"{what}: shape {a.shape} != {ref.shape}"
-    assert np.isfinite(a).all(), f"{what}: {int((~np.isfinite(a)).sum())} elements not written (NaN left)"
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
-    err = float(np.abs(a.astype(np.float64) - ref).max(initial=0.0))
-    assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol} * {scale:.3g}"
 
 
 # x shape, kernel shape [kh, kw, C, M], strides, padding, dilation

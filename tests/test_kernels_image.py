@@ -7,6 +7,7 @@ import pytest
 
 from deepgpu import backends, kernels as K
 from deepgpu.kernels import image as IT
+from deepgpu.testing import assert_scaled_close
 from deepgpu.testing.emulation import CountingXP, current_custom
 
 RNG = np.random.default_rng(20261203)
@@ -29,12 +30,7 @@ def host(a):
 
 
 def check(actual, ref, what, rtol=1e-5):
-    a = host(actual)
-    assert a.shape == ref.shape, f"{what}: shape {a.shape} != {ref.shape}"
-    assert np.isfinite(a).all(), f"{what}: {int((~np.isfinite(a)).sum())} elements not written (NaN left)"
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
-    err = float(np.abs(a.astype(np.float64) - ref).max(initial=0.0))
-    assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol} * {scale:.3g}"
+    assert_scaled_close(actual, ref, what, rtol)
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])

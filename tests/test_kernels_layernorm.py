@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from deepgpu import backends, kernels as K
+from deepgpu.testing import assert_scaled_close as check
 from deepgpu.testing.emulation import current_custom, custom_backend
 
 RNG = np.random.default_rng(20261202)
@@ -14,19 +15,6 @@ F32 = np.float32
 
 def rnd(*shape, lo=-1.0, hi=1.0):
     return RNG.uniform(lo, hi, size=shape).astype(F32)
-
-
-def host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
-def check(actual, ref, what, rtol=1e-4):
-    a, ref = host(actual).astype(np.float64), np.asarray(ref, np.float64)
-    assert a.shape == ref.shape, f"{what}: shape {a.shape} != {ref.shape}"
-    assert np.isfinite(a).all(), f"{what}: elements not written (NaN left)"
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
-    err = float(np.abs(a - ref).max(initial=0.0))
-    assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol} * {scale:.3g}"
 
 
 def _nan_outputs(xp, monkeypatch):

@@ -4,6 +4,8 @@
   ``cuda`` and skipped where no GPU is usable); ``backend`` is a ready
   fixture (``from deepgpu.testing import backend`` in a conftest).
 * ``assert_close(actual, expected, rtol=1e-4, atol=1e-5)``: Tensors or arrays.
+* ``assert_scaled_close(actual, ref, what, rtol=1e-4)``: a kernel's output
+  against a float64 reference, the error scaled by the reference's size.
 * ``check_gradients(f, inputs)``: autograd against central finite
   differences in float64 on the CPU backend.
 * ``run_layer_test(layer_cls, init_kwargs, input_shape, ...)``: one layer
@@ -32,6 +34,22 @@ def assert_close(actual, expected, rtol=1e-4, atol=1e-5, msg=""):
     if a.shape != e.shape:
         raise AssertionError(f"{msg} shapes differ: {a.shape} vs {e.shape}")
     np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=msg)
+
+
+def assert_scaled_close(actual, ref, what, rtol=1e-4):
+    """Raise AssertionError (naming ``what``) unless ``actual`` (NumPy, CuPy or a Tensor) has ``ref``'s
+    shape, every element written (finite: the emulation fills outputs with NaN first) and its largest
+    error within ``rtol`` times ``ref``'s largest magnitude (at least 1e-6)."""
+    a = (actual.get() if hasattr(actual, "get") else _host(actual)).astype(np.float64)
+    ref = np.asarray(ref, np.float64)
+    if a.shape != ref.shape:
+        raise AssertionError(f"{what}: shape {a.shape} != {ref.shape}")
+    if not np.isfinite(a).all():
+        raise AssertionError(f"{what}: {int((~np.isfinite(a)).sum())} elements not written (NaN left)")
+    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
+    err = float(np.abs(a - ref).max(initial=0.0))
+    if err > rtol * scale:
+        raise AssertionError(f"{what}: max error {err:.3g} > {rtol} * {scale:.3g}")
 
 
 def backend_params():
