@@ -333,8 +333,7 @@ class Optimizer:
         the update rule, in place. Returns the new ``iterations``.
         """
         pairs = list(grads_and_vars)
-        self.build([v for _, v in pairs if getattr(v, "trainable", True)])
-        pairs = [(g, v) for g, v in pairs if g is not None and getattr(v, "trainable", True)]
+        pairs = self._built_pairs((v for _, v in pairs), pairs)
         if not pairs:
             return self.iterations
         with no_grad():
@@ -349,6 +348,12 @@ class Optimizer:
                 grads.append(g)
             grads = self._clip(grads)
         return self._step([g.data for g in grads], [v for _, v in pairs])
+
+    def _built_pairs(self, variables, pairs):
+        """The (gradient, variable) ``pairs`` an update applies (a gradient, a trainable variable),
+        once the optimizer is built for every trainable one of ``variables`` (those of ``pairs``)."""
+        self.build([v for v in variables if getattr(v, "trainable", True)])
+        return [(g, v) for g, v in pairs if g is not None and getattr(v, "trainable", True)]
 
     def _step(self, gs, vars_):
         """The update of ``apply_gradients`` after its checks and clipping: raw gradients ``gs``."""
@@ -374,8 +379,7 @@ class Optimizer:
         if (cls.apply_gradients is not Optimizer.apply_gradients or cls._clip is not Optimizer._clip
                 or self.clipvalue is not None or self.clipnorm is not None or self.global_clipnorm is not None):
             return self.apply_gradients([(None if g is None else Tensor(g, v._backend), v) for g, v in zip(gs, vars_)])
-        self.build([v for v in vars_ if getattr(v, "trainable", True)])
-        pairs = [(g, v) for g, v in zip(gs, vars_) if g is not None and getattr(v, "trainable", True)]
+        pairs = self._built_pairs(vars_, zip(gs, vars_))
         if not pairs:
             return self.iterations
         for g, v in pairs:
