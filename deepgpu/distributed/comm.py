@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 
-
 from .. import backends
 
 INSTALL_HINT = "pip install 'deepgpu[distributed]'  (mpi4py and the mpich wheel)"

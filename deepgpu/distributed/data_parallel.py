@@ -30,7 +30,8 @@ class DataParallel:
     (None: rank 0 draws one and sends it). reduce_dtype: "float16" or
     "bfloat16" sends float32 / float64 gradients in that dtype (half the
     bytes; the sum is taken in it too), each divided by the world size before
-    the sum so float16's cannot overflow; None sends them as they are. overlap: each bucket (filled in reverse layer order) starts its
+    the sum so float16's cannot overflow; None sends them as they are.
+    overlap: each bucket (filled in reverse layer order) starts its
     reduction as soon as backward has produced all its gradients (MPI's
     Iallreduce; NCCL on a side stream the optimizer's stream waits on), instead
     of after the whole backward pass; the results are the same. On the
