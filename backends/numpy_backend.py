@@ -170,7 +170,7 @@ class NumpyBackend(Backend):
         if b is None and not act:
             return y
         o = y.shape[1]
-        rows = max(1, (1 << 16) // o)
+        rows = max(1, min(y.shape[0], (1 << 16) // o))  # no longer than y: the bias tile is made per call
         # The bias repeated over a part's rows: NumPy's inner loop then runs the whole part, not O.
         brow = None if b is None else np.tile(b, rows)
         flat = y.reshape(-1)
