@@ -16,6 +16,7 @@ labels once beforehand.
 """
 from __future__ import annotations
 
+from . import backends as _backends
 from . import losses as _losses
 from . import ops
 from .autograd import no_grad
@@ -293,11 +294,11 @@ class Mean(Metric):
     def _read(self) -> float:
         # A count kept on the host divides there, after the one read it needs anyway: the same
         # division in the state's dtype as result()'s on the device, without its launch.
-        if type(self).result is not Mean.result or self._dev_count or not self._host_count \
-                or type(self._host_count) is not float:
+        if type(self).result is not Mean.result or self._dev_count or not self._host_count:
             return super()._read()
         total = self._state()["total"].data_sync()
-        return float(total / total.dtype.type(self._host_count))
+        cpu = _backends.get("cpu")
+        return float(cpu.divide(total, cpu.asarray(self._host_count, total.dtype)))
 
     def reset_state(self):
         super().reset_state()
