@@ -42,6 +42,13 @@ def test_csv_tfjs_column_configs(tmp_path):
     assert float(rows[1]["xs"]["x2"]) == 4 and float(rows[1]["ys"]["y"]) == 1
 
 
+def test_make_csv_dataset_rejects_bad_inference_rows(tmp_path):
+    f = write(tmp_path / "n.csv", "a,b\n1,2\n")
+    for bad in (-1, None, 2.5):
+        with pytest.raises(ValueError, match="num_rows_for_inference must be an int >= 0"):
+            dg.data.make_csv_dataset(f, batch_size=1, num_rows_for_inference=bad)
+
+
 def test_csv_errors_name_file_line_column(tmp_path):
     f = write(tmp_path / "bad.csv", "a,b\n1,2\n3,oops\n")
     with pytest.raises(CSVError, match=r"bad\.csv, line 3, column 'b': cannot parse 'oops' as float32"):

@@ -260,6 +260,10 @@ def make_csv_dataset(file_pattern, batch_size, column_names=None, column_default
     types are tf.data's, inferred over ``num_rows_for_inference`` rows: int32 (or int64), float32
     or string, empty fields filled with 0 / 0.0 / ""."""
     if column_defaults is None:
+        if isinstance(num_rows_for_inference, bool) or not isinstance(num_rows_for_inference, int) \
+                or num_rows_for_inference < 0:
+            raise ValueError(f"make_csv_dataset(): num_rows_for_inference must be an int >= 0, got "
+                             f"{num_rows_for_inference!r}")
         column_defaults = _inferred_defaults(_paths(file_pattern), header, field_delim, na_value,
                                              num_rows_for_inference)
     ds = csv(file_pattern, column_names=column_names, column_defaults=column_defaults, label_name=label_name,
