@@ -71,10 +71,17 @@ FLOAT_DTYPES = ("float32", "float64", "float16")
 DTYPES = FLOAT_DTYPES + ("int32", "int64", "int8", "uint8", "bool")
 
 
+_NORMALIZED = {}  # dtype given -> NumPy dtype: NumPy builds dtype.name in Python (~3 us a call)
+
+
 def normalize_dtype(dtype) -> np.dtype:
     """Return the NumPy dtype for a name or dtype; ValueError if unsupported."""
     if dtype is None:
         return np.dtype("float32")
+    try:
+        return _NORMALIZED[dtype]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
     try:
         d = np.dtype(dtype)
     except TypeError:
@@ -84,6 +91,7 @@ def normalize_dtype(dtype) -> np.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}") from None
     if d.name not in DTYPES and d.name != "bfloat16":
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    _NORMALIZED[dtype] = d
     return d
 
 
