@@ -20,6 +20,7 @@ import contextlib
 import math
 import threading
 
+from . import backends as _backends
 from . import ops
 from .tensor import Tensor, tensor
 
@@ -49,13 +50,9 @@ def check_labels(labels, classes, ignore_class=None, who="sparse_categorical_cro
     if classes is None:
         return
     t = _as_tensor(labels)
-    if t.size and t._backend.name == "cpu":
-        # Host labels (train_on_batch checks each batch before upload), all in range (NaN fails
-        # both tests): two reductions instead of the mask's five ops. On a device the two reads
-        # would be two syncs, so device labels take the mask's one.
-        B = t._backend
-        if 0 <= B.min(t.data).item() and B.max(t.data).item() < classes:
-            return
+    # On a device the min and max of _in_range would be two syncs: device labels take the mask's one.
+    if t._backend.name == "cpu" and _in_range(t._backend, t.data, classes):
+        return
     bad = ops.logical_or(ops.less(t, 0), ops.greater_equal(t, classes))
     if t.dtype.startswith("float"):
         bad = ops.logical_or(bad, ops.not_equal(t, t))
@@ -71,6 +68,24 @@ def check_labels(labels, classes, ignore_class=None, who="sparse_categorical_cro
             " (for a padding label, pass ignore_class=<label> to the loss)")
     raise ValueError(f"{who}: class label {value!r} at flat index {i} is outside [0, {classes}): the "
                      f"output has {classes} classes, so labels must be 0..{classes - 1}{hint}")
+
+
+def _in_range(cpu, a, classes):
+    """Whether the host labels ``a`` are all in ``[0, classes)`` (NaN fails both tests): two
+    reductions instead of the mask's five ops."""
+    return a.size > 0 and 0 <= cpu.min(a).item() and cpu.max(a).item() < classes
+
+
+def check_host_labels(values, classes, ignore_class=None, who="sparse_categorical_crossentropy"):
+    """``check_labels`` for labels on the host (a NumPy array, or anything ``tensor()`` takes),
+    converted as ``tensor()`` would; labels all in range make no Tensor (the trainer checks each
+    ``train_on_batch``'s labels so)."""
+    if classes is None:
+        return
+    cpu = _backends.get("cpu")
+    a = cpu.asarray(values)
+    if not _in_range(cpu, a, classes):
+        check_labels(Tensor(a, cpu), classes, ignore_class, who)
 
 
 def _check_labels_here(labels, classes, ignore_class, who):

@@ -18,6 +18,9 @@ import warnings
 import weakref
 
 from .. import backends
+from .. import losses as losses_mod
+from .. import metrics as metrics_mod
+from .. import ops
 from ..autograd import backward, enable_grad, no_grad
 from ..data.text import fit_text_rank, is_text_list
 from ..mixed_precision import float32_outputs
@@ -230,8 +233,6 @@ class Trainer:
         its steps record on the NCCL path only (NCCL >= 2.9.6 can be captured).
         Raises ValueError for unknown names (listing the valid ones).
         """
-        from .. import losses as losses_mod
-        from .. import metrics as metrics_mod
         from .. import optimizers as opt_mod
 
         for k in kwargs:
@@ -442,13 +443,33 @@ class Trainer:
         """Check the integer class labels of every output with a sparse loss or metric
         (one host read each). True when every such output was checked, so the
         per-batch checks can be skipped."""
-        from .. import losses as losses_mod
-        from .. import metrics as metrics_mod
-
-        shapes = self._output_shapes()
         names = self.output_names
-        all_checked = True
-        for i, (fn, yt) in enumerate(zip(self._loss_fns, ys)):
+        checks, all_checked = self._label_checks()
+        for i, fn, classes in checks:
+            yt = ys[i]
+            # On the host: a device array is copied once, and no kernel is launched.
+            if isinstance(yt, Tensor):
+                host = yt.data_sync()
+            elif hasattr(yt, "__cuda_array_interface__"):
+                host = backends.current().to_numpy(yt)
+            else:
+                host = yt
+            ignore = getattr(fn, "ignore_class", None) if fn is not None else None
+            losses_mod.check_host_labels(host, classes, ignore, f"{where}(): {what}" + (
+                f" (output {names[i]!r})" if len(names) > 1 else ""))
+        return all_checked
+
+    def _label_checks(self):
+        """([(output index, its sparse loss or None, classes)], whether every output with a sparse
+        loss or metric has a known class count): what ``_check_labels`` checks, found once per
+        compile (the losses and metrics) and output shapes, not per train_on_batch."""
+        shapes = self._output_shapes()
+        key = (self._loss_fns, self._metrics, self._weighted_metrics)
+        cached = self.__dict__.get("_label_plan")
+        if cached is not None and all(a is b for a, b in zip(cached[0], key)) and cached[1] == shapes:
+            return cached[2]
+        checks, all_checked = [], True
+        for i, fn in enumerate(self._loss_fns):
             sparse_loss = fn is not None and losses_mod.canonical_name(fn) == "sparse_categorical_crossentropy"
             ms = list(self._metrics[i]) + list(self._weighted_metrics[i])
             if not (sparse_loss or any(metrics_mod.is_sparse(m) for m in ms)):
@@ -457,21 +478,11 @@ class Trainer:
             if classes is None:
                 all_checked = False
                 continue
-            ignore = getattr(fn, "ignore_class", None) if sparse_loss else None
-            who = f"{where}(): {what}" + (f" (output {names[i]!r})" if len(names) > 1 else "")
-            # On the host: a device array is copied once, and no kernel is launched.
-            if isinstance(yt, Tensor):
-                host = yt.data_sync()
-            elif hasattr(yt, "__cuda_array_interface__"):
-                host = backends.current().to_numpy(yt)
-            else:
-                host = yt
-            losses_mod.check_labels(tensor(host, backend="cpu"), classes, ignore, who)
-        return all_checked
+            checks.append((i, fn if sparse_loss else None, classes))
+        self._label_plan = (key, shapes, (checks, all_checked))  # the key's lists kept alive: no id reuse
+        return checks, all_checked
 
     def _check_targets(self, ys, what=None):
-        from .. import losses as losses_mod
-
         shapes = self._output_shapes()
         if not shapes or not hasattr(losses_mod, "check_shapes"):
             return
@@ -902,7 +913,6 @@ class Trainer:
             steps = _int_arg("predict", "steps", steps, 1)
         if adapters.is_data_source(x):
             return adapters.predict(self, x, batch_size, verbose, steps, callbacks)
-        from .. import ops
 
         w = "predict"
         batch_size = 32 if batch_size is None else _int_arg(w, "batch_size", batch_size, 1)
@@ -1033,7 +1043,6 @@ class Trainer:
 
 def _trusting_labels(on):
     """``losses.labels_checked()`` when ``on`` (all labels were checked beforehand), else nothing."""
-    from .. import losses as losses_mod
     return losses_mod.labels_checked() if on else contextlib.nullcontext()
 
 
@@ -1086,10 +1095,7 @@ def _detached(o, B):
 
 def _apply_loss(fn, y_true, y_pred, sample_weight):
     """Scalar mean loss; plain callables return per-sample values that are averaged here."""
-    from .. import losses as losses_mod
-    from .. import ops
-
-    if isinstance(fn, getattr(losses_mod, "Loss", ())):
+    if isinstance(fn, losses_mod.Loss):
         return fn(y_true, y_pred, sample_weight=sample_weight)
     per = fn(y_true, y_pred)
     if not isinstance(per, Tensor):
