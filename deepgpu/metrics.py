@@ -16,13 +16,23 @@ labels once beforehand.
 """
 from __future__ import annotations
 
+import contextlib
+
 from . import backends as _backends
 from . import losses as _losses
 from . import ops
-from .autograd import no_grad
+from .autograd import is_grad_enabled, no_grad
 from .tensor import Tensor, Variable, arange, tensor, zeros
 
 # ------------------------------------------------------------------ helpers
+
+
+_GRAD_ALREADY_OFF = contextlib.nullcontext()
+
+
+def _no_grad():
+    """``no_grad()``, or a no-op where gradients are off already (the training loop's updates)."""
+    return no_grad() if is_grad_enabled() else _GRAD_ALREADY_OFF
 
 
 def _detach(x, like=None):
@@ -257,29 +267,35 @@ class Mean(Metric):
         return {"total": (), "count": ()}
 
     def update_state(self, values, sample_weight=None):
-        with no_grad():
-            values = _detach(values)
-            if not values.dtype.startswith("float"):
-                values = _float(values)
-            if isinstance(sample_weight, (int, float)) and not isinstance(sample_weight, bool):
-                if values.ndim > 1:
-                    values = ops.mean(values, axis=tuple(range(1, values.ndim)))
-                self._add("total", (ops.sum(values) if values.ndim else values) * float(sample_weight))
-                self._host_count += float(sample_weight) * (values.size if values.ndim else 1)
-                return
-            if sample_weight is None:
-                if values.ndim > 1:
-                    values = ops.mean(values, axis=tuple(range(1, values.ndim)))
-                self._add("total", ops.sum(values) if values.ndim else values)
-                self._host_count += values.shape[0] if values.ndim else 1
-                return
-            sw = _sample_weight(sample_weight, values)
-            if values.ndim > sw.ndim:
-                values = ops.mean(values, axis=tuple(range(sw.ndim, values.ndim)))
-            sw = ops.broadcast_to(sw, values.shape)
-            self._add("total", ops.sum(values * sw))
-            self._add("count", ops.sum(sw))
-            self._dev_count = True
+        # No no_grad block: every input is detached first, so no op here records a gradient link.
+        values = _detach(values)
+        if not values.dtype.startswith("float"):
+            values = _float(values)
+        if sample_weight is None or isinstance(sample_weight, (int, float)) and not isinstance(sample_weight, bool):
+            if values.ndim > 1:
+                values = ops.mean(values, axis=tuple(range(1, values.ndim)))
+            # What ops.sum and ops.multiply would run, on the arrays: the loop updates every metric
+            # every step, and their Tensors and checks cost more than the launches' own Python.
+            B, part, n = values._backend, values.data, values.shape[0] if values.ndim else 1
+            if values.ndim:
+                part = B.sum(part)
+            if sample_weight is not None:
+                part = B.multiply(part, B._scalar(float(sample_weight), values.dtype))
+                n = float(sample_weight) * n
+            total = self._state(values)["total"]
+            if part.dtype == total.data.dtype:
+                total.data += part
+            else:
+                total.assign_add(ops.cast(Tensor(part, B), total.dtype))
+            self._host_count += n
+            return
+        sw = _sample_weight(sample_weight, values)
+        if values.ndim > sw.ndim:
+            values = ops.mean(values, axis=tuple(range(sw.ndim, values.ndim)))
+        sw = ops.broadcast_to(sw, values.shape)
+        self._add("total", ops.sum(values * sw))
+        self._add("count", ops.sum(sw))
+        self._dev_count = True
 
     def result(self):
         st = self._state()
@@ -347,7 +363,7 @@ class MeanMetricWrapper(Mean):
         self._fn_kwargs = kwargs
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        with no_grad():
+        with _no_grad():
             mask = getattr(y_pred, "_keras_mask", None)
             y_true, y_pred = _pair(y_true, y_pred)
             values = self._fn(y_true, y_pred, **self._fn_kwargs)

@@ -66,3 +66,21 @@ def test_check_host_labels_agrees_with_check_labels(values, ignore):
     assert outcome(losses.check_host_labels, values) == full
     if isinstance(values, list) and values and not isinstance(values[0], bool):
         assert (full is None) == all(0 <= v < 10 or v == ignore for v in values)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_mean_update_on_arrays_keeps_keras_values(dtype):
+    # The host-count branch of Mean.update_state runs backend primitives on the arrays: unweighted,
+    # a number as the weight, rank > 1 values, int values, and a state dtype other than the values'.
+    m = dg.metrics.Mean(dtype=dtype)
+    m.update_state(dg.tensor(np.float32(2.5)), sample_weight=3)
+    m.update_state(np.array([[1.0, 3.0], [5.0, 7.0]], np.float32))      # per-sample means 2 and 6
+    m.update_state(dg.tensor(np.array([1, 2], np.int32)), sample_weight=0.5)
+    m.update_state(dg.tensor(np.float32(4.0)))
+    want = (2.5 * 3 + 2 + 6 + 0.5 * (1 + 2) + 4.0) / (3 + 2 + 0.5 * 2 + 1)
+    assert m.result().item() == pytest.approx(want, rel=1e-3 if dtype == "float16" else 1e-6)
+    assert m.variables[0].dtype == dtype and m._host_count == 7.0
+    v = dg.Variable(np.float32(2.0))  # a value that requires a gradient records no link
+    with dg.autograd.GradientTape():
+        m.update_state(v * 3.0)
+    assert not m.variables[0].requires_grad and m.variables[0]._node is None
