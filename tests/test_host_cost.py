@@ -173,3 +173,34 @@ def test_real_launch_passes_null_pointers_for_none(monkeypatch):
     runtime._launch("dg_x", (1,), (32,), (a, None, np.int32(3)))
     (name, args), = got
     assert name == "dg_x" and type(args) is tuple and args[0] is a and args[1] is runtime._NULL and args[2] == 3
+
+
+def test_backend_many_update_remembers_float32_parameters_but_checks_each_gradient(monkeypatch):
+    """CupyBackend._f32_many caches its verdict per set of parameters and slots (by identity): a new
+    set with a float64 slot, or float64 gradients for a cached set, still take the generic path."""
+    from deepgpu import kernels as K
+    from deepgpu.backends import cupy_backend
+    from deepgpu.testing.emulation import custom_backend
+
+    B = custom_backend(np)
+    prev = B.kernels
+    B.kernels = "custom"
+    launches = []
+    monkeypatch.setattr(K, "_emulator", lambda name, grid, block, args: launches.append(name))
+    monkeypatch.setattr(cupy_backend, "_F32_SETS", {})
+    try:
+        ps = [np.zeros(n, np.float32) for n in (3, 5)]
+        ms, vs = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
+        gs = [np.ones_like(p) for p in ps]
+        for _ in range(2):
+            B.adam_update_many(ps, gs, ms, vs, 1e-3, 0.9, 0.999, 1e-7, 1)
+        assert launches == ["dg_update_many"] * 2 and len(cupy_backend._F32_SETS) == 1
+        before = ps[0].copy()
+        B.adam_update_many(ps, [g.astype(np.float64) for g in gs], ms, vs, 1e-3, 0.9, 0.999, 1e-7, 1)
+        assert len(launches) == 2 and not np.array_equal(ps[0], before)  # the generic update ran
+        vs64 = [vs[0], np.zeros(5, np.float64)]
+        B.adam_update_many(ps, gs, ms, vs64, 1e-3, 0.9, 0.999, 1e-7, 1)
+        # the generic form: per variable (the float32 one on its own kernel), no many-variable launch
+        assert launches[2:] == ["dg_adam"] and len(cupy_backend._F32_SETS) == 2 and vs64[1].any()
+    finally:
+        B.kernels = prev
