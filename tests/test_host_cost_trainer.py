@@ -84,3 +84,19 @@ def test_mean_update_on_arrays_keeps_keras_values(dtype):
     with dg.autograd.GradientTape():
         m.update_state(v * 3.0)
     assert not m.variables[0].requires_grad and m.variables[0]._node is None
+
+
+def test_target_shape_check_remembers_only_what_passed():
+    m = _model()
+    m.compile(optimizer=optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    y = np.array([0, 1, 2, 1], np.int32)
+    m.train_on_batch(X, y)
+    m.train_on_batch(X, y)  # the remembered pass
+    onehot = np.eye(3, dtype=np.float32)[y]
+    for _ in range(2):  # a failure is not remembered
+        with pytest.raises(ValueError, match="one-hot targets need categorical_crossentropy"):
+            m.train_on_batch(X, onehot)
+    m.compile(optimizer=optimizers.SGD(0.0), loss="categorical_crossentropy")
+    m.train_on_batch(X, onehot)
+    with pytest.raises(ValueError, match="integer class labels need sparse_categorical_crossentropy"):
+        m.train_on_batch(X, y[:, None])

@@ -397,7 +397,7 @@ class StepsMixin:
 
     # The training loop's hooks: the user's step where there is one, else the loop's own.
     def _train_batch(self, xb, yb, swb):
-        if self._subclassed() and not self.built:
+        if not self.built and self._subclassed():
             # The weights must exist before the step lists the variables to train.
             with no_grad():
                 self(xb[0] if len(xb) == 1 else list(xb), training=False)

@@ -23,6 +23,7 @@ from .. import metrics as metrics_mod
 from .. import ops
 from ..autograd import backward, enable_grad, no_grad
 from ..data.text import fit_text_rank, is_text_list
+from ..layers.embedding import check_not_ragged_data
 from ..mixed_precision import float32_outputs
 from ..tensor import Tensor, Variable, tensor, zeros
 from . import graph_eval
@@ -153,6 +154,7 @@ def _check_class_weight(class_weight, where):
 
 
 _LOCK_GUARD = threading.Lock()
+_FITTING_TARGETS = set()  # (target shape, output shape, loss name) that losses.check_shapes passed
 
 
 def _model_lock(model):
@@ -370,13 +372,13 @@ class Trainer:
                 raise ValueError(f"{where}(): model {self.name!r} cannot take a dict {what}")
             xs = self._structure_inputs(x)
         else:
-            if len(self.inputs or []) == 1:
-                from ..layers.embedding import check_not_ragged_data
+            if isinstance(x, (list, tuple)) and len(self.inputs or []) == 1:
                 check_not_ragged_data(self, x, where)
             xs = [x] if is_text_list(x) else _as_list(x)
         if not xs:
             raise ValueError(f"{where}(): {what} is an empty {type(x).__name__}")
-        xs = fit_text_rank(xs, [t.shape for t in self.inputs], f"{where}(): {what}")
+        if not all(isinstance(a, Tensor) for a in xs):  # a Tensor is never text
+            xs = fit_text_rank(xs, [t.shape for t in self.inputs], f"{where}(): {what}")
         for a in xs:
             _check_array(a, what, where)
         return xs
@@ -490,8 +492,14 @@ class Trainer:
             if fn is None or not hasattr(yt, "shape"):
                 continue
             name = getattr(fn, "name", getattr(fn, "__name__", "loss"))
+            key = ((None,) + tuple(yt.shape[1:]), tuple(shape), name)
+            memo = isinstance(name, str)  # check_shapes then depends on the key alone
+            if memo and key in _FITTING_TARGETS:
+                continue
             try:
-                losses_mod.check_shapes((None,) + tuple(yt.shape[1:]), shape, name)
+                losses_mod.check_shapes(*key)
+                if memo and len(_FITTING_TARGETS) < 1024:
+                    _FITTING_TARGETS.add(key)
             except ValueError as e:
                 if what is None:
                     raise
@@ -614,7 +622,8 @@ class Trainer:
         the recorded (graph_step) training steps."""
         with enable_grad():
             out = self(xb if len(xb) > 1 else xb[0], training=True)
-            outs = self._outs_list(out)
+            # Cast once for the loss and the metrics (whose own float32_outputs then pass them as they are).
+            outs = float32_outputs(self._outs_list(out))
             total, per_out = self._compute_loss(yb, outs, swb)
         # A LossScaleOptimizer scales the loss (mixed_float16); it unscales the gradients itself.
         gs = backward(total if self.optimizer is None else self.optimizer.scale_loss(total), vars_)
