@@ -126,7 +126,8 @@ def set_backend(name: str) -> str:
 
 def get(name: str) -> Backend:
     """The Backend instance for ``name`` without making it active."""
-    return _instance(_resolve(name))
+    b = _instances.get(name) if type(name) is str else None  # "cpu" made before: no lock, no resolving
+    return b if b is not None else _instance(_resolve(name))
 
 
 @contextlib.contextmanager
