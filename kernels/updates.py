@@ -84,12 +84,36 @@ def rmsprop(p, g, v, mg, mom, lr, rho, momentum, eps, hp=None):
 
 
 MANY = 8  # variables per dg_update_many launch: the kernel spells out eight parameter sets
-# (parameters and slots, by identity) -> (those arrays, per variable (size, p, slots padded to 3, size as
-# int64)). An optimizer passes the same arrays every step, and an in-place operand's dtype, size and
-# layout do not change, so they are checked once. The entry holds the arrays, so their ids are not reused
-# while it exists; a few entries at most (a model and its copies), the oldest dropped.
+# (parameters and slots, by identity) -> _VarSets. An optimizer passes the same arrays every step, and an
+# in-place operand's dtype, size and layout do not change, so they are checked, and the launches' fixed
+# arguments made, once. The entry holds the arrays, so their ids are not reused while it exists; a few
+# entries at most (a model and its copies), the oldest dropped.
 _var_sets: dict = {}
 _VAR_SETS_MAX = 4
+
+
+class _VarSets:
+    """One checked set of variables: per variable (size, p, slots padded to 3, size as int64), and per
+    group of MANY with work (start, stop, count as int32, grid, the unused parameter sets' arguments)."""
+
+    def __init__(self, arrays, sets):
+        self.arrays, self.sets, self.masks = arrays, sets, {}
+        self.groups = []
+        n = len(sets)
+        for start in range(0, n, MANY):
+            stop = min(start + MANY, n)
+            work = max(sets[k][0] for k in range(start, stop))
+            if work:  # a group of empty variables launches nothing
+                self.groups.append((start, stop, np.int32(stop - start), K._grid1d(work),
+                                    (None, None, None, None, None, K._i64(0)) * (MANY - (stop - start))))
+
+    def group_masks(self, decay_mask):
+        """Per group, its variables' bits of ``decay_mask`` as the kernel's int32 (kept per mask)."""
+        masks = self.masks.get(decay_mask)
+        if masks is None:
+            masks = self.masks[decay_mask] = [np.int32((decay_mask >> start) & ((1 << (stop - start)) - 1))
+                                              for start, stop, *_ in self.groups]
+        return masks
 
 
 def _checked_sets(what, ps, slot_lists):
@@ -97,7 +121,7 @@ def _checked_sets(what, ps, slot_lists):
     key = (what, tuple(map(id, arrays)))
     hit = _var_sets.get(key)
     if hit is not None:
-        return hit[1]
+        return hit
     f32 = np.float32
     pad = (None,) * (3 - len(slot_lists))
     sets = []
@@ -110,8 +134,8 @@ def _checked_sets(what, ps, slot_lists):
         sets.append((size, p, *slots, *pad, np.int64(size)))
     if len(_var_sets) >= _VAR_SETS_MAX:
         del _var_sets[next(iter(_var_sets))]
-    _var_sets[key] = (arrays, sets)
-    return sets
+    hit = _var_sets[key] = _VarSets(arrays, sets)
+    return hit
 
 
 def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, hp=None, hp_k=1):
@@ -122,7 +146,8 @@ def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, h
                          f"{len(gs)} gradients, slots {[len(s) for s in slot_lists]}")
     hp = _scalars(hp, what, hp_k)
     # Everything checked before the first launch: a step is applied whole or not at all.
-    sets = _checked_sets(what, ps, slot_lists)
+    checked = _checked_sets(what, ps, slot_lists)
+    sets = checked.sets
     f32 = np.dtype(np.float32)
     args_of = []
     for k, g in enumerate(gs):
@@ -132,20 +157,13 @@ def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, h
         if g.dtype != f32 or not g.flags.c_contiguous:  # the message is formatted only for this case
             g = K._check(g, f"{what} gradient {k}")
         args_of.append((p, g, *rest))
-    head = (np.int32(rule), None, None, np.int32(flag)) + tuple(
-        K._f32(v) for v in tuple(floats) + (0.0,) * (5 - len(floats))) + (hp,)
-    for start in range(0, n, MANY):
-        args, mask, work = list(head), 0, 0
-        for k in range(start, min(start + MANY, n)):
+    rule, flag = np.int32(rule), np.int32(flag)
+    floats = tuple(K._f32(v) for v in tuple(floats) + (0.0,) * (5 - len(floats))) + (hp,)
+    for (start, stop, count, grid, unused), mask in zip(checked.groups, checked.group_masks(decay_mask)):
+        args = [rule, count, mask, flag, *floats]
+        for k in range(start, stop):
             args += args_of[k]
-            mask |= ((decay_mask >> k) & 1) << (k - start)
-            work = max(work, sets[k][0])
-        count = min(MANY, n - start)
-        if not work:
-            continue
-        args[1], args[2] = np.int32(count), np.int32(mask)
-        args += [None, None, None, None, None, K._i64(0)] * (MANY - count)
-        K._launch("dg_update_many", K._grid1d(work), (K.BLOCK,), tuple(args))
+        K._launch("dg_update_many", grid, (K.BLOCK,), tuple(args) + unused)
 
 
 def adam_many(ps, gs, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0, decays=None, hp=None):

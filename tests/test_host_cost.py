@@ -204,3 +204,20 @@ def test_backend_many_update_remembers_float32_parameters_but_checks_each_gradie
         assert launches[2:] == ["dg_adam"] and len(cupy_backend._F32_SETS) == 2 and vs64[1].any()
     finally:
         B.kernels = prev
+
+
+def test_update_many_group_masks_follow_each_calls_decays(monkeypatch):
+    """The launch plan kept per parameter set gives each call's own weight-decay mask, per group of eight."""
+    from deepgpu import kernels as K
+    from deepgpu.kernels import updates
+
+    launches = []
+    monkeypatch.setattr(K, "_emulator", lambda name, grid, block, args: launches.append(args))
+    monkeypatch.setattr(updates, "_var_sets", {})
+    ps = [np.zeros(3, np.float32) for _ in range(10)]
+    ms, vs = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
+    gs = [np.ones_like(p) for p in ps]
+    for decays in ([i % 3 == 0 for i in range(10)], [i == 9 for i in range(10)]):
+        K.adam_many(ps, gs, ms, vs, 1e-3, 0.9, 0.999, 1e-7, 1, 0.1, decays)
+    assert len(updates._var_sets) == 1
+    assert [(int(a[1]), int(a[2])) for a in launches] == [(8, 0b01001001), (2, 0b10), (8, 0), (2, 0b10)]
