@@ -11,13 +11,18 @@ Public: ``grad``, ``grads``, ``value_and_grad``, ``value_and_grads``,
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 
 from .tensor import Tensor, Variable
 
 GRADIENTS: dict = {}
-_state = threading.local()
+
+
+class _GradState(threading.local):
+    enabled = True  # per thread; the class attribute is each new thread's start value
+
+
+_state = _GradState()
 # id(sources list) -> fn(k, grad), called by ``backward`` as soon as the gradient of sources[k] is
 # final (DataParallel starts reducing a bucket of gradients while the rest of backward runs).
 READY_HOOKS: dict = {}
@@ -48,53 +53,70 @@ class Node:
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
-@contextlib.contextmanager
-def no_grad():
+class _GradMode:
+    """Sets whether ops record gradient links for the block, and restores the previous setting after.
+    A class, not a contextlib generator: a train step enters a few of these, and the generator
+    machinery cost several times more per block."""
+
+    __slots__ = ("_prev",)
+    _enabled = True
+
+    def __enter__(self):
+        self._prev = _state.enabled
+        _state.enabled = self._enabled
+
+    def __exit__(self, *exc):
+        _state.enabled = self._prev
+
+
+class no_grad(_GradMode):
     """Inside the block no op records a gradient link (inference, updates)."""
-    prev = is_grad_enabled()
-    _state.enabled = False
-    try:
-        yield
-    finally:
-        _state.enabled = prev
+
+    __slots__ = ()
+    _enabled = False
 
 
-@contextlib.contextmanager
-def enable_grad():
-    prev = is_grad_enabled()
-    _state.enabled = True
-    try:
-        yield
-    finally:
-        _state.enabled = prev
+class enable_grad(_GradMode):
+    """Inside the block ops record gradient links (inside ``no_grad`` too)."""
+
+    __slots__ = ()
 
 
 def _topo(root: Tensor) -> list:
     """Tensors that need a gradient, in an order where each comes after its inputs."""
     order, seen = [], set()
     stack = [(root, False)]
+    push, pop, add = stack.append, stack.pop, seen.add
     while stack:
-        t, expanded = stack.pop()
+        t, expanded = pop()
         if expanded:
             order.append(t)
             continue
         if id(t) in seen:
             continue
-        seen.add(id(t))
-        stack.append((t, True))
+        add(id(t))
+        push((t, True))
         node = t._node
         if node is not None:
             # Leaves (weights) are pushed first so they are popped after their siblings' subgraphs:
             # in the reversed order a weight then comes right after its last consumer, and its
             # gradient is final early in backward (DataParallel reduces it while the rest runs).
             # The order of the other tensors, and so every sum, is unchanged.
-            for leaf_first in (True, False):
-                for i in node.inputs:
-                    if i.requires_grad and id(i) not in seen and (i._node is None) == leaf_first:
-                        stack.append((i, False))
+            inner = None
+            for i in node.inputs:
+                if i.requires_grad and id(i) not in seen:
+                    if i._node is None:
+                        push((i, False))
+                    elif inner is None:
+                        inner = [i]
+                    else:
+                        inner.append(i)
+            if inner is not None:
+                for i in inner:
+                    push((i, False))
     return order
 
 
@@ -117,11 +139,13 @@ def backward(out: Tensor, sources, dy=None) -> list:
         return result
     grads = {id(out): g0}
     hook = READY_HOOKS.get(id(sources)) if READY_HOOKS else None
+    pop, get, rules = grads.pop, grads.get, GRADIENTS
     for t in reversed(_topo(out)):
-        g = grads.pop(id(t), None)
+        tid = id(t)
+        g = pop(tid, None)
         if g is None:
             continue
-        k = want.get(id(t))
+        k = want.get(tid)
         if k is not None:
             result[k] = g
             if hook is not None:
@@ -129,17 +153,17 @@ def backward(out: Tensor, sources, dy=None) -> list:
         node = t._node
         if node is None:
             continue
-        rule = GRADIENTS.get(node.op)
+        rule = rules.get(node.op)
         if rule is None:
             raise NotImplementedError(f"no gradient is registered for op {node.op!r}")
-        in_grads = rule(node, g)
-        for inp, ig in zip(node.inputs, in_grads):
+        for inp, ig in zip(node.inputs, rule(node, g)):
             if ig is None or not inp.requires_grad:
                 continue
             if ig.shape != inp.data.shape:  # both arrays' shape tuples: no Tensor.shape copy per edge
                 ig = B.sum_to_shape(ig, inp.shape)
-            prev = grads.get(id(inp))
-            grads[id(inp)] = ig if prev is None else prev + ig
+            iid = id(inp)
+            prev = get(iid)
+            grads[iid] = ig if prev is None else prev + ig
     return result
 
 

@@ -163,6 +163,26 @@ def test_no_grad_records_no_graph(backend):
         assert not (w * 2.0).requires_grad
 
 
+def test_grad_mode_is_per_thread_and_an_error_passes_through(backend):
+    import threading
+    seen = []
+    with dg.no_grad():
+        t = threading.Thread(target=lambda: seen.append(dg.is_grad_enabled()))
+        t.start()
+        t.join()
+        assert not dg.is_grad_enabled()
+    assert seen == [True]  # a new thread starts with recording on, whatever another thread set
+    with pytest.raises(KeyError):
+        with dg.no_grad():
+            with dg.enable_grad():
+                raise KeyError("x")
+    assert dg.is_grad_enabled()
+    mode = dg.no_grad()
+    assert mode.__enter__() is None  # `with no_grad() as x` binds None, as before
+    mode.__exit__(None, None, None)
+    assert dg.is_grad_enabled()
+
+
 def test_grad_functions_work_inside_no_grad(backend):
     with dg.no_grad():
         g = dg.grad(lambda x: dg.sum(x * x))(dg.tensor([3.0]))
@@ -249,3 +269,18 @@ def test_grad_of_a_result_unrelated_to_the_input_raises():
     ga, gb = dg.grads(lambda a, b: (a * 2).sum())([x, x])
     np.testing.assert_array_equal(ga.data_sync(), [2, 2])
     np.testing.assert_array_equal(gb.data_sync(), [0, 0])
+
+
+def test_backward_order_puts_each_weight_right_after_its_last_consumer(backend):
+    """DataParallel reduces a weight's gradient as soon as backward has it: the order _topo gives (read
+    backwards) must visit a weight right after the op that uses it, before the rest of the graph."""
+    from deepgpu.autograd import _topo
+    x = dg.tensor([[1.0, 2.0]])
+    w1, b1, w2, b2 = dg.Variable([[1.0], [2.0]]), dg.Variable([0.5]), dg.Variable([[3.0]]), dg.Variable([0.1])
+    m1 = dg.matmul(x, w1)
+    a1 = m1 + b1
+    h = dg.relu(a1)
+    m2 = dg.matmul(h, w2)
+    a2 = m2 + b2
+    y = dg.sum(a2)
+    assert [id(t) for t in reversed(_topo(y))] == [id(t) for t in (y, a2, b2, m2, w2, h, a1, b1, m1, w1)]
