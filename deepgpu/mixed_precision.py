@@ -25,6 +25,8 @@ the 16-bit dtype, as the GPU's 16-bit-input, float32-accumulate kernels do.
 """
 from __future__ import annotations
 
+from . import ops  # once here: every training step calls float32_outputs
+
 __all__ = ["DTypePolicy", "FloatDTypePolicy", "Policy", "POLICY_NAMES", "set_global_policy", "global_policy",
            "set_dtype_policy", "dtype_policy", "get", "serialize", "deserialize", "LossScaleOptimizer",
            "is_half", "HALF_DTYPES"]
@@ -189,7 +191,6 @@ def float32_outputs(outs) -> list:
     """``outs`` (a list of model outputs) with 16-bit float Tensors cast to float32 (a
     differentiable cast keeping the mask, and the logits a softmax was taken of): losses and
     metrics compute in float32, as Keras casts them."""
-    from . import ops
     res = []
     for o in outs:
         dtype = getattr(o, "dtype", None)
