@@ -37,7 +37,7 @@ dg_sparse_xent_*, dg_softmax_rows, dg_argmax_hits and norm.cu's dg_bn_* came
 later and have run only under the emulation so far (bench/GPU_KERNELS.md).
 """
 from .runtime import (  # noqa: F401
-    ACTIVATIONS, BLOCK, KERNELS, OPTIONS, KernelCompileError, _INCLUDE, _INT_MAX, _MAX_GRID_Y, _NULL, _ONCE,
+    ACTIVATIONS, BLOCK, KERNELS, OPTIONS, KernelCompileError, _FLAGS, _INCLUDE, _INT_MAX, _MAX_GRID_Y, _NULL, _ONCE,
     _act, _aligned16, _cache_dir_applied, _check, _counters, _counters_old, _device_id, _f32, _file_of,
     _functions, _grid1d, _grid_items, _i32, _i64, _inplace, _launch, _lock, _module, _modules, _output, _plans,
     _ptr, _sm_count, _sm_counts, _split_counters, _vec4, _xp, cache_dir, function, precompile, register, source,

@@ -19,7 +19,7 @@ register("conv2d.cu", tuple(_kname(f"dg_conv2d_{op}", t) for op in ("fwd", "grad
 
 
 def _key(v):
-    return v if v is None or isinstance(v, (int, str)) else tuple(v)
+    return v if type(v) is tuple or v is None or isinstance(v, (int, str)) else tuple(v)
 
 
 def _conv_geom(x_shape, k_shape, strides, padding, dilation):
@@ -50,13 +50,17 @@ def _conv_tile(rows, cols, sm, tile):
     return tile
 
 
-def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, splits=None, extra=(), bias_row=False):
+def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, splits=None, activation=None,
+               bias_row=False, dy_shape=None):
     """(output shape, kernel, grid, block, scalars, (vec A, vec B, vec C) by shape, work shape, fixed flags).
 
-    bias_row (filter gradient): the output is [kh*kw*C + 1, O], its last row the bias gradient.
+    activation: the forward's fused one. bias_row (filter gradient): the output is [kh*kw*C + 1, O], its
+    last row the bias gradient. dy_shape (the gradients): checked against the forward's output shape.
     """
     g = _conv_geom(x_shape, k_shape, strides, padding, dilation)
     n, h, w, c, o, kh, kw, ho, wo = (int(g[i]) for i in (0, 1, 2, 3, 4, 5, 6, 13, 14))
+    if dy_shape is not None and tuple(dy_shape) != (n, ho, wo, o):
+        raise ValueError(f"conv2d_{op}: dy has shape {dy_shape}, expected {(n, ho, wo, o)}")
     sm = K._sm_count(xp)
     if op == "fwd":
         rows, cols, shape, vec = n * ho * wo, o, (n, ho, wo, o), (c % 4 == 0, o % 4 == 0, o % 4 == 0)
@@ -67,6 +71,7 @@ def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, split
         shape = (rows, o) if bias_row else tuple(k_shape)
     if op != "grad_filter":
         tile = _conv_tile(rows, cols, sm, tile)
+        extra = (K._act(activation),) if op == "fwd" else ()
         return shape, _kname(f"dg_conv2d_{op}", tile), _gemm_grid(rows, cols, 1, tile), _threads(tile), \
             g + extra, vec, None, 0
     if tile is None:
@@ -103,8 +108,7 @@ def _conv_launch(xp, key, args, arrays, out, what, a=0, b=1, ym=None):
              | 4 * (vec[2] and K._ptr(dst) % 16 == 0))
     if ym is not None and K._ptr(ym) % 16:
         flags &= ~1 if args[0] == "grad_input" else ~2  # dy is A of grad_input, B of grad_filter
-    flags = np.int32(flags)
-    K._launch(name, grid, block, arrays + (dst,) + scalars + (flags,))
+    K._launch(name, grid, block, arrays + (dst,) + scalars + (K._FLAGS[flags],))
     if work is not None:
         K._launch("dg_conv2d_sum_splits", (-(-out.size // 32),), (32, 8),
                   (dst, out, np.int32(work[0]), K._i32(out.size)))
@@ -123,8 +127,7 @@ def conv2d(x, k, strides=(1, 1), padding="valid", dilation=(1, 1), bias=None, ac
     if bias is not None:
         bias = K._check(bias, "conv2d bias", (k.shape[3],))
     key = ("fwd", x.shape, k.shape, _key(strides), padding, _key(dilation), tile, activation, K._sm_count(xp))
-    return _conv_launch(xp, key, ("fwd", x.shape, k.shape, strides, padding, dilation, tile, None,
-                                  (K._act(activation),)),
+    return _conv_launch(xp, key, ("fwd", x.shape, k.shape, strides, padding, dilation, tile, None, activation),
                         (x, k, bias), out, "conv2d out")
 
 
@@ -143,15 +146,10 @@ def conv2d_grad_input(dy, k, x_shape, strides=(1, 1), padding="valid", dilation=
     xp = K._xp(dy)
     dy, k = K._check(dy, "conv2d_grad_input dy"), K._check(k, "conv2d_grad_input kernel")
     ym = _relu_out(relu_out, dy, "conv2d_grad_input relu_out")
-    x_shape = tuple(int(v) for v in x_shape)
+    x_shape = tuple(map(int, x_shape))
     key = ("grad_input", x_shape, k.shape, dy.shape, _key(strides), padding, _key(dilation), tile, K._sm_count(xp))
-    if key not in K._plans:
-        g = _conv_geom(x_shape, k.shape, strides, padding, dilation)
-        want = (int(g[0]), int(g[13]), int(g[14]), int(g[4]))
-        if tuple(dy.shape) != want:
-            raise ValueError(f"conv2d_grad_input: dy has shape {dy.shape}, expected {want}")
-    return _conv_launch(xp, key, ("grad_input", x_shape, k.shape, strides, padding, dilation, tile),
-                        (dy, ym, k), out, "conv2d_grad_input out", 0, 2, ym)
+    return _conv_launch(xp, key, ("grad_input", x_shape, k.shape, strides, padding, dilation, tile, None, None,
+                                  False, dy.shape), (dy, ym, k), out, "conv2d_grad_input out", 0, 2, ym)
 
 
 def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation=(1, 1), out=None, *,
@@ -169,17 +167,12 @@ def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation
     xp = K._xp(x)
     x, dy = K._check(x, "conv2d_grad_filter x"), K._check(dy, "conv2d_grad_filter dy")
     ym = _relu_out(relu_out, dy, "conv2d_grad_filter relu_out")
-    k_shape = tuple(int(v) for v in k_shape)
+    k_shape = tuple(map(int, k_shape))
     with_bias = bool(with_bias)
     key = ("grad_filter", x.shape, k_shape, dy.shape, _key(strides), padding, _key(dilation), tile, splits,
            K._sm_count(xp), with_bias)
-    if key not in K._plans:
-        g = _conv_geom(x.shape, k_shape, strides, padding, dilation)
-        want = (int(g[0]), int(g[13]), int(g[14]), int(g[4]))
-        if tuple(dy.shape) != want:
-            raise ValueError(f"conv2d_grad_filter: dy has shape {dy.shape}, expected {want}")
-    out = _conv_launch(xp, key, ("grad_filter", x.shape, k_shape, strides, padding, dilation, tile, splits, (),
-                                 with_bias), (x, dy, ym), out, "conv2d_grad_filter out", 0, 1, ym)
+    out = _conv_launch(xp, key, ("grad_filter", x.shape, k_shape, strides, padding, dilation, tile, splits, None,
+                                 with_bias, dy.shape), (x, dy, ym), out, "conv2d_grad_filter out", 0, 1, ym)
     if not with_bias:
         return out
     taps = out.shape[0] - 1

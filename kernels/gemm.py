@@ -131,8 +131,8 @@ def matmul(a, b, transpose_a=False, transpose_b=False, bias=None, activation=Non
     if p is None:
         return out
     name, grid, block, scalars, va, vb, vc, work, tiles = p
-    flags = np.int32((va and K._ptr(a) % 16 == 0) | 2 * (vb and K._ptr(b) % 16 == 0)
-                     | 4 * (vc and K._ptr(out) % 16 == 0))
+    flags = K._FLAGS[(va and K._ptr(a) % 16 == 0) | 2 * (vb and K._ptr(b) % 16 == 0)
+                     | 4 * (vc and K._ptr(out) % 16 == 0)]
     if work is None:
         extra = (None, None)
     else:

@@ -183,6 +183,9 @@ def precompile(files=None) -> dict[str, float]:
 
 # ---------------------------------------------------------------- launching
 _NULL = np.uint64(0)  # a null pointer argument
+# The int32 flag arguments of the GEMM and convolution kernels (bits: vector loads of A, B, C; a bias row),
+# made once: np.int32(v) costs about 0.4 us, a launch's whole argument packing a few.
+_FLAGS = tuple(np.int32(v) for v in range(16))
 
 
 def _launch(name, grid, block, args):

@@ -221,3 +221,24 @@ def test_update_many_group_masks_follow_each_calls_decays(monkeypatch):
         K.adam_many(ps, gs, ms, vs, 1e-3, 0.9, 0.999, 1e-7, 1, 0.1, decays)
     assert len(updates._var_sets) == 1
     assert [(int(a[1]), int(a[2])) for a in launches] == [(8, 0b01001001), (2, 0b10), (8, 0), (2, 0b10)]
+
+
+def test_conv_gradient_launchers_check_dy_on_every_plan(monkeypatch):
+    """The dy shape check of the convolution gradients lives in the plan made per signature (dy's shape is
+    in its key): a wrong dy is refused before and after the right one's plan is cached, naming the launcher."""
+    from deepgpu import kernels as K
+
+    monkeypatch.setattr(K, "_emulator", lambda name, grid, block, args: None)
+    x, k = np.zeros((2, 6, 6, 4), np.float32), np.zeros((3, 3, 4, 8), np.float32)
+    good, bad = np.zeros((2, 4, 4, 8), np.float32), np.zeros((2, 4, 5, 8), np.float32)
+    for dy in (bad, good, bad):
+        for what, call in (("grad_input", lambda: K.conv2d_grad_input(dy, k, x.shape)),
+                           ("grad_filter", lambda: K.conv2d_grad_filter(x, dy, k.shape, with_bias=True))):
+            if dy is good:
+                call()
+                continue
+            with pytest.raises(ValueError, match=rf"conv2d_{what}: dy has shape \(2, 4, 5, 8\), expected \(2, 4, 4, 8\)"):
+                call()
+    with pytest.raises(ValueError, match="activation 'gelu' is not fused"):
+        K.conv2d(x, k, activation="gelu")
+
