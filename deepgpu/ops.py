@@ -12,6 +12,7 @@ import numbers
 
 from . import backends as _backends
 from .autograd import Node, is_grad_enabled, register_gradient
+from .autograd import _state as _grad_state
 from .backends.base import _pair, conv_output_size
 from .tensor import Tensor, tensor
 
@@ -38,14 +39,12 @@ def _t(x, B, dtype=None) -> Tensor:
 
 
 def _make(op, data, inputs, B, saved=None, **attrs) -> Tensor:
-    out = Tensor(data, B)
-    if is_grad_enabled():
-        for i in inputs:  # a loop, not any(generator): every op of a step passes here
-            if i.requires_grad:
-                out.requires_grad = True
-                out._node = Node(op, inputs, saved, attrs, B)
-                break
-    return out
+    for i in inputs:  # a loop, not any(generator): every op of a step passes here
+        if i.requires_grad:
+            if _grad_state.enabled:  # is_grad_enabled() without the call
+                return Tensor(data, B, True, Node(op, inputs, saved, attrs, B))
+            break
+    return Tensor(data, B)
 
 
 def broadcast_shapes(a, b, op="op"):
@@ -83,7 +82,7 @@ def _binary_operands(a, b, op):
 
 def _promote(a, b):
     """Cast two tensors to one dtype: int with float gives the float (never float64 by surprise)."""
-    if a.dtype == b.dtype:
+    if a.data.dtype is b.data.dtype or a.dtype == b.dtype:  # the first: same dtype object, no name lookups
         return a, b
     fa, fb = _is_float(a.dtype), _is_float(b.dtype)
     if fa and not fb:

@@ -46,8 +46,11 @@ def plan(layer, inputs):
     ``(input dtype, cast variables?, output dtype or None to leave the outputs)``."""
     policy = layer._dtype_policy
     compute = policy._compute_dtype
-    if compute not in _HALF and not _any_half(inputs):
-        return None
+    if compute not in _HALF:
+        # One tensor (each layer of a Sequential) is the common case: one dtype lookup, no call.
+        half_in = inputs.dtype in _HALF if type(inputs) is Tensor else _any_half(inputs)
+        if not half_in:
+            return None
     if not _float(compute):
         return None
     if float32_statistics(layer):

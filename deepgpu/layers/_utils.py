@@ -102,9 +102,10 @@ class WeightedLayer(Layer):
     def _cast_in(self, x):
         # The compute dtype (float16 under mixed_float16), but the variable dtype for the
         # normalizations, whose statistics are float32 under a mixed policy (layers/_autocast.py).
-        dtype = self.compute_dtype
-        if dtype != self.dtype and float32_statistics(self):  # only a mixed policy looks further
-            dtype = self.dtype
+        policy = self._dtype_policy  # its fields, not the layer's properties: every call passes here
+        dtype = policy._compute_dtype
+        if dtype != policy._variable_dtype and float32_statistics(self):  # only a mixed policy looks further
+            dtype = policy._variable_dtype
         return x if x.dtype == dtype else ops.cast(x, dtype)
 
 

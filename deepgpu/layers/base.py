@@ -526,7 +526,10 @@ class Layer:
             finally:
                 _autocast.restore(swapped)
             out = _autocast.cast_tree(out, cast[2])
-        if previous_mask is not None or self.supports_masking:
+        # With no mask coming in, only an overridden compute_mask can make one (the default returns
+        # the previous mask): most layers of a step skip the mask bookkeeping.
+        if previous_mask is not None or (type(self).compute_mask is not Layer.compute_mask
+                                         and self.supports_masking):
             self._set_output_masks(inputs, out, previous_mask)
         return out
 
