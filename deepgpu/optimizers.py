@@ -63,6 +63,7 @@ class Optimizer:
         self.iterations = 0
         self._vars = []       # variables in build order
         self._slot_vars = {}  # id(variable) -> [slot Variable, ...]
+        self._groups_memo = None  # _many_groups' last answer
         self._pending = None  # weights given to set_weights before build
         self._exclude_ids = set()
         self._exclude_names = ()
@@ -443,14 +444,12 @@ class Optimizer:
         with a backend ``*_update_many`` form implement ``_many`` instead (and
         ``_has_many``): then the whole step is one backend call."""
         if self._has_many():
-            groups = {}  # one call per backend (variables on two backends are rare)
-            for v, g in zip(vars_, gs):
-                grp = groups.setdefault(id(v._backend), (v._backend, [], [], []))
-                grp[1].append(v)
-                grp[2].append(g)
-                grp[3].append(self._slot_vars[id(v)])
-            for B, vs, gs_, slots in groups.values():
-                self._many(B, vs, gs_, slots, lr, step, hp)
+            for at, slots in self._many_groups(vars_):
+                if len(at) == len(vars_):  # one backend: the usual case
+                    self._many(vars_[0]._backend, vars_, gs, slots, lr, step, hp)
+                else:
+                    self._many(vars_[at[0]]._backend, [vars_[i] for i in at], [gs[i] for i in at], slots, lr,
+                               step, hp)
             return
         for v, g in zip(vars_, gs):
             if hp is None:
@@ -476,6 +475,22 @@ class Optimizer:
 
     def _before_step(self, step):
         """Hook run once per step before the updates (Nadam's momentum product)."""
+
+    def _many_groups(self, vars_):
+        """Per backend (variables on two are rare), one ``_many`` call's (positions in ``vars_``, their slot
+        lists). Kept for the last list of variables, which a training step passes each time (the entry holds
+        them, so their ids are not reused while it is kept): a variable's backend and its slot list, made
+        once by ``build``, do not change."""
+        key = tuple(map(id, vars_))
+        memo = self._groups_memo
+        if memo is None or memo[0] != key:
+            groups = {}
+            for i, v in enumerate(vars_):
+                grp = groups.setdefault(id(v._backend), ([], []))
+                grp[0].append(i)
+                grp[1].append(self._slot_vars[id(v)])
+            memo = self._groups_memo = (key, tuple(vars_), tuple(groups.values()))
+        return memo[2]
 
     def _update(self, B, v, g, slots, lr, step):
         raise NotImplementedError
@@ -615,7 +630,7 @@ class Adam(Optimizer):
     def _many(self, B, vars_, gs, slots, lr, step, hp):
         B.adam_update_many([v.data for v in vars_], gs, [s[0].data for s in slots], [s[1].data for s in slots],
                            lr, self.beta_1, self.beta_2, self.epsilon, step, float(self.weight_decay or 0.0),
-                           [self._decays(v) for v in vars_], hp=hp)
+                           [self._decays(v) for v in vars_] if self.weight_decay else [False] * len(vars_), hp=hp)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,

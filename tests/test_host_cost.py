@@ -242,3 +242,27 @@ def test_conv_gradient_launchers_check_dy_on_every_plan(monkeypatch):
     with pytest.raises(ValueError, match="activation 'gelu' is not fused"):
         K.conv2d(x, k, activation="gelu")
 
+
+@pytest.mark.parametrize("opt", [lambda: optimizers.Adam(1e-2), lambda: optimizers.AdamW(1e-2, weight_decay=0.1),
+                                 lambda: optimizers.RMSprop(1e-2, momentum=0.5)])
+def test_optimizer_many_groups_follow_the_variable_list(opt):
+    """The per-list grouping an optimizer keeps (_many_groups) is redone when the list changes (a frozen
+    layer, a new variable): each step updates exactly the variables given, as a fresh optimizer's would."""
+    rng = np.random.default_rng(2)
+    values = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (4,), (2,))]
+    grads = [rng.standard_normal(v.shape).astype(np.float32) for v in values]
+    lists = ([0, 1, 2], [0, 2], [0, 1, 2], [2, 1])
+
+    def run(o, memo):
+        vs = [dg.Variable(v) for v in values]
+        for step, which in enumerate(lists):
+            if not memo:
+                o._groups_memo = None
+            B = vs[0]._backend
+            o._apply_raw_gradients([B.asarray(grads[i] * (step + 1)) for i in which], [vs[i] for i in which])
+        return [v.numpy() for v in vs]
+
+    got, want = run(opt(), True), run(opt(), False)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(got[1], values[1])
