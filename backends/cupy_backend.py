@@ -247,7 +247,7 @@ class CupyBackend(Backend):
     def _tc(self, a, *rest):
         """The tensor-core variant (kernels/tensorcore.py) for these operands: "f16" / "bf16" for
         float16 / bfloat16, "tf32" for float32 with deepgpu.config's TF32 on; else None."""
-        if not self._custom or (a.dtype == np.float32 and not _TF32[0]):  # strict float32: one flag read
+        if not self._custom or (a.dtype == _F32 and not _TF32[0]):  # strict float32: one flag read
             return None
         return _K.tensorcore.precision(a, *rest)
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import kernels as K
 from ..backends.base import _pair, conv_output_size
 from .conv import _key
@@ -60,7 +58,7 @@ def _pool_launch(plan, arrays):
     _, name, g, work, largest, c4 = plan
     wide = largest >= K._POOL_WIDE_FROM
     vec = 4 if not wide and c4 and K._aligned16(*arrays) else 1
-    K._launch(name, K._grid_items(work // vec), (K.BLOCK,), tuple(arrays) + g + (np.int32(vec), np.int32(wide)))
+    K._launch(name, K._grid_items(work // vec), (K.BLOCK,), tuple(arrays) + g + (K._FLAGS[vec], K._FLAGS[wide]))
 
 
 def _tiles(g):

@@ -13,6 +13,7 @@ import ctypes
 import math
 import os
 import re
+import sys
 import threading
 import time
 from importlib import resources
@@ -127,9 +128,17 @@ def _cache_dir_applied():
             os.environ["CUPY_CACHE_DIR"] = old_env
 
 
+def _cupy():
+    """The cupy module. Read from sys.modules once imported: an import statement costs about 1 us, and
+    each launch on a GPU asks two or three times (_xp, _device_id)."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        import cupy
+    return cupy
+
+
 def _device_id() -> int:
-    import cupy
-    return cupy.cuda.runtime.getDevice()
+    return _cupy().cuda.runtime.getDevice()
 
 
 def _module(file: str, function_name: str | None = None):
@@ -183,9 +192,6 @@ def precompile(files=None) -> dict[str, float]:
 
 # ---------------------------------------------------------------- launching
 _NULL = np.uint64(0)  # a null pointer argument
-# The int32 flag arguments of the GEMM and convolution kernels (bits: vector loads of A, B, C; a bias row),
-# made once: np.int32(v) costs about 0.4 us, a launch's whole argument packing a few.
-_FLAGS = tuple(np.int32(v) for v in range(16))
 
 
 def _launch(name, grid, block, args):
@@ -198,13 +204,19 @@ def _launch(name, grid, block, args):
 
 
 def _xp(a):
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-    return cupy
+    return np if isinstance(a, np.ndarray) else _cupy()
+
+
+# np.int32 of the small values, made once (np.int32(v) costs about 0.4 us): most sizes a row kernel is given,
+# and the flag arguments (_FLAGS: the GEMM and convolution kernels' bits for vector loads of A, B, C and a
+# bias row; pooling's vector width and 64-bit flag).
+_SMALL_I32 = tuple(np.int32(v) for v in range(1024))
+_FLAGS = _SMALL_I32[:16]
 
 
 def _i32(v):
+    if type(v) is int and 0 <= v < 1024:
+        return _SMALL_I32[v]
     v = int(v)
     if not 0 <= v <= _INT_MAX:
         raise ValueError(f"size {v} is outside the kernels' int32 range")
@@ -224,9 +236,12 @@ def _grid1d(n):
     return (max(1, min(-(-int(n) // BLOCK), 65536)),)
 
 
+_F32 = np.dtype(np.float32)  # a dtype, not the type: comparing with it skips a conversion per call
+
+
 def _check(a, what, shape=None):
     """``a`` as a float32 C-contiguous array (copied only when strided); TypeError for other dtypes."""
-    if a.dtype != np.float32:
+    if a.dtype != _F32:
         raise TypeError(f"{what}: the custom kernels take float32, got {a.dtype}")
     if shape is not None and tuple(a.shape) != tuple(shape):
         raise ValueError(f"{what}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
@@ -318,8 +333,7 @@ def _split_counters(xp, n):
     """
     key = None
     if xp is not np:
-        import cupy
-        stream = cupy.cuda.get_current_stream()
+        stream = _cupy().cuda.get_current_stream()
         if stream.is_capturing():
             return xp.zeros(n, np.int32)
         key = (_device_id(), stream.ptr)
