@@ -990,8 +990,9 @@ def dense(x, kernel, bias=None, activation=None) -> Tensor:
     """
     B = _backend_of(x, kernel, bias)
     x, kernel = _promote(_t(x, B), _t(kernel, B))
-    if x.ndim != 2 or kernel.ndim != 2 or x.shape[1] != kernel.shape[0]:
-        raise ValueError(f"dense: input {x.shape} does not fit kernel {kernel.shape}")
+    xs, ks = x.shape, kernel.shape
+    if len(xs) != 2 or len(ks) != 2 or xs[1] != ks[0]:
+        raise ValueError(f"dense: input {xs} does not fit kernel {ks}")
     if activation not in (None, "linear", "relu", "sigmoid", "tanh"):
         raise ValueError(f"dense: activation {activation!r} is not one of None, 'relu', 'sigmoid', 'tanh'")
     inputs = (x, kernel) if bias is None else (x, kernel, _t(bias, B))
@@ -1011,7 +1012,17 @@ def _dense_grad(node, dy):
 # -------------------------------------------------------------- convolution
 
 
+# (strides, padding, dilation_rate) -> checked (s, p, d), for the exact tuples and str a layer passes on
+# every call (a dozen builtin calls saved per convolution); a failed check is not kept.
+_CONV_ARGS: dict = {}
+
+
 def _conv_args(strides, padding, dilation_rate):
+    key = (strides, padding, dilation_rate) if type(strides) is tuple and type(dilation_rate) is tuple \
+        and type(padding) is str else None
+    hit = _CONV_ARGS.get(key)
+    if hit is not None:
+        return hit
     padding = padding.lower() if isinstance(padding, str) else padding
     if padding not in ("valid", "same"):
         raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
@@ -1021,6 +1032,8 @@ def _conv_args(strides, padding, dilation_rate):
         raise ValueError(f"strides {s} and dilation_rate {d} must be positive")
     if builtins.max(s) > 1 and builtins.max(d) > 1:
         raise ValueError("strides > 1 together with dilation_rate > 1 is not supported (as in TF)")
+    if key is not None:
+        _CONV_ARGS[key] = (s, padding, d)
     return s, padding, d
 
 
@@ -1057,18 +1070,20 @@ def _fused_conv_args(op, x, kernel, bias, activation, strides, padding, dilation
     activation known, the geometry valid, bias (cast to the input's dtype) [output channels]."""
     B = _backend_of(x, kernel, bias)
     x, kernel = _promote(_t(x, B), _t(kernel, B))
-    if x.ndim != 4:
-        raise ValueError(f"{op} expects a 4-D NHWC input, got shape {x.shape}")
+    xs, ks = x.shape, kernel.shape
+    if len(xs) != 4:
+        raise ValueError(f"{op} expects a 4-D NHWC input, got shape {xs}")
     if activation not in _FUSED_ACTIVATIONS:
         raise ValueError(f"{op}: activation {activation!r} is not one of None, 'linear', 'relu', 'relu6', "
                          f"'sigmoid', 'tanh'")
     s, p, d = _conv_args(strides, padding, dilation_rate)
-    (B.depthwise_geometry if depthwise else B.conv_geometry)(x.shape, kernel.shape, s, p, d)
+    (B.depthwise_geometry if depthwise else B.conv_geometry)(xs, ks, s, p, d)
     if bias is None:
         return B, (x, kernel), s, p, d
-    channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3]
-    bias = _t(bias, B, x.dtype)
-    if bias.dtype != x.dtype:
+    channels = ks[2] * ks[3] if depthwise else ks[3]
+    if not isinstance(bias, Tensor):
+        bias = _t(bias, B, x.dtype)
+    if bias.data.dtype is not x.data.dtype and bias.dtype != x.dtype:  # the first: no name lookups
         bias = cast(bias, x.dtype)
     if bias.shape != (channels,):
         raise ValueError(f"{op}: bias of shape {bias.shape} for {channels} output channels")

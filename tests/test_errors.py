@@ -58,6 +58,25 @@ def test_conv2d_rank_errors(backend):
         dg.conv2d(dg.ones((1, 5, 5, 3)), dg.ones((3, 3, 3)))
 
 
+def test_conv_args_cache_keeps_checking_bad_arguments(backend):
+    """ops._conv_args remembers checked (strides, padding, dilation_rate): a bad set still fails after
+    good ones were kept, and a kept set gives the same geometry as a fresh check."""
+    from deepgpu import ops
+    x, k = dg.ones((1, 6, 6, 2)), dg.ones((3, 3, 2, 4))
+    y = ops.conv2d_bias_act(x, k, None, "relu", (2, 2), "SAME", (1, 1))
+    assert ops._conv_args((2, 2), "SAME", (1, 1)) == ((2, 2), "same", (1, 1))
+    assert y.shape == ops.conv2d_bias_act(x, k, None, "relu", (2, 2), "same", (1, 1)).shape == (1, 3, 3, 4)
+    for strides, padding, dilation, match in [((2, 2), "full", (1, 1), "padding must be 'valid' or 'same'"),
+                                              ((0, 1), "same", (1, 1), "must be positive"),
+                                              ((2, 2), "same", (2, 2), "strides > 1 together"),
+                                              ((1, 2, 3), "same", (1, 1), "strides must be an int or a pair")]:
+        for _ in range(2):  # the failed check is not kept either
+            with pytest.raises(ValueError, match=match):
+                ops.conv2d_bias_act(x, k, None, "relu", strides, padding, dilation)
+    with pytest.raises(TypeError):  # a float is not a pair, even after (1, 1) with "valid" was kept
+        ops._conv_args(1.0, "valid", (1, 1))
+
+
 def test_conv2d_transpose_names_both_shapes(backend):
     with pytest.raises(ValueError) as e:
         dg.conv2d_transpose(dg.ones((1, 5, 5, 3)), dg.ones((3, 3, 3, 4)))

@@ -34,6 +34,17 @@ def test_sequential_add_pop_and_names():
         Sequential().pop()
 
 
+def test_sequential_call_checks_the_input_shape():
+    m = Sequential([Input((None, 3)), Dense(2)])
+    assert m(np.ones((2, 5, 3), np.float32)).shape == (2, 5, 2)  # None matches any size
+    for bad in (np.ones((2, 5, 4), np.float32), np.ones((2, 3), np.float32), np.ones((2, 1, 5, 3), np.float32)):
+        with pytest.raises(ValueError, match=r"Input 0 of model .* is incompatible: expected shape \(None, None, 3\)"):
+            m(bad)
+    m1 = Sequential([Input(()), Dropout(0.5)])  # a batch of scalars: a 0-d input still does not fit
+    with pytest.raises(ValueError, match=r"expected shape \(None,\), got \(\)"):
+        m1(dg.tensor(1.0))
+
+
 def test_layer_names_are_unique_and_keras_like():
     a, b, c = Dense(1), Dense(1), Dense(1)
     base = a.name

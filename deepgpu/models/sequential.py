@@ -136,8 +136,9 @@ class Sequential(Model):
 
     def call(self, inputs, training=None):
         x = inputs
-        exp = self._chain[0].shape[1:]
-        if len(exp) != x.ndim - 1 or any(e is not None and e != g for e, g in zip(exp, x.shape[1:])):
+        exp, got = self._chain[0].shape[1:], x.shape[1:]
+        # exp == got: the usual fully known input shape, decided without a generator per call
+        if len(exp) != x.ndim - 1 or (exp != got and any(e is not None and e != g for e, g in zip(exp, got))):
             raise ValueError(
                 f"Input 0 of model {self.name!r} is incompatible: expected shape "
                 f"{(None,) + tuple(exp)}, got {x.shape}")
