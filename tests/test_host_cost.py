@@ -266,3 +266,17 @@ def test_optimizer_many_groups_follow_the_variable_list(opt):
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     assert not np.array_equal(got[1], values[1])
+
+
+def test_dropout_launch_plan_is_per_size_and_rate(monkeypatch):
+    """dropout's fixed scalars are planned per (size, rate): a new rate or size gets its own."""
+    from deepgpu import kernels as K
+
+    launches = []
+    monkeypatch.setattr(K, "_emulator", lambda name, grid, block, args: launches.append((grid, args)))
+    x = np.ones((3, 8), np.float32)
+    for rate, a in ((0.5, x), (0.25, x), (0.5, x[:1]), (0.5, x)):
+        K.dropout(a, rate, 7, 0)
+    assert [(int(args[3]), float(args[4]), float(args[5])) for _, args in launches] == [
+        (24, 0.5, 2.0), (24, 0.25, np.float32(1 / 0.75)), (8, 0.5, 2.0), (24, 0.5, 2.0)]
+    assert launches[0][0] == K._grid1d(K.dropout_offsets(24)) and launches[2][0] == K._grid1d(K.dropout_offsets(8))
