@@ -269,12 +269,33 @@ def _act(activation):
         raise ValueError(f"activation {activation!r} is not fused; one of {sorted(map(str, ACTIVATIONS))}") from None
 
 
-_addressof, _char_view = ctypes.addressof, ctypes.c_char.from_buffer
+_addressof, _char_view, _void_at = ctypes.addressof, ctypes.c_char.from_buffer, ctypes.c_void_p.from_address
+
+
+def _numpy_data_offset():
+    """Where a NumPy array's data pointer lies from the array object's address, or None.
+
+    NumPy's C API puts ``data`` right after the object header (PyArrayObject), and
+    CPython's ``id`` is the object's address: reading it there costs a quarter of a
+    ctypes view of the buffer. Only where probes of a few arrays confirm it
+    (not on another Python, nor a build whose object header differs).
+    """
+    if sys.implementation.name != "cpython":
+        return None
+    at = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)  # ob_refcnt, ob_type
+    base = np.empty((4, 6), np.float32)
+    probes = (base, base[1:, 2:], base.T, np.empty(0, np.float64), np.frombuffer(b"abcdefgh", np.float32))
+    return at if all(_void_at(id(p) + at).value == p.ctypes.data for p in probes) else None
+
+
+_NP_DATA_AT = _numpy_data_offset()
 
 
 def _ptr(a):
     """The address of ``a``'s first element: CuPy's device pointer, or NumPy's (the emulation)."""
     if isinstance(a, np.ndarray):
+        if _NP_DATA_AT is not None:  # ~0.25 us; the fallbacks below ~1 and ~2.5 us (about 60 calls a step)
+            return _void_at(id(a) + _NP_DATA_AT).value
         try:  # a ctypes view of the buffer: a quarter of the cost of ``a.ctypes.data``
             return _addressof(_char_view(a))
         except (TypeError, ValueError):  # read-only, not C-contiguous, or empty

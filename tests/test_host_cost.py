@@ -66,10 +66,19 @@ def test_check_labels_range_shortcut_agrees_with_the_full_check(labels, ok):
     lambda: np.empty((4, 6), np.float32).T,               # Fortran order: the fallback
     lambda: np.frombuffer(b"abcdefgh", np.float32),       # read-only: the fallback
     lambda: np.empty(0, np.float32),                      # empty: the fallback
+    lambda: np.arange(6, dtype=">f8")[2:],                # non-native byte order, at an offset
+    lambda: np.zeros((2, 3), np.float32).view(np.recarray),  # a subclass
 ])
-def test_kernel_pointer_is_numpys_address(make):
+@pytest.mark.parametrize("direct", [True, False])
+def test_kernel_pointer_is_numpys_address(make, direct, monkeypatch):
+    """_ptr reads the data pointer from the array object where probes confirm where it lies (CPython),
+    else through a ctypes view of the buffer: both give NumPy's own address."""
     from deepgpu.kernels import runtime
 
+    if direct:
+        assert runtime._NP_DATA_AT is not None  # CPython with NumPy's C layout, as here
+    else:
+        monkeypatch.setattr(runtime, "_NP_DATA_AT", None)
     a = make()
     assert runtime._ptr(a) == a.ctypes.data
     assert runtime._aligned16(a) == (a.ctypes.data % 16 == 0)
