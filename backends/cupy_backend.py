@@ -29,7 +29,8 @@ from ..config import _TF32
 from .base import Backend, GraphCaptureError, normalize_dtype
 
 KERNEL_PATHS = ("cupy", "custom")
-_F32 = np.dtype(np.float32)
+# dtypes, not types: comparing an array's dtype with one skips a conversion per comparison
+_F32, _I32 = np.dtype(np.float32), np.dtype(np.int32)
 _dtype_of = operator.attrgetter("dtype")
 # (ids of an update's parameters and slots) -> (those arrays, all float32): see _f32_many. A few
 # entries at most (a model and its copies), the oldest dropped.
@@ -172,7 +173,7 @@ class CupyBackend(Backend):
             self._stager.wait(ticket)
 
     def set_scalars(self, hp, values) -> None:
-        if hp.dtype == np.float32:
+        if hp.dtype == _F32:
             _K.set_scalars(hp, values)  # one launch, ordered before the replay that reads it
             return
         super().set_scalars(hp, values)
@@ -266,7 +267,7 @@ class CupyBackend(Backend):
             return _K.tensorcore.dense(x, w, b, activation)
         if (self._f32(x, w) and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
                 and activation in _K.ACTIVATIONS
-                and (b is None or (b.dtype == np.float32 and b.shape == (w.shape[1],)))):
+                and (b is None or (b.dtype == _F32 and b.shape == (w.shape[1],)))):
             return _K.dense(x, w, b, activation)  # matmul + bias + activation in one launch
         return super().dense(x, w, b, activation)
 
@@ -285,7 +286,7 @@ class CupyBackend(Backend):
             self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
             return _K.tensorcore.conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
         if self._f32(x, k) and activation in _K.ACTIVATIONS and (
-                b is None or (b.dtype == np.float32 and b.shape == (k.shape[3],))):
+                b is None or (b.dtype == _F32 and b.shape == (k.shape[3],))):
             self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
             # bias and activation in the convolution's epilogue: one launch, not conv + add + activation
             return _K.conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
@@ -296,7 +297,7 @@ class CupyBackend(Backend):
         and a kernel gradient wherever a bias gradient is asked for (it comes out of the same launches)."""
         return (self._f32(dy, x, k) and not self._tc(x, k) and activation in _K.ACTIVATIONS
                 and (need_kernel or not with_bias)
-                and (activation != "relu" or (y is not None and y.dtype == np.float32 and y.shape == dy.shape)))
+                and (activation != "relu" or (y is not None and y.dtype == _F32 and y.shape == dy.shape)))
 
     def _folded_grads(self, dy, x, y, k, activation, with_bias, need_input, need_kernel, strides, padding,
                       dilation):
@@ -358,7 +359,7 @@ class CupyBackend(Backend):
     def depthwise_conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
                                   dilation=(1, 1)):
         if self._f32(x, k) and activation in _K.ACTIVATIONS and (
-                b is None or (b.dtype == np.float32 and b.shape == (k.shape[2] * k.shape[3],))):
+                b is None or (b.dtype == _F32 and b.shape == (k.shape[2] * k.shape[3],))):
             self.depthwise_geometry(x.shape, k.shape, strides, padding, dilation)
             return _K.depthwise_conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
         return super().depthwise_conv2d_bias_act(x, k, b, activation, strides, padding, dilation)
@@ -488,7 +489,7 @@ class CupyBackend(Backend):
         return super().softmax(x, axis)
 
     def argmax_hits(self, a, labels):
-        if (self._f32(a) and a.ndim >= 1 and a.shape[-1] >= 1 and labels.dtype == np.int32
+        if (self._f32(a) and a.ndim >= 1 and a.shape[-1] >= 1 and labels.dtype == _I32
                 and labels.shape == a.shape[:-1]):
             return _K.argmax_hits(a.reshape(-1, a.shape[-1]), labels.reshape(-1)).reshape(labels.shape)
         return super().argmax_hits(a, labels)
@@ -502,7 +503,7 @@ class CupyBackend(Backend):
         return super().softmax_cross_entropy_grad(prob, labels, dy, axis)
 
     def sparse_softmax_cross_entropy(self, logits, labels):
-        if (self._f32(logits) and logits.ndim >= 1 and logits.shape[-1] and labels.dtype == np.int32
+        if (self._f32(logits) and logits.ndim >= 1 and logits.shape[-1] and labels.dtype == _I32
                 and labels.shape == logits.shape[:-1]):
             cols = logits.shape[-1]
             loss, prob = _K.sparse_softmax_cross_entropy(logits.reshape(-1, cols), labels.reshape(-1))
@@ -510,7 +511,7 @@ class CupyBackend(Backend):
         return super().sparse_softmax_cross_entropy(logits, labels)
 
     def sparse_softmax_cross_entropy_grad(self, prob, labels, dy):
-        if (self._f32(prob, dy) and prob.ndim >= 1 and prob.shape[-1] and labels.dtype == np.int32
+        if (self._f32(prob, dy) and prob.ndim >= 1 and prob.shape[-1] and labels.dtype == _I32
                 and labels.shape == prob.shape[:-1] and dy.shape == labels.shape):
             cols = prob.shape[-1]
             return _K.sparse_softmax_cross_entropy_grad(prob.reshape(-1, cols), labels.reshape(-1),

@@ -5,6 +5,8 @@ at each call (tests replace some of them there).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import kernels as K
@@ -52,7 +54,8 @@ def _conv_tile(rows, cols, sm, tile):
 
 def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, splits=None, activation=None,
                bias_row=False, dy_shape=None):
-    """(output shape, kernel, grid, block, scalars, (vec A, vec B, vec C) by shape, work shape, fixed flags).
+    """(output shape, kernel, grid, block, scalars, (vec A, vec B, vec C) by shape, split sums, fixed flags);
+    split sums: None, or the partial sums' shape and dg_conv2d_sum_splits's grid and scalars.
 
     activation: the forward's fused one. bias_row (filter gradient): the output is [kh*kw*C + 1, O], its
     last row the bias gradient. dy_shape (the gradients): checked against the forward's output shape.
@@ -86,8 +89,10 @@ def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, split
         # About four blocks per SM, each at least 16 k-steps: more makes the partial sums cost more than they save.
         splits = max(1, min(4 * sm // (grid[0] * grid[1]), total // (16 * bk), 512))
     chunk, splits = _split(total, splits, bk)
+    size = math.prod(shape)
+    sums = ((splits,) + shape, (-(-size // 32),), (np.int32(splits), K._i32(size))) if splits > 1 else None
     return shape, _kname("dg_conv2d_grad_filter", tile), grid[:2] + (splits,), _threads(tile), \
-        g + (K._i32(chunk),), vec, ((splits,) + shape if splits > 1 else None), 8 * bias_row
+        g + (K._i32(chunk),), vec, sums, 8 * bias_row
 
 
 def _conv_launch(xp, key, args, arrays, out, what, a=0, b=1, ym=None):
@@ -96,22 +101,21 @@ def _conv_launch(xp, key, args, arrays, out, what, a=0, b=1, ym=None):
     p = K._plans.get(key)
     if p is None:
         p = K._plans[key] = _conv_plan(xp, *args)
-    shape, name, grid, block, scalars, vec, work, fixed = p
+    shape, name, grid, block, scalars, vec, sums, fixed = p
     out = K._output(xp, out, shape, what)
     if out.size == 0:
         return out
     if name is None:
         out.fill(0)
         return out
-    dst = out if work is None else xp.empty(work, np.float32)
+    dst = out if sums is None else xp.empty(sums[0], np.float32)
     flags = (fixed | (vec[0] and K._ptr(arrays[a]) % 16 == 0) | 2 * (vec[1] and K._ptr(arrays[b]) % 16 == 0)
              | 4 * (vec[2] and K._ptr(dst) % 16 == 0))
     if ym is not None and K._ptr(ym) % 16:
         flags &= ~1 if args[0] == "grad_input" else ~2  # dy is A of grad_input, B of grad_filter
     K._launch(name, grid, block, arrays + (dst,) + scalars + (K._FLAGS[flags],))
-    if work is not None:
-        K._launch("dg_conv2d_sum_splits", (-(-out.size // 32),), (32, 8),
-                  (dst, out, np.int32(work[0]), K._i32(out.size)))
+    if sums is not None:
+        K._launch("dg_conv2d_sum_splits", sums[1], (32, 8), (dst, out) + sums[2])
     return out
 
 

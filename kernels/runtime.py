@@ -250,7 +250,7 @@ def _check(a, what, shape=None):
 
 def _inplace(a, what, size):
     """An array updated in place must already be float32, contiguous and of ``size`` elements."""
-    if a.dtype != np.float32 or not a.flags.c_contiguous or a.size != size:
+    if a.dtype != _F32 or not a.flags.c_contiguous or a.size != size:
         raise ValueError(f"{what}: an in-place operand must be float32, C-contiguous and of "
                          f"{size} elements; got {a.dtype}, {a.shape}, contiguous={a.flags.c_contiguous}")
     return a

@@ -11,6 +11,8 @@ import numpy as np
 from .. import kernels as K
 from .runtime import register
 
+_I32 = np.dtype(np.int32)  # a dtype, not the type: comparing with it skips a conversion per call
+
 register("elementwise.cu", ("dg_softmax_xent_fwd", "dg_softmax_xent_bwd", "dg_sparse_xent_fwd", "dg_sparse_xent_bwd",
                             "dg_softmax_rows", "dg_argmax_hits"))
 
@@ -45,7 +47,7 @@ def softmax_cross_entropy_grad(prob, labels, dy, out=None):
 
 
 def _labels(labels, what, rows):
-    if labels.dtype != np.int32:
+    if labels.dtype != _I32:
         raise TypeError(f"{what}: the custom kernels take int32 labels, got {labels.dtype}")
     if labels.size != rows:
         raise ValueError(f"{what}: {labels.size} labels for {rows} rows")
