@@ -801,12 +801,18 @@ class Backend(Conv3DMixin):
 
     def conv_geometry(self, x_shape, k_shape, strides, padding, dilation):
         """(ho, wo, (pt, pb), (pl, pr)) for an NHWC input and [kh, kw, in, out] kernel."""
-        try:  # each convolution asks two or three times per step: checked once per signature
-            key = (tuple(x_shape), tuple(k_shape), strides if isinstance(strides, int) else tuple(strides),
-                   padding, dilation if isinstance(dilation, int) else tuple(dilation))
+        # Each convolution asks two or three times per step: checked once per signature. The arguments
+        # themselves are the key where they are hashable (the layers pass tuples and ints), else as tuples.
+        try:
+            key = (x_shape, k_shape, strides, padding, dilation)
             hit = _CONV_GEOMETRY.get(key)
-        except TypeError:  # an odd argument: the checks below name it
-            key = hit = None
+        except TypeError:
+            try:
+                key = (tuple(x_shape), tuple(k_shape), strides if isinstance(strides, int) else tuple(strides),
+                       padding, dilation if isinstance(dilation, int) else tuple(dilation))
+                hit = _CONV_GEOMETRY.get(key)
+            except TypeError:  # an odd argument: the checks below name it
+                key = hit = None
         if hit is None:
             hit = self._conv_geometry(x_shape, k_shape, strides, padding, dilation)
             if key is not None:
