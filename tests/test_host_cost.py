@@ -289,3 +289,20 @@ def test_dropout_launch_plan_is_per_size_and_rate(monkeypatch):
     assert [(int(args[3]), float(args[4]), float(args[5])) for _, args in launches] == [
         (24, 0.5, 2.0), (24, 0.25, np.float32(1 / 0.75)), (8, 0.5, 2.0), (24, 0.5, 2.0)]
     assert launches[0][0] == K._grid1d(K.dropout_offsets(24)) and launches[2][0] == K._grid1d(K.dropout_offsets(8))
+
+
+def test_conv_geometry_cache_takes_lists_and_tuples_alike():
+    """conv_geometry's cache is keyed by the arguments as given where hashable, else as tuples: lists,
+    tuples of NumPy ints and ints give the same answer, and a bad signature is never cached."""
+    from deepgpu import backends
+
+    B = backends.get("cpu")
+    want = B.conv_geometry((2, 9, 9, 3), (3, 3, 3, 4), (2, 2), "same", (1, 1))
+    assert want == (5, 5, (1, 1), (1, 1))
+    assert B.conv_geometry([2, 9, 9, 3], [3, 3, 3, 4], [2, 2], "same", [1, 1]) == want
+    assert B.conv_geometry(tuple(np.int64([2, 9, 9, 3])), (3, 3, 3, 4), 2, "same", 1) == want
+    for _ in range(2):
+        with pytest.raises(ValueError, match="input has 3 channels but the kernel expects 5"):
+            B.conv_geometry((2, 9, 9, 3), (3, 3, 5, 4), (2, 2), "same", (1, 1))
+        with pytest.raises(ValueError, match="strides must be an int or a pair"):
+            B.conv_geometry([2, 9, 9, 3], [3, 3, 3, 4], [2, 2, 2], "same", [1, 1])
