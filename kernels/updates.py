@@ -93,7 +93,7 @@ _VAR_SETS_MAX = 4
 
 
 class _VarSets:
-    """One checked set of variables: per variable (size, p, slots padded to 3, size as int64), and per
+    """One checked set of variables: per variable (size, p, (slots padded to 3, size as int64)), and per
     group of MANY with work (start, stop, count as int32, grid, the unused parameter sets' arguments)."""
 
     def __init__(self, arrays, sets):
@@ -131,7 +131,7 @@ def _checked_sets(what, ps, slot_lists):
         for a in [p] + slots:
             if a is not None and (a.dtype != f32 or a.size != size or not a.flags.c_contiguous):
                 K._inplace(a, f"{what} parameter {k} or its slots", size)  # raises, naming the rule
-        sets.append((size, p, *slots, *pad, np.int64(size)))
+        sets.append((size, p, (*slots, *pad, np.int64(size))))
     if len(_var_sets) >= _VAR_SETS_MAX:
         del _var_sets[next(iter(_var_sets))]
     hit = _var_sets[key] = _VarSets(arrays, sets)
@@ -151,13 +151,13 @@ def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, h
     f32 = np.dtype(np.float32)
     args_of = []
     for k, g in enumerate(gs):
-        size, p, *rest = sets[k]
+        size, p, rest = sets[k]
         if g.size != size:
             raise ValueError(f"{what}: gradient {k} has {g.size} elements for a parameter of {size}")
         if g.dtype != f32 or not g.flags.c_contiguous:  # the message is formatted only for this case
             g = K._check(g, f"{what} gradient {k}")
-        args_of.append((p, g, *rest))
-    rule, flag = np.int32(rule), np.int32(flag)
+        args_of.append((p, g) + rest)
+    rule, flag = K._i32(rule), K._i32(flag)
     floats = tuple(K._f32(v) for v in tuple(floats) + (0.0,) * (5 - len(floats))) + (hp,)
     for (start, stop, count, grid, unused), mask in zip(checked.groups, checked.group_masks(decay_mask)):
         args = [rule, count, mask, flag, *floats]
