@@ -7,15 +7,14 @@ tensor allows it, since no transfer is hidden there.
 """
 from __future__ import annotations
 
-import threading
-
 from . import backends as _backends
 from .backends.base import normalize_dtype
 
-# Live tensors and bytes per backend name, as tf.memory() reports them.
-_live: dict[str, list] = {}
-_live_lock = threading.Lock()
-_acquire, _release = _live_lock.acquire, _live_lock.release
+# Live tensors per backend name, {id(tensor): its bytes}, as tf.memory() reports them. Each tensor
+# stores itself at birth and pops itself in __del__: one dict store or pop is a single C call under the
+# GIL, so counts stay exact across threads without a lock (whose acquire / release, with the counter
+# updates, were most of a tensor's bookkeeping; a training step makes and frees a few dozen tensors).
+_live: dict[str, dict] = {}
 
 
 _DTYPE_NAMES: dict = {}
@@ -57,13 +56,6 @@ for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", 
     setattr(_Disposed, f"__i{_op}__", _disposed_error)
 
 
-def _count(name, n, nbytes):
-    c = _live.get(name) or _live.setdefault(name, [0, 0])
-    with _live_lock:
-        c[0] += n
-        c[1] += nbytes
-
-
 class Tensor:
     """An n-dimensional array on one backend, with optional gradient tracking.
 
@@ -86,26 +78,15 @@ class Tensor:
         self._node = node
         self._logits = None
         self._nbytes = n = int(data.nbytes)
-        # _count written out: a training step makes and frees a few hundred tensors (the calls
-        # were about 6% of the CUDA backend's host time per step, bench/host_overhead.py)
-        c = _live.get(backend.name) or _live.setdefault(backend.name, [0, 0])
-        _acquire()  # the lock's methods, not a with block: half the cost
-        try:
-            c[0] += 1
-            c[1] += n
-        finally:
-            _release()
+        live = _live.get(backend.name)
+        if live is None:
+            live = _live.setdefault(backend.name, {})
+        live[id(self)] = n  # last: a failed __init__ leaves nothing for __del__ to undo
 
     def __del__(self):
         try:
-            c, n = _live[self._backend.name], self._nbytes  # both first: __init__ may have failed
-            _acquire()
-            try:
-                c[0] -= 1
-                c[1] -= n
-            finally:
-                _release()
-        except Exception:  # interpreter shutdown
+            _live[self._backend.name].pop(id(self), None)
+        except Exception:  # interpreter shutdown, or __init__ failed before _backend was set
             pass
 
     # ------------------------------------------------------------ properties
@@ -299,12 +280,11 @@ class Tensor:
         DisposedTensorError, as TF.js does. Disposing twice is harmless."""
         if self.is_disposed:
             return
-        _count(self._backend.name, -1, -self._nbytes)
         self._nbytes = 0
         self._node = None
         self._logits = None
         self.data = _Disposed(self.data.shape, self.data.dtype)
-        _count(self._backend.name, 1, 0)
+        _live[self._backend.name][id(self)] = 0  # still a live tensor (as TF.js counts it), of no bytes
 
     def backward(self, dy=None):
         """Gradients of this tensor with respect to every Variable it depends on.
@@ -517,10 +497,12 @@ def memory() -> dict:
     num_bytes, ...memory_info}}).
     """
     out = {"num_tensors": 0, "num_bytes": 0, "backends": {}}
-    with _live_lock:
-        counts = {k: list(v) for k, v in _live.items()}
+    counts = {}
+    for name, live in list(_live.items()):
+        live = live.copy()  # one C call: a snapshot even while other threads make and free tensors
+        counts[name] = (len(live), sum(live.values()))
     for b in _backends.instantiated():
-        n, nbytes = counts.get(b.name, [0, 0])
+        n, nbytes = counts.get(b.name, (0, 0))
         out["backends"][b.name] = {"num_tensors": n, "num_bytes": nbytes, **b.memory_info()}
         out["num_tensors"] += n
         out["num_bytes"] += nbytes

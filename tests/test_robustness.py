@@ -249,6 +249,19 @@ def test_activity_regularizer_is_divided_by_the_batch_size():
     assert np.isclose(sum(float(v.item()) for v in layer.losses), 5.25, rtol=1e-6)
 
 
+def test_activity_penalty_is_per_thread_and_none_before_a_call():
+    import threading
+    from deepgpu import regularizers
+    layer = layers.Dense(2, input_dim=2, kernel_initializer="ones", activity_regularizer=regularizers.L2(0.5))
+    assert layer.losses == []  # built, never called: no activity penalty yet
+    layer(dg.ones((1, 2)))
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(len(layer.losses)))
+    t.start()
+    t.join()
+    assert seen == [0] and np.isclose(float(layer.losses[0].item()), 4.0)  # 0.5 * (2^2 + 2^2)
+
+
 def regression_model(**compile_kw):
     m = Sequential([layers.Dense(1, input_shape=(2,), kernel_initializer="ones")])
     m.compile(optimizer=optimizers.SGD(0.0), loss="mae", **compile_kw)

@@ -379,6 +379,40 @@ def test_dispose_releases_memory(backend):
     assert t.is_disposed and t.shape == (1000,)  # TF.js keeps the shape; use raises
 
 
+def test_memory_counts_stay_exact_with_threads(backend):
+    """Tensors made and freed in several threads at once (and one freed in another thread than the one
+    that made it) leave the counts exactly where they were; a disposed tensor counts, with 0 bytes."""
+    import threading
+    gc.collect()
+    before = dg.memory()
+    handed = []
+
+    def work(k):
+        for i in range(300):
+            t = dg.zeros((k + 1,)) * 2.0
+            if i % 50 == 0:
+                handed.append(t)  # freed later by the main thread
+            del t
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gc.collect()
+    mid = dg.memory()
+    assert mid["num_tensors"] - before["num_tensors"] == len(handed) == 24
+    assert mid["num_bytes"] - before["num_bytes"] == sum(t.data.nbytes for t in handed)
+    nbytes = handed[0].data.nbytes
+    dg.dispose(handed[0])
+    assert dg.memory()["num_tensors"] == mid["num_tensors"]
+    assert dg.memory()["num_bytes"] == mid["num_bytes"] - nbytes
+    handed.clear()
+    gc.collect()
+    after = dg.memory()
+    assert (after["num_tensors"], after["num_bytes"]) == (before["num_tensors"], before["num_bytes"])
+
+
 # ---------------------------------------------------------------- Variable
 
 def test_variable_assign(backend):

@@ -1,6 +1,8 @@
 """Helpers shared by the layer modules: argument normalization and config pieces."""
 from __future__ import annotations
 
+import threading
+
 from .. import activations, initializers, ops, regularizers
 from ._autocast import float32_statistics
 from .base import Layer, fmt_shape
@@ -73,17 +75,22 @@ def shape_error(layer, what, input_shape):
                       f"received input shape {fmt_shape(input_shape)}")
 
 
+class _ActivityState(threading.local):
+    """A layer's activity penalty from its last call, per thread: evaluate in one thread must not read
+    the penalty of a predict running in another."""
+
+    # A class default, so that a layer without a penalty reads () without an AttributeError (a
+    # threading.local raises and formats one for a missing name, and every training step asks).
+    losses = ()
+
+
 class WeightedLayer(Layer):
     """A layer with initializers/regularizers, an optional activity regularizer,
     and float inputs cast to its dtype."""
 
     def _setup_activity(self, activity_regularizer):
-        import threading
-
         self.activity_regularizer = regularizers.get(activity_regularizer)
-        # Per thread: evaluate in one thread must not read the penalty of a
-        # predict running in another.
-        self._activity_state = threading.local()
+        self._activity_state = _ActivityState()
 
     def _activity(self, y):
         if self.activity_regularizer is not None:
