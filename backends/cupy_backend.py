@@ -255,13 +255,16 @@ class CupyBackend(Backend):
     def matmul(self, a, b, transpose_a=False, transpose_b=False):
         if ((self._f32(a, b) or self._tc(a, b)) and a.ndim >= 2 and b.ndim >= 2
                 and (a.ndim == 2 or b.ndim == 2 or a.shape[:-2] == b.shape[:-2])
-                and (b.shape[-1] if transpose_b else b.shape[-2]) == (a.shape[-2] if transpose_a else a.shape[-1])):
+                and (b.shape[-1] if transpose_b else b.shape[-2]) == (a.shape[-2] if transpose_a else a.shape[-1])
+                and (a.shape[-2] if transpose_a else a.shape[-1])):  # k = 0, an empty sum: the generic zeros
             if self._tc(a, b):
                 return _K.tensorcore.matmul(a, b, transpose_a, transpose_b)
             return _K.matmul(a, b, transpose_a, transpose_b)
         return super().matmul(a, b, transpose_a, transpose_b)
 
     def dense(self, x, w, b=None, activation=None):
+        if x.ndim == 2 and not x.shape[1]:  # k = 0: an empty sum, act(b) by the generic path (no kernel)
+            return super().dense(x, w, b, activation)
         if (self._tc(x, w, b) and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
                 and activation in _K.ACTIVATIONS and (b is None or b.shape == (w.shape[1],))):
             return _K.tensorcore.dense(x, w, b, activation)
@@ -272,6 +275,8 @@ class CupyBackend(Backend):
         return super().dense(x, w, b, activation)
 
     def conv2d(self, x, k, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        if x.ndim == 4 and not x.shape[3]:  # 0 channels, an empty sum: the generic zeros (no kernel)
+            return super().conv2d(x, k, strides, padding, dilation)
         if self._tc(x, k):
             self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
             return _K.tensorcore.conv2d(x, k, strides, padding, dilation)
@@ -282,6 +287,8 @@ class CupyBackend(Backend):
 
     def conv2d_bias_act(self, x, k, b=None, activation=None, strides=(1, 1), padding="valid",
                         dilation=(1, 1), keep=None):
+        if x.ndim == 4 and not x.shape[3]:  # 0 channels, an empty sum: act(b) by the generic path
+            return super().conv2d_bias_act(x, k, b, activation, strides, padding, dilation, keep)
         if self._tc(x, k, b) and activation in _K.ACTIVATIONS and (b is None or b.shape == (k.shape[3],)):
             self.conv_geometry(x.shape, k.shape, strides, padding, dilation)
             return _K.tensorcore.conv2d(x, k, strides, padding, dilation, bias=b, activation=activation)
@@ -295,7 +302,7 @@ class CupyBackend(Backend):
     def _folds(self, dy, x, y, k, activation, with_bias, need_kernel) -> bool:
         """Whether _folded_grads takes these gradients: strict float32 on our kernels, a fused activation,
         and a kernel gradient wherever a bias gradient is asked for (it comes out of the same launches)."""
-        return (self._f32(dy, x, k) and not self._tc(x, k) and activation in _K.ACTIVATIONS
+        return (self._f32(dy, x, k) and not self._tc(x, k) and activation in _K.ACTIVATIONS and x.shape[-1] > 0
                 and (need_kernel or not with_bias)
                 and (activation != "relu" or (y is not None and y.dtype == _F32 and y.shape == dy.shape)))
 

@@ -40,6 +40,7 @@ many threads copy; the BLAS keeps its own setting (threadpoolctl).
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import sys
 import threading
@@ -112,6 +113,12 @@ def _cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def _rows_by(a, tail):
+    """``a`` as a matrix: the product of its last ``tail`` axes as columns (a view where reshape gives
+    one). Not ``reshape(-1, cols)``, which cannot infer the rows of an empty array (0 channels)."""
+    return a.reshape(math.prod(a.shape[:-tail]), math.prod(a.shape[-tail:]))
 
 
 class NumpyBackend(Backend):
@@ -277,10 +284,10 @@ class NumpyBackend(Backend):
             else:
                 cols_t = full[:, :, :, a:e]
             self._copy(cols_t, win[a:e].transpose(3, 4, 5, 0, 1, 2))
-            return cols_t.reshape(kh * kw * c, -1).T
+            return cols_t.reshape(kh * kw * c, (e - a) * ho * wo).T  # not -1: C may be 0
         cols = self._scratch("cols", (e - a, ho, wo, kh, kw, c), dtype) if full is None else full[a:e]
         self._copy(cols, win[a:e])
-        return cols.reshape(-1, kh * kw * c)
+        return _rows_by(cols, 3)
 
     @staticmethod
     def _full_cols(win, dtype):
@@ -288,9 +295,9 @@ class NumpyBackend(Backend):
         n, ho, wo, kh, kw, c = win.shape
         if c <= _FEW_CHANNELS:
             full = np.empty((kh, kw, c, n, ho, wo), dtype)
-            return full, full.reshape(kh * kw * c, -1).T
+            return full, full.reshape(kh * kw * c, n * ho * wo).T
         full = np.empty((n, ho, wo, kh, kw, c), dtype)
-        return full, full.reshape(-1, kh * kw * c)
+        return full, _rows_by(full, 3)
 
     def _chunks(self, n, row_bytes):
         """Batch ranges whose im2col columns fit the work buffer."""
@@ -314,7 +321,7 @@ class NumpyBackend(Backend):
                 or cols.dtype != dy.dtype):
             return self.conv2d_grad_filter(x, dy, k_shape, strides, padding, dilation)
         # One GEMM over the whole batch: 28 vs 30 ms in chunks for conv2 (bench/NOTES.md).
-        return self._filter_gemm(dy.reshape(-1, k_shape[3]), cols).reshape(k_shape)
+        return self._filter_gemm(_rows_by(dy, 1), cols).reshape(k_shape)
 
     @staticmethod
     def _filter_gemm(dy2, cols):
@@ -389,10 +396,10 @@ class NumpyBackend(Backend):
         y = np.empty((n, ho, wo, o), dtype)
 
         def epilogue(part):
-            self._bias_act_(part.reshape(-1, o), b, act)
+            self._bias_act_(_rows_by(part, 1), b, act)
 
         if kh == kw == 1 and win.shape[1:3] == x.shape[1:3] and x.flags.c_contiguous:
-            np.matmul(x.reshape(-1, c), kk, out=y.reshape(-1, o))
+            np.matmul(_rows_by(x, 1), kk, out=_rows_by(y, 1))
             epilogue(y)
             return y
         full = None
@@ -401,7 +408,7 @@ class NumpyBackend(Backend):
             keep["key"] = (x.shape, k.shape, strides, padding, dilation)
         per_image = ho * wo * kh * kw * c * dtype.itemsize
         for a, e in self._chunks(n, per_image):
-            np.matmul(self._cols(win, a, e, dtype, full), kk, out=y[a:e].reshape(-1, o))
+            np.matmul(self._cols(win, a, e, dtype, full), kk, out=_rows_by(y[a:e], 1))
             epilogue(y[a:e])
         return y
 
@@ -423,7 +430,7 @@ class NumpyBackend(Backend):
         dk = None
         per_image = ho * wo * kh * kw * c * dtype.itemsize
         for a, b in self._chunks(n, per_image):
-            part = self._filter_gemm(dy[a:b].reshape(-1, o), self._cols(win, a, b, dtype))
+            part = self._filter_gemm(_rows_by(dy[a:b], 1), self._cols(win, a, b, dtype))
             dk = part if dk is None else np.add(dk, part, out=dk)
         return dk.reshape(k_shape)
 
@@ -681,7 +688,7 @@ class NumpyBackend(Backend):
         kt = k.reshape(kh * kw * c, o).T
         for a, b in self._chunks(n, ho * wo * kh * kw * c * dtype.itemsize):
             dcols = self._scratch("cols", (b - a, ho, wo, kh, kw, c), dtype)
-            np.matmul(dy[a:b].reshape(-1, o), kt, out=dcols.reshape(-1, kh * kw * c))
+            np.matmul(_rows_by(dy[a:b], 1), kt, out=_rows_by(dcols, 3))
             part = dxp[a:b]
             for i in range(kh):
                 for j in range(kw):
@@ -999,10 +1006,11 @@ class NumpyBackend(Backend):
             lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
             return None
-        a3 = np.broadcast_to(a, lead + (m, k)).reshape(-1, m, k)
-        b3 = np.broadcast_to(b, lead + (k, n)).reshape(-1, k, n)
+        nb = math.prod(lead)  # not -1 in the reshapes: m, k or n may be 0
+        a3 = np.broadcast_to(a, lead + (m, k)).reshape(nb, m, k)
+        b3 = np.broadcast_to(b, lead + (k, n)).reshape(nb, k, n)
         out = np.empty(lead + (m, n), a.dtype)
-        o3 = out.reshape(-1, m, n)
+        o3 = out.reshape(nb, m, n)
 
         def part(s, e):
             prev = one(1)

@@ -72,6 +72,13 @@ def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, split
     else:
         rows, cols, vec = kh * kw * c + bias_row, o, (c % 4 == 0, o % 4 == 0, o % 4 == 0)
         shape = (rows, o) if bias_row else tuple(k_shape)
+    if c == 0 and o and n * ho * wo and (op == "fwd" or bias_row):
+        # act(bias) of an empty sum, or a bias gradient beside an empty filter one: the backend's generic
+        # path computes them (CupyBackend routes them there); the tiles' indexing divides by C.
+        raise ValueError(f"conv2d_{op}: an input of 0 channels ({tuple(x_shape)}) is not launched")
+    if not math.prod(shape) or (op == "grad_input" and o == 0) or (op == "grad_filter" and n * ho * wo == 0):
+        # Nothing to write, or zeros (an empty sum): no launch; the tiles would load from empty operands.
+        return shape, None, None, None, None, vec, None, 0
     if op != "grad_filter":
         tile = _conv_tile(rows, cols, sm, tile)
         extra = (K._act(activation),) if op == "fwd" else ()
@@ -82,8 +89,6 @@ def _conv_plan(xp, op, x_shape, k_shape, strides, padding, dilation, tile, split
         tile = "32x32" if rows <= 64 else "128x32" if o <= 32 else "64x64" if o <= 64 else "128x128"
     tile = _conv_tile(rows, cols, sm, tile)
     bk, total = GEMM_TILES[tile][2], n * ho * wo
-    if total == 0:  # an empty sum: zeros, no launch (the kernel would load from empty operands)
-        return shape, None, None, None, None, vec, None, 0
     grid = _gemm_grid(rows, cols, 1, tile)
     if splits is None:
         # About four blocks per SM, each at least 16 k-steps: more makes the partial sums cost more than they save.

@@ -92,6 +92,8 @@ def _matmul_plan(xp, a_shape, b_shape, ta, tb, bias_shape, activation, tile, spl
     out_shape = tuple(batch) + (m, n)
     if m * n * nb == 0:
         return out_shape, None
+    if k == 0:  # the tiles' unguarded fast loads assume k > 0; Backend.matmul / dense compute it generically
+        raise ValueError(f"matmul: an empty reduction (k = 0) of {a_shape} and {b_shape} is not launched")
     auto_tile, auto_splits = _matmul_split(m, n, k, nb, K._sm_count(xp))
     tile = tile or auto_tile
     if tile not in MATMUL_TILES:

@@ -123,6 +123,8 @@ def _matmul_plan(a_shape, b_shape, ta, tb, bias_shape, activation, dtype):
     out_shape = tuple(batch) + (m, n)
     if m * n * nb == 0:
         return out_shape, None
+    if k == 0:  # the tiles' unguarded fast loads assume k > 0; Backend.matmul / dense compute it generically
+        raise ValueError(f"matmul: an empty reduction (k = 0) of {a_shape} and {b_shape} is not launched")
     scalars = (K._i32(m), K._i32(n), K._i32(k), K._i32(a_shape[-1]), K._i32(b_shape[-1]), K._i32(n),
                K._i64(m * k if ba else 0), K._i64(k * n if bb else 0), K._i64(m * n),
                np.int32(ta), np.int32(tb), act)

@@ -274,3 +274,40 @@ def test_empty_batch(xp):
     dx, dw, db = custom_backend(xp).dense_grad(xp.zeros((0, 3), F32), xp.zeros((0, 4), F32), xp.zeros((0, 3), F32),
                                                xp.asarray(rnd(4, 3)), "relu", True)
     assert dx.shape == (0, 4) and dw.shape == (4, 3) and not host(dw).any() and not host(db).any()
+
+
+EMPTY_SUMS = [  # (name, args): each has an empty reduction (0 input channels, 0 filters or k = 0)
+    ("conv2d", lambda: (rnd(2, 5, 5, 0), rnd(3, 3, 0, 4))),
+    ("conv2d_bias_act", lambda: (rnd(2, 5, 5, 0), rnd(3, 3, 0, 4), rnd(4), "sigmoid")),
+    ("conv2d_grad_input", lambda: (rnd(2, 3, 3, 0), rnd(3, 3, 2, 0), (2, 5, 5, 2))),
+    ("conv2d_grad_filter", lambda: (rnd(2, 5, 5, 0), rnd(2, 3, 3, 4), (3, 3, 0, 4))),
+    ("conv2d_grad_filter", lambda: (rnd(2, 5, 5, 2), rnd(2, 3, 3, 0), (3, 3, 2, 0))),
+    ("conv2d_bias_act_grad", lambda: (rnd(2, 3, 3, 4), rnd(2, 5, 5, 0), rnd(2, 3, 3, 4, lo=0), rnd(3, 3, 0, 4),
+                                      "relu", True)),
+    ("matmul", lambda: (rnd(2, 3, 0), rnd(2, 0, 4))),
+    ("dense", lambda: (rnd(3, 0), rnd(0, 4), rnd(4), "sigmoid")),
+    ("dense_grad", lambda: (rnd(3, 4), rnd(3, 0), rnd(3, 4, lo=0), rnd(0, 4), "relu", True)),
+]
+
+
+@pytest.mark.parametrize("name,args", EMPTY_SUMS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(EMPTY_SUMS)])
+def test_empty_reductions_match_numpy(xp, name, args):
+    """An empty sum (0 channels, 0 filters, k = 0) gives NumPy's result (zeros, act(bias), the bias
+    gradient beside an empty filter gradient): the tiles, whose indexing divides by C and whose fast
+    loads assume k > 0, are never launched on it (the emulation died of SIGFPE there)."""
+    a = args()
+    got = getattr(custom_backend(xp), name)(*[xp.asarray(v) if isinstance(v, np.ndarray) else v for v in a])
+    ref = getattr(_cpu(), name)(*[f64(v) if isinstance(v, np.ndarray) else v for v in a])
+    for g, r in zip(got if isinstance(got, tuple) else (got,), ref if isinstance(ref, tuple) else (ref,)):
+        assert (g is None) == (r is None)
+        if r is not None:
+            assert g.shape == r.shape
+            np.testing.assert_allclose(f64(g), r, rtol=1e-6, atol=1e-6)
+
+
+def test_empty_reduction_launchers_refuse_clearly():
+    """Called directly, the launchers name the empty sum they do not launch (not ZeroDivisionError)."""
+    with pytest.raises(ValueError, match=r"k = 0"):
+        K.matmul(np.zeros((3, 0), F32), np.zeros((0, 4), F32))
+    with pytest.raises(ValueError, match="0 channels"):
+        K.conv2d(np.zeros((1, 4, 4, 0), F32), np.zeros((3, 3, 0, 2), F32))
