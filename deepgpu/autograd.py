@@ -11,6 +11,7 @@ Public: ``grad``, ``grads``, ``value_and_grad``, ``value_and_grads``,
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 from .tensor import Tensor, Variable
@@ -70,6 +71,18 @@ class _GradMode:
 
     def __exit__(self, *exc):
         _state.enabled = self._prev
+
+    def __call__(self, fn):
+        """As a decorator (``@no_grad()``), as the contextlib versions were: each call of ``fn`` enters
+        a fresh instance, so recursive calls and threads each restore their own previous setting."""
+        mode = type(self)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with mode():
+                return fn(*args, **kwargs)
+
+        return wrapper
 
 
 class no_grad(_GradMode):

@@ -183,6 +183,42 @@ def test_grad_mode_is_per_thread_and_an_error_passes_through(backend):
     assert dg.is_grad_enabled()
 
 
+def test_grad_modes_work_as_decorators(backend):
+    """``@no_grad()`` / ``@enable_grad()`` decorate a function, as the contextlib versions did: each call
+    runs in its own block (recursion and threads each restore their own previous setting)."""
+    import threading
+
+    @dg.no_grad()
+    def off(depth):
+        inner = off(depth - 1) if depth else None
+        return dg.is_grad_enabled(), inner
+
+    @dg.enable_grad()
+    def on():
+        return dg.is_grad_enabled(), off(2)
+
+    assert off.__name__ == "off"
+    assert off(2) == (False, (False, (False, None))) and dg.is_grad_enabled()
+    with dg.no_grad():
+        assert on() == (True, (False, (False, (False, None))))
+        assert not dg.is_grad_enabled()
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(off(3)[0])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [False] * 4 and dg.is_grad_enabled()
+
+    @dg.no_grad()
+    def fail():
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        fail()
+    assert dg.is_grad_enabled()
+
+
 def test_grad_functions_work_inside_no_grad(backend):
     with dg.no_grad():
         g = dg.grad(lambda x: dg.sum(x * x))(dg.tensor([3.0]))
