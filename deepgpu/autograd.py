@@ -62,15 +62,19 @@ class _GradMode:
     A class, not a contextlib generator: a train step enters a few of these, and the generator
     machinery cost several times more per block."""
 
-    __slots__ = ("_prev",)
     _enabled = True
+    _prev = None  # the setting to restore while entered; None when not
 
     def __enter__(self):
+        if self._prev is not None:  # entered twice at once, the first exit would restore the wrong setting
+            raise RuntimeError(f"this {type(self).__name__}() is already entered (in this block or another "
+                               f"thread): use a new one per with block")
         self._prev = _state.enabled
         _state.enabled = self._enabled
 
     def __exit__(self, *exc):
         _state.enabled = self._prev
+        self._prev = None
 
     def __call__(self, fn):
         """As a decorator (``@no_grad()``), as the contextlib versions were: each call of ``fn`` enters
@@ -88,14 +92,11 @@ class _GradMode:
 class no_grad(_GradMode):
     """Inside the block no op records a gradient link (inference, updates)."""
 
-    __slots__ = ()
     _enabled = False
 
 
 class enable_grad(_GradMode):
     """Inside the block ops record gradient links (inside ``no_grad`` too)."""
-
-    __slots__ = ()
 
 
 def _topo(root: Tensor) -> list:

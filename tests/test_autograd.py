@@ -219,6 +219,22 @@ def test_grad_modes_work_as_decorators(backend):
     assert dg.is_grad_enabled()
 
 
+def test_a_grad_mode_entered_twice_at_once_raises(backend):
+    """One no_grad() entered again before it exits (nested, or from another thread) would restore the
+    wrong setting on the way out and leave recording off for good: refused, as the contextlib version
+    refused any second use. Entered again after it exits, it works."""
+    mode = dg.no_grad()
+    with mode:
+        with pytest.raises(RuntimeError, match="no_grad.*already entered"):
+            with mode:
+                pass
+        assert not dg.is_grad_enabled()
+    assert dg.is_grad_enabled()
+    with mode:
+        assert not dg.is_grad_enabled()
+    assert dg.is_grad_enabled()
+
+
 def test_grad_functions_work_inside_no_grad(backend):
     with dg.no_grad():
         g = dg.grad(lambda x: dg.sum(x * x))(dg.tensor([3.0]))
