@@ -43,11 +43,18 @@ def dropout(x, rate, seed, offset, mask=None, out=None, replay=None):
         y = K._output(K._xp(x), out, x.shape, "dropout out")
     n = mask.size
     if n:
-        key = ("dropout", n, rate)
-        plan = K._plans.get(key)
-        if plan is None:  # the grid and the fixed scalars, made once per size and rate (~2 us a call less)
-            plan = K._plans[key] = (K._grid1d(dropout_offsets(n)),
-                                    (K._i64(n), K._f32(rate), K._f32(1.0 / (1.0 - rate))))
+        # The grid and the fixed scalars, made once per size and rate (~2 us a call less). The rate's type is
+        # in the key: 1 / (1 - rate) rounds as the rate's type computes it (np.float32(r) and the equal float
+        # differ); an unhashable rate (a 0-d array) is planned at each call.
+        key = ("dropout", n, type(rate), rate)
+        try:
+            plan = K._plans.get(key)
+        except TypeError:
+            key = plan = None
+        if plan is None:
+            plan = (K._grid1d(dropout_offsets(n)), (K._i64(n), K._f32(rate), K._f32(1.0 / (1.0 - rate))))
+            if key is not None:
+                K._plans[key] = plan
         K._launch("dg_dropout", plan[0], (K.BLOCK,),
                   (x, y, mask, *plan[1], np.uint64(int(seed) % 2**64), np.uint64(int(offset) % 2**64), replay))
     return y, mask

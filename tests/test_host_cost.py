@@ -306,3 +306,19 @@ def test_conv_geometry_cache_takes_lists_and_tuples_alike():
             B.conv_geometry((2, 9, 9, 3), (3, 3, 5, 4), (2, 2), "same", (1, 1))
         with pytest.raises(ValueError, match="strides must be an int or a pair"):
             B.conv_geometry([2, 9, 9, 3], [3, 3, 3, 4], [2, 2, 2], "same", [1, 1])
+
+
+def test_dropout_launch_plan_keeps_each_rates_own_scale(monkeypatch):
+    """The plan's key holds the rate's type: np.float32(r) scales by 1 / (1 - r) rounded in float32, the
+    equal Python float in float64, as without the plan; a 0-d array rate (unhashable) is launched unplanned."""
+    from deepgpu import kernels as K
+
+    launches = []
+    monkeypatch.setattr(K, "_emulator", lambda name, grid, block, args: launches.append(args))
+    r32 = np.float32(0.43526623)  # one whose two roundings of 1 / (1 - r) differ
+    assert np.float32(1.0 / (1.0 - r32)) != np.float32(1.0 / (1.0 - float(r32)))
+    x = np.ones(8, np.float32)
+    for rate in (r32, float(r32), np.array(r32), np.array(r32)):
+        K.dropout(x, rate, 7, 0)
+    assert [args[5] for args in launches] == [np.float32(1.0 / (1.0 - rate))
+                                              for rate in (r32, float(r32), np.array(r32), np.array(r32))]
