@@ -284,7 +284,9 @@ class Tensor:
         self._node = None
         self._logits = None
         self.data = _Disposed(self.data.shape, self.data.dtype)
-        _live[self._backend.name][id(self)] = 0  # still a live tensor (as TF.js counts it), of no bytes
+        # Still counted, of no bytes, as deepgpu has counted a disposed tensor since dispose() came in
+        # (TF.js's numTensors drops it: a change of memory()'s counts, left to a decision of its own).
+        _live[self._backend.name][id(self)] = 0
 
     def backward(self, dy=None):
         """Gradients of this tensor with respect to every Variable it depends on.
