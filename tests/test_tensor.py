@@ -413,6 +413,31 @@ def test_memory_counts_stay_exact_with_threads(backend):
     assert (after["num_tensors"], after["num_bytes"]) == (before["num_tensors"], before["num_bytes"])
 
 
+def test_memory_counts_stay_exact_after_a_failed_init_and_a_copy(backend):
+    """A Tensor whose __init__ failed, and a copy.copy of one (made without __init__), leave no count
+    behind when freed: __del__ takes away only what __init__ stored."""
+    import copy
+    from deepgpu import backends
+    from deepgpu.tensor import Tensor
+
+    class NoBytes:
+        nbytes = "many"
+
+    gc.collect()
+    before = dg.memory()
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            Tensor(NoBytes(), backends.get(backend))
+    t = dg.ones((10,))
+    c = copy.copy(t)
+    assert (dg.memory()["num_tensors"], dg.memory()["num_bytes"]) == (before["num_tensors"] + 1,
+                                                                       before["num_bytes"] + 40)
+    del t, c
+    gc.collect()
+    after = dg.memory()
+    assert (after["num_tensors"], after["num_bytes"]) == (before["num_tensors"], before["num_bytes"])
+
+
 # ---------------------------------------------------------------- Variable
 
 def test_variable_assign(backend):
