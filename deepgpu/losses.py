@@ -32,14 +32,17 @@ _labels = threading.local()
 
 class _LabelsChecked:
     # A class, not @contextlib.contextmanager: entered every train_on_batch, at a third of the cost.
-    __slots__ = ("prev",)
+    _prev = None  # the setting to restore while entered; None when not
 
     def __enter__(self):
-        self.prev = getattr(_labels, "checked", False)
+        if self._prev is not None:  # entered twice at once: the first exit would restore the wrong setting
+            raise RuntimeError("this labels_checked() is already entered (in this block or another thread): "
+                               "use a new one per with block")
+        self._prev = getattr(_labels, "checked", False)
         _labels.checked = True
 
     def __exit__(self, *exc):
-        _labels.checked = self.prev
+        _labels.checked, self._prev = self._prev, None
 
 
 def labels_checked():

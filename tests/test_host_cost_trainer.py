@@ -100,3 +100,22 @@ def test_target_shape_check_remembers_only_what_passed():
     m.train_on_batch(X, onehot)
     with pytest.raises(ValueError, match="integer class labels need sparse_categorical_crossentropy"):
         m.train_on_batch(X, y[:, None])
+
+
+def test_labels_checked_block_restores_the_setting_and_refuses_a_second_entry():
+    """labels_checked() is a small class (not a contextlib generator): one instance entered again before it
+    exits would make the outer exit restore the inner's setting (checks off for good), so it refuses."""
+    assert not getattr(losses._labels, "checked", False)
+    cm = losses.labels_checked()
+    with cm:
+        assert losses._labels.checked
+        with pytest.raises(RuntimeError, match="already entered"):
+            with cm:
+                pass
+        with losses.labels_checked():  # a new one nests
+            assert losses._labels.checked
+        assert losses._labels.checked
+    assert not losses._labels.checked
+    with cm:  # one after the other is fine
+        assert losses._labels.checked
+    assert not losses._labels.checked
