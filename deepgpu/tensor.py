@@ -284,9 +284,7 @@ class Tensor:
         self._node = None
         self._logits = None
         self.data = _Disposed(self.data.shape, self.data.dtype)
-        # Still counted, of no bytes, as deepgpu has counted a disposed tensor since dispose() came in
-        # (TF.js's numTensors drops it: a change of memory()'s counts, left to a decision of its own).
-        _live[self._backend.name][id(self)] = 0
+        _live[self._backend.name].pop(id(self), None)  # as TF.js: memory() counts it no more
 
     def backward(self, dy=None):
         """Gradients of this tensor with respect to every Variable it depends on.

@@ -371,17 +371,22 @@ def test_memory_counts_tensors_and_bytes(backend):
 
 def test_dispose_releases_memory(backend):
     gc.collect()
-    before = dg.memory()["num_bytes"]
+    before = dg.memory()
     t = dg.ones((1000,))
-    assert dg.memory()["num_bytes"] == before + 4000
+    assert dg.memory()["num_bytes"] == before["num_bytes"] + 4000
     dg.dispose(t)
-    assert dg.memory()["num_bytes"] == before
+    after = dg.memory()  # as TF.js's tf.memory(): neither its bytes nor the tensor count any more
+    assert (after["num_bytes"], after["num_tensors"]) == (before["num_bytes"], before["num_tensors"])
     assert t.is_disposed and t.shape == (1000,)  # TF.js keeps the shape; use raises
+    dg.dispose(t)
+    del t
+    gc.collect()
+    assert dg.memory()["num_tensors"] == before["num_tensors"]  # disposing twice, then freeing: no change
 
 
 def test_memory_counts_stay_exact_with_threads(backend):
     """Tensors made and freed in several threads at once (and one freed in another thread than the one
-    that made it) leave the counts exactly where they were; a disposed tensor counts, with 0 bytes."""
+    that made it) leave the counts exactly where they were; a disposed tensor counts no more."""
     import threading
     gc.collect()
     before = dg.memory()
@@ -405,7 +410,7 @@ def test_memory_counts_stay_exact_with_threads(backend):
     assert mid["num_bytes"] - before["num_bytes"] == sum(t.data.nbytes for t in handed)
     nbytes = handed[0].data.nbytes
     dg.dispose(handed[0])
-    assert dg.memory()["num_tensors"] == mid["num_tensors"]
+    assert dg.memory()["num_tensors"] == mid["num_tensors"] - 1
     assert dg.memory()["num_bytes"] == mid["num_bytes"] - nbytes
     handed.clear()
     gc.collect()
