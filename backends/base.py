@@ -117,6 +117,12 @@ def _int_acc(dtype):
     return np.dtype("int32") if dtype.kind in "biu" and dtype != np.int64 else None
 
 
+def _rows_by(a, tail):
+    """``a`` as a matrix: the product of its last ``tail`` axes as columns (a view where reshape gives
+    one). Not ``reshape(-1, cols)``, which cannot infer the rows of an empty array (0 channels)."""
+    return a.reshape(math.prod(a.shape[:-tail]), math.prod(a.shape[-tail:]))
+
+
 def _pair(v, what):
     if isinstance(v, int):
         return (v, v)
@@ -443,7 +449,7 @@ class Backend(Conv3DMixin):
     def image_transform_grad(self, dy, x_shape, transforms, interpolation="bilinear", fill_mode="constant"):
         """Gradient of ``image_transform`` for its images: ``dy`` [N, out_h, out_w, C] -> [N, H, W, C]."""
         N, H, W, C = (int(d) for d in x_shape)
-        g = dy.reshape(-1, C)
+        g = _rows_by(dy, 1)
         dx = self.xp.zeros((N * H * W, C), dtype=dy.dtype)
         for flat, ok, w in self._transform_taps(x_shape, transforms, dy.shape[1], dy.shape[2], interpolation,
                                                  fill_mode):
@@ -901,7 +907,7 @@ class Backend(Conv3DMixin):
         """Gradient of conv2d with respect to the kernel: [kh, kw, C, O]."""
         kh, kw, c, o = k_shape
         cols, ho, wo = self._im2col(x, kh, kw, strides, padding, dilation)
-        dk = self.xp.matmul(cols.T, dy.reshape(-1, o))
+        dk = self.xp.matmul(cols.T, _rows_by(dy, 1))
         return dk.reshape(k_shape)
 
     def conv2d_grad_input(self, dy, k, x_shape, strides=(1, 1), padding="valid", dilation=(1, 1)):
@@ -916,7 +922,7 @@ class Backend(Conv3DMixin):
         sh, sw = _pair(strides, "strides")
         dh, dw = _pair(dilation, "dilation_rate")
         ho, wo, ph, pw = self.conv_geometry(x_shape, k.shape, strides, padding, dilation)
-        dcols = self.xp.matmul(dy.reshape(-1, o), k.reshape(kh * kw * c, o).T)
+        dcols = self.xp.matmul(_rows_by(dy, 1), k.reshape(kh * kw * c, o).T)
         dcols = dcols.reshape(n, ho, wo, kh, kw, c)
         hp, wp = h + ph[0] + ph[1], w + pw[0] + pw[1]
         # Room for the last window's reach so every strided slice has ho/wo rows.
@@ -1002,10 +1008,10 @@ class Backend(Conv3DMixin):
         ho, wo, ph, pw = self.depthwise_geometry(x.shape, k_shape, strides, padding, dilation)
         if ph != (0, 0) or pw != (0, 0):
             x = self.xp.pad(x, ((0, 0), ph, pw, (0, 0)))
-        dy3 = dy.reshape(-1, c, m)
+        dy3 = dy.reshape(math.prod(dy.shape[:-1]), c, m)  # not -1: C may be 0
         dk = self.xp.empty(tuple(k_shape), dtype=dy.dtype)
         for i, j, rs, cs in self._dw_taps(k_shape, strides, dilation, ho, wo):
-            xs = x[:, rs, cs, :].reshape(-1, c)
+            xs = _rows_by(x[:, rs, cs, :], 1)
             dk[i, j] = (xs[:, :, None] * dy3).sum(axis=0)
         return dk
 

@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .base import BLAS_THREAD_TIMEOUT_HOW, Backend, _pair  # base sets OPENBLAS_THREAD_TIMEOUT first
+from .base import BLAS_THREAD_TIMEOUT_HOW, Backend, _pair, _rows_by  # base sets OPENBLAS_THREAD_TIMEOUT first
 from . import cpu_depthwise  # noqa: E402
 from .half import upcast_half_primitives  # noqa: E402
 
@@ -113,12 +113,6 @@ def _cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def _rows_by(a, tail):
-    """``a`` as a matrix: the product of its last ``tail`` axes as columns (a view where reshape gives
-    one). Not ``reshape(-1, cols)``, which cannot infer the rows of an empty array (0 channels)."""
-    return a.reshape(math.prod(a.shape[:-tail]), math.prod(a.shape[-tail:]))
 
 
 class NumpyBackend(Backend):

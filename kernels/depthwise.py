@@ -77,6 +77,8 @@ def depthwise_conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid"
     xp = K._xp(x)
     out = K._output(xp, out, tuple(k_shape), "depthwise_conv2d_grad_filter out")
     n, ho, wo, cm = _out_shape(g)
+    if not out.size:  # 0 channels or multiplier: nothing to write (and no blocks to split the pixels over)
+        return out
     taps, pixels = int(g[5]) * int(g[6]), n * ho * wo
     qblocks = -(-cm // _DW_QB)
     # Split the pixels until the device has about 4 blocks per multiprocessor, each summing
@@ -84,9 +86,8 @@ def depthwise_conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid"
     want = -(-4 * K._sm_count(xp) // (qblocks * taps))
     parts = max(1, min(want, pixels // _DW_PIXELS_PER_PART, 65535))
     part = out if parts == 1 else xp.empty((parts,) + tuple(k_shape), np.float32)
-    if out.size:
-        K._launch("dg_dw_grad_filter_part", (qblocks, taps, parts), (_DW_QB * _DW_LANES,), (x, dy, part) + g)
-        if parts > 1:
-            K._launch("dg_dw_grad_filter_sum", K._grid1d(out.size), (K.BLOCK,),
-                      (part, out, K._i32(out.size), np.int32(parts)))
+    K._launch("dg_dw_grad_filter_part", (qblocks, taps, parts), (_DW_QB * _DW_LANES,), (x, dy, part) + g)
+    if parts > 1:
+        K._launch("dg_dw_grad_filter_sum", K._grid1d(out.size), (K.BLOCK,),
+                  (part, out, K._i32(out.size), np.int32(parts)))
     return out

@@ -284,6 +284,7 @@ EMPTY_SUMS = [  # (name, args): each has an empty reduction (0 input channels, 0
     ("conv2d_grad_filter", lambda: (rnd(2, 5, 5, 2), rnd(2, 3, 3, 0), (3, 3, 2, 0))),
     ("conv2d_bias_act_grad", lambda: (rnd(2, 3, 3, 4), rnd(2, 5, 5, 0), rnd(2, 3, 3, 4, lo=0), rnd(3, 3, 0, 4),
                                       "relu", True)),
+    ("depthwise_conv2d_grad_filter", lambda: (rnd(2, 5, 5, 0), rnd(2, 3, 3, 0), (3, 3, 0, 1))),
     ("matmul", lambda: (rnd(2, 3, 0), rnd(2, 0, 4))),
     ("dense", lambda: (rnd(3, 0), rnd(0, 4), rnd(4), "sigmoid")),
     ("dense_grad", lambda: (rnd(3, 4), rnd(3, 0), rnd(3, 4, lo=0), rnd(0, 4), "relu", True)),
