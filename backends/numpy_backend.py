@@ -426,6 +426,8 @@ class NumpyBackend(Backend):
         for a, b in self._chunks(n, per_image):
             part = self._filter_gemm(_rows_by(dy[a:b], 1), self._cols(win, a, b, dtype))
             dk = part if dk is None else np.add(dk, part, out=dk)
+        if dk is None:  # a batch of 0: an empty sum
+            return np.zeros(tuple(k_shape), dtype)
         return dk.reshape(k_shape)
 
     def _direct_conv(self, lib, x, k, b, out_hw, strides, dilation, pad_tl, act, wino=None):

@@ -285,6 +285,12 @@ EMPTY_SUMS = [  # (name, args): each has an empty reduction (0 input channels, 0
     ("conv2d_bias_act_grad", lambda: (rnd(2, 3, 3, 4), rnd(2, 5, 5, 0), rnd(2, 3, 3, 4, lo=0), rnd(3, 3, 0, 4),
                                       "relu", True)),
     ("depthwise_conv2d_grad_filter", lambda: (rnd(2, 5, 5, 0), rnd(2, 3, 3, 0), (3, 3, 0, 1))),
+    ("conv2d_grad_filter", lambda: (rnd(0, 5, 5, 2), rnd(0, 3, 3, 4), (3, 3, 2, 4))),  # a batch of 0
+    # float16: the tensor-core kernels' path
+    ("conv2d_grad_filter", lambda: (rnd(2, 5, 5, 0).astype(np.float16), rnd(2, 3, 3, 4).astype(np.float16),
+                                    (3, 3, 0, 4))),
+    ("conv2d_grad_filter", lambda: (rnd(0, 5, 5, 2).astype(np.float16), rnd(0, 3, 3, 4).astype(np.float16),
+                                    (3, 3, 2, 4))),
     ("matmul", lambda: (rnd(2, 3, 0), rnd(2, 0, 4))),
     ("dense", lambda: (rnd(3, 0), rnd(0, 4), rnd(4), "sigmoid")),
     ("dense_grad", lambda: (rnd(3, 4), rnd(3, 0), rnd(3, 4, lo=0), rnd(0, 4), "relu", True)),
