@@ -67,7 +67,7 @@ class Tensor:
     # that crossentropy losses can use the fused, unclipped log-softmax form
     # (Keras does the same through ``_keras_logits``).
     # _keras_mask: the boolean mask a layer attached (layers.base.get_keras_mask); unset means none.
-    __slots__ = ("data", "_backend", "requires_grad", "_node", "_nbytes", "_logits", "_keras_mask", "__weakref__")
+    __slots__ = ("data", "_backend", "requires_grad", "_node", "_logits", "_keras_mask", "__weakref__")
     # NumPy defers to Tensor's reflected operators (np_array + tensor -> Tensor).
     __array_ufunc__ = None
 
@@ -77,11 +77,10 @@ class Tensor:
         self.requires_grad = requires_grad
         self._node = node
         self._logits = None
-        self._nbytes = n = int(data.nbytes)
         live = _live.get(backend.name)
         if live is None:
             live = _live.setdefault(backend.name, {})
-        live[id(self)] = n  # last: a failed __init__ leaves nothing for __del__ to undo
+        live[id(self)] = int(data.nbytes)  # last: a failed __init__ leaves nothing for __del__ to undo
 
     def __del__(self):
         try:
@@ -280,7 +279,6 @@ class Tensor:
         DisposedTensorError, as TF.js does. Disposing twice is harmless."""
         if self.is_disposed:
             return
-        self._nbytes = 0
         self._node = None
         self._logits = None
         self.data = _Disposed(self.data.shape, self.data.dtype)
