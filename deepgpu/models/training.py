@@ -456,7 +456,7 @@ class Trainer:
                 host = backends.current().to_numpy(yt)
             else:
                 host = yt
-            ignore = getattr(fn, "ignore_class", None) if fn is not None else None
+            ignore = getattr(fn, "ignore_class", None)  # fn: the sparse loss, or None
             losses_mod.check_host_labels(host, classes, ignore, f"{where}(): {what}" + (
                 f" (output {names[i]!r})" if len(names) > 1 else ""))
         return all_checked
