@@ -33,6 +33,7 @@ import pytest
 
 import deepgpu
 from deepgpu import backends, kernels as K
+from deepgpu.testing import assert_scaled_close
 from deepgpu.testing.emulation import CountingXP
 from deepgpu.testing.emulation import current_custom as _current_custom, custom_backend as _custom_backend
 
@@ -67,13 +68,7 @@ def poisoned(xp, shape):
 
 
 def check(actual, ref, rtol=1e-4, what=""):
-    a = host(actual).astype(np.float64)
-    ref = np.asarray(ref, np.float64)
-    assert a.shape == ref.shape, f"{what}: shape {a.shape} != {ref.shape}"
-    assert np.isfinite(a).all(), f"{what}: {int((~np.isfinite(a)).sum())} elements not written (NaN left)"
-    scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
-    err = float(np.abs(a - ref).max(initial=0.0))
-    assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol} * {scale:.3g}"
+    assert_scaled_close(actual, ref, what, rtol)
 
 
 def f64(a):
