@@ -285,8 +285,8 @@ class Mean(Metric):
             total = self._state(values)["total"]
             if part.dtype == total.data.dtype:
                 total.data += part
-            else:
-                total.assign_add(ops.cast(Tensor(part, B), total.dtype))
+            else:  # another state dtype (rare): _add's cast
+                self._add("total", Tensor(part, B))
             self._host_count += n
             return
         sw = _sample_weight(sample_weight, values)
