@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels as K
-from .runtime import register
+from .runtime import _F32, register
 
 register("elementwise.cu", ("dg_adam", "dg_sgd", "dg_rmsprop", "dg_update_many", "dg_set_scalars"))
 
@@ -20,7 +20,7 @@ def _scalars(hp, what, k):
     """The device scalar array of a graph step: float32 with at least ``k`` values."""
     if hp is None:
         return None
-    if hp.dtype != np.float32 or hp.size < k:
+    if hp.dtype != _F32 or hp.size < k:
         raise ValueError(f"{what}: hp must be a float32 array of at least {k} values, got {hp.dtype} {hp.shape}")
     return hp
 
@@ -122,14 +122,13 @@ def _checked_sets(what, ps, slot_lists):
     hit = _var_sets.get(key)
     if hit is not None:
         return hit
-    f32 = np.float32
     pad = (None,) * (3 - len(slot_lists))
     sets = []
     for k, p in enumerate(ps):
         size = p.size
         slots = [s[k] for s in slot_lists]
         for a in [p] + slots:
-            if a is not None and (a.dtype != f32 or a.size != size or not a.flags.c_contiguous):
+            if a is not None and (a.dtype != _F32 or a.size != size or not a.flags.c_contiguous):
                 K._inplace(a, f"{what} parameter {k} or its slots", size)  # raises, naming the rule
         sets.append((size, p, (*slots, *pad, np.int64(size))))
     if len(_var_sets) >= _VAR_SETS_MAX:
@@ -148,13 +147,12 @@ def _update_many(rule, what, ps, gs, slot_lists, floats, decay_mask=0, flag=0, h
     # Everything checked before the first launch: a step is applied whole or not at all.
     checked = _checked_sets(what, ps, slot_lists)
     sets = checked.sets
-    f32 = np.dtype(np.float32)
     args_of = []
     for k, g in enumerate(gs):
         size, p, rest = sets[k]
         if g.size != size:
             raise ValueError(f"{what}: gradient {k} has {g.size} elements for a parameter of {size}")
-        if g.dtype != f32 or not g.flags.c_contiguous:  # the message is formatted only for this case
+        if g.dtype != _F32 or not g.flags.c_contiguous:  # the message is formatted only for this case
             g = K._check(g, f"{what} gradient {k}")
         args_of.append((p, g) + rest)
     rule, flag = K._i32(rule), K._i32(flag)
@@ -200,7 +198,7 @@ def rmsprop_many(ps, gs, vs, mgs, moms, lr, rho, momentum, eps, hp=None):
 def set_scalars(hp, values):
     """Write up to four Python floats into the device float32 array ``hp`` (one launch)."""
     values = [float(v) for v in values]
-    if not 0 < len(values) <= 4 or hp.dtype != np.float32 or hp.size < len(values):
+    if not 0 < len(values) <= 4 or hp.dtype != _F32 or hp.size < len(values):
         raise ValueError(f"set_scalars: 1 to 4 values into a float32 array of at least as many, "
                          f"got {len(values)} values for {hp.dtype} {hp.shape}")
     vals = values + [0.0] * (4 - len(values))
