@@ -1081,8 +1081,7 @@ def _fused_conv_args(op, x, kernel, bias, activation, strides, padding, dilation
     if bias is None:
         return B, (x, kernel), s, p, d
     channels = ks[2] * ks[3] if depthwise else ks[3]
-    if not isinstance(bias, Tensor):
-        bias = _t(bias, B, x.dtype)
+    bias = _t(bias, B, x.dtype)
     if bias.data.dtype is not x.data.dtype and bias.dtype != x.dtype:  # the first: no name lookups
         bias = cast(bias, x.dtype)
     if bias.shape != (channels,):
