@@ -94,12 +94,6 @@ def _output(xp, out, shape, dtype, what):
     return out.reshape(shape)
 
 
-def _zeros_out(xp, out, shape, dtype):
-    out = _output(xp, out, shape, dtype, "conv2d_grad_filter out")
-    out.fill(0)
-    return out
-
-
 def matmul(a, b, transpose_a=False, transpose_b=False, bias=None, activation=None, out=None):
     """``act(op(a) @ op(b) + bias)`` on tensor cores, as gemm.matmul; a [..., m, k], b [..., k, n]
     after the transposes, bias [n] or None, all of one dtype (float32 rounded to TF32, float16 or
@@ -200,17 +194,19 @@ def conv2d_grad_filter(x, dy, k_shape, strides=(1, 1), padding="valid", dilation
         kh, kw, c, o = k_shape
         rows, total = kh * kw * c, want[0] * want[1] * want[2]
         if not rows * o * total:  # nothing to write, or an empty sum (zeros): no launch, no split to plan
-            plan = K._plans[key] = (None, None, 0)
-            return _zeros_out(xp, out, k_shape, dtype)
-        grid = _grid(rows, o)
-        if splits is None:
-            splits = max(1, min(4 * K._sm_count(xp) // (grid[0] * grid[1]), total // (8 * TC_BK), 512))
-        chunk, splits = _split(total, splits, TC_BK)
-        plan = K._plans[key] = (g + (K._i32(chunk),), grid[:2] + (splits,), splits)
+            plan = (None, None, 0)
+        else:
+            grid = _grid(rows, o)
+            if splits is None:
+                splits = max(1, min(4 * K._sm_count(xp) // (grid[0] * grid[1]), total // (8 * TC_BK), 512))
+            chunk, splits = _split(total, splits, TC_BK)
+            plan = (g + (K._i32(chunk),), grid[:2] + (splits,), splits)
+        K._plans[key] = plan
     scalars, grid, splits = plan
-    if scalars is None:
-        return _zeros_out(xp, out, k_shape, dtype)
     out = _output(xp, out, k_shape, dtype, "conv2d_grad_filter out")
+    if scalars is None:
+        out.fill(0)
+        return out
     p = _SUFFIX[dtype.name]
     direct = p == "tf32" and splits == 1
     work = out if direct else xp.empty((splits,) + k_shape, np.float32)
