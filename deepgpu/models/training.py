@@ -642,7 +642,7 @@ class Trainer:
             return
         with no_grad():
             out = self(xb if len(xb) > 1 else xb[0], training=False)
-            outs = self._outs_list(out)
+            outs = float32_outputs(self._outs_list(out))  # once for the loss and the metrics, as _gradients
             total, per_out = self._compute_loss(yb, outs, swb)
             self._update_metrics(yb, outs, swb, total, per_out)
 
