@@ -138,7 +138,8 @@ def backward(out: Tensor, sources, dy=None) -> list:
     """Gradients of ``out`` with respect to each of ``sources`` (raw arrays or None).
 
     ``dy`` (raw array or Tensor) seeds the output's gradient; default ones.
-    Saved arrays of the graph are released as the pass goes.
+    Each tensor's gradient is dropped once it is passed on to its inputs (the graph's saved arrays
+    live as long as its tensors do).
     """
     B = out._backend
     if dy is None:
